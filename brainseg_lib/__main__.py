@@ -1,0 +1,127 @@
+"""Command line: ``python -m brainseg_lib <command>`` (also installed as ``brainseg``).
+
+  check-data             verify the dataset layout and print split counts
+  train [--profile P]    train and evaluate one run (cpu by default, paper on CUDA)
+  evaluate --checkpoint  score a checkpoint on a split, write CSV + JSON
+  table                  rebuild Table I from results/metrics/*.json
+  embed-table            copy results/tables/table1.md into README.md
+  headline [--profile]   print the headline metrics of finished runs
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+
+import yaml
+
+
+def _cmd_check_data(args) -> int:
+    from .data import EXPECTED_COUNTS, SPLITS, check_dataset, list_split
+    root = check_dataset(args.data)
+    print(f"Br35H found at {root}")
+    bad = 0
+    for s in SPLITS:
+        n = len(list_split(s, root)[0])
+        flag = "" if n == EXPECTED_COUNTS[s] else f"  (expected {EXPECTED_COUNTS[s]})"
+        bad += bool(flag)
+        print(f"  {s:5s} {n:4d} annotated images{flag}")
+    return 1 if bad else 0
+
+
+def _cmd_train(args) -> int:
+    from .experiment import default_profile, load_profile, run_profile
+    name = args.profile or default_profile()
+    params = load_profile(name)
+    for kv in args.set or []:
+        k, _, v = kv.partition("=")
+        params[k] = yaml.safe_load(v)
+    out = run_profile(params, data_root=args.data, resume=args.resume)
+    g = out["global"]
+    print(f"{out['run_name'] if 'run_name' in out else name}: test F1 {g['f1']:.3f}  IoU {g['iou']:.3f}  "
+          f"precision {g['precision']:.3f}  recall {g['recall']:.3f}  "
+          f"(train {out['train_seconds']:.0f}s) -> {out['json_path']}")
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from .evaluate import evaluate_checkpoint, write_evaluation
+    ev = evaluate_checkpoint(args.checkpoint, args.split, args.threshold, args.device, args.data)
+    name = args.name or f"eval-{args.split}"
+    j, c = write_evaluation(ev, name, {"profile": "custom"}, out_dir=args.out)
+    print(json.dumps(ev.summary["global"], indent=1))
+    print(f"wrote {j} and {c}")
+    return 0
+
+
+def _cmd_table(args) -> int:
+    from .compare import build_table1, to_markdown, write_table1
+    table = build_table1()
+    written = write_table1(table)
+    print(to_markdown(table))
+    print("wrote " + ", ".join(str(p) for p in written.values()))
+    return 0
+
+
+def _cmd_embed_table(args) -> int:
+    from . import paths
+    from .compare import embed_in_readme
+    md = (paths.tables_dir() / "table1.md").read_text()
+    changed = embed_in_readme(md)
+    print("README.md Table I " + ("updated" if changed else "already current"))
+    return 0
+
+
+def _cmd_headline(args) -> int:
+    from .evaluate import load_run_metrics
+    runs = [r for r in load_run_metrics() if args.profile in (None, r.get("profile"))]
+    if not runs:
+        print("no run metrics found in results/metrics")
+        return 1
+    for r in runs:
+        g = r["global"]
+        print(f"{r['run_name']}: test F1 {g['f1']:.3f}  IoU {g['iou']:.3f}  precision {g['precision']:.3f}  "
+              f"recall {g['recall']:.3f}  specificity {g['specificity']:.3f}  accuracy {g['accuracy']:.3f}  "
+              f"| train {r.get('train_seconds', float('nan')):.0f} s, F1 at marks {r.get('test_f1_at_seconds')}")
+    return 0
+
+
+def main(argv=None) -> int:
+    p = argparse.ArgumentParser(prog="brainseg", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=None, help="Br35H folder (default: $BRAINSEG_DATA or data/br35h)")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("check-data", help="verify the dataset").set_defaults(fn=_cmd_check_data)
+    t = sub.add_parser("train", help="train + evaluate one profile")
+    t.add_argument("--profile", help="params/<profile>.yaml (default: paper on CUDA, else cpu)")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a profile value")
+    t.add_argument("--resume", action="store_true", help="continue from the run's last.pt")
+    t.set_defaults(fn=_cmd_train)
+    e = sub.add_parser("evaluate", help="score a checkpoint")
+    e.add_argument("--checkpoint", required=True)
+    e.add_argument("--split", default="test", choices=["train", "val", "test"])
+    e.add_argument("--threshold", type=float, default=0.5)
+    e.add_argument("--device", default="auto")
+    e.add_argument("--name", help="output name (default eval-<split>)")
+    e.add_argument("--out", help="output folder (default results/metrics)")
+    e.set_defaults(fn=_cmd_evaluate)
+    sub.add_parser("table", help="rebuild Table I").set_defaults(fn=_cmd_table)
+    sub.add_parser("embed-table", help="copy results/tables/table1.md into README.md"
+                   ).set_defaults(fn=_cmd_embed_table)
+    h = sub.add_parser("headline", help="print the headline test metrics of finished runs")
+    h.add_argument("--profile", default=None)
+    h.set_defaults(fn=_cmd_headline)
+    args = p.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s")
+    from .data import DataError
+    from .checkpoint import CheckpointError
+    try:
+        return args.fn(args)
+    except (DataError, CheckpointError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,142 @@
+"""Table I: the paper's cited rows, the paper's own row, and our reproduction runs.
+
+The cited and paper rows are data, read from ``references/khadra2026_table1.csv``
+(each row gives its source). Reproduction rows are read from the run JSONs in
+``results/metrics``: the pooled (``global``) native-resolution test metrics,
+averaged over seeds when a configuration was run with several. A value a
+study does not report stays empty (NaN in pandas, blank in CSV), never 0.
+"""
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from . import paths
+from .evaluate import load_run_metrics, write_csv
+
+COLUMNS = ["Study", "F1", "IoU", "Precision", "Recall", "Specificity", "Accuracy"]
+METRIC_COLUMNS = COLUMNS[1:]
+KEY_OF = {"F1": "f1", "IoU": "iou", "Precision": "precision", "Recall": "recall",
+          "Specificity": "specificity", "Accuracy": "accuracy"}
+PAPER_ROW = "Khadra et al. 2026 (paper)"
+README_START, README_END = "<!-- TABLE1:START -->", "<!-- TABLE1:END -->"
+
+
+def cited_rows(path: str | Path | None = None) -> pd.DataFrame:
+    """The six cited studies and the paper's own row, with Reference and Source columns."""
+    df = pd.read_csv(path or paths.PAPER_TABLE1_CSV)
+    missing = set(COLUMNS) - set(df.columns)
+    if missing:
+        raise ValueError(f"{path or paths.PAPER_TABLE1_CSV} lacks columns {sorted(missing)}")
+    return df
+
+
+def run_label(run: dict) -> str:
+    return (f"Ours: {run.get('profile', '?')} profile, {run.get('split_scheme', 'official')} split, "
+            f"{run.get('loss', '?')}")
+
+
+def reproduction_rows(runs: list[dict]) -> pd.DataFrame:
+    """One row per (profile, split scheme, loss): mean over seeds, with sd and seed count."""
+    groups: dict[str, list[dict]] = {}
+    for r in runs:
+        groups.setdefault(run_label(r), []).append(r)
+    rows = []
+    for label, rs in groups.items():
+        row = {"Study": label, "n_seeds": len(rs),
+               "Reference": "this repository, results/metrics/" + ", ".join(
+                   sorted(r["run_name"] + ".json" for r in rs)),
+               "Source": "measured: pooled native-resolution test metrics"}
+        for col, key in KEY_OF.items():
+            vals = np.array([r["global"][key] for r in rs], dtype=float)
+            row[col] = float(vals.mean())
+            row[f"{col}_sd"] = float(vals.std(ddof=1)) if len(vals) > 1 else math.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def build_table1(runs: list[dict] | None = None, metrics_dir=None) -> pd.DataFrame:
+    """Cited rows, paper row and reproduction rows (detail columns included)."""
+    if runs is None:
+        runs = load_run_metrics(metrics_dir)
+    ours = reproduction_rows(runs)
+    table = pd.concat([cited_rows(), ours], ignore_index=True)
+    return table
+
+
+def differences_from_paper(table: pd.DataFrame) -> pd.DataFrame:
+    """Each reproduction row minus the paper's row, per metric (empty where the paper is)."""
+    paper = table.loc[table["Study"] == PAPER_ROW, METRIC_COLUMNS].iloc[0]
+    ours = table[table["Study"].str.startswith("Ours")]
+    diff = ours[METRIC_COLUMNS].astype(float) - paper.astype(float)
+    return pd.concat([ours[["Study"]], diff], axis=1).reset_index(drop=True)
+
+
+def _fmt(v, sd=math.nan) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    s = f"{v:.3f}"
+    if sd is not None and not (isinstance(sd, float) and math.isnan(sd)):
+        s += f" ± {sd:.3f}"
+    return s
+
+
+def _display_rows(table: pd.DataFrame) -> list[list[str]]:
+    rows = []
+    for _, r in table.iterrows():
+        cells = [str(r["Study"])]
+        for c in METRIC_COLUMNS:
+            cells.append(_fmt(r[c], r.get(f"{c}_sd", math.nan)))
+        rows.append(cells)
+    return rows
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in _display_rows(table)]
+    return "\n".join(lines) + "\n"
+
+
+def _tex_escape(s: str) -> str:
+    return re.sub(r"([&%$#_{}])", r"\\\1", s).replace("±", r"$\pm$")
+
+
+def to_latex(table: pd.DataFrame) -> str:
+    out = [r"\begin{tabular}{l" + "r" * len(METRIC_COLUMNS) + "}", r"\hline",
+           " & ".join(COLUMNS) + r" \\", r"\hline"]
+    out += [" & ".join(_tex_escape(c) for c in cells) + r" \\" for cells in _display_rows(table)]
+    out += [r"\hline", r"\end{tabular}"]
+    return "\n".join(out) + "\n"
+
+
+def write_table1(table: pd.DataFrame, out_dir: str | Path | None = None) -> dict[str, Path]:
+    """table1.csv (exactly COLUMNS), table1_detail.csv, table1.md and table1.tex."""
+    out = paths.ensure(Path(out_dir) if out_dir else paths.tables_dir())
+    written = {
+        "csv": write_csv(table[COLUMNS], out / "table1.csv"),
+        "detail": write_csv(table, out / "table1_detail.csv"),
+    }
+    for key, text in (("md", to_markdown(table)), ("tex", to_latex(table))):
+        p = out / f"table1.{key}"
+        p.write_text(text)
+        written[key] = p
+    return written
+
+
+def embed_in_readme(markdown: str, readme: str | Path | None = None) -> bool:
+    """Replace the text between the TABLE1 markers in README.md; True if it changed."""
+    readme = Path(readme or paths.PROJECT_ROOT / "README.md")
+    text = readme.read_text()
+    if README_START not in text or README_END not in text:
+        raise ValueError(f"{readme} lacks the markers {README_START} ... {README_END}")
+    head, rest = text.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    new = f"{head}{README_START}\n{markdown}{README_END}{tail}"
+    if new != text:
+        readme.write_text(new)
+        return True
+    return False

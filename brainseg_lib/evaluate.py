@@ -1,0 +1,220 @@
+"""Evaluate a checkpoint on a split and write per-image CSV + aggregate JSON.
+
+Metrics are computed at two resolutions:
+
+* ``native`` (what Table I reports): the predicted probability map is resized
+  back to each image's own size (bilinear), thresholded, and compared with the
+  mask rasterised at native size. This is what a user with the original scans
+  and annotations would measure.
+* ``model``: prediction and the resized mask at the model's input size.
+
+The aggregate JSON holds ``global`` (pooled) and ``per_image_mean`` /
+``per_image_sd`` blocks for the native resolution, the same under
+``model_resolution``, bootstrap 95% CIs of the pooled metrics, the training
+config, checkpoint path, device and ``train_seconds``.
+"""
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+
+from . import paths
+from .checkpoint import load_checkpoint, model_from_checkpoint
+from .data import SplitArrays, load_split, native_masks
+from .metrics import COUNTS, METRICS, bootstrap_ci, confusion_counts, per_image_table, summarize
+from .train import predict_logits, resolve_device
+
+RUN_KIND = "segmentation_run"
+
+
+def predict_probs(model, arrays: SplitArrays, device="cpu", batch_size: int = 32) -> np.ndarray:
+    """Tumour probabilities (N, S, S) float32 at the model's resolution."""
+    device = resolve_device(device) if isinstance(device, str) else device
+    model = model.to(device)
+    logits = predict_logits(model, torch.from_numpy(arrays.images), device, batch_size,
+                            channels_last=device.type != "mps")
+    return torch.sigmoid(logits[:, 0]).numpy()
+
+
+def to_native(prob: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear resize of one probability map back to (height, width)."""
+    t = torch.from_numpy(np.ascontiguousarray(prob, dtype=np.float32))[None, None]
+    return F.interpolate(t, size=(int(height), int(width)), mode="bilinear",
+                         align_corners=False)[0, 0].numpy()
+
+
+@dataclass
+class Evaluation:
+    per_image: pd.DataFrame        # one row per image, native and model_* columns
+    summary: dict                  # JSON-ready aggregate
+    probs: np.ndarray              # model-resolution probabilities (N, S, S)
+
+
+def evaluate_model(model, split: str, image_size: int, threshold: float = 0.5, device="cpu",
+                   data_root=None, arrays: SplitArrays | None = None,
+                   limit: int | None = None) -> Evaluation:
+    """Predict ``split`` and score it at native and model resolution."""
+    arrays = (arrays or load_split(split, image_size, root=data_root)).head(limit)
+    probs = predict_probs(model, arrays, device)
+    gts = native_masks(split, root=data_root)
+    rows = []
+    for i, name in enumerate(arrays.names):
+        gt = gts[name]
+        pn = to_native(probs[i], *gt.shape) >= threshold
+        native = confusion_counts(pn, gt)
+        model_res = confusion_counts(probs[i] >= threshold, arrays.masks[i])
+        rows.append({"name": name, "native_h": gt.shape[0], "native_w": gt.shape[1],
+                     "tumour_pixels": int(gt.sum()), "pred_pixels": int(pn.sum()),
+                     "max_prob": float(probs[i].max()), **native,
+                     **{f"model_{k}": v for k, v in model_res.items()}})
+    df = per_image_table(pd.DataFrame(rows))
+    model_df = per_image_table(df[[f"model_{c}" for c in COUNTS]].set_axis(list(COUNTS), axis=1))
+    for k in METRICS:
+        df[f"model_{k}"] = model_df[k].to_numpy()
+    native_summary = summarize(df)
+    summary = {
+        "split": split, "threshold": threshold, "table_resolution": "native",
+        "n_images": native_summary["n_images"],
+        "global": native_summary["global"],
+        "per_image_mean": native_summary["per_image_mean"],
+        "per_image_sd": native_summary["per_image_sd"],
+        "counts": native_summary["counts"],
+        "bootstrap_ci95": {m: list(bootstrap_ci(df, m)) for m in METRICS},
+        "model_resolution": {k: v for k, v in summarize(model_df).items() if k != "n_images"},
+    }
+    return Evaluation(df, summary, probs)
+
+
+def evaluate_checkpoint(checkpoint: str | Path, split: str = "test", threshold: float = 0.5,
+                        device="auto", data_root=None, limit: int | None = None) -> Evaluation:
+    """Load a checkpoint written by ``train.fit`` and evaluate it on ``split``."""
+    ck = load_checkpoint(checkpoint)
+    model = model_from_checkpoint(ck, checkpoint)
+    size = ck["train_config"]["image_size"]
+    dev = resolve_device(device)
+    ev = evaluate_model(model, split, size, threshold, dev, data_root, limit=limit)
+    ev.summary.update({"checkpoint": _rel(checkpoint), "device": str(dev),
+                       "config": ck["train_config"], "epoch": ck.get("epoch"),
+                       "train_seconds": ck.get("train_seconds")})
+    return ev
+
+
+def threshold_sweep(probs: np.ndarray, arrays: SplitArrays, thresholds=None,
+                    data_root=None) -> pd.DataFrame:
+    """Pooled precision / recall / F1 / IoU at each threshold, at native resolution.
+
+    Counts come from per-image histograms of the native-size probabilities of
+    tumour and background pixels, so a 101-point sweep costs one pass.
+    """
+    if thresholds is None:
+        thresholds = np.round(np.linspace(0.0, 1.0, 101), 2)
+    thresholds = np.asarray(thresholds, dtype=np.float64)
+    edges = np.concatenate([[-np.inf], thresholds, [np.inf]])
+    gts = native_masks(arrays.split, root=data_root)
+    pos = np.zeros(len(edges) - 1)
+    neg = np.zeros(len(edges) - 1)
+    for i, name in enumerate(arrays.names):
+        gt = gts[name]
+        p = to_native(probs[i], *gt.shape)
+        pos += np.histogram(p[gt], bins=edges)[0]
+        neg += np.histogram(p[~gt], bins=edges)[0]
+    # pixels with prob >= thresholds[j] are those in bins j+1 .. end
+    tp = np.cumsum(pos[::-1])[::-1][1:]
+    fp = np.cumsum(neg[::-1])[::-1][1:]
+    fn = pos.sum() - tp
+    tn = neg.sum() - fp
+    from .metrics import metrics_from_counts
+    rows = [{"threshold": t, "tp": a, "fp": b, "fn": c, "tn": d, **metrics_from_counts(a, b, c, d)}
+            for t, a, b, c, d in zip(thresholds, tp, fp, fn, tn)]
+    return pd.DataFrame(rows)
+
+
+def _rel(p) -> str:
+    """A path as the user will find it: ``results/...`` for anything under the results
+    folder (also while run_all.sh stages results elsewhere), else project-relative."""
+    p = Path(p).resolve()
+    for base, label in ((paths.results_dir().resolve(), "results"), (paths.PROJECT_ROOT, "")):
+        try:
+            rel = p.relative_to(base)
+        except ValueError:
+            continue
+        return str(Path(label) / rel) if label else str(rel)
+    return str(p)
+
+
+def write_json(obj: dict, path: str | Path) -> Path:
+    """Atomic JSON write (sorted keys off, indent 1, NaN refused)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(obj, indent=1, allow_nan=False, default=_jsonable))
+    os.replace(tmp, path)
+    return path
+
+
+def write_csv(df: pd.DataFrame, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    df.to_csv(tmp, index=False)
+    os.replace(tmp, path)
+    return path
+
+
+def _jsonable(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+def write_evaluation(ev: Evaluation, run_name: str, extra: dict | None = None,
+                     out_dir: str | Path | None = None) -> tuple[Path, Path]:
+    """Write ``<run>.json`` (aggregate) and ``<run>_per_image.csv`` to results/metrics."""
+    out = paths.ensure(Path(out_dir) if out_dir else paths.metrics_dir())
+    summary = {"kind": RUN_KIND, "run_name": run_name, **ev.summary, **(extra or {})}
+    csv_path = write_csv(ev.per_image, out / f"{run_name}_per_image.csv")
+    summary["per_image_csv"] = csv_path.name
+    return write_json(summary, out / f"{run_name}.json"), csv_path
+
+
+def load_run_metrics(out_dir: str | Path | None = None) -> list[dict]:
+    """Every segmentation-run JSON in results/metrics, sorted by run name."""
+    out = Path(out_dir) if out_dir else paths.metrics_dir()
+    runs = []
+    for p in sorted(out.glob("*.json")):
+        try:
+            d = json.loads(p.read_text())
+        except json.JSONDecodeError:
+            continue
+        if isinstance(d, dict) and d.get("kind") == RUN_KIND:
+            runs.append(d)
+    return runs
+
+
+def case_predictions(checkpoint: str | Path, split: str, names: list[str], threshold: float = 0.5,
+                     device="cpu", data_root=None):
+    """(image, truth, prediction) at native size for the named images, for figures."""
+    from .data import list_split, load_sample
+    ck = load_checkpoint(checkpoint)
+    model = model_from_checkpoint(ck, checkpoint)
+    size = ck["train_config"]["image_size"]
+    anns, folder = list_split(split, data_root)
+    by_name = {a.filename: a for a in anns}
+    samples = [load_sample(by_name[n], folder) for n in names]
+    from .data import resize_image
+    arrays = SplitArrays(split, size, np.stack([resize_image(s.image, size) for s in samples]),
+                         np.zeros((len(samples), size, size), np.uint8), list(names),
+                         np.array([s.image.shape for s in samples]), np.zeros(len(samples)))
+    probs = predict_probs(model, arrays, resolve_device(device))
+    return [(s.image, s.mask, to_native(p, *s.image.shape) >= threshold) for s, p in zip(samples, probs)]

@@ -1,0 +1,107 @@
+"""One reproduction run, end to end: profile -> training -> test metrics on disk.
+
+Notebook 02 and ``python -m brainseg_lib train`` both call ``run_profile``;
+nothing here prints numbers that are not also written to ``results/``.
+"""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import yaml
+
+from . import paths
+from .checkpoint import load_checkpoint, model_from_checkpoint
+from .evaluate import evaluate_checkpoint, evaluate_model, write_evaluation, _rel
+from .train import TrainConfig, fit, resolve_device
+
+PAPER_F1 = 0.826  # Khadra et al. 2026, Table I, row "Our" (references/khadra2026_table1.csv)
+TRAIN_KEYS = {f for f in TrainConfig.__dataclass_fields__}
+
+
+def load_profile(name: str) -> dict:
+    """The parameters of ``params/<name>.yaml``."""
+    path = paths.PARAMS_DIR / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in paths.PARAMS_DIR.glob("*.yaml"))
+        raise FileNotFoundError(f"no profile {name!r} ({path}); known profiles: {known}")
+    return yaml.safe_load(path.read_text()) or {}
+
+
+def default_profile() -> str:
+    """``paper`` when CUDA is present, else ``cpu``."""
+    import torch
+    return "paper" if torch.cuda.is_available() else "cpu"
+
+
+def config_from_params(params: dict) -> TrainConfig:
+    """A TrainConfig from a flat parameter dict (notebook parameters or a profile)."""
+    return TrainConfig.from_dict({k: v for k, v in params.items() if k in TRAIN_KEYS})
+
+
+def run_name(profile: str, seed: int, loss: str, split_scheme: str = "official") -> str:
+    return f"{profile}-{split_scheme}-{loss}-seed{seed}"
+
+
+def run_profile(params: dict, data_root=None, resume: bool = False, progress: bool | None = None) -> dict:
+    """Train with ``params``, evaluate the best checkpoint on TEST, write results; return the JSON dict."""
+    cfg = config_from_params(params)
+    profile = params.get("profile", "custom")
+    split_scheme = params.get("split_scheme", "official")
+    name = run_name(profile, cfg.seed, cfg.loss, split_scheme)
+    run_dir = paths.runs_dir() / name
+    if run_dir.exists() and not resume:
+        shutil.rmtree(run_dir)  # a fresh run starts clean; results are regenerated, not mixed
+    result = fit(cfg, run_dir, resume=resume, data_root=data_root, progress=progress)
+    ev = evaluate_checkpoint(result.best_path, "test", cfg.threshold, device=cfg.device,
+                             data_root=data_root, limit=params.get("limit_test"))
+    f1_at = snapshot_scores(result.snapshots, cfg, data_root, params.get("limit_test"))
+    reached = [m for m, f1 in sorted(f1_at.items()) if f1 >= PAPER_F1]
+    best_row = result.history.loc[result.history["val_dice"].idxmax()]
+    extra = {
+        "profile": profile, "split_scheme": split_scheme, "seed": cfg.seed, "loss": cfg.loss,
+        "n_parameters": result.n_parameters, "device": result.device,
+        "train_seconds": round(result.train_seconds, 2), "wall_seconds": round(result.wall_seconds, 2),
+        "epochs_run": int(result.history["epoch"].max()), "best_epoch": int(best_row["epoch"]),
+        "best_val_dice": float(best_row["val_dice"]),
+        "test_f1_at_seconds": {str(int(m)): f for m, f in sorted(f1_at.items())},
+        "target_f1": PAPER_F1,
+        "seconds_to_target": int(reached[0]) if reached else None,
+        "history_csv": _rel(run_dir / "history.csv"),
+    }
+    json_path, _ = write_evaluation(ev, name, extra)
+    return {**ev.summary, **extra, "json_path": str(json_path), "run_dir": str(run_dir)}
+
+
+def snapshot_scores(snapshots: dict, cfg: TrainConfig, data_root=None, limit=None) -> dict[float, float]:
+    """Pooled native-resolution test F1 of each wall-clock snapshot (report only, never model selection)."""
+    out = {}
+    dev = resolve_device(cfg.device)
+    for mark, path in sorted(snapshots.items()):
+        ck = load_checkpoint(path)
+        ev = evaluate_model(model_from_checkpoint(ck, path), "test", cfg.image_size, cfg.threshold,
+                            dev, data_root, limit=limit)
+        out[float(mark)] = ev.summary["global"]["f1"]
+    return out
+
+
+def name_for(params: dict) -> str:
+    """The run name that ``run_profile(params)`` uses."""
+    cfg = config_from_params(params)
+    return run_name(params.get("profile", "custom"), cfg.seed, cfg.loss,
+                    params.get("split_scheme", "official"))
+
+
+def load_run(params: dict):
+    """(metrics JSON dict, per-image DataFrame, history DataFrame) of a finished run."""
+    import json
+    import pandas as pd
+    name = name_for(params)
+    path = paths.metrics_dir() / f"{name}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no results for run {name!r} at {path}; run notebook 02_training "
+                                "(or `python -m brainseg_lib train`) with the same parameters first")
+    run = json.loads(path.read_text())
+    per_image = pd.read_csv(paths.metrics_dir() / run["per_image_csv"])
+    history = pd.read_csv(paths.runs_dir() / name / "history.csv")
+    return run, per_image, history

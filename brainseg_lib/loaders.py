@@ -1,0 +1,107 @@
+"""Tensors for training: a Dataset over cached uint8 arrays, batch augmentation, loaders.
+
+The whole split lives in RAM as uint8; nothing is decoded per epoch. Train-time
+augmentation runs on the batch as tensor operations (one ``grid_sample`` for
+the affine part) and draws all randomness from a ``torch.Generator`` seeded by
+``(seed, epoch)``, so a run, or a run resumed at any epoch, sees the same
+batches. Evaluation loaders never augment and never shuffle.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch.utils.data import DataLoader, Dataset
+
+from .data import SplitArrays
+
+
+@dataclass
+class AugmentConfig:
+    hflip: float = 0.5          # probability of a left-right flip
+    vflip: float = 0.0          # probability of an up-down flip
+    rotate_deg: float = 10.0    # uniform in [-r, r]
+    scale: float = 0.10         # zoom factor uniform in [1-s, 1+s]
+    translate: float = 0.05     # shift, fraction of the side, uniform in [-t, t]
+    brightness: float = 0.10    # additive, uniform in [-b, b]
+    contrast: float = 0.10      # multiplicative, uniform in [1-c, 1+c]
+
+
+class SegmentationDataset(Dataset):
+    """(image, mask) pairs as uint8 tensors of shape (1, S, S)."""
+
+    def __init__(self, arrays: SplitArrays):
+        self.images = torch.from_numpy(arrays.images).unsqueeze(1)
+        self.masks = torch.from_numpy(arrays.masks).unsqueeze(1)
+
+    def __len__(self) -> int:
+        return self.images.shape[0]
+
+    def __getitem__(self, i):
+        return self.images[i], self.masks[i]
+
+
+def to_float(images_u8: torch.Tensor) -> torch.Tensor:
+    """uint8 images -> float32 in [0, 1] (the model's input scale)."""
+    return images_u8.float().div_(255.0)
+
+
+def _uniform(n: int, lo: float, hi: float, gen: torch.Generator) -> torch.Tensor:
+    return torch.rand(n, generator=gen) * (hi - lo) + lo
+
+
+def augment_batch(x: torch.Tensor, y: torch.Tensor, cfg: AugmentConfig,
+                  gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Augment a float batch x (B,1,S,S in [0,1]) and its mask y (0/1) together."""
+    b = x.shape[0]
+    flip_h = torch.rand(b, generator=gen) < cfg.hflip
+    flip_v = torch.rand(b, generator=gen) < cfg.vflip
+    ang = _uniform(b, -cfg.rotate_deg, cfg.rotate_deg, gen) * (math.pi / 180)
+    zoom = _uniform(b, 1 - cfg.scale, 1 + cfg.scale, gen)
+    tx = _uniform(b, -cfg.translate, cfg.translate, gen) * 2
+    ty = _uniform(b, -cfg.translate, cfg.translate, gen) * 2
+    bright = _uniform(b, -cfg.brightness, cfg.brightness, gen)
+    contrast = _uniform(b, 1 - cfg.contrast, 1 + cfg.contrast, gen)
+    sx = torch.where(flip_h, -1.0, 1.0) / zoom
+    sy = torch.where(flip_v, -1.0, 1.0) / zoom
+    cos, sin = torch.cos(ang), torch.sin(ang)
+    theta = torch.stack([torch.stack([cos * sx, -sin * sy, tx], 1),
+                         torch.stack([sin * sx, cos * sy, ty], 1)], 1).to(x.dtype)
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    both = F.grid_sample(torch.cat([x, y.to(x.dtype)], 1), grid, mode="bilinear",
+                         padding_mode="zeros", align_corners=False)
+    xa, ya = both[:, :1], (both[:, 1:] >= 0.5).to(y.dtype)
+    mean = xa.mean(dim=(1, 2, 3), keepdim=True)
+    xa = ((xa - mean) * contrast.view(b, 1, 1, 1) + mean + bright.view(b, 1, 1, 1)).clamp_(0, 1)
+    return xa, ya
+
+
+def epoch_generator(seed: int, epoch: int, stream: int) -> torch.Generator:
+    """A generator that depends only on (seed, epoch, stream): resumable randomness."""
+    return torch.Generator().manual_seed((seed * 1_000_003 + epoch * 101 + stream) % (2**63))
+
+
+class _Collate:
+    def __init__(self, augment: AugmentConfig | None, gen: torch.Generator | None):
+        self.augment, self.gen = augment, gen
+
+    def __call__(self, batch):
+        x = to_float(torch.stack([b[0] for b in batch]))
+        y = torch.stack([b[1] for b in batch]).float()
+        if self.augment is not None:
+            x, y = augment_batch(x, y, self.augment, self.gen)
+        return x, y
+
+
+def make_loader(arrays: SplitArrays, batch_size: int, train: bool, seed: int = 0,
+                epoch: int = 0, augment: AugmentConfig | None = None) -> DataLoader:
+    """A DataLoader of float batches. ``train=True`` shuffles and (if given) augments,
+    reproducibly for a given (seed, epoch); ``train=False`` does neither."""
+    ds = SegmentationDataset(arrays)
+    if not train:
+        return DataLoader(ds, batch_size=batch_size, shuffle=False, collate_fn=_Collate(None, None))
+    return DataLoader(ds, batch_size=batch_size, shuffle=True, drop_last=len(ds) > batch_size,
+                      generator=epoch_generator(seed, epoch, 0),
+                      collate_fn=_Collate(augment, epoch_generator(seed, epoch, 1)))

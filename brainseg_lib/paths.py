@@ -1,0 +1,83 @@
+"""Every folder the project uses, named in one place.
+
+Folders resolve from the package location (the project root is the parent of
+``brainseg_lib/``) or from environment variables, never from the working
+directory, so notebooks run by papermill and tests in a temp folder see the
+same paths.
+
+Environment variables:
+  BRAINSEG_DATA     the Br35H folder (default: <root>/data/br35h)
+  BRAINSEG_CACHE    preprocessed-array cache (default: <root>/.cache)
+  BRAINSEG_RESULTS  figures, tables, metrics, runs (default: <root>/results);
+                    run_all.sh points it at a staging folder while it runs.
+  BRAINSEG_RUNS     run folders: history, logs, checkpoints (default: <results>/runs)
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+PARAMS_DIR = PROJECT_ROOT / "params"
+NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
+REFERENCES_DIR = PROJECT_ROOT / "references"
+PAPER_TABLE1_CSV = REFERENCES_DIR / "khadra2026_table1.csv"
+
+
+def _from_env(var: str, default: Path) -> Path:
+    value = os.environ.get(var)
+    if not value:
+        return default
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else (PROJECT_ROOT / p).resolve()
+
+
+def data_dir() -> Path:
+    """The Br35H root (the folder holding ``Br35H-Mask-RCNN/``, ``yes/``, ``no/``)."""
+    return _from_env("BRAINSEG_DATA", PROJECT_ROOT / "data" / "br35h")
+
+
+def cache_dir() -> Path:
+    return _from_env("BRAINSEG_CACHE", PROJECT_ROOT / ".cache")
+
+
+def results_dir() -> Path:
+    return _from_env("BRAINSEG_RESULTS", PROJECT_ROOT / "results")
+
+
+def runs_dir() -> Path:
+    """Run folders (history.csv, train_log.txt, *.pt); checkpoints are git-ignored."""
+    return _from_env("BRAINSEG_RUNS", results_dir() / "runs")
+
+
+def figures_dir() -> Path:
+    return results_dir() / "figures"
+
+
+def tables_dir() -> Path:
+    return results_dir() / "tables"
+
+
+def metrics_dir() -> Path:
+    return results_dir() / "metrics"
+
+
+def executed_dir() -> Path:
+    return results_dir() / "executed"
+
+
+def ensure(path: Path) -> Path:
+    """Create ``path`` (a folder) if needed and return it."""
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def resolve_recorded(path: str | Path) -> Path:
+    """Turn a path recorded in a results JSON (``results/...`` or project-relative)
+    back into a file path, honouring BRAINSEG_RESULTS."""
+    p = Path(path)
+    if p.is_absolute():
+        return p
+    if p.parts and p.parts[0] == "results":
+        return results_dir().joinpath(*p.parts[1:])
+    return PROJECT_ROOT / p

@@ -1,0 +1,335 @@
+"""Training engine: one config object, one ``fit`` call, checkpoints you can trust.
+
+* Every run lives in its own folder (``paths.runs_dir()/<run_name>``) holding
+  ``history.csv`` (one row per epoch), ``last.pt``, ``best.pt`` (best
+  validation Dice), ``snapshots/at_<s>s.pt`` (weights at wall-clock marks) and
+  ``train_log.txt``. Checkpoints are written atomically and hold only tensors
+  and plain types, so they load with ``torch.load(weights_only=True)``.
+* ``train_seconds`` counts the optimiser steps only (data batching and
+  augmentation included; per-epoch validation and checkpoint writing not).
+  ``wall_seconds`` counts everything. Snapshot marks and ``max_train_seconds``
+  use ``train_seconds``.
+* Randomness: the model is initialised from ``seed``; shuffling and
+  augmentation draw from generators seeded by (seed, epoch), so resuming at
+  epoch k replays exactly what an uninterrupted run would have seen.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import pandas as pd
+import torch
+
+from . import paths
+from .checkpoint import load_checkpoint, save_checkpoint
+from .data import SplitArrays, load_split
+from .loaders import AugmentConfig, make_loader, to_float
+from .losses import get_loss
+from .metrics import batch_confusion_counts, metrics_from_counts
+from .model import UNet, count_parameters
+from .progress import progress_bar
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run. Defaults are the paper's optimiser settings."""
+    image_size: int = 256
+    base_width: int = 64
+    epochs: int = 100
+    batch_size: int = 50
+    lr: float = 1e-4
+    schedule: str = "none"           # none | onecycle | time_cosine
+    warmup_frac: float = 0.05        # for onecycle / time_cosine
+    weight_decay: float = 0.0
+    loss: str = "bce_dice"           # bce | dice | bce_dice
+    augment: bool = True
+    seed: int = 0
+    device: str = "auto"             # auto | cpu | cuda | mps
+    threads: int = 0                 # CPU threads; 0 = all cores
+    amp: str = "auto"                # auto (bf16 on CUDA only) | off | bf16
+    channels_last: bool = True
+    deterministic: bool = True
+    max_train_seconds: float | None = None
+    snapshot_seconds: list[float] = field(default_factory=list)
+    limit_train: int | None = None   # use only the first n images (smoke runs)
+    limit_val: int | None = None
+    threshold: float = 0.5
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown TrainConfig keys: {sorted(unknown)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA, then MPS, then CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+def autocast_dtype(cfg: TrainConfig, device: torch.device):
+    """bf16 autocast on CUDA when amp is auto/bf16; no autocast elsewhere."""
+    if device.type == "cuda" and cfg.amp in ("auto", "bf16"):
+        return torch.bfloat16
+    return None
+
+
+def set_determinism(cfg: TrainConfig) -> None:
+    torch.manual_seed(cfg.seed)
+    np.random.seed(cfg.seed % (2**32))
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    if cfg.deterministic:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")
+    torch.use_deterministic_algorithms(cfg.deterministic, warn_only=True)
+    torch.backends.cudnn.benchmark = not cfg.deterministic
+
+
+def build_model(cfg: TrainConfig) -> UNet:
+    return UNet(in_channels=1, base=cfg.base_width)
+
+
+def lr_factor(cfg: TrainConfig, step: int, total_steps: int, train_seconds: float) -> float:
+    """Multiplier on cfg.lr: constant, one-cycle by step, or cosine by elapsed time."""
+    if cfg.schedule == "none":
+        return 1.0
+    if cfg.schedule == "onecycle":
+        frac = step / max(1, total_steps)
+    elif cfg.schedule == "time_cosine":
+        if not cfg.max_train_seconds:
+            raise ValueError("schedule 'time_cosine' needs max_train_seconds")
+        frac = train_seconds / cfg.max_train_seconds
+    else:
+        raise ValueError(f"unknown schedule {cfg.schedule!r}")
+    frac = min(max(frac, 0.0), 1.0)
+    if frac < cfg.warmup_frac:
+        return 0.05 + 0.95 * frac / cfg.warmup_frac
+    t = (frac - cfg.warmup_frac) / max(1e-9, 1 - cfg.warmup_frac)
+    return 0.01 + 0.99 * 0.5 * (1 + math.cos(math.pi * t))
+
+
+@torch.inference_mode()
+def predict_logits(model: torch.nn.Module, images_u8: torch.Tensor, device: torch.device,
+                   batch_size: int = 32, channels_last: bool = True,
+                   amp_dtype=None) -> torch.Tensor:
+    """Logits (N,1,S,S) float32 on CPU for uint8 images (N,S,S) or (N,1,S,S)."""
+    model.eval()
+    if images_u8.dim() == 3:
+        images_u8 = images_u8.unsqueeze(1)
+    out = []
+    for i in range(0, images_u8.shape[0], batch_size):
+        x = to_float(images_u8[i:i + batch_size]).to(device)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            out.append(model(x).float().cpu())
+    return torch.cat(out)
+
+
+def validate(model, arrays: SplitArrays, cfg: TrainConfig, device, loss_fn) -> dict:
+    """Validation loss and pooled Dice / IoU at the model's resolution."""
+    images = torch.from_numpy(arrays.images)
+    masks = torch.from_numpy(arrays.masks).unsqueeze(1)
+    logits = predict_logits(model, images, device, channels_last=cfg.channels_last,
+                            amp_dtype=autocast_dtype(cfg, device))
+    loss = float(loss_fn(logits, masks.float()))
+    counts = batch_confusion_counts(torch.sigmoid(logits) >= cfg.threshold, masks).sum(0)
+    m = metrics_from_counts(*counts.tolist())
+    return {"val_loss": loss, "val_dice": m["f1"], "val_iou": m["iou"]}
+
+
+@dataclass
+class TrainResult:
+    run_dir: Path
+    history: pd.DataFrame
+    best_path: Path
+    last_path: Path
+    train_seconds: float
+    wall_seconds: float
+    snapshots: dict[float, Path]
+    n_parameters: int
+    device: str
+
+
+def _write_history(run_dir: Path, history: list[dict]) -> None:
+    tmp = run_dir / "history.csv.tmp"
+    pd.DataFrame(history).to_csv(tmp, index=False)
+    os.replace(tmp, run_dir / "history.csv")
+
+
+def fit(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
+        callbacks: tuple[Callable[[dict], None], ...] = (),
+        train_arrays: SplitArrays | None = None, val_arrays: SplitArrays | None = None,
+        data_root=None, progress: bool | None = None) -> TrainResult:
+    """Train a U-Net as ``cfg`` says, writing everything under ``run_dir``.
+
+    ``callbacks`` are called after each epoch with that epoch's history row; an
+    exception raised by one stops training (the epoch's checkpoint is already
+    saved, so ``fit(..., resume=True)`` continues from it).
+    """
+    run_dir = paths.ensure(Path(run_dir))
+    (run_dir / "snapshots").mkdir(exist_ok=True)
+    logger = _run_logger(run_dir)
+    set_determinism(cfg)
+    device = resolve_device(cfg.device)
+    amp_dtype = autocast_dtype(cfg, device)
+    if train_arrays is None:
+        train_arrays = load_split("train", cfg.image_size, root=data_root)
+    if val_arrays is None:
+        val_arrays = load_split("val", cfg.image_size, root=data_root)
+    train_arrays, val_arrays = train_arrays.head(cfg.limit_train), val_arrays.head(cfg.limit_val)
+
+    model = build_model(cfg).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    loss_fn = get_loss(cfg.loss)
+    aug = AugmentConfig() if cfg.augment else None
+    steps_per_epoch = max(1, len(train_arrays) // cfg.batch_size) if len(train_arrays) > cfg.batch_size else 1
+    total_steps = steps_per_epoch * cfg.epochs
+
+    start_epoch, step, train_seconds, wall_before = 0, 0, 0.0, 0.0
+    history: list[dict] = []
+    best_dice = -1.0
+    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
+    snapshots: dict[float, Path] = {}
+    if resume and last_path.is_file():
+        ck = load_checkpoint(last_path, map_location=device)
+        if ck["train_config"] != cfg.to_dict():
+            raise ValueError(f"cannot resume {last_path}: its config differs from this run's config")
+        model.load_state_dict(ck["state_dict"])
+        opt.load_state_dict(ck["optimizer"])
+        start_epoch, step = ck["epoch"], ck["step"]
+        train_seconds, wall_before = ck["train_seconds"], ck["wall_seconds"]
+        history = list(ck["history"])
+        best_dice = max((h["val_dice"] for h in history), default=-1.0)
+        snapshots = {float(k): Path(v) for k, v in ck.get("snapshots", {}).items()}
+        logger.info("resumed from %s at epoch %d", last_path, start_epoch)
+    n_params = count_parameters(model)
+    logger.info("device=%s amp=%s params=%d train=%d val=%d size=%d base=%d batch=%d lr=%g loss=%s",
+                device, amp_dtype, n_params, len(train_arrays), len(val_arrays), cfg.image_size,
+                cfg.base_width, cfg.batch_size, cfg.lr, cfg.loss)
+    marks = sorted(float(s) for s in cfg.snapshot_seconds if float(s) not in snapshots)
+    wall0 = time.perf_counter()
+    stop = False
+    epochs = progress_bar(range(start_epoch, cfg.epochs), desc="epochs",
+                          disable=None if progress is None else not progress)
+    for epoch in epochs:
+        model.train()
+        t_epoch = time.perf_counter()
+        loss_sum, n_seen = 0.0, 0
+        loader = make_loader(train_arrays, cfg.batch_size, train=True, seed=cfg.seed,
+                             epoch=epoch, augment=aug)
+        t_last = time.perf_counter()
+        for x, y in loader:
+            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            if cfg.channels_last:
+                x = x.contiguous(memory_format=torch.channels_last)
+            for g in opt.param_groups:
+                g["lr"] = cfg.lr * lr_factor(cfg, step, total_steps, train_seconds)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+                logits = model(x)
+            loss = loss_fn(logits, y)   # fp32 inside
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            loss_sum += float(loss.detach()) * x.shape[0]
+            n_seen += x.shape[0]
+            if device.type == "cuda":
+                torch.cuda.synchronize()
+            now = time.perf_counter()
+            train_seconds += now - t_last
+            while marks and train_seconds >= marks[0]:
+                mark = marks.pop(0)
+                snapshots[mark] = _save_snapshot(model, cfg, run_dir, mark, train_seconds)
+            if cfg.max_train_seconds and train_seconds >= cfg.max_train_seconds:
+                stop = True
+                break
+            t_last = time.perf_counter()
+        train_epoch_s = time.perf_counter() - t_epoch
+        row = {"epoch": epoch + 1, "step": step, "train_loss": loss_sum / max(1, n_seen),
+               "lr": opt.param_groups[0]["lr"], **validate(model, val_arrays, cfg, device, loss_fn),
+               "epoch_seconds": train_epoch_s, "train_seconds": train_seconds,
+               "wall_seconds": wall_before + time.perf_counter() - wall0}
+        history.append(row)
+        is_best = row["val_dice"] > best_dice
+        best_dice = max(best_dice, row["val_dice"])
+        state = _checkpoint_state(model, opt, cfg, epoch + 1, step, train_seconds,
+                                  row["wall_seconds"], history, snapshots)
+        save_checkpoint(state, last_path)
+        if is_best:
+            save_checkpoint(state, best_path)
+        _write_history(run_dir, history)
+        logger.info("epoch %3d  loss %.4f  val_dice %.4f  val_iou %.4f  lr %.2e  %.1fs (train %.0fs)%s",
+                    epoch + 1, row["train_loss"], row["val_dice"], row["val_iou"], row["lr"],
+                    train_epoch_s, train_seconds, "  *best*" if is_best else "")
+        for cb in callbacks:
+            cb(row)
+        if stop:
+            logger.info("stopping: train_seconds %.1f reached max_train_seconds %s",
+                        train_seconds, cfg.max_train_seconds)
+            break
+    wall = wall_before + time.perf_counter() - wall0
+    return TrainResult(run_dir, pd.DataFrame(history), best_path, last_path, train_seconds, wall,
+                       snapshots, n_params, str(device))
+
+
+def _checkpoint_state(model, opt, cfg, epoch, step, train_seconds, wall_seconds, history, snapshots):
+    return {
+        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "model_config": model.config(),
+        "train_config": cfg.to_dict(),
+        "optimizer": opt.state_dict(),
+        "epoch": epoch, "step": step,
+        "train_seconds": float(train_seconds), "wall_seconds": float(wall_seconds),
+        "history": copy.deepcopy(history),
+        "metrics": dict(history[-1]) if history else {},
+        "snapshots": {str(k): str(v) for k, v in snapshots.items()},
+        "torch_version": str(torch.__version__),
+    }
+
+
+def _save_snapshot(model, cfg, run_dir: Path, mark: float, train_seconds: float) -> Path:
+    path = run_dir / "snapshots" / f"at_{int(mark)}s.pt"
+    save_checkpoint({"state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+                     "model_config": model.config(), "train_config": cfg.to_dict(),
+                     "train_seconds": float(train_seconds), "mark_seconds": float(mark)}, path)
+    return path
+
+
+def _run_logger(run_dir: Path) -> logging.Logger:
+    logger = logging.getLogger(f"brainseg.train.{run_dir.name}")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    for h in list(logger.handlers):
+        logger.removeHandler(h)
+        h.close()
+    fh = logging.FileHandler(run_dir / "train_log.txt")
+    fh.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    logger.addHandler(fh)
+    sh = logging.StreamHandler()
+    sh.setFormatter(logging.Formatter("%(message)s"))
+    logger.addHandler(sh)
+    return logger
