@@ -49,7 +49,9 @@ stage="$(mktemp -d "$root/results/.staging-XXXXXX")"
 trap 'rm -rf "$stage"' EXIT
 mkdir -p "$stage/executed"
 export BRAINSEG_RESULTS="$stage" BRAINSEG_PROGRESS=0 MPLBACKEND=Agg
+t_nb0=$(date +%s)
 
+timings=""
 for nb in notebooks/[0-9][0-9]_*.ipynb; do
   name="$(basename "$nb")"
   t0=$(date +%s)
@@ -63,8 +65,11 @@ for nb in notebooks/[0-9][0-9]_*.ipynb; do
     cp "$stage/executed/$name" "$keep" 2>/dev/null && echo "[run_all] partial notebook kept at $keep" >&2
     exit 1
   fi
-  echo "[run_all] $name done in $(( $(date +%s) - t0 )) s"
+  dt=$(( $(date +%s) - t0 ))
+  timings="$timings\"${name%.ipynb}\": $dt, "
+  echo "[run_all] $name done in $dt s"
 done
+t_nb=$(( $(date +%s) - t_nb0 ))
 rm -f "$stage/papermill.log"
 
 # 5. move the staged results in, folder by folder
@@ -76,6 +81,13 @@ for sub in "$stage"/*/; do
   rm -rf "results/$sub.old"
 done
 rm -f results/failed-*.ipynb
+mkdir -p results/timings
+cpu="$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2 | sed 's/^ *//' || true)"
+gpu="$(python -c "import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')")"
+cat > "results/timings/run_all_$profile.json" <<JSON
+{"profile": "$profile", "total_seconds": $t_nb, "notebooks": {${timings%, }},
+ "machine": "$(nproc) cores, ${cpu:-unknown CPU}${gpu:+, $gpu}", "date": "$(date -u +%Y-%m-%d)"}
+JSON
 export BRAINSEG_RESULTS="$root/results"
 python -m brainseg_lib embed-table >/dev/null
 

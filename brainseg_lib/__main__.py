@@ -66,10 +66,11 @@ def _cmd_table(args) -> int:
 
 def _cmd_embed_table(args) -> int:
     from . import paths
-    from .compare import embed_in_readme
+    from .compare import TIMINGS_END, TIMINGS_START, embed_in_readme, timings_markdown
     md = (paths.tables_dir() / "table1.md").read_text()
     changed = embed_in_readme(md)
-    print("README.md Table I " + ("updated" if changed else "already current"))
+    changed |= embed_in_readme(timings_markdown(), start=TIMINGS_START, end=TIMINGS_END)
+    print("README.md " + ("updated" if changed else "already current"))
     return 0
 
 

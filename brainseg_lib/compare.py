@@ -127,16 +127,35 @@ def write_table1(table: pd.DataFrame, out_dir: str | Path | None = None) -> dict
     return written
 
 
-def embed_in_readme(markdown: str, readme: str | Path | None = None) -> bool:
-    """Replace the text between the TABLE1 markers in README.md; True if it changed."""
+def embed_in_readme(markdown: str, readme: str | Path | None = None,
+                    start: str = README_START, end: str = README_END) -> bool:
+    """Replace the text between two marker comments in README.md; True if it changed."""
     readme = Path(readme or paths.PROJECT_ROOT / "README.md")
     text = readme.read_text()
-    if README_START not in text or README_END not in text:
-        raise ValueError(f"{readme} lacks the markers {README_START} ... {README_END}")
-    head, rest = text.split(README_START, 1)
-    _, tail = rest.split(README_END, 1)
-    new = f"{head}{README_START}\n{markdown}{README_END}{tail}"
+    if start not in text or end not in text:
+        raise ValueError(f"{readme} lacks the markers {start} ... {end}")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    new = f"{head}{start}\n{markdown}{end}{tail}"
     if new != text:
         readme.write_text(new)
         return True
     return False
+
+
+TIMINGS_START, TIMINGS_END = "<!-- TIMINGS:START -->", "<!-- TIMINGS:END -->"
+
+
+def timings_markdown(timings_dir: str | Path | None = None) -> str:
+    """A table of the run_all.sh wall times recorded in results/timings/*.json."""
+    import json
+    folder = Path(timings_dir) if timings_dir else paths.results_dir() / "timings"
+    rows = []
+    for p in sorted(folder.glob("run_all_*.json")):
+        t = json.loads(p.read_text())
+        nbs = ", ".join(f"{k.split('_')[0]}: {v} s" for k, v in t["notebooks"].items())
+        rows.append(f"| `{t['profile']}` | {t['total_seconds']} s | {nbs} | {t['machine']} | {t['date']} |")
+    if not rows:
+        return "_No timed run yet: run `./run_all.sh`._\n"
+    head = ["| profile | notebooks total | per notebook | machine | date |", "|---|---|---|---|---|"]
+    return "\n".join(head + rows) + "\n"

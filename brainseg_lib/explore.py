@@ -49,18 +49,30 @@ def area_quantiles(inv: pd.DataFrame, qs=(0.0, 0.25, 0.5, 0.75, 1.0)) -> pd.Data
     return inv.groupby("split", sort=False)["tumour_fraction"].quantile(list(qs)).unstack().round(4)
 
 
-def rotated_ellipse_examples(inv: pd.DataFrame, root=None, n: int = 4):
-    """Samples whose annotation has an ellipse with |theta| > 0.2 rad (to check the
-    rotation direction by eye)."""
-    out = []
+def rotated_ellipse_examples(inv: pd.DataFrame, root=None, n: int = 3):
+    """The n annotated ellipses whose rotation is easiest to see (large |sin 2theta| and
+    elongation), to check the rotation direction by eye. Returns (split, Sample) pairs."""
+    scored = []
     for split in SPLITS:
         anns, folder = list_split(split, root)
         for a in anns:
-            if any(r.get("name") == "ellipse" and abs(float(r.get("theta", 0) or 0)) > 0.2
-                   for r in a.regions):
-                out.append((split, load_sample(a, folder)))
-                if len(out) >= n:
-                    return out
+            for r in a.regions:
+                if r.get("name") != "ellipse":
+                    continue
+                t = float(r.get("theta", 0) or 0)
+                rx, ry = float(r["rx"]), float(r["ry"])
+                score = abs(np.sin(2 * t)) * (1 - min(rx, ry) / max(rx, ry))
+                scored.append((score, split, a.filename))
+    scored.sort(reverse=True)
+    out, seen = [], set()
+    for _, split, name in scored:
+        if name in seen:
+            continue
+        seen.add(name)
+        anns, folder = list_split(split, root)
+        out.append((split, load_sample(next(a for a in anns if a.filename == name), folder)))
+        if len(out) >= n:
+            break
     return out
 
 

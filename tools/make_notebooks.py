@@ -105,9 +105,12 @@ plots.save_figure(fig, "fig1_samples");"""),
     md("""
 ## Does the ellipse rotation point the right way?
 VIA stores `theta` clockwise on screen (image y points down); scikit-image's `ellipse`
-takes `rotation` in its (row, col) frame. We rasterise with `rotation=theta` and draw the
-major axis as VIA would (red line). If the convention were wrong the filled mask
-(contour) and the line would disagree.
+takes `rotation` in its (row, col) frame. We rasterise with `rotation=theta` (cyan contour) and
+draw, independently, the ellipse's `rx` axis as VIA draws it: from the centre along
+(cos theta, sin theta) in image coordinates (red line). The three annotations shown are the
+most visibly rotated ellipses in the dataset. With the right convention the red line is an axis
+of symmetry of the cyan ellipse (its long axis when rx > ry, its short axis otherwise); with the
+wrong sign it would cut the ellipse obliquely.
 """),
     code("""import numpy as np
 rot = explore.rotated_ellipse_examples(inv, n=3)
