@@ -6,6 +6,7 @@
   table                  rebuild Table I from results/metrics/*.json
   embed-table            copy results/tables/table1.md into README.md
   headline [--profile]   print the headline metrics of finished runs
+  bench [--profile P]    speed benchmark -> results/benchmarks/<device>-<profile>.json
 """
 from __future__ import annotations
 
@@ -88,6 +89,15 @@ def _cmd_headline(args) -> int:
     return 0
 
 
+def _cmd_bench(args) -> int:
+    from .bench import format_table, run_benchmark
+    from .experiment import default_profile, load_profile
+    params = load_profile(args.profile or default_profile())
+    result = run_benchmark(params, steps=args.steps, data_root=args.data)
+    print(format_table(result))
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="brainseg", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -110,6 +120,10 @@ def main(argv=None) -> int:
     sub.add_parser("table", help="rebuild Table I").set_defaults(fn=_cmd_table)
     sub.add_parser("embed-table", help="copy results/tables/table1.md into README.md"
                    ).set_defaults(fn=_cmd_embed_table)
+    b = sub.add_parser("bench", help="benchmark training/inference speed vs peak and a naive pipeline")
+    b.add_argument("--profile", help="params/<profile>.yaml (default: paper on CUDA, else cpu)")
+    b.add_argument("--steps", type=int, default=12, help="timed training steps per pipeline")
+    b.set_defaults(fn=_cmd_bench)
     h = sub.add_parser("headline", help="print the headline test metrics of finished runs")
     h.add_argument("--profile", default=None)
     h.set_defaults(fn=_cmd_headline)

@@ -64,9 +64,9 @@ def run_profile(params: dict, data_root=None, resume: bool = False, progress: bo
         "train_seconds": round(result.train_seconds, 2), "wall_seconds": round(result.wall_seconds, 2),
         "epochs_run": int(result.history["epoch"].max()), "best_epoch": int(best_row["epoch"]),
         "best_val_dice": float(best_row["val_dice"]),
-        "test_f1_at_seconds": {str(int(m)): f for m, f in sorted(f1_at.items())},
+        "test_f1_at_seconds": {f"{m:g}": f for m, f in sorted(f1_at.items())},
         "target_f1": PAPER_F1,
-        "seconds_to_target": int(reached[0]) if reached else None,
+        "seconds_to_target": reached[0] if reached else None,
         "history_csv": _rel(run_dir / "history.csv"),
     }
     json_path, _ = write_evaluation(ev, name, extra)

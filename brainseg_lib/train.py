@@ -9,6 +9,10 @@
   augmentation included; per-epoch validation and checkpoint writing not).
   ``wall_seconds`` counts everything. Snapshot marks and ``max_train_seconds``
   use ``train_seconds``.
+* With ``ema_decay`` set, an exponential moving average of the weights (and
+  BatchNorm buffers) is kept; validation, ``best.pt``, snapshots and the
+  ``state_dict`` of every checkpoint are the averaged weights, and the raw
+  training weights are stored beside them for resuming.
 * Randomness: the model is initialised from ``seed``; shuffling and
   augmentation draw from generators seeded by (seed, epoch), so resuming at
   epoch k replays exactly what an uninterrupted run would have seen.
@@ -64,6 +68,7 @@ class TrainConfig:
     limit_train: int | None = None   # use only the first n images (smoke runs)
     limit_val: int | None = None
     threshold: float = 0.5
+    ema_decay: float | None = None   # exponential moving average of weights (None = off)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TrainConfig":
@@ -204,6 +209,11 @@ def fit(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    ema = None
+    if cfg.ema_decay:
+        from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
+        ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
+    eval_model = ema.module if ema is not None else model
     loss_fn = get_loss(cfg.loss)
     aug = AugmentConfig() if cfg.augment else None
     steps_per_epoch = max(1, len(train_arrays) // cfg.batch_size) if len(train_arrays) > cfg.batch_size else 1
@@ -218,7 +228,9 @@ def fit(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
         ck = load_checkpoint(last_path, map_location=device)
         if ck["train_config"] != cfg.to_dict():
             raise ValueError(f"cannot resume {last_path}: its config differs from this run's config")
-        model.load_state_dict(ck["state_dict"])
+        model.load_state_dict(ck["train_state_dict"] if ema is not None else ck["state_dict"])
+        if ema is not None:
+            ema.load_state_dict(ck["ema_state"])
         opt.load_state_dict(ck["optimizer"])
         start_epoch, step = ck["epoch"], ck["step"]
         train_seconds, wall_before = ck["train_seconds"], ck["wall_seconds"]
@@ -254,6 +266,8 @@ def fit(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
+            if ema is not None:
+                ema.update_parameters(model)
             step += 1
             loss_sum += float(loss.detach()) * x.shape[0]
             n_seen += x.shape[0]
@@ -263,21 +277,24 @@ def fit(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
             train_seconds += now - t_last
             while marks and train_seconds >= marks[0]:
                 mark = marks.pop(0)
-                snapshots[mark] = _save_snapshot(model, cfg, run_dir, mark, train_seconds)
+                snapshots[mark] = _save_snapshot(eval_model, cfg, run_dir, mark, train_seconds)
             if cfg.max_train_seconds and train_seconds >= cfg.max_train_seconds:
                 stop = True
                 break
             t_last = time.perf_counter()
         train_epoch_s = time.perf_counter() - t_epoch
         row = {"epoch": epoch + 1, "step": step, "train_loss": loss_sum / max(1, n_seen),
-               "lr": opt.param_groups[0]["lr"], **validate(model, val_arrays, cfg, device, loss_fn),
+               "lr": opt.param_groups[0]["lr"], **validate(eval_model, val_arrays, cfg, device, loss_fn),
                "epoch_seconds": train_epoch_s, "train_seconds": train_seconds,
                "wall_seconds": wall_before + time.perf_counter() - wall0}
         history.append(row)
         is_best = row["val_dice"] > best_dice
         best_dice = max(best_dice, row["val_dice"])
-        state = _checkpoint_state(model, opt, cfg, epoch + 1, step, train_seconds,
+        state = _checkpoint_state(eval_model, opt, cfg, epoch + 1, step, train_seconds,
                                   row["wall_seconds"], history, snapshots)
+        if ema is not None:
+            state["train_state_dict"] = _cpu_state(model)
+            state["ema_state"] = _cpu_state(ema)
         save_checkpoint(state, last_path)
         if is_best:
             save_checkpoint(state, best_path)
@@ -298,7 +315,7 @@ def fit(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
 
 def _checkpoint_state(model, opt, cfg, epoch, step, train_seconds, wall_seconds, history, snapshots):
     return {
-        "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+        "state_dict": _cpu_state(model),
         "model_config": model.config(),
         "train_config": cfg.to_dict(),
         "optimizer": opt.state_dict(),
@@ -311,9 +328,13 @@ def _checkpoint_state(model, opt, cfg, epoch, step, train_seconds, wall_seconds,
     }
 
 
+def _cpu_state(module) -> dict:
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+
 def _save_snapshot(model, cfg, run_dir: Path, mark: float, train_seconds: float) -> Path:
-    path = run_dir / "snapshots" / f"at_{int(mark)}s.pt"
-    save_checkpoint({"state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+    path = run_dir / "snapshots" / f"at_{mark:g}s.pt"
+    save_checkpoint({"state_dict": _cpu_state(model),
                      "model_config": model.config(), "train_config": cfg.to_dict(),
                      "train_seconds": float(train_seconds), "mark_seconds": float(mark)}, path)
     return path

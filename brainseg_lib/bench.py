@@ -1,0 +1,197 @@
+"""Benchmark: how fast we train and infer, against the machine's peak and a naive pipeline.
+
+Everything compared is measured in the same process, one after the other, on
+the same device, so the ratios hold even on a noisy machine:
+
+* ``peak_matmul_gflops``: best of several fp32 square matmuls (a ceiling for
+  convolution throughput on this device);
+* ``train_flops_per_image`` / ``infer_flops_per_image``: counted from the model
+  with ``torch.utils.flop_counter`` (forward + backward / forward only);
+* ``train_images_per_s`` of our training step (data in RAM as uint8, tensor
+  augmentation, channels_last, the profile's batch) and the achieved GFLOP/s;
+* ``naive_epoch_s``: the pipeline most Br35H notebooks use - a DataLoader that
+  opens, decodes and resizes each JPEG and rasterises its mask every epoch,
+  fp32, default settings (contiguous NCHW, no augmentation) - timed over a
+  fixed number of batches and scaled to the 500 training images;
+* ``infer_ms_p50`` / ``p95``: one image at the profile size, batch 1, model
+  loaded, ``torch.inference_mode``.
+"""
+from __future__ import annotations
+
+import platform
+import resource
+import time
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.flop_counter import FlopCounterMode
+
+from . import paths
+from .data import Annotation, list_split, load_split, rasterize, read_grayscale
+from .evaluate import write_json
+from .loaders import AugmentConfig, make_loader
+from .losses import get_loss
+from .model import UNet, count_parameters
+from .train import TrainConfig, autocast_dtype, resolve_device
+
+
+def peak_matmul_gflops(device: torch.device, n: int = 2048, repeats: int = 5) -> float:
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    best = float("inf")
+    for _ in range(repeats + 1):
+        _sync(device)
+        t = time.perf_counter()
+        a @ b
+        _sync(device)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e9
+
+
+def count_flops(model: torch.nn.Module, size: int, train: bool) -> float:
+    """FLOPs for one image: forward (+ backward when ``train``)."""
+    x = torch.randn(1, 1, size, size)
+    model = model.cpu()
+    with FlopCounterMode(display=False) as fc:
+        out = model(x)
+        if train:
+            out.sum().backward()
+    model.zero_grad(set_to_none=True)
+    return float(fc.get_total_flops())
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_train_steps(model, loader_batches, cfg: TrainConfig, device, channels_last: bool,
+                     warmup: int = 2) -> float:
+    """Images per second of optimiser steps over the given batches (after warm-up)."""
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    loss_fn = get_loss(cfg.loss)
+    amp = autocast_dtype(cfg, device)
+    model.train()
+    n, t0 = 0, None
+    for i, (x, y) in enumerate(loader_batches):
+        if i == warmup:
+            _sync(device)
+            t0, n = time.perf_counter(), 0
+        x, y = x.to(device), y.to(device)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            logits = model(x)
+        loss = loss_fn(logits, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        n += x.shape[0]
+    _sync(device)
+    return n / (time.perf_counter() - t0)
+
+
+class NaiveJPEGDataset(Dataset):
+    """The usual notebook pipeline: decode, convert, resize and rasterise on every access."""
+
+    def __init__(self, anns: list[Annotation], folder, size: int):
+        self.anns, self.folder, self.size = anns, folder, size
+
+    def __len__(self):
+        return len(self.anns)
+
+    def __getitem__(self, i):
+        from PIL import Image
+        a = self.anns[i]
+        img = read_grayscale(self.folder / a.filename)
+        mask = rasterize(a.regions, *img.shape)
+        img = np.asarray(Image.fromarray(img).resize((self.size, self.size), Image.BILINEAR))
+        mask = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(
+            (self.size, self.size), Image.NEAREST)) > 127
+        return (torch.from_numpy(img).float().div(255).unsqueeze(0),
+                torch.from_numpy(mask.astype(np.float32)).unsqueeze(0))
+
+
+def _take(iterable, n):
+    for i, item in enumerate(iterable):
+        if i >= n:
+            return
+        yield item
+
+
+def run_benchmark(params: dict, steps: int = 12, infer_runs: int = 100, data_root=None,
+                  out_dir=None) -> dict:
+    """Measure everything in the module docstring for a profile's settings; write the JSON."""
+    from .experiment import config_from_params
+    cfg = config_from_params(params)
+    device = resolve_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    size, bs = cfg.image_size, cfg.batch_size
+    model = UNet(base=cfg.base_width)
+    train_flops = count_flops(model, size, train=True)
+    infer_flops = count_flops(model, size, train=False)
+    peak = peak_matmul_gflops(device)
+
+    # ours: in-RAM uint8, tensor augmentation, channels_last
+    train = load_split("train", size, root=data_root)
+    ours_model = UNet(base=cfg.base_width).to(device)
+    if cfg.channels_last:
+        ours_model = ours_model.to(memory_format=torch.channels_last)
+    loader = make_loader(train, bs, train=True, seed=cfg.seed, epoch=0,
+                         augment=AugmentConfig() if cfg.augment else None)
+    ours_ips = time_train_steps(ours_model, _take(loader, steps + 2), cfg, device, cfg.channels_last)
+
+    # naive: decode + resize JPEGs every epoch, default DataLoader, NCHW fp32
+    anns, folder = list_split("train", data_root)
+    naive_loader = DataLoader(NaiveJPEGDataset(anns, folder, size), batch_size=bs, shuffle=True)
+    naive_cfg = TrainConfig(**{**cfg.to_dict(), "amp": "off"})
+    naive_ips = time_train_steps(UNet(base=cfg.base_width).to(device), _take(naive_loader, steps + 2),
+                                 naive_cfg, device, channels_last=False)
+
+    # inference latency, batch 1
+    ours_model.eval()
+    x = torch.rand(1, 1, size, size, device=device)
+    if cfg.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    times = []
+    with torch.inference_mode():
+        for i in range(infer_runs + 5):
+            _sync(device)
+            t = time.perf_counter()
+            ours_model(x)
+            _sync(device)
+            if i >= 5:
+                times.append((time.perf_counter() - t) * 1000)
+    n_train = len(train)
+    achieved = train_flops * ours_ips / 1e9
+    result = {
+        "profile": params.get("profile", "custom"), "device": str(device),
+        "device_name": torch.cuda.get_device_name(0) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "threads": torch.get_num_threads(), "torch_version": str(torch.__version__),
+        "image_size": size, "base_width": cfg.base_width, "batch_size": bs,
+        "n_parameters": count_parameters(model),
+        "train_flops_per_image": train_flops, "infer_flops_per_image": infer_flops,
+        "train_images_per_s": round(ours_ips, 2),
+        "achieved_gflops": round(achieved, 2), "peak_matmul_gflops": round(peak, 2),
+        "ratio_to_peak": round(achieved / peak, 3),
+        "ours_epoch_s": round(n_train / ours_ips, 2),
+        "naive_epoch_s": round(n_train / naive_ips, 2),
+        "speedup_vs_naive": round(naive_ips and ours_ips / naive_ips, 2),
+        "infer_ms_p50": round(float(np.percentile(times, 50)), 3),
+        "infer_ms_p95": round(float(np.percentile(times, 95)), 3),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "steps_timed": steps,
+    }
+    if device.type == "cuda":
+        result["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    out = paths.ensure(out_dir or (paths.results_dir() / "benchmarks"))
+    write_json(result, out / f"{device.type}-{result['profile']}.json")
+    return result
+
+
+def format_table(result: dict) -> str:
+    width = max(len(k) for k in result)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in result.items())

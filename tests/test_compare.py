@@ -1,0 +1,141 @@
+"""brainseg_lib.compare: the cited Table I rows, the table built from runs, its files, README."""
+from __future__ import annotations
+
+import csv
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from brainseg_lib import compare, paths
+
+CITED = ["[23]", "[24]", "[25]", "[26]", "[27]", "[19]"]
+COLUMNS = ["Study", "F1", "IoU", "Precision", "Recall", "Specificity", "Accuracy"]
+
+
+def fake_run(name, profile="paper", loss="bce_dice", split="official", f1=0.8, iou=0.7,
+             precision=0.9, recall=0.75, specificity=0.99, accuracy=0.98):
+    return {"kind": "segmentation_run", "run_name": name, "profile": profile, "loss": loss,
+            "split_scheme": split,
+            "global": {"f1": f1, "iou": iou, "precision": precision, "recall": recall,
+                       "specificity": specificity, "accuracy": accuracy}}
+
+
+RUNS = [
+    fake_run("paper-official-bce_dice-seed0", f1=0.80, iou=0.70),
+    fake_run("paper-official-bce_dice-seed1", f1=0.84, iou=0.72),
+    fake_run("cpu-official-bce-seed0", profile="cpu", loss="bce", f1=0.60, iou=0.45),
+]
+
+
+def test_cited_rows():
+    df = compare.cited_rows()
+    assert list(df["Study"]) == CITED + [compare.PAPER_ROW]
+    assert set(COLUMNS) <= set(df.columns) and {"Reference", "Source"} <= set(df.columns)
+    by = df.set_index("Study")
+    assert by.loc[compare.PAPER_ROW, "F1"] == pytest.approx(0.826)
+    assert by.loc[compare.PAPER_ROW, "Precision"] == pytest.approx(0.934)
+    assert by.loc["[23]", "Specificity"] == pytest.approx(0.87)
+    # blanks stay NaN, never 0
+    assert math.isnan(by.loc["[25]", "IoU"]) and math.isnan(by.loc["[26]", "F1"])
+    assert math.isnan(by.loc[compare.PAPER_ROW, "Specificity"])
+    vals = df[COLUMNS[1:]].to_numpy(dtype=float)
+    assert not (vals == 0).any()
+    finite = vals[~np.isnan(vals)]
+    assert ((finite > 0) & (finite <= 1)).all()
+    # exactly the cells left empty in the CSV are NaN
+    with open(paths.PAPER_TABLE1_CSV, newline="") as f:
+        raw = list(csv.DictReader(f))
+    blank = np.array([[r[c].strip() == "" for c in COLUMNS[1:]] for r in raw])
+    np.testing.assert_array_equal(np.isnan(vals), blank)
+    assert blank.sum() == 20
+
+
+def test_build_table1_from_runs():
+    t = compare.build_table1(RUNS)
+    assert set(COLUMNS) <= set(t.columns)
+    assert {"Reference", "Source", "n_seeds", "F1_sd", "IoU_sd"} <= set(t.columns)
+    assert len(t) == 7 + 2
+    assert list(t["Study"][:7]) == CITED + [compare.PAPER_ROW]
+    ours = t[t["Study"].str.startswith("Ours")].set_index("Study")
+    paper = ours.loc["Ours: paper profile, official split, bce_dice"]
+    assert paper["n_seeds"] == 2
+    assert paper["F1"] == pytest.approx(0.82) and paper["IoU"] == pytest.approx(0.71)
+    assert paper["F1_sd"] == pytest.approx(np.std([0.80, 0.84], ddof=1))
+    assert "paper-official-bce_dice-seed0.json" in paper["Reference"]
+    cpu = ours.loc["Ours: cpu profile, official split, bce"]
+    assert cpu["n_seeds"] == 1 and cpu["F1"] == pytest.approx(0.60) and math.isnan(cpu["F1_sd"])
+    # cited blanks survive the concatenation as NaN
+    assert math.isnan(t.set_index("Study").loc["[25]", "IoU"])
+
+
+def test_build_table1_reads_run_jsons(tmp_path):
+    from brainseg_lib.evaluate import write_json
+    for r in RUNS[:2]:
+        write_json(r, tmp_path / f"{r['run_name']}.json")
+    write_json({"kind": "something_else"}, tmp_path / "other.json")
+    (tmp_path / "broken.json").write_text("{not json")
+    t = compare.build_table1(metrics_dir=tmp_path)
+    assert len(t) == 8 and t["Study"].iloc[-1].startswith("Ours: paper")
+
+
+def test_differences_from_paper():
+    d = compare.differences_from_paper(compare.build_table1(RUNS))
+    row = d.set_index("Study").loc["Ours: paper profile, official split, bce_dice"]
+    assert row["F1"] == pytest.approx(0.82 - 0.826)
+    assert math.isnan(row["Specificity"])                # the paper reports none
+
+
+def test_write_table1(tmp_path):
+    written = compare.write_table1(compare.build_table1(RUNS), tmp_path)
+    assert set(written) == {"csv", "detail", "md", "tex"}
+    for p in written.values():
+        assert p.is_file() and p.parent == tmp_path
+    tab = pd.read_csv(tmp_path / "table1.csv")
+    assert list(tab.columns) == COLUMNS
+    assert len(tab) == 9
+    header = (tmp_path / "table1.csv").read_text().splitlines()[0]
+    assert header == ",".join(COLUMNS)
+    # a blank stays blank in the CSV, not 0
+    line25 = next(l for l in (tmp_path / "table1.csv").read_text().splitlines() if l.startswith("[25]"))
+    assert line25 == "[25],0.79,,,,,"
+    assert math.isnan(tab.set_index("Study").loc["[25]", "IoU"])
+    md = (tmp_path / "table1.md").read_text().splitlines()
+    assert md[0] == "| " + " | ".join(COLUMNS) + " |"
+    assert len(md) == 2 + 9
+    assert "0.820 ± 0.028" in (tmp_path / "table1.md").read_text()
+    assert "| [25] | 0.790 |  |" in (tmp_path / "table1.md").read_text()
+    tex = (tmp_path / "table1.tex").read_text()
+    assert r"\begin{tabular}" in tex and r"\end{tabular}" in tex
+    assert " & ".join(COLUMNS) + r" \\" in tex and r"$\pm$" in tex
+    assert r"bce\_dice" in tex
+    detail = pd.read_csv(tmp_path / "table1_detail.csv")
+    assert {"Reference", "n_seeds", "F1_sd"} <= set(detail.columns)
+
+
+def test_write_table1_default_folder_is_results(isolated_dirs):
+    written = compare.write_table1(compare.build_table1(RUNS))
+    assert written["csv"] == paths.tables_dir() / "table1.csv"
+    assert str(written["csv"]).startswith(str(isolated_dirs["results"]))
+
+
+def test_embed_in_readme(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# Title\n\nintro\n\n<!-- TABLE1:START -->\nold table\n<!-- TABLE1:END -->\n\nafter\n")
+    md = compare.to_markdown(compare.build_table1(RUNS))
+    assert compare.embed_in_readme(md, readme) is True
+    text = readme.read_text()
+    assert text.startswith("# Title\n\nintro\n\n<!-- TABLE1:START -->\n| Study | F1 |")
+    assert text.endswith("<!-- TABLE1:END -->\n\nafter\n")
+    assert "old table" not in text and md in text
+    assert compare.embed_in_readme(md, readme) is False       # unchanged the second time
+    assert readme.read_text() == text
+
+
+def test_embed_in_readme_without_markers(tmp_path):
+    readme = tmp_path / "README.md"
+    readme.write_text("# no markers here\n")
+    with pytest.raises(ValueError, match="markers"):
+        compare.embed_in_readme("| x |\n", readme)
+    assert readme.read_text() == "# no markers here\n"

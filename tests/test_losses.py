@@ -1,0 +1,108 @@
+"""brainseg_lib.losses: known values, hand-computed soft Dice, fp32 under low precision."""
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from brainseg_lib import losses
+
+TARGET = torch.tensor([[[[1.0, 0.0], [1.0, 0.0]]], [[[0.0, 1.0], [0.0, 0.0]]]])   # (2,1,2,2)
+
+
+def test_names():
+    assert losses.get_loss("bce") is losses.bce_loss
+    assert losses.get_loss("dice") is losses.soft_dice_loss
+    assert losses.get_loss("bce_dice") is losses.bce_dice_loss
+    assert set(losses.LOSSES) == {"bce", "dice", "bce_dice"}
+    with pytest.raises(ValueError, match="unknown loss 'focal'"):
+        losses.get_loss("focal")
+
+
+@pytest.mark.parametrize("name", losses.LOSSES)
+def test_perfect_confident_logits_give_zero(name):
+    logits = (TARGET * 2 - 1) * 30.0
+    assert float(losses.get_loss(name)(logits, TARGET)) == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("name", losses.LOSSES)
+def test_confidently_wrong_logits_give_large_loss(name):
+    logits = (1 - TARGET * 2) * 30.0
+    val = float(losses.get_loss(name)(logits, TARGET))
+    assert val > 0.85
+    if name == "dice":
+        # p is ~1 on the 5 background pixels, ~0 on the 3 tumour pixels: 1 - 1 / (5 + 3 + 1)
+        assert val == pytest.approx(8 / 9, abs=1e-6)
+    if name == "bce":
+        assert val == pytest.approx(30.0, abs=1e-3)
+
+
+def test_bce_of_zero_logits_is_ln2():
+    assert float(losses.bce_loss(torch.zeros_like(TARGET), TARGET)) == pytest.approx(math.log(2), abs=1e-7)
+
+
+def test_bce_hand_computed():
+    # p = sigmoid(ln 3) = 0.75, sigmoid(-ln 3) = 0.25, sigmoid(0) = 0.5
+    logits = torch.tensor([math.log(3), -math.log(3), 0.0, math.log(3)])
+    target = torch.tensor([1.0, 1.0, 0.0, 0.0])
+    expected = (-math.log(0.75) - math.log(0.25) - math.log(0.5) - math.log(0.25)) / 4
+    assert float(losses.bce_loss(logits, target)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_soft_dice_hand_computed():
+    # p = [0.75, 0.25, 0.5, 0.5], t = [1, 1, 0, 0]
+    # intersection = 0.75 + 0.25 = 1, sum p = 2, sum t = 2, eps = 1
+    # dice loss = 1 - (2*1 + 1) / (2 + 2 + 1) = 1 - 3/5 = 0.4
+    logits = torch.tensor([math.log(3), -math.log(3), 0.0, 0.0])
+    target = torch.tensor([1.0, 1.0, 0.0, 0.0])
+    assert float(losses.soft_dice_loss(logits, target)) == pytest.approx(0.4, abs=1e-6)
+    # all-zero logits on TARGET: p = 0.5 everywhere (8 px), t sum 3, intersection 1.5
+    # 1 - (3 + 1) / (4 + 3 + 1) = 0.5
+    assert float(losses.soft_dice_loss(torch.zeros_like(TARGET), TARGET)) == pytest.approx(0.5, abs=1e-6)
+
+
+def test_soft_dice_sums_over_the_whole_batch():
+    # batch-level sums, not a mean of per-image Dice: image 2 has no tumour and predicts none
+    logits = torch.tensor([[0.0, 0.0], [-30.0, -30.0]])
+    target = torch.tensor([[1.0, 0.0], [0.0, 0.0]])
+    # p = [.5, .5, ~0, ~0]; inter .5; 1 - (1 + 1) / (1 + 1 + 1) = 1/3
+    assert float(losses.soft_dice_loss(logits, target)) == pytest.approx(1 / 3, abs=1e-6)
+
+
+def test_bce_dice_is_the_sum():
+    logits = torch.randn(2, 1, 8, 8, generator=torch.Generator().manual_seed(0))
+    target = (torch.rand(2, 1, 8, 8, generator=torch.Generator().manual_seed(1)) > 0.6).float()
+    total = losses.bce_dice_loss(logits, target)
+    assert float(total) == pytest.approx(float(losses.bce_loss(logits, target))
+                                         + float(losses.soft_dice_loss(logits, target)), abs=1e-6)
+
+
+def test_losses_match_torch_reference():
+    g = torch.Generator().manual_seed(2)
+    logits = torch.randn(3, 1, 16, 16, generator=g) * 3
+    target = (torch.rand(3, 1, 16, 16, generator=g) > 0.5).float()
+    p = torch.sigmoid(logits)
+    ref_bce = -(target * torch.log(p) + (1 - target) * torch.log(1 - p)).mean()
+    ref_dice = 1 - (2 * (p * target).sum() + 1) / (p.sum() + target.sum() + 1)
+    assert float(losses.bce_loss(logits, target)) == pytest.approx(float(ref_bce), rel=1e-5)
+    assert float(losses.soft_dice_loss(logits, target)) == pytest.approx(float(ref_dice), rel=1e-5)
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("name", losses.LOSSES)
+def test_low_precision_logits_computed_in_fp32(dtype, name):
+    # 8 x 128 x 128 = 131072 pixels: the Dice sums exceed float16's 65504
+    g = torch.Generator().manual_seed(0)
+    logits32 = torch.randn(8, 1, 128, 128, generator=g) + 2.0
+    target = (torch.rand(8, 1, 128, 128, generator=g) > 0.3).to(dtype)
+    low = logits32.to(dtype)
+    fn = losses.get_loss(name)
+    out = fn(low, target)
+    assert out.dtype == torch.float32
+    assert torch.isfinite(out)
+    ref = fn(low.float(), target.float())                  # same rounded inputs, in fp32
+    assert float(out) == pytest.approx(float(ref), rel=1e-6)
+    low.requires_grad_(True)
+    fn(low, target).backward()
+    assert low.grad.dtype == dtype and torch.isfinite(low.grad.float()).all()

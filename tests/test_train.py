@@ -1,0 +1,237 @@
+"""brainseg_lib.train: an end-to-end smoke run on synthetic data, checkpoints, exact resume,
+and one step of the paper profile on CPU. No real data is read."""
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from brainseg_lib import experiment, paths, train
+from brainseg_lib.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+from brainseg_lib.data import SplitArrays
+from brainseg_lib.model import count_parameters
+
+
+def synthetic_arrays(n: int, size: int = 32, seed: int = 0, split: str = "train") -> SplitArrays:
+    """Dark noisy images with one bright disk each; the disk is the tumour mask."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    images = np.zeros((n, size, size), np.uint8)
+    masks = np.zeros((n, size, size), np.uint8)
+    for i in range(n):
+        r = rng.uniform(size * 0.12, size * 0.25)
+        cy, cx = rng.uniform(r, size - r, 2)
+        disk = (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
+        img = rng.normal(40, 12, (size, size))
+        img[disk] += 150
+        images[i] = np.clip(img, 0, 255).astype(np.uint8)
+        masks[i] = disk
+    return SplitArrays(split, size, images, masks, [f"s{i}.png" for i in range(n)],
+                       np.full((n, 2), size, np.int64), masks.reshape(n, -1).mean(1))
+
+
+@pytest.fixture(scope="module")
+def train_arrays():
+    return synthetic_arrays(32, seed=0)
+
+
+@pytest.fixture(scope="module")
+def val_arrays():
+    return synthetic_arrays(8, seed=1, split="val")
+
+
+def small_config(**kw) -> train.TrainConfig:
+    base = dict(image_size=32, base_width=4, batch_size=8, epochs=6, lr=1e-2, device="cpu",
+                seed=0, augment=True, deterministic=True, channels_last=False)
+    base.update(kw)
+    return train.TrainConfig(**base)
+
+
+class Stop(Exception):
+    pass
+
+
+def stop_after(k: int):
+    def cb(row):
+        if row["epoch"] == k:
+            raise Stop(f"interrupted after epoch {k}")
+    return cb
+
+
+def outputs(model, arrays) -> torch.Tensor:
+    return train.predict_logits(model, torch.from_numpy(arrays.images), torch.device("cpu"),
+                                channels_last=False)
+
+
+# --------------------------------------------------------------------------- smoke
+def test_fit_smoke(tmp_path, train_arrays, val_arrays):
+    cfg = small_config(augment=False, epochs=6)
+    res = train.fit(cfg, tmp_path / "run", train_arrays=train_arrays, val_arrays=val_arrays,
+                    progress=False)
+    h = res.history
+    assert list(h["epoch"]) == [1, 2, 3, 4, 5, 6]
+    assert list(h["step"]) == [4, 8, 12, 16, 20, 24]           # 32 images / batch 8
+    # the loss falls and the model learns the bright disks
+    assert h["train_loss"].iloc[-1] < 0.8 * h["train_loss"].iloc[0]
+    assert h["train_loss"].iloc[-3:].max() < h["train_loss"].iloc[:3].min()
+    assert h["val_loss"].iloc[-1] < h["val_loss"].iloc[0]
+    assert h["val_dice"].iloc[-1] > 0.7
+    assert np.isfinite(h[["val_loss", "val_dice", "val_iou"]].to_numpy()).all()
+    assert (h["lr"] == cfg.lr).all()                              # schedule "none"
+    assert h["train_seconds"].is_monotonic_increasing
+    run = tmp_path / "run"
+    for f in ("best.pt", "last.pt", "history.csv", "train_log.txt"):
+        assert (run / f).is_file(), f
+    assert res.best_path == run / "best.pt" and res.last_path == run / "last.pt"
+    on_disk = pd.read_csv(run / "history.csv")
+    assert list(on_disk.columns[:4]) == ["epoch", "step", "train_loss", "lr"]
+    np.testing.assert_allclose(on_disk["train_loss"], h["train_loss"])
+    assert res.n_parameters == count_parameters(train.build_model(cfg))
+    assert res.device == "cpu"
+    assert not list(run.glob("*.tmp"))
+
+
+def test_checkpoint_round_trip(tmp_path, train_arrays, val_arrays):
+    cfg = small_config(augment=False, epochs=3)
+    res = train.fit(cfg, tmp_path / "run", train_arrays=train_arrays, val_arrays=val_arrays,
+                    progress=False)
+    ck = load_checkpoint(res.last_path)
+    assert ck["epoch"] == 3 and ck["train_config"] == cfg.to_dict()
+    assert ck["model_config"] == {"in_channels": 1, "base": 4, "out_channels": 1, "depth": 4}
+    model = model_from_checkpoint(ck, res.last_path, expect={"base": 4})
+    assert not model.training
+    # the reloaded model reproduces the validation Dice recorded when it was saved
+    loss_fn = train.get_loss(cfg.loss)
+    v = train.validate(model, val_arrays, cfg, torch.device("cpu"), loss_fn)
+    assert v["val_dice"] == pytest.approx(res.history["val_dice"].iloc[-1], abs=1e-9)
+    assert v["val_loss"] == pytest.approx(res.history["val_loss"].iloc[-1], rel=1e-6)
+    # save -> load -> identical outputs
+    out1 = outputs(model, val_arrays)
+    save_checkpoint({"state_dict": model.state_dict(), "model_config": model.config()},
+                    tmp_path / "copy.pt")
+    model2 = model_from_checkpoint(load_checkpoint(tmp_path / "copy.pt"))
+    assert torch.equal(out1, outputs(model2, val_arrays))
+    # best.pt is the epoch with the highest validation Dice
+    best = load_checkpoint(res.best_path)
+    assert best["epoch"] == int(res.history.loc[res.history["val_dice"].idxmax(), "epoch"])
+
+
+# --------------------------------------------------------------------------- resume
+@pytest.mark.parametrize("ema_decay", [None, 0.9])
+def test_resume_continues_and_matches_uninterrupted_run(tmp_path, train_arrays, val_arrays, ema_decay):
+    # with augmentation: resumed randomness must replay too; with EMA its state must resume too
+    if ema_decay and "ema_decay" not in train.TrainConfig.__dataclass_fields__:
+        pytest.skip("this TrainConfig has no ema_decay")
+    cfg = small_config(epochs=5, **({"ema_decay": ema_decay} if ema_decay else {}))
+    full = train.fit(cfg, tmp_path / "full", train_arrays=train_arrays, val_arrays=val_arrays,
+                     progress=False)
+
+    k = 2
+    with pytest.raises(Stop):
+        train.fit(cfg, tmp_path / "cut", train_arrays=train_arrays, val_arrays=val_arrays,
+                  callbacks=(stop_after(k),), progress=False)
+    partial = pd.read_csv(tmp_path / "cut" / "history.csv")
+    assert list(partial["epoch"]) == [1, 2]
+    assert load_checkpoint(tmp_path / "cut" / "last.pt")["epoch"] == k
+
+    seen = []
+    resumed = train.fit(cfg, tmp_path / "cut", resume=True, train_arrays=train_arrays,
+                        val_arrays=val_arrays, callbacks=(lambda row: seen.append(row["epoch"]),),
+                        progress=False)
+    assert seen == [k + 1, k + 2, k + 3]                         # continues from epoch k+1
+    assert list(resumed.history["epoch"]) == [1, 2, 3, 4, 5]
+    assert list(pd.read_csv(tmp_path / "cut" / "history.csv")["epoch"]) == [1, 2, 3, 4, 5]
+    np.testing.assert_allclose(resumed.history["train_loss"].iloc[:k], partial["train_loss"])
+    np.testing.assert_allclose(resumed.history["train_loss"], full.history["train_loss"],
+                               rtol=1e-6, atol=1e-7)
+    assert list(resumed.history["step"]) == list(full.history["step"])
+
+    a = load_checkpoint(full.last_path)
+    b = load_checkpoint(resumed.last_path)
+    assert a["epoch"] == b["epoch"] == 5
+    assert a["state_dict"].keys() == b["state_dict"].keys()
+    for key in ("state_dict", "train_state_dict", "ema_state"):
+        if key not in a:
+            continue
+        assert a[key].keys() == b[key].keys()
+        for name, t in a[key].items():
+            assert torch.allclose(t.float(), b[key][name].float(), rtol=1e-6, atol=1e-7), (key, name)
+    # and the resumed model predicts what the uninterrupted one does
+    assert torch.allclose(outputs(model_from_checkpoint(a), val_arrays),
+                          outputs(model_from_checkpoint(b), val_arrays), rtol=1e-5, atol=1e-6)
+
+
+def test_resume_with_other_config_is_refused(tmp_path, train_arrays, val_arrays):
+    with pytest.raises(Stop):
+        train.fit(small_config(epochs=3), tmp_path / "r", train_arrays=train_arrays,
+                  val_arrays=val_arrays, callbacks=(stop_after(1),), progress=False)
+    with pytest.raises(ValueError, match="config differs"):
+        train.fit(small_config(epochs=3, lr=5e-3), tmp_path / "r", resume=True,
+                  train_arrays=train_arrays, val_arrays=val_arrays, progress=False)
+
+
+def test_resume_of_finished_run_adds_nothing(tmp_path, train_arrays, val_arrays):
+    cfg = small_config(epochs=2, augment=False)
+    first = train.fit(cfg, tmp_path / "r", train_arrays=train_arrays.head(8),
+                      val_arrays=val_arrays, progress=False)
+    again = train.fit(cfg, tmp_path / "r", resume=True, train_arrays=train_arrays.head(8),
+                      val_arrays=val_arrays, progress=False)
+    assert list(again.history["epoch"]) == [1, 2]
+    pd.testing.assert_frame_equal(again.history, first.history)
+
+
+def test_config_round_trip_and_unknown_keys():
+    cfg = small_config()
+    assert train.TrainConfig.from_dict(cfg.to_dict()) == cfg
+    with pytest.raises(ValueError, match="unknown TrainConfig keys"):
+        train.TrainConfig.from_dict({"image_size": 32, "learning_rate": 1})
+
+
+def test_lr_factor():
+    assert train.lr_factor(small_config(), 5, 10, 1.0) == 1.0
+    oc = small_config(schedule="onecycle", warmup_frac=0.1)
+    assert train.lr_factor(oc, 0, 100, 0) == pytest.approx(0.05)
+    assert train.lr_factor(oc, 10, 100, 0) == pytest.approx(1.0)
+    assert train.lr_factor(oc, 100, 100, 0) == pytest.approx(0.01)
+    with pytest.raises(ValueError, match="max_train_seconds"):
+        train.lr_factor(small_config(schedule="time_cosine"), 0, 10, 0.0)
+    with pytest.raises(ValueError, match="unknown schedule"):
+        train.lr_factor(small_config(schedule="step"), 0, 10, 0.0)
+
+
+def test_outputs_stay_in_tmp(tmp_path, train_arrays, val_arrays, isolated_dirs):
+    assert paths.runs_dir() == isolated_dirs["runs"]
+    assert not str(paths.runs_dir()).startswith(str(paths.PROJECT_ROOT))
+
+
+# --------------------------------------------------------------------------- paper profile
+def test_paper_profile_values():
+    params = experiment.load_profile("paper")
+    cfg = experiment.config_from_params(params)
+    assert cfg.lr == 1e-4
+    assert cfg.batch_size == 50
+    assert cfg.epochs == 100
+    assert cfg.schedule == "none"
+    assert cfg.image_size == 256
+    assert cfg.base_width == 64
+    assert cfg.loss == "bce_dice"
+    with pytest.raises(FileNotFoundError, match="known profiles"):
+        experiment.load_profile("no-such-profile")
+
+
+def test_paper_profile_one_epoch_on_cpu(tmp_path):
+    cfg = experiment.config_from_params(experiment.load_profile("paper"))
+    cfg = dataclasses.replace(cfg, image_size=32, batch_size=2, epochs=1, device="cpu",
+                              snapshot_seconds=[])
+    assert cfg.base_width == 64 and cfg.lr == 1e-4
+    arrays = synthetic_arrays(2, size=32, seed=3)
+    res = train.fit(cfg, tmp_path / "paper", train_arrays=arrays, val_arrays=arrays, progress=False)
+    assert list(res.history["epoch"]) == [1] and list(res.history["step"]) == [1]
+    assert np.isfinite(res.history["train_loss"]).all()
+    assert res.n_parameters == 31_042_369
+    assert res.best_path.is_file()
+    ck = load_checkpoint(res.last_path)
+    assert ck["model_config"]["base"] == 64 and ck["train_config"]["lr"] == 1e-4
