@@ -6,6 +6,7 @@
   table                  rebuild Table I from results/metrics/*.json
   embed-table            copy results/tables/table1.md into README.md
   headline [--profile]   print the headline metrics of finished runs
+  predict --input ...    segment your own scans (masks, overlays, predictions.csv)
   bench [--profile P]    speed benchmark -> results/benchmarks/<device>-<profile>.json
 """
 from __future__ import annotations
@@ -98,6 +99,19 @@ def _cmd_bench(args) -> int:
     return 0
 
 
+def _cmd_predict(args) -> int:
+    from .predict import run_predict
+    run = run_predict(args.input, args.output, checkpoint=args.checkpoint, threshold=args.threshold,
+                      overlay=args.overlay, device=args.device, force=args.force)
+    kinds = "mask and overlay" if args.overlay else "mask"
+    print(f"model {run.model}: {run.n_ok} of {len(run.rows)} file(s) segmented "
+          f"({kinds} PNGs in {run.out_dir}), table {run.csv_path}")
+    if run.n_failed:
+        print(f"{run.n_failed} file(s) failed; see the errors above and the 'error' column of "
+              f"{run.csv_path.name}", file=sys.stderr)
+    return 1 if run.n_failed else 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="brainseg", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -127,6 +141,39 @@ def main(argv=None) -> int:
     h = sub.add_parser("headline", help="print the headline test metrics of finished runs")
     h.add_argument("--profile", default=None)
     h.set_defaults(fn=_cmd_headline)
+    pr = sub.add_parser(
+        "predict", help="segment your own scans (masks, overlays, predictions.csv)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Segment brain MRI scans with a trained U-Net.\n\n"
+        "Inputs: JPEG, PNG, TIFF or BMP files of any size, colour mode (RGB, L, LA, P, RGBA,\n"
+        "CMYK) and bit depth (8 or 16); a folder means every file directly in it.\n"
+        "Per input <stem>.<ext> the output folder gets <stem>_mask.png (0 = background,\n"
+        "255 = tumour, at the input's own size), with --overlay <stem>_overlay.png (the\n"
+        "scan with the tumour outlined in red), and one row of predictions.csv (file, width,\n"
+        "height, tumour_pixels, tumour_fraction, max_prob, tumour yes/no, status, error).",
+        epilog="Exit status: 0 every file segmented; 1 some file failed (unreadable or not a\n"
+        "supported image; reported on stderr and in predictions.csv, the others are still\n"
+        "processed); 2 nothing done (missing model or input, existing outputs without --force,\n"
+        "bad option).")
+    pr.add_argument("--checkpoint", default=None, metavar="PATH",
+                    help="model checkpoint (.pt) written by training or release_model "
+                         "(default: the released model results/models/brainseg-cpu.pt, "
+                         "checked against its .sha256 file)")
+    pr.add_argument("--input", required=True, metavar="FILE_OR_DIR",
+                    help="an image file, or a folder whose files are all segmented (not recursive)")
+    pr.add_argument("--output", required=True, metavar="DIR",
+                    help="folder for the masks, overlays and predictions.csv (created if needed; "
+                         "must not be the input folder)")
+    pr.add_argument("--threshold", type=float, default=0.5, metavar="T",
+                    help="tumour where the probability is >= T, 0..1 (default 0.5)")
+    pr.add_argument("--overlay", action="store_true",
+                    help="also write <stem>_overlay.png: the scan with the tumour outline in red")
+    pr.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                    help="where to run the model: auto (CUDA if available), cpu or cuda (default auto)")
+    pr.add_argument("--force", action="store_true",
+                    help="overwrite existing output files (without it, existing outputs stop the run "
+                         "before anything is written)")
+    pr.set_defaults(fn=_cmd_predict)
     args = p.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     from .data import DataError

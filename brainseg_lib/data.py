@@ -436,3 +436,36 @@ def native_masks(split: str, root: str | Path | None = None) -> dict[str, np.nda
     for a in anns:
         out[a.filename] = load_sample(a, folder).mask
     return out
+
+
+def load_named(names: list[str], size: int, label: str, root=None) -> SplitArrays:
+    """Images from any official split, selected by file name and kept in the given order
+    (for re-drawn splits such as the grouped split). Uses the per-split caches."""
+    parts = {s: load_split(s, size, root=root) for s in SPLITS}
+    index = {n: (s, i) for s, a in parts.items() for i, n in enumerate(a.names)}
+    missing = [n for n in names if n not in index]
+    if missing:
+        raise AnnotationError(f"{len(missing)} image(s) of split '{label}' are not annotated "
+                              f"in the dataset: {', '.join(missing[:5])}")
+    pick = [index[n] for n in names]
+
+    def take(attr):
+        return np.stack([getattr(parts[s], attr)[i] for s, i in pick]) if pick else \
+            getattr(parts["train"], attr)[:0]
+    return SplitArrays(label, size, take("images"), take("masks"), list(names),
+                       take("native_hw"), take("native_tumour_fraction"))
+
+
+def native_masks_for(names: list[str], root=None) -> dict[str, np.ndarray]:
+    """Native-size ground-truth masks of the named images, from whichever split holds them."""
+    wanted = set(names)
+    out = {}
+    for split in SPLITS:
+        anns, folder = list_split(split, root)
+        for a in anns:
+            if a.filename in wanted:
+                out[a.filename] = load_sample(a, folder).mask
+    missing = wanted - set(out)
+    if missing:
+        raise AnnotationError(f"no annotation for {', '.join(sorted(missing)[:5])}")
+    return out

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from . import paths
 from .checkpoint import load_checkpoint, model_from_checkpoint
-from .data import SplitArrays, load_split, native_masks
+from .data import SplitArrays, load_split, native_masks_for
 from .metrics import COUNTS, METRICS, bootstrap_ci, confusion_counts, per_image_table, summarize
 from .train import predict_logits, resolve_device
 
@@ -63,7 +63,7 @@ def evaluate_model(model, split: str, image_size: int, threshold: float = 0.5, d
     """Predict ``split`` and score it at native and model resolution."""
     arrays = (arrays or load_split(split, image_size, root=data_root)).head(limit)
     probs = predict_probs(model, arrays, device)
-    gts = native_masks(split, root=data_root)
+    gts = native_masks_for(arrays.names, root=data_root)
     rows = []
     for i, name in enumerate(arrays.names):
         gt = gts[name]
@@ -93,13 +93,15 @@ def evaluate_model(model, split: str, image_size: int, threshold: float = 0.5, d
 
 
 def evaluate_checkpoint(checkpoint: str | Path, split: str = "test", threshold: float = 0.5,
-                        device="auto", data_root=None, limit: int | None = None) -> Evaluation:
-    """Load a checkpoint written by ``train.fit`` and evaluate it on ``split``."""
+                        device="auto", data_root=None, limit: int | None = None,
+                        arrays: SplitArrays | None = None) -> Evaluation:
+    """Load a checkpoint written by ``train.fit`` and evaluate it on ``split`` (or on
+    ``arrays``, e.g. the TEST part of the grouped split)."""
     ck = load_checkpoint(checkpoint)
     model = model_from_checkpoint(ck, checkpoint)
     size = ck["train_config"]["image_size"]
     dev = resolve_device(device)
-    ev = evaluate_model(model, split, size, threshold, dev, data_root, limit=limit)
+    ev = evaluate_model(model, split, size, threshold, dev, data_root, arrays=arrays, limit=limit)
     ev.summary.update({"checkpoint": _rel(checkpoint), "device": str(dev),
                        "config": ck["train_config"], "epoch": ck.get("epoch"),
                        "train_seconds": ck.get("train_seconds")})
@@ -117,7 +119,7 @@ def threshold_sweep(probs: np.ndarray, arrays: SplitArrays, thresholds=None,
         thresholds = np.round(np.linspace(0.0, 1.0, 101), 2)
     thresholds = np.asarray(thresholds, dtype=np.float64)
     edges = np.concatenate([[-np.inf], thresholds, [np.inf]])
-    gts = native_masks(arrays.split, root=data_root)
+    gts = native_masks_for(arrays.names, root=data_root)
     pos = np.zeros(len(edges) - 1)
     neg = np.zeros(len(edges) - 1)
     for i, name in enumerate(arrays.names):

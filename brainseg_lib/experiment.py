@@ -52,10 +52,13 @@ def run_profile(params: dict, data_root=None, resume: bool = False, progress: bo
     run_dir = paths.runs_dir() / name
     if run_dir.exists() and not resume:
         shutil.rmtree(run_dir)  # a fresh run starts clean; results are regenerated, not mixed
-    result = fit(cfg, run_dir, resume=resume, data_root=data_root, progress=progress)
+    arrays = split_arrays(split_scheme, cfg.image_size, data_root, params.get("split_seed", 0))
+    result = fit(cfg, run_dir, resume=resume, data_root=data_root, progress=progress,
+                 train_arrays=arrays["train"], val_arrays=arrays["val"])
+    test = arrays["test"].head(params.get("limit_test"))
     ev = evaluate_checkpoint(result.best_path, "test", cfg.threshold, device=cfg.device,
-                             data_root=data_root, limit=params.get("limit_test"))
-    f1_at = snapshot_scores(result.snapshots, cfg, data_root, params.get("limit_test"))
+                             data_root=data_root, arrays=test)
+    f1_at = snapshot_scores(result.snapshots, cfg, test, data_root)
     reached = [m for m, f1 in sorted(f1_at.items()) if f1 >= PAPER_F1]
     best_row = result.history.loc[result.history["val_dice"].idxmax()]
     extra = {
@@ -73,14 +76,31 @@ def run_profile(params: dict, data_root=None, resume: bool = False, progress: bo
     return {**ev.summary, **extra, "json_path": str(json_path), "run_dir": str(run_dir)}
 
 
-def snapshot_scores(snapshots: dict, cfg: TrainConfig, data_root=None, limit=None) -> dict[float, float]:
+SPLIT_SCHEMES = ("official", "grouped")
+
+
+def split_arrays(scheme: str, size: int, data_root=None, split_seed: int = 0) -> dict:
+    """TRAIN / VAL / TEST arrays of a split scheme: ``official`` (the dataset's folders) or
+    ``grouped`` (the leak-free manifest splits/grouped_seed<k>.csv)."""
+    from .data import SPLITS, load_named, load_split
+    if scheme == "official":
+        return {s: load_split(s, size, root=data_root) for s in SPLITS}
+    if scheme == "grouped":
+        from .leakage import load_manifest
+        man = load_manifest(split_seed)
+        return {s: load_named(list(man.loc[man["split"] == s, "name"]), size, s, data_root)
+                for s in SPLITS}
+    raise ValueError(f"unknown split_scheme {scheme!r}; choose one of {SPLIT_SCHEMES}")
+
+
+def snapshot_scores(snapshots: dict, cfg: TrainConfig, test_arrays, data_root=None) -> dict[float, float]:
     """Pooled native-resolution test F1 of each wall-clock snapshot (report only, never model selection)."""
     out = {}
     dev = resolve_device(cfg.device)
     for mark, path in sorted(snapshots.items()):
         ck = load_checkpoint(path)
         ev = evaluate_model(model_from_checkpoint(ck, path), "test", cfg.image_size, cfg.threshold,
-                            dev, data_root, limit=limit)
+                            dev, data_root, arrays=test_arrays)
         out[float(mark)] = ev.summary["global"]["f1"]
     return out
 

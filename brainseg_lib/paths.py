@@ -11,6 +11,7 @@ Environment variables:
   BRAINSEG_RESULTS  figures, tables, metrics, runs (default: <root>/results);
                     run_all.sh points it at a staging folder while it runs.
   BRAINSEG_RUNS     run folders: history, logs, checkpoints (default: <results>/runs)
+  BRAINSEG_SWEEP    seed x split x loss sweep (default: <root>/results/sweep)
 """
 from __future__ import annotations
 
@@ -48,6 +49,11 @@ def results_dir() -> Path:
 def runs_dir() -> Path:
     """Run folders (history.csv, train_log.txt, *.pt); checkpoints are git-ignored."""
     return _from_env("BRAINSEG_RUNS", results_dir() / "runs")
+
+
+def sweep_dir() -> Path:
+    """Seed/split/loss sweep runs (``python -m brainseg_lib sweep``); not replaced by run_all.sh."""
+    return _from_env("BRAINSEG_SWEEP", PROJECT_ROOT / "results" / "sweep")
 
 
 def figures_dir() -> Path:

@@ -1,0 +1,156 @@
+"""Near-duplicate audit of the 801 annotated images, and a leak-free grouped split.
+
+Two independent signals compare every pair of images:
+
+* **thumbnail correlation**: each image is resized to 64x64 grayscale,
+  z-normalised, and pairs are compared by Pearson correlation; a pair with
+  r >= ``CORR_THRESHOLD`` (0.95) is a near-duplicate;
+* **perceptual hash** (pHash): 32x32 grayscale, 2-D DCT, the 8x8 lowest
+  frequencies without the DC term against their median = 63 bits; a pair at
+  Hamming distance <= ``PHASH_THRESHOLD`` (6) is a near-duplicate.
+
+A pair flagged by either signal links two images; the connected components
+of these links are the **groups**. The grouped split assigns whole groups to
+TRAIN / VAL / TEST with the official sizes as targets, deterministically from a
+seed, so no group spans two splits.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image
+from scipy.fft import dctn
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
+
+from . import paths
+from .data import EXPECTED_COUNTS, SPLITS, list_split, read_grayscale
+
+CORR_THRESHOLD = 0.95
+PHASH_THRESHOLD = 6
+THUMB = 64
+SPLITS_DIR = paths.PROJECT_ROOT / "splits"
+
+
+@dataclass
+class Fingerprints:
+    names: list[str]
+    splits: list[str]
+    thumbs: np.ndarray      # (N, THUMB*THUMB) z-normalised float32
+    hashes: np.ndarray      # (N, 63) bool
+
+
+def _thumb(img: np.ndarray, side: int) -> np.ndarray:
+    return np.asarray(Image.fromarray(img).resize((side, side), Image.BILINEAR), dtype=np.float32)
+
+
+def phash_bits(img: np.ndarray) -> np.ndarray:
+    """63-bit pHash of a uint8 grayscale image."""
+    d = dctn(_thumb(img, 32).astype(np.float64), norm="ortho")[:8, :8].ravel()[1:]
+    return d > np.median(d)
+
+
+def fingerprints(root=None, splits=SPLITS) -> Fingerprints:
+    """Thumbnails and hashes of every annotated image (about 10 s for 801 images)."""
+    names, sp, thumbs, hashes = [], [], [], []
+    for split in splits:
+        anns, folder = list_split(split, root)
+        for a in anns:
+            img = read_grayscale(folder / a.filename)
+            t = _thumb(img, THUMB).ravel()
+            t = (t - t.mean()) / (t.std() + 1e-6)
+            names.append(a.filename)
+            sp.append(split)
+            thumbs.append(t.astype(np.float32))
+            hashes.append(phash_bits(img))
+    return Fingerprints(names, sp, np.stack(thumbs), np.stack(hashes))
+
+
+def pair_table(fp: Fingerprints, min_corr: float = 0.80) -> pd.DataFrame:
+    """Every pair (i < j) with correlation >= min_corr or pHash distance <= PHASH_THRESHOLD + 6,
+    with both distances and the near-duplicate flags."""
+    corr = fp.thumbs @ fp.thumbs.T / fp.thumbs.shape[1]
+    h = fp.hashes.astype(np.int32)
+    ham = h @ (1 - h).T + (1 - h) @ h.T
+    iu, ju = np.triu_indices(len(fp.names), k=1)
+    c, d = corr[iu, ju], ham[iu, ju]
+    keep = (c >= min_corr) | (d <= PHASH_THRESHOLD + 6)
+    df = pd.DataFrame({
+        "a": np.array(fp.names)[iu[keep]], "split_a": np.array(fp.splits)[iu[keep]],
+        "b": np.array(fp.names)[ju[keep]], "split_b": np.array(fp.splits)[ju[keep]],
+        "corr": c[keep].round(4), "phash_dist": d[keep],
+    })
+    df["dup_corr"] = df["corr"] >= CORR_THRESHOLD
+    df["dup_phash"] = df["phash_dist"] <= PHASH_THRESHOLD
+    df["dup"] = df["dup_corr"] | df["dup_phash"]
+    return df.sort_values("corr", ascending=False).reset_index(drop=True)
+
+
+def cross_split_counts(fp: Fingerprints, pairs: pd.DataFrame) -> pd.DataFrame:
+    """For each (query split, reference split): how many query images have a near-duplicate
+    in the reference split, by each signal and by either."""
+    rows = []
+    combos = [("test", "train"), ("val", "train"), ("test", "val"), ("train", "train"),
+              ("val", "val"), ("test", "test")]
+    for q, r in combos:
+        row = {"query": q, "reference": r, "query_images": fp.splits.count(q)}
+        for col in ("dup_corr", "dup_phash", "dup"):
+            p = pairs[pairs[col]]
+            hit = set(p.loc[(p.split_a == q) & (p.split_b == r), "a"]) | \
+                set(p.loc[(p.split_b == q) & (p.split_a == r), "b"])
+            row[col] = len(hit)
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def groups(fp: Fingerprints, pairs: pd.DataFrame) -> np.ndarray:
+    """Connected-component label of every image over the near-duplicate links."""
+    idx = {n: i for i, n in enumerate(fp.names)}
+    p = pairs[pairs["dup"]]
+    i = p["a"].map(idx).to_numpy()
+    j = p["b"].map(idx).to_numpy()
+    n = len(fp.names)
+    g = coo_matrix((np.ones(len(i)), (i, j)), shape=(n, n))
+    _, labels = connected_components(g, directed=False)
+    return labels
+
+
+def grouped_split(names: list[str], labels: np.ndarray, seed: int = 0,
+                  targets: dict[str, int] | None = None) -> pd.DataFrame:
+    """Assign whole groups to test, then val, then train, in a seeded random order.
+
+    A group goes to TEST (then VAL) only while it fits the remaining target,
+    so no group is split; everything else goes to TRAIN. Returns a manifest
+    with columns name, group, split.
+    """
+    targets = dict(targets or EXPECTED_COUNTS)
+    rng = np.random.default_rng(seed)
+    uniq, sizes = np.unique(labels, return_counts=True)
+    order = rng.permutation(len(uniq))
+    room = {"test": targets["test"], "val": targets["val"]}
+    assign = {}
+    for k in order:
+        g, s = uniq[k], sizes[k]
+        for split in ("test", "val"):
+            if s <= room[split]:
+                assign[g] = split
+                room[split] -= s
+                break
+        else:
+            assign[g] = "train"
+    return pd.DataFrame({"name": names, "group": labels, "split": [assign[g] for g in labels]})
+
+
+def manifest_path(seed: int = 0) -> Path:
+    return SPLITS_DIR / f"grouped_seed{seed}.csv"
+
+
+def load_manifest(seed: int = 0) -> pd.DataFrame:
+    path = manifest_path(seed)
+    if not path.is_file():
+        raise FileNotFoundError(f"grouped split manifest {path} not found; run notebook "
+                                "05_leakage_audit (or `python -m brainseg_lib leakage`) first")
+    return pd.read_csv(path)

@@ -1,0 +1,82 @@
+"""Seeds x split schemes x losses: independent runs, side by side when cores allow.
+
+Each run is notebook 02_training executed by papermill with its own parameters
+and a distinct output name, writing into the sweep folder
+(``paths.sweep_dir()``, default ``results/sweep``). Runs share nothing but the
+read-only data cache, so ``--jobs N`` runs N of them at once; on a cluster each
+line of ``plan`` can be submitted as its own job.
+
+Sweep runs use a fixed number of epochs (``max_train_seconds`` is lifted), so a
+run's result does not depend on how many other runs share the machine.
+"""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from . import paths
+from .experiment import load_profile, name_for, run_profile
+
+DEFAULT_SEEDS = (0, 1, 2)
+
+
+def plan(profile: str, seeds=DEFAULT_SEEDS, schemes=("official", "grouped"),
+         extra_losses=("bce",)) -> list[dict]:
+    """Parameter dicts: every scheme x seed with the profile's loss, plus each extra loss
+    on the official split with the same seeds (the paper's loss question)."""
+    base = load_profile(profile)
+    base["max_train_seconds"] = None
+    base["snapshot_seconds"] = []
+    runs = [{**base, "split_scheme": s, "seed": k} for s in schemes for k in seeds]
+    runs += [{**base, "split_scheme": "official", "seed": k, "loss": loss}
+             for loss in extra_losses if loss != base["loss"] for k in seeds]
+    for r in runs:
+        r["tune_threshold"] = True
+    return runs
+
+
+def _papermill(params: dict, threads: int, sweep_dir: Path) -> Path:
+    name = name_for(params)
+    out = paths.ensure(sweep_dir / "executed") / f"{name}.ipynb"
+    args = [sys.executable, "-m", "papermill", "-k", "python3", "--log-level", "WARNING",
+            str(paths.NOTEBOOKS_DIR / "02_training.ipynb"), str(out)]
+    for k, v in {**params, "threads": threads}.items():
+        args += ["-y", f"{k}: {v!r}"] if False else ["-p", k, "None" if v is None else str(v)]
+    env = {**os.environ, "BRAINSEG_RESULTS": str(sweep_dir), "BRAINSEG_PROGRESS": "0",
+           "MPLBACKEND": "Agg"}
+    log = sweep_dir / "logs" / f"{name}.log"
+    paths.ensure(log.parent)
+    with open(log, "w") as fh:
+        rc = subprocess.call(args, env=env, stdout=fh, stderr=subprocess.STDOUT)
+    if rc:
+        raise RuntimeError(f"sweep run {name} failed (exit {rc}); see {log}")
+    return out
+
+
+def run_sweep(runs: list[dict], jobs: int = 1, in_process: bool = False, skip_done: bool = True,
+              sweep_dir: str | Path | None = None) -> list[str]:
+    """Execute ``runs``; returns the run names. Finished runs (metrics JSON present) are
+    skipped unless ``skip_done`` is False."""
+    sweep_dir = Path(sweep_dir) if sweep_dir else paths.sweep_dir()
+    todo = [r for r in runs
+            if not (skip_done and (sweep_dir / "metrics" / f"{name_for(r)}.json").is_file())]
+    if in_process:
+        old = os.environ.get("BRAINSEG_RESULTS")
+        os.environ["BRAINSEG_RESULTS"] = str(sweep_dir)
+        try:
+            for r in todo:
+                run_profile(r)
+        finally:
+            if old is None:
+                os.environ.pop("BRAINSEG_RESULTS", None)
+            else:
+                os.environ["BRAINSEG_RESULTS"] = old
+    else:
+        threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
+        with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            for f in [pool.submit(_papermill, r, threads, sweep_dir) for r in todo]:
+                f.result()
+    return [name_for(r) for r in runs]

@@ -1,0 +1,209 @@
+"""Hardening: bad inputs give a clear error naming the file, or a documented, warned skip.
+
+Already covered elsewhere, so not repeated here:
+
+* truncated JPEG, zero-byte image, garbage bytes (alone and inside a split):
+  tests/test_data.py::TestImageErrors
+* annotations JSON that is not valid JSON, references a missing image, holds
+  NaN coordinates; an image the JSON does not mention (skipped with a warning
+  and a count): tests/test_data.py::TestDatasetErrors
+* coordinates outside the image, on ``rasterize`` itself:
+  tests/test_data.py::TestRasterize::test_points_outside_image_are_clipped
+* interrupted training resumes exactly: tests/test_train.py::test_resume_*
+* pickle payloads in checkpoints are refused: tests/test_checkpoint.py
+
+Added here: negative coordinates through the loader and the cache, infinite
+coordinates and non-UTF-8 bytes in the JSON, no cache left by a failed build,
+broken files fed to ``predict``, and the released model's checksum.
+"""
+from __future__ import annotations
+
+import csv
+import os
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from brainseg_lib import __main__ as cli
+from brainseg_lib import data, paths, predict
+from brainseg_lib.checkpoint import CheckpointError, save_checkpoint
+from brainseg_lib.model import UNet
+from brainseg_lib.train import TrainConfig
+from conftest import circle, ellipse, polygon, scan_image, write_image, write_via
+
+torch.set_num_threads(1)
+
+
+def split_folder(root, split):
+    return root / data.ANNOTATED_DIR / data.SPLIT_FOLDERS[split]
+
+
+# ============================================================================= annotations
+def test_negative_coordinates_are_clipped_through_the_loader(fake_root):
+    # VAL: y500.jpg is 50 high x 40 wide, y501.png 36 x 36 (conftest.FAKE_LAYOUT).
+    # Documented rule (data module docstring): coordinates outside the image are clipped.
+    folder = split_folder(fake_root, "val")
+    write_via(folder / "annotations_val.json", {
+        # a rectangle from (-15, -20) to (10, 12): only rows 0..12, columns 0..10 are inside
+        "y500.jpg": [polygon([-15, 10, 10, -15], [-20, -20, 12, 12])],
+        # a region wholly at negative coordinates, and an ellipse centred left of the image
+        "y501.png": [circle(-30, -30, 5), ellipse(-4, 18, 8, 5)],
+    })
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")                       # clipping is silent, not a skip
+        samples = {s.name: s for s in data.iter_samples("val", fake_root)}
+    m = samples["y500.jpg"].mask
+    assert m.shape == samples["y500.jpg"].image.shape == (50, 40) and m.dtype == bool
+    assert m[:13, :11].all()                                 # the part inside the image
+    assert not m[13:, :].any() and not m[:, 11:].any()       # nothing beyond the clipped shape
+    m = samples["y501.png"].mask
+    assert m.shape == (36, 36)
+    assert m[18, 0] and m[18, 3] and not m[18, 4]            # ellipse reaches x = -4 + 8 = 4 (exclusive)
+    assert not m[:12, :].any() and not m[25:, :].any() and not m[:, 4:].any()
+
+    arr = data.load_split("val", 16, root=fake_root, progress=False)
+    assert set(np.unique(arr.masks)) <= {0, 1} and arr.masks.reshape(2, -1).any(1).all()
+    np.testing.assert_allclose(arr.native_tumour_fraction,
+                               [samples[n].mask.mean() for n in arr.names])
+
+
+def test_infinite_coordinates_in_json(fake_root):
+    folder = split_folder(fake_root, "test")
+    write_via(folder / "annotations_test.json", {
+        "y701.jpg": [circle(24, 16, 6)], "y702.png": [circle(5, 5, 2), polygon([1, 9, float("inf")], [1, 1, 9])]})
+    assert "Infinity" in (folder / "annotations_test.json").read_text()
+    with pytest.raises(data.AnnotationError, match=r"y702\.png region 1 \(polygon\).*infinite"):
+        data.load_split("test", 16, root=fake_root)
+
+
+def test_annotations_that_are_not_utf8(fake_root):
+    jpath = data.annotations_path("train", fake_root)
+    jpath.write_bytes(b'{"y0.jpg1": {"filename": "y\xe9\xff.jpg", "regions": []}}')
+    with pytest.raises(data.AnnotationError) as e:
+        data.load_split("train", 16, root=fake_root)
+    assert str(jpath) in str(e.value) and "not valid JSON" in str(e.value)
+
+
+@pytest.mark.parametrize("damage", ["truncate", "empty"])
+def test_failed_build_leaves_no_cache(fake_root, isolated_dirs, damage):
+    p = split_folder(fake_root, "train") / "y2.jpg"
+    good = p.read_bytes()
+    p.write_bytes(good[: len(good) // 3] if damage == "truncate" else b"")
+    with pytest.raises(data.ImageReadError, match="y2.jpg"):
+        data.load_split("train", 16, root=fake_root)
+    assert list(isolated_dirs["cache"].iterdir()) == []     # no partial .npz, no temp file
+    p.write_bytes(good)                                      # repaired: builds and caches
+    assert len(data.load_split("train", 16, root=fake_root, progress=False)) == 4
+    assert data.cache_path("train", 16).is_file()
+
+
+# ============================================================================= predict on broken files
+def tiny_checkpoint(path):
+    torch.manual_seed(0)
+    m = UNet(base=4)
+    return save_checkpoint({"state_dict": m.state_dict(), "model_config": m.config(),
+                            "train_config": TrainConfig(image_size=32, base_width=4).to_dict()}, path)
+
+
+def test_predict_reports_broken_files_and_goes_on(tmp_path, capsys):
+    inp = tmp_path / "scans"
+    inp.mkdir()
+    good = write_image(inp / "b_good.jpg", scan_image(48, 30)).read_bytes()
+    (inp / "a_cut.jpg").write_bytes(good[: len(good) // 2])
+    (inp / "c_empty.png").write_bytes(b"")
+    (inp / "d_header.jpg").write_bytes(good[:40])
+    (inp / "e_png_named.tif").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 30)
+    ck = tiny_checkpoint(tmp_path / "m.pt")
+    rc = cli.main(["predict", "--checkpoint", str(ck), "--input", str(inp),
+                   "--output", str(tmp_path / "out"), "--device", "cpu"])
+    err = capsys.readouterr().err
+    assert rc == 1
+    with open(tmp_path / "out" / "predictions.csv", newline="") as f:
+        rows = {r["file"]: r for r in csv.DictReader(f)}
+    assert len(rows) == 5 and rows["b_good.jpg"]["status"] == "ok"
+    assert (tmp_path / "out" / "b_good_mask.png").is_file()
+    for name in ("a_cut.jpg", "c_empty.png", "d_header.jpg", "e_png_named.tif"):
+        assert rows[name]["status"] == "error" and name in rows[name]["error"]
+        assert f"error: {name}:" in err
+        assert not (tmp_path / "out" / f"{name.rsplit('.', 1)[0]}_mask.png").exists()
+    assert "empty (0 bytes)" in rows["c_empty.png"]["error"]
+
+
+# ============================================================================= the released model
+@pytest.fixture
+def released(tmp_path):
+    return predict.release_model(tiny_checkpoint(tmp_path / "run" / "best.pt"),
+                                 tmp_path / "models" / "brainseg-cpu.pt")
+
+
+@pytest.mark.parametrize("tamper", ["flip_byte", "append", "truncate", "swap_weights"])
+def test_load_released_refuses_a_modified_file(released, tmp_path, tamper):
+    b = bytearray(released.read_bytes())
+    if tamper == "flip_byte":
+        b[len(b) // 2] ^= 0x01
+    elif tamper == "append":
+        b += b"\0"
+    elif tamper == "truncate":
+        b = b[:-100]
+    else:                              # a valid checkpoint, just not the one that was released
+        other = tiny_checkpoint(tmp_path / "other.pt")
+        b = other.read_bytes()
+    released.write_bytes(bytes(b))
+    with pytest.raises(CheckpointError, match="modified or corrupted") as e:
+        predict.load_released(released)
+    assert "brainseg-cpu.pt" in str(e.value) and "SHA-256" in str(e.value)
+
+
+def test_load_released_refuses_a_missing_or_malformed_checksum(released):
+    side = predict.checksum_path(released)
+    side.write_text("not-a-digest  brainseg-cpu.pt\n")
+    with pytest.raises(CheckpointError, match="not a SHA-256 checksum file"):
+        predict.load_released(released)
+    side.write_text("")
+    with pytest.raises(CheckpointError, match="not a SHA-256 checksum file"):
+        predict.load_released(released)
+    side.unlink()
+    with pytest.raises(CheckpointError, match="no checksum file"):
+        predict.load_released(released)
+
+
+class Payload:
+    """Unpickling this would create a marker file: proof that code ran on load."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        return (os.mknod if hasattr(os, "mknod") else open, (self.marker,))
+
+
+def test_matching_checksum_does_not_make_a_pickle_safe(tmp_path):
+    marker = tmp_path / "code_ran"
+    evil = tmp_path / "models" / "brainseg-cpu.pt"
+    evil.parent.mkdir()
+    m = UNet(base=2)
+    torch.save({"state_dict": m.state_dict(), "model_config": m.config(), "x": Payload(marker)}, evil)
+    predict.checksum_path(evil).write_text(f"{data.sha256_file(evil)}  {evil.name}\n")
+    assert predict.verify_checksum(evil)                      # the checksum itself is fine
+    with pytest.raises(CheckpointError, match="pickle payload"):
+        predict.load_released(evil)
+    assert not marker.exists()
+
+
+def test_cli_with_a_tampered_released_model_exits_2(released, tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(predict, "RELEASED_MODEL", released)
+    with open(released, "ab") as f:
+        f.write(b"x")
+    img = write_image(tmp_path / "x.png", scan_image(20, 20))
+    assert cli.main(["predict", "--input", str(img), "--output", str(tmp_path / "o")]) == 2
+    assert "modified or corrupted" in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_release_writes_atomically(released):
+    folder = released.parent
+    assert sorted(p.name for p in folder.iterdir()) == ["brainseg-cpu.pt", "brainseg-cpu.pt.sha256"]
+    assert predict.checksum_path(released).read_text().endswith("  brainseg-cpu.pt\n")
+    assert paths.PROJECT_ROOT not in released.parents        # tests never write the real one

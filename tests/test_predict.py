@@ -1,0 +1,351 @@
+"""brainseg_lib.predict and ``python -m brainseg_lib predict``: your own scans in, masks out."""
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from brainseg_lib import __main__ as cli
+from brainseg_lib import data, paths, predict
+from brainseg_lib.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
+from brainseg_lib.evaluate import to_native
+from brainseg_lib.model import UNet
+from brainseg_lib.train import TrainConfig
+from conftest import scan_image
+
+torch.set_num_threads(1)
+
+SIZE = 32
+
+
+def tiny_state(seed: int = 0) -> dict:
+    """A freshly initialised U-Net (base 4) in train.fit's checkpoint format.
+
+    BatchNorm statistics are perturbed and the 1x1 head rescaled so that on
+    synthetic scans the logits have unit spread and median 0: at threshold 0.5
+    about half of each image is 'tumour', so masks are not trivially empty.
+    """
+    torch.manual_seed(seed)
+    m = UNet(base=4)
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.running_mean.uniform_(-0.2, 0.2)
+                mod.running_var.uniform_(0.5, 2.0)
+        m.eval()
+        x = torch.stack([torch.from_numpy(scan_image(SIZE, SIZE, seed=s)) for s in range(4)])
+        logits = m(x[:, None].float() / 255)
+        m.head.weight.div_(logits.std())
+        m.head.bias.div_(logits.std())
+        m.head.bias.sub_(m(x[:, None].float() / 255).median())
+    return {"state_dict": m.state_dict(), "model_config": m.config(),
+            "train_config": TrainConfig(image_size=SIZE, base_width=4).to_dict()}
+
+
+@pytest.fixture
+def tiny_ckpt(tmp_path):
+    return save_checkpoint(tiny_state(), tmp_path / "models" / "tiny.pt")
+
+
+def reference_prob(ckpt, path) -> np.ndarray:
+    """The native-size probability map computed directly, independently of predict.py."""
+    model = model_from_checkpoint(load_checkpoint(ckpt))
+    img = data.read_grayscale(path)
+    x = torch.tensor(data.resize_image(img, SIZE)).float().div(255)[None, None]
+    with torch.no_grad():
+        prob = torch.sigmoid(model(x))[0, 0].numpy()
+    return to_native(prob, *img.shape)
+
+
+# Mixed inputs: name -> (height, width, how it is written). Non-square, different sizes.
+MIXED = {
+    "a_rgb.jpg": (37, 53, "RGB"),
+    "b_gray.png": (64, 21, "L"),
+    "c_16bit.png": (45, 30, "I;16"),
+    "d_rgba.png": (50, 70, "RGBA"),
+    "e_palette.bmp": (33, 41, "P"),
+    "f_cmyk.jpg": (29, 61, "CMYK"),
+    "g_cmyk.tif": (40, 23, "CMYK"),
+}
+BAD = {"h_corrupt.jpg": "random bytes", "i_notes.txt": "text"}
+
+
+def write_mixed(folder):
+    folder.mkdir(parents=True, exist_ok=True)
+    for i, (name, (h, w, mode)) in enumerate(MIXED.items()):
+        g = scan_image(h, w, seed=i)
+        if mode == "I;16":
+            im = Image.fromarray(g.astype(np.uint16) * 257)
+        elif mode == "P":
+            rgb = np.stack([g, 255 - g, g // 2], -1)
+            im = Image.fromarray(rgb).convert("P", palette=Image.Palette.ADAPTIVE, colors=64)
+        else:
+            im = Image.fromarray(g).convert(mode)
+        im.save(folder / name)
+        with Image.open(folder / name) as check:
+            assert check.mode == mode and check.size == (w, h), (name, check.mode)
+    (folder / "h_corrupt.jpg").write_bytes(np.random.default_rng(0).bytes(3000))
+    (folder / "i_notes.txt").write_text("not an image\n")
+    return folder
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def snapshot(folder):
+    return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.iterdir())}
+
+
+def run_cli(*argv) -> int:
+    return cli.main(["predict", *map(str, argv)])
+
+
+# ----------------------------------------------------------------------------- the mixed folder
+def test_mixed_folder_end_to_end(tmp_path, tiny_ckpt, capsys):
+    inp, out = write_mixed(tmp_path / "scans"), tmp_path / "out"
+    rc = run_cli("--checkpoint", tiny_ckpt, "--input", inp, "--output", out, "--overlay",
+                 "--device", "cpu")
+    err = capsys.readouterr().err
+    assert rc == 1                                      # the corrupt file and the .txt failed
+    assert "h_corrupt.jpg" in err and "i_notes.txt" in err
+
+    rows = read_csv(out / "predictions.csv")
+    assert list(rows[0]) == predict.CSV_COLUMNS
+    assert [r["file"] for r in rows] == sorted([*MIXED, *BAD])   # one row per file, sorted
+    by = {r["file"]: r for r in rows}
+    for name, (h, w, _) in MIXED.items():
+        r = by[name]
+        assert r["status"] == "ok" and r["error"] == ""
+        stem = name.rsplit(".", 1)[0]
+        with Image.open(out / f"{stem}_mask.png") as im:
+            assert im.format == "PNG" and im.mode == "L" and im.size == (w, h)
+            mask = np.asarray(im)
+        assert set(np.unique(mask)) <= {0, 255}
+        assert 0 < (mask == 255).sum() < mask.size          # the tiny model is calibrated for this
+        assert (int(r["width"]), int(r["height"])) == (w, h)
+        assert int(r["tumour_pixels"]) == int((mask == 255).sum())
+        assert float(r["tumour_fraction"]) == pytest.approx((mask == 255).mean(), rel=1e-5)
+        assert r["tumour"] == ("yes" if (mask == 255).any() else "no")
+        assert 0.0 <= float(r["max_prob"]) <= 1.0
+        assert (float(r["max_prob"]) >= 0.5) == (r["tumour"] == "yes")
+        with Image.open(out / f"{stem}_overlay.png") as ov:
+            assert ov.mode == "RGB" and ov.size == (w, h)
+    for name, word in (("h_corrupt.jpg", "not a readable image"), ("i_notes.txt", "unsupported file type")):
+        assert by[name]["status"] == "error" and word in by[name]["error"]
+        assert by[name]["width"] == "" and by[name]["tumour"] == ""
+    assert not (out / "h_corrupt_mask.png").exists() and not (out / "i_notes_mask.png").exists()
+    assert not [p for p in out.iterdir() if p.name.endswith(".tmp")]
+
+    # again without --force: refused up front (exit 2), nothing touched
+    before = snapshot(out)
+    capsys.readouterr()
+    assert run_cli("--checkpoint", tiny_ckpt, "--input", inp, "--output", out, "--overlay") == 2
+    err = capsys.readouterr().err
+    assert "--force" in err and "a_rgb_mask.png" in err
+    assert snapshot(out) == before
+
+    # with --force: overwritten (threshold 0 makes every pixel tumour)
+    assert run_cli("--checkpoint", tiny_ckpt, "--input", inp, "--output", out, "--force",
+                   "--threshold", "0") == 1
+    for name, (h, w, _) in MIXED.items():
+        stem = name.rsplit(".", 1)[0]
+        mask = np.asarray(Image.open(out / f"{stem}_mask.png"))
+        assert mask.shape == (h, w) and (mask == 255).all()
+        assert (out / f"{stem}_overlay.png").read_bytes() == before[f"{stem}_overlay.png"][0]
+    assert all(r["tumour"] == "yes" for r in read_csv(out / "predictions.csv") if r["status"] == "ok")
+
+
+def test_mask_matches_an_independent_computation(tmp_path, tiny_ckpt):
+    img = tmp_path / "in" / "scan.png"
+    img.parent.mkdir()
+    Image.fromarray(scan_image(57, 83, seed=3)).convert("RGB").save(img)
+    prob = reference_prob(tiny_ckpt, img)
+    t = float(np.median(prob))                     # a threshold that gives a non-trivial mask
+    run = predict.run_predict(img, tmp_path / "out", tiny_ckpt, threshold=t, overlay=True,
+                              device="cpu")
+    assert run.n_failed == 0 and len(run.rows) == 1
+    mask = np.asarray(Image.open(tmp_path / "out" / "scan_mask.png")) == 255
+    assert 0 < mask.sum() < mask.size
+    disagree = mask != (prob >= t)
+    assert disagree.sum() <= 2                     # float rounding at the threshold only
+    row = run.rows[0]
+    assert row["max_prob"] == pytest.approx(float(prob.max()), abs=1e-5)
+    # the overlay: gray scan, red exactly on the outline of the mask
+    ov = np.asarray(Image.open(tmp_path / "out" / "scan_overlay.png"))
+    red = (ov == [255, 0, 0]).all(-1)
+    assert red.any() and not red[~mask].any() and red[mask].sum() < mask.sum()
+
+
+@pytest.mark.parametrize("side, width", [(100, 1), (520, 2), (900, 4)])
+def test_overlay_outline(side, width):
+    gray = np.full((side, side + 30), 90, np.uint8)
+    mask = np.zeros(gray.shape, bool)
+    q = side // 4
+    mask[q:3 * q, q:3 * q] = True                          # a square tumour
+    mask[:q, -q:] = True                                   # and one touching the image edge
+    ov = predict.overlay_image(gray, mask)
+    assert ov.shape == (*gray.shape, 3) and ov.dtype == np.uint8
+    red = (ov == [255, 0, 0]).all(-1)
+    assert (ov[~red] == 90).all()                          # the scan elsewhere, unchanged gray
+    row = red[side // 2]                                   # a row through the square
+    assert row[q:q + width].all() and not row[q + width:3 * q - width].any()
+    assert not row[:q - width].any()                       # outline stays within ~width of the edge
+    assert red[0, -q:].all() and red[:q, -1].all()         # the image border closes the outline
+    assert not (predict.overlay_image(gray, np.zeros_like(mask)) == [255, 0, 0]).all(-1).any()
+
+
+def test_single_file_ok_exit_zero(tmp_path, tiny_ckpt, capsys):
+    img = tmp_path / "one.jpg"
+    Image.fromarray(scan_image(40, 24)).save(img)
+    assert run_cli("--checkpoint", tiny_ckpt, "--input", img, "--output", tmp_path / "o") == 0
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["one_mask.png", "predictions.csv"]
+    assert "1 of 1 file(s)" in capsys.readouterr().out
+
+
+def test_same_stem_inputs_get_distinct_outputs(tmp_path, tiny_ckpt):
+    inp = tmp_path / "in"
+    inp.mkdir()
+    for name in ("scan.jpg", "scan.png", "other.bmp"):
+        Image.fromarray(scan_image(20, 30)).save(inp / name)
+    (inp / ".DS_Store").write_bytes(b"\0\1")               # hidden files are ignored
+    (inp / "sub").mkdir()                                  # sub-folders too
+    run = predict.run_predict(inp, tmp_path / "out", tiny_ckpt, device="cpu")
+    assert run.n_failed == 0 and [r["file"] for r in run.rows] == ["other.bmp", "scan.jpg", "scan.png"]
+    assert {p.name for p in (tmp_path / "out").iterdir()} == {
+        "other_mask.png", "scan_jpg_mask.png", "scan_png_mask.png", "predictions.csv"}
+
+
+def test_output_folder_equal_to_input_folder_is_refused(tmp_path, tiny_ckpt):
+    inp = tmp_path / "in"
+    inp.mkdir()
+    Image.fromarray(scan_image(20, 30)).save(inp / "a.png")
+    with pytest.raises(predict.PredictError, match="output folder is the input folder"):
+        predict.run_predict(inp, inp, tiny_ckpt)
+    assert [p.name for p in inp.iterdir()] == ["a.png"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--threshold", "1.5"], "between 0 and 1"),
+    (["--input", "{tmp}/nowhere"], "input not found"),
+    (["--checkpoint", "{tmp}/none.pt"], "checkpoint not found"),
+])
+def test_bad_arguments_exit_2_and_write_nothing(tmp_path, tiny_ckpt, capsys, argv, message):
+    img = tmp_path / "x.png"
+    Image.fromarray(scan_image(20, 20)).save(img)
+    base = {"--checkpoint": str(tiny_ckpt), "--input": str(img), "--output": str(tmp_path / "o")}
+    opts = dict(zip(argv[::2], [a.format(tmp=tmp_path) for a in argv[1::2]]))
+    args = [x for kv in {**base, **opts}.items() for x in kv]
+    assert run_cli(*args) == 2
+    assert message in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="tests the message shown without CUDA")
+def test_cuda_without_cuda_is_a_clear_error(tmp_path, tiny_ckpt, capsys):
+    img = tmp_path / "x.png"
+    Image.fromarray(scan_image(20, 20)).save(img)
+    assert run_cli("--checkpoint", tiny_ckpt, "--input", img, "--output", tmp_path / "o",
+                   "--device", "cuda") == 2
+    assert "CUDA is not available" in capsys.readouterr().err
+
+
+def test_help_documents_every_option():
+    env = dict(os.environ, OMP_NUM_THREADS="1")
+    r = subprocess.run([sys.executable, "-m", "brainseg_lib", "predict", "--help"],
+                       capture_output=True, text=True, cwd=paths.PROJECT_ROOT, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    for opt in ("--checkpoint", "--input", "--output", "--threshold", "--overlay", "--device",
+                "--force", "auto,cpu,cuda", "brainseg-cpu.pt", "predictions.csv", "Exit status"):
+        assert opt in r.stdout, opt
+
+
+# ----------------------------------------------------------------------------- the released model
+def test_released_model_path():
+    assert predict.RELEASED_MODEL == paths.PROJECT_ROOT / "results" / "models" / "brainseg-cpu.pt"
+
+
+def test_missing_released_model_says_what_to_do(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(predict, "RELEASED_MODEL", tmp_path / "models" / "brainseg-cpu.pt")
+    img = tmp_path / "x.png"
+    Image.fromarray(scan_image(20, 20)).save(img)
+    assert run_cli("--input", img, "--output", tmp_path / "o") == 2
+    err = capsys.readouterr().err
+    assert "does not exist" in err and "--checkpoint" in err and "./run_all.sh" in err
+
+
+def full_training_checkpoint(tmp_path):
+    """A checkpoint shaped like train.fit's: optimiser state, history, metrics."""
+    ck = tiny_state(seed=1)
+    model = UNet(base=4)
+    model.load_state_dict(ck["state_dict"])
+    opt = torch.optim.Adam(model.parameters(), lr=1e-3)
+    model(torch.rand(2, 1, SIZE, SIZE)).mean().backward()
+    opt.step()
+    ck.update(state_dict={k: v.clone() for k, v in model.state_dict().items()},
+              optimizer=opt.state_dict(), epoch=3, step=9,
+              history=[{"epoch": e, "val_dice": 0.1 * e} for e in (1, 2, 3)],
+              metrics={"epoch": 3, "val_dice": 0.3})
+    return save_checkpoint(ck, tmp_path / "run" / "best.pt")
+
+
+def test_release_round_trip_fp16(tmp_path):
+    src = full_training_checkpoint(tmp_path)
+    dest = predict.release_model(src, tmp_path / "models" / "brainseg-cpu.pt")
+    side = predict.checksum_path(dest)
+    assert side.name == "brainseg-cpu.pt.sha256"
+    digest, name = side.read_text().split()
+    assert name == "brainseg-cpu.pt" and digest == data.sha256_file(dest)
+    assert side.read_text() == f"{digest}  brainseg-cpu.pt\n"       # sha256sum -c format
+
+    ck = predict.load_released(dest)
+    assert set(ck) >= {"state_dict", "model_config", "train_config", "metrics"}
+    assert not {"optimizer", "history"} & set(ck)
+    assert ck["metrics"]["val_dice"] == pytest.approx(0.3)
+    floats = [v for v in ck["state_dict"].values() if v.is_floating_point()]
+    assert floats and all(v.dtype == torch.float16 for v in floats)
+
+    # small: about half of an fp32 weights-only file, far below the training checkpoint
+    weights_only = save_checkpoint({"s": load_checkpoint(src)["state_dict"]}, tmp_path / "w32.pt")
+    assert dest.stat().st_size < 0.6 * weights_only.stat().st_size
+    assert dest.stat().st_size < 0.3 * src.stat().st_size
+
+    # and it predicts what the original does
+    x = torch.rand(3, 1, SIZE, SIZE, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        p_orig = torch.sigmoid(model_from_checkpoint(load_checkpoint(src))(x))
+        p_rel = torch.sigmoid(model_from_checkpoint(ck)(x))
+    assert torch.allclose(p_orig, p_rel, atol=1e-2)
+
+
+def test_release_fp32_is_exact(tmp_path):
+    src = full_training_checkpoint(tmp_path)
+    dest = predict.release_model(src, tmp_path / "r32.pt", fp16=False)
+    a, b = load_checkpoint(src)["state_dict"], predict.load_released(dest)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_cli_uses_the_released_model_by_default(tmp_path, monkeypatch):
+    released = predict.release_model(full_training_checkpoint(tmp_path),
+                                     tmp_path / "models" / "brainseg-cpu.pt")
+    monkeypatch.setattr(predict, "RELEASED_MODEL", released)
+    img = tmp_path / "x.png"
+    Image.fromarray(scan_image(30, 20)).save(img)
+    assert run_cli("--input", img, "--output", tmp_path / "o", "--device", "cpu") == 0
+    assert np.asarray(Image.open(tmp_path / "o" / "x_mask.png")).shape == (30, 20)
+
+
+def test_given_checkpoint_with_a_checksum_file_is_verified(tmp_path):
+    rel = predict.release_model(full_training_checkpoint(tmp_path), tmp_path / "m.pt")
+    predict.load_predictor(rel, "cpu")                           # fine as released
+    with open(rel, "ab") as f:
+        f.write(b"\0")
+    with pytest.raises(CheckpointError, match="modified or corrupted"):
+        predict.load_predictor(rel, "cpu")
