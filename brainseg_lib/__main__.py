@@ -6,6 +6,7 @@
   table                  rebuild Table I from results/metrics/*.json
   embed-table            copy results/tables/table1.md into README.md
   headline [--profile]   print the headline metrics of finished runs
+  sweep [--jobs N]       seeds x splits x losses -> results/sweep/
   predict --input ...    segment your own scans (masks, overlays, predictions.csv)
   bench [--profile P]    speed benchmark -> results/benchmarks/<device>-<profile>.json
 """
@@ -72,6 +73,10 @@ def _cmd_embed_table(args) -> int:
     md = (paths.tables_dir() / "table1.md").read_text()
     changed = embed_in_readme(md)
     changed |= embed_in_readme(timings_markdown(), start=TIMINGS_START, end=TIMINGS_END)
+    findings = paths.tables_dir() / "findings.md"
+    if findings.is_file():
+        changed |= embed_in_readme(findings.read_text(), start="<!-- FINDINGS:START -->",
+                                   end="<!-- FINDINGS:END -->")
     print("README.md " + ("updated" if changed else "already current"))
     return 0
 
@@ -112,6 +117,20 @@ def _cmd_predict(args) -> int:
     return 1 if run.n_failed else 0
 
 
+def _cmd_sweep(args) -> int:
+    from .experiment import default_profile
+    from .sweep import plan, run_sweep
+    runs = plan(args.profile or default_profile(), seeds=tuple(args.seeds))
+    if args.plan:
+        for r in runs:
+            print(f"papermill -k python3 notebooks/02_training.ipynb out.ipynb -p profile {r['profile']} "
+                  f"-p seed {r['seed']} -p split_scheme {r['split_scheme']} -p loss {r['loss']}")
+        return 0
+    names = run_sweep(runs, jobs=args.jobs, skip_done=not args.force)
+    print("finished:", ", ".join(names))
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="brainseg", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -138,6 +157,13 @@ def main(argv=None) -> int:
     b.add_argument("--profile", help="params/<profile>.yaml (default: paper on CUDA, else cpu)")
     b.add_argument("--steps", type=int, default=12, help="timed training steps per pipeline")
     b.set_defaults(fn=_cmd_bench)
+    w = sub.add_parser("sweep", help="seeds x split schemes x losses as independent papermill jobs")
+    w.add_argument("--profile", help="profile to sweep (default: paper on CUDA, else cpu)")
+    w.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    w.add_argument("--jobs", type=int, default=1, help="runs side by side (threads split evenly)")
+    w.add_argument("--force", action="store_true", help="re-run runs whose metrics exist")
+    w.add_argument("--plan", action="store_true", help="only list the runs")
+    w.set_defaults(fn=_cmd_sweep)
     h = sub.add_parser("headline", help="print the headline test metrics of finished runs")
     h.add_argument("--profile", default=None)
     h.set_defaults(fn=_cmd_headline)

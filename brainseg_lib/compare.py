@@ -36,8 +36,9 @@ def cited_rows(path: str | Path | None = None) -> pd.DataFrame:
 
 
 def run_label(run: dict) -> str:
-    return (f"Ours: {run.get('profile', '?')} profile, {run.get('split_scheme', 'official')} split, "
-            f"{run.get('loss', '?')}")
+    label = (f"Ours: {run.get('profile', '?')} profile, {run.get('split_scheme', 'official')} split, "
+             f"{run.get('loss', '?')}")
+    return label + (", seed sweep" if run.get("_source") == "sweep" else "")
 
 
 def reproduction_rows(runs: list[dict]) -> pd.DataFrame:
@@ -48,8 +49,9 @@ def reproduction_rows(runs: list[dict]) -> pd.DataFrame:
     rows = []
     for label, rs in groups.items():
         row = {"Study": label, "n_seeds": len(rs),
-               "Reference": "this repository, results/metrics/" + ", ".join(
-                   sorted(r["run_name"] + ".json" for r in rs)),
+               "Reference": ("this repository, " + ("results/sweep/metrics/" if rs[0].get("_source") == "sweep"
+                                                   else "results/metrics/") + ", ".join(
+                   sorted(r["run_name"] + ".json" for r in rs))),
                "Source": "measured: pooled native-resolution test metrics"}
         for col, key in KEY_OF.items():
             vals = np.array([r["global"][key] for r in rs], dtype=float)
@@ -63,6 +65,7 @@ def build_table1(runs: list[dict] | None = None, metrics_dir=None) -> pd.DataFra
     """Cited rows, paper row and reproduction rows (detail columns included)."""
     if runs is None:
         runs = load_run_metrics(metrics_dir)
+        runs += [{**r, "_source": "sweep"} for r in load_run_metrics(paths.sweep_dir() / "metrics")]
     ours = reproduction_rows(runs)
     table = pd.concat([cited_rows(), ours], ignore_index=True)
     return table

@@ -15,7 +15,8 @@ from .checkpoint import load_checkpoint, model_from_checkpoint
 from .evaluate import evaluate_checkpoint, evaluate_model, write_evaluation, _rel
 from .train import TrainConfig, fit, resolve_device
 
-PAPER_F1 = 0.826  # Khadra et al. 2026, Table I, row "Our" (references/khadra2026_table1.csv)
+PAPER_F1 = 0.826         # Khadra et al. 2026, Table I, row "Our" (references/khadra2026_table1.csv)
+PAPER_PRECISION = 0.934  # same row
 TRAIN_KEYS = {f for f in TrainConfig.__dataclass_fields__}
 
 
@@ -72,6 +73,9 @@ def run_profile(params: dict, data_root=None, resume: bool = False, progress: bo
         "seconds_to_target": reached[0] if reached else None,
         "history_csv": _rel(run_dir / "history.csv"),
     }
+    if params.get("tune_threshold"):
+        extra["threshold_tuning"] = tune_threshold(result.best_path, arrays["val"], test, ev.probs,
+                                                   data_root)
     json_path, _ = write_evaluation(ev, name, extra)
     return {**ev.summary, **extra, "json_path": str(json_path), "run_dir": str(run_dir)}
 
@@ -91,6 +95,25 @@ def split_arrays(scheme: str, size: int, data_root=None, split_seed: int = 0) ->
         return {s: load_named(list(man.loc[man["split"] == s, "name"]), size, s, data_root)
                 for s in SPLITS}
     raise ValueError(f"unknown split_scheme {scheme!r}; choose one of {SPLIT_SCHEMES}")
+
+
+def tune_threshold(checkpoint, val_arrays, test_arrays, test_probs, data_root=None) -> dict:
+    """The paper's recall question: choose a threshold on VALIDATION (best pooled F1, and best
+    recall at precision >= the paper's 0.934), then report TEST at 0.5 and at each choice."""
+    from .evaluate import predict_probs, threshold_sweep
+    model = model_from_checkpoint(load_checkpoint(checkpoint), checkpoint)
+    vs = threshold_sweep(predict_probs(model, val_arrays), val_arrays, data_root=data_root)
+    vs = vs[(vs["tp"] + vs["fp"]) > 0]
+    choices = {"default_0.5": 0.5, "val_best_f1": float(vs.loc[vs["f1"].idxmax(), "threshold"])}
+    ok = vs[vs["precision"] >= PAPER_PRECISION]
+    if len(ok):
+        choices["val_recall_at_precision"] = float(ok.loc[ok["recall"].idxmax(), "threshold"])
+    test = {}
+    for label, t in choices.items():
+        row = threshold_sweep(test_probs, test_arrays, thresholds=[t], data_root=data_root).iloc[0]
+        test[label] = {"threshold": t, **{k: float(row[k]) for k in
+                                          ("f1", "iou", "precision", "recall", "specificity", "accuracy")}}
+    return {"fixed_precision": PAPER_PRECISION, "test": test}
 
 
 def snapshot_scores(snapshots: dict, cfg: TrainConfig, test_arrays, data_root=None) -> dict[float, float]:

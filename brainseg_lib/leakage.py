@@ -154,3 +154,46 @@ def load_manifest(seed: int = 0) -> pd.DataFrame:
         raise FileNotFoundError(f"grouped split manifest {path} not found; run notebook "
                                 "05_leakage_audit (or `python -m brainseg_lib leakage`) first")
     return pd.read_csv(path)
+
+
+def write_manifest(manifest: pd.DataFrame, seed: int = 0) -> Path:
+    """Write splits/grouped_seed<k>.csv (atomically; untouched when the content is the same)."""
+    import os
+    path = manifest_path(seed)
+    text = manifest.to_csv(index=False)
+    if path.is_file() and path.read_text() == text:
+        return path
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".csv.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+    return path
+
+
+def summarize(fp: Fingerprints, pairs: pd.DataFrame, labels: np.ndarray,
+              manifest: pd.DataFrame, seed: int) -> dict:
+    """The figures that go to results/metrics/leakage.json."""
+    sizes = np.bincount(labels)
+    counts = cross_split_counts(fp, pairs)
+    orig = dict(zip(fp.names, fp.splits))
+    moved = int(sum(orig[n] != s for n, s in zip(manifest["name"], manifest["split"])))
+    spans = manifest.groupby("group")["split"].nunique().max()
+    return {
+        "images": len(fp.names),
+        "thresholds": {"thumbnail_corr_min": CORR_THRESHOLD, "phash_max_hamming": PHASH_THRESHOLD,
+                       "thumbnail_side": THUMB},
+        "pairs_found": {"corr": int(pairs["dup_corr"].sum()), "phash": int(pairs["dup_phash"].sum()),
+                        "both": int((pairs["dup_corr"] & pairs["dup_phash"]).sum()),
+                        "either": int(pairs["dup"].sum())},
+        "images_with_duplicate_in": {f"{r.query}->{r.reference}": {"corr": int(r.dup_corr),
+                                                                  "phash": int(r.dup_phash),
+                                                                  "either": int(r.dup),
+                                                                  "of": int(r.query_images)}
+                                     for r in counts.itertuples()},
+        "groups": int(len(sizes)), "groups_with_duplicates": int((sizes > 1).sum()),
+        "largest_group": int(sizes.max()),
+        "grouped_split": {"seed": seed, "manifest": str(manifest_path(seed).relative_to(paths.PROJECT_ROOT)),
+                          "sizes": manifest["split"].value_counts().reindex(list(SPLITS)).astype(int).to_dict(),
+                          "images_moved_from_official_split": moved,
+                          "max_splits_per_group": int(spans)},
+    }

@@ -164,3 +164,27 @@ def comparison_bars(table: pd.DataFrame, metrics=("F1", "IoU", "Precision", "Rec
     ax.legend(fontsize=7, ncol=2, loc="lower right")
     fig.tight_layout()
     return fig
+
+
+GALLERY_BINS = ((0.99, 1.01, "r >= 0.99"), (0.95, 0.99, "0.95 <= r < 0.99"),
+                (0.90, 0.95, "0.90 <= r < 0.95"), (0.80, 0.90, "0.80 <= r < 0.90"))
+
+
+def pair_gallery(pairs: pd.DataFrame, per_bin: int = 2, root=None):
+    """Image pairs from several thumbnail-correlation bins (the first ``per_bin`` of each,
+    in the pair table's order), to judge the near-duplicate threshold by eye."""
+    from .data import read_grayscale, split_dir
+    picked = []
+    for lo, hi, label in GALLERY_BINS:
+        sel = pairs[(pairs["corr"] >= lo) & (pairs["corr"] < hi)].head(per_bin)
+        picked += [(label, r) for r in sel.itertuples()]
+    fig, axes = plt.subplots(len(picked), 2, figsize=(6, 3 * len(picked)), squeeze=False)
+    for (label, r), row in zip(picked, axes):
+        for ax, name, split in ((row[0], r.a, r.split_a), (row[1], r.b, r.split_b)):
+            ax.imshow(read_grayscale(split_dir(split, root) / name), cmap="gray")
+            ax.set_title(f"{split}/{name}", fontsize=8)
+            ax.axis("off")
+        row[0].text(-0.05, 0.5, f"{label}\nr={r.corr:.3f}, pHash d={r.phash_dist}",
+                    transform=row[0].transAxes, ha="right", va="center", fontsize=8)
+    fig.tight_layout()
+    return fig

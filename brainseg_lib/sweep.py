@@ -17,6 +17,8 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import yaml
+
 from . import paths
 from .experiment import load_profile, name_for, run_profile
 
@@ -41,10 +43,10 @@ def plan(profile: str, seeds=DEFAULT_SEEDS, schemes=("official", "grouped"),
 def _papermill(params: dict, threads: int, sweep_dir: Path) -> Path:
     name = name_for(params)
     out = paths.ensure(sweep_dir / "executed") / f"{name}.ipynb"
+    pfile = paths.ensure(sweep_dir / "params") / f"{name}.yaml"
+    pfile.write_text(yaml.safe_dump({**params, "threads": threads}, sort_keys=False))
     args = [sys.executable, "-m", "papermill", "-k", "python3", "--log-level", "WARNING",
-            str(paths.NOTEBOOKS_DIR / "02_training.ipynb"), str(out)]
-    for k, v in {**params, "threads": threads}.items():
-        args += ["-y", f"{k}: {v!r}"] if False else ["-p", k, "None" if v is None else str(v)]
+            "-f", str(pfile), str(paths.NOTEBOOKS_DIR / "02_training.ipynb"), str(out)]
     env = {**os.environ, "BRAINSEG_RESULTS": str(sweep_dir), "BRAINSEG_PROGRESS": "0",
            "MPLBACKEND": "Agg"}
     log = sweep_dir / "logs" / f"{name}.log"

@@ -47,7 +47,7 @@ pd.set_option("display.precision", 4)
 from brainseg_lib import paths
 """
 
-TRAIN_KEYS = ["profile", "image_size", "base_width", "epochs", "batch_size", "lr", "schedule",
+TRAIN_KEYS = ["profile", "split_scheme", "tune_threshold", "image_size", "base_width", "epochs", "batch_size", "lr", "schedule",
               "loss", "augment", "seed", "device", "threads", "channels_last", "deterministic",
               "max_train_seconds", "snapshot_seconds", "limit_train", "limit_val", "limit_test"]
 COLLECT = "PARAMS = {k: globals()[k] for k in " + repr(TRAIN_KEYS) + "}"
@@ -246,7 +246,78 @@ images from TRAIN into TEST (see `../shared/data/README.md`); the leakage audit 
 """),
 ])
 
+
+nb05 = notebook([
+    md("""
+# 05 · Leakage audit: near-duplicates across the official split, and a leak-free split
+
+Br35H's TRAIN / VAL / TEST folders share near-duplicate images (the same slice re-exported at
+another size or contrast). The paper never checks. Here every pair of the 801 annotated images is
+compared with two independent signals (thumbnail correlation and a perceptual hash, definitions
+in `brainseg_lib/leakage.py`); linked images form groups, and a **grouped split** keeps each
+group inside one split.
+"""),
+    params_cell(["split_seed", "gallery_pairs"]),
+    code(SETUP + """from brainseg_lib import leakage, plots, evaluate
+fp = leakage.fingerprints()
+pairs = leakage.pair_table(fp)
+evaluate.write_csv(pairs, paths.tables_dir() / "leakage_pairs.csv")
+print(len(fp.names), "images fingerprinted;", len(pairs), "candidate pairs kept")"""),
+    md("## How many images have a near-duplicate elsewhere?\n`query -> reference`: images of the query split with at least one near-duplicate in the reference split."),
+    code(CHECK + "counts = leakage.cross_split_counts(fp, pairs)\nevaluate.write_csv(counts, paths.tables_dir() / 'leakage_counts.csv')\nprint(counts.to_string(index=False))"),
+    md("## Do the two signals agree?"),
+    code(CHECK + "print(pd.crosstab(pairs.dup_corr, pairs.dup_phash, rownames=['corr>=0.95'], colnames=['pHash<=6']).to_string())"),
+    md("## Pairs at several distances\nThe thresholds are justified by eye: above 0.95 the pairs are the same slice; below, they are different slices or patients."),
+    code("""fig = plots.pair_gallery(pairs, gallery_pairs)
+plots.save_figure(fig, "leakage_gallery");"""),
+    md("## Groups and the grouped split"),
+    code(CHECK + """labels = leakage.groups(fp, pairs)
+manifest = leakage.grouped_split(fp.names, labels, split_seed)
+path = leakage.write_manifest(manifest, split_seed)
+summary = leakage.summarize(fp, pairs, labels, manifest, split_seed)
+evaluate.write_json(summary, paths.metrics_dir() / "leakage.json")
+print("groups:", summary["groups"], "| with duplicates:", summary["groups_with_duplicates"],
+      "| largest:", summary["largest_group"])
+print("grouped split sizes:", summary["grouped_split"]["sizes"])
+print("no group spans two splits:", summary["grouped_split"]["max_splits_per_group"] == 1)
+print("manifest:", path.relative_to(paths.PROJECT_ROOT))"""),
+])
+
+nb06 = notebook([
+    md("""
+# 06 · Is the claim real? Seeds, a leak-free split, confidence intervals, the paper's two losses
+
+The paper reports one run on the official split. Here the profile is trained with several seeds on
+the official split and on the leak-free grouped split (notebook 05), with BCE+Dice and with plain
+BCE, and each run's TEST metrics carry a per-image bootstrap 95% CI of the pooled metric. Each run is
+an independent papermill job (`python -m brainseg_lib sweep --profile cpu --jobs N`); with the smoke
+profile this notebook runs its tiny sweep itself.
+"""),
+    params_cell(["profile", "run_sweep", "sweep_seeds"]),
+    code(SETUP + """from brainseg_lib import sweep, honest
+if run_sweep:
+    sweep.run_sweep(sweep.plan(profile, seeds=sweep_seeds), in_process=True)
+runs = honest.load_sweep(profile)
+print(len(runs), "runs found for profile", profile)"""),
+    code(CHECK + "print(sorted(runs.groupby(['split_scheme', 'loss']).groups))"),
+    md("## Mean ± sd over seeds (pooled TEST metrics, native resolution)"),
+    code("""summary = honest.summarize_runs(runs)
+summary.to_csv(paths.tables_dir() / "honest_summary.csv", index=False)
+summary"""),
+    md("## Per-run bootstrap 95% CIs over test images"),
+    code("honest.ci_table(runs)"),
+    md("## Official vs grouped split, and BCE vs BCE+Dice"),
+    code("""report = honest.findings(runs)
+from brainseg_lib.evaluate import write_json
+write_json(report, paths.metrics_dir() / "honest_evaluation.json")
+(paths.tables_dir() / "findings.md").write_text(honest.findings_markdown(report))
+print(honest.findings_markdown(report))"""),
+    md("## Recall: a threshold tuned on validation\nThe paper suggests refining the model to find more tumour. The simplest refinement is the threshold, chosen on VALIDATION only."),
+    code("honest.threshold_table(runs)"),
+])
+
 for name, nb in [("01_data_exploration", nb01), ("02_training", nb02), ("03_evaluation", nb03),
-                 ("04_comparison_table", nb04)]:
+                 ("04_comparison_table", nb04), ("05_leakage_audit", nb05),
+                 ("06_honest_evaluation", nb06)]:
     nbf.write(nb, ROOT / "notebooks" / f"{name}.ipynb")
     print("wrote", name)
