@@ -89,6 +89,10 @@ cat > "results/timings/run_all_$profile.json" <<JSON
  "machine": "$(nproc) cores, ${cpu:-unknown CPU}${gpu:+, $gpu}", "date": "$(date -u +%Y-%m-%d)"}
 JSON
 export BRAINSEG_RESULTS="$root/results"
+if [ "$profile" = cpu ]; then
+  python -m brainseg_lib release >/dev/null
+  echo "[run_all] released results/models/brainseg-cpu.pt (see results/models/MODEL_CARD.md)"
+fi
 python -m brainseg_lib embed-table >/dev/null
 
 echo

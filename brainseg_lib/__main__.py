@@ -7,6 +7,7 @@
   embed-table            copy results/tables/table1.md into README.md
   headline [--profile]   print the headline metrics of finished runs
   sweep [--jobs N]       seeds x splits x losses -> results/sweep/
+  release                publish results/models/brainseg-cpu.pt with its model card
   predict --input ...    segment your own scans (masks, overlays, predictions.csv)
   bench [--profile P]    speed benchmark -> results/benchmarks/<device>-<profile>.json
 """
@@ -131,6 +132,13 @@ def _cmd_sweep(args) -> int:
     return 0
 
 
+def _cmd_release(args) -> int:
+    from .release import release
+    info = release(args.run, data_root=args.data)
+    print(json.dumps(info, indent=1))
+    return 0
+
+
 def main(argv=None) -> int:
     p = argparse.ArgumentParser(prog="brainseg", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -164,6 +172,9 @@ def main(argv=None) -> int:
     w.add_argument("--force", action="store_true", help="re-run runs whose metrics exist")
     w.add_argument("--plan", action="store_true", help="only list the runs")
     w.set_defaults(fn=_cmd_sweep)
+    r = sub.add_parser("release", help="publish the cpu run's best checkpoint + MODEL_CARD.md")
+    r.add_argument("--run", default="cpu-official-bce_dice-seed0")
+    r.set_defaults(fn=_cmd_release)
     h = sub.add_parser("headline", help="print the headline test metrics of finished runs")
     h.add_argument("--profile", default=None)
     h.set_defaults(fn=_cmd_headline)

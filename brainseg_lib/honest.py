@@ -28,8 +28,9 @@ def load_sweep(profile: str, sweep_dir=None) -> pd.DataFrame:
             for k in ("threshold", "f1", "precision", "recall"):
                 row[f"{label}:{k}"] = t[k]
         rows.append(row)
-    cols = ["run_name", "split_scheme", "loss", "seed", "n_images", *METRICS]
-    return pd.DataFrame(rows, columns=None if rows else cols)
+    cols = ["run_name", "split_scheme", "loss", "seed", "n_images", *METRICS,
+            *(f"{m}_ci_{e}" for m in METRICS for e in ("lo", "hi"))]
+    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=cols)
 
 
 def summarize_runs(runs: pd.DataFrame) -> pd.DataFrame:

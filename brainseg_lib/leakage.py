@@ -152,7 +152,7 @@ def load_manifest(seed: int = 0) -> pd.DataFrame:
     path = manifest_path(seed)
     if not path.is_file():
         raise FileNotFoundError(f"grouped split manifest {path} not found; run notebook "
-                                "05_leakage_audit (or `python -m brainseg_lib leakage`) first")
+                                "07_leakage_audit first")
     return pd.read_csv(path)
 
 

@@ -57,15 +57,18 @@ def sweep_dir() -> Path:
 
 
 def figures_dir() -> Path:
-    return results_dir() / "figures"
+    """results/figures (created on first use)."""
+    return ensure(results_dir() / "figures")
 
 
 def tables_dir() -> Path:
-    return results_dir() / "tables"
+    """results/tables (created on first use)."""
+    return ensure(results_dir() / "tables")
 
 
 def metrics_dir() -> Path:
-    return results_dir() / "metrics"
+    """results/metrics (created on first use)."""
+    return ensure(results_dir() / "metrics")
 
 
 def executed_dir() -> Path:

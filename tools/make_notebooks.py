@@ -249,7 +249,7 @@ images from TRAIN into TEST (see `../shared/data/README.md`); the leakage audit 
 
 nb05 = notebook([
     md("""
-# 05 · Leakage audit: near-duplicates across the official split, and a leak-free split
+# 07 · Leakage audit: near-duplicates across the official split, and a leak-free split
 
 Br35H's TRAIN / VAL / TEST folders share near-duplicate images (the same slice re-exported at
 another size or contrast). The paper never checks. Here every pair of the 801 annotated images is
@@ -285,10 +285,10 @@ print("manifest:", path.relative_to(paths.PROJECT_ROOT))"""),
 
 nb06 = notebook([
     md("""
-# 06 · Is the claim real? Seeds, a leak-free split, confidence intervals, the paper's two losses
+# 08 · Is the claim real? Seeds, a leak-free split, confidence intervals, the paper's two losses
 
 The paper reports one run on the official split. Here the profile is trained with several seeds on
-the official split and on the leak-free grouped split (notebook 05), with BCE+Dice and with plain
+the official split and on the leak-free grouped split (notebook 07), with BCE+Dice and with plain
 BCE, and each run's TEST metrics carry a per-image bootstrap 95% CI of the pooled metric. Each run is
 an independent papermill job (`python -m brainseg_lib sweep --profile cpu --jobs N`); with the smoke
 profile this notebook runs its tiny sweep itself.
@@ -317,7 +317,7 @@ print(honest.findings_markdown(report))"""),
 ])
 
 for name, nb in [("01_data_exploration", nb01), ("02_training", nb02), ("03_evaluation", nb03),
-                 ("04_comparison_table", nb04), ("05_leakage_audit", nb05),
-                 ("06_honest_evaluation", nb06)]:
+                 ("04_comparison_table", nb04), ("07_leakage_audit", nb05),
+                 ("08_honest_evaluation", nb06)]:
     nbf.write(nb, ROOT / "notebooks" / f"{name}.ipynb")
     print("wrote", name)
