@@ -47,6 +47,7 @@ echo "[run_all] profile: $profile   data: $BRAINSEG_DATA"
 rm -rf results/.staging-*           # left by a run that was killed with SIGKILL
 stage="$(mktemp -d "$root/results/.staging-XXXXXX")"
 trap 'rm -rf "$stage"' EXIT
+trap 'echo "[run_all] interrupted; results/ left as it was" >&2; exit 130' INT TERM
 mkdir -p "$stage/executed"
 export BRAINSEG_RESULTS="$stage" BRAINSEG_PROGRESS=0 MPLBACKEND=Agg
 t_nb0=$(date +%s)
@@ -56,7 +57,7 @@ for nb in notebooks/[0-9][0-9]_*.ipynb; do
   name="$(basename "$nb")"
   t0=$(date +%s)
   echo "[run_all] $name ..."
-  if ! papermill -k python3 -f "params/$profile.yaml" --cwd notebooks \
+  if ! ${PAPERMILL:-papermill} -k python3 -f "params/$profile.yaml" --cwd notebooks \
         "$nb" "$stage/executed/$name" >"$stage/papermill.log" 2>&1; then
     echo "[run_all] FAILED in $name; the executed copy shows the failing cell." >&2
     grep -E "PapermillExecutionError|Exception encountered at|Error|error" "$stage/papermill.log" | tail -n 15 >&2 || true

@@ -74,6 +74,8 @@ def _cmd_embed_table(args) -> int:
     md = (paths.tables_dir() / "table1.md").read_text()
     changed = embed_in_readme(md)
     changed |= embed_in_readme(timings_markdown(), start=TIMINGS_START, end=TIMINGS_END)
+    from .compare import SPEED_END, SPEED_START, speed_markdown
+    changed |= embed_in_readme(speed_markdown(), start=SPEED_START, end=SPEED_END)
     findings = paths.tables_dir() / "findings.md"
     if findings.is_file():
         changed |= embed_in_readme(findings.read_text(), start="<!-- FINDINGS:START -->",
@@ -102,6 +104,9 @@ def _cmd_bench(args) -> int:
     params = load_profile(args.profile or default_profile())
     result = run_benchmark(params, steps=args.steps, data_root=args.data)
     print(format_table(result))
+    from . import paths
+    from .bench import benchmarks_readme
+    (paths.results_dir() / "benchmarks" / "README.md").write_text(benchmarks_readme())
     return 0
 
 

@@ -195,3 +195,22 @@ def run_benchmark(params: dict, steps: int = 12, infer_runs: int = 100, data_roo
 def format_table(result: dict) -> str:
     width = max(len(k) for k in result)
     return "\n".join(f"{k:<{width}}  {v}" for k, v in result.items())
+
+
+def benchmarks_readme(folder=None) -> str:
+    """A Markdown table of every benchmark JSON in results/benchmarks (written by ``bench``)."""
+    import json
+    folder = folder or (paths.results_dir() / "benchmarks")
+    keys = ["train_images_per_s", "ours_epoch_s", "naive_epoch_s", "speedup_vs_naive",
+            "achieved_gflops", "peak_matmul_gflops", "ratio_to_peak", "infer_ms_p50",
+            "infer_ms_p95", "peak_rss_mb", "threads", "torch_version"]
+    rows = []
+    for p in sorted(folder.glob("*.json")):
+        r = json.loads(p.read_text())
+        rows.append(f"| `{p.name}` | {r['device_name']} | {r['image_size']} / {r['base_width']} / "
+                    f"{r['batch_size']} | " + " | ".join(str(r.get(k, "")) for k in keys) + " |")
+    head = ("# Benchmarks\n\nWritten by `python -m brainseg_lib bench --profile P`; each row is one "
+            "run, and every ratio in it was measured within that run (see `brainseg_lib/bench.py` "
+            "for what is timed).\n\n| file | device | size / base / batch | " + " | ".join(keys) +
+            " |\n|" + "---|" * (len(keys) + 3) + "\n")
+    return head + "\n".join(rows) + "\n"

@@ -162,3 +162,34 @@ def timings_markdown(timings_dir: str | Path | None = None) -> str:
         return "_No timed run yet: run `./run_all.sh`._\n"
     head = ["| profile | notebooks total | per notebook | machine | date |", "|---|---|---|---|---|"]
     return "\n".join(head + rows) + "\n"
+
+
+SPEED_START, SPEED_END = "<!-- SPEED:START -->", "<!-- SPEED:END -->"
+
+
+def speed_markdown(run_name: str = "cpu-official-bce_dice-seed0") -> str:
+    """The "How fast" figures, read from the cpu run's JSON and the benchmark JSONs."""
+    import json
+    lines = []
+    run_json = paths.metrics_dir() / f"{run_name}.json"
+    if run_json.is_file():
+        r = json.loads(run_json.read_text())
+        marks = ", ".join(f"{k} s: {v:.3f}" for k, v in r.get("test_f1_at_seconds", {}).items())
+        lines.append(
+            f"- **Time to accuracy (`{run_name}`, {r['device']}, {r['config']['threads'] or 'all'} "
+            f"threads).** {r['epochs_run']} epochs in {r['train_seconds']:.0f} s of training "
+            f"({r['wall_seconds']:.0f} s with per-epoch validation); test F1 {r['global']['f1']:.3f} "
+            f"(pooled, native resolution). Snapshot test F1 by seconds of training: {marks}. "
+            f"First mark at or above the paper's {r['target_f1']}: "
+            f"{r['seconds_to_target'] if r['seconds_to_target'] is not None else 'none'} s.")
+    for p in sorted((paths.results_dir() / "benchmarks").glob("*.json")):
+        b = json.loads(p.read_text())
+        lines.append(
+            f"- **Benchmark `{p.name}`** ({b['device_name']}, {b['threads']} threads, "
+            f"{b['image_size']}x{b['image_size']}, base {b['base_width']}, batch {b['batch_size']}): "
+            f"{b['train_images_per_s']} training images/s, {b['achieved_gflops']} GFLOP/s achieved "
+            f"vs {b['peak_matmul_gflops']} GFLOP/s fp32 matmul peak (ratio {b['ratio_to_peak']}); "
+            f"epoch {b['ours_epoch_s']} s vs {b['naive_epoch_s']} s for the naive JPEG pipeline "
+            f"(x{b['speedup_vs_naive']}); inference p50 {b['infer_ms_p50']} ms, p95 "
+            f"{b['infer_ms_p95']} ms per image.")
+    return ("\n".join(lines) + "\n") if lines else "_Not measured yet._\n"

@@ -188,3 +188,21 @@ def pair_gallery(pairs: pd.DataFrame, per_bin: int = 2, root=None):
                     transform=row[0].transAxes, ha="right", va="center", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def time_to_accuracy(history: pd.DataFrame, f1_at_seconds: dict, target: float):
+    """Validation Dice (per epoch) and snapshot test F1 against seconds of training."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(history["train_seconds"], history["val_dice"], color="#4a90d9", marker=".",
+            label="validation Dice (model resolution, per epoch)")
+    if f1_at_seconds:
+        xs = [float(k) for k in f1_at_seconds]
+        ax.plot(xs, list(f1_at_seconds.values()), color=TUMOUR, marker="o",
+                label="test F1 of the snapshot (native resolution)")
+    ax.axhline(target, color="k", ls="--", lw=0.8, label=f"paper's F1 {target}")
+    ax.set_xlabel("seconds of training")
+    ax.set_ylabel("F1 / Dice")
+    ax.set_ylim(0, 1)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig

@@ -165,7 +165,9 @@ Weights are snapshotted at fixed marks of training time and scored on TEST, for 
 the paper's F1 of 0.826.
 """),
     code("""print("test F1 at seconds:", run["test_f1_at_seconds"])
-print("seconds_to_target:", run["seconds_to_target"])"""),
+print("seconds_to_target:", run["seconds_to_target"])
+fig = plots.time_to_accuracy(history, run["test_f1_at_seconds"], run["target_f1"])
+plots.save_figure(fig, "time_to_accuracy");"""),
 ])
 
 nb03 = notebook([
