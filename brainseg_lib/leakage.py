@@ -197,3 +197,45 @@ def summarize(fp: Fingerprints, pairs: pd.DataFrame, labels: np.ndarray,
                           "images_moved_from_official_split": moved,
                           "max_splits_per_group": int(spans)},
     }
+
+
+# --------------------------------------------------------------------- other images vs a reference set
+def fingerprint_image(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(z-normalised THUMB x THUMB thumbnail, flattened float32; 63-bit pHash) of one uint8
+    grayscale image at its native size: the recipe of ``fingerprints``."""
+    t = _thumb(img, THUMB).ravel()
+    t = (t - t.mean()) / (t.std() + 1e-6)
+    return t.astype(np.float32), phash_bits(img)
+
+
+def fingerprint_images(images, names: list[str], split: str = "query") -> Fingerprints:
+    """Fingerprints of in-memory images (e.g. scans outside the annotated splits)."""
+    thumbs, hashes = zip(*(fingerprint_image(im) for im in images)) if len(names) else ((), ())
+    return Fingerprints(list(names), [split] * len(names),
+                        np.stack(thumbs) if thumbs else np.zeros((0, THUMB * THUMB), np.float32),
+                        np.stack(hashes) if hashes else np.zeros((0, 63), bool))
+
+
+def nearest_in(query: Fingerprints, reference: Fingerprints, chunk: int = 1024) -> pd.DataFrame:
+    """For every query image: its most correlated reference image (``nearest``, ``corr``), the
+    smallest pHash distance to any reference image (``phash_dist``) and the near-duplicate
+    flags with this module's thresholds (``dup_corr``, ``dup_phash``, ``dup`` = either)."""
+    ref_h = reference.hashes.astype(np.int32)
+    best, arg, dmin = [], [], []
+    for i in range(0, len(query.names), chunk):
+        q = query.thumbs[i:i + chunk]
+        corr = q @ reference.thumbs.T / q.shape[1]
+        h = query.hashes[i:i + chunk].astype(np.int32)
+        ham = h @ (1 - ref_h).T + (1 - h) @ ref_h.T
+        arg.append(corr.argmax(axis=1))
+        best.append(corr.max(axis=1))
+        dmin.append(ham.min(axis=1))
+    cat = (lambda xs, dt: np.concatenate(xs) if xs else np.zeros(0, dt))
+    arg, best, dmin = cat(arg, np.int64), cat(best, np.float32), cat(dmin, np.int64)
+    df = pd.DataFrame({"name": query.names,
+                       "nearest": np.array(reference.names, dtype=object)[arg] if len(arg) else [],
+                       "corr": best.astype(np.float64).round(4), "phash_dist": dmin})
+    df["dup_corr"] = df["corr"] >= CORR_THRESHOLD
+    df["dup_phash"] = df["phash_dist"] <= PHASH_THRESHOLD
+    df["dup"] = df["dup_corr"] | df["dup_phash"]
+    return df

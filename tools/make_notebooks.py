@@ -318,8 +318,13 @@ print(honest.findings_markdown(report))"""),
     code("honest.threshold_table(runs)"),
 ])
 
-for name, nb in [("01_data_exploration", nb01), ("02_training", nb02), ("03_evaluation", nb03),
-                 ("04_comparison_table", nb04), ("07_leakage_audit", nb05),
-                 ("08_honest_evaluation", nb06)]:
-    nbf.write(nb, ROOT / "notebooks" / f"{name}.ipynb")
-    print("wrote", name)
+def main():
+    for name, nb in [("01_data_exploration", nb01), ("02_training", nb02), ("03_evaluation", nb03),
+                     ("04_comparison_table", nb04), ("07_leakage_audit", nb05),
+                     ("08_honest_evaluation", nb06)]:
+        nbf.write(nb, ROOT / "notebooks" / f"{name}.ipynb")
+        print("wrote", name)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,256 @@
+"""brainseg_lib.detection (image-level tumour detection) and the leakage helpers it uses."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from brainseg_lib import data, detection, leakage
+from brainseg_lib.model import UNet
+from conftest import build_fake_br35h, write_image
+
+torch.set_num_threads(1)
+sklearn_metrics = pytest.importorskip("sklearn.metrics")
+
+SIZE = 32
+
+
+# --------------------------------------------------------------------- metrics
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_auc_and_roc_match_sklearn_with_ties(seed):
+    rng = np.random.default_rng(seed)
+    y = rng.integers(0, 2, 300)
+    s = np.round(rng.random(300) + 0.4 * y, 1)          # heavy ties
+    s[:40] = 0.0
+    assert detection.auc_score(s, y) == pytest.approx(sklearn_metrics.roc_auc_score(y, s), abs=1e-12)
+    fpr, tpr, thr = detection.roc_points(s, y)
+    f2, t2, th2 = sklearn_metrics.roc_curve(y, s, drop_intermediate=False)
+    np.testing.assert_allclose(fpr, f2)
+    np.testing.assert_allclose(tpr, t2)
+    np.testing.assert_allclose(thr[1:], th2[1:])
+    assert np.isinf(thr[0])
+
+
+def test_auc_extremes():
+    assert detection.auc_score([0.1, 0.2, 0.8, 0.9], [0, 0, 1, 1]) == 1.0
+    assert detection.auc_score([0.9, 0.8, 0.2, 0.1], [0, 0, 1, 1]) == 0.0
+    assert detection.auc_score([0.5] * 4, [0, 0, 1, 1]) == 0.5
+    assert np.isnan(detection.auc_score([0.1, 0.2], [1, 1]))
+
+
+def test_choose_threshold_maximises_youden_j():
+    s = np.array([0.0, 0.0, 0.1, 0.2, 0.6, 0.7, 0.9])
+    y = np.array([0, 0, 0, 0, 1, 1, 1])
+    c = detection.choose_threshold(s, y)
+    assert c["youden_j"] == 1.0 and 0.2 < c["threshold"] < 0.6
+    assert c["threshold"] == pytest.approx(0.4)             # midway between the classes
+    # a negative among the positives: 0.25 (sens 1, spec 2/3) and 0.65 (sens 2/3, spec 1)
+    # tie at J = 2/3, and the tie goes to the lower threshold
+    c = detection.choose_threshold([0.1, 0.3, 0.5, 0.2, 0.8, 0.9], [0, 1, 0, 0, 1, 1])
+    assert c["threshold"] == pytest.approx(0.25) and c["youden_j"] == pytest.approx(2 / 3)
+    assert (c["sensitivity"], c["specificity"]) == (1.0, pytest.approx(2 / 3))
+    # without the tie, J picks the other side
+    c = detection.choose_threshold([0.1, 0.3, 0.5, 0.2, 0.8, 0.9, 0.4], [0, 1, 0, 0, 1, 1, 0])
+    assert c["threshold"] == pytest.approx(0.65) and c["youden_j"] == pytest.approx(2 / 3)
+    # all scores equal: J = 0 everywhere, the lowest candidate (everything positive) wins the tie
+    c = detection.choose_threshold([0.0, 0.0, 0.0], [0, 1, 1])
+    assert c["youden_j"] == 0.0 and c["threshold"] < 0.0
+
+
+def test_evaluate_scores_counts_rates_and_cis():
+    s = np.r_[np.linspace(0.3, 1, 50), np.linspace(0, 0.6, 50)]
+    y = np.r_[np.ones(50), np.zeros(50)]
+    m = detection.evaluate_scores(s, y, 0.5, n_boot=300)
+    assert (m["tp"], m["fn"]) == ((s[:50] >= 0.5).sum(), (s[:50] < 0.5).sum())
+    assert (m["fp"], m["tn"]) == ((s[50:] >= 0.5).sum(), (s[50:] < 0.5).sum())
+    assert m["sensitivity"] == pytest.approx(m["tp"] / 50)
+    assert m["specificity"] == pytest.approx(m["tn"] / 50)
+    assert m["accuracy"] == pytest.approx((m["tp"] + m["tn"]) / 100)
+    assert m["auc"] == pytest.approx(sklearn_metrics.roc_auc_score(y, s))
+    for k in detection.RATES:
+        lo, hi = m["ci95"][k]
+        assert lo <= m[k] <= hi and hi - lo > 0, k
+    perfect = detection.evaluate_scores([0.9, 0.8, 0.1], [1, 1, 0], 0.5, n_boot=50)
+    assert perfect["ci95"]["auc"] == [1.0, 1.0]
+
+
+def test_holdout_is_fixed_seeded_and_sized():
+    names = [f"no{i}.jpg" for i in range(50)] + ["No7.jpg"]
+    a = detection.holdout_negatives(names, 10, seed=0)
+    assert a == detection.holdout_negatives(list(reversed(names)), 10, seed=0)
+    assert len(a) == len(set(a)) == 10 and set(a) <= set(names)
+    assert a == sorted(a, key=detection.natural_key)
+    assert a != detection.holdout_negatives(names, 10, seed=1)
+    with pytest.raises(ValueError):
+        detection.holdout_negatives(names, 100)
+
+
+def test_natural_order():
+    assert detection.natural_key("no2.jpg") < detection.natural_key("no10.jpg")
+
+
+# --------------------------------------------------------------------- a fake Br35H with yes/ and no/
+def pattern(kind: int, h: int = 48, w: int = 48) -> np.ndarray:
+    """Images that are not near-duplicates of each other or of conftest's scans."""
+    yy, xx = np.mgrid[:h, :w]
+    if kind == 0:
+        img = (yy * 255 / h)
+    elif kind == 1:
+        img = ((xx // 6 + yy // 6) % 2) * 200 + 20
+    elif kind == 2:
+        img = 255 - xx * 255 / w
+    elif kind == 3:
+        img = np.hypot(yy - h / 4, xx - 3 * w / 4) * 4
+    else:
+        img = np.random.default_rng(kind).integers(0, 255, (h, w))
+    return np.clip(img, 0, 255).astype(np.uint8)
+
+
+@pytest.fixture
+def detection_root(tmp_path):
+    root = build_fake_br35h(tmp_path / "br35h")
+    yes, no = root / "yes", root / "no"
+    yes.mkdir()
+    no.mkdir()
+    for split in data.SPLITS:                      # the annotated images, copied byte for byte
+        for f in data.split_dir(split, root).iterdir():
+            if f.suffix != ".json":
+                shutil.copyfile(f, yes / f.name)
+    # unseen tumour scans: a re-sized, re-encoded TRAIN image (a near-duplicate) and two others
+    y0 = data.read_grayscale(data.split_dir("train", root) / "y0.jpg")
+    Image.fromarray(y0).resize((90, 60), Image.BILINEAR).save(yes / "y900.jpg", quality=80)
+    write_image(yes / "y901.jpg", pattern(1))
+    write_image(yes / "y902.jpg", pattern(3))
+    for kind, name in zip((0, 2, 5, 6, 7), ["no0.jpg", "no1.jpg", "No2.jpg", "no3.jpg", "no10.jpg"]):
+        write_image(no / name, pattern(kind))
+    return root
+
+
+def test_inventory_finds_the_unseen_scans_and_checks_identity(detection_root):
+    inv = detection.inventory(detection_root)
+    assert inv.positives == ["y900.jpg", "y901.jpg", "y902.jpg"]
+    assert inv.negatives == ["no0.jpg", "no1.jpg", "No2.jpg", "no3.jpg", "no10.jpg"]
+    c = inv.checks
+    assert c["annotated_images"] == c["annotated_with_yes_namesake"] == 8
+    assert c["byte_identical_to_yes_namesake"] == 8 and c["differing_from_yes_namesake"] == []
+    assert c["first_unseen"] == "y900.jpg" and c["last_unseen"] == "y902.jpg"
+    assert c["unseen_byte_copies_of_annotated"] == [] and c["no_byte_copies_of_unseen_yes"] == []
+
+
+def test_inventory_reports_differences_and_copies(detection_root):
+    yes, no = detection_root / "yes", detection_root / "no"
+    write_image(yes / "y1.png", pattern(4, 64, 64))                    # no longer the annotated file
+    shutil.copyfile(yes / "y2.jpg", yes / "y903.jpg")                  # an annotated image, renamed
+    shutil.copyfile(yes / "y901.jpg", no / "no11.jpg")                 # a tumour scan filed as healthy
+    (yes / "y701.jpg").unlink()
+    c = detection.inventory(detection_root).checks
+    assert c["differing_from_yes_namesake"] == ["y1.png"]
+    assert c["annotated_missing_from_yes"] == ["y701.jpg"]
+    assert c["byte_identical_to_yes_namesake"] == 6
+    assert c["unseen_byte_copies_of_annotated"] == ["y903.jpg"]
+    assert c["no_byte_copies_of_unseen_yes"] == ["no11.jpg"]
+
+
+def test_nearest_in_flags_resized_copies_only(detection_root):
+    train = leakage.fingerprints(detection_root, splits=("train",))
+    again = leakage.fingerprint_images(
+        [data.read_grayscale(data.split_dir("train", detection_root) / n) for n in train.names], train.names)
+    np.testing.assert_array_equal(again.thumbs, train.thumbs)      # the same recipe as the audit
+    np.testing.assert_array_equal(again.hashes, train.hashes)
+    names = ["y900.jpg", "y901.jpg", "y902.jpg"]
+    q = leakage.fingerprint_images([data.read_grayscale(detection_root / "yes" / n) for n in names], names)
+    near = leakage.nearest_in(q, train).set_index("name")
+    assert near.loc["y900.jpg", "nearest"] == "y0.jpg" and near.loc["y900.jpg", "dup"]
+    assert near.loc["y900.jpg", "corr"] > 0.95
+    assert not near.loc["y901.jpg", "dup"] and not near.loc["y902.jpg", "dup"]
+    assert list(near.columns) == ["nearest", "corr", "phash_dist", "dup_corr", "dup_phash", "dup"]
+
+
+def test_collect_summarize_and_write(detection_root, tmp_path):
+    torch.manual_seed(0)
+    net = UNet(base=4).eval()
+    scores, info = detection.collect_scores(net, SIZE, root=detection_root, holdout=2, holdout_seed=0)
+    counts = scores.groupby(["role", "folder", "label"]).size().to_dict()
+    assert counts == {("report", "no", 0): 3, ("report", "yes", 1): 3,
+                      ("val", "VAL", 1): 2, ("val", "no", 0): 2}
+    held = info["holdout"]["names"]
+    assert set(held) == set(scores.loc[(scores.role == "val") & (scores.folder == "no"), "name"])
+    assert not set(held) & set(scores.loc[scores.role == "report", "name"])
+    assert scores[["max_prob", "area_frac"]].apply(lambda c: c.between(0, 1).all()).all()
+    assert (scores["area_frac"] <= 1).all()
+    dup = scores.loc[scores.near_dup_train, "name"].tolist()
+    assert dup == ["y900.jpg"]
+    assert not scores["near_dup_holdout"].any()
+    # the CSV round trip the notebook relies on
+    path = tmp_path / "scores.csv"
+    scores.to_csv(path, index=False)
+    scores = pd.read_csv(path)
+    summary = detection.summarize(scores, info, n_boot=50)
+    json.dumps(summary, allow_nan=False)
+    assert summary["primary_score"] == "area_frac"
+    assert summary["validation"] == {**summary["validation"], "positives": 2, "negatives": 2}
+    assert summary["near_duplicates_of_train"]["total"] == 1
+    assert summary["report"]["all"]["area_frac"]["images"] == 6
+    assert summary["report"]["without_near_duplicates"]["max_prob"]["images"] == 5
+    t = detection.detection_table(summary)
+    assert list(t.columns[:8]) == list(detection.TABLE_COLUMNS) and len(t) == 2
+    written = detection.write_table(t, tmp_path)
+    assert written["md"].read_text().startswith("| Task | Images |")
+    assert "AUC" in detection.describe(summary)
+    for fig in (detection.roc_figure(scores, summary), detection.confusion_figure(summary),
+                detection.score_histogram(scores, summary),
+                detection.gallery(detection.gallery_rows(scores, summary, "missed"), net, SIZE, "m",
+                                  root=detection_root)):
+        assert fig is not None
+
+
+def test_holdout_takes_whole_groups():
+    names = [f"no{i}.jpg" for i in range(12)]
+    groups = {n: i // 3 for i, n in enumerate(names)}          # four groups of three
+    held = detection.holdout_negatives(names, 6, seed=0, groups=groups)
+    assert len(held) == 6
+    assert {groups[n] for n in held} and all(sum(groups[m] == groups[n] for m in held) == 3 for n in held)
+    assert held == detection.holdout_negatives(names, 6, seed=0, groups=groups)
+    assert len(detection.holdout_negatives(names, 5, seed=0, groups=groups)) == 3   # only whole groups
+
+
+def test_a_copy_of_a_negative_stays_on_its_side(detection_root):
+    no = detection_root / "no"
+    src = data.read_grayscale(no / "no1.jpg")
+    Image.fromarray(src).resize((70, 70), Image.BILINEAR).save(no / "no99.jpg", quality=85)
+    scores, info = detection.collect_scores(UNet(base=4).eval(), SIZE, root=detection_root, holdout=2)
+    held = info["holdout"]["names"]
+    assert ("no1.jpg" in held) == ("no99.jpg" in held)
+    assert not scores["near_dup_holdout"].any()
+    assert info["no_groups"]["groups_with_duplicates"] == 1 and info["no_groups"]["largest"] == 2
+    summary = detection.summarize(scores, info, n_boot=20)
+    assert summary["near_duplicates_of_holdout"]["total"] == 0
+
+
+def test_limit_takes_the_first_scans_of_each_class(detection_root):
+    net = UNet(base=4).eval()
+    scores, info = detection.collect_scores(net, SIZE, root=detection_root, limit=1, holdout=2)
+    rep = scores[scores.role == "report"]
+    assert rep["name"].tolist()[0] == "y900.jpg" and len(rep) == 2
+    assert info["limit_per_class"] == 1
+
+
+def test_image_scores_are_max_and_area():
+    class Fixed(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.w = torch.nn.Parameter(torch.zeros(1))
+
+        def forward(self, x):          # logit +10 on the top-left quadrant of image 0 only
+            out = torch.full_like(x, -10.0)
+            out[0, :, :8, :8] = 10.0
+            return out
+    s = detection.image_scores(Fixed(), np.zeros((2, 16, 16), np.uint8))
+    assert s["area_frac"].tolist() == [0.25, 0.0]
+    assert s["max_prob"].iloc[0] == pytest.approx(1.0, abs=1e-4)
+    assert s["max_prob"].iloc[1] == pytest.approx(0.0, abs=1e-4)
