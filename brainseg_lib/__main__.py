@@ -76,10 +76,11 @@ def _cmd_embed_table(args) -> int:
     changed |= embed_in_readme(timings_markdown(), start=TIMINGS_START, end=TIMINGS_END)
     from .compare import SPEED_END, SPEED_START, speed_markdown
     changed |= embed_in_readme(speed_markdown(), start=SPEED_START, end=SPEED_END)
-    findings = paths.tables_dir() / "findings.md"
-    if findings.is_file():
-        changed |= embed_in_readme(findings.read_text(), start="<!-- FINDINGS:START -->",
-                                   end="<!-- FINDINGS:END -->")
+    for name, marker in (("findings.md", "FINDINGS"), ("detection_table.md", "DETECTION")):
+        path = paths.tables_dir() / name
+        if path.is_file():
+            changed |= embed_in_readme(path.read_text(), start=f"<!-- {marker}:START -->",
+                                       end=f"<!-- {marker}:END -->")
     print("README.md " + ("updated" if changed else "already current"))
     return 0
 
