@@ -103,6 +103,10 @@ def _cmd_bench(args) -> int:
     from .bench import format_table, run_benchmark
     from .experiment import default_profile, load_profile
     params = load_profile(args.profile or default_profile())
+    for kv in args.set or []:
+        k, _, v = kv.partition("=")
+        params[k] = yaml.safe_load(v)
+        params["profile"] = f"{params['profile']}+{k}={v}"
     result = run_benchmark(params, steps=args.steps, data_root=args.data)
     print(format_table(result))
     from . import paths
@@ -169,7 +173,8 @@ def main(argv=None) -> int:
                    ).set_defaults(fn=_cmd_embed_table)
     b = sub.add_parser("bench", help="benchmark training/inference speed vs peak and a naive pipeline")
     b.add_argument("--profile", help="params/<profile>.yaml (default: paper on CUDA, else cpu)")
-    b.add_argument("--steps", type=int, default=12, help="timed training steps per pipeline")
+    b.add_argument("--steps", type=int, default=20, help="timed training steps per pipeline")
+    b.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a profile value")
     b.set_defaults(fn=_cmd_bench)
     w = sub.add_parser("sweep", help="seeds x split schemes x losses as independent papermill jobs")
     w.add_argument("--profile", help="profile to sweep (default: paper on CUDA, else cpu)")

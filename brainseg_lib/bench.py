@@ -36,7 +36,18 @@ from .model import UNet, count_parameters
 from .train import TrainConfig, autocast_dtype, resolve_device
 
 
-def peak_matmul_gflops(device: torch.device, n: int = 2048, repeats: int = 5) -> float:
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (Linux), else what platform reports."""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def peak_matmul_gflops(device: torch.device, n: int = 2048, repeats: int = 12) -> float:
     a = torch.randn(n, n, device=device)
     b = torch.randn(n, n, device=device)
     best = float("inf")
@@ -106,8 +117,8 @@ class NaiveJPEGDataset(Dataset):
         a = self.anns[i]
         img = read_grayscale(self.folder / a.filename)
         mask = rasterize(a.regions, *img.shape)
-        img = np.asarray(Image.fromarray(img).resize((self.size, self.size), Image.BILINEAR))
-        mask = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255).resize(
+        img = np.array(Image.fromarray(img).resize((self.size, self.size), Image.BILINEAR))
+        mask = np.array(Image.fromarray(mask.astype(np.uint8) * 255).resize(
             (self.size, self.size), Image.NEAREST)) > 127
         return (torch.from_numpy(img).float().div(255).unsqueeze(0),
                 torch.from_numpy(mask.astype(np.float32)).unsqueeze(0))
@@ -169,7 +180,7 @@ def run_benchmark(params: dict, steps: int = 12, infer_runs: int = 100, data_roo
     achieved = train_flops * ours_ips / 1e9
     result = {
         "profile": params.get("profile", "custom"), "device": str(device),
-        "device_name": torch.cuda.get_device_name(0) if device.type == "cuda" else platform.processor() or platform.machine(),
+        "device_name": torch.cuda.get_device_name(0) if device.type == "cuda" else cpu_name(),
         "threads": torch.get_num_threads(), "torch_version": str(torch.__version__),
         "image_size": size, "base_width": cfg.base_width, "batch_size": bs,
         "n_parameters": count_parameters(model),

@@ -48,6 +48,8 @@ def reproduction_rows(runs: list[dict]) -> pd.DataFrame:
         groups.setdefault(run_label(r), []).append(r)
     rows = []
     for label, rs in groups.items():
+        seeds = sorted(r.get("seed", 0) for r in rs)
+        label += (f" (mean ± sd over {len(rs)} seeds)" if len(rs) > 1 else f" (seed {seeds[0]})")
         row = {"Study": label, "n_seeds": len(rs),
                "Reference": ("this repository, " + ("results/sweep/metrics/" if rs[0].get("_source") == "sweep"
                                                    else "results/metrics/") + ", ".join(
@@ -89,11 +91,17 @@ def _fmt(v, sd=math.nan) -> str:
 
 
 def _display_rows(table: pd.DataFrame) -> list[list[str]]:
+    """Our values to 3 decimals (± sd); cited values exactly as the paper printed them."""
     rows = []
     for _, r in table.iterrows():
         cells = [str(r["Study"])]
+        ours = str(r["Study"]).startswith("Ours")
         for c in METRIC_COLUMNS:
-            cells.append(_fmt(r[c], r.get(f"{c}_sd", math.nan)))
+            v = r[c]
+            if not ours and not (isinstance(v, float) and math.isnan(v)):
+                cells.append(f"{v:g}")
+                continue
+            cells.append(_fmt(v, r.get(f"{c}_sd", math.nan)))
         rows.append(cells)
     return rows
 
