@@ -68,7 +68,8 @@ def augment_batch(x: torch.Tensor, y: torch.Tensor, cfg: AugmentConfig,
     sy = torch.where(flip_v, -1.0, 1.0) / zoom
     cos, sin = torch.cos(ang), torch.sin(ang)
     theta = torch.stack([torch.stack([cos * sx, -sin * sy, tx], 1),
-                         torch.stack([sin * sx, cos * sy, ty], 1)], 1).to(x.dtype)
+                         torch.stack([sin * sx, cos * sy, ty], 1)], 1).to(x.device, x.dtype)
+    bright, contrast = bright.to(x.device, x.dtype), contrast.to(x.device, x.dtype)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
     both = F.grid_sample(torch.cat([x, y.to(x.dtype)], 1), grid, mode="bilinear",
                          padding_mode="zeros", align_corners=False)
@@ -105,3 +106,29 @@ def make_loader(arrays: SplitArrays, batch_size: int, train: bool, seed: int = 0
     return DataLoader(ds, batch_size=batch_size, shuffle=True, drop_last=len(ds) > batch_size,
                       generator=epoch_generator(seed, epoch, 0),
                       collate_fn=_Collate(augment, epoch_generator(seed, epoch, 1)))
+
+
+def resident_batches(images: torch.Tensor, masks: torch.Tensor, batch_size: int, seed: int,
+                     epoch: int, augment: AugmentConfig | None = None):
+    """Training batches drawn from uint8 tensors that already live on the training device
+    (N,1,S,S), with no DataLoader and no host-to-device copy per step.
+
+    The order and augmentation are exactly those of ``make_loader(train=True)`` for the
+    same (seed, epoch): the same ``randperm`` from stream 0, the same draws from stream 1.
+    """
+    n = images.shape[0]
+    g0 = epoch_generator(seed, epoch, 0)
+    # a DataLoader iterator first draws its base seed from the generator, then the sampler
+    # calls randperm with it; replaying both keeps batches identical to make_loader's
+    # (a unit test compares the two, so a change in torch's DataLoader shows up there)
+    torch.empty((), dtype=torch.int64).random_(generator=g0)
+    perm = torch.randperm(n, generator=g0).to(images.device)
+    gen = epoch_generator(seed, epoch, 1)
+    n_batches = n // batch_size if n > batch_size else 1
+    for i in range(n_batches):
+        idx = perm[i * batch_size:(i + 1) * batch_size]
+        x = to_float(images[idx])
+        y = masks[idx].float()
+        if augment is not None:
+            x, y = augment_batch(x, y, augment, gen)
+        yield x, y

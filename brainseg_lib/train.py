@@ -35,7 +35,7 @@ import torch
 from . import paths
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import SplitArrays, load_split
-from .loaders import AugmentConfig, make_loader, to_float
+from .loaders import AugmentConfig, resident_batches, to_float
 from .losses import get_loss
 from .metrics import batch_confusion_counts, metrics_from_counts
 from .model import UNet, count_parameters
@@ -238,6 +238,9 @@ def fit(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
         best_dice = max((h["val_dice"] for h in history), default=-1.0)
         snapshots = {float(k): Path(v) for k, v in ck.get("snapshots", {}).items()}
         logger.info("resumed from %s at epoch %d", last_path, start_epoch)
+    # the training set lives on the training device as uint8 for the whole run
+    train_x = torch.from_numpy(train_arrays.images).unsqueeze(1).to(device)
+    train_y = torch.from_numpy(train_arrays.masks).unsqueeze(1).to(device)
     n_params = count_parameters(model)
     logger.info("device=%s amp=%s params=%d train=%d val=%d size=%d base=%d batch=%d lr=%g loss=%s",
                 device, amp_dtype, n_params, len(train_arrays), len(val_arrays), cfg.image_size,
@@ -251,11 +254,9 @@ def fit(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
         model.train()
         t_epoch = time.perf_counter()
         loss_sum, n_seen = 0.0, 0
-        loader = make_loader(train_arrays, cfg.batch_size, train=True, seed=cfg.seed,
-                             epoch=epoch, augment=aug)
+        loader = resident_batches(train_x, train_y, cfg.batch_size, cfg.seed, epoch, aug)
         t_last = time.perf_counter()
         for x, y in loader:
-            x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
             if cfg.channels_last:
                 x = x.contiguous(memory_format=torch.channels_last)
             for g in opt.param_groups:

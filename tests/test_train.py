@@ -235,3 +235,27 @@ def test_paper_profile_one_epoch_on_cpu(tmp_path):
     assert res.best_path.is_file()
     ck = load_checkpoint(res.last_path)
     assert ck["model_config"]["base"] == 64 and ck["train_config"]["lr"] == 1e-4
+
+
+def test_resident_batches_match_the_dataloader_exactly():
+    """fit() draws batches from device-resident tensors; they must be the very batches the
+    DataLoader factory gives for the same (seed, epoch), augmentation included."""
+    import numpy as np
+    import torch
+    from brainseg_lib.data import SplitArrays
+    from brainseg_lib.loaders import AugmentConfig, make_loader, resident_batches
+    rng = np.random.default_rng(0)
+    n, s = 21, 32
+    arrays = SplitArrays("train", s, rng.integers(0, 256, (n, s, s), dtype=np.uint8),
+                         (rng.random((n, s, s)) > 0.8).astype(np.uint8), [f"{i}" for i in range(n)],
+                         np.full((n, 2), s), np.zeros(n))
+    images = torch.from_numpy(arrays.images).unsqueeze(1)
+    masks = torch.from_numpy(arrays.masks).unsqueeze(1)
+    for epoch in (0, 3):
+        a = list(make_loader(arrays, 4, train=True, seed=7, epoch=epoch, augment=AugmentConfig()))
+        b = list(resident_batches(images, masks, 4, 7, epoch, AugmentConfig()))
+        assert len(a) == len(b) == 5
+        for (xa, ya), (xb, yb) in zip(a, b):
+            assert torch.equal(xa, xb) and torch.equal(ya, yb)
+    c = list(resident_batches(images, masks, 4, 7, 1, AugmentConfig()))
+    assert not torch.equal(c[0][0], b[0][0])           # another epoch, other batches
