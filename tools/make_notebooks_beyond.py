@@ -6,51 +6,16 @@ defaults come from params/smoke.yaml, and ``# NBVAL_CHECK_OUTPUT`` cells whose o
 does not depend on training. Outputs are then produced with papermill (see
 tools/refresh_notebooks.sh).
 
-The helpers are repeated here rather than imported: importing tools/make_notebooks.py
-would run it, and it rewrites every other notebook.
+The helpers come from tools/make_notebooks.py (importing it writes nothing).
 """
+import sys
 from pathlib import Path
 
 import nbformat as nbf
-import yaml
 
-ROOT = Path(__file__).resolve().parent.parent
-SMOKE = yaml.safe_load((ROOT / "params" / "smoke.yaml").read_text())
-CHECK = "# NBVAL_CHECK_OUTPUT\n"
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from make_notebooks import CHECK, ROOT, SETUP, code, md, notebook, params_cell  # noqa: E402,F401
 
-
-def params_cell(keys):
-    lines = ["# Parameters: plain literals. Defaults = the smoke profile (params/smoke.yaml);",
-             "# ./run_all.sh overrides them with `papermill -f params/<profile>.yaml`."]
-    lines += [f"{k} = {SMOKE[k]!r}" for k in keys]
-    c = nbf.v4.new_code_cell("\n".join(lines))
-    c.metadata["tags"] = ["parameters"]
-    return c
-
-
-def md(s):
-    return nbf.v4.new_markdown_cell(s.strip())
-
-
-def code(s):
-    return nbf.v4.new_code_cell(s.strip())
-
-
-def notebook(cells):
-    nb = nbf.v4.new_notebook()
-    nb.cells = cells
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-    nb.metadata["language_info"] = {"name": "python"}
-    return nb
-
-
-SETUP = """
-%matplotlib inline
-import matplotlib.pyplot as plt
-import pandas as pd
-pd.set_option("display.precision", 4)
-from brainseg_lib import paths
-"""
 
 LOAD_RUN = """
 from brainseg_lib import experiment
