@@ -3,7 +3,9 @@
 #   ./run_all.sh            profile "cpu", or "paper" when CUDA is present
 #   ./run_all.sh smoke|cpu|paper
 # Notebooks run in order with papermill; outputs are staged in a temporary folder
-# and moved into results/ only when every notebook succeeded.
+# and moved into results/ only when every notebook succeeded. The smoke profile is a
+# quick check of the pipeline and writes to results/smoke/ (git-ignored), leaving the
+# study's results/ alone.
 set -euo pipefail
 cd "$(dirname "$0")"
 root="$(pwd)"
@@ -44,10 +46,16 @@ fi
 echo "[run_all] profile: $profile   data: $BRAINSEG_DATA"
 
 # 4. staging: results go here first; a failed or killed run never touches results/
-rm -rf results/.staging-*           # left by a run that was killed with SIGKILL
-stage="$(mktemp -d "$root/results/.staging-XXXXXX")"
+dest="results"
+if [ "$profile" = smoke ]; then
+  dest="results/smoke"
+  export BRAINSEG_SWEEP="$root/results/smoke/sweep"   # notebook 08 runs its tiny sweep here
+fi
+mkdir -p "$dest"
+rm -rf results/.staging-* results/smoke/.staging-*   # left by a run killed with SIGKILL
+stage="$(mktemp -d "$root/$dest/.staging-XXXXXX")"
 trap 'rm -rf "$stage"' EXIT
-trap 'echo "[run_all] interrupted; results/ left as it was" >&2; exit 130' INT TERM
+trap 'echo "[run_all] interrupted; $dest/ left as it was" >&2; exit 130' INT TERM
 mkdir -p "$stage/executed"
 export BRAINSEG_RESULTS="$stage" BRAINSEG_PROGRESS=0 MPLBACKEND=Agg
 t_nb0=$(date +%s)
@@ -62,7 +70,7 @@ for nb in notebooks/[0-9][0-9]_*.ipynb; do
     echo "[run_all] FAILED in $name; the executed copy shows the failing cell." >&2
     grep -E "PapermillExecutionError|Exception encountered at|Error|error" "$stage/papermill.log" | tail -n 15 >&2 || true
     tail -n 25 "$stage/papermill.log" >&2
-    keep="$root/results/failed-$name"
+    keep="$root/$dest/failed-$name"
     cp "$stage/executed/$name" "$keep" 2>/dev/null && echo "[run_all] partial notebook kept at $keep" >&2
     exit 1
   fi
@@ -76,12 +84,12 @@ rm -f "$stage/papermill.log"
 # 5. move the staged results in, folder by folder
 for sub in "$stage"/*/; do
   sub="$(basename "$sub")"
-  rm -rf "results/$sub.old"
-  [ -e "results/$sub" ] && mv "results/$sub" "results/$sub.old"
-  mv "$stage/$sub" "results/$sub"
-  rm -rf "results/$sub.old"
+  rm -rf "$dest/$sub.old"
+  [ -e "$dest/$sub" ] && mv "$dest/$sub" "$dest/$sub.old"
+  mv "$stage/$sub" "$dest/$sub"
+  rm -rf "$dest/$sub.old"
 done
-rm -f results/failed-*.ipynb
+rm -f "$dest"/failed-*.ipynb
 mkdir -p results/timings
 cpu="$(grep -m1 'model name' /proc/cpuinfo 2>/dev/null | cut -d: -f2 | sed 's/^ *//' || true)"
 gpu="$(python -c "import torch; print(torch.cuda.get_device_name(0) if torch.cuda.is_available() else '')")"
@@ -89,14 +97,14 @@ cat > "results/timings/run_all_$profile.json" <<JSON
 {"profile": "$profile", "total_seconds": $t_nb, "notebooks": {${timings%, }},
  "machine": "$(nproc) cores, ${cpu:-unknown CPU}${gpu:+, $gpu}", "date": "$(date -u +%Y-%m-%d)"}
 JSON
-export BRAINSEG_RESULTS="$root/results"
+export BRAINSEG_RESULTS="$root/$dest"
 if [ "$profile" = cpu ]; then
   python -m brainseg_lib release >/dev/null
   echo "[run_all] released results/models/brainseg-cpu.pt (see results/models/MODEL_CARD.md)"
 fi
-python -m brainseg_lib embed-table >/dev/null
+[ "$dest" = results ] && python -m brainseg_lib embed-table >/dev/null
 
 echo
 echo "[run_all] finished profile '$profile' in $(( $(date +%s) - t_start )) s"
-echo "[run_all] Table I: results/tables/table1.md (also embedded in README.md)"
+echo "[run_all] Table I: $dest/tables/table1.md"
 python -m brainseg_lib headline --profile "$profile"

@@ -30,7 +30,7 @@ out="${@: -1}"; nb="$(basename "$out" .ipynb)"
 mkdir -p "$BRAINSEG_RESULTS/metrics"
 echo new > "$BRAINSEG_RESULTS/metrics/$nb.json"
 if [ "$nb" = "${FAIL_ON:-}" ]; then echo "cell 3 failed" >&2; exit 1; fi
-if [ "$nb" = "${HANG_ON:-}" ]; then touch "$BRAINSEG_RESULTS/../hanging"; sleep 60; fi
+if [ "$nb" = "${HANG_ON:-}" ]; then touch "$HANG_FLAG"; sleep 60; fi
 cp /dev/null "$out"
 """
 
@@ -83,20 +83,22 @@ def test_failed_notebook_leaves_results_intact(project):
 def test_killed_run_leaves_results_intact_and_next_run_starts_clean(project):
     proj, env = project
     before = _results(proj)
-    p = subprocess.Popen(["bash", "run_all.sh", "smoke"], cwd=proj, env={**env, "HANG_ON": "02_b"},
+    flag = proj / "results" / "hanging"
+    p = subprocess.Popen(["bash", "run_all.sh", "smoke"], cwd=proj,
+                         env={**env, "HANG_ON": "02_b", "HANG_FLAG": str(flag)},
                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
     deadline = time.time() + 60
-    while not list((proj / "results").glob("hanging")) and time.time() < deadline:
+    while not flag.exists() and time.time() < deadline:
         time.sleep(0.2)
     assert time.time() < deadline, "run_all.sh never reached the second notebook"
     os.killpg(p.pid, signal.SIGTERM)
     p.wait(timeout=30)
     assert p.returncode != 0
-    (proj / "results" / "hanging").unlink()
+    flag.unlink()
     assert _results(proj) == before
     assert not list((proj / "results").glob(".staging-*"))
     # a SIGKILLed run cannot clean up: the next run removes its leftovers first
-    stale = proj / "results" / ".staging-dead"
+    stale = proj / "results" / "smoke" / ".staging-dead"
     (stale / "metrics").mkdir(parents=True)
     (stale / "metrics" / "half.json").write_text("partial")
     r = subprocess.run(["bash", "run_all.sh", "smoke"], cwd=proj, env={**env, "FAIL_ON": "01_a"},
