@@ -1,0 +1,34 @@
+"""The benchmark runs end to end on a tiny fake dataset and writes a consistent JSON."""
+import json
+
+import pytest
+
+from brainseg_lib import bench
+from brainseg_lib.experiment import load_profile
+from brainseg_lib.model import UNet
+
+KEYS = {"train_images_per_s", "infer_ms_p50", "infer_ms_p95", "achieved_gflops",
+        "peak_matmul_gflops", "ratio_to_peak", "naive_epoch_s", "ours_epoch_s",
+        "speedup_vs_naive", "peak_rss_mb", "threads", "device", "torch_version"}
+
+
+def test_flop_count_scales_with_input_area_and_training_costs_more():
+    m = UNet(base=4)
+    f32 = bench.count_flops(m, 32, train=False)
+    f64 = bench.count_flops(m, 64, train=False)
+    assert f64 == pytest.approx(4 * f32, rel=0.01)          # convolutions scale with pixels
+    assert bench.count_flops(m, 32, train=True) > 2 * f32   # backward is about twice forward
+
+
+def test_benchmark_writes_every_key(fake_root, tmp_path):
+    params = {**load_profile("smoke"), "image_size": 32, "base_width": 4, "batch_size": 2,
+              "profile": "tiny", "threads": 1}
+    r = bench.run_benchmark(params, steps=2, infer_runs=5, data_root=fake_root, out_dir=tmp_path)
+    assert KEYS <= set(r)
+    saved = json.loads((tmp_path / "cpu-tiny.json").read_text())
+    assert saved == r
+    assert r["train_images_per_s"] > 0 and r["peak_matmul_gflops"] > 0
+    assert r["ratio_to_peak"] == pytest.approx(r["achieved_gflops"] / r["peak_matmul_gflops"], abs=2e-3)
+    assert r["ours_epoch_s"] == pytest.approx(4 / r["train_images_per_s"], abs=0.006)  # 4 TRAIN images, 2 decimals
+    assert r["infer_ms_p50"] <= r["infer_ms_p95"]
+    assert "tiny" in bench.benchmarks_readme(tmp_path)
