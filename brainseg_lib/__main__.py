@@ -21,6 +21,17 @@ import sys
 import yaml
 
 
+def _with_overrides(params: dict, sets: list[str] | None, tag_profile: bool = False) -> dict:
+    """Apply ``--set KEY=VALUE`` overrides (values parsed as YAML); with ``tag_profile`` the
+    profile name records them, so outputs named after the profile do not collide."""
+    for kv in sets or []:
+        k, _, v = kv.partition("=")
+        params[k] = yaml.safe_load(v)
+        if tag_profile:
+            params["profile"] = f"{params['profile']}+{k}={v}"
+    return params
+
+
 def _cmd_check_data(args) -> int:
     from .data import EXPECTED_COUNTS, SPLITS, check_dataset, list_split
     root = check_dataset(args.data)
@@ -37,10 +48,7 @@ def _cmd_check_data(args) -> int:
 def _cmd_train(args) -> int:
     from .experiment import default_profile, load_profile, run_profile
     name = args.profile or default_profile()
-    params = load_profile(name)
-    for kv in args.set or []:
-        k, _, v = kv.partition("=")
-        params[k] = yaml.safe_load(v)
+    params = _with_overrides(load_profile(name), args.set)
     out = run_profile(params, data_root=args.data, resume=args.resume)
     g = out["global"]
     print(f"{out['run_name'] if 'run_name' in out else name}: test F1 {g['f1']:.3f}  IoU {g['iou']:.3f}  "
@@ -102,16 +110,14 @@ def _cmd_headline(args) -> int:
 def _cmd_bench(args) -> int:
     from .bench import format_table, run_benchmark
     from .experiment import default_profile, load_profile
-    params = load_profile(args.profile or default_profile())
-    for kv in args.set or []:
-        k, _, v = kv.partition("=")
-        params[k] = yaml.safe_load(v)
-        params["profile"] = f"{params['profile']}+{k}={v}"
+    params = _with_overrides(load_profile(args.profile or default_profile()), args.set,
+                             tag_profile=True)
     result = run_benchmark(params, steps=args.steps, data_root=args.data)
     print(format_table(result))
     from . import paths
     from .bench import benchmarks_readme
-    (paths.results_dir() / "benchmarks" / "README.md").write_text(benchmarks_readme())
+    from .fileio import atomic_write_text
+    atomic_write_text(paths.results_dir() / "benchmarks" / "README.md", benchmarks_readme())
     return 0
 
 

@@ -6,13 +6,12 @@ objects, so a file from a stranger cannot run code on load.
 """
 from __future__ import annotations
 
-import os
 import pickle
-import tempfile
 from pathlib import Path
 
 import torch
 
+from .fileio import atomic_write
 from .model import UNet
 
 
@@ -22,17 +21,7 @@ class CheckpointError(RuntimeError):
 
 def save_checkpoint(state: dict, path: str | Path) -> Path:
     """Write ``state`` to ``path`` via a temp file and an atomic rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    os.close(fd)
-    try:
-        torch.save(state, tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    return atomic_write(path, lambda f: torch.save(state, f))
 
 
 def load_checkpoint(path: str | Path, map_location="cpu") -> dict:

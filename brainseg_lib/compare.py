@@ -17,6 +17,7 @@ import pandas as pd
 
 from . import paths
 from .evaluate import load_run_metrics, write_csv
+from .fileio import atomic_write_text
 
 COLUMNS = ["Study", "F1", "IoU", "Precision", "Recall", "Specificity", "Accuracy"]
 METRIC_COLUMNS = COLUMNS[1:]
@@ -132,9 +133,7 @@ def write_table1(table: pd.DataFrame, out_dir: str | Path | None = None) -> dict
         "detail": write_csv(table, out / "table1_detail.csv"),
     }
     for key, text in (("md", to_markdown(table)), ("tex", to_latex(table))):
-        p = out / f"table1.{key}"
-        p.write_text(text)
-        written[key] = p
+        written[key] = atomic_write_text(out / f"table1.{key}", text)
     return written
 
 
@@ -149,7 +148,7 @@ def embed_in_readme(markdown: str, readme: str | Path | None = None,
     _, tail = rest.split(end, 1)
     new = f"{head}{start}\n{markdown}{end}{tail}"
     if new != text:
-        readme.write_text(new)
+        atomic_write_text(readme, new)
         return True
     return False
 

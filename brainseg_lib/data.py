@@ -33,8 +33,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
-import tempfile
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -45,6 +43,7 @@ from PIL import Image, UnidentifiedImageError
 from skimage import draw
 
 from . import paths
+from .fileio import atomic_write, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -362,15 +361,7 @@ def cache_path(split: str, size: int) -> Path:
 
 
 def _atomic_savez(path: Path, **arrays) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: np.savez(f, **arrays))
 
 
 def _read_cache(path: Path, manifest: dict) -> SplitArrays | None:
@@ -416,7 +407,7 @@ def load_split(split: str, size: int, root: str | Path | None = None, use_cache:
         _atomic_savez(cpath, images=images, masks=masks, names=np.array(out.names),
                       native_hw=native_hw, native_tumour_fraction=frac,
                       manifest=np.array(json.dumps(manifest)))
-        cpath.with_suffix(".manifest.json").write_text(json.dumps(manifest, indent=1))
+        atomic_write_text(cpath.with_suffix(".manifest.json"), json.dumps(manifest, indent=1))
     return out
 
 

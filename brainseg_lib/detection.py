@@ -50,6 +50,7 @@ from scipy.stats import rankdata
 from . import leakage, plots
 from .data import (IMAGE_SUFFIXES, SPLITS, data_root, list_split, read_grayscale, resize_image,
                    sha256_file)
+from .fileio import atomic_write_text
 from .progress import progress_bar
 
 YES, NO = "yes", "no"
@@ -457,7 +458,7 @@ def write_table(table: pd.DataFrame, out_dir) -> dict[str, Path]:
     from .evaluate import write_csv
     out = Path(out_dir)
     md = out / "detection_table.md"
-    md.write_text(table_markdown(table))
+    atomic_write_text(md, table_markdown(table))
     return {"csv": write_csv(table, out / "detection_table.csv"), "md": md}
 
 

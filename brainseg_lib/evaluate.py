@@ -16,7 +16,6 @@ config, checkpoint path, device and ``train_seconds``.
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,7 +27,9 @@ import torch.nn.functional as F
 from . import paths
 from .checkpoint import load_checkpoint, model_from_checkpoint
 from .data import SplitArrays, load_split, native_masks_for
-from .metrics import COUNTS, METRICS, bootstrap_ci, confusion_counts, per_image_table, summarize
+from .fileio import atomic_write_text
+from .metrics import (COUNTS, METRICS, bootstrap_ci, confusion_counts, metrics_from_counts,
+                      per_image_table, summarize)
 from .train import predict_logits, resolve_device
 
 RUN_KIND = "segmentation_run"
@@ -59,11 +60,13 @@ class Evaluation:
 
 def evaluate_model(model, split: str, image_size: int, threshold: float = 0.5, device="cpu",
                    data_root=None, arrays: SplitArrays | None = None,
-                   limit: int | None = None) -> Evaluation:
-    """Predict ``split`` and score it at native and model resolution."""
+                   limit: int | None = None, gts: dict | None = None) -> Evaluation:
+    """Predict ``split`` and score it at native and model resolution. ``gts`` (native masks
+    by name) can be passed in when the same images are scored several times."""
     arrays = (arrays or load_split(split, image_size, root=data_root)).head(limit)
     probs = predict_probs(model, arrays, device)
-    gts = native_masks_for(arrays.names, root=data_root)
+    if gts is None:
+        gts = native_masks_for(arrays.names, root=data_root)
     rows = []
     for i, name in enumerate(arrays.names):
         gt = gts[name]
@@ -94,14 +97,15 @@ def evaluate_model(model, split: str, image_size: int, threshold: float = 0.5, d
 
 def evaluate_checkpoint(checkpoint: str | Path, split: str = "test", threshold: float = 0.5,
                         device="auto", data_root=None, limit: int | None = None,
-                        arrays: SplitArrays | None = None) -> Evaluation:
+                        arrays: SplitArrays | None = None, gts: dict | None = None) -> Evaluation:
     """Load a checkpoint written by ``train.fit`` and evaluate it on ``split`` (or on
     ``arrays``, e.g. the TEST part of the grouped split)."""
     ck = load_checkpoint(checkpoint)
     model = model_from_checkpoint(ck, checkpoint)
     size = ck["train_config"]["image_size"]
     dev = resolve_device(device)
-    ev = evaluate_model(model, split, size, threshold, dev, data_root, arrays=arrays, limit=limit)
+    ev = evaluate_model(model, split, size, threshold, dev, data_root, arrays=arrays, limit=limit,
+                        gts=gts)
     ev.summary.update({"checkpoint": _rel(checkpoint), "device": str(dev),
                        "config": ck["train_config"], "epoch": ck.get("epoch"),
                        "train_seconds": ck.get("train_seconds")})
@@ -109,7 +113,7 @@ def evaluate_checkpoint(checkpoint: str | Path, split: str = "test", threshold: 
 
 
 def threshold_sweep(probs: np.ndarray, arrays: SplitArrays, thresholds=None,
-                    data_root=None) -> pd.DataFrame:
+                    data_root=None, gts: dict | None = None) -> pd.DataFrame:
     """Pooled precision / recall / F1 / IoU at each threshold, at native resolution.
 
     Counts come from per-image histograms of the native-size probabilities of
@@ -119,7 +123,8 @@ def threshold_sweep(probs: np.ndarray, arrays: SplitArrays, thresholds=None,
         thresholds = np.round(np.linspace(0.0, 1.0, 101), 2)
     thresholds = np.asarray(thresholds, dtype=np.float64)
     edges = np.concatenate([[-np.inf], thresholds, [np.inf]])
-    gts = native_masks_for(arrays.names, root=data_root)
+    if gts is None:
+        gts = native_masks_for(arrays.names, root=data_root)
     pos = np.zeros(len(edges) - 1)
     neg = np.zeros(len(edges) - 1)
     for i, name in enumerate(arrays.names):
@@ -132,7 +137,6 @@ def threshold_sweep(probs: np.ndarray, arrays: SplitArrays, thresholds=None,
     fp = np.cumsum(neg[::-1])[::-1][1:]
     fn = pos.sum() - tp
     tn = neg.sum() - fp
-    from .metrics import metrics_from_counts
     rows = [{"threshold": t, "tp": a, "fp": b, "fn": c, "tn": d, **metrics_from_counts(a, b, c, d)}
             for t, a, b, c, d in zip(thresholds, tp, fp, fn, tn)]
     return pd.DataFrame(rows)
@@ -153,21 +157,12 @@ def _rel(p) -> str:
 
 def write_json(obj: dict, path: str | Path) -> Path:
     """Atomic JSON write (sorted keys off, indent 1, NaN refused)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=1, allow_nan=False, default=_jsonable))
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, json.dumps(obj, indent=1, allow_nan=False, default=_jsonable))
 
 
 def write_csv(df: pd.DataFrame, path: str | Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    df.to_csv(tmp, index=False)
-    os.replace(tmp, path)
-    return path
+    """Atomic CSV write, without the index."""
+    return atomic_write_text(path, df.to_csv(index=False))
 
 
 def _jsonable(o):

@@ -6,12 +6,12 @@ nothing here prints numbers that are not also written to ``results/``.
 from __future__ import annotations
 
 import shutil
-from pathlib import Path
 
 import yaml
 
 from . import paths
 from .checkpoint import load_checkpoint, model_from_checkpoint
+from .data import native_masks_for
 from .evaluate import evaluate_checkpoint, evaluate_model, write_evaluation, _rel
 from .train import TrainConfig, fit, resolve_device
 
@@ -49,7 +49,7 @@ def run_profile(params: dict, data_root=None, resume: bool = False, progress: bo
     cfg = config_from_params(params)
     profile = params.get("profile", "custom")
     split_scheme = params.get("split_scheme", "official")
-    name = run_name(profile, cfg.seed, cfg.loss, split_scheme)
+    name = name_for(params)
     run_dir = paths.runs_dir() / name
     if run_dir.exists() and not resume:
         shutil.rmtree(run_dir)  # a fresh run starts clean; results are regenerated, not mixed
@@ -57,9 +57,10 @@ def run_profile(params: dict, data_root=None, resume: bool = False, progress: bo
     result = fit(cfg, run_dir, resume=resume, data_root=data_root, progress=progress,
                  train_arrays=arrays["train"], val_arrays=arrays["val"])
     test = arrays["test"].head(params.get("limit_test"))
+    test_gts = native_masks_for(test.names, root=data_root)   # rasterised once, scored many times
     ev = evaluate_checkpoint(result.best_path, "test", cfg.threshold, device=cfg.device,
-                             data_root=data_root, arrays=test)
-    f1_at = snapshot_scores(result.snapshots, cfg, test, data_root)
+                             data_root=data_root, arrays=test, gts=test_gts)
+    f1_at = snapshot_scores(result.snapshots, cfg, test, data_root, gts=test_gts)
     reached = [m for m, f1 in sorted(f1_at.items()) if f1 >= PAPER_F1]
     best_row = result.history.loc[result.history["val_dice"].idxmax()]
     extra = {
@@ -75,7 +76,7 @@ def run_profile(params: dict, data_root=None, resume: bool = False, progress: bo
     }
     if params.get("tune_threshold"):
         extra["threshold_tuning"] = tune_threshold(result.best_path, arrays["val"], test, ev.probs,
-                                                   data_root)
+                                                   data_root, test_gts)
     json_path, _ = write_evaluation(ev, name, extra)
     return {**ev.summary, **extra, "json_path": str(json_path), "run_dir": str(run_dir)}
 
@@ -97,7 +98,8 @@ def split_arrays(scheme: str, size: int, data_root=None, split_seed: int = 0) ->
     raise ValueError(f"unknown split_scheme {scheme!r}; choose one of {SPLIT_SCHEMES}")
 
 
-def tune_threshold(checkpoint, val_arrays, test_arrays, test_probs, data_root=None) -> dict:
+def tune_threshold(checkpoint, val_arrays, test_arrays, test_probs, data_root=None,
+                   test_gts: dict | None = None) -> dict:
     """The paper's recall question: choose a threshold on VALIDATION (best pooled F1, and best
     recall at precision >= the paper's 0.934), then report TEST at 0.5 and at each choice."""
     from .evaluate import predict_probs, threshold_sweep
@@ -108,22 +110,23 @@ def tune_threshold(checkpoint, val_arrays, test_arrays, test_probs, data_root=No
     ok = vs[vs["precision"] >= PAPER_PRECISION]
     if len(ok):
         choices["val_recall_at_precision"] = float(ok.loc[ok["recall"].idxmax(), "threshold"])
-    test = {}
-    for label, t in choices.items():
-        row = threshold_sweep(test_probs, test_arrays, thresholds=[t], data_root=data_root).iloc[0]
-        test[label] = {"threshold": t, **{k: float(row[k]) for k in
-                                          ("f1", "iou", "precision", "recall", "specificity", "accuracy")}}
+    ts = threshold_sweep(test_probs, test_arrays, thresholds=sorted(set(choices.values())),
+                         data_root=data_root, gts=test_gts).set_index("threshold")
+    test = {label: {"threshold": t, **{k: float(ts.loc[t, k]) for k in
+                                       ("f1", "iou", "precision", "recall", "specificity", "accuracy")}}
+            for label, t in choices.items()}
     return {"fixed_precision": PAPER_PRECISION, "test": test}
 
 
-def snapshot_scores(snapshots: dict, cfg: TrainConfig, test_arrays, data_root=None) -> dict[float, float]:
+def snapshot_scores(snapshots: dict, cfg: TrainConfig, test_arrays, data_root=None,
+                    gts: dict | None = None) -> dict[float, float]:
     """Pooled native-resolution test F1 of each wall-clock snapshot (report only, never model selection)."""
     out = {}
     dev = resolve_device(cfg.device)
     for mark, path in sorted(snapshots.items()):
         ck = load_checkpoint(path)
         ev = evaluate_model(model_from_checkpoint(ck, path), "test", cfg.image_size, cfg.threshold,
-                            dev, data_root, arrays=test_arrays)
+                            dev, data_root, arrays=test_arrays, gts=gts)
         out[float(mark)] = ev.summary["global"]["f1"]
     return out
 

@@ -27,6 +27,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 from . import paths
+from .fileio import atomic_write_text
 from .data import EXPECTED_COUNTS, SPLITS, list_split, read_grayscale
 
 CORR_THRESHOLD = 0.95
@@ -158,16 +159,11 @@ def load_manifest(seed: int = 0) -> pd.DataFrame:
 
 def write_manifest(manifest: pd.DataFrame, seed: int = 0) -> Path:
     """Write splits/grouped_seed<k>.csv (atomically; untouched when the content is the same)."""
-    import os
     path = manifest_path(seed)
     text = manifest.to_csv(index=False)
     if path.is_file() and path.read_text() == text:
         return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".csv.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
+    return atomic_write_text(path, text)
 
 
 def summarize(fp: Fingerprints, pairs: pd.DataFrame, labels: np.ndarray,

@@ -108,6 +108,12 @@ def make_loader(arrays: SplitArrays, batch_size: int, train: bool, seed: int = 0
                       collate_fn=_Collate(augment, epoch_generator(seed, epoch, 1)))
 
 
+def batches_per_epoch(n: int, batch_size: int) -> int:
+    """Full batches per epoch (the last partial one is dropped), or 1 when n <= batch_size;
+    the rule ``make_loader(train=True)`` follows with ``drop_last``."""
+    return n // batch_size if n > batch_size else 1
+
+
 def resident_batches(images: torch.Tensor, masks: torch.Tensor, batch_size: int, seed: int,
                      epoch: int, augment: AugmentConfig | None = None):
     """Training batches drawn from uint8 tensors that already live on the training device
@@ -124,8 +130,7 @@ def resident_batches(images: torch.Tensor, masks: torch.Tensor, batch_size: int,
     torch.empty((), dtype=torch.int64).random_(generator=g0)
     perm = torch.randperm(n, generator=g0).to(images.device)
     gen = epoch_generator(seed, epoch, 1)
-    n_batches = n // batch_size if n > batch_size else 1
-    for i in range(n_batches):
+    for i in range(batches_per_epoch(n, batch_size)):
         idx = perm[i * batch_size:(i + 1) * batch_size]
         x = to_float(images[idx])
         y = masks[idx].float()

@@ -26,8 +26,13 @@ rule only matters for image-level detection and for synthetic tests.
 """
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 import torch
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 METRICS = ("f1", "iou", "precision", "recall", "specificity", "accuracy")
 COUNTS = ("tp", "fp", "fn", "tn")
@@ -77,7 +82,7 @@ def metrics_from_counts(tp: float, fp: float, fn: float, tn: float) -> dict[str,
     }
 
 
-def per_image_table(counts) -> "pandas.DataFrame":
+def per_image_table(counts) -> "pd.DataFrame":
     """A DataFrame with the count columns plus one column per metric, one row per image.
 
     ``counts`` is a DataFrame (or anything DataFrame() accepts) with tp, fp, fn, tn.

@@ -113,9 +113,8 @@ def describe(model: UNet, image_size: int) -> list[LevelInfo]:
     for i, enc in enumerate(model.encoders, 1):
         hooks.append(record(f"encoder {i}", enc))
     hooks.append(record("bottleneck", model.bottleneck))
-    for i, (up, dec) in enumerate(zip(model.upsamples, model.decoders)):
-        level = DEPTH - i
-        hooks.append(record(f"decoder {level}", dec))
+    for i, dec in enumerate(model.decoders):
+        hooks.append(record(f"decoder {DEPTH - i}", dec))
     hooks.append(record("head", model.head))
     was_training = model.training
     model.eval()

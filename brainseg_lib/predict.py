@@ -38,9 +38,7 @@ from __future__ import annotations
 
 import csv
 import io
-import os
 import sys
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -51,6 +49,7 @@ from PIL import Image
 from . import data, paths
 from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
 from .evaluate import to_native
+from .fileio import atomic_write as _atomic_write
 from .progress import progress_bar
 from .train import predict_logits, resolve_device
 
@@ -62,8 +61,6 @@ SUPPORTED_SUFFIXES = tuple(sorted(data.IMAGE_SUFFIXES))
 OUTLINE_RGB = (255, 0, 0)
 FP16_MAX = 65504.0
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
 
 
 class PredictError(ValueError):
@@ -72,22 +69,6 @@ class PredictError(ValueError):
 
 class OutputExistsError(PredictError):
     """Outputs already exist and ``force`` was not given."""
-
-
-# ----------------------------------------------------------------------------- atomic writes
-def _atomic_write(path: Path, write) -> Path:
-    """Call ``write(binary_file)`` on a temp file next to ``path``, then rename it into place."""
-    path = Path(path)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            write(f)
-        os.chmod(tmp, 0o666 & ~_UMASK)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
 
 
 def _save_png(array: np.ndarray, path: Path) -> Path:

@@ -22,6 +22,7 @@ from PIL import Image
 from . import paths
 from .data import native_masks, split_dir
 from .evaluate import write_json
+from .fileio import atomic_write_text
 from .metrics import COUNTS, confusion_counts, metrics_from_counts
 from .predict import RELEASED_MODEL, release_model, run_predict
 
@@ -64,7 +65,7 @@ def release(run_name: str = "cpu-official-bce_dice-seed0", dest: Path = RELEASED
             "test_f1_via_predict": check["f1"], "abs_difference": diff,
             "within_tolerance": bool(diff <= TOLERANCE), "tolerance": TOLERANCE}
     write_json(info, dest.parent / "release.json")
-    (dest.parent / "MODEL_CARD.md").write_text(model_card(run, info))
+    atomic_write_text(dest.parent / "MODEL_CARD.md", model_card(run, info))
     if diff > TOLERANCE:
         raise RuntimeError(f"released model disagrees with the reported metrics: F1 {check['f1']:.4f} "
                            f"via predict vs {run['global']['f1']:.4f} reported")

@@ -35,7 +35,8 @@ import torch
 from . import paths
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import SplitArrays, load_split
-from .loaders import AugmentConfig, resident_batches, to_float
+from .loaders import AugmentConfig, batches_per_epoch, resident_batches, to_float
+from .fileio import atomic_write_text
 from .losses import get_loss
 from .metrics import batch_confusion_counts, metrics_from_counts
 from .model import UNet, count_parameters
@@ -178,9 +179,7 @@ class TrainResult:
 
 
 def _write_history(run_dir: Path, history: list[dict]) -> None:
-    tmp = run_dir / "history.csv.tmp"
-    pd.DataFrame(history).to_csv(tmp, index=False)
-    os.replace(tmp, run_dir / "history.csv")
+    atomic_write_text(run_dir / "history.csv", pd.DataFrame(history).to_csv(index=False))
 
 
 def fit(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
@@ -216,8 +215,7 @@ def fit(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
     eval_model = ema.module if ema is not None else model
     loss_fn = get_loss(cfg.loss)
     aug = AugmentConfig() if cfg.augment else None
-    steps_per_epoch = max(1, len(train_arrays) // cfg.batch_size) if len(train_arrays) > cfg.batch_size else 1
-    total_steps = steps_per_epoch * cfg.epochs
+    total_steps = batches_per_epoch(len(train_arrays), cfg.batch_size) * cfg.epochs
 
     start_epoch, step, train_seconds, wall_before = 0, 0, 0.0, 0.0
     history: list[dict] = []
