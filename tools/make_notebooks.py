@@ -63,7 +63,7 @@ the rules (image modes, mask rasterisation, resizing) are documented in `brainse
 """),
     params_cell(["n_examples", "seed"]),
     code(SETUP + "from brainseg_lib import data, explore, plots\nroot = data.check_dataset()\nprint('dataset found')"),
-    md("## Images per split\nThe paper says 200 validation images; the files hold 201."),
+    md("## Images per split\nThe paper says 200 validation images; the counts below are what the files hold."),
     code(CHECK + "counts = {s: len(data.list_split(s)[0]) for s in data.SPLITS}\nprint(counts)\nprint('matches expected:', counts == data.EXPECTED_COUNTS)"),
     md("## Sizes, modes and annotation shapes\nEvery annotated image is read and its mask rasterised at native size (a few seconds)."),
     code("""inv = explore.image_inventory()
@@ -254,7 +254,7 @@ nb05 = notebook([
 # 07 · Leakage audit: near-duplicates across the official split, and a leak-free split
 
 Br35H's TRAIN / VAL / TEST folders share near-duplicate images (the same slice re-exported at
-another size or contrast). The paper never checks. Here every pair of the 801 annotated images is
+another size or contrast). The paper never checks. Here every pair of annotated images is
 compared with two independent signals (thumbnail correlation and a perceptual hash, definitions
 in `brainseg_lib/leakage.py`); linked images form groups, and a **grouped split** keeps each
 group inside one split.

@@ -125,9 +125,10 @@ nb06 = notebook([
     md("""
 # 06 · Beyond the paper: does the segmentation tell tumour scans from healthy ones?
 
-Br35H has 1,500 tumour scans in `yes/` and 1,500 tumour-free scans in `no/`. Only 801 of the
-tumour scans are annotated (TRAIN/VAL/TEST); `yes/y0..y800` are the same files. That leaves
-**699 unannotated tumour scans (y801..y1499) and 1,500 healthy scans that no model has seen**. Here
+Br35H holds tumour scans in `yes/` and tumour-free scans in `no/`. Only part of the tumour scans
+is annotated (TRAIN/VAL/TEST), and those `yes/` files are byte-identical to the annotated ones, so
+they are set aside (the inventory below counts every group). That leaves **the unannotated tumour
+scans and all the healthy scans, which no model has seen**. Here
 the segmentation U-Net of notebook 02 becomes an image-level detector, without any retraining.
 
 * **Scores**: the predicted tumour area (fraction of pixels with p ≥ 0.5) and the maximum tumour
@@ -135,8 +136,9 @@ the segmentation U-Net of notebook 02 becomes an image-level detector, without a
   the segmentation's own decision at the pixel threshold every metric uses, rests on many pixels
   (one hot pixel cannot flip it), and its threshold reads as a minimum tumour size. Both are reported.
 * **Threshold chosen on validation only.** VAL has no tumour-free image, so a fixed, seeded
-  **hold-out of 300 `no/` scans** (listed in `results/metrics/detection.json`) serves as the negative
-  validation set, with the 201 VAL tumour images as positives; the threshold maximising Youden's J
+  **hold-out of `no/` scans** (its size is the profile's `detection_holdout`; the scans are listed in
+  `results/metrics/detection.json`) serves as the negative validation set, with the VAL tumour images
+  as positives; the threshold maximising Youden's J
   there is used unchanged on the report set. The hold-out never enters the report. `no/` contains
   near-duplicates of its own scans, so the hold-out is drawn as whole near-duplicate groups (the
   links of notebook 07): no report scan is a twin of a hold-out scan.
