@@ -101,6 +101,35 @@ def autocast_dtype(cfg: TrainConfig, device: torch.device):
     return None
 
 
+MALLOC_TUNED = False  # set once keep_freed_memory() has taken effect in this process
+
+
+def keep_freed_memory() -> bool:
+    """Stop glibc's malloc from handing freed activation buffers back to the kernel.
+
+    By default glibc serves blocks above its mmap threshold with fresh ``mmap``s and
+    trims the heap top after every large ``free``, so each training step re-faults
+    every activation and gradient page (about 10,000 minor page faults per step at the
+    cpu profile). Raising the mmap and trim thresholds keeps those pages in the process
+    and reuses them: measured at +8 to +15% training images/s on 2 cores (README
+    "How fast"). Returns whether the setting took; a no-op off Linux/glibc.
+    """
+    import ctypes
+    import sys
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        mallopt = ctypes.CDLL("libc.so.6").mallopt
+    except (OSError, AttributeError):
+        return False
+    global MALLOC_TUNED
+    m_trim_threshold, m_top_pad, m_mmap_threshold = -1, -2, -3
+    MALLOC_TUNED = MALLOC_TUNED or bool(mallopt(m_mmap_threshold, 32 << 20)  # glibc's maximum
+                                        & mallopt(m_trim_threshold, 1 << 30)
+                                        & mallopt(m_top_pad, 64 << 20))
+    return MALLOC_TUNED
+
+
 def set_determinism(cfg: TrainConfig) -> None:
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % (2**32))
@@ -198,6 +227,8 @@ def fit(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
     set_determinism(cfg)
     device = resolve_device(cfg.device)
     amp_dtype = autocast_dtype(cfg, device)
+    if device.type == "cpu":
+        keep_freed_memory()
     if train_arrays is None:
         train_arrays = load_split("train", cfg.image_size, root=data_root)
     if val_arrays is None:

@@ -32,3 +32,23 @@ def test_benchmark_writes_every_key(fake_root, tmp_path):
     assert r["ours_epoch_s"] == pytest.approx(4 / r["train_images_per_s"], abs=0.006)  # 4 TRAIN images, 2 decimals
     assert r["infer_ms_p50"] <= r["infer_ms_p95"]
     assert "tiny" in bench.benchmarks_readme(tmp_path)
+
+
+def test_profile_trials_table_reads_each_trial(tmp_path):
+    """The trials table takes validation Dice at a mark from the last finished epoch and the
+    snapshot scores, mark to target and final F1 from the run's JSON."""
+    import pandas as pd
+    trials = tmp_path / "profile_trials"
+    (trials / "t1").mkdir(parents=True)
+    pd.DataFrame({"trial": ["t1"], "note": ["a note"]}).to_csv(trials / "trials.csv", index=False)
+    pd.DataFrame({"epoch": [1, 2, 3], "train_seconds": [50.0, 110.0, 130.0],
+                  "val_dice": [0.5, 0.7, 0.8]}).to_csv(trials / "t1" / "history.csv", index=False)
+    run = {"config": {"base_width": 16, "image_size": 64, "lr": 0.001}, "epochs_run": 3,
+           "train_seconds": 130.4, "best_val_dice": 0.8, "seconds_to_target": 120.0,
+           "test_f1_at_seconds": {"60": 0.81, "120": 0.85}, "global": {"f1": 0.861}}
+    (trials / "t1" / "metrics.json").write_text(json.dumps(run))
+    row = bench.profile_trials_markdown(trials).splitlines()[-1]
+    assert row == ("| `t1` | 16 @ 64 | 0.001 | 3 | 130 | 0.500 / 0.700 / 0.800 | 0.810 / 0.850 | "
+                   "120.0 | 0.861 | a note |")
+    assert "Trials that chose the cpu profile" in bench.benchmarks_readme(tmp_path)
+    assert bench.profile_trials_markdown(tmp_path / "none") == ""
