@@ -112,7 +112,7 @@ def _cmd_bench(args) -> int:
     from .experiment import default_profile, load_profile
     params = _with_overrides(load_profile(args.profile or default_profile()), args.set,
                              tag_profile=True)
-    result = run_benchmark(params, steps=args.steps, data_root=args.data)
+    result = run_benchmark(params, steps=args.steps, blocks=args.blocks, data_root=args.data)
     print(format_table(result))
     from . import paths
     from .bench import benchmarks_readme
@@ -179,7 +179,9 @@ def main(argv=None) -> int:
                    ).set_defaults(fn=_cmd_embed_table)
     b = sub.add_parser("bench", help="benchmark training/inference speed vs peak and a naive pipeline")
     b.add_argument("--profile", help="params/<profile>.yaml (default: paper on CUDA, else cpu)")
-    b.add_argument("--steps", type=int, default=20, help="timed training steps per pipeline")
+    b.add_argument("--steps", type=int, default=10, help="training steps per timed block")
+    b.add_argument("--blocks", type=int, default=5,
+                   help="timed blocks per pipeline; images/s is their median")
     b.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a profile value")
     b.set_defaults(fn=_cmd_bench)
     w = sub.add_parser("sweep", help="seeds x split schemes x losses as independent papermill jobs")

@@ -10,7 +10,8 @@ the same device, so the ratios hold even on a noisy machine:
   with ``torch.utils.flop_counter`` (forward + backward / forward only);
 * ``train_images_per_s`` of our training step (the training set resident on the
   device as uint8, tensor augmentation, channels_last, the profile's batch), as
-  ``train.fit`` runs it, and the achieved GFLOP/s. On CPU the same steps are
+  ``train.fit`` runs it, and the achieved GFLOP/s: the median of ``blocks`` timed
+  blocks of ``steps`` steps each, so one burst of noise does not set it. On CPU the same steps are
   first timed with glibc's default malloc, then with ``train.keep_freed_memory``
   (``speedup_from_malloc_tuning``);
 * ``naive_epoch_s``: the pipeline most Br35H notebooks use - a DataLoader that
@@ -23,6 +24,7 @@ the same device, so the ratios hold even on a noisy machine:
 from __future__ import annotations
 
 import platform
+from statistics import median
 from pathlib import Path
 import resource
 import time
@@ -83,18 +85,16 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def time_train_steps(model, loader_batches, cfg: TrainConfig, device, channels_last: bool,
-                     warmup: int = 2) -> float:
-    """Images per second of optimiser steps over the given batches (after warm-up)."""
+def time_train_steps(model, batches, cfg: TrainConfig, device, channels_last: bool,
+                     steps: int, blocks: int = 1, warmup: int = 2) -> list[float]:
+    """Images per second of optimiser steps, one figure per block of ``steps`` steps, after
+    ``warmup`` untimed steps. ``batches`` is an iterator that does not run out."""
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
     loss_fn = get_loss(cfg.loss)
     amp = autocast_dtype(cfg, device)
     model.train()
-    n, t0 = 0, None
-    for i, (x, y) in enumerate(loader_batches):
-        if i == warmup:
-            _sync(device)
-            t0, n = time.perf_counter(), 0
+
+    def step(x, y):
         x, y = x.to(device), y.to(device)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
@@ -104,9 +104,19 @@ def time_train_steps(model, loader_batches, cfg: TrainConfig, device, channels_l
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
-        n += x.shape[0]
-    _sync(device)
-    return n / (time.perf_counter() - t0)
+        return x.shape[0]
+
+    for _ in range(warmup):
+        step(*next(batches))
+    rates = []
+    for _ in range(blocks):
+        _sync(device)
+        t0, n = time.perf_counter(), 0
+        for _ in range(steps):
+            n += step(*next(batches))
+        _sync(device)
+        rates.append(n / (time.perf_counter() - t0))
+    return rates
 
 
 class NaiveJPEGDataset(Dataset):
@@ -130,15 +140,8 @@ class NaiveJPEGDataset(Dataset):
                 torch.from_numpy(mask.astype(np.float32)).unsqueeze(0))
 
 
-def _take(iterable, n):
-    for i, item in enumerate(iterable):
-        if i >= n:
-            return
-        yield item
-
-
 def run_benchmark(params: dict, steps: int = 12, infer_runs: int = 100, data_root=None,
-                  out_dir=None) -> dict:
+                  out_dir=None, blocks: int = 5) -> dict:
     """Measure everything in the module docstring for a profile's settings; write the JSON."""
     from .experiment import config_from_params
     cfg = config_from_params(params)
@@ -165,10 +168,11 @@ def run_benchmark(params: dict, steps: int = 12, infer_runs: int = 100, data_roo
     # tuned as train.fit does; process-wide, so the naive pipeline below gets it too
     default_malloc_ips = None
     if device.type == "cpu" and not train_module.MALLOC_TUNED:
-        default_malloc_ips = time_train_steps(ours_model, _take(batches, steps + 2), cfg, device,
-                                              cfg.channels_last)
+        default_malloc_ips = median(time_train_steps(ours_model, batches, cfg, device,
+                                                     cfg.channels_last, steps, blocks))
     malloc_tuned = keep_freed_memory() if device.type == "cpu" else False
-    ours_ips = time_train_steps(ours_model, _take(batches, steps + 2), cfg, device, cfg.channels_last)
+    ours_ips = median(time_train_steps(ours_model, batches, cfg, device, cfg.channels_last,
+                                       steps, blocks))
     # the higher of two peak measurements, before and after: a conservative ratio
     peak = max(peak_before, peak_matmul_gflops(device))
 
@@ -177,8 +181,8 @@ def run_benchmark(params: dict, steps: int = 12, infer_runs: int = 100, data_roo
     naive_loader = DataLoader(NaiveJPEGDataset(anns, folder, size), batch_size=bs, shuffle=True)
     naive_cfg = TrainConfig(**{**cfg.to_dict(), "amp": "off"})
     naive_batches = (b for _ in range(10**6) for b in naive_loader)
-    naive_ips = time_train_steps(UNet(base=cfg.base_width).to(device), _take(naive_batches, steps + 2),
-                                 naive_cfg, device, channels_last=False)
+    naive_ips = median(time_train_steps(UNet(base=cfg.base_width).to(device), naive_batches,
+                                        naive_cfg, device, False, steps, blocks))
 
     # inference latency, batch 1
     ours_model.eval()
@@ -212,7 +216,7 @@ def run_benchmark(params: dict, steps: int = 12, infer_runs: int = 100, data_roo
         "infer_ms_p50": round(float(np.percentile(times, 50)), 3),
         "infer_ms_p95": round(float(np.percentile(times, 95)), 3),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
-        "steps_timed": steps, "malloc_tuned": malloc_tuned,
+        "steps_timed": steps, "blocks_timed": blocks, "malloc_tuned": malloc_tuned,
     }
     if default_malloc_ips:
         result["default_malloc_images_per_s"] = round(default_malloc_ips, 2)

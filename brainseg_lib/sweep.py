@@ -11,6 +11,7 @@ run's result does not depend on how many other runs share the machine.
 """
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -20,7 +21,7 @@ from pathlib import Path
 import yaml
 
 from . import paths
-from .experiment import load_profile, name_for, run_profile
+from .experiment import config_from_params, load_profile, name_for, run_profile
 
 DEFAULT_SEEDS = (0, 1, 2)
 
@@ -38,6 +39,18 @@ def plan(profile: str, seeds=DEFAULT_SEEDS, schemes=("official", "grouped"),
     for r in runs:
         r["tune_threshold"] = True
     return runs
+
+
+def finished(params: dict, sweep_dir: Path) -> bool:
+    """Whether ``sweep_dir`` holds this run's metrics, trained with this configuration (thread
+    count aside): a run left from an older profile is not finished, it is stale."""
+    path = sweep_dir / "metrics" / f"{name_for(params)}.json"
+    if not path.is_file():
+        return False
+    recorded = json.loads(path.read_text()).get("config", {})
+    wanted = config_from_params(params).to_dict()
+    return ({k: v for k, v in recorded.items() if k != "threads"}
+            == {k: v for k, v in wanted.items() if k != "threads"})
 
 
 def _papermill(params: dict, threads: int, sweep_dir: Path) -> Path:
@@ -60,11 +73,10 @@ def _papermill(params: dict, threads: int, sweep_dir: Path) -> Path:
 
 def run_sweep(runs: list[dict], jobs: int = 1, in_process: bool = False, skip_done: bool = True,
               sweep_dir: str | Path | None = None) -> list[str]:
-    """Execute ``runs``; returns the run names. Finished runs (metrics JSON present) are
-    skipped unless ``skip_done`` is False."""
+    """Execute ``runs``; returns the run names. Finished runs (see ``finished``) are skipped
+    unless ``skip_done`` is False."""
     sweep_dir = Path(sweep_dir) if sweep_dir else paths.sweep_dir()
-    todo = [r for r in runs
-            if not (skip_done and (sweep_dir / "metrics" / f"{name_for(r)}.json").is_file())]
+    todo = [r for r in runs if not (skip_done and finished(r, sweep_dir))]
     if in_process:
         old = os.environ.get("BRAINSEG_RESULTS")
         os.environ["BRAINSEG_RESULTS"] = str(sweep_dir)

@@ -23,7 +23,8 @@ def test_flop_count_scales_with_input_area_and_training_costs_more():
 def test_benchmark_writes_every_key(fake_root, tmp_path):
     params = {**load_profile("smoke"), "image_size": 32, "base_width": 4, "batch_size": 2,
               "profile": "tiny", "threads": 1}
-    r = bench.run_benchmark(params, steps=2, infer_runs=5, data_root=fake_root, out_dir=tmp_path)
+    r = bench.run_benchmark(params, steps=2, infer_runs=5, data_root=fake_root, out_dir=tmp_path,
+                            blocks=3)
     assert KEYS <= set(r)
     saved = json.loads((tmp_path / "cpu-tiny.json").read_text())
     assert saved == r
@@ -31,6 +32,7 @@ def test_benchmark_writes_every_key(fake_root, tmp_path):
     assert r["ratio_to_peak"] == pytest.approx(r["achieved_gflops"] / r["peak_matmul_gflops"], abs=2e-3)
     assert r["ours_epoch_s"] == pytest.approx(4 / r["train_images_per_s"], abs=0.006)  # 4 TRAIN images, 2 decimals
     assert r["infer_ms_p50"] <= r["infer_ms_p95"]
+    assert r["blocks_timed"] == 3 and r["malloc_tuned"] in (True, False)
     assert "tiny" in bench.benchmarks_readme(tmp_path)
 
 

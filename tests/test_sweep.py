@@ -1,0 +1,24 @@
+"""The sweep re-runs what is missing or stale and skips what is finished with the same settings."""
+import json
+
+from brainseg_lib import sweep
+from brainseg_lib.experiment import config_from_params, name_for
+
+
+def test_sweep_skips_finished_runs_and_redoes_stale_ones(tmp_path, monkeypatch):
+    runs = sweep.plan("smoke", seeds=(0, 1), schemes=("official",), extra_losses=())
+    assert len(runs) == 2
+    (tmp_path / "metrics").mkdir()
+    done = config_from_params(runs[0]).to_dict()
+    (tmp_path / "metrics" / f"{name_for(runs[0])}.json").write_text(
+        json.dumps({"config": {**done, "threads": 7}}))          # thread count does not matter
+    stale = {**config_from_params(runs[1]).to_dict(), "base_width": 99}
+    (tmp_path / "metrics" / f"{name_for(runs[1])}.json").write_text(json.dumps({"config": stale}))
+    called = []
+    monkeypatch.setattr(sweep, "run_profile", lambda r: called.append(name_for(r)))
+    names = sweep.run_sweep(runs, in_process=True, sweep_dir=tmp_path)
+    assert names == [name_for(r) for r in runs]
+    assert called == [name_for(runs[1])]                         # only the stale run again
+    called.clear()
+    sweep.run_sweep(runs, in_process=True, sweep_dir=tmp_path, skip_done=False)
+    assert called == names                                       # --force re-runs everything
