@@ -13,6 +13,7 @@ from . import paths
 from .checkpoint import load_checkpoint, model_from_checkpoint
 from .data import native_masks_for
 from .evaluate import evaluate_checkpoint, evaluate_model, write_evaluation, _rel
+from . import train as train_module
 from .train import TrainConfig, fit, resolve_device
 
 PAPER_F1 = 0.826         # Khadra et al. 2026, Table I, row "Our" (references/khadra2026_table1.csv)
@@ -66,6 +67,7 @@ def run_profile(params: dict, data_root=None, resume: bool = False, progress: bo
     extra = {
         "profile": profile, "split_scheme": split_scheme, "seed": cfg.seed, "loss": cfg.loss,
         "n_parameters": result.n_parameters, "device": result.device,
+        "malloc_tuned": train_module.MALLOC_TUNED,
         "train_seconds": round(result.train_seconds, 2), "wall_seconds": round(result.wall_seconds, 2),
         "epochs_run": int(result.history["epoch"].max()), "best_epoch": int(best_row["epoch"]),
         "best_val_dice": float(best_row["val_dice"]),

@@ -41,14 +41,15 @@ def plan(profile: str, seeds=DEFAULT_SEEDS, schemes=("official", "grouped"),
     return runs
 
 
-def finished(params: dict, sweep_dir: Path) -> bool:
+def finished(params: dict, sweep_dir) -> bool:
     """Whether ``sweep_dir`` holds this run's metrics, trained with this configuration (thread
-    count aside): a run left from an older profile is not finished, it is stale."""
-    path = sweep_dir / "metrics" / f"{name_for(params)}.json"
-    if not path.is_file():
+    count aside): a run left from an older profile is stale, and so is an unreadable file."""
+    path = Path(sweep_dir) / "metrics" / f"{name_for(params)}.json"
+    try:
+        recorded = json.loads(path.read_text()).get("config", {})
+    except (OSError, ValueError, AttributeError):
         return False
-    recorded = json.loads(path.read_text()).get("config", {})
-    wanted = config_from_params(params).to_dict()
+    wanted = json.loads(json.dumps(config_from_params(params).to_dict()))  # as stored (lists)
     return ({k: v for k, v in recorded.items() if k != "threads"}
             == {k: v for k, v in wanted.items() if k != "threads"})
 

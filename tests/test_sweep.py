@@ -22,3 +22,14 @@ def test_sweep_skips_finished_runs_and_redoes_stale_ones(tmp_path, monkeypatch):
     called.clear()
     sweep.run_sweep(runs, in_process=True, sweep_dir=tmp_path, skip_done=False)
     assert called == names                                       # --force re-runs everything
+
+
+def test_finished_is_false_for_missing_or_unreadable_metrics(tmp_path):
+    run = sweep.plan("smoke", seeds=(0,), schemes=("official",), extra_losses=())[0]
+    assert not sweep.finished(run, str(tmp_path))
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / f"{name_for(run)}.json").write_text("{not json")
+    assert not sweep.finished(run, str(tmp_path))
+    (tmp_path / "metrics" / f"{name_for(run)}.json").write_text(
+        json.dumps({"config": {**config_from_params({**run, "snapshot_seconds": (1, 2)}).to_dict()}}))
+    assert sweep.finished({**run, "snapshot_seconds": (1, 2)}, str(tmp_path))   # tuple vs stored list

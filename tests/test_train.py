@@ -261,10 +261,11 @@ def test_resident_batches_match_the_dataloader_exactly():
     assert not torch.equal(c[0][0], b[0][0])           # another epoch, other batches
 
 
-@pytest.mark.skipif(not __import__("sys").platform.startswith("linux"), reason="glibc only")
+@pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="glibc only")
 def test_keep_freed_memory_stops_refaulting_large_buffers():
     """After ``keep_freed_memory`` a freed 16 MiB activation-sized buffer is reused, not
-    returned to the kernel and faulted in again (about 4,096 page faults per round before)."""
+    returned to the kernel and faulted in again (glibc's defaults fault in thousands of pages
+    per round here: about 28,000 over these 20 rounds on the 2-core machine)."""
     import resource
     assert train.keep_freed_memory()
     n = (16 << 20) // 4
