@@ -267,8 +267,8 @@ def benchmarks_readme(folder=None) -> str:
         trials = ("\n## Trials that chose the cpu profile\n\nEach row is one full `python -m brainseg_lib "
                   "train --profile cpu --set ...` run on the 2-core machine, copied into "
                   "`profile_trials/<trial>/`. Test F1 at the snapshots is reported, as everywhere in "
-                  "this study. Issue 4 states its targets in test F1 at these snapshots, so the trials were "
-                  "compared on them: the choice has seen the test set, and the chosen profile's "
+                  "this study. The project's speed targets are stated in test F1 at these snapshots, so the "
+                  "trials were compared on them: the choice has seen the test set, and the chosen profile's "
                   "snapshot scores are optimistic for that reason. Validation alone separates 64 from 80 "
                   "px (higher validation Dice at 60 s) but not lr 1e-3 from 2e-3 at 64 px. The dense "
                   "trial shows how much a mark's score depends on where in training it lands. Detection "
@@ -285,7 +285,7 @@ def profile_trials_markdown(folder=None) -> str:
     (columns ``trial``, ``note``) and one sub-folder per trial with the run's metrics JSON
     (``metrics.json``) and ``history.csv``, copied from ``python -m brainseg_lib train``
     runs, plus ``detection.json`` (notebook 06) where the detection study was run on that
-    trial's model. Validation Dice at a mark is that of the last epoch finished by then.
+    trial's model and ``sweep/metrics/*.json`` where the seed sweep was run with its settings. Validation Dice at a mark is that of the last epoch finished by then.
     """
     import json
     import pandas as pd
@@ -295,8 +295,9 @@ def profile_trials_markdown(folder=None) -> str:
         return ""
     head = ("| trial | base @ size | lr | epochs | train s | val Dice @ 60 s / 120 s / best | "
             "test F1 snapshot @ 60 s / 120 s | snapshots 100-150 s: n, min-max | first mark >= 0.826 | "
-            "test F1 (final) | detection AUC, area / max prob | note |\n"
-            "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+            "test F1 (final) | detection AUC, area / max prob | seed sweep: official vs grouped F1 | "
+            "note |\n"
+            "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     rows = []
     for t in pd.read_csv(index).itertuples():
         run = json.loads((folder / t.trial / "metrics.json").read_text())
@@ -316,11 +317,19 @@ def profile_trials_markdown(folder=None) -> str:
             det = f"{rep['area_frac']['auc']:.3f} / {rep['max_prob']['auc']:.3f}"
         else:
             det = "-"
+        sweep = "-"                                  # that profile's seed sweep, if kept
+        if (folder / t.trial / "sweep" / "metrics").is_dir():
+            from .honest import findings, load_sweep
+            rep = findings(load_sweep(run.get("profile", "cpu"), folder / t.trial / "sweep"))
+            o, g = rep["official"], rep["grouped"]
+            if o["f1_mean"] is not None and g["f1_mean"] is not None:
+                sweep = (f"{o['f1_mean']:.3f} ± {o['f1_sd'] or 0:.3f} vs {g['f1_mean']:.3f} ± "
+                         f"{g['f1_sd'] or 0:.3f} ({o['n_seeds']}/{g['n_seeds']} seeds)")
         spread = f"{len(near)}, {min(near):.3f}-{max(near):.3f}" if near else "-"
         rows.append(
             f"| `{t.trial}` | {cfg['base_width']} @ {cfg['image_size']} | {cfg['lr']:g} | "
             f"{run['epochs_run']} | {run['train_seconds']:.0f} | {val_at(60)} / {val_at(120)} / "
             f"{run['best_val_dice']:.3f} | {snap_at('60')} / {snap_at('120')} | {spread} | "
             f"{run['seconds_to_target'] if run['seconds_to_target'] is not None else 'none'} | "
-            f"{run['global']['f1']:.3f} | {det} | {t.note} |")
+            f"{run['global']['f1']:.3f} | {det} | {sweep} | {t.note} |")
     return head + "\n".join(rows) + "\n"

@@ -19,6 +19,14 @@ from .train import TrainConfig, fit, resolve_device
 PAPER_F1 = 0.826         # Khadra et al. 2026, Table I, row "Our" (references/khadra2026_table1.csv)
 PAPER_PRECISION = 0.934  # same row
 TRAIN_KEYS = {f for f in TrainConfig.__dataclass_fields__}
+# what run_profile reads: every TrainConfig field plus the run-level keys below
+RUN_KEYS = TRAIN_KEYS | {"profile", "split_scheme", "split_seed", "tune_threshold", "limit_test"}
+
+
+def params_from_namespace(namespace: dict) -> dict:
+    """The run parameters among a notebook's globals: its parameters cell plus whatever
+    papermill injected from a profile, so no profile key is silently dropped."""
+    return {k: v for k, v in namespace.items() if k in RUN_KEYS}
 
 
 def load_profile(name: str) -> dict:

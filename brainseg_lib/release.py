@@ -86,7 +86,8 @@ def model_card(run: dict, info: dict) -> str:
         f"{v['either']} of {v['of']} {k.split('->')[0].upper()} images have a near-duplicate in "
         f"{k.split('->')[1].upper()}" for k, v in leak["images_with_duplicate_in"].items()
         if k in ("test->train", "val->train")) + " (results/metrics/leakage.json). The test "
-        "metrics above are therefore optimistic; see the grouped-split rows of Table I."
+        "metrics above may be optimistic for that reason; the grouped-split rows of Table I "
+        "measure it by re-training on a split without such duplicates."
         if leak else "See notebook 07 for the leakage audit of the official split.")
     return f"""# Model card: brainseg-cpu
 

@@ -52,7 +52,7 @@ def test_profile_trials_table_reads_each_trial(tmp_path):
     (trials / "t1" / "metrics.json").write_text(json.dumps(run))
     row = bench.profile_trials_markdown(trials).splitlines()[-1]
     assert row == ("| `t1` | 16 @ 64 | 0.001 | 3 | 130 | 0.500 / 0.700 / 0.800 | 0.810 / 0.850 | 1, 0.850-0.850 | "
-                   "120.0 | 0.861 | - | a note |")
+                   "120.0 | 0.861 | - | - | a note |")
     assert "Trials that chose the cpu profile" in bench.benchmarks_readme(tmp_path)
     assert bench.profile_trials_markdown(tmp_path / "none") == ""
 
@@ -93,4 +93,4 @@ def test_profile_trials_table_has_one_cell_per_column(tmp_path):
         "area_frac": {"auc": 0.9216}, "max_prob": {"auc": 0.95}}}}))
     lines = bench.profile_trials_markdown(trials).splitlines()
     assert len({line.count("|") for line in lines}) == 1            # header, rule and row agree
-    assert "| 0.922 / 0.950 | n |" in lines[-1] and "| none |" in lines[-1]
+    assert "| 0.922 / 0.950 | - | n |" in lines[-1] and "| none |" in lines[-1]

@@ -278,3 +278,13 @@ def test_keep_freed_memory_stops_refaulting_large_buffers():
 
     churn(2)                            # the first round may grow the heap once
     assert churn(20) < 4096             # one round's worth at most, for 20 rounds
+
+
+def test_params_from_namespace_keeps_every_run_key_and_nothing_else():
+    """Notebook 02 collects its run parameters this way: a profile key that is not in the
+    parameters cell (papermill injects it as a global) still reaches the run."""
+    ns = {"image_size": 64, "warmup_frac": 0.1, "split_seed": 3, "profile": "p", "xai_images": 24,
+          "pd": object(), "__name__": "__main__"}
+    got = experiment.params_from_namespace(ns)
+    assert got == {"image_size": 64, "warmup_frac": 0.1, "split_seed": 3, "profile": "p"}
+    assert experiment.config_from_params(got).warmup_frac == 0.1

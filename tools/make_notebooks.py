@@ -50,7 +50,7 @@ from brainseg_lib import paths
 TRAIN_KEYS = ["profile", "split_scheme", "tune_threshold", "image_size", "base_width", "epochs", "batch_size", "lr", "schedule",
               "loss", "augment", "seed", "device", "threads", "channels_last", "deterministic",
               "max_train_seconds", "snapshot_seconds", "limit_train", "limit_val", "limit_test"]
-COLLECT = "PARAMS = {k: globals()[k] for k in " + repr(TRAIN_KEYS) + "}"
+COLLECT = "PARAMS = experiment.params_from_namespace(globals())"
 
 nb01 = notebook([
     md("""
