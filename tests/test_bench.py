@@ -94,3 +94,29 @@ def test_profile_trials_table_has_one_cell_per_column(tmp_path):
     lines = bench.profile_trials_markdown(trials).splitlines()
     assert len({line.count("|") for line in lines}) == 1            # header, rule and row agree
     assert "| 0.922 / 0.950 | - | n |" in lines[-1] and "| none |" in lines[-1]
+
+
+def test_profile_trials_table_summarises_a_kept_seed_sweep(tmp_path):
+    """With sweep/metrics beside a trial, the table gives official vs grouped test F1 as mean ± sd."""
+    import pandas as pd
+    from brainseg_lib.evaluate import RUN_KIND
+    from brainseg_lib.metrics import METRICS
+    trials = tmp_path / "profile_trials"
+    sweep_metrics = trials / "t1" / "sweep" / "metrics"
+    sweep_metrics.mkdir(parents=True)
+    pd.DataFrame({"trial": ["t1"], "note": ["n"]}).to_csv(trials / "trials.csv", index=False)
+    pd.DataFrame({"epoch": [1], "train_seconds": [50.0], "val_dice": [0.5]}).to_csv(
+        trials / "t1" / "history.csv", index=False)
+    (trials / "t1" / "metrics.json").write_text(json.dumps({
+        "profile": "cpu", "config": {"base_width": 8, "image_size": 96, "lr": 0.002},
+        "epochs_run": 1, "train_seconds": 50.0, "best_val_dice": 0.5, "seconds_to_target": None,
+        "test_f1_at_seconds": {}, "global": {"f1": 0.5}}))
+    for scheme, f1s in (("official", (0.80, 0.90)), ("grouped", (0.70, 0.70))):
+        for seed, f1 in enumerate(f1s):
+            run = {"kind": RUN_KIND, "profile": "cpu", "run_name": f"cpu-{scheme}-bce_dice-seed{seed}",
+                   "split_scheme": scheme, "loss": "bce_dice", "seed": seed, "n_images": 100,
+                   "global": {m: f1 for m in METRICS},
+                   "bootstrap_ci95": {m: [f1, f1] for m in METRICS}}
+            (sweep_metrics / f"{run['run_name']}.json").write_text(json.dumps(run))
+    row = bench.profile_trials_markdown(trials).splitlines()[-1]
+    assert "| 0.850 ± 0.071 vs 0.700 ± 0.000 (2/2 seeds) | n |" in row
