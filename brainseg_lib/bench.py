@@ -24,6 +24,7 @@ the same device, so the ratios hold even on a noisy machine:
 """
 from __future__ import annotations
 
+import json
 import platform
 from statistics import median
 from pathlib import Path
@@ -38,7 +39,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from . import paths
 from .data import Annotation, list_split, load_split, rasterize, read_grayscale
 from .evaluate import write_json
-from .loaders import AugmentConfig, resident_batches
+from .loaders import AugmentConfig, resident_batches, resident_tensors
 from .losses import get_loss
 from . import train as train_module
 from .model import UNet, count_parameters
@@ -164,23 +165,24 @@ def run_benchmark(params: dict, steps: int = 10, infer_runs: int = 100, data_roo
     ours_model = UNet(base=cfg.base_width).to(device)
     if cfg.channels_last:
         ours_model = ours_model.to(memory_format=torch.channels_last)
-    images = torch.from_numpy(train.images).unsqueeze(1).to(device)
-    masks = torch.from_numpy(train.masks).unsqueeze(1).to(device)
+    images, masks = resident_tensors(train, device)
     batches = (b for epoch in range(10**6) for b in resident_batches(
         images, masks, bs, cfg.seed, epoch, AugmentConfig() if cfg.augment else None))
+
+    def timed():
+        """Images/s per block of our steps, and minor page faults per step (2 warm-up steps)."""
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        rates = time_train_steps(ours_model, batches, cfg, device, cfg.channels_last, steps, blocks)
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+        return rates, faults / (steps * blocks + 2)
+
     # the malloc lever, measured in this run: glibc defaults first (when still untouched), then
     # tuned as train.fit does; process-wide and one-way, so the naive pipeline below gets it too
-    def timed(model_, batches_, cfg_, channels_last):
-        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        rates = time_train_steps(model_, batches_, cfg_, device, channels_last, steps, blocks)
-        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
-        return rates, faults / (steps * blocks + 2)        # 2 warm-up steps
-
     default_rates = None
     if device.type == "cpu" and not train_module.MALLOC_TUNED:
-        default_rates, default_faults = timed(ours_model, batches, cfg, cfg.channels_last)
+        default_rates, default_faults = timed()
     malloc_tuned = keep_freed_memory() if device.type == "cpu" else False
-    ours_rates, ours_faults = timed(ours_model, batches, cfg, cfg.channels_last)
+    ours_rates, ours_faults = timed()
     ours_ips = median(ours_rates)
     # the higher of two peak measurements, before and after: a conservative ratio
     peak = max(peak_before, peak_matmul_gflops(device))
@@ -248,7 +250,6 @@ def format_table(result: dict) -> str:
 
 def benchmarks_readme(folder=None) -> str:
     """A Markdown table of every benchmark JSON in results/benchmarks (written by ``bench``)."""
-    import json
     folder = Path(folder) if folder else paths.results_dir() / "benchmarks"
     keys = ["train_images_per_s", "speedup_from_malloc_tuning", "ours_epoch_s", "naive_epoch_s", "speedup_vs_naive",
             "achieved_gflops", "peak_matmul_gflops", "ratio_to_peak", "infer_ms_p50",
@@ -269,13 +270,34 @@ def benchmarks_readme(folder=None) -> str:
                   "`profile_trials/<trial>/`. Test F1 at the snapshots is reported, as everywhere in "
                   "this study. The project's speed targets are stated in test F1 at these snapshots, so the "
                   "trials were compared on them: the choice has seen the test set, and the chosen profile's "
-                  "snapshot scores are optimistic for that reason. Validation alone separates 64 from 80 "
+                  "snapshot scores may be optimistic for that reason. Validation alone separates 64 from 80 "
                   "px (higher validation Dice at 60 s) but not lr 1e-3 from 2e-3 at 64 px. The dense "
                   "trial shows how much a mark's score depends on where in training it lands. Detection "
                   "AUC (notebook 06, all unseen scans) is given where the full `run_all` was run with "
                   "that trial's settings.\n\n"
                   + trials)
     return head + "\n".join(rows) + "\n" + trials
+
+
+def _detection_cell(path: Path) -> str:
+    """'area AUC / max-prob AUC' on all unseen scans from notebook 06's JSON, or '-'."""
+    if not path.is_file():
+        return "-"
+    rep = json.loads(path.read_text())["report"]["all"]
+    return f"{rep['area_frac']['auc']:.3f} / {rep['max_prob']['auc']:.3f}"
+
+
+def _sweep_cell(sweep_dir: Path, profile: str) -> str:
+    """'official vs grouped' test F1 (mean ± sd) of a kept seed sweep, or '-'."""
+    if not (sweep_dir / "metrics").is_dir():
+        return "-"
+    from .honest import findings, load_sweep
+    rep = findings(load_sweep(profile, sweep_dir))
+    o, g = rep["official"], rep["grouped"]
+    if o["f1_mean"] is None or g["f1_mean"] is None:
+        return "-"
+    return (f"{o['f1_mean']:.3f} ± {o['f1_sd'] or 0:.3f} vs {g['f1_mean']:.3f} ± "
+            f"{g['f1_sd'] or 0:.3f} ({o['n_seeds']}/{g['n_seeds']} seeds)")
 
 
 def profile_trials_markdown(folder=None) -> str:
@@ -285,9 +307,9 @@ def profile_trials_markdown(folder=None) -> str:
     (columns ``trial``, ``note``) and one sub-folder per trial with the run's metrics JSON
     (``metrics.json``) and ``history.csv``, copied from ``python -m brainseg_lib train``
     runs, plus ``detection.json`` (notebook 06) where the detection study was run on that
-    trial's model and ``sweep/metrics/*.json`` where the seed sweep was run with its settings. Validation Dice at a mark is that of the last epoch finished by then.
+    trial's model and ``sweep/metrics/*.json`` where the seed sweep was run with its settings.
+    Validation Dice at a mark is that of the last epoch finished by then.
     """
-    import json
     import pandas as pd
     folder = Path(folder) if folder else paths.results_dir() / "benchmarks" / "profile_trials"
     index = folder / "trials.csv"
@@ -311,20 +333,8 @@ def profile_trials_markdown(folder=None) -> str:
         def snap_at(s):
             return f"{snap[s]:.3f}" if s in snap else "-"
         near = [v for k, v in snap.items() if 100 <= float(k) < 150]
-        det = folder / t.trial / "detection.json"   # notebook 06's output for this model, if run
-        if det.is_file():
-            rep = json.loads(det.read_text())["report"]["all"]
-            det = f"{rep['area_frac']['auc']:.3f} / {rep['max_prob']['auc']:.3f}"
-        else:
-            det = "-"
-        sweep = "-"                                  # that profile's seed sweep, if kept
-        if (folder / t.trial / "sweep" / "metrics").is_dir():
-            from .honest import findings, load_sweep
-            rep = findings(load_sweep(run.get("profile", "cpu"), folder / t.trial / "sweep"))
-            o, g = rep["official"], rep["grouped"]
-            if o["f1_mean"] is not None and g["f1_mean"] is not None:
-                sweep = (f"{o['f1_mean']:.3f} ± {o['f1_sd'] or 0:.3f} vs {g['f1_mean']:.3f} ± "
-                         f"{g['f1_sd'] or 0:.3f} ({o['n_seeds']}/{g['n_seeds']} seeds)")
+        det = _detection_cell(folder / t.trial / "detection.json")
+        sweep = _sweep_cell(folder / t.trial / "sweep", run.get("profile", "cpu"))
         spread = f"{len(near)}, {min(near):.3f}-{max(near):.3f}" if near else "-"
         rows.append(
             f"| `{t.trial}` | {cfg['base_width']} @ {cfg['image_size']} | {cfg['lr']:g} | "

@@ -50,8 +50,11 @@ from scipy.stats import rankdata
 from . import leakage, plots
 from .data import (IMAGE_SUFFIXES, SPLITS, data_root, list_split, read_grayscale, resize_image,
                    sha256_file)
+from .evaluate import json_ready
 from .fileio import atomic_write_text
+from .metrics import confusion_counts
 from .progress import progress_bar
+from .train import predict_probabilities
 
 YES, NO = "yes", "no"
 HOLDOUT = 300
@@ -137,23 +140,12 @@ def holdout_negatives(negatives: list[str], n: int = HOLDOUT, seed: int = 0,
     if n > len(negatives):
         raise ValueError(f"hold-out of {n} asked from {len(negatives)} negatives")
     order = sorted(negatives, key=natural_key)
-    rng = np.random.default_rng(seed)
-    if groups is None:
-        pick = rng.permutation(len(order))[:n]
-        return sorted((order[i] for i in pick), key=natural_key)
-    members: dict[int, list[str]] = {}
-    for name in order:
-        members.setdefault(int(groups[name]), []).append(name)
-    keys = sorted(members, key=lambda g: natural_key(members[g][0]))
-    room, held = n, []
-    for k in rng.permutation(len(keys)):
-        g = members[keys[k]]
-        if len(g) <= room:
-            held += g
-            room -= len(g)
-        if room == 0:
-            break
-    return sorted(held, key=natural_key)
+    # groups numbered by their first member in natural order (each scan alone without groups)
+    first: dict[int, int] = {}
+    labels = np.array([first.setdefault(int(groups[m]) if groups else i, len(first))
+                       for i, m in enumerate(order)])
+    man = leakage.grouped_split(order, labels, seed, {"test": n, "val": 0})
+    return list(man.loc[man["split"] == "test", "name"])
 
 
 def negative_groups(fp: "leakage.Fingerprints") -> dict[str, int]:
@@ -177,27 +169,17 @@ def read_scans(folder: Path, names: list[str], size: int, fingerprint: bool = Fa
             t, h = leakage.fingerprint_image(img)
             thumbs.append(t)
             hashes.append(h)
-    fp = None
-    if fingerprint:
-        fp = leakage.Fingerprints(list(names), [Path(folder).name] * len(names),
-                                  np.stack(thumbs) if thumbs else np.zeros((0, leakage.THUMB ** 2), np.float32),
-                                  np.stack(hashes) if hashes else np.zeros((0, 63), bool))
+    fp = leakage.stack_fingerprints(names, [Path(folder).name] * len(names), thumbs, hashes) \
+        if fingerprint else None
     return images, fp
 
 
-@torch.inference_mode()
 def image_scores(model, images_u8: np.ndarray, threshold: float = 0.5, batch_size: int = 64) -> pd.DataFrame:
     """``max_prob`` and ``area_frac`` of each image (uint8 (N, S, S)) at the model's size."""
-    model.eval()
-    device = next(model.parameters()).device
-    mx, area = [], []
-    for i in range(0, len(images_u8), batch_size):
-        x = torch.from_numpy(images_u8[i:i + batch_size])[:, None].float().div_(255.0).to(device)
-        p = torch.sigmoid(model(x)[:, 0]).float().cpu()
-        mx.append(p.amax(dim=(1, 2)).numpy())
-        area.append((p >= threshold).float().mean(dim=(1, 2)).numpy())
-    cat = (lambda v: np.concatenate(v).astype(np.float64) if v else np.zeros(0))
-    return pd.DataFrame({"max_prob": cat(mx), "area_frac": cat(area)})
+    p = torch.from_numpy(predict_probabilities(model, images_u8, batch_size=batch_size,
+                                               channels_last=False))
+    return pd.DataFrame({"max_prob": p.amax(dim=(1, 2)).double().numpy(),
+                         "area_frac": (p >= threshold).float().mean(dim=(1, 2)).double().numpy()})
 
 
 def collect_scores(model, image_size: int, root=None, limit: int | None = None,
@@ -228,8 +210,7 @@ def collect_scores(model, image_size: int, root=None, limit: int | None = None,
 
     def take(names):
         idx = [index[n] for n in names]
-        return all_neg[idx], leakage.Fingerprints(list(names), [NO] * len(idx), all_neg_fp.thumbs[idx],
-                                                  all_neg_fp.hashes[idx])
+        return all_neg[idx], all_neg_fp.subset(idx)
     val = load_split("val", image_size, root=root)
     held_imgs, held_fp = take(held)
     neg_imgs, neg_fp = take(report_neg)
@@ -300,10 +281,8 @@ def roc_points(scores, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 
 def confusion(scores, labels, threshold: float) -> dict[str, int]:
-    pred = np.asarray(scores) >= threshold
-    y = np.asarray(labels).astype(bool)
-    return {"tp": int((pred & y).sum()), "fp": int((pred & ~y).sum()),
-            "fn": int((~pred & y).sum()), "tn": int((~pred & ~y).sum())}
+    """Image-level TP/FP/FN/TN of ``scores >= threshold`` against the labels."""
+    return confusion_counts(np.asarray(scores) >= threshold, np.asarray(labels))
 
 
 def _div(a, b) -> float:
@@ -373,7 +352,7 @@ def summarize(scores: pd.DataFrame, info: dict, primary: str = PRIMARY, n_boot: 
         report[subset] = {k: evaluate_scores(df[k], df["label"], chosen[k]["threshold"], n_boot, seed)
                           for k in SCORES}
     dup = rep[rep["near_dup_train"]]
-    return _finite_or_none({
+    return json_ready({
         "kind": "detection", "primary_score": primary, "scores": SCORES,
         "threshold_rule": "Youden's J maximised on validation: VAL tumour images (positives) + "
                           f"a seeded hold-out of {info['holdout']['size']} no/ scans (negatives); "
@@ -393,19 +372,6 @@ def summarize(scores: pd.DataFrame, info: dict, primary: str = PRIMARY, n_boot: 
             "total": int(rep["near_dup_holdout"].sum()), "of": int(len(rep))},
         **info,
     })
-
-
-def _finite_or_none(obj):
-    """NaN and infinities become None (JSON has no NaN), recursively."""
-    if isinstance(obj, dict):
-        return {k: _finite_or_none(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_finite_or_none(v) for v in obj]
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if np.isfinite(obj) else None
-    if isinstance(obj, np.integer):
-        return int(obj)
-    return obj
 
 
 def _num(v) -> float:
@@ -587,9 +553,7 @@ def gallery(rows: pd.DataFrame, model, image_size: int, title: str, root=None, n
         axes[0, 0].text(0.5, 0.5, "none", ha="center", va="center", transform=axes[0, 0].transAxes)
     for ax, r in zip(axes.flat, rows.itertuples()):
         img = read_grayscale(base / r.folder / r.name)
-        x = torch.from_numpy(np.array(resize_image(img, image_size)))[None, None].float() / 255.0
-        with torch.no_grad():
-            p = torch.sigmoid(model.eval()(x.to(next(model.parameters()).device)))[0, 0].float().cpu().numpy()
+        p = predict_probabilities(model, resize_image(img, image_size)[None], channels_last=False)[0]
         ax.imshow(img, cmap="gray")
         plots.draw_contours(ax, to_native(p, *img.shape) >= threshold, plots.PRED)
         dup = " near-dup" if getattr(r, "near_dup_train", False) else ""

@@ -30,7 +30,7 @@ from .data import SplitArrays, load_split, native_masks_for
 from .fileio import atomic_write_text
 from .metrics import (COUNTS, METRICS, bootstrap_ci, confusion_counts, metrics_from_counts,
                       per_image_table, summarize)
-from .train import predict_logits, resolve_device
+from .train import predict_probabilities, resolve_device
 
 RUN_KIND = "segmentation_run"
 
@@ -38,10 +38,8 @@ RUN_KIND = "segmentation_run"
 def predict_probs(model, arrays: SplitArrays, device="cpu", batch_size: int = 32) -> np.ndarray:
     """Tumour probabilities (N, S, S) float32 at the model's resolution."""
     device = resolve_device(device) if isinstance(device, str) else device
-    model = model.to(device)
-    logits = predict_logits(model, torch.from_numpy(arrays.images), device, batch_size,
-                            channels_last=device.type != "mps")
-    return torch.sigmoid(logits[:, 0]).numpy()
+    return predict_probabilities(model.to(device), arrays.images, device, batch_size,
+                                 channels_last=device.type != "mps")
 
 
 def to_native(prob: np.ndarray, height: int, width: int) -> np.ndarray:
@@ -163,6 +161,20 @@ def write_json(obj: dict, path: str | Path) -> Path:
 def write_csv(df: pd.DataFrame, path: str | Path) -> Path:
     """Atomic CSV write, without the index."""
     return atomic_write_text(path, df.to_csv(index=False))
+
+
+def json_ready(obj):
+    """``obj`` with NaN and infinities as None (JSON has no NaN) and numpy scalars as Python
+    numbers, recursively through dicts, lists and tuples (tuples become lists)."""
+    if isinstance(obj, dict):
+        return {k: json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_ready(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
 
 
 def _jsonable(o):

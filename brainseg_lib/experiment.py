@@ -86,7 +86,7 @@ def run_profile(params: dict, data_root=None, resume: bool = False, progress: bo
     }
     if params.get("tune_threshold"):
         extra["threshold_tuning"] = tune_threshold(result.best_path, arrays["val"], test, ev.probs,
-                                                   data_root, test_gts)
+                                                   data_root, test_gts, device=cfg.device)
     json_path, _ = write_evaluation(ev, name, extra)
     return {**ev.summary, **extra, "json_path": str(json_path), "run_dir": str(run_dir)}
 
@@ -109,12 +109,13 @@ def split_arrays(scheme: str, size: int, data_root=None, split_seed: int = 0) ->
 
 
 def tune_threshold(checkpoint, val_arrays, test_arrays, test_probs, data_root=None,
-                   test_gts: dict | None = None) -> dict:
+                   test_gts: dict | None = None, device="auto") -> dict:
     """The paper's recall question: choose a threshold on VALIDATION (best pooled F1, and best
-    recall at precision >= the paper's 0.934), then report TEST at 0.5 and at each choice."""
+    recall at precision >= the paper's 0.934), then report TEST at 0.5 and at each choice.
+    VALIDATION is predicted on ``device`` (the run's, as for TEST)."""
     from .evaluate import predict_probs, threshold_sweep
     model = model_from_checkpoint(load_checkpoint(checkpoint), checkpoint)
-    vs = threshold_sweep(predict_probs(model, val_arrays), val_arrays, data_root=data_root)
+    vs = threshold_sweep(predict_probs(model, val_arrays, device), val_arrays, data_root=data_root)
     vs = vs[(vs["tp"] + vs["fp"]) > 0]
     choices = {"default_0.5": 0.5, "val_best_f1": float(vs.loc[vs["f1"].idxmax(), "threshold"])}
     ok = vs[vs["precision"] >= PAPER_PRECISION]

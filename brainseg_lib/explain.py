@@ -68,7 +68,9 @@ with warnings.catch_warnings():  # captum imports tqdm.auto, which warns in kern
     from captum.attr import IntegratedGradients, LayerAttribution, LayerGradCam, Occlusion
 
 from . import plots
+from .evaluate import json_ready
 from .loaders import to_float
+from .train import predict_probabilities
 
 GRADCAM_DECODER = "Grad-CAM (decoder 2)"
 GRADCAM_BOTTLENECK = "Grad-CAM (bottleneck)"
@@ -119,16 +121,6 @@ def as_input(images_u8: np.ndarray) -> torch.Tensor:
     return to_float(torch.from_numpy(np.ascontiguousarray(images_u8))[:, None])
 
 
-@torch.no_grad()
-def probabilities(model, x: torch.Tensor, batch_size: int = 64) -> np.ndarray:
-    """Tumour probabilities (N, H, W) of float inputs (N, 1, H, W)."""
-    model.eval()
-    dev = model_device(model)
-    out = [torch.sigmoid(model(x[i:i + batch_size].to(dev))[:, 0]).float().cpu()
-           for i in range(0, len(x), batch_size)]
-    return torch.cat(out).numpy() if out else np.zeros((0,) + tuple(x.shape[-2:]), np.float32)
-
-
 def target_regions(probs: np.ndarray, gts: np.ndarray | None, target: str = "pred",
                    threshold: float = 0.5) -> tuple[np.ndarray, list[str]]:
     """Per-image regions whose logits are summed, and which target each one is.
@@ -159,17 +151,12 @@ def occlusion_window(side: int, frac: float) -> tuple[int, int]:
 
 
 def attribute(model, x: torch.Tensor, regions: np.ndarray, methods=METHODS, ig_steps: int = 32,
-              occlusion_frac: float = 0.125, batch_size: int = 4,
-              layers: dict[str, nn.Module] | None = None) -> dict[str, np.ndarray]:
-    """Attribution maps (N, H, W) float32 per method, for inputs (N, 1, H, W).
-
-    ``layers`` maps a Grad-CAM method name to its layer (default ``gradcam_layers``).
-    """
+              occlusion_frac: float = 0.125, batch_size: int = 4) -> dict[str, np.ndarray]:
+    """Attribution maps (N, H, W) float32 per method, for inputs (N, 1, H, W)."""
     model.eval()
     score = TumourScore(model).eval()
-    if layers is None:
-        wanted = {GRADCAM_DECODER, GRADCAM_BOTTLENECK} & set(methods)
-        layers = {k: v for k, v in gradcam_layers(model).items() if k in wanted} if wanted else {}
+    # Grad-CAM layers only when asked for: a model without U-Net levels can still be explained
+    layers = gradcam_layers(model) if {GRADCAM_DECODER, GRADCAM_BOTTLENECK} & set(methods) else {}
     h, w = x.shape[-2:]
     win, stride = occlusion_window(min(h, w), occlusion_frac)
     dev = model_device(model)
@@ -442,10 +429,10 @@ def pick_cases(per_image: pd.DataFrame) -> dict[str, pd.Series]:
     counted at model resolution, where every image has the same number of pixels)."""
     df = per_image.reset_index(drop=True)
     picks, used = {}, set()
-    for label, col, asc in (("true positive (best Dice)", "f1", False),
-                            ("false positives (most FP pixels)", "model_fp", False),
-                            ("false negatives (most FN pixels)", "model_fn", False)):
-        order = df.sort_values([col, "name"], ascending=[asc, True])
+    for label, col in (("true positive (best Dice)", "f1"),
+                       ("false positives (most FP pixels)", "model_fp"),
+                       ("false negatives (most FN pixels)", "model_fn")):
+        order = df.sort_values([col, "name"], ascending=[False, True])
         row = order[~order["name"].isin(used)].iloc[0]
         picks[label] = row
         used.add(row["name"])
@@ -470,7 +457,8 @@ def explain_arrays(model, arrays, names: list[str], target: str = "pred", ig_ste
     idx = [index[n] for n in names]
     images, gts = arrays.images[idx], arrays.masks[idx]
     x = as_input(images)
-    probs = probabilities(model, x)
+    probs = predict_probabilities(model, images, model_device(model), batch_size=64,
+                                  channels_last=False)
     regions, used = target_regions(probs, gts, target)
     maps = attribute(model, x, regions, methods, ig_steps, occlusion_frac)
     return Explained(list(names), images, gts, probs, used, maps)
@@ -594,8 +582,4 @@ def write_checks(checks: Checks, tables_dir) -> dict[str, str]:
 
 def records(df: pd.DataFrame) -> list[dict]:
     """Rows as JSON-ready dicts (NaN -> None, numpy scalars -> Python)."""
-    out = []
-    for r in df.to_dict("records"):
-        out.append({k: (None if isinstance(v, float) and not np.isfinite(v) else
-                        v.item() if isinstance(v, np.generic) else v) for k, v in r.items()})
-    return out
+    return json_ready(df.to_dict("records"))

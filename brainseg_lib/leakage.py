@@ -43,6 +43,12 @@ class Fingerprints:
     thumbs: np.ndarray      # (N, THUMB*THUMB) z-normalised float32
     hashes: np.ndarray      # (N, 63) bool
 
+    def subset(self, idx) -> "Fingerprints":
+        """The fingerprints at positions ``idx``, in that order."""
+        idx = list(idx)
+        return Fingerprints([self.names[i] for i in idx], [self.splits[i] for i in idx],
+                            self.thumbs[idx], self.hashes[idx])
+
 
 def _thumb(img: np.ndarray, side: int) -> np.ndarray:
     return np.asarray(Image.fromarray(img).resize((side, side), Image.BILINEAR), dtype=np.float32)
@@ -60,14 +66,12 @@ def fingerprints(root=None, splits=SPLITS) -> Fingerprints:
     for split in splits:
         anns, folder = list_split(split, root)
         for a in anns:
-            img = read_grayscale(folder / a.filename)
-            t = _thumb(img, THUMB).ravel()
-            t = (t - t.mean()) / (t.std() + 1e-6)
+            t, h = fingerprint_image(read_grayscale(folder / a.filename))
             names.append(a.filename)
             sp.append(split)
-            thumbs.append(t.astype(np.float32))
-            hashes.append(phash_bits(img))
-    return Fingerprints(names, sp, np.stack(thumbs), np.stack(hashes))
+            thumbs.append(t)
+            hashes.append(h)
+    return stack_fingerprints(names, sp, thumbs, hashes)
 
 
 def pair_table(fp: Fingerprints, min_corr: float = 0.80) -> pd.DataFrame:
@@ -204,12 +208,17 @@ def fingerprint_image(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return t.astype(np.float32), phash_bits(img)
 
 
+def stack_fingerprints(names: list[str], splits: list[str], thumbs, hashes) -> Fingerprints:
+    """Fingerprints from per-image ``fingerprint_image`` parts (any number, zero included)."""
+    return Fingerprints(list(names), list(splits),
+                        np.stack(thumbs) if len(thumbs) else np.zeros((0, THUMB * THUMB), np.float32),
+                        np.stack(hashes) if len(hashes) else np.zeros((0, 63), bool))
+
+
 def fingerprint_images(images, names: list[str], split: str = "query") -> Fingerprints:
     """Fingerprints of in-memory images (e.g. scans outside the annotated splits)."""
     thumbs, hashes = zip(*(fingerprint_image(im) for im in images)) if len(names) else ((), ())
-    return Fingerprints(list(names), [split] * len(names),
-                        np.stack(thumbs) if thumbs else np.zeros((0, THUMB * THUMB), np.float32),
-                        np.stack(hashes) if hashes else np.zeros((0, 63), bool))
+    return stack_fingerprints(names, [split] * len(names), thumbs, hashes)
 
 
 def nearest_in(query: Fingerprints, reference: Fingerprints, chunk: int = 1024) -> pd.DataFrame:

@@ -114,6 +114,13 @@ def batches_per_epoch(n: int, batch_size: int) -> int:
     return n // batch_size if n > batch_size else 1
 
 
+def resident_tensors(arrays: SplitArrays, device) -> tuple[torch.Tensor, torch.Tensor]:
+    """A split's images and masks as uint8 tensors (N,1,S,S) on ``device``, the form
+    ``resident_batches`` draws from."""
+    return (torch.from_numpy(arrays.images).unsqueeze(1).to(device),
+            torch.from_numpy(arrays.masks).unsqueeze(1).to(device))
+
+
 def resident_batches(images: torch.Tensor, masks: torch.Tensor, batch_size: int, seed: int,
                      epoch: int, augment: AugmentConfig | None = None):
     """Training batches drawn from uint8 tensors that already live on the training device

@@ -35,7 +35,7 @@ import torch
 from . import paths
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import SplitArrays, load_split
-from .loaders import AugmentConfig, batches_per_epoch, resident_batches, to_float
+from .loaders import AugmentConfig, batches_per_epoch, resident_batches, resident_tensors, to_float
 from .fileio import atomic_write_text
 from .losses import get_loss
 from .metrics import batch_confusion_counts, metrics_from_counts
@@ -185,7 +185,19 @@ def predict_logits(model: torch.nn.Module, images_u8: torch.Tensor, device: torc
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
             out.append(model(x).float().cpu())
-    return torch.cat(out)
+    return torch.cat(out) if out else torch.zeros((0, 1) + tuple(images_u8.shape[-2:]))
+
+
+def predict_probabilities(model: torch.nn.Module, images_u8, device: torch.device | None = None,
+                          batch_size: int = 32, channels_last: bool = True) -> np.ndarray:
+    """Tumour probabilities (N,S,S) float32 for uint8 images (N,S,S) (array or tensor), on
+    ``device`` (default: where the model's parameters are)."""
+    if device is None:
+        device = next(model.parameters()).device
+    images = torch.from_numpy(np.ascontiguousarray(images_u8)) if isinstance(images_u8, np.ndarray) \
+        else images_u8
+    logits = predict_logits(model, images, device, batch_size, channels_last)
+    return torch.sigmoid(logits[:, 0]).numpy()
 
 
 def validate(model, arrays: SplitArrays, cfg: TrainConfig, device, loss_fn) -> dict:
@@ -274,8 +286,7 @@ def fit(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
         snapshots = {float(k): Path(v) for k, v in ck.get("snapshots", {}).items()}
         logger.info("resumed from %s at epoch %d", last_path, start_epoch)
     # the training set lives on the training device as uint8 for the whole run
-    train_x = torch.from_numpy(train_arrays.images).unsqueeze(1).to(device)
-    train_y = torch.from_numpy(train_arrays.masks).unsqueeze(1).to(device)
+    train_x, train_y = resident_tensors(train_arrays, device)
     n_params = count_parameters(model)
     logger.info("device=%s amp=%s params=%d train=%d val=%d size=%d base=%d batch=%d lr=%g loss=%s "
                 "freed-memory-kept=%s", device, amp_dtype, n_params, len(train_arrays), len(val_arrays),
