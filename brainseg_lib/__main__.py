@@ -84,8 +84,11 @@ def _cmd_embed_table(args) -> int:
     changed |= embed_in_readme(timings_markdown(), start=TIMINGS_START, end=TIMINGS_END)
     from .compare import SPEED_END, SPEED_START, speed_markdown
     changed |= embed_in_readme(speed_markdown(), start=SPEED_START, end=SPEED_END)
-    for name, marker in (("findings.md", "FINDINGS"), ("detection_table.md", "DETECTION")):
-        path = paths.tables_dir() / name
+    for path, marker in ((paths.tables_dir() / "findings.md", "FINDINGS"),
+                         (paths.tables_dir() / "detection_table.md", "DETECTION"),
+                         (paths.tables_dir() / "table1_boundary.md", "BOUNDARY"),
+                         (paths.tables_dir() / "external_validation.md", "EXTERNAL"),
+                         (paths.levers_dir() / "lever_table.md", "LEVERS")):
         if path.is_file():
             changed |= embed_in_readme(path.read_text(), start=f"<!-- {marker}:START -->",
                                        end=f"<!-- {marker}:END -->")
@@ -99,11 +102,14 @@ def _cmd_headline(args) -> int:
     if not runs:
         print("no run metrics found in results/metrics")
         return 1
+    from .experiment import load_timing
     for r in runs:
+        r = {**r, **load_timing(r["run_name"])}
         g = r["global"]
         print(f"{r['run_name']}: test F1 {g['f1']:.3f}  IoU {g['iou']:.3f}  precision {g['precision']:.3f}  "
               f"recall {g['recall']:.3f}  specificity {g['specificity']:.3f}  accuracy {g['accuracy']:.3f}  "
-              f"| train {r.get('train_seconds', float('nan')):.0f} s, F1 at marks {r.get('test_f1_at_seconds')}")
+              f"| {r.get('epochs_run')} epochs, train {r.get('train_seconds', float('nan')):.0f} s"
+              + (" (CUT by max_train_seconds)" if r.get("cut_by_time") else ""))
     return 0
 
 
@@ -136,12 +142,10 @@ def _cmd_predict(args) -> int:
 
 def _cmd_sweep(args) -> int:
     from .experiment import default_profile
-    from .sweep import plan, run_sweep
+    from .sweep import plan, plan_lines, run_sweep
     runs = plan(args.profile or default_profile(), seeds=tuple(args.seeds))
     if args.plan:
-        for r in runs:
-            print(f"papermill -k python3 notebooks/02_training.ipynb out.ipynb -p profile {r['profile']} "
-                  f"-p seed {r['seed']} -p split_scheme {r['split_scheme']} -p loss {r['loss']}")
+        print("\n".join(plan_lines(runs)))
         return 0
     names = run_sweep(runs, jobs=args.jobs, skip_done=not args.force)
     print("finished:", ", ".join(names))
@@ -152,6 +156,26 @@ def _cmd_release(args) -> int:
     from .release import release
     info = release(args.run, data_root=args.data)
     print(json.dumps(info, indent=1))
+    return 0
+
+
+def _cmd_levers(args) -> int:
+    from . import levers
+    plan = levers.load_plan(args.plan)
+    if not args.table_only:
+        levers.run_levers(plan, force=args.force)
+    table = levers.lever_table(plan)
+    out = levers.write_lever_table(table)
+    print(levers.table_markdown(table))
+    print(f"written {out['md']}")
+    return 0
+
+
+def _cmd_healthy_split(args) -> int:
+    from . import healthy
+    man = healthy.build_manifest(args.seed, root=args.data)
+    path = healthy.write_manifest(man, args.seed)
+    print(f"{path}: " + ", ".join(f"{r} {int((man['role'] == r).sum())}" for r in healthy.ROLES))
     return 0
 
 
@@ -174,6 +198,16 @@ def main(argv=None) -> int:
     e.add_argument("--name", help="output name (default eval-<split>)")
     e.add_argument("--out", help="output folder (default results/metrics)")
     e.set_defaults(fn=_cmd_evaluate)
+    hs = sub.add_parser("healthy-split", help="split the no/ scans by near-duplicate group "
+                        "into train / val / report (splits/healthy_seed<k>.csv)")
+    hs.add_argument("--seed", type=int, default=0)
+    hs.set_defaults(fn=_cmd_healthy_split)
+    lv = sub.add_parser("levers", help="train the lever trials of params/levers.yaml and write "
+                        "the lever table (choices on VAL and external dev only)")
+    lv.add_argument("--plan", default=None, help="a levers YAML (default params/levers.yaml)")
+    lv.add_argument("--force", action="store_true", help="re-run trials whose metrics exist")
+    lv.add_argument("--table-only", action="store_true", help="only rebuild the table")
+    lv.set_defaults(fn=_cmd_levers)
     sub.add_parser("table", help="rebuild Table I").set_defaults(fn=_cmd_table)
     sub.add_parser("embed-table", help="copy results/tables/table1.md into README.md"
                    ).set_defaults(fn=_cmd_embed_table)

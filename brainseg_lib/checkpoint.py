@@ -55,7 +55,8 @@ def model_from_checkpoint(ck: dict, path: str | Path = "<checkpoint>", expect: d
         diff = {k: (cfg.get(k), v) for k, v in expect.items() if cfg.get(k) != v}
         if diff:
             raise CheckpointError(f"{path}: architecture mismatch (checkpoint vs expected): {diff}")
-    model = UNet(in_channels=cfg["in_channels"], base=cfg["base"], out_channels=cfg["out_channels"])
+    model = UNet(in_channels=cfg["in_channels"], base=cfg["base"], out_channels=cfg["out_channels"],
+                 input_norm=cfg.get("input_norm", "none"))   # older checkpoints: no normalisation
     state = {k: v.float() if v.is_floating_point() else v for k, v in ck["state_dict"].items()}
     try:
         model.load_state_dict(state)

@@ -330,6 +330,15 @@ class SplitArrays:
     def __len__(self) -> int:
         return len(self.names)
 
+    def concat(self, other: "SplitArrays") -> "SplitArrays":
+        """This split followed by ``other`` (same size), under this split's label."""
+        if other.size != self.size:
+            raise ValueError(f"cannot join arrays of size {self.size} and {other.size}")
+        return SplitArrays(self.split, self.size, np.concatenate([self.images, other.images]),
+                           np.concatenate([self.masks, other.masks]), self.names + other.names,
+                           np.concatenate([self.native_hw, other.native_hw]),
+                           np.concatenate([self.native_tumour_fraction, other.native_tumour_fraction]))
+
     def head(self, n: int | None) -> "SplitArrays":
         """The first n images (all when n is None or larger than the split)."""
         if n is None or n >= len(self):

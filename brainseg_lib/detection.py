@@ -16,17 +16,17 @@ segmentation's own decision at the 0.5 threshold every segmentation metric uses,
 rests on many pixels (one hot pixel cannot flip it, unlike ``max_prob``), and its
 threshold reads as a minimum tumour size. ``max_prob`` is reported beside it.
 
-**Threshold on validation only.** VAL has no tumour-free image, so a fixed, seeded
-part of ``no/`` (``HOLDOUT`` = 300 images, listed in the JSON) is held out as the
-negative validation set, with the 201 VAL tumour images as positives. ``no/`` holds
-near-duplicates of its own scans, so the hold-out takes whole near-duplicate groups
-(the links of ``leakage.py``), and no report scan repeats a hold-out scan. For each score
-the threshold maximising Youden's J (sensitivity + specificity - 1) there is chosen
-(an image is positive when score >= threshold; thresholds lie midway between
-observed scores; ties go to the lower threshold). The hold-out never enters the
-report.
+**Threshold on validation only.** VAL has no tumour-free image, so the ``val`` role
+of the healthy split (``healthy.py``: ``no/`` split once by whole near-duplicate groups
+into ``train``, ``val`` and ``report``; 300 ``val`` scans, listed in the JSON) is the
+negative validation set, with the 201 VAL tumour images as positives. For each score two
+thresholds are chosen there: the one maximising Youden's J (sensitivity + specificity -
+1), and the highest one whose sensitivity is >= ``FIXED_SENSITIVITY`` (0.90). An image is
+positive when score >= threshold; thresholds lie midway between observed scores; Youden
+ties go to the lower threshold. The hold-out never enters the report, and the ``train``
+scans, which a model may have trained on, are used nowhere here.
 
-**Report** on every unseen positive and every ``no/`` scan outside the hold-out:
+**Report** on every unseen positive and every ``report`` scan of ``no/``:
 sensitivity, specificity, accuracy and ROC AUC, each with a 95% percentile bootstrap
 CI that resamples images within each class (so the class mix stays fixed). AUC is the
 Mann-Whitney rank formula (ties count one half), checked against scikit-learn in the
@@ -57,7 +57,6 @@ from .progress import progress_bar
 from .train import predict_probabilities
 
 YES, NO = "yes", "no"
-HOLDOUT = 300
 PRIMARY = "area_frac"
 SCORES = {"area_frac": "predicted tumour area (fraction of pixels with p >= 0.5)",
           "max_prob": "maximum tumour probability"}
@@ -128,26 +127,6 @@ def inventory(root=None) -> Inventory:
     return Inventory(positives, no, checks)
 
 
-def holdout_negatives(negatives: list[str], n: int = HOLDOUT, seed: int = 0,
-                      groups: dict[str, int] | None = None) -> list[str]:
-    """A fixed, seeded choice of ``n`` negatives (in natural order) for threshold selection.
-
-    With ``groups`` (name -> near-duplicate group), whole groups are taken in a seeded random
-    order while they fit (as ``leakage.grouped_split`` does), so no scan of the report set is a
-    near-duplicate of a hold-out scan; the hold-out then has at most ``n`` scans (exactly ``n``
-    unless only groups too large for the remaining room are left).
-    """
-    if n > len(negatives):
-        raise ValueError(f"hold-out of {n} asked from {len(negatives)} negatives")
-    order = sorted(negatives, key=natural_key)
-    # groups numbered by their first member in natural order (each scan alone without groups)
-    first: dict[int, int] = {}
-    labels = np.array([first.setdefault(int(groups[m]) if groups else i, len(first))
-                       for i, m in enumerate(order)])
-    man = leakage.grouped_split(order, labels, seed, {"test": n, "val": 0})
-    return list(man.loc[man["split"] == "test", "name"])
-
-
 def negative_groups(fp: "leakage.Fingerprints") -> dict[str, int]:
     """Near-duplicate groups among negatives (connected components of the audit's links)."""
     labels = leakage.groups(fp, leakage.pair_table(fp, min_corr=leakage.CORR_THRESHOLD))
@@ -182,74 +161,80 @@ def image_scores(model, images_u8: np.ndarray, threshold: float = 0.5, batch_siz
                          "area_frac": (p >= threshold).float().mean(dim=(1, 2)).double().numpy()})
 
 
-def collect_scores(model, image_size: int, root=None, limit: int | None = None,
-                   holdout: int = HOLDOUT, holdout_seed: int = 0, threshold: float = 0.5,
-                   progress: bool | None = None) -> tuple[pd.DataFrame, dict]:
-    """Score the validation images (VAL positives + the ``no/`` hold-out) and the report images
-    (unseen positives + the other negatives; the first ``limit`` of each class when set), and
-    find which report images are near-duplicates of a TRAIN image (or of a hold-out scan).
+def detection_inputs(image_size: int, root=None, limit: int | None = None, healthy_seed: int = 0,
+                     progress: bool | None = None) -> tuple[pd.DataFrame, np.ndarray, dict]:
+    """The images every detection score is computed on, read once: (one row per image: name,
+    folder, label, role and, for report images, nearest_train, corr, phash_dist,
+    near_dup_train, near_dup_holdout; the images at ``image_size``, uint8 (N, S, S); info).
 
-    The hold-out is drawn by near-duplicate groups of ``no/`` (``holdout_negatives`` with
-    ``negative_groups``), so every ``no/`` scan is read and fingerprinted, also with ``limit``.
-
-    Returns (one row per image: name, folder, label, role, max_prob, area_frac and, for
-    report images, nearest_train, corr, phash_dist, near_dup_train; info dict).
+    Validation: the VAL tumour images and the healthy split's ``val`` scans
+    (``splits/healthy_seed<k>.csv``, drawn by near-duplicate group). Report: the unseen
+    positives and the healthy split's ``report`` scans (the first ``limit`` of each class
+    when set). The healthy ``train`` scans, which a model may have trained on, are in neither.
     """
     from .data import load_split
+    from .healthy import load_manifest
     base = data_root(root)
     inv = inventory(root)
-    all_neg, all_neg_fp = read_scans(base / NO, inv.negatives, image_size, True, progress)
-    neg_groups = negative_groups(all_neg_fp)
-    held = holdout_negatives(inv.negatives, holdout, holdout_seed, neg_groups)
-    held_set = set(held)
-    report_neg = [n for n in inv.negatives if n not in held_set]
+    man = load_manifest(healthy_seed)
+    unknown = set(man["name"]) ^ set(inv.negatives)
+    if unknown:
+        raise ValueError(f"splits/healthy_seed{healthy_seed}.csv does not list the no/ folder's scans "
+                         f"({len(unknown)} differ, e.g. {sorted(unknown)[:3]}); rewrite it with "
+                         "`python -m brainseg_lib healthy-split`")
+    held = sorted(man.loc[man["role"] == "val", "name"], key=natural_key)
+    report_neg = sorted(man.loc[man["role"] == "report", "name"], key=natural_key)
     report_pos = list(inv.positives)
     if limit is not None:
         report_pos, report_neg = report_pos[:limit], report_neg[:limit]
-    index = {n: i for i, n in enumerate(inv.negatives)}
-
-    def take(names):
-        idx = [index[n] for n in names]
-        return all_neg[idx], all_neg_fp.subset(idx)
     val = load_split("val", image_size, root=root)
-    held_imgs, held_fp = take(held)
-    neg_imgs, neg_fp = take(report_neg)
+    held_imgs, held_fp = read_scans(base / NO, held, image_size, True, progress)
+    neg_imgs, neg_fp = read_scans(base / NO, report_neg, image_size, True, progress)
     pos_imgs, pos_fp = read_scans(base / YES, report_pos, image_size, True, progress)
-    parts = [("VAL", val.names, 1, "val", val.images), (NO, held, 0, "val", held_imgs),
-             (YES, report_pos, 1, "report", pos_imgs), (NO, report_neg, 0, "report", neg_imgs)]
-    frames = []
-    for folder, names, label, role, imgs in parts:
-        s = image_scores(model, imgs, threshold)
-        s.insert(0, "role", role)
-        s.insert(0, "label", label)
-        s.insert(0, "folder", folder)
-        s.insert(0, "name", list(names))
-        frames.append(s)
-    scores = pd.concat(frames, ignore_index=True)
+    parts = [("VAL", val.names, 1, "val"), (NO, held, 0, "val"), (YES, report_pos, 1, "report"),
+             (NO, report_neg, 0, "report")]
+    frame = pd.concat([pd.DataFrame({"name": list(n), "folder": f, "label": lab, "role": role})
+                       for f, n, lab, role in parts], ignore_index=True)
+    images = np.concatenate([val.images, held_imgs, pos_imgs, neg_imgs])
     train_fp = leakage.fingerprints(root, splits=("train",))
     near = pd.concat([leakage.nearest_in(pos_fp, train_fp).assign(folder=YES),
                       leakage.nearest_in(neg_fp, train_fp).assign(folder=NO)], ignore_index=True)
     near = near.rename(columns={"nearest": "nearest_train", "dup": "near_dup_train"})
-    scores = scores.merge(near[["name", "folder", "nearest_train", "corr", "phash_dist", "near_dup_train"]],
-                          on=["name", "folder"], how="left")
+    frame = frame.merge(near[["name", "folder", "nearest_train", "corr", "phash_dist", "near_dup_train"]],
+                        on=["name", "folder"], how="left")
     if len(held):   # report scans that repeat a hold-out scan (the threshold has seen them)
         hnear = pd.concat([leakage.nearest_in(pos_fp, held_fp).assign(folder=YES),
                            leakage.nearest_in(neg_fp, held_fp).assign(folder=NO)], ignore_index=True)
         hnear = hnear.rename(columns={"dup": "near_dup_holdout"})
-        scores = scores.merge(hnear[["name", "folder", "near_dup_holdout"]], on=["name", "folder"], how="left")
+        frame = frame.merge(hnear[["name", "folder", "near_dup_holdout"]], on=["name", "folder"], how="left")
     else:
-        scores["near_dup_holdout"] = False
+        frame["near_dup_holdout"] = False
     for col in ("near_dup_train", "near_dup_holdout"):
-        scores.loc[scores["role"] == "val", col] = False
-        scores[col] = scores[col].astype(bool)
-    sizes = np.bincount(list(neg_groups.values()))
+        frame.loc[frame["role"] == "val", col] = False
+        frame[col] = frame[col].astype(bool)
+    sizes = man.groupby("group").size().to_numpy()
     info = {"inventory": inv.checks,
-            "holdout": {"size": len(held), "seed": holdout_seed, "drawn_by": "near-duplicate groups of no/",
-                        "names": held},
+            "holdout": {"size": len(held), "seed": healthy_seed,
+                        "drawn_by": f"role 'val' of splits/healthy_seed{healthy_seed}.csv "
+                                    "(whole near-duplicate groups of no/)", "names": held},
+            "healthy_training_scans_excluded": int((man["role"] == "train").sum()),
             "no_groups": {"groups": int(len(sizes)), "groups_with_duplicates": int((sizes > 1).sum()),
                           "scans_in_such_groups": int(sizes[sizes > 1].sum()), "largest": int(sizes.max())},
-            "limit_per_class": limit, "image_size": image_size, "pixel_threshold": threshold}
-    return scores, info
+            "limit_per_class": limit, "image_size": image_size}
+    return frame, images, info
+
+
+def collect_scores(model, image_size: int, root=None, limit: int | None = None, healthy_seed: int = 0,
+                   threshold: float = 0.5, progress: bool | None = None,
+                   inputs=None) -> tuple[pd.DataFrame, dict]:
+    """``detection_inputs`` (or the ``inputs`` it returned) scored by ``model``: the frame
+    gains max_prob and area_frac; info gains the pixel threshold."""
+    frame, images, info = inputs or detection_inputs(image_size, root, limit, healthy_seed, progress)
+    s = image_scores(model, images, threshold)
+    cols = list(frame.columns)
+    out = pd.concat([frame.reset_index(drop=True), s], axis=1)
+    out = out[cols[:4] + list(s.columns) + cols[4:]]
+    return out, {**info, "pixel_threshold": threshold}
 
 
 # --------------------------------------------------------------------- metrics
@@ -312,6 +297,33 @@ def choose_threshold(scores, labels) -> dict:
     return best
 
 
+FIXED_SENSITIVITY = 0.90
+
+
+def threshold_at_sensitivity(scores, labels, target: float = FIXED_SENSITIVITY) -> dict:
+    """The highest threshold whose sensitivity on (validation) scores is >= ``target``
+    (candidates as in ``choose_threshold``), with its sensitivity and specificity."""
+    s = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(labels).astype(bool)
+    u = np.unique(s)
+    cands = np.r_[u[0] - 1.0, (u[1:] + u[:-1]) / 2, u[-1] + 1.0] if len(u) else np.array([0.5])
+    for t in cands[::-1]:
+        r = rates(**confusion(s, y, t))
+        if r["sensitivity"] >= target:
+            return {"threshold": float(t), "target_sensitivity": target,
+                    **{k: r[k] for k in ("sensitivity", "specificity")}}
+    return {"threshold": float(cands[0]), "target_sensitivity": target, "sensitivity": float("nan"),
+            "specificity": float("nan")}
+
+
+def specificity_at_sensitivity(scores, labels, target: float = FIXED_SENSITIVITY) -> float:
+    """The best specificity on the ROC curve among points with sensitivity >= ``target``
+    (a property of the scores, like AUC; no threshold is chosen)."""
+    fpr, tpr, _ = roc_points(scores, labels)
+    ok = tpr >= target
+    return float(1 - fpr[ok].min()) if ok.any() else float("nan")
+
+
 def evaluate_scores(scores, labels, threshold: float, n_boot: int = N_BOOT, seed: int = 0) -> dict:
     """Counts, sensitivity, specificity, accuracy and AUC at ``threshold``, with stratified
     percentile bootstrap 95% CIs (images resampled within each class)."""
@@ -347,19 +359,28 @@ def summarize(scores: pd.DataFrame, info: dict, primary: str = PRIMARY, n_boot: 
     rep = scores[scores["role"] == "report"]
     clean = rep[~rep["near_dup_train"]]
     chosen = {k: choose_threshold(val[k], val["label"]) for k in SCORES}
-    report = {}
+    at_sens = {k: threshold_at_sensitivity(val[k], val["label"]) for k in SCORES}
+    report, report_sens = {}, {}
     for subset, df in (("all", rep), ("without_near_duplicates", clean)):
         report[subset] = {k: evaluate_scores(df[k], df["label"], chosen[k]["threshold"], n_boot, seed)
                           for k in SCORES}
+        report_sens[subset] = {k: {**evaluate_scores(df[k], df["label"], at_sens[k]["threshold"], n_boot, seed),
+                                   "roc_specificity_at_sensitivity": specificity_at_sensitivity(df[k], df["label"])}
+                               for k in SCORES}
     dup = rep[rep["near_dup_train"]]
     return json_ready({
         "kind": "detection", "primary_score": primary, "scores": SCORES,
         "threshold_rule": "Youden's J maximised on validation: VAL tumour images (positives) + "
-                          f"a seeded hold-out of {info['holdout']['size']} no/ scans (negatives); "
-                          "positive when score >= threshold",
+                          f"the {info['holdout']['size']} no/ scans of the healthy split's val role "
+                          "(negatives); positive when score >= threshold. The fixed-sensitivity point: "
+                          f"the highest threshold with validation sensitivity >= {FIXED_SENSITIVITY}",
         "validation": {"positives": int(val["label"].sum()), "negatives": int((val["label"] == 0).sum()),
-                       "chosen": chosen},
+                       "chosen": chosen, "at_fixed_sensitivity": at_sens},
         "report": report,
+        "fixed_sensitivity": FIXED_SENSITIVITY,
+        "healthy_any_pixel_share": float((rep.loc[rep["label"] == 0, "area_frac"] > 0).mean())
+        if (rep["label"] == 0).any() else None,
+        "report_at_fixed_sensitivity": report_sens,
         "near_duplicates_of_train": {
             "thumbnail_corr_min": leakage.CORR_THRESHOLD, "phash_max_hamming": leakage.PHASH_THRESHOLD,
             "positives": int(dup["label"].sum()), "negatives": int((dup["label"] == 0).sum()),
@@ -372,6 +393,72 @@ def summarize(scores: pd.DataFrame, info: dict, primary: str = PRIMARY, n_boot: 
             "total": int(rep["near_dup_holdout"].sum()), "of": int(len(rep))},
         **info,
     })
+
+
+def operating_points(scores: pd.DataFrame, primary: str = PRIMARY) -> dict:
+    """Sensitivity, specificity and AUC of one model's scores on all report images at the two
+    validation-chosen thresholds (Youden's J; sensitivity >= FIXED_SENSITIVITY), and the ROC's
+    specificity at that sensitivity: the figures compared across seeds (no bootstrap)."""
+    val, rep = scores[scores["role"] == "val"], scores[scores["role"] == "report"]
+    out = {"auc": auc_score(rep[primary], rep["label"]),
+           "roc_specificity_at_sensitivity": specificity_at_sensitivity(rep[primary], rep["label"])}
+    for label, pick in (("youden", choose_threshold), ("fixed_sensitivity", threshold_at_sensitivity)):
+        t = pick(val[primary], val["label"])["threshold"]
+        r = rates(**confusion(rep[primary], rep["label"], t))
+        out.update({f"{label}_threshold": t, f"{label}_sensitivity": r["sensitivity"],
+                    f"{label}_specificity": r["specificity"]})
+    return out
+
+
+def operating_point_inputs(image_size: int, root=None, limit: int | None = None,
+                           healthy_seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    """The validation and report images of ``detection_inputs`` without the near-duplicate
+    columns, read through the healthy-scan cache: what ``operating_points`` needs, cheap
+    enough to run after every training run."""
+    from .data import load_split
+    from .healthy import load_healthy
+    inv = inventory(root)
+    val = load_split("val", image_size, root=root)
+    held = load_healthy("val", image_size, healthy_seed, root=root)
+    neg = load_healthy("report", image_size, healthy_seed, n=limit, root=root)
+    pos_names = inv.positives[:limit] if limit is not None else inv.positives
+    pos, _ = read_scans(data_root(root) / YES, pos_names, image_size, progress=False)
+    parts = [("VAL", val.names, 1, "val"), (NO, held.names, 0, "val"), (YES, pos_names, 1, "report"),
+             (NO, neg.names, 0, "report")]
+    frame = pd.concat([pd.DataFrame({"name": list(n), "folder": f, "label": lab, "role": role})
+                       for f, n, lab, role in parts], ignore_index=True)
+    return frame, np.concatenate([val.images, held.images, pos, neg.images])
+
+
+def run_operating_points(model, image_size: int, root=None, limit: int | None = None,
+                         healthy_seed: int = 0, threshold: float = 0.5) -> dict:
+    """``operating_points`` of one trained model (recorded in every run's JSON, so the
+    seed-to-seed spread is read from files)."""
+    frame, images = operating_point_inputs(image_size, root, limit, healthy_seed)
+    scores = pd.concat([frame, image_scores(model, images, threshold)], axis=1)
+    out = operating_points(scores)
+    counts = scores.groupby(["role", "label"]).size()
+    return json_ready({**out, "primary_score": PRIMARY, "fixed_sensitivity": FIXED_SENSITIVITY,
+                       "report_positives": int(counts.get(("report", 1), 0)),
+                       "report_negatives": int(counts.get(("report", 0), 0)), "limit_per_class": limit})
+
+
+def seed_table(profile: str, loss: str = "bce_dice", split_scheme: str = "official",
+               sweep_dir=None) -> pd.DataFrame:
+    """The ``detection`` figures recorded by each seed-sweep run of (profile, split, loss)."""
+    from . import paths
+    from .evaluate import load_run_metrics
+    rows = []
+    for r in load_run_metrics((sweep_dir or paths.sweep_dir()) / "metrics"):
+        d = r.get("detection") or {}
+        if (r.get("profile"), r.get("split_scheme", "official"), r.get("loss")) != (profile, split_scheme, loss) \
+                or "auc" not in d:
+            continue
+        rows.append({"run_name": r["run_name"], "seed": r["seed"],
+                     **{k: d[k] for k in ("auc", "youden_sensitivity", "youden_specificity",
+                                          "fixed_sensitivity_sensitivity", "fixed_sensitivity_specificity",
+                                          "roc_specificity_at_sensitivity")}})
+    return pd.DataFrame(rows).sort_values("seed").reset_index(drop=True) if rows else pd.DataFrame()
 
 
 def _num(v) -> float:

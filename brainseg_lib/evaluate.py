@@ -11,7 +11,8 @@ Metrics are computed at two resolutions:
 The aggregate JSON holds ``global`` (pooled) and ``per_image_mean`` /
 ``per_image_sd`` blocks for the native resolution, the same under
 ``model_resolution``, bootstrap 95% CIs of the pooled metrics, the training
-config, checkpoint path, device and ``train_seconds``.
+config, checkpoint path and device. Clock times are not in it (``experiment.write_timing``
+keeps them beside the run), so the same run gives the same JSON on any machine.
 """
 from __future__ import annotations
 
@@ -30,6 +31,7 @@ from .data import SplitArrays, load_split, native_masks_for
 from .fileio import atomic_write_text
 from .metrics import (COUNTS, METRICS, bootstrap_ci, confusion_counts, metrics_from_counts,
                       per_image_table, summarize)
+from .boundary import boundary_metrics, summarize_boundary
 from .train import predict_probabilities, resolve_device
 
 RUN_KIND = "segmentation_run"
@@ -58,9 +60,10 @@ class Evaluation:
 
 def evaluate_model(model, split: str, image_size: int, threshold: float = 0.5, device="cpu",
                    data_root=None, arrays: SplitArrays | None = None,
-                   limit: int | None = None, gts: dict | None = None) -> Evaluation:
+                   limit: int | None = None, gts: dict | None = None, boundary: bool = True) -> Evaluation:
     """Predict ``split`` and score it at native and model resolution. ``gts`` (native masks
-    by name) can be passed in when the same images are scored several times."""
+    by name) can be passed in when the same images are scored several times. With
+    ``boundary``, HD95 and NSD (``boundary.py``) are added per image at native resolution."""
     arrays = (arrays or load_split(split, image_size, root=data_root)).head(limit)
     probs = predict_probs(model, arrays, device)
     if gts is None:
@@ -74,7 +77,8 @@ def evaluate_model(model, split: str, image_size: int, threshold: float = 0.5, d
         rows.append({"name": name, "native_h": gt.shape[0], "native_w": gt.shape[1],
                      "tumour_pixels": int(gt.sum()), "pred_pixels": int(pn.sum()),
                      "max_prob": float(probs[i].max()), **native,
-                     **{f"model_{k}": v for k, v in model_res.items()}})
+                     **{f"model_{k}": v for k, v in model_res.items()},
+                     **(boundary_metrics(pn, gt) if boundary else {})})
     df = per_image_table(pd.DataFrame(rows))
     model_df = per_image_table(df[[f"model_{c}" for c in COUNTS]].set_axis(list(COUNTS), axis=1))
     for k in METRICS:
@@ -90,6 +94,8 @@ def evaluate_model(model, split: str, image_size: int, threshold: float = 0.5, d
         "bootstrap_ci95": {m: list(bootstrap_ci(df, m)) for m in METRICS},
         "model_resolution": {k: v for k, v in summarize(model_df).items() if k != "n_images"},
     }
+    if boundary:
+        summary["boundary"] = summarize_boundary(df)
     return Evaluation(df, summary, probs)
 
 
@@ -105,8 +111,7 @@ def evaluate_checkpoint(checkpoint: str | Path, split: str = "test", threshold: 
     ev = evaluate_model(model, split, size, threshold, dev, data_root, arrays=arrays, limit=limit,
                         gts=gts)
     ev.summary.update({"checkpoint": _rel(checkpoint), "device": str(dev),
-                       "config": ck["train_config"], "epoch": ck.get("epoch"),
-                       "train_seconds": ck.get("train_seconds")})
+                       "config": ck["train_config"], "epoch": ck.get("epoch")})
     return ev
 
 

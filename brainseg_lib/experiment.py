@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import shutil
 
+import torch
 import yaml
 
 from . import paths
@@ -20,7 +21,8 @@ PAPER_F1 = 0.826         # Khadra et al. 2026, Table I, row "Our" (references/kh
 PAPER_PRECISION = 0.934  # same row
 TRAIN_KEYS = {f for f in TrainConfig.__dataclass_fields__}
 # what run_profile reads: every TrainConfig field plus the run-level keys below
-RUN_KEYS = TRAIN_KEYS | {"profile", "split_scheme", "split_seed", "tune_threshold", "limit_test"}
+RUN_KEYS = TRAIN_KEYS | {"profile", "split_scheme", "split_seed", "tune_threshold", "limit_test",
+                         "run_tag", "external_dev", "score_test", "detection_points", "detection_limit"}
 
 
 def params_from_namespace(namespace: dict) -> dict:
@@ -49,12 +51,16 @@ def config_from_params(params: dict) -> TrainConfig:
     return TrainConfig.from_dict({k: v for k, v in params.items() if k in TRAIN_KEYS})
 
 
-def run_name(profile: str, seed: int, loss: str, split_scheme: str = "official") -> str:
-    return f"{profile}-{split_scheme}-{loss}-seed{seed}"
+def run_name(profile: str, seed: int, loss: str, split_scheme: str = "official", tag: str = "") -> str:
+    """``<profile>-<split>-<loss>-seed<k>``, with ``-<tag>`` for a tagged variant (a lever trial)."""
+    return f"{profile}-{split_scheme}-{loss}-seed{seed}" + (f"-{tag}" if tag else "")
 
 
 def run_profile(params: dict, data_root=None, resume: bool = False, progress: bool | None = None) -> dict:
-    """Train with ``params``, evaluate the best checkpoint on TEST, write results; return the JSON dict."""
+    """Train with ``params``, evaluate the best checkpoint on TEST, write results; return the JSON dict.
+
+    With ``score_test: false`` (the lever trials) TEST is never read: the run's JSON then
+    holds the VAL evaluation (``"split": "val"``) and the selection figures only."""
     cfg = config_from_params(params)
     profile = params.get("profile", "custom")
     split_scheme = params.get("split_scheme", "official")
@@ -65,30 +71,92 @@ def run_profile(params: dict, data_root=None, resume: bool = False, progress: bo
     arrays = split_arrays(split_scheme, cfg.image_size, data_root, params.get("split_seed", 0))
     result = fit(cfg, run_dir, resume=resume, data_root=data_root, progress=progress,
                  train_arrays=arrays["train"], val_arrays=arrays["val"])
-    test = arrays["test"].head(params.get("limit_test"))
-    test_gts = native_masks_for(test.names, root=data_root)   # rasterised once, scored many times
-    ev = evaluate_checkpoint(result.best_path, "test", cfg.threshold, device=cfg.device,
-                             data_root=data_root, arrays=test, gts=test_gts)
-    f1_at = snapshot_scores(result.snapshots, cfg, test, data_root, gts=test_gts)
-    reached = [m for m, f1 in sorted(f1_at.items()) if f1 >= PAPER_F1]
+    score_test = params.get("score_test", True)
+    val = arrays["val"].head(cfg.limit_val)
+    if score_test:
+        test = arrays["test"].head(params.get("limit_test"))
+        test_gts = native_masks_for(test.names, root=data_root)   # rasterised once, scored many times
+        ev = evaluate_checkpoint(result.best_path, "test", cfg.threshold, device=cfg.device,
+                                 data_root=data_root, arrays=test, gts=test_gts)
+        snaps = snapshot_scores(result.snapshots, cfg, test, data_root, gts=test_gts)
+    else:
+        ev = evaluate_checkpoint(result.best_path, "val", cfg.threshold, device=cfg.device,
+                                 data_root=data_root, arrays=val)
+        snaps = []
+    reached = [s for s in snaps if s["test_f1"] >= PAPER_F1]
     best_row = result.history.loc[result.history["val_dice"].idxmax()]
     extra = {
         "profile": profile, "split_scheme": split_scheme, "seed": cfg.seed, "loss": cfg.loss,
+        "run_tag": params.get("run_tag") or None,
         "n_parameters": result.n_parameters, "device": result.device,
         "malloc_tuned": train_module.MALLOC_TUNED,
-        "train_seconds": round(result.train_seconds, 2), "wall_seconds": round(result.wall_seconds, 2),
+        "threads": torch.get_num_threads(),
         "epochs_run": int(result.history["epoch"].max()), "best_epoch": int(best_row["epoch"]),
+        "cut_by_time": bool(result.cut_by_time),
         "best_val_dice": float(best_row["val_dice"]),
-        "test_f1_at_seconds": {f"{m:g}": f for m, f in sorted(f1_at.items())},
+        "snapshots": snaps,
         "target_f1": PAPER_F1,
-        "seconds_to_target": reached[0] if reached else None,
+        "epochs_to_target": reached[0]["epoch"] if reached else None,
         "history_csv": _rel(run_dir / "history.csv"),
     }
-    if params.get("tune_threshold"):
+    if params.get("tune_threshold") and score_test:
         extra["threshold_tuning"] = tune_threshold(result.best_path, arrays["val"], test, ev.probs,
                                                    data_root, test_gts, device=cfg.device)
+    if score_test and params.get("detection_points", True):
+        extra["detection"] = detection_points(result.best_path, cfg, data_root,
+                                              params.get("detection_limit"))
+    from .levers import selection_figures
+    extra["selection"] = selection_figures(result.best_path, val, cfg, data_root,
+                                           external_dev=params.get("external_dev", True),
+                                           val_eval=None if score_test else ev)
     json_path, _ = write_evaluation(ev, name, extra)
-    return {**ev.summary, **extra, "json_path": str(json_path), "run_dir": str(run_dir)}
+    timing = write_timing(result, run_dir, extra["epochs_to_target"])
+    return {**ev.summary, **extra, **timing, "json_path": str(json_path), "run_dir": str(run_dir)}
+
+
+def write_timing(result, run_dir, epochs_to_target=None):
+    """The run's clock measurements, kept out of its metric JSON (which is then identical on
+    any machine): ``<run dir>/timing.json``."""
+    import platform
+    from .evaluate import write_json
+    snaps = {str(e): round(float(v["train_seconds"]), 2) for e, v in sorted(result.snapshots.items())}
+    cpu = next((ln.split(":", 1)[1].strip() for ln in _read_lines("/proc/cpuinfo") if ln.startswith("model name")),
+               platform.processor() or "unknown CPU")
+    timing = {"train_seconds": round(result.train_seconds, 2), "wall_seconds": round(result.wall_seconds, 2),
+              "snapshot_seconds": snaps,
+              "seconds_to_target": snaps.get(str(epochs_to_target)) if epochs_to_target else None,
+              "threads": torch.get_num_threads(), "device": result.device, "machine": cpu}
+    write_json(timing, run_dir / "timing.json")
+    return timing
+
+
+def _read_lines(path):
+    try:
+        with open(path) as f:
+            return f.read().splitlines()
+    except OSError:
+        return []
+
+
+def load_timing(run_name: str, runs_dir=None) -> dict:
+    """The clock measurements of a run (``write_timing``), or {} when absent."""
+    import json
+    path = (runs_dir or paths.runs_dir()) / run_name / "timing.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def detection_points(checkpoint, cfg: TrainConfig, data_root=None, limit: int | None = None) -> dict:
+    """Image-level detection operating points of a run's best checkpoint (detection.py), or
+    the reason they were skipped (no ``yes/``/``no/`` folders, no healthy split)."""
+    from .detection import run_operating_points
+    try:
+        model = model_from_checkpoint(load_checkpoint(checkpoint), checkpoint)
+        return run_operating_points(model, cfg.image_size, data_root, limit, cfg.healthy_seed, cfg.threshold)
+    except (FileNotFoundError, ValueError) as e:
+        return {"skipped": str(e)}
 
 
 SPLIT_SCHEMES = ("official", "grouped")
@@ -130,15 +198,17 @@ def tune_threshold(checkpoint, val_arrays, test_arrays, test_probs, data_root=No
 
 
 def snapshot_scores(snapshots: dict, cfg: TrainConfig, test_arrays, data_root=None,
-                    gts: dict | None = None) -> dict[float, float]:
-    """Pooled native-resolution test F1 of each wall-clock snapshot (report only, never model selection)."""
-    out = {}
+                    gts: dict | None = None) -> list[dict]:
+    """Pooled native-resolution test F1 of each epoch snapshot, with the seconds of training
+    at which it was reached (report only, never model selection)."""
+    out = []
     dev = resolve_device(cfg.device)
-    for mark, path in sorted(snapshots.items()):
+    for epoch, snap in sorted(snapshots.items()):
+        path = snap["path"]
         ck = load_checkpoint(path)
         ev = evaluate_model(model_from_checkpoint(ck, path), "test", cfg.image_size, cfg.threshold,
-                            dev, data_root, arrays=test_arrays, gts=gts)
-        out[float(mark)] = ev.summary["global"]["f1"]
+                            dev, data_root, arrays=test_arrays, gts=gts, boundary=False)
+        out.append({"epoch": int(epoch), "test_f1": ev.summary["global"]["f1"]})
     return out
 
 
@@ -146,7 +216,7 @@ def name_for(params: dict) -> str:
     """The run name that ``run_profile(params)`` uses."""
     cfg = config_from_params(params)
     return run_name(params.get("profile", "custom"), cfg.seed, cfg.loss,
-                    params.get("split_scheme", "official"))
+                    params.get("split_scheme", "official"), params.get("run_tag") or "")
 
 
 def load_run(params: dict):
@@ -158,7 +228,7 @@ def load_run(params: dict):
     if not path.is_file():
         raise FileNotFoundError(f"no results for run {name!r} at {path}; run notebook 02_training "
                                 "(or `python -m brainseg_lib train`) with the same parameters first")
-    run = json.loads(path.read_text())
+    run = {**json.loads(path.read_text()), **load_timing(name)}
     per_image = pd.read_csv(paths.metrics_dir() / run["per_image_csv"])
     history = pd.read_csv(paths.runs_dir() / name / "history.csv")
     return run, per_image, history

@@ -17,7 +17,7 @@ def load_sweep(profile: str, sweep_dir=None) -> pd.DataFrame:
     folder = (sweep_dir or paths.sweep_dir()) / "metrics"
     rows = []
     for r in load_run_metrics(folder):
-        if r.get("profile") != profile:
+        if r.get("profile") != profile or r.get("run_tag"):   # tagged variants are Table I rows only
             continue
         row = {"run_name": r["run_name"], "split_scheme": r.get("split_scheme", "official"),
                "loss": r["loss"], "seed": r["seed"], "n_images": r["n_images"],

@@ -33,7 +33,6 @@ from .data import EXPECTED_COUNTS, SPLITS, list_split, read_grayscale
 CORR_THRESHOLD = 0.95
 PHASH_THRESHOLD = 6
 THUMB = 64
-SPLITS_DIR = paths.PROJECT_ROOT / "splits"
 
 
 @dataclass
@@ -150,7 +149,7 @@ def grouped_split(names: list[str], labels: np.ndarray, seed: int = 0,
 
 
 def manifest_path(seed: int = 0) -> Path:
-    return SPLITS_DIR / f"grouped_seed{seed}.csv"
+    return paths.splits_dir() / f"grouped_seed{seed}.csv"
 
 
 def load_manifest(seed: int = 0) -> pd.DataFrame:

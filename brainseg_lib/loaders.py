@@ -27,6 +27,34 @@ class AugmentConfig:
     translate: float = 0.05     # shift, fraction of the side, uniform in [-t, t]
     brightness: float = 0.10    # additive, uniform in [-b, b]
     contrast: float = 0.10      # multiplicative, uniform in [1-c, 1+c]
+    gamma: float = 0.0          # x ** g with log(g) uniform in [-gamma, gamma] (0 = off)
+    blur_p: float = 0.0         # probability of a Gaussian blur ...
+    blur_sigma: float = 1.0     # ... with sigma uniform in [0.25, blur_sigma] pixels
+    noise_p: float = 0.0        # probability of additive Gaussian noise ...
+    noise_sd: float = 0.05      # ... with sd uniform in [0, noise_sd]
+
+
+# Named augmentation levels (the profile key ``augment_level``). ``basic`` is the original
+# recipe: flips, small rotations, zoom, shift, brightness and contrast. ``full`` adds what a
+# segmentation user expects against other scanners: up-down flips, wider rotations and
+# zoom, gamma, blur and noise (measured lever by lever in results/tables/lever_table.md).
+AUGMENT_LEVELS = {
+    "basic": {},
+    "full": {"vflip": 0.5, "rotate_deg": 20.0, "scale": 0.20, "translate": 0.08,
+             "brightness": 0.15, "contrast": 0.25, "gamma": 0.4,
+             "blur_p": 0.25, "blur_sigma": 1.2, "noise_p": 0.25, "noise_sd": 0.04},
+    # ``full`` with zoom from 0.6 to 1.4: more small tumours (zoomed out) in training
+    "full_zoom": {"vflip": 0.5, "rotate_deg": 20.0, "scale": 0.40, "translate": 0.10,
+                  "brightness": 0.15, "contrast": 0.25, "gamma": 0.4,
+                  "blur_p": 0.25, "blur_sigma": 1.2, "noise_p": 0.25, "noise_sd": 0.04},
+}
+
+
+def augment_config(level: str) -> AugmentConfig:
+    """The AugmentConfig of a named level (see AUGMENT_LEVELS)."""
+    if level not in AUGMENT_LEVELS:
+        raise ValueError(f"unknown augment_level {level!r}; choose one of {sorted(AUGMENT_LEVELS)}")
+    return AugmentConfig(**AUGMENT_LEVELS[level])
 
 
 class SegmentationDataset(Dataset):
@@ -76,7 +104,34 @@ def augment_batch(x: torch.Tensor, y: torch.Tensor, cfg: AugmentConfig,
     xa, ya = both[:, :1], (both[:, 1:] >= 0.5).to(y.dtype)
     mean = xa.mean(dim=(1, 2, 3), keepdim=True)
     xa = ((xa - mean) * contrast.view(b, 1, 1, 1) + mean + bright.view(b, 1, 1, 1)).clamp_(0, 1)
+    # the levers below draw only when enabled, so the ``basic`` level replays its old batches
+    if cfg.gamma > 0:
+        g = torch.exp(_uniform(b, -cfg.gamma, cfg.gamma, gen)).to(x.device, x.dtype)
+        xa = xa.clamp_min(1e-6).pow(g.view(b, 1, 1, 1))
+    if cfg.blur_p > 0:
+        on = torch.rand(b, generator=gen) < cfg.blur_p
+        sigma = _uniform(b, 0.25, cfg.blur_sigma, gen)
+        xa = torch.where(on.to(x.device).view(b, 1, 1, 1), gaussian_blur(xa, sigma.to(x.device)), xa)
+    if cfg.noise_p > 0:
+        on = (torch.rand(b, generator=gen) < cfg.noise_p).to(x.dtype)
+        sd = _uniform(b, 0.0, cfg.noise_sd, gen) * on
+        noise = torch.randn(xa.shape, generator=gen).to(x.device, x.dtype)
+        xa = (xa + noise * sd.to(x.device, x.dtype).view(b, 1, 1, 1)).clamp_(0, 1)
     return xa, ya
+
+
+def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:
+    """Blur each image of a batch (B,1,H,W) with its own Gaussian sigma (B,), in pixels:
+    one separable depthwise convolution, reflect-padded, kernel radius 3 sigma."""
+    b = x.shape[0]
+    radius = max(1, int(math.ceil(3 * float(sigma.max()))))
+    t = torch.arange(-radius, radius + 1, device=x.device, dtype=x.dtype)
+    k = torch.exp(-0.5 * (t[None] / sigma.to(x.dtype)[:, None]) ** 2)
+    k = k / k.sum(1, keepdim=True)                                   # (B, K)
+    y = F.pad(x.reshape(1, b, *x.shape[-2:]), (radius, radius, radius, radius), mode="reflect")
+    y = F.conv2d(y, k.view(b, 1, 1, -1), groups=b)
+    y = F.conv2d(y, k.view(b, 1, -1, 1), groups=b)
+    return y.reshape_as(x)
 
 
 def epoch_generator(seed: int, epoch: int, stream: int) -> torch.Generator:

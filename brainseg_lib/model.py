@@ -6,6 +6,15 @@ Down-sampling is 2x2 max-pooling, up-sampling is a 2x2 ConvTranspose2d with
 stride 2, skip connections concatenate encoder features into the decoder, and a
 1x1 convolution gives one logit channel. No pretrained weights.
 
+**Input normalisation** (``input_norm``, part of the model so that every caller,
+``predict`` and exported copies included, applies it the same way):
+
+* ``none``: the image in [0, 1] (uint8 / 255) goes in as it is (the paper's setting);
+* ``zscore``: each image is standardised by its own mean and standard deviation over
+  all its pixels, ``(x - mean) / (sd + 1e-6)``. A scan's overall brightness and
+  contrast, which differ between scanners and JPEG exports, then no longer reach the
+  network. It has no parameters and is computed in float32.
+
 With ``base=64`` this is the classic U-Net of Ronneberger et al. (widths
 64-128-256-512, bottleneck 1024, 31,042,369 parameters for one input channel:
 the convolutions keep their bias, as a plain 3x3 convolution does).
@@ -18,6 +27,18 @@ import torch
 from torch import nn
 
 DEPTH = 4  # encoder levels == decoder levels, as in the paper
+INPUT_NORMS = ("none", "zscore")
+
+
+def normalize_input(x: torch.Tensor, mode: str) -> torch.Tensor:
+    """Per-image intensity normalisation of a batch (B, C, H, W); see the module docstring."""
+    if mode == "none":
+        return x
+    if mode == "zscore":
+        mean = x.mean(dim=(1, 2, 3), keepdim=True)
+        sd = x.std(dim=(1, 2, 3), keepdim=True, unbiased=False)
+        return (x - mean) / (sd + 1e-6)
+    raise ValueError(f"unknown input_norm {mode!r}; choose one of {INPUT_NORMS}")
 
 
 class DoubleConv(nn.Sequential):
@@ -37,11 +58,15 @@ class DoubleConv(nn.Sequential):
 class UNet(nn.Module):
     """U-Net with ``DEPTH`` encoder and decoder levels and one output logit."""
 
-    def __init__(self, in_channels: int = 1, base: int = 64, out_channels: int = 1):
+    def __init__(self, in_channels: int = 1, base: int = 64, out_channels: int = 1,
+                 input_norm: str = "none"):
         super().__init__()
         if base < 1:
             raise ValueError(f"base width must be >= 1, got {base}")
+        if input_norm not in INPUT_NORMS:
+            raise ValueError(f"unknown input_norm {input_norm!r}; choose one of {INPUT_NORMS}")
         self.in_channels, self.base, self.out_channels = in_channels, base, out_channels
+        self.input_norm = input_norm
         widths = [base * 2**i for i in range(DEPTH + 1)]  # e.g. 64..1024
         self.encoders = nn.ModuleList()
         c = in_channels
@@ -64,6 +89,7 @@ class UNet(nn.Module):
                 f"U-Net input sides must be multiples of {2**DEPTH}; got {h}x{w}. "
                 "Resize the image (brainseg_lib.data resizes to the profile's image_size)."
             )
+        x = normalize_input(x, self.input_norm)
         skips = []
         for enc in self.encoders:
             x = enc(x)
@@ -77,7 +103,7 @@ class UNet(nn.Module):
     def config(self) -> dict:
         """The architecture arguments, stored in checkpoints and checked on load."""
         return {"in_channels": self.in_channels, "base": self.base,
-                "out_channels": self.out_channels, "depth": DEPTH}
+                "out_channels": self.out_channels, "depth": DEPTH, "input_norm": self.input_norm}
 
 
 def count_parameters(model: nn.Module) -> int:

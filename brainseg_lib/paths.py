@@ -7,11 +7,14 @@ same paths.
 
 Environment variables:
   BRAINSEG_DATA     the Br35H folder (default: <root>/data/br35h)
+  BRAINSEG_EXTERNAL the external TCGA-LGG FLAIR test set (default: <root>/data/lgg_external)
   BRAINSEG_CACHE    preprocessed-array cache (default: <root>/.cache)
   BRAINSEG_RESULTS  figures, tables, metrics, runs (default: <root>/results);
                     run_all.sh points it at a staging folder while it runs.
   BRAINSEG_RUNS     run folders: history, logs, checkpoints (default: <results>/runs)
   BRAINSEG_SWEEP    seed x split x loss sweep (default: <root>/results/sweep)
+  BRAINSEG_SPLITS   split manifests (default: <root>/splits)
+  BRAINSEG_LEVERS   lever trials that chose the cpu profile (default: <root>/results/levers)
 """
 from __future__ import annotations
 
@@ -38,6 +41,11 @@ def data_dir() -> Path:
     return _from_env("BRAINSEG_DATA", PROJECT_ROOT / "data" / "br35h")
 
 
+def external_dir() -> Path:
+    """The external validation set (``dev/``, ``test/``, ``manifest.csv``)."""
+    return _from_env("BRAINSEG_EXTERNAL", PROJECT_ROOT / "data" / "lgg_external")
+
+
 def cache_dir() -> Path:
     return _from_env("BRAINSEG_CACHE", PROJECT_ROOT / ".cache")
 
@@ -54,6 +62,17 @@ def runs_dir() -> Path:
 def sweep_dir() -> Path:
     """Seed/split/loss sweep runs (``python -m brainseg_lib sweep``); not replaced by run_all.sh."""
     return _from_env("BRAINSEG_SWEEP", PROJECT_ROOT / "results" / "sweep")
+
+
+def splits_dir() -> Path:
+    """Split manifests (grouped split, healthy-scan split); committed with the project."""
+    return _from_env("BRAINSEG_SPLITS", PROJECT_ROOT / "splits")
+
+
+def levers_dir() -> Path:
+    """Lever trials that chose the cpu profile (``python -m brainseg_lib levers``); not
+    replaced by run_all.sh."""
+    return _from_env("BRAINSEG_LEVERS", PROJECT_ROOT / "results" / "levers")
 
 
 def figures_dir() -> Path:

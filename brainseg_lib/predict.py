@@ -117,7 +117,8 @@ def release_model(src_checkpoint: str | Path, dest: str | Path | None = None,
         "state_dict": state,
         "model_config": dict(ck["model_config"]),
         "train_config": dict(tcfg),
-        "metrics": dict(ck.get("metrics") or {}),
+        # clock times stay out, so the same weights give the same file (and SHA-256) anywhere
+        "metrics": {k: v for k, v in (ck.get("metrics") or {}).items() if not k.endswith("_seconds")},
         "released_from": src.name,
         "weights_dtype": "float16" if fp16 else "float32",
     }

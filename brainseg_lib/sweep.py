@@ -27,15 +27,22 @@ DEFAULT_SEEDS = (0, 1, 2)
 
 
 def plan(profile: str, seeds=DEFAULT_SEEDS, schemes=("official", "grouped"),
-         extra_losses=("bce",)) -> list[dict]:
-    """Parameter dicts: every scheme x seed with the profile's loss, plus each extra loss
-    on the official split with the same seeds (the paper's loss question)."""
+         extra_losses=None, variants=None) -> list[dict]:
+    """Parameter dicts: every scheme x seed with the profile's loss; each extra loss on the
+    official split with the same seeds (the paper's loss question); and each variant (a
+    tagged set of overrides, e.g. the paper's annotated-only setting) on the official split
+    with seed 0. ``extra_losses`` and ``variants`` default to the profile's
+    ``sweep_extra_losses`` and ``sweep_variants``."""
     base = load_profile(profile)
     base["max_train_seconds"] = None
-    base["snapshot_seconds"] = []
+    base["snapshot_epochs"] = []
+    extra_losses = base.get("sweep_extra_losses", ["bce"]) if extra_losses is None else extra_losses
+    variants = base.get("sweep_variants") or {} if variants is None else variants
     runs = [{**base, "split_scheme": s, "seed": k} for s in schemes for k in seeds]
     runs += [{**base, "split_scheme": "official", "seed": k, "loss": loss}
              for loss in extra_losses if loss != base["loss"] for k in seeds]
+    runs += [{**base, **overrides, "split_scheme": "official", "seed": 0, "run_tag": tag}
+             for tag, overrides in variants.items()]
     for r in runs:
         r["tune_threshold"] = True
     return runs
@@ -54,22 +61,39 @@ def finished(params: dict, sweep_dir) -> bool:
             == {k: v for k, v in wanted.items() if k != "threads"})
 
 
-def _papermill(params: dict, threads: int, sweep_dir: Path) -> Path:
+def planned_job(params: dict, threads: int, sweep_dir: Path) -> tuple[list[str], dict, Path]:
+    """One self-contained job of the sweep: (papermill arguments, environment additions,
+    log path). Writes the run's own params file; the output notebook and the results
+    folder are the run's own, so the line can run anywhere (a cluster array task)."""
     name = name_for(params)
     out = paths.ensure(sweep_dir / "executed") / f"{name}.ipynb"
     pfile = paths.ensure(sweep_dir / "params") / f"{name}.yaml"
     pfile.write_text(yaml.safe_dump({**params, "threads": threads}, sort_keys=False))
     args = [sys.executable, "-m", "papermill", "-k", "python3", "--log-level", "WARNING",
             "-f", str(pfile), str(paths.NOTEBOOKS_DIR / "02_training.ipynb"), str(out)]
-    env = {**os.environ, "BRAINSEG_RESULTS": str(sweep_dir), "BRAINSEG_PROGRESS": "0",
-           "MPLBACKEND": "Agg"}
-    log = sweep_dir / "logs" / f"{name}.log"
-    paths.ensure(log.parent)
+    env = {"BRAINSEG_RESULTS": str(sweep_dir), "BRAINSEG_PROGRESS": "0", "MPLBACKEND": "Agg"}
+    return args, env, paths.ensure(sweep_dir / "logs") / f"{name}.log"
+
+
+def plan_lines(runs: list[dict], threads: int = 0, sweep_dir=None) -> list[str]:
+    """Shell lines, one per run, each runnable on its own (``sweep --plan``)."""
+    import shlex
+    sweep_dir = Path(sweep_dir) if sweep_dir else paths.sweep_dir()
+    lines = []
+    for r in runs:
+        args, env, _ = planned_job(r, threads or r.get("threads", 0), sweep_dir)
+        lines.append(" ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + " "
+                     + " ".join(shlex.quote(a) for a in args))
+    return lines
+
+
+def _papermill(params: dict, threads: int, sweep_dir: Path) -> Path:
+    args, env, log = planned_job(params, threads, sweep_dir)
     with open(log, "w") as fh:
-        rc = subprocess.call(args, env=env, stdout=fh, stderr=subprocess.STDOUT)
+        rc = subprocess.call(args, env={**os.environ, **env}, stdout=fh, stderr=subprocess.STDOUT)
     if rc:
-        raise RuntimeError(f"sweep run {name} failed (exit {rc}); see {log}")
-    return out
+        raise RuntimeError(f"sweep run {name_for(params)} failed (exit {rc}); see {log}")
+    return Path(args[-1])
 
 
 def run_sweep(runs: list[dict], jobs: int = 1, in_process: bool = False, skip_done: bool = True,

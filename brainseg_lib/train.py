@@ -2,13 +2,22 @@
 
 * Every run lives in its own folder (``paths.runs_dir()/<run_name>``) holding
   ``history.csv`` (one row per epoch), ``last.pt``, ``best.pt`` (best
-  validation Dice), ``snapshots/at_<s>s.pt`` (weights at wall-clock marks) and
+  validation Dice), ``snapshots/epoch_<k>.pt`` (weights after the epochs listed in
+  ``snapshot_epochs``, each with the seconds of training at which it was reached) and
   ``train_log.txt``. Checkpoints are written atomically and hold only tensors
   and plain types, so they load with ``torch.load(weights_only=True)``.
 * ``train_seconds`` counts the optimiser steps only (data batching and
   augmentation included; per-epoch validation and checkpoint writing not).
-  ``wall_seconds`` counts everything. Snapshot marks and ``max_train_seconds``
-  use ``train_seconds``.
+  ``wall_seconds`` counts everything.
+* **The budget is epochs.** Wall-clock time is measured and reported, never used to
+  decide what is trained: the same config gives the same weights on a fast or a slow
+  machine. ``max_train_seconds`` remains as an explicit option for experiments; a run
+  it stops is marked ``cut_by_time`` (in the result, the checkpoints and the run JSON),
+  and ``release`` refuses such a run.
+* **Healthy scans** (``healthy_ratio`` > 0): Br35H's tumour-free ``no/`` scans join
+  TRAIN as empty masks, ``round(healthy_ratio * n_train)`` of them from the TRAIN part of
+  ``splits/healthy_seed<k>.csv`` (see ``healthy.py``), and VAL gets the same ratio from
+  that file's VAL part. With 0 (the paper's setting) only annotated images are used.
 * With ``ema_decay`` set, an exponential moving average of the weights (and
   BatchNorm buffers) is kept; validation, ``best.pt``, snapshots and the
   ``state_dict`` of every checkpoint are the averaged weights, and the raw
@@ -35,7 +44,7 @@ import torch
 from . import paths
 from .checkpoint import load_checkpoint, save_checkpoint
 from .data import SplitArrays, load_split
-from .loaders import AugmentConfig, batches_per_epoch, resident_batches, resident_tensors, to_float
+from .loaders import augment_config, batches_per_epoch, resident_batches, resident_tensors, to_float
 from .fileio import atomic_write_text
 from .losses import get_loss
 from .metrics import batch_confusion_counts, metrics_from_counts
@@ -64,8 +73,12 @@ class TrainConfig:
     amp: str = "auto"                # auto (bf16 on CUDA only) | off | bf16
     channels_last: bool = True
     deterministic: bool = True
-    max_train_seconds: float | None = None
-    snapshot_seconds: list[float] = field(default_factory=list)
+    max_train_seconds: float | None = None   # experiments only: a cut run is never released
+    snapshot_epochs: list[int] = field(default_factory=list)
+    input_norm: str = "none"         # none | zscore (per image, inside the model)
+    augment_level: str = "basic"     # see loaders.AUGMENT_LEVELS
+    healthy_ratio: float = 0.0       # tumour-free scans per annotated TRAIN image
+    healthy_seed: int = 0            # which splits/healthy_seed<k>.csv
     limit_train: int | None = None   # use only the first n images (smoke runs)
     limit_val: int | None = None
     threshold: float = 0.5
@@ -148,7 +161,7 @@ def set_determinism(cfg: TrainConfig) -> None:
 
 
 def build_model(cfg: TrainConfig) -> UNet:
-    return UNet(in_channels=1, base=cfg.base_width)
+    return UNet(in_channels=1, base=cfg.base_width, input_norm=cfg.input_norm)
 
 
 def lr_factor(cfg: TrainConfig, step: int, total_steps: int, train_seconds: float) -> float:
@@ -220,9 +233,10 @@ class TrainResult:
     last_path: Path
     train_seconds: float
     wall_seconds: float
-    snapshots: dict[float, Path]
+    snapshots: dict[int, dict]        # epoch -> {"path", "train_seconds"}
     n_parameters: int
     device: str
+    cut_by_time: bool = False         # stopped by max_train_seconds before its last epoch
 
 
 def _write_history(run_dir: Path, history: list[dict]) -> None:
@@ -252,6 +266,10 @@ def fit(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
     if val_arrays is None:
         val_arrays = load_split("val", cfg.image_size, root=data_root)
     train_arrays, val_arrays = train_arrays.head(cfg.limit_train), val_arrays.head(cfg.limit_val)
+    if cfg.healthy_ratio:
+        from .healthy import with_healthy
+        train_arrays = with_healthy(train_arrays, "train", cfg.healthy_ratio, cfg.healthy_seed, data_root)
+        val_arrays = with_healthy(val_arrays, "val", cfg.healthy_ratio, cfg.healthy_seed, data_root)
 
     model = build_model(cfg).to(device)
     if cfg.channels_last:
@@ -263,14 +281,15 @@ def fit(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
     eval_model = ema.module if ema is not None else model
     loss_fn = get_loss(cfg.loss)
-    aug = AugmentConfig() if cfg.augment else None
+    aug = augment_config(cfg.augment_level) if cfg.augment else None
     total_steps = batches_per_epoch(len(train_arrays), cfg.batch_size) * cfg.epochs
 
     start_epoch, step, train_seconds, wall_before = 0, 0, 0.0, 0.0
     history: list[dict] = []
     best_dice = -1.0
     last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
-    snapshots: dict[float, Path] = {}
+    snapshots: dict[int, dict] = {}
+    cut = False
     if resume and last_path.is_file():
         ck = load_checkpoint(last_path, map_location=device)
         if ck["train_config"] != cfg.to_dict():
@@ -283,15 +302,19 @@ def fit(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
         train_seconds, wall_before = ck["train_seconds"], ck["wall_seconds"]
         history = list(ck["history"])
         best_dice = max((h["val_dice"] for h in history), default=-1.0)
-        snapshots = {float(k): Path(v) for k, v in ck.get("snapshots", {}).items()}
+        snapshots = {int(k): dict(v) for k, v in ck.get("snapshots", {}).items()}
+        cut = bool(ck.get("cut_by_time", False))
         logger.info("resumed from %s at epoch %d", last_path, start_epoch)
     # the training set lives on the training device as uint8 for the whole run
     train_x, train_y = resident_tensors(train_arrays, device)
     n_params = count_parameters(model)
-    logger.info("device=%s amp=%s params=%d train=%d val=%d size=%d base=%d batch=%d lr=%g loss=%s "
-                "freed-memory-kept=%s", device, amp_dtype, n_params, len(train_arrays), len(val_arrays),
-                cfg.image_size, cfg.base_width, cfg.batch_size, cfg.lr, cfg.loss, MALLOC_TUNED)
-    marks = sorted(float(s) for s in cfg.snapshot_seconds if float(s) not in snapshots)
+    logger.info("device=%s amp=%s params=%d train=%d (healthy %d) val=%d size=%d base=%d batch=%d "
+                "lr=%g loss=%s norm=%s augment=%s threads=%d freed-memory-kept=%s", device, amp_dtype,
+                n_params, len(train_arrays), int((train_arrays.native_tumour_fraction == 0).sum()),
+                len(val_arrays), cfg.image_size, cfg.base_width, cfg.batch_size, cfg.lr, cfg.loss,
+                cfg.input_norm, cfg.augment_level if cfg.augment else "off", torch.get_num_threads(),
+                MALLOC_TUNED)
+    snap_epochs = {int(e) for e in cfg.snapshot_epochs}
     wall0 = time.perf_counter()
     stop = False
     epochs = progress_bar(range(start_epoch, cfg.epochs), desc="epochs",
@@ -322,11 +345,9 @@ def fit(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
                 torch.cuda.synchronize()
             now = time.perf_counter()
             train_seconds += now - t_last
-            while marks and train_seconds >= marks[0]:
-                mark = marks.pop(0)
-                snapshots[mark] = _save_snapshot(eval_model, cfg, run_dir, mark, train_seconds)
             if cfg.max_train_seconds and train_seconds >= cfg.max_train_seconds:
                 stop = True
+                cut = True
                 break
             t_last = time.perf_counter()
         train_epoch_s = time.perf_counter() - t_epoch
@@ -335,10 +356,15 @@ def fit(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
                "epoch_seconds": train_epoch_s, "train_seconds": train_seconds,
                "wall_seconds": wall_before + time.perf_counter() - wall0}
         history.append(row)
+        if epoch + 1 in snap_epochs and not stop:
+            snapshots[epoch + 1] = {"path": str(_save_snapshot(eval_model, cfg, run_dir, epoch + 1,
+                                                               train_seconds)),
+                                    "train_seconds": float(train_seconds)}
         is_best = row["val_dice"] > best_dice
         best_dice = max(best_dice, row["val_dice"])
         state = _checkpoint_state(eval_model, opt, cfg, epoch + 1, step, train_seconds,
                                   row["wall_seconds"], history, snapshots)
+        state["cut_by_time"] = cut
         if ema is not None:
             state["train_state_dict"] = _cpu_state(model)
             state["ema_state"] = _cpu_state(ema)
@@ -352,12 +378,13 @@ def fit(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
         for cb in callbacks:
             cb(row)
         if stop:
-            logger.info("stopping: train_seconds %.1f reached max_train_seconds %s",
-                        train_seconds, cfg.max_train_seconds)
+            logger.info("CUT: train_seconds %.1f reached max_train_seconds %s after %d of %d epochs; "
+                        "this run is marked cut_by_time and will not be released",
+                        train_seconds, cfg.max_train_seconds, epoch + 1, cfg.epochs)
             break
     wall = wall_before + time.perf_counter() - wall0
     return TrainResult(run_dir, pd.DataFrame(history), best_path, last_path, train_seconds, wall,
-                       snapshots, n_params, str(device))
+                       snapshots, n_params, str(device), cut)
 
 
 def _checkpoint_state(model, opt, cfg, epoch, step, train_seconds, wall_seconds, history, snapshots):
@@ -370,7 +397,7 @@ def _checkpoint_state(model, opt, cfg, epoch, step, train_seconds, wall_seconds,
         "train_seconds": float(train_seconds), "wall_seconds": float(wall_seconds),
         "history": copy.deepcopy(history),
         "metrics": dict(history[-1]) if history else {},
-        "snapshots": {str(k): str(v) for k, v in snapshots.items()},
+        "snapshots": {str(k): dict(v) for k, v in snapshots.items()},
         "torch_version": str(torch.__version__),
     }
 
@@ -379,11 +406,11 @@ def _cpu_state(module) -> dict:
     return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
 
 
-def _save_snapshot(model, cfg, run_dir: Path, mark: float, train_seconds: float) -> Path:
-    path = run_dir / "snapshots" / f"at_{mark:g}s.pt"
+def _save_snapshot(model, cfg, run_dir: Path, epoch: int, train_seconds: float) -> Path:
+    path = run_dir / "snapshots" / f"epoch_{epoch}.pt"
     save_checkpoint({"state_dict": _cpu_state(model),
                      "model_config": model.config(), "train_config": cfg.to_dict(),
-                     "train_seconds": float(train_seconds), "mark_seconds": float(mark)}, path)
+                     "train_seconds": float(train_seconds), "epoch": int(epoch)}, path)
     return path
 
 

@@ -59,12 +59,12 @@ def test_build_table1_from_runs():
     assert len(t) == 7 + 2
     assert list(t["Study"][:7]) == CITED + [compare.PAPER_ROW]
     ours = t[t["Study"].str.startswith("Ours")].set_index("Study")
-    paper = ours.loc["Ours: paper profile, official split, bce_dice (mean ± sd over 2 seeds)"]
+    paper = ours.loc["Ours: paper profile, official split, bce_dice, annotated only (mean ± sd over 2 seeds)"]
     assert paper["n_seeds"] == 2
     assert paper["F1"] == pytest.approx(0.82) and paper["IoU"] == pytest.approx(0.71)
     assert paper["F1_sd"] == pytest.approx(np.std([0.80, 0.84], ddof=1))
     assert "paper-official-bce_dice-seed0.json" in paper["Reference"]
-    cpu = ours.loc["Ours: cpu profile, official split, bce (seed 0)"]
+    cpu = ours.loc["Ours: cpu profile, official split, bce, annotated only (seed 0)"]
     assert cpu["n_seeds"] == 1 and cpu["F1"] == pytest.approx(0.60) and math.isnan(cpu["F1_sd"])
     # cited blanks survive the concatenation as NaN
     assert math.isnan(t.set_index("Study").loc["[25]", "IoU"])
@@ -82,7 +82,7 @@ def test_build_table1_reads_run_jsons(tmp_path):
 
 def test_differences_from_paper():
     d = compare.differences_from_paper(compare.build_table1(RUNS))
-    row = d.set_index("Study").loc["Ours: paper profile, official split, bce_dice (mean ± sd over 2 seeds)"]
+    row = d.set_index("Study").loc["Ours: paper profile, official split, bce_dice, annotated only (mean ± sd over 2 seeds)"]
     assert row["F1"] == pytest.approx(0.82 - 0.826)
     assert math.isnan(row["Specificity"])                # the paper reports none
 

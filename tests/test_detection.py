@@ -10,7 +10,7 @@ import pytest
 import torch
 from PIL import Image
 
-from brainseg_lib import data, detection, leakage
+from brainseg_lib import data, detection, healthy, leakage
 from brainseg_lib.model import UNet
 from conftest import build_fake_br35h, write_image
 
@@ -79,15 +79,19 @@ def test_evaluate_scores_counts_rates_and_cis():
     assert perfect["ci95"]["auc"] == [1.0, 1.0]
 
 
-def test_holdout_is_fixed_seeded_and_sized():
-    names = [f"no{i}.jpg" for i in range(50)] + ["No7.jpg"]
-    a = detection.holdout_negatives(names, 10, seed=0)
-    assert a == detection.holdout_negatives(list(reversed(names)), 10, seed=0)
-    assert len(a) == len(set(a)) == 10 and set(a) <= set(names)
-    assert a == sorted(a, key=detection.natural_key)
-    assert a != detection.holdout_negatives(names, 10, seed=1)
-    with pytest.raises(ValueError):
-        detection.holdout_negatives(names, 100)
+def test_healthy_split_takes_whole_groups_and_is_seeded():
+    names = [f"no{i}.jpg" for i in range(12)]
+    groups = {n: i // 3 for i, n in enumerate(names)}          # four groups of three
+    man = healthy.draw_manifest(names, groups, seed=0, val_size=6, train_pool=3)
+    assert sorted(man["name"]) == sorted(names)
+    assert (man.groupby("role").size() == pd.Series({"report": 3, "train": 3, "val": 6})).all()
+    assert (man.groupby("group")["role"].nunique() == 1).all()        # no group spans two roles
+    again = healthy.draw_manifest(list(reversed(names)), groups, seed=0, val_size=6, train_pool=3)
+    pd.testing.assert_frame_equal(man, again)
+    other = healthy.draw_manifest(names, groups, seed=1, val_size=6, train_pool=3)
+    assert set(other.loc[other.role == "val", "name"]) != set(man.loc[man.role == "val", "name"])
+    # only whole groups: room for 5 takes one group of 3
+    assert (healthy.draw_manifest(names, groups, 0, val_size=5, train_pool=0).role == "val").sum() == 3
 
 
 def test_natural_order():
@@ -112,7 +116,7 @@ def pattern(kind: int, h: int = 48, w: int = 48) -> np.ndarray:
 
 
 @pytest.fixture
-def detection_root(tmp_path):
+def detection_root(tmp_path, monkeypatch):
     root = build_fake_br35h(tmp_path / "br35h")
     yes, no = root / "yes", root / "no"
     yes.mkdir()
@@ -128,6 +132,8 @@ def detection_root(tmp_path):
     write_image(yes / "y902.jpg", pattern(3))
     for kind, name in zip((0, 2, 5, 6, 7), ["no0.jpg", "no1.jpg", "No2.jpg", "no3.jpg", "no10.jpg"]):
         write_image(no / name, pattern(kind))
+    monkeypatch.setenv("BRAINSEG_SPLITS", str(tmp_path / "splits"))
+    healthy.write_manifest(healthy.build_manifest(0, root, val_size=2, train_pool=0))
     return root
 
 
@@ -174,7 +180,7 @@ def test_nearest_in_flags_resized_copies_only(detection_root):
 def test_collect_summarize_and_write(detection_root, tmp_path):
     torch.manual_seed(0)
     net = UNet(base=4).eval()
-    scores, info = detection.collect_scores(net, SIZE, root=detection_root, holdout=2, holdout_seed=0)
+    scores, info = detection.collect_scores(net, SIZE, root=detection_root)
     counts = scores.groupby(["role", "folder", "label"]).size().to_dict()
     assert counts == {("report", "no", 0): 3, ("report", "yes", 1): 3,
                       ("val", "VAL", 1): 2, ("val", "no", 0): 2}
@@ -209,21 +215,14 @@ def test_collect_summarize_and_write(detection_root, tmp_path):
         assert fig is not None
 
 
-def test_holdout_takes_whole_groups():
-    names = [f"no{i}.jpg" for i in range(12)]
-    groups = {n: i // 3 for i, n in enumerate(names)}          # four groups of three
-    held = detection.holdout_negatives(names, 6, seed=0, groups=groups)
-    assert len(held) == 6
-    assert {groups[n] for n in held} and all(sum(groups[m] == groups[n] for m in held) == 3 for n in held)
-    assert held == detection.holdout_negatives(names, 6, seed=0, groups=groups)
-    assert len(detection.holdout_negatives(names, 5, seed=0, groups=groups)) == 3   # only whole groups
-
-
 def test_a_copy_of_a_negative_stays_on_its_side(detection_root):
     no = detection_root / "no"
     src = data.read_grayscale(no / "no1.jpg")
     Image.fromarray(src).resize((70, 70), Image.BILINEAR).save(no / "no99.jpg", quality=85)
-    scores, info = detection.collect_scores(UNet(base=4).eval(), SIZE, root=detection_root, holdout=2)
+    with pytest.raises(ValueError, match="healthy-split"):     # the split no longer lists no/
+        detection.collect_scores(UNet(base=4).eval(), SIZE, root=detection_root)
+    healthy.write_manifest(healthy.build_manifest(0, detection_root, val_size=2, train_pool=0))
+    scores, info = detection.collect_scores(UNet(base=4).eval(), SIZE, root=detection_root)
     held = info["holdout"]["names"]
     assert ("no1.jpg" in held) == ("no99.jpg" in held)
     assert not scores["near_dup_holdout"].any()
@@ -234,7 +233,7 @@ def test_a_copy_of_a_negative_stays_on_its_side(detection_root):
 
 def test_limit_takes_the_first_scans_of_each_class(detection_root):
     net = UNet(base=4).eval()
-    scores, info = detection.collect_scores(net, SIZE, root=detection_root, limit=1, holdout=2)
+    scores, info = detection.collect_scores(net, SIZE, root=detection_root, limit=1)
     rep = scores[scores.role == "report"]
     assert rep["name"].tolist()[0] == "y900.jpg" and len(rep) == 2
     assert info["limit_per_class"] == 1
@@ -254,3 +253,27 @@ def test_image_scores_are_max_and_area():
     assert s["area_frac"].tolist() == [0.25, 0.0]
     assert s["max_prob"].iloc[0] == pytest.approx(1.0, abs=1e-4)
     assert s["max_prob"].iloc[1] == pytest.approx(0.0, abs=1e-4)
+
+
+def test_fixed_sensitivity_threshold_and_roc_specificity():
+    s = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.35, 0.05])
+    y = np.array([1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0])
+    # 10 positives: sensitivity >= 0.9 needs 9 of them, the highest such threshold is 0.15
+    t = detection.threshold_at_sensitivity(s, y, 0.9)
+    assert t["threshold"] == pytest.approx(0.15) and t["sensitivity"] == pytest.approx(0.9)
+    assert t["specificity"] == pytest.approx(0.5)               # 0.35 >= 0.15 is a false alarm
+    # on the ROC: at sensitivity >= 0.9 the best specificity is 0.5 (0.35 ranks above two positives)
+    assert detection.specificity_at_sensitivity(s, y, 0.9) == pytest.approx(0.5)
+    assert detection.specificity_at_sensitivity([0.9, 0.8, 0.1], [1, 1, 0], 0.9) == 1.0
+    p = detection.operating_points(pd.DataFrame({"role": ["val"] * 12 + ["report"] * 12, "label": np.r_[y, y],
+                                                 "area_frac": np.r_[s, s]}))
+    assert p["fixed_sensitivity_threshold"] == pytest.approx(0.15)
+    assert p["fixed_sensitivity_sensitivity"] == pytest.approx(0.9)
+    assert p["auc"] == pytest.approx(detection.auc_score(s, y))
+
+
+def test_run_operating_points_reads_the_healthy_split(detection_root):
+    net = UNet(base=4).eval()
+    p = detection.run_operating_points(net, SIZE, root=detection_root)
+    assert (p["report_positives"], p["report_negatives"]) == (3, 3)
+    assert 0 <= p["auc"] <= 1 and p["primary_score"] == "area_frac"

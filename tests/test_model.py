@@ -83,7 +83,7 @@ def test_architecture_layout(tiny):
         for conv in (block[0], block[3]):
             assert conv.kernel_size == (3, 3) and conv.padding == (1, 1)
     assert tiny.head.kernel_size == (1, 1) and tiny.head.out_channels == 1
-    assert tiny.config() == {"in_channels": 1, "base": 4, "out_channels": 1, "depth": 4}
+    assert tiny.config() == {"in_channels": 1, "base": 4, "out_channels": 1, "depth": 4, "input_norm": "none"}
 
 
 def test_describe():

@@ -33,3 +33,23 @@ def test_finished_is_false_for_missing_or_unreadable_metrics(tmp_path):
     (tmp_path / "metrics" / f"{name_for(run)}.json").write_text(
         json.dumps({"config": {**config_from_params({**run, "snapshot_seconds": (1, 2)}).to_dict()}}))
     assert sweep.finished({**run, "snapshot_seconds": (1, 2)}, str(tmp_path))   # tuple vs stored list
+
+
+def test_planned_lines_are_self_contained(tmp_path):
+    runs = sweep.plan("smoke", seeds=(0, 1), schemes=("official",), extra_losses=(), variants={})
+    lines = sweep.plan_lines(runs, threads=1, sweep_dir=tmp_path)
+    assert len(lines) == 2 and len(set(lines)) == 2
+    for r, line in zip(runs, lines):
+        name = sweep.name_for(r)
+        assert f"BRAINSEG_RESULTS={tmp_path}" in line
+        assert f"-f {tmp_path / 'params' / (name + '.yaml')}" in line
+        assert line.endswith(str(tmp_path / "executed" / f"{name}.ipynb"))
+        assert (tmp_path / "params" / f"{name}.yaml").is_file()
+
+
+def test_plan_adds_tagged_variants_on_seed_0():
+    runs = sweep.plan("smoke", seeds=(0, 1), schemes=("official",), extra_losses=(),
+                      variants={"annotated-only": {"healthy_ratio": 0.0}})
+    v = [r for r in runs if r.get("run_tag")]
+    assert len(v) == 1 and v[0]["seed"] == 0 and v[0]["healthy_ratio"] == 0.0
+    assert sweep.name_for(v[0]).endswith("-seed0-annotated-only")

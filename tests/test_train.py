@@ -100,7 +100,8 @@ def test_checkpoint_round_trip(tmp_path, train_arrays, val_arrays):
                     progress=False)
     ck = load_checkpoint(res.last_path)
     assert ck["epoch"] == 3 and ck["train_config"] == cfg.to_dict()
-    assert ck["model_config"] == {"in_channels": 1, "base": 4, "out_channels": 1, "depth": 4}
+    assert ck["model_config"] == {"in_channels": 1, "base": 4, "out_channels": 1, "depth": 4,
+                                  "input_norm": "none"}
     model = model_from_checkpoint(ck, res.last_path, expect={"base": 4})
     assert not model.training
     # the reloaded model reproduces the validation Dice recorded when it was saved
@@ -225,7 +226,7 @@ def test_paper_profile_values():
 def test_paper_profile_one_epoch_on_cpu(tmp_path):
     cfg = experiment.config_from_params(experiment.load_profile("paper"))
     cfg = dataclasses.replace(cfg, image_size=32, batch_size=2, epochs=1, device="cpu",
-                              snapshot_seconds=[])
+                              snapshot_epochs=[])
     assert cfg.base_width == 64 and cfg.lr == 1e-4
     arrays = synthetic_arrays(2, size=32, seed=3)
     res = train.fit(cfg, tmp_path / "paper", train_arrays=arrays, val_arrays=arrays, progress=False)

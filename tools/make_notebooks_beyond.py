@@ -135,21 +135,23 @@ the segmentation U-Net of notebook 02 becomes an image-level detector, without a
   probability. The **primary score is the predicted area**, fixed before any result was seen: it is
   the segmentation's own decision at the pixel threshold every metric uses, rests on many pixels
   (one hot pixel cannot flip it), and its threshold reads as a minimum tumour size. Both are reported.
-* **Threshold chosen on validation only.** VAL has no tumour-free image, so a fixed, seeded
-  **hold-out of `no/` scans** (its size is the profile's `detection_holdout`; the scans are listed in
-  `results/metrics/detection.json`) serves as the negative validation set, with the VAL tumour images
-  as positives; the threshold maximising Youden's J
-  there is used unchanged on the report set. The hold-out never enters the report. `no/` contains
-  near-duplicates of its own scans, so the hold-out is drawn as whole near-duplicate groups (the
-  links of notebook 07): no report scan is a twin of a hold-out scan.
-* **Report** on all unseen scans minus the hold-out: sensitivity, specificity, accuracy and ROC AUC,
+* **The healthy split.** Training may use tumour-free scans, so `no/` is split once, by whole
+  near-duplicate groups (the links of notebook 07), into `train` (scans a model may train on),
+  `val` and `report` roles: `splits/healthy_seed<k>.csv`, written by
+  `python -m brainseg_lib healthy-split`. No report scan is a twin of a training or validation scan,
+  and the `train` scans are left out here entirely.
+* **Thresholds chosen on validation only.** VAL has no tumour-free image, so the healthy split's
+  `val` scans (listed in `results/metrics/detection.json`) are the negative validation set, with the
+  VAL tumour images as positives. Two operating points are chosen there and used unchanged on the
+  report set: the threshold maximising Youden's J, and the highest threshold whose validation
+  sensitivity is at least 0.90 (a fixed sensitivity).
+* **Report** on the unseen tumour scans and the healthy `report` scans: sensitivity, specificity, accuracy and ROC AUC,
   each with a 95% bootstrap CI (images resampled within each class).
 * **Leakage**: unseen scans that are near-duplicates of TRAIN images (the signals of notebook 07:
   thumbnail correlation ≥ 0.95 or pHash distance ≤ 6) are counted, and the metrics are given with and
   without them.
 """),
-    params_cell(["profile", "seed", "loss", "detection_limit", "detection_holdout",
-                 "detection_holdout_seed", "detection_gallery"]),
+    params_cell(["profile", "seed", "loss", "healthy_seed", "detection_limit", "detection_gallery"]),
     code(SETUP + "from brainseg_lib import detection, plots\nfrom brainseg_lib.evaluate import write_csv, write_json" + LOAD_RUN + """
 print(run["run_name"], "| model input", size, "x", size)"""),
     md("## The files: which tumour scans are really unseen?\nSHA-256 of every annotated image against its `yes/` namesake, and of every unseen or `no/` scan against the annotated images."),
@@ -157,12 +159,11 @@ print(run["run_name"], "| model input", size, "x", size)"""),
 for k, v in inv.checks.items():
     print(f"{k}: {v}")"""),
     md("## Scores\nEvery image is read, resized to the model's input and segmented once; the scores are cached to `results/tables/detection_scores.csv` and everything below is computed from that file."),
-    code("""scores, info = detection.collect_scores(net, size, limit=detection_limit, holdout=detection_holdout,
-                                       holdout_seed=detection_holdout_seed)
+    code("""scores, info = detection.collect_scores(net, size, limit=detection_limit, healthy_seed=healthy_seed)
 scores_csv = write_csv(scores, paths.tables_dir() / "detection_scores.csv")
 scores = pd.read_csv(scores_csv)"""),
-    code(CHECK + """print("hold-out:", info["holdout"]["size"], "no/ scans, seed", info["holdout"]["seed"],
-      "| drawn by", info["holdout"]["drawn_by"])
+    code(CHECK + """print("healthy validation scans:", info["holdout"]["size"], "| drawn by", info["holdout"]["drawn_by"])
+print("healthy training scans left out:", info["healthy_training_scans_excluded"])
 print("limit per class:", info["limit_per_class"])
 print(scores.groupby(["role", "folder", "label"]).size().to_string())
 print("columns:", list(scores.columns))"""),
@@ -187,6 +188,23 @@ print(f"no/ itself: {ng['scans_in_such_groups']} scans in {ng['groups_with_dupli
 written = detection.write_table(table, paths.tables_dir())
 from IPython.display import Markdown
 Markdown(written["md"].read_text())"""),
+    md("## At a fixed sensitivity of 0.90\nThe threshold is the highest one reaching sensitivity 0.90 on validation; the last column reads the report set's ROC curve at sensitivity 0.90 directly (a property of the scores, like the AUC)."),
+    code("""fs = summary["report_at_fixed_sensitivity"]
+pd.DataFrame({f"{sub} / {k}": {"threshold": m["threshold"], "sensitivity": m["sensitivity"],
+                               "specificity": m["specificity"], "ROC specificity at sens 0.90": m["roc_specificity_at_sensitivity"]}
+              for sub, by in fs.items() for k, m in by.items()}).T.round(3)"""),
+    md("## Seed to seed\nEvery training run records both operating points of its own model (`detection` in its JSON). The rows below are the official-split BCE+Dice runs of the seed sweep (notebook 08's runs) and this notebook's run; mean and sd over the sweep's seeds."),
+    code("""seeds = detection.seed_table(profile, loss)
+if len(seeds):
+    evaluate_cols = ["auc", "youden_sensitivity", "youden_specificity", "fixed_sensitivity_sensitivity",
+                     "fixed_sensitivity_specificity", "roc_specificity_at_sensitivity"]
+    seed_summary = seeds[evaluate_cols].agg(["mean", "std"]).T
+    summary["seed_to_seed"] = {"runs": seeds.to_dict("records"),
+                               "mean": seed_summary["mean"].to_dict(), "sd": seed_summary["std"].to_dict()}
+    write_json(summary, paths.metrics_dir() / "detection.json")
+    display(seeds.round(3)); display(seed_summary.round(3))
+else:
+    print("no sweep runs with detection figures yet: run `python -m brainseg_lib sweep` first")"""),
     md("## In words\nGenerated from the numbers above."),
     code("print(detection.describe(summary))"),
     md("## ROC curves and the confusion matrix (primary score, all report scans)"),
@@ -211,6 +229,95 @@ profile the model is barely trained and only `detection_limit` scans per class a
 """),
 ])
 
-for name, nb in [("05_explainability", nb05), ("06_detection", nb06)]:
+
+nb09 = notebook([
+    md("""
+# 09 · External validation: TCGA-LGG FLAIR slices from another source
+
+A model that only holds up on its own split is of little use on a user's scans. Here the model of
+notebook 02 meets **TCGA-LGG FLAIR slices** (Buda et al. 2019; Mazurowski et al. 2017): another
+collection, one MRI sequence, skull included, many small tumours. No model trains on them. The set is
+split by patient into a `dev` half (used, with Br35H VAL, to choose the profile: the lever table) and
+a `test` half, **scored here once, for the final choice**.
+
+Figures per half, at the slices' own 256x256 resolution (definitions in `brainseg_lib/external.py`):
+pooled F1 over all pixels, mean per-slice Dice over tumour slices, the share of clean slices with any
+pixel marked tumour, and the boundary metrics HD95 and NSD (tolerance in pixels;
+`brainseg_lib/boundary.py`, computed with MONAI) over tumour slices. 95% CIs resample **patients**.
+The data is found through `BRAINSEG_EXTERNAL` (default `data/lgg_external`); without it the notebook
+says where to get it and skips.
+"""),
+    params_cell(["profile", "seed", "loss", "external_boot"]),
+    code(SETUP + """from brainseg_lib import external, plots
+from brainseg_lib.evaluate import write_csv, write_json""" + LOAD_RUN + """
+ext_ok = external.available()
+print(run["run_name"], "| model input", size, "x", size)
+print("external set:", "found" if ext_ok else "NOT FOUND - " + external.HOW_TO_GET)"""),
+    md("## The two halves"),
+    code(CHECK + """if ext_ok:
+    halves = {h: external.load_half(h, size) for h in external.HALVES}
+    for h, half in halves.items():
+        t = sum(m.any() for m in half.truths)
+        print(f"{h}: {len(half.patients)} slices of {len(set(half.patients))} patients, "
+              f"{t} with tumour, {len(half.patients) - t} clean")
+    print("patients in both halves:", len(set(halves["dev"].patients) & set(halves["test"].patients)))"""),
+    md("## Score both halves\nOne row per slice, cached to `results/metrics/external_<half>_per_slice.csv`; the summary is `results/metrics/external_validation.json`."),
+    code("""if ext_ok:
+    ext = {"run_name": run["run_name"], "checkpoint": run["checkpoint"], "threshold": run["threshold"]}
+    for h, half in halves.items():
+        per_slice = external.score_half(net, half, run["threshold"])
+        csv = write_csv(per_slice, paths.metrics_dir() / f"external_{h}_per_slice.csv")
+        ext[h] = {**external.summarize_half(pd.read_csv(csv), n_boot=external_boot), "per_slice_csv": csv.name}
+    write_json(ext, paths.metrics_dir() / "external_validation.json")"""),
+    code("""if ext_ok:
+    figs = ["pooled_f1", "mean_dice_tumour", "clean_marked_share", "hd95_mean", "nsd_mean"]
+    rows = {}
+    for h in external.HALVES:
+        e = ext[h]
+        rows[h] = {f: f"{e[f]:.3f} [{e['ci95_by_patient'][f][0]:.3f}, {e['ci95_by_patient'][f][1]:.3f}]" for f in figs}
+        rows[h]["hd95_median"] = f"{e['hd95_median']:.1f}"
+        rows[h]["clean slices marked"] = f"{e['clean_marked']} of {e['n_clean_slices']}"
+    display(pd.DataFrame(rows))"""),
+    md("## Per-slice Dice on tumour slices, by tumour size\nSmall tumours are where a low input resolution and a domain shift hurt first."),
+    code("""if ext_ok:
+    per = pd.read_csv(paths.metrics_dir() / "external_test_per_slice.csv")
+    tum = per[per.tumour]
+    fig, ax = plt.subplots(figsize=(6.5, 3.5))
+    ax.scatter(tum.tumour_pixels, tum.dice, s=8, alpha=0.6)
+    ax.set_xscale("log"); ax.set_xlabel("tumour pixels (of 256x256)"); ax.set_ylabel("Dice"); ax.set_ylim(-0.02, 1.02)
+    ax.set_title("external test half: per-slice Dice")
+    plots.save_figure(fig, "external_dice_by_size");"""),
+    md("## Best, median and worst tumour slices, and the worst false alarm (test half)"),
+    code("""if ext_ok:
+    half = halves["test"]
+    idx = {n: i for i, n in enumerate(half.arrays.names)}
+    order = tum.sort_values("dice")
+    picks = [("worst", order.iloc[0]), ("median", order.iloc[len(order) // 2]), ("best", order.iloc[-1])]
+    clean = per[~per.tumour].sort_values("pred_pixels")
+    if len(clean) and clean.iloc[-1].pred_pixels > 0:
+        picks.append(("false alarm", clean.iloc[-1]))
+    from brainseg_lib.evaluate import predict_probs, to_native
+    probs = predict_probs(net, half.arrays)
+    imgs, truths, preds, titles = [], [], [], []
+    for label, r in picks:
+        i = idx[r["name"]]
+        img = external.read_grayscale(external.check_external() / "test" / "images" / f"{r['name']}.png")
+        imgs.append(img); truths.append(half.truths[i])
+        preds.append(to_native(probs[i], *img.shape) >= run["threshold"])
+        titles.append(f"{label}: Dice {r['dice']:.2f}")
+    fig = plots.overlay_panels(imgs, truths, preds, titles)
+    plots.save_figure(fig, "external_cases");"""),
+    md("## In words\nGenerated from the numbers above, and written to `results/tables/external_validation.md`."),
+    code("""from IPython.display import Markdown
+from brainseg_lib.fileio import atomic_write_text
+if ext_ok:
+    atomic_write_text(paths.tables_dir() / "external_validation.md", external.describe(ext) + "\\n")
+    display(Markdown(external.describe(ext)))"""),
+    md("## How the profile was chosen\nThe lever table (`python -m brainseg_lib levers`, plan in `params/levers.yaml`): each trial changes one thing and is scored on Br35H VAL, the healthy validation scans and this set's `dev` half only. TEST and the external `test` half played no part in it."),
+    code("""lever_md = paths.levers_dir() / "lever_table.md"
+display(Markdown(lever_md.read_text()) if lever_md.is_file() else "no lever trials recorded yet")"""),
+])
+
+for name, nb in [("05_explainability", nb05), ("06_detection", nb06), ("09_external_validation", nb09)]:
     nbf.write(nb, ROOT / "notebooks" / f"{name}.ipynb")
     print("wrote", name)

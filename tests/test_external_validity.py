@@ -1,0 +1,285 @@
+"""The external-validity work: an epoch budget that no clock changes, healthy scans in
+training, input normalisation and augmentation, boundary metrics, the external set, the
+lever table and a release that refuses a cut run. Tiny hand-made inputs only."""
+from __future__ import annotations
+
+import json
+import math
+import time
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from brainseg_lib import boundary, external, healthy, levers, loaders, paths, release, train
+from brainseg_lib.data import ImageReadError, SplitArrays
+from brainseg_lib.model import UNet, normalize_input
+from test_train import synthetic_arrays
+
+torch.set_num_threads(1)
+
+
+def tiny_config(**kw) -> train.TrainConfig:
+    base = dict(image_size=32, base_width=4, batch_size=8, epochs=3, lr=1e-2, device="cpu", seed=0,
+                augment=True, deterministic=True, channels_last=False, threads=1)
+    base.update(kw)
+    return train.TrainConfig(**base)
+
+
+# --------------------------------------------------------------------------- epoch budget
+def test_a_slowed_run_trains_the_same_weights(tmp_path):
+    """The budget is epochs: a run slowed down on purpose ends with identical weights."""
+    arrays, val = synthetic_arrays(16, seed=0), synthetic_arrays(4, seed=1, split="val")
+    cfg = tiny_config(snapshot_epochs=[2])
+    fast = train.fit(cfg, tmp_path / "fast", train_arrays=arrays, val_arrays=val, progress=False)
+    slow = train.fit(cfg, tmp_path / "slow", train_arrays=arrays, val_arrays=val, progress=False,
+                     callbacks=(lambda row: time.sleep(0.3),))
+    a = torch.load(fast.last_path, weights_only=True)["state_dict"]
+    b = torch.load(slow.last_path, weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert slow.wall_seconds > fast.wall_seconds + 0.5
+    assert not fast.cut_by_time and not slow.cut_by_time
+    # snapshots are taken by epoch, each with the seconds at which it was reached
+    assert set(fast.snapshots) == {2} and fast.snapshots[2]["train_seconds"] > 0
+    snap = torch.load(fast.snapshots[2]["path"], weights_only=True)
+    assert snap["epoch"] == 2
+
+
+def test_a_time_cap_cuts_and_marks_the_run(tmp_path):
+    arrays, val = synthetic_arrays(16, seed=0), synthetic_arrays(4, seed=1, split="val")
+    res = train.fit(tiny_config(epochs=50, max_train_seconds=1e-9), tmp_path / "cut", train_arrays=arrays,
+                    val_arrays=val, progress=False)
+    assert res.cut_by_time and list(res.history["epoch"]) == [1]
+    assert torch.load(res.last_path, weights_only=True)["cut_by_time"] is True
+
+
+def test_release_refuses_a_cut_run_and_an_unscored_one():
+    with pytest.raises(release.ReleaseRefused, match="cut by max_train_seconds"):
+        release.refuse_unfinished({"cut_by_time": True, "split": "test", "epochs_run": 3,
+                                   "config": {"max_train_seconds": 300, "epochs": 70}}, "run.json")
+    with pytest.raises(release.ReleaseRefused, match="not scored on TEST"):
+        release.refuse_unfinished({"cut_by_time": False, "split": "val", "config": {}}, "run.json")
+    release.refuse_unfinished({"cut_by_time": False, "split": "test", "config": {}}, "run.json")
+
+
+def test_profiles_that_write_table1_have_no_time_cap():
+    from brainseg_lib.experiment import load_profile
+    for name in ("cpu", "paper", "smoke"):
+        p = load_profile(name)
+        assert p.get("max_train_seconds") is None, name
+        assert "snapshot_seconds" not in p, name
+    assert load_profile("cpu")["threads"] >= 1            # Table I's float results depend on it
+
+
+# --------------------------------------------------------------------------- normalisation, augmentation
+def test_zscore_input_is_standardised_and_ignores_brightness_and_contrast():
+    x = torch.rand(3, 1, 16, 16)
+    z = normalize_input(x, "zscore")
+    assert torch.allclose(z.mean(dim=(1, 2, 3)), torch.zeros(3), atol=1e-5)
+    assert torch.allclose(z.std(dim=(1, 2, 3), unbiased=False), torch.ones(3), atol=1e-3)
+    assert torch.allclose(normalize_input(0.5 * x + 0.2, "zscore"), z, atol=1e-4)
+    assert torch.equal(normalize_input(x, "none"), x)
+    with pytest.raises(ValueError, match="input_norm"):
+        UNet(base=4, input_norm="minmax")
+    net = UNet(base=4, input_norm="zscore").eval()
+    assert net.config()["input_norm"] == "zscore"
+
+
+def test_basic_level_replays_the_original_augmentation():
+    x, y = torch.rand(4, 1, 16, 16), (torch.rand(4, 1, 16, 16) > 0.7).float()
+    a = loaders.augment_batch(x, y, loaders.AugmentConfig(), torch.Generator().manual_seed(3))
+    b = loaders.augment_batch(x, y, loaders.augment_config("basic"), torch.Generator().manual_seed(3))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    with pytest.raises(ValueError, match="augment_level"):
+        loaders.augment_config("extreme")
+
+
+def test_full_augmentation_is_reproducible_bounded_and_keeps_masks_binary():
+    x, y = torch.rand(8, 1, 24, 24), (torch.rand(8, 1, 24, 24) > 0.7).float()
+    cfg = loaders.augment_config("full")
+    a = loaders.augment_batch(x, y, cfg, torch.Generator().manual_seed(5))
+    b = loaders.augment_batch(x, y, cfg, torch.Generator().manual_seed(5))
+    assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1])
+    assert a[0].min() >= 0 and a[0].max() <= 1
+    assert set(a[1].unique().tolist()) <= {0.0, 1.0}
+    c = loaders.augment_batch(x, y, cfg, torch.Generator().manual_seed(6))
+    assert not torch.equal(a[0], c[0])
+
+
+def test_gaussian_blur_per_image_sigma():
+    flat = torch.full((2, 1, 9, 9), 0.3)
+    assert torch.allclose(loaders.gaussian_blur(flat, torch.tensor([0.5, 1.5])), flat, atol=1e-6)
+    dot = torch.zeros(2, 1, 15, 15)
+    dot[:, :, 7, 7] = 1.0
+    out = loaders.gaussian_blur(dot, torch.tensor([0.5, 2.0]))
+    assert out[0, 0, 7, 7] > out[1, 0, 7, 7]                 # the wider sigma spreads more
+    assert torch.allclose(out.sum(dim=(1, 2, 3)), torch.ones(2), atol=1e-4)   # mass kept
+
+
+# --------------------------------------------------------------------------- healthy scans
+@pytest.fixture
+def healthy_root(tmp_path, monkeypatch):
+    root = tmp_path / "br35h"
+    (root / "no").mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for i in range(8):
+        Image.fromarray(rng.integers(0, 255, (40 + i, 50), dtype=np.uint8)).save(root / "no" / f"no{i}.jpg")
+    monkeypatch.setenv("BRAINSEG_SPLITS", str(tmp_path / "splits"))
+    healthy.write_manifest(healthy.build_manifest(0, root, val_size=2, train_pool=4))
+    return root
+
+
+def test_healthy_scans_join_training_as_empty_masks(healthy_root):
+    man = healthy.load_manifest(0)
+    assert man.groupby("role").size().to_dict() == {"report": 2, "train": 4, "val": 2}
+    tumours = synthetic_arrays(4, size=32)
+    mixed = healthy.with_healthy(tumours, "train", 0.5, 0, healthy_root)
+    assert len(mixed) == 6 and mixed.names[4:] == list(man.loc[man.role == "train", "name"])[:2]
+    assert mixed.masks[4:].sum() == 0 and mixed.images.shape == (6, 32, 32)
+    assert (mixed.native_tumour_fraction[4:] == 0).all()
+    assert healthy.with_healthy(tumours, "train", 0.0, 0, healthy_root) is tumours
+    with pytest.raises(ValueError, match="holds 4"):
+        healthy.with_healthy(tumours, "train", 2.0, 0, healthy_root)
+    # the cache is read back identically
+    again = healthy.load_healthy("train", 32, 0, 2, healthy_root)
+    np.testing.assert_array_equal(again.images, mixed.images[4:])
+
+
+def test_fit_mixes_healthy_scans_at_the_ratio(healthy_root, tmp_path):
+    arrays, val = synthetic_arrays(4, seed=0), synthetic_arrays(2, seed=1, split="val")
+    res = train.fit(tiny_config(epochs=1, healthy_ratio=1.0, batch_size=4), tmp_path / "h",
+                    train_arrays=arrays, val_arrays=val, data_root=healthy_root, progress=False)
+    log = (res.run_dir / "train_log.txt").read_text()
+    assert "train=8 (healthy 4) val=4" in log
+
+
+def test_missing_healthy_split_says_how_to_write_it(tmp_path, monkeypatch):
+    monkeypatch.setenv("BRAINSEG_SPLITS", str(tmp_path / "nothing"))
+    with pytest.raises(FileNotFoundError, match="healthy-split"):
+        healthy.load_manifest(0)
+
+
+# --------------------------------------------------------------------------- boundary metrics
+def test_boundary_metrics_by_hand():
+    gt = np.zeros((40, 40), bool)
+    gt[10:20, 10:20] = True
+    shifted = np.roll(gt, 3, axis=0)                # every outline point moves 3 px (or less)
+    m = boundary.boundary_metrics(shifted, gt)
+    assert m["hd95"] == pytest.approx(3.0)
+    assert 0 < m["nsd"] < 1
+    same = boundary.boundary_metrics(gt, gt)
+    assert same == {"hd95": 0.0, "nsd": 1.0}
+    # within the tolerance: a 2 px shift keeps every outline point within 2 px
+    assert boundary.boundary_metrics(np.roll(gt, 2, axis=1), gt, tolerance=2.0)["nsd"] == pytest.approx(1.0)
+
+
+def test_boundary_empty_mask_rule():
+    gt = np.zeros((30, 40), bool)
+    assert all(math.isnan(v) for v in boundary.boundary_metrics(gt, gt).values())
+    assert all(math.isnan(v) for v in boundary.boundary_metrics(~gt, gt).values())
+    gt[5:9, 5:9] = True
+    m = boundary.boundary_metrics(np.zeros_like(gt), gt)
+    assert m == {"hd95": pytest.approx(50.0), "nsd": 0.0}        # the diagonal of 30x40
+    with pytest.raises(ValueError, match="shape"):
+        boundary.boundary_metrics(np.zeros((3, 3)), gt)
+    s = boundary.summarize_boundary(pd.DataFrame({"hd95": [1.0, 3.0, np.nan], "nsd": [1.0, 0.5, np.nan]}))
+    assert s["hd95"] == {"mean": 2.0, "median": 2.0, "n_images": 2} and s["nsd"]["mean"] == 0.75
+
+
+# --------------------------------------------------------------------------- external set
+def make_external(root, mismatch: bool = False):
+    """Two patients per half; patient A has a tumour slice and a clean slice, B one tumour slice."""
+    rows = []
+    for half in external.HALVES:
+        for sub in ("images", "masks"):
+            (root / half / sub).mkdir(parents=True)
+        for patient, slices in (("PA", (1, 0)), ("PB", (1,))):
+            for k, has in enumerate(slices):
+                name = f"{half}_{patient}_{k}"
+                img = np.full((32, 32), 30, np.uint8)
+                mask = np.zeros((32, 32), np.uint8)
+                if has:
+                    img[8:16, 8:16] = 220
+                    mask[8:16, 8:16] = 255
+                Image.fromarray(img).save(root / half / "images" / f"{name}.png")
+                m = Image.fromarray(mask)
+                if mismatch and half == "dev" and patient == "PB":
+                    m = m.resize((30, 32))
+                m.save(root / half / "masks" / f"{name}.png")
+                rows.append({"name": name, "patient": f"{half}-{patient}", "half": half,
+                             "tumor_pixels": int(mask.sum() // 255)})
+    pd.DataFrame(rows).to_csv(root / "manifest.csv", index=False)
+    return root
+
+
+def test_missing_external_set_names_the_variable(tmp_path, monkeypatch):
+    monkeypatch.setenv("BRAINSEG_EXTERNAL", str(tmp_path / "absent"))
+    assert not external.available()
+    with pytest.raises(external.ExternalDataNotFound, match="BRAINSEG_EXTERNAL") as e:
+        external.load_half("dev", 32)
+    assert "lgg-mri-segmentation" in str(e.value)
+
+
+def test_image_and_mask_of_different_sizes_name_the_file(tmp_path):
+    root = make_external(tmp_path / "ext", mismatch=True)
+    with pytest.raises(ImageReadError, match="dev_PB_0.png"):
+        external.load_half("dev", 32, root)
+
+
+class Oracle(torch.nn.Module):
+    """Logit +10 where the image is bright, -10 elsewhere: a perfect segmenter here."""
+
+    def __init__(self, offset: int = 0):
+        super().__init__()
+        self.w, self.offset = torch.nn.Parameter(torch.zeros(1)), offset
+
+    def forward(self, x):
+        out = torch.where(x > 0.5, 10.0, -10.0)
+        return torch.roll(out, self.offset, dims=-1) if self.offset else out
+
+
+def test_external_figures_by_hand(tmp_path):
+    root = make_external(tmp_path / "ext")
+    half = external.load_half("test", 32, root)
+    assert half.patients == ["test-PA", "test-PA", "test-PB"]
+    perfect = external.score_half(Oracle(), half)
+    s = external.summarize_half(perfect, n_boot=50)
+    assert (s["pooled_f1"], s["mean_dice_tumour"], s["clean_marked_share"]) == (1.0, 1.0, 0.0)
+    assert s["hd95_median"] == 0.0 and s["nsd_mean"] == 1.0 and s["n_patients"] == 2
+    # shifted by 4 px: Dice of two 8x8 squares overlapping 8x4 = 0.5 on each tumour slice
+    shifted = external.score_half(Oracle(offset=4), half)
+    s = external.summarize_half(shifted, n_boot=200)
+    assert s["pooled_f1"] == pytest.approx(0.5) and s["mean_dice_tumour"] == pytest.approx(0.5)
+    assert s["hd95_median"] == pytest.approx(4.0)
+    lo, hi = s["ci95_by_patient"]["pooled_f1"]
+    assert lo <= 0.5 <= hi
+    text = external.describe({"test": s})
+    assert "pooled F1 0.500" in text and "0 of 1 clean slices" in text
+
+
+# --------------------------------------------------------------------------- lever table
+def test_lever_table_reads_selection_figures(tmp_path, monkeypatch):
+    plan = {"base": "smoke", "fixed": {"epochs": 1},
+            "trials": [{"tag": "a", "lever": "first", "set": {"healthy_ratio": 0.0}},
+                       {"tag": "b", "lever": "second", "set": {"healthy_ratio": 0.5}}]}
+    params = levers.trial_params(plan)
+    assert all(p["score_test"] is False and p["epochs"] == 1 for p in params)
+    assert [p["run_tag"] for p in params] == ["a", "b"]
+    from brainseg_lib.experiment import name_for
+    out = paths.ensure(tmp_path / "lv" / "metrics")
+    sel = {"val": {"pooled_f1": 0.9, "hd95_median": 5.0, "nsd_mean": 0.6},
+           "healthy_val": {"marked_share": 0.1},
+           "external_dev": {"pooled_f1": 0.7, "mean_dice_tumour": 0.6, "clean_marked_share": 0.05,
+                            "hd95_median": 9.0, "nsd_mean": 0.5}}
+    (out / f"{name_for(params[0])}.json").write_text(json.dumps(
+        {"run_name": name_for(params[0]), "config": {"image_size": 64, "healthy_ratio": 0.0},
+         "epochs_run": 1, "selection": sel}))
+    paths.ensure(tmp_path / "lv" / "runs" / name_for(params[0]))
+    (tmp_path / "lv" / "runs" / name_for(params[0]) / "timing.json").write_text('{"train_seconds": 2.0}')
+    t = levers.lever_table(plan, tmp_path / "lv")
+    assert list(t["tag"]) == ["a"] and t.loc[0, "ext_dev_mean_dice"] == 0.6     # b not run yet
+    assert t.loc[0, "train_seconds"] == 2.0
+    md = levers.table_markdown(t)
+    assert "| a | first | 64 |" in md and "ext dev Dice (tumour)" in md
