@@ -39,10 +39,10 @@ def plan(profile: str, seeds=DEFAULT_SEEDS, schemes=("official", "grouped"),
     extra_losses = base.get("sweep_extra_losses", ["bce"]) if extra_losses is None else extra_losses
     variants = base.get("sweep_variants") or {} if variants is None else variants
     runs = [{**base, "split_scheme": s, "seed": k} for s in schemes for k in seeds]
-    runs += [{**base, "split_scheme": "official", "seed": k, "loss": loss}
-             for loss in extra_losses if loss != base["loss"] for k in seeds]
     runs += [{**base, **overrides, "split_scheme": "official", "seed": 0, "run_tag": tag}
              for tag, overrides in variants.items()]
+    runs += [{**base, "split_scheme": "official", "seed": k, "loss": loss}
+             for loss in extra_losses if loss != base["loss"] for k in seeds]
     for r in runs:
         r["tune_threshold"] = True
     return runs
