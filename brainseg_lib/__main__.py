@@ -86,6 +86,7 @@ def _cmd_embed_table(args) -> int:
     changed |= embed_in_readme(speed_markdown(), start=SPEED_START, end=SPEED_END)
     for path, marker in ((paths.tables_dir() / "findings.md", "FINDINGS"),
                          (paths.tables_dir() / "detection_table.md", "DETECTION"),
+                         (paths.tables_dir() / "detection_seeds.md", "DETECTION_SEEDS"),
                          (paths.tables_dir() / "table1_boundary.md", "BOUNDARY"),
                          (paths.tables_dir() / "external_validation.md", "EXTERNAL"),
                          (paths.levers_dir() / "lever_table.md", "LEVERS")):

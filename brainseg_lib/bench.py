@@ -39,7 +39,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from . import paths
 from .data import Annotation, list_split, load_split, rasterize, read_grayscale
 from .evaluate import write_json
-from .loaders import AugmentConfig, resident_batches, resident_tensors
+from .loaders import augment_config, resident_batches, resident_tensors
 from .losses import get_loss
 from . import train as train_module
 from .model import UNet, count_parameters
@@ -162,12 +162,12 @@ def run_benchmark(params: dict, steps: int = 10, infer_runs: int = 100, data_roo
 
     # ours: in-RAM uint8, tensor augmentation, channels_last
     train = load_split("train", size, root=data_root)
-    ours_model = UNet(base=cfg.base_width).to(device)
+    ours_model = UNet(base=cfg.base_width, input_norm=cfg.input_norm).to(device)
     if cfg.channels_last:
         ours_model = ours_model.to(memory_format=torch.channels_last)
     images, masks = resident_tensors(train, device)
     batches = (b for epoch in range(10**6) for b in resident_batches(
-        images, masks, bs, cfg.seed, epoch, AugmentConfig() if cfg.augment else None))
+        images, masks, bs, cfg.seed, epoch, augment_config(cfg.augment_level) if cfg.augment else None))
 
     def timed():
         """Images/s per block of our steps, and minor page faults per step (2 warm-up steps)."""

@@ -452,13 +452,30 @@ def seed_table(profile: str, loss: str = "bce_dice", split_scheme: str = "offici
     for r in load_run_metrics((sweep_dir or paths.sweep_dir()) / "metrics"):
         d = r.get("detection") or {}
         if (r.get("profile"), r.get("split_scheme", "official"), r.get("loss")) != (profile, split_scheme, loss) \
-                or "auc" not in d:
+                or "auc" not in d or r.get("run_tag"):
             continue
         rows.append({"run_name": r["run_name"], "seed": r["seed"],
                      **{k: d[k] for k in ("auc", "youden_sensitivity", "youden_specificity",
                                           "fixed_sensitivity_sensitivity", "fixed_sensitivity_specificity",
                                           "roc_specificity_at_sensitivity")}})
     return pd.DataFrame(rows).sort_values("seed").reset_index(drop=True) if rows else pd.DataFrame()
+
+
+SEED_COLUMNS = {"auc": "AUC", "youden_sensitivity": "sensitivity (Youden)",
+                "youden_specificity": "specificity (Youden)",
+                "fixed_sensitivity_sensitivity": "sensitivity (fixed-sensitivity threshold)",
+                "fixed_sensitivity_specificity": "specificity (fixed-sensitivity threshold)",
+                "roc_specificity_at_sensitivity": "ROC specificity at sensitivity 0.90"}
+
+
+def seed_markdown(seeds: pd.DataFrame) -> str:
+    """Mean ± sd over the sweep's seeds of each operating-point figure (``seed_table``)."""
+    if seeds.empty:
+        return "_No seed sweep with detection figures yet._\n"
+    lines = [f"| figure (all report scans, area score) | mean ± sd over {len(seeds)} seeds |", "|---|---|"]
+    for col, label in SEED_COLUMNS.items():
+        lines.append(f"| {label} | {seeds[col].mean():.3f} ± {seeds[col].std(ddof=1) if len(seeds) > 1 else 0:.3f} |")
+    return "\n".join(lines) + "\n"
 
 
 def _num(v) -> float:
@@ -480,9 +497,13 @@ def detection_table(summary: dict) -> pd.DataFrame:
     near-duplicates of TRAIN. Numeric columns, with ``<metric>_ci_low`` / ``_ci_high``."""
     k = summary["primary_score"]
     rows = []
-    for subset, label in (("all", "all unseen scans"),
-                          ("without_near_duplicates", "without near-duplicates of TRAIN")):
-        m = summary["report"][subset][k]
+    points = [("report", subset, label) for subset, label in
+              (("all", "all unseen scans"), ("without_near_duplicates", "without near-duplicates of TRAIN"))]
+    if "report_at_fixed_sensitivity" in summary:
+        points.append(("report_at_fixed_sensitivity", "all",
+                       f"all unseen scans, threshold for sensitivity >= {summary['fixed_sensitivity']:g} on validation"))
+    for block, subset, label in points:
+        m = summary[block][subset][k]
         row = {"Task": f"Image-level tumour detection ({label}; score: {k})", "Images": m["images"],
                "Positives": m["positives"], "Negatives": m["negatives"]}
         for col, key in (("Sensitivity", "sensitivity"), ("Specificity", "specificity"),

@@ -199,8 +199,8 @@ def tune_threshold(checkpoint, val_arrays, test_arrays, test_probs, data_root=No
 
 def snapshot_scores(snapshots: dict, cfg: TrainConfig, test_arrays, data_root=None,
                     gts: dict | None = None) -> list[dict]:
-    """Pooled native-resolution test F1 of each epoch snapshot, with the seconds of training
-    at which it was reached (report only, never model selection)."""
+    """Pooled native-resolution test F1 of each epoch snapshot (report only, never model
+    selection); the seconds at which each was reached go to the run's timing.json."""
     out = []
     dev = resolve_device(cfg.device)
     for epoch, snap in sorted(snapshots.items()):

@@ -204,7 +204,8 @@ def test_collect_summarize_and_write(detection_root, tmp_path):
     assert summary["report"]["all"]["area_frac"]["images"] == 6
     assert summary["report"]["without_near_duplicates"]["max_prob"]["images"] == 5
     t = detection.detection_table(summary)
-    assert list(t.columns[:8]) == list(detection.TABLE_COLUMNS) and len(t) == 2
+    assert list(t.columns[:8]) == list(detection.TABLE_COLUMNS) and len(t) == 3
+    assert "sensitivity >= 0.9" in t["Task"].iloc[2]
     written = detection.write_table(t, tmp_path)
     assert written["md"].read_text().startswith("| Task | Images |")
     assert "AUC" in detection.describe(summary)
@@ -277,3 +278,22 @@ def test_run_operating_points_reads_the_healthy_split(detection_root):
     p = detection.run_operating_points(net, SIZE, root=detection_root)
     assert (p["report_positives"], p["report_negatives"]) == (3, 3)
     assert 0 <= p["auc"] <= 1 and p["primary_score"] == "area_frac"
+
+
+def test_seed_markdown_gives_mean_and_sd():
+    seeds = pd.DataFrame({c: [0.8, 1.0] for c in detection.SEED_COLUMNS})
+    md = detection.seed_markdown(seeds)
+    assert "mean ± sd over 2 seeds" in md and "| AUC | 0.900 ± 0.141 |" in md
+    assert "No seed sweep" in detection.seed_markdown(pd.DataFrame())
+
+
+def test_seed_table_reads_untagged_official_runs(tmp_path):
+    m = tmp_path / "metrics"
+    m.mkdir()
+    det = {k: 0.5 for k in detection.SEED_COLUMNS}
+    for name, tag, scheme in (("a", None, "official"), ("b", "annotated-only", "official"), ("c", None, "grouped")):
+        (m / f"{name}.json").write_text(json.dumps({
+            "kind": "segmentation_run", "run_name": name, "profile": "cpu", "split_scheme": scheme,
+            "loss": "bce_dice", "seed": 0, "run_tag": tag, "detection": det}))
+    t = detection.seed_table("cpu", "bce_dice", sweep_dir=tmp_path)
+    assert list(t["run_name"]) == ["a"]

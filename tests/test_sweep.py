@@ -53,3 +53,17 @@ def test_plan_adds_tagged_variants_on_seed_0():
     v = [r for r in runs if r.get("run_tag")]
     assert len(v) == 1 and v[0]["seed"] == 0 and v[0]["healthy_ratio"] == 0.0
     assert sweep.name_for(v[0]).endswith("-seed0-annotated-only")
+
+
+def test_load_sweep_leaves_tagged_variants_to_table1(tmp_path):
+    from brainseg_lib import honest
+    m = tmp_path / "metrics"
+    m.mkdir()
+    g = {k: 0.9 for k in ("f1", "iou", "precision", "recall", "specificity", "accuracy")}
+    for name, tag in (("cpu-official-bce_dice-seed0", None), ("cpu-official-bce_dice-seed0-annotated-only", "annotated-only")):
+        (m / f"{name}.json").write_text(json.dumps({
+            "kind": "segmentation_run", "run_name": name, "profile": "cpu", "split_scheme": "official",
+            "loss": "bce_dice", "seed": 0, "run_tag": tag, "n_images": 100, "global": g,
+            "bootstrap_ci95": {k: [0.8, 0.95] for k in g}}))
+    runs = honest.load_sweep("cpu", sweep_dir=tmp_path)
+    assert list(runs["run_name"]) == ["cpu-official-bce_dice-seed0"]

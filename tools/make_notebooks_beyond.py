@@ -195,6 +195,8 @@ pd.DataFrame({f"{sub} / {k}": {"threshold": m["threshold"], "sensitivity": m["se
               for sub, by in fs.items() for k, m in by.items()}).T.round(3)"""),
     md("## Seed to seed\nEvery training run records both operating points of its own model (`detection` in its JSON). The rows below are the official-split BCE+Dice runs of the seed sweep (notebook 08's runs) and this notebook's run; mean and sd over the sweep's seeds."),
     code("""seeds = detection.seed_table(profile, loss)
+from brainseg_lib.fileio import atomic_write_text
+atomic_write_text(paths.tables_dir() / "detection_seeds.md", detection.seed_markdown(seeds))
 if len(seeds):
     evaluate_cols = ["auc", "youden_sensitivity", "youden_specificity", "fixed_sensitivity_sensitivity",
                      "fixed_sensitivity_specificity", "roc_specificity_at_sensitivity"]
