@@ -159,12 +159,14 @@ def _card_extras(run: dict) -> str:
         d = json.loads(det_path.read_text())
         k = d["primary_score"]
         y, f = d["report"]["all"][k], d["report_at_fixed_sensitivity"]["all"][k]
+        any_px = d.get("healthy_any_pixel_share")
+        any_px = float("nan") if any_px is None else any_px
         lines.append(
             f"- **Healthy scans** ({y['negatives']} unseen tumour-free Br35H scans, notebook 06): "
             f"false-positive rate {1 - y['specificity']:.3f} at the validation-chosen operating point "
             f"(sensitivity {y['sensitivity']:.3f}); {1 - f['specificity']:.3f} at the threshold chosen "
             f"for sensitivity >= {d['fixed_sensitivity']} (sensitivity {f['sensitivity']:.3f}); "
-            f"{d.get('healthy_any_pixel_share', float('nan')):.3f} of them have at least one pixel "
+            f"{any_px:.3f} of them have at least one pixel "
             f"marked; AUC {y['auc']:.3f}.")
     ext_path = paths.metrics_dir() / "external_validation.json"
     if ext_path.is_file():

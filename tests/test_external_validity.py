@@ -283,3 +283,22 @@ def test_lever_table_reads_selection_figures(tmp_path, monkeypatch):
     assert t.loc[0, "train_seconds"] == 2.0
     md = levers.table_markdown(t)
     assert "| a | first | 64 |" in md and "ext dev Dice (tumour)" in md
+
+
+def test_model_card_gains_boundary_healthy_and_external_lines():
+    m = paths.metrics_dir()
+    pt = {"sensitivity": 0.93, "specificity": 0.98, "negatives": 600, "auc": 0.96}
+    (m / "detection.json").write_text(json.dumps({
+        "primary_score": "area_frac", "fixed_sensitivity": 0.9, "healthy_any_pixel_share": None,
+        "report": {"all": {"area_frac": pt}},
+        "report_at_fixed_sensitivity": {"all": {"area_frac": {**pt, "sensitivity": 0.86, "specificity": 0.99}}}}))
+    half = {"n_patients": 44, "n_slices": 513, "pooled_f1": 0.671, "mean_dice_tumour": 0.378,
+            "clean_marked": 16, "n_clean_slices": 176, "clean_marked_share": 0.091, "hd95_median": 12.0,
+            "nsd_mean": 0.26, "ci95_by_patient": {"pooled_f1": [0.58, 0.74]}}
+    (m / "external_validation.json").write_text(json.dumps({"test": half}))
+    text = release._card_extras({"boundary": {"hd95": {"median": 10.2, "mean": 57.5},
+                                              "nsd": {"mean": 0.39}, "nsd_tolerance_px": 2.0}})
+    assert "HD95 median 10.2 px" in text and "NSD at 2 px mean 0.390" in text
+    assert "false-positive rate 0.020" in text and "nan of them" in text
+    assert "External test half" in text and "pooled F1 0.671 [0.580, 0.740]" in text
+    assert "16 of 176" in text and "External dev half" not in text
