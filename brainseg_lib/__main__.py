@@ -146,7 +146,15 @@ def _cmd_sweep(args) -> int:
     from .sweep import plan, plan_lines, run_sweep
     runs = plan(args.profile or default_profile(), seeds=tuple(args.seeds))
     if args.plan:
-        print("\n".join(plan_lines(runs)))
+        lines = plan_lines(runs)
+        if args.format == "slurm":
+            from . import paths
+            from .fileio import atomic_write_text
+            from .sweep import slurm_script
+            out = atomic_write_text(paths.ensure(paths.sweep_dir()) / "sweep.sbatch", slurm_script(lines))
+            print(f"wrote {out} ({len(lines)} array tasks); submit with: sbatch {out}")
+        else:
+            print("\n".join(lines))
         return 0
     names = run_sweep(runs, jobs=args.jobs, skip_done=not args.force)
     print("finished:", ", ".join(names))
@@ -224,7 +232,10 @@ def main(argv=None) -> int:
     w.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     w.add_argument("--jobs", type=int, default=1, help="runs side by side (threads split evenly)")
     w.add_argument("--force", action="store_true", help="re-run runs whose metrics exist")
-    w.add_argument("--plan", action="store_true", help="only list the runs")
+    w.add_argument("--plan", action="store_true",
+                   help="only print one self-contained command per run (nothing is trained)")
+    w.add_argument("--format", choices=["lines", "slurm"], default="lines",
+                   help="with --plan: shell lines, or an sbatch --array script in the sweep folder")
     w.set_defaults(fn=_cmd_sweep)
     r = sub.add_parser("release", help="publish the cpu run's best checkpoint + MODEL_CARD.md")
     r.add_argument("--run", default="cpu-official-bce_dice-seed0")

@@ -87,6 +87,25 @@ def plan_lines(runs: list[dict], threads: int = 0, sweep_dir=None) -> list[str]:
     return lines
 
 
+def slurm_script(lines: list[str], job_name: str = "brainseg-sweep", cpus: int = 2) -> str:
+    """An ``sbatch --array`` script whose task k runs plan line k (``sweep --plan --format slurm``)."""
+    import shlex
+    body = "\n".join(f"  {shlex.quote(line)}" for line in lines)
+    return f"""#!/usr/bin/env bash
+#SBATCH --job-name={job_name}
+#SBATCH --array=0-{len(lines) - 1}
+#SBATCH --cpus-per-task={cpus}
+#SBATCH --output={job_name}-%A_%a.log
+# One sweep run per array task; each line has its own params file, output notebook and
+# results folder (written by `python -m brainseg_lib sweep --plan --format slurm`).
+set -euo pipefail
+LINES=(
+{body}
+)
+eval "${{LINES[$SLURM_ARRAY_TASK_ID]}}"
+"""
+
+
 def _papermill(params: dict, threads: int, sweep_dir: Path) -> Path:
     args, env, log = planned_job(params, threads, sweep_dir)
     with open(log, "w") as fh:

@@ -67,3 +67,19 @@ def test_load_sweep_leaves_tagged_variants_to_table1(tmp_path):
             "bootstrap_ci95": {k: [0.8, 0.95] for k in g}}))
     runs = honest.load_sweep("cpu", sweep_dir=tmp_path)
     assert list(runs["run_name"]) == ["cpu-official-bce_dice-seed0"]
+
+
+def test_one_planned_line_runs_as_printed(tmp_path, real_root):
+    """The first line of `sweep --plan` for the smoke profile, run by a shell as printed,
+    trains and writes that run's metrics into the sweep folder."""
+    import os
+    import subprocess
+    runs = sweep.plan("smoke", seeds=(0,), schemes=("official",), extra_losses=(), variants={})
+    line = sweep.plan_lines(runs, threads=1, sweep_dir=tmp_path)[0]
+    env = {**os.environ, "BRAINSEG_DATA": str(real_root)}
+    subprocess.run(["bash", "-c", line], check=True, env=env, timeout=600)
+    out = json.loads((tmp_path / "metrics" / f"{name_for(runs[0])}.json").read_text())
+    assert out["run_name"] == name_for(runs[0]) and out["config"]["epochs"] == 2
+    assert sweep.finished(runs[0], tmp_path)
+    script = sweep.slurm_script(sweep.plan_lines(runs, threads=1, sweep_dir=tmp_path))
+    assert "#SBATCH --array=0-0" in script and 'eval "${LINES[$SLURM_ARRAY_TASK_ID]}"' in script
