@@ -161,6 +161,12 @@ def image_scores(model, images_u8: np.ndarray, threshold: float = 0.5, batch_siz
                          "area_frac": (p >= threshold).float().mean(dim=(1, 2)).double().numpy()})
 
 
+def _image_frame(parts) -> pd.DataFrame:
+    """One row per image (name, folder, label, role) from (folder, names, label, role) parts."""
+    return pd.concat([pd.DataFrame({"name": list(n), "folder": f, "label": lab, "role": role})
+                      for f, n, lab, role in parts], ignore_index=True)
+
+
 def detection_inputs(image_size: int, root=None, limit: int | None = None, healthy_seed: int = 0,
                      progress: bool | None = None) -> tuple[pd.DataFrame, np.ndarray, dict]:
     """The images every detection score is computed on, read once: (one row per image: name,
@@ -193,8 +199,7 @@ def detection_inputs(image_size: int, root=None, limit: int | None = None, healt
     pos_imgs, pos_fp = read_scans(base / YES, report_pos, image_size, True, progress)
     parts = [("VAL", val.names, 1, "val"), (NO, held, 0, "val"), (YES, report_pos, 1, "report"),
              (NO, report_neg, 0, "report")]
-    frame = pd.concat([pd.DataFrame({"name": list(n), "folder": f, "label": lab, "role": role})
-                       for f, n, lab, role in parts], ignore_index=True)
+    frame = _image_frame(parts)
     images = np.concatenate([val.images, held_imgs, pos_imgs, neg_imgs])
     train_fp = leakage.fingerprints(root, splits=("train",))
     near = pd.concat([leakage.nearest_in(pos_fp, train_fp).assign(folder=YES),
@@ -279,14 +284,20 @@ def rates(tp, fp, fn, tn) -> dict[str, float]:
             "accuracy": _div(tp + tn, tp + fp + fn + tn)}
 
 
+def _candidate_thresholds(s: np.ndarray) -> np.ndarray:
+    """Midpoints between adjacent distinct scores, plus one below the lowest and one above
+    the highest (0.5 alone when there are no scores)."""
+    u = np.unique(s)
+    return np.r_[u[0] - 1.0, (u[1:] + u[:-1]) / 2, u[-1] + 1.0] if len(u) else np.array([0.5])
+
+
 def choose_threshold(scores, labels) -> dict:
     """The threshold maximising Youden's J on (validation) scores, with its J, sensitivity
     and specificity. Candidates lie midway between adjacent distinct scores, plus one below
     the lowest and one above the highest; ties go to the lowest threshold."""
     s = np.asarray(scores, dtype=np.float64)
     y = np.asarray(labels).astype(bool)
-    u = np.unique(s)
-    cands = np.r_[u[0] - 1.0, (u[1:] + u[:-1]) / 2, u[-1] + 1.0] if len(u) else np.array([0.5])
+    cands = _candidate_thresholds(s)
     best = None
     for t in cands:
         r = rates(**confusion(s, y, t))
@@ -305,8 +316,7 @@ def threshold_at_sensitivity(scores, labels, target: float = FIXED_SENSITIVITY) 
     (candidates as in ``choose_threshold``), with its sensitivity and specificity."""
     s = np.asarray(scores, dtype=np.float64)
     y = np.asarray(labels).astype(bool)
-    u = np.unique(s)
-    cands = np.r_[u[0] - 1.0, (u[1:] + u[:-1]) / 2, u[-1] + 1.0] if len(u) else np.array([0.5])
+    cands = _candidate_thresholds(s)
     for t in cands[::-1]:
         r = rates(**confusion(s, y, t))
         if r["sensitivity"] >= target:
@@ -425,9 +435,7 @@ def operating_point_inputs(image_size: int, root=None, limit: int | None = None,
     pos, _ = read_scans(data_root(root) / YES, pos_names, image_size, progress=False)
     parts = [("VAL", val.names, 1, "val"), (NO, held.names, 0, "val"), (YES, pos_names, 1, "report"),
              (NO, neg.names, 0, "report")]
-    frame = pd.concat([pd.DataFrame({"name": list(n), "folder": f, "label": lab, "role": role})
-                       for f, n, lab, role in parts], ignore_index=True)
-    return frame, np.concatenate([val.images, held.images, pos, neg.images])
+    return _image_frame(parts), np.concatenate([val.images, held.images, pos, neg.images])
 
 
 def run_operating_points(model, image_size: int, root=None, limit: int | None = None,
