@@ -285,6 +285,10 @@ def main(argv=None) -> int:
     except (DataError, CheckpointError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except PermissionError as e:
+        print(f"error: permission denied: {e.filename or e}; choose a folder you can "
+              "write to (or read from)", file=sys.stderr)
+        return 2
 
 
 if __name__ == "__main__":

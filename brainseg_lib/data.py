@@ -126,6 +126,8 @@ def read_grayscale(path: str | Path) -> np.ndarray:
         with Image.open(path) as im:
             im.load()
             return _to_gray_u8(im)
+    except PermissionError as e:
+        raise ImageReadError(f"cannot read {path}: permission denied") from e
     except UnidentifiedImageError as e:
         raise ImageReadError(f"not a readable image (unknown or corrupt format): {path}") from e
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:

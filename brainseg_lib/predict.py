@@ -260,8 +260,10 @@ def plan_outputs(files: list[Path], out_dir: Path, overlay: bool) -> Plan:
 
 
 def check_outputs(plan: Plan, input_path: Path, out_dir: Path, force: bool) -> None:
-    """Refuse outputs that would land on inputs, and existing outputs unless ``force``."""
-    if input_path.is_dir() and out_dir.exists() and input_path.resolve() == out_dir.resolve():
+    """Refuse outputs that would land on inputs or in the input's folder, and existing
+    outputs unless ``force``."""
+    in_folder = input_path if input_path.is_dir() else input_path.parent
+    if out_dir.exists() and in_folder.resolve() == out_dir.resolve():
         raise PredictError(f"the output folder is the input folder ({out_dir}); choose another "
                            "--output, or the outputs would be read as inputs next time")
     if out_dir.exists() and not out_dir.is_dir():
@@ -294,6 +296,23 @@ def overlay_image(gray: np.ndarray, mask: np.ndarray, color=OUTLINE_RGB) -> np.n
         edge = dilation(edge, disk(width - 1)).astype(bool)
     rgb[edge] = color
     return rgb
+
+
+CSV_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_safe(value):
+    """A CSV cell that a spreadsheet will not run as a formula: text starting with = + - @,
+    tab or carriage return gets a leading apostrophe (OWASP, CSV injection)."""
+    if isinstance(value, str) and value.startswith(CSV_FORMULA_START):
+        return "'" + value
+    return value
+
+
+def printable(text: str) -> str:
+    """``text`` with control characters (terminal escape codes among them) shown as escapes."""
+    return "".join(ch if ch.isprintable() else
+                   (f"\\x{ord(ch):02x}" if ord(ch) < 256 else f"\\u{ord(ch):04x}") for ch in str(text))
 
 
 def _fmt(x: float) -> float:
@@ -365,14 +384,14 @@ def run_predict(input_path: str | Path, output_dir: str | Path, checkpoint: str 
             row = {"file": f.name, **{c: "" for c in CSV_COLUMNS[1:7]},
                    "status": "error", "error": reason}
             from tqdm import tqdm
-            tqdm.write(f"error: {f.name}: {reason}", file=stderr)
+            tqdm.write(f"error: {printable(f.name)}: {printable(reason)}", file=stderr)
         run.rows.append(row)
 
     def write_csv(fh):
         text = io.StringIO(newline="")
         w = csv.DictWriter(text, fieldnames=CSV_COLUMNS, lineterminator="\n")
         w.writeheader()
-        w.writerows(run.rows)
+        w.writerows({k: csv_safe(v) for k, v in r.items()} for r in run.rows)
         fh.write(text.getvalue().encode("utf-8"))
     run.written.append(_atomic_write(plan.csv_path, write_csv))
     return run

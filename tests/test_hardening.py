@@ -207,3 +207,18 @@ def test_release_writes_atomically(released):
     assert sorted(p.name for p in folder.iterdir()) == ["brainseg-cpu.pt", "brainseg-cpu.pt.sha256"]
     assert predict.checksum_path(released).read_text().endswith("  brainseg-cpu.pt\n")
     assert paths.PROJECT_ROOT not in released.parents        # tests never write the real one
+
+
+# --------------------------------------------------------------------------- hostile outputs (issue 15, part 5)
+def test_csv_cells_that_start_a_formula_are_escaped():
+    from brainseg_lib.predict import csv_safe
+    for bad in ('=HYPERLINK("http://x","x").png', "+1.png", "-2.png", "@a.png", "\tx.png", "\rx.png"):
+        assert csv_safe(bad) == "'" + bad
+    assert csv_safe("scan.png") == "scan.png" and csv_safe(0.5) == 0.5
+
+
+def test_control_characters_are_escaped_before_printing():
+    from brainseg_lib.predict import printable
+    assert printable("a\x1b[31mred\x07.png") == "a\\x1b[31mred\\x07.png"
+    assert printable("é ok.png") == "é ok.png"
+    assert printable("x\u202ey") == "x\\u202ey"

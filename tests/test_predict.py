@@ -349,3 +349,46 @@ def test_given_checkpoint_with_a_checksum_file_is_verified(tmp_path):
         f.write(b"\0")
     with pytest.raises(CheckpointError, match="modified or corrupted"):
         predict.load_predictor(rel, "cpu")
+
+
+# ----------------------------------------------------------------------------- hostile names and outputs
+def test_formula_names_are_escaped_in_the_csv_and_escape_codes_on_stderr(tmp_path, tiny_ckpt, capsys):
+    inp = tmp_path / "in"
+    inp.mkdir()
+    Image.fromarray(scan_image(20, 30)).save(inp / '=HYPERLINK("x","y").png')
+    (inp / "bad\x1b[31m.png").write_bytes(b"not an image")
+    assert run_cli("--checkpoint", tiny_ckpt, "--input", inp, "--output", tmp_path / "o") == 1
+    files = sorted(r["file"] for r in read_csv(tmp_path / "o" / "predictions.csv"))
+    assert files == ["'=HYPERLINK(\"x\",\"y\").png", "bad\x1b[31m.png"]
+    err = capsys.readouterr().err
+    assert "bad\\x1b[31m.png" in err and "\x1b" not in err
+
+
+def test_single_file_output_in_its_own_folder_is_refused(tmp_path, tiny_ckpt):
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    img = scans / "one.jpg"
+    Image.fromarray(scan_image(40, 24)).save(img)
+    with pytest.raises(predict.PredictError, match="output folder is the input folder"):
+        predict.run_predict(img, scans, tiny_ckpt)
+    assert [p.name for p in scans.iterdir()] == ["one.jpg"]
+
+
+@pytest.mark.skipif(__import__("os").geteuid() == 0, reason="root can write anywhere")
+def test_unwritable_output_is_one_line_and_exit_2(tmp_path, tiny_ckpt, capsys):
+    img = tmp_path / "one.jpg"
+    Image.fromarray(scan_image(40, 24)).save(img)
+    locked = tmp_path / "locked"
+    locked.mkdir(mode=0o500)
+    assert run_cli("--checkpoint", tiny_ckpt, "--input", img, "--output", locked / "o") == 2
+    err = capsys.readouterr().err
+    assert err.startswith("error: permission denied") and len(err.strip().splitlines()) == 1
+
+
+def test_permission_error_in_cli_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
+    def deny(*a, **k):
+        raise PermissionError(13, "Permission denied", str(tmp_path / "o"))
+    monkeypatch.setattr(predict, "run_predict", deny)
+    assert run_cli("--input", tmp_path, "--output", tmp_path / "o") == 2
+    err = capsys.readouterr().err
+    assert "permission denied" in err and str(tmp_path / "o") in err and len(err.strip().splitlines()) == 1
