@@ -129,9 +129,14 @@ def _cmd_bench(args) -> int:
 
 
 def _cmd_predict(args) -> int:
-    from .predict import run_predict
-    run = run_predict(args.input, args.output, checkpoint=args.checkpoint, threshold=args.threshold,
-                      overlay=args.overlay, device=args.device, force=args.force)
+    import warnings
+    from .predict import UnverifiedCheckpoint, printable, run_predict
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UnverifiedCheckpoint)
+        run = run_predict(args.input, args.output, checkpoint=args.checkpoint, threshold=args.threshold,
+                          overlay=args.overlay, device=args.device, force=args.force)
+    for w in caught:
+        print(f"WARNING: {printable(str(w.message))}", file=sys.stderr)
     kinds = "mask and overlay" if args.overlay else "mask"
     print(f"model {run.model}: {run.n_ok} of {len(run.rows)} file(s) segmented "
           f"({kinds} PNGs in {run.out_dir}), table {run.csv_path}")

@@ -43,6 +43,46 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
     return ck
 
 
+# Bounded schema of a checkpoint's model_config: (type, smallest, largest) per key. Checked
+# before anything is allocated, so a tampered or corrupt config cannot exhaust memory.
+MODEL_CONFIG_SCHEMA = {"in_channels": (int, 1, 4), "base": (int, 1, 256), "out_channels": (int, 1, 8),
+                       "depth": (int, 4, 4)}
+IMAGE_SIZE_RANGE = (16, 1024)
+
+
+def _check_int(cfg: dict, key: str, lo: int, hi: int, path, section: str) -> None:
+    v = cfg.get(key)
+    if isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi:
+        raise CheckpointError(f"{path}: {section}.{key} must be an integer in [{lo}, {hi}], got {v!r}")
+
+
+def validate_model_config(cfg, path="<checkpoint>") -> dict:
+    """The model_config of a checkpoint, checked against MODEL_CONFIG_SCHEMA and the known
+    input normalisations; raises CheckpointError naming the key."""
+    from .model import INPUT_NORMS
+    if not isinstance(cfg, dict):
+        raise CheckpointError(f"{path}: model_config is not a mapping")
+    for key, (_, lo, hi) in MODEL_CONFIG_SCHEMA.items():
+        if key == "depth" and key not in cfg:
+            continue
+        _check_int(cfg, key, lo, hi, path, "model_config")
+    if cfg.get("input_norm", "none") not in INPUT_NORMS:
+        raise CheckpointError(f"{path}: model_config.input_norm must be one of {INPUT_NORMS}, "
+                              f"got {cfg.get('input_norm')!r}")
+    return cfg
+
+
+def validate_image_size(train_cfg, path="<checkpoint>") -> int:
+    """train_config.image_size: an integer in IMAGE_SIZE_RANGE and a multiple of 16."""
+    if not isinstance(train_cfg, dict) or "image_size" not in train_cfg:
+        raise CheckpointError(f"{path} has no train_config.image_size, so the input size is unknown")
+    _check_int(train_cfg, "image_size", *IMAGE_SIZE_RANGE, path, "train_config")
+    if train_cfg["image_size"] % 16:
+        raise CheckpointError(f"{path}: train_config.image_size must be a multiple of 16, "
+                              f"got {train_cfg['image_size']}")
+    return train_cfg["image_size"]
+
+
 def model_from_checkpoint(ck: dict, path: str | Path = "<checkpoint>", expect: dict | None = None) -> UNet:
     """Build the U-Net a checkpoint describes and load its weights.
 
@@ -50,7 +90,7 @@ def model_from_checkpoint(ck: dict, path: str | Path = "<checkpoint>", expect: d
     mismatch, or weights that do not fit the stated architecture, raise
     CheckpointError saying what differs.
     """
-    cfg = dict(ck["model_config"])
+    cfg = dict(validate_model_config(ck["model_config"], path))
     if expect is not None:
         diff = {k: (cfg.get(k), v) for k, v in expect.items() if cfg.get(k) != v}
         if diff:

@@ -39,6 +39,7 @@ from __future__ import annotations
 import csv
 import io
 import sys
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -47,7 +48,8 @@ import torch
 from PIL import Image
 
 from . import data, paths
-from .checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
+from .checkpoint import (CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint,
+                         validate_image_size, validate_model_config)
 from .evaluate import to_native
 from .fileio import atomic_write as _atomic_write
 from .progress import progress_bar
@@ -65,6 +67,10 @@ FP16_MAX = 65504.0
 
 class PredictError(ValueError):
     """A prediction run that cannot start (bad arguments, inputs or output folder)."""
+
+
+class UnverifiedCheckpoint(UserWarning):
+    """A checkpoint was loaded without a SHA-256 sidecar to verify it against."""
 
 
 class OutputExistsError(PredictError):
@@ -202,10 +208,16 @@ def load_predictor(checkpoint: str | Path | None = None, device: str = "auto") -
         ck = load_released(path)
     else:
         path = Path(checkpoint)
-        ck = load_released(path) if checksum_path(path).is_file() else load_checkpoint(path)
-    size = (ck.get("train_config") or {}).get("image_size")
-    if not isinstance(size, int) or size <= 0:
-        raise CheckpointError(f"{path} has no train_config.image_size, so the input size is unknown")
+        if checksum_path(path).is_file():
+            ck = load_released(path)
+        else:
+            # documented choice: load, but say loudly what was not verified
+            warnings.warn(f"{path} has no {checksum_path(path).name} beside it, so its integrity was NOT "
+                          "verified; use it only if you trust where it came from", UnverifiedCheckpoint,
+                          stacklevel=2)
+            ck = load_checkpoint(path)
+    validate_model_config(ck.get("model_config"), path)      # before anything is allocated
+    size = validate_image_size(ck.get("train_config"), path)
     model = model_from_checkpoint(ck, path).to(dev)
     return Predictor(model, size, dev, path)
 

@@ -222,3 +222,41 @@ def test_control_characters_are_escaped_before_printing():
     assert printable("a\x1b[31mred\x07.png") == "a\\x1b[31mred\\x07.png"
     assert printable("é ok.png") == "é ok.png"
     assert printable("x\u202ey") == "x\\u202ey"
+
+
+# --------------------------------------------------------------------------- untrusted checkpoint configs (issue 15, part 4)
+@pytest.mark.parametrize("patch, message", [
+    ({"model_config": {"base": 4096}}, "model_config.base must be an integer in \\[1, 256\\]"),
+    ({"model_config": {"in_channels": "x"}}, "model_config.in_channels must be an integer"),
+    ({"model_config": {"input_norm": "magic"}}, "input_norm must be one of"),
+    ({"train_config": {"image_size": 10**6}}, "image_size must be an integer in \\[16, 1024\\]"),
+    ({"train_config": {"image_size": 100}}, "multiple of 16"),
+])
+def test_checkpoint_configs_are_validated_before_allocation(tmp_path, patch, message):
+    from brainseg_lib import predict
+    from brainseg_lib.checkpoint import CheckpointError, save_checkpoint
+    from brainseg_lib.model import UNet
+    m = UNet(base=4)
+    ck = {"state_dict": m.state_dict(), "model_config": m.config(), "train_config": {"image_size": 32}}
+    for section, values in patch.items():
+        ck[section] = {**ck[section], **values}
+    path = save_checkpoint(ck, tmp_path / "evil.pt")
+    with pytest.warns(predict.UnverifiedCheckpoint), pytest.raises(CheckpointError, match=message):
+        predict.load_predictor(path, device="cpu")
+
+
+def test_checkpoint_without_sidecar_warns_loudly(tmp_path, capsys):
+    from PIL import Image
+    from brainseg_lib import __main__ as cli
+    from brainseg_lib.checkpoint import save_checkpoint
+    from brainseg_lib.model import UNet
+    m = UNet(base=4)
+    path = save_checkpoint({"state_dict": m.state_dict(), "model_config": m.config(),
+                            "train_config": {"image_size": 32}}, tmp_path / "plain.pt")
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    Image.fromarray(np.zeros((20, 20), np.uint8)).save(scans / "a.png")
+    assert cli.main(["predict", "--checkpoint", str(path), "--input", str(scans), "--output",
+                     str(tmp_path / "out")]) == 0
+    err = capsys.readouterr().err
+    assert "WARNING:" in err and "NOT verified" in err and "plain.pt.sha256" in err
