@@ -115,8 +115,14 @@ def check_dataset(root: str | Path | None = None, splits=SPLITS) -> Path:
 
 
 # --------------------------------------------------------------------- images
-def read_grayscale(path: str | Path) -> np.ndarray:
-    """Read any supported image as a 2-D uint8 array, or raise ImageReadError naming it."""
+def read_grayscale(path: str | Path, as_displayed: bool = False) -> np.ndarray:
+    """Read any supported image as a 2-D uint8 array, or raise ImageReadError naming it.
+
+    ``as_displayed`` (``predict``'s reading of a user's scan): the EXIF orientation is
+    applied, so the array (and the mask drawn on it) is the image as a viewer shows it, and a
+    file holding several frames (multi-page TIFF, animated PNG or GIF) is refused with the
+    frame count, instead of silently segmenting frame 0.
+    """
     path = Path(path)
     if not path.is_file():
         raise ImageReadError(f"image file not found: {path}")
@@ -124,6 +130,14 @@ def read_grayscale(path: str | Path) -> np.ndarray:
         raise ImageReadError(f"image file is empty (0 bytes): {path}")
     try:
         with Image.open(path) as im:
+            if as_displayed:
+                frames = getattr(im, "n_frames", 1)
+                if frames > 1 and im.format != "MPO":      # MPO: a camera JPEG with a preview
+                    raise ImageReadError(f"{path} holds {frames} frames ({im.format}); segment one "
+                                         "image per file (split the frames first)")
+                im.load()
+                from PIL import ImageOps
+                return _to_gray_u8(ImageOps.exif_transpose(im))
             im.load()
             return _to_gray_u8(im)
     except PermissionError as e:

@@ -353,7 +353,7 @@ def predict_file(predictor: Predictor, path: Path, threshold: float) -> tuple[np
     if path.suffix.lower() not in data.IMAGE_SUFFIXES:
         raise data.ImageReadError(f"unsupported file type {path.suffix or '(none)'!r}: {path} "
                                   f"(supported: {', '.join(SUPPORTED_SUFFIXES)})")
-    image = data.read_grayscale(path)
+    image = data.read_grayscale(path, as_displayed=True)
     prob = predictor.probabilities(image)
     mask = prob >= threshold
     h, w = image.shape

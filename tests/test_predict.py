@@ -392,3 +392,29 @@ def test_permission_error_in_cli_is_one_line_and_exit_2(tmp_path, monkeypatch, c
     assert run_cli("--input", tmp_path, "--output", tmp_path / "o") == 2
     err = capsys.readouterr().err
     assert "permission denied" in err and str(tmp_path / "o") in err and len(err.strip().splitlines()) == 1
+
+
+def test_exif_rotated_jpeg_gets_a_mask_as_displayed(tmp_path, tiny_ckpt):
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    raw = Image.fromarray(scan_image(287, 348))              # stored 348 wide, 287 high
+    exif = Image.Exif()
+    exif[0x0112] = 6                                         # "rotate 90 CW to display"
+    raw.save(scans / "rot.jpg", exif=exif)
+    from PIL import ImageOps
+    with Image.open(scans / "rot.jpg") as im:
+        shown = ImageOps.exif_transpose(im).size             # (287, 348) as a viewer shows it
+    assert shown == (287, 348)
+    predict.run_predict(scans, tmp_path / "o", tiny_ckpt, device="cpu")
+    mask = Image.open(tmp_path / "o" / "rot_mask.png")
+    assert mask.size == shown
+
+
+@pytest.mark.parametrize("suffix, kw", [(".tif", {}), (".png", {})])     # GIF is not a supported type
+def test_multi_frame_files_are_refused_with_the_frame_count(tmp_path, tiny_ckpt, suffix, kw):
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    frames = [Image.fromarray(scan_image(30, 30, seed=k)) for k in range(3)]
+    frames[0].save(scans / f"multi{suffix}", save_all=True, append_images=frames[1:], **kw)
+    run = predict.run_predict(scans, tmp_path / "o", tiny_ckpt, device="cpu")
+    assert run.n_failed == 1 and "holds 3 frames" in run.rows[0]["error"]
