@@ -42,6 +42,16 @@ def _cmd_check_data(args) -> int:
         flag = "" if n == EXPECTED_COUNTS[s] else f"  (expected {EXPECTED_COUNTS[s]})"
         bad += bool(flag)
         print(f"  {s:5s} {n:4d} annotated images{flag}")
+    # the same reading and rasterisation as training, so check-data fails where train would
+    from .data import DataError, iter_samples
+    for s in SPLITS:
+        try:
+            for _ in iter_samples(s, root):
+                pass
+        except DataError as e:
+            print(f"error: {e}", file=sys.stderr)
+            bad += 1
+    print("every annotation rasterises" if not bad else "check-data found problems")
     return 1 if bad else 0
 
 

@@ -238,8 +238,26 @@ def _coords(shape: dict, keys: tuple[str, ...], where: str) -> list:
     return vals
 
 
+COORD_MARGIN = 1.0        # coordinates may lie up to this many longer sides outside the image,
+COORD_MARGIN_MIN_PX = 256  # and at least this many pixels
+
+
+def _check_extent(where: str, height: int, width: int, xs=(), ys=(), radii=()) -> None:
+    """Reject coordinates far outside the image (absurd values would make rasterisation slow
+    and huge); what lies within the margin is clipped by the drawing itself."""
+    m = max(COORD_MARGIN * max(height, width), COORD_MARGIN_MIN_PX)
+    bad = [f"x={x:g}" for x in np.ravel(xs) if not -m <= x <= width + m]
+    bad += [f"y={y:g}" for y in np.ravel(ys) if not -m <= y <= height + m]
+    bad += [f"radius={r:g}" for r in np.ravel(radii) if r > 2 * max(height, width)]
+    if bad:
+        raise AnnotationError(f"{where}: coordinates far outside the {width}x{height} image "
+                              f"({', '.join(bad[:3])}); up to {m:g} px outside it is accepted "
+                              "(and clipped)")
+
+
 def rasterize(regions: list[dict], height: int, width: int, source: str = "") -> np.ndarray:
-    """Union of all regions as a bool (height, width) mask; see the module docstring."""
+    """Union of all regions as a bool (height, width) mask; see the module docstring.
+    Coordinates must be finite and within ``COORD_MARGIN`` of the image (``_check_extent``)."""
     mask = np.zeros((height, width), dtype=bool)
     shape_hw = (height, width)
     for i, s in enumerate(regions):
@@ -247,6 +265,7 @@ def rasterize(regions: list[dict], height: int, width: int, source: str = "") ->
         where = f"{source} region {i} ({kind})"
         if kind == "polygon":
             xs, ys = _coords(s, ("all_points_x", "all_points_y"), where)
+            _check_extent(where, height, width, xs, ys)
             if xs.ndim != 1 or xs.shape != ys.shape or len(xs) < 3:
                 raise AnnotationError(f"{where}: a polygon needs >= 3 points with matching x and y, "
                                       f"got {xs.size} x and {ys.size} y")
@@ -260,6 +279,7 @@ def rasterize(regions: list[dict], height: int, width: int, source: str = "") ->
             theta = float(_coords(s, ("theta",), where)[0]) if "theta" in s else 0.0
             if rx <= 0 or ry <= 0:
                 raise AnnotationError(f"{where}: radii must be > 0, got rx={rx}, ry={ry}")
+            _check_extent(where, height, width, cx, cy, (rx, ry))
             # VIA's theta is clockwise on screen; skimage's rotation is the opposite sense
             rr, cc = draw.ellipse(float(cy), float(cx), float(ry), float(rx), shape=shape_hw,
                                   rotation=-theta)
@@ -268,6 +288,7 @@ def rasterize(regions: list[dict], height: int, width: int, source: str = "") ->
             cx, cy, r = _coords(s, ("cx", "cy", "r"), where)
             if r <= 0:
                 raise AnnotationError(f"{where}: radius must be > 0, got r={r}")
+            _check_extent(where, height, width, cx, cy, (r,))
             rr, cc = draw.disk((float(cy), float(cx)), float(r), shape=shape_hw)
             mask[rr, cc] = True
         else:

@@ -260,3 +260,41 @@ def test_checkpoint_without_sidecar_warns_loudly(tmp_path, capsys):
                      str(tmp_path / "out")]) == 0
     err = capsys.readouterr().err
     assert "WARNING:" in err and "NOT verified" in err and "plain.pt.sha256" in err
+
+
+# --------------------------------------------------------------------------- absurd annotations (issue 15, part 3)
+def test_absurd_coordinates_are_rejected_fast_with_file_and_region():
+    import time
+    from brainseg_lib import data
+    t0 = time.perf_counter()
+    poly = {"name": "polygon", "all_points_x": [10, 5e7, 20], "all_points_y": [10, 20, 30]}
+    with pytest.raises(data.AnnotationError, match=r"scan.jpg region 0 \(polygon\).*x=5e\+07"):
+        data.rasterize([poly], 300, 300, source="scan.jpg")
+    circ = {"name": "circle", "cx": 10, "cy": 10, "r": 1e9}
+    with pytest.raises(data.AnnotationError, match="radius=1e\\+09"):
+        data.rasterize([circ], 300, 300, source="scan.jpg")
+    assert time.perf_counter() - t0 < 1.0
+
+
+def test_slightly_outside_coordinates_are_clipped():
+    from brainseg_lib import data
+    poly = {"name": "polygon", "all_points_x": [-20, 50, 50, -20], "all_points_y": [-10, -10, 40, 40]}
+    m = data.rasterize([poly], 100, 100)
+    assert m[:40, :50].all() and not m[45:, 55:].any()
+
+
+def test_check_data_rasterises_and_fails_where_train_would(tmp_path, via, capsys):
+    import json
+    from brainseg_lib import __main__ as cli
+    from brainseg_lib import data
+    root = via.build_fake_br35h(tmp_path / "br35h")
+    assert cli.main(["--data", str(root), "check-data"]) == 1           # counts differ from Br35H's
+    assert "error:" not in capsys.readouterr().err                     # but everything rasterises
+    jpath = data.annotations_path("train", root)
+    anns = json.loads(jpath.read_text())
+    first = next(iter(anns.values()))
+    first["regions"][0]["shape_attributes"] = {"name": "circle", "cx": float("nan"), "cy": 5, "r": 3}
+    jpath.write_text(json.dumps(anns))
+    assert cli.main(["--data", str(root), "check-data"]) == 1
+    err = capsys.readouterr().err
+    assert "NaN" in err and first["filename"] in err
