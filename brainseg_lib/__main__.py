@@ -144,7 +144,8 @@ def _cmd_predict(args) -> int:
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UnverifiedCheckpoint)
         run = run_predict(args.input, args.output, checkpoint=args.checkpoint, threshold=args.threshold,
-                          overlay=args.overlay, device=args.device, force=args.force)
+                          overlay=args.overlay, device=args.device, force=args.force,
+                          max_pixels=args.max_pixels)
     for w in caught:
         print(f"WARNING: {printable(str(w.message))}", file=sys.stderr)
     kinds = "mask and overlay" if args.overlay else "mask"
@@ -287,6 +288,9 @@ def main(argv=None) -> int:
                     help="also write <stem>_overlay.png: the scan with the tumour outline in red")
     pr.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                     help="where to run the model: auto (CUDA if available), cpu or cuda (default auto)")
+    pr.add_argument("--max-pixels", type=int, default=50_000_000, metavar="N",
+                    help="refuse (per file, before decoding) scans with more than N pixels "
+                         "(default 50,000,000; the model sees each scan at its own input size anyway)")
     pr.add_argument("--force", action="store_true",
                     help="overwrite existing output files (without it, existing outputs stop the run "
                          "before anything is written)")

@@ -418,3 +418,20 @@ def test_multi_frame_files_are_refused_with_the_frame_count(tmp_path, tiny_ckpt,
     frames[0].save(scans / f"multi{suffix}", save_all=True, append_images=frames[1:], **kw)
     run = predict.run_predict(scans, tmp_path / "o", tiny_ckpt, device="cpu")
     assert run.n_failed == 1 and "holds 3 frames" in run.rows[0]["error"]
+
+
+def test_huge_scans_are_refused_per_file_before_decoding(tmp_path, tiny_ckpt, capsys):
+    import resource
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    Image.new("L", (12000, 12000)).save(scans / "huge.png")          # 144 megapixels, a small file
+    Image.fromarray(scan_image(30, 30)).save(scans / "small.png")
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    assert run_cli("--checkpoint", tiny_ckpt, "--input", scans, "--output", tmp_path / "o") == 1
+    grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    rows = {r["file"]: r for r in read_csv(tmp_path / "o" / "predictions.csv")}
+    assert rows["small.png"]["status"] == "ok"
+    assert "144.0 megapixels" in rows["huge.png"]["error"] and "--max-pixels" in rows["huge.png"]["error"]
+    assert grown_mb < 500
+    assert run_cli("--checkpoint", tiny_ckpt, "--input", scans / "small.png", "--output", tmp_path / "o2",
+                   "--max-pixels", "100") == 1                        # a lower limit refuses the small one
