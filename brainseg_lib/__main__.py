@@ -127,6 +127,15 @@ def _cmd_headline(args) -> int:
 def _cmd_bench(args) -> int:
     from .bench import format_table, run_benchmark
     from .experiment import default_profile, load_profile
+    if args.overlay_side:
+        from . import paths
+        from .bench import time_predict_overlay
+        from .evaluate import write_json
+        r = time_predict_overlay(args.overlay_side)
+        out = write_json(r, paths.ensure(paths.results_dir() / "benchmarks") / f"predict_overlay_{args.overlay_side}.json")
+        print(f"predict --overlay on a {r['side']}x{r['side']} scan: {r['seconds_median']} s "
+              f"(outline {r['outline_seconds_median']} s); {out}")
+        return 0
     params = _with_overrides(load_profile(args.profile or default_profile()), args.set,
                              tag_profile=True)
     result = run_benchmark(params, steps=args.steps, blocks=args.blocks, data_root=args.data)
@@ -242,6 +251,8 @@ def main(argv=None) -> int:
     b.add_argument("--blocks", type=int, default=5,
                    help="timed blocks per pipeline; images/s is their median")
     b.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a profile value")
+    b.add_argument("--overlay-side", type=int, default=0, metavar="N",
+                   help="instead: time predict --overlay on one synthetic NxN scan (e.g. 5000)")
     b.set_defaults(fn=_cmd_bench)
     w = sub.add_parser("sweep", help="seeds x split schemes x losses as independent papermill jobs")
     w.add_argument("--profile", help="profile to sweep (default: paper on CUDA, else cpu)")

@@ -257,6 +257,8 @@ def benchmarks_readme(folder=None) -> str:
     rows = []
     for p in sorted(folder.glob("*.json")):
         r = json.loads(p.read_text())
+        if r.get("kind") == "predict_overlay":
+            continue
         rows.append(f"| `{p.name}` | {r['device_name']} | {r['image_size']} / {r['base_width']} / "
                     f"{r['batch_size']} | " + " | ".join(str(r.get(k, "")) for k in keys) + " |")
     head = ("# Benchmarks\n\nWritten by `python -m brainseg_lib bench --profile P`; each row is one "
@@ -343,3 +345,28 @@ def profile_trials_markdown(folder=None) -> str:
             f"{run['seconds_to_target'] if run['seconds_to_target'] is not None else 'none'} | "
             f"{run['global']['f1']:.3f} | {det} | {sweep} | {t.note} |")
     return head + "\n".join(rows) + "\n"
+
+
+def time_predict_overlay(side: int = 5000, checkpoint=None, repeats: int = 3) -> dict:
+    """Seconds for ``predict --overlay`` on one synthetic side x side scan (median of
+    ``repeats``; the released model unless ``checkpoint``), with the share spent drawing."""
+    import tempfile
+    from PIL import Image
+    from .predict import overlay_image, run_predict
+    yy, xx = np.mgrid[:side, :side]
+    scan = ((np.hypot(yy - side / 2, xx - side / 2) < side / 3) * 120 + 20).astype(np.uint8)
+    runs, draws = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        Image.fromarray(scan).save(f"{tmp}/scan.png")
+        for k in range(repeats):
+            t0 = time.perf_counter()
+            run_predict(f"{tmp}/scan.png", f"{tmp}/out{k}", checkpoint=checkpoint, overlay=True,
+                        device="cpu", progress=False)
+            runs.append(time.perf_counter() - t0)
+            mask = np.asarray(Image.open(f"{tmp}/out{k}/scan_mask.png")) > 127
+            t0 = time.perf_counter()
+            overlay_image(scan, mask)
+            draws.append(time.perf_counter() - t0)
+    return {"kind": "predict_overlay", "side": side, "seconds_median": round(median(runs), 3),
+            "seconds_runs": [round(r, 3) for r in runs], "outline_seconds_median": round(median(draws), 3),
+            "threads": torch.get_num_threads()}

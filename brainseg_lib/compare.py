@@ -242,6 +242,11 @@ def speed_markdown(run_name: str = "cpu-official-bce_dice-seed0") -> str:
             f"at or above the paper's {r['target_f1']}: {first}.")
     for p in sorted((paths.results_dir() / "benchmarks").glob("*.json")):
         b = json.loads(p.read_text())
+        if b.get("kind") == "predict_overlay":
+            lines.append(f"- **`predict --overlay` on a {b['side']}x{b['side']} scan** (`{p.name}`, "
+                         f"{b['threads']} threads): {b['seconds_median']} s per scan (median of "
+                         f"{len(b['seconds_runs'])}), of which {b['outline_seconds_median']} s draw the outline.")
+            continue
         lines.append(
             f"- **Benchmark `{p.name}`** ({b['device_name']}, {b['threads']} threads, "
             f"{b['image_size']}x{b['image_size']}, base {b['base_width']}, batch {b['batch_size']}): "

@@ -120,3 +120,15 @@ def test_profile_trials_table_summarises_a_kept_seed_sweep(tmp_path):
             (sweep_metrics / f"{run['run_name']}.json").write_text(json.dumps(run))
     row = bench.profile_trials_markdown(trials).splitlines()[-1]
     assert "| 0.850 ± 0.071 vs 0.700 ± 0.000 (2/2 seeds) | n |" in row
+
+
+def test_overlay_timing_has_its_own_line_and_is_left_out_of_the_training_table(tmp_path, monkeypatch):
+    import json
+    from brainseg_lib import bench, compare, paths
+    monkeypatch.setenv("BRAINSEG_RESULTS", str(tmp_path))
+    folder = paths.ensure(tmp_path / "benchmarks")
+    (folder / "predict_overlay_5000.json").write_text(json.dumps(
+        {"kind": "predict_overlay", "side": 5000, "seconds_median": 0.9, "seconds_runs": [0.9, 1.0, 0.8],
+         "outline_seconds_median": 0.08, "threads": 2}))
+    assert "predict_overlay" not in bench.benchmarks_readme(folder)
+    assert "on a 5000x5000 scan** (`predict_overlay_5000.json`, 2 threads): 0.9 s" in compare.speed_markdown()
