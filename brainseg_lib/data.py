@@ -148,6 +148,34 @@ def read_grayscale(path: str | Path, as_displayed: bool = False) -> np.ndarray:
         raise ImageReadError(f"cannot decode image {path}: {e} (truncated or corrupt file?)") from e
 
 
+REDUCED_DECODE_MIN_SIDE = 2048   # scans with a shorter side above this may be decoded reduced
+
+
+def read_for_prediction(path: str | Path, reduce_to: int | None = None) -> tuple[np.ndarray, tuple[int, int]]:
+    """(image as displayed, its native (height, width)) for ``predict``. With ``reduce_to``,
+    a JPEG whose shorter side exceeds both 4 x ``reduce_to`` and ``REDUCED_DECODE_MIN_SIDE``
+    (larger than any Br35H scan, so the study's own checks are unaffected) is decoded at a
+    reduced scale (PIL's ``draft``, which
+    decodes 1/2, 1/4 or 1/8 of the pixels), since the model sees ``reduce_to`` x ``reduce_to``
+    anyway; the native size is still the one the mask is written at. Other formats are
+    decoded in full."""
+    path = Path(path)
+    if reduce_to:
+        try:
+            with Image.open(path) as im:
+                w0, h0 = im.size
+                if im.format == "JPEG" and min(w0, h0) > max(4 * reduce_to, REDUCED_DECODE_MIN_SIDE):
+                    swap = im.getexif().get(0x0112, 1) in (5, 6, 7, 8)
+                    im.draft("L", (max(2 * reduce_to, w0 // 8), max(2 * reduce_to, h0 // 8)))
+                    im.load()
+                    from PIL import ImageOps
+                    return _to_gray_u8(ImageOps.exif_transpose(im)), ((w0, h0) if swap else (h0, w0))
+        except (OSError, SyntaxError, ValueError, Image.DecompressionBombError):
+            pass        # read_grayscale below reports the problem with its reason
+    image = read_grayscale(path, as_displayed=True)
+    return image, image.shape
+
+
 def _to_gray_u8(im: Image.Image) -> np.ndarray:
     mode = im.mode
     if mode in ("L",):

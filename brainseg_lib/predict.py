@@ -180,13 +180,14 @@ class Predictor:
     device: torch.device
     source: Path
 
-    def probabilities(self, image: np.ndarray) -> np.ndarray:
-        """Tumour probability (float32, the image's own height x width) of one uint8 image."""
+    def probabilities(self, image: np.ndarray, native_hw=None) -> np.ndarray:
+        """Tumour probability (float32, ``native_hw`` or the image's own height x width) of one
+        uint8 image."""
         x = torch.tensor(data.resize_image(image, self.image_size))[None]
         logits = predict_logits(self.model, x, self.device, batch_size=1,
                                 channels_last=self.device.type != "mps")
         prob = torch.sigmoid(logits[0, 0]).numpy()
-        return to_native(prob, *image.shape)
+        return to_native(prob, *(native_hw or image.shape))
 
 
 def _device(name: str) -> torch.device:
@@ -369,17 +370,21 @@ def check_pixels(path: Path, max_pixels: int) -> None:
 
 
 def predict_file(predictor: Predictor, path: Path, threshold: float,
-                 max_pixels: int = None) -> tuple[np.ndarray, np.ndarray, dict]:
+                 max_pixels: int = None, full_image: bool = True) -> tuple[np.ndarray, np.ndarray, dict]:
     """(gray image, bool mask, CSV row) of one file; raises data.ImageReadError if unreadable
-    or larger than ``max_pixels`` (default MAX_PIXELS)."""
+    or larger than ``max_pixels`` (default MAX_PIXELS). Without ``full_image`` (no overlay to
+    draw) a large JPEG is decoded at a reduced scale; the mask is still at native size."""
     if path.suffix.lower() not in data.IMAGE_SUFFIXES:
         raise data.ImageReadError(f"unsupported file type {path.suffix or '(none)'!r}: {path} "
                                   f"(supported: {', '.join(SUPPORTED_SUFFIXES)})")
     check_pixels(path, MAX_PIXELS if max_pixels is None else max_pixels)
-    image = data.read_grayscale(path, as_displayed=True)
-    prob = predictor.probabilities(image)
+    if full_image:
+        image = data.read_grayscale(path, as_displayed=True)
+        h, w = image.shape
+    else:
+        image, (h, w) = data.read_for_prediction(path, reduce_to=predictor.image_size)
+    prob = predictor.probabilities(image, (h, w))
     mask = prob >= threshold
-    h, w = image.shape
     n = int(mask.sum())
     row = {"file": path.name, "width": w, "height": h, "tumour_pixels": n,
            "tumour_fraction": _fmt(n / mask.size), "max_prob": _fmt(float(prob.max())),
@@ -411,7 +416,7 @@ def run_predict(input_path: str | Path, output_dir: str | Path, checkpoint: str 
     bar = progress_bar(files, desc="predicting", disable=None if len(files) > 1 else True)
     for f in bar:
         try:
-            image, mask, row = predict_file(predictor, f, threshold, max_pixels)
+            image, mask, row = predict_file(predictor, f, threshold, max_pixels, full_image=overlay)
             run.written.append(_save_png(mask.astype(np.uint8) * 255, plan.masks[f]))
             if overlay:
                 run.written.append(_save_png(overlay_image(image, mask), plan.overlays[f]))

@@ -435,3 +435,20 @@ def test_huge_scans_are_refused_per_file_before_decoding(tmp_path, tiny_ckpt, ca
     assert grown_mb < 500
     assert run_cli("--checkpoint", tiny_ckpt, "--input", scans / "small.png", "--output", tmp_path / "o2",
                    "--max-pixels", "100") == 1                        # a lower limit refuses the small one
+
+
+def test_large_jpeg_is_decoded_reduced_but_masked_at_native_size(tmp_path, tiny_ckpt):
+    from brainseg_lib import data
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    big = np.kron(scan_image(300, 400), np.ones((10, 10), np.uint8))          # 3000 x 4000
+    Image.fromarray(big).save(scans / "big.jpg", quality=90)
+    small, native = data.read_for_prediction(scans / "big.jpg", reduce_to=32)
+    assert native == (3000, 4000) and small.shape[0] < 3000 and small.shape[0] * 4 == small.shape[1] * 3
+    run = predict.run_predict(scans, tmp_path / "o", tiny_ckpt, device="cpu")
+    assert (run.rows[0]["width"], run.rows[0]["height"]) == (4000, 3000)
+    assert Image.open(tmp_path / "o" / "big_mask.png").size == (4000, 3000)
+    full = predict.run_predict(scans, tmp_path / "o2", tiny_ckpt, device="cpu", overlay=True)
+    a = np.asarray(Image.open(tmp_path / "o" / "big_mask.png")) > 0
+    b = np.asarray(Image.open(tmp_path / "o2" / "big_mask.png")) > 0
+    assert full.rows[0]["status"] == "ok" and (a == b).mean() > 0.99        # the same prediction, nearly
