@@ -315,6 +315,9 @@ def main(argv=None) -> int:
     except (DataError, CheckpointError, FileNotFoundError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("interrupted; every file written so far is complete (writes are atomic)", file=sys.stderr)
+        return 130
     except PermissionError as e:
         print(f"error: permission denied: {e.filename or e}; choose a folder you can "
               "write to (or read from)", file=sys.stderr)

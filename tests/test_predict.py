@@ -452,3 +452,22 @@ def test_large_jpeg_is_decoded_reduced_but_masked_at_native_size(tmp_path, tiny_
     a = np.asarray(Image.open(tmp_path / "o" / "big_mask.png")) > 0
     b = np.asarray(Image.open(tmp_path / "o2" / "big_mask.png")) > 0
     assert full.rows[0]["status"] == "ok" and (a == b).mean() > 0.99        # the same prediction, nearly
+
+
+def test_ctrl_c_stops_at_once_and_leaves_no_half_written_file(tmp_path, tiny_ckpt, monkeypatch, capsys):
+    scans = tmp_path / "scans"
+    scans.mkdir()
+    for k in range(3):
+        Image.fromarray(scan_image(30, 30, seed=k)).save(scans / f"s{k}.png")
+    real, calls = predict.predict_file, []
+
+    def interrupt_on_second(*a, **k):
+        calls.append(1)
+        if len(calls) == 2:
+            raise KeyboardInterrupt
+        return real(*a, **k)
+    monkeypatch.setattr(predict, "predict_file", interrupt_on_second)
+    assert run_cli("--checkpoint", tiny_ckpt, "--input", scans, "--output", tmp_path / "o") == 130
+    assert "interrupted" in capsys.readouterr().err and len(calls) == 2
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["s0_mask.png"]   # complete, no temp files
+    assert Image.open(tmp_path / "o" / "s0_mask.png").size == (30, 30)
