@@ -31,8 +31,8 @@ def test_finished_is_false_for_missing_or_unreadable_metrics(tmp_path):
     (tmp_path / "metrics" / f"{name_for(run)}.json").write_text("{not json")
     assert not sweep.finished(run, str(tmp_path))
     (tmp_path / "metrics" / f"{name_for(run)}.json").write_text(
-        json.dumps({"config": {**config_from_params({**run, "snapshot_seconds": (1, 2)}).to_dict()}}))
-    assert sweep.finished({**run, "snapshot_seconds": (1, 2)}, str(tmp_path))   # tuple vs stored list
+        json.dumps({"config": {**config_from_params({**run, "snapshot_epochs": (1, 2)}).to_dict()}}))
+    assert sweep.finished({**run, "snapshot_epochs": (1, 2)}, str(tmp_path))   # tuple vs stored list
 
 
 def test_planned_lines_are_self_contained(tmp_path):
