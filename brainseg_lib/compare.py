@@ -50,13 +50,24 @@ def run_label(run: dict) -> str:
     return label + (", seed sweep" if run.get("_source") == "sweep" else "")
 
 
-def reproduction_rows(runs: list[dict]) -> pd.DataFrame:
-    """One row per (profile, split scheme, loss): mean over seeds, with sd and seed count."""
+def study_runs(metrics_dir=None) -> list[dict]:
+    """Every run JSON of the study: results/metrics, then the sweep's (marked ``_source``)."""
+    return load_run_metrics(metrics_dir) + [
+        {**r, "_source": "sweep"} for r in load_run_metrics(paths.sweep_dir() / "metrics")]
+
+
+def runs_by_label(runs: list[dict]) -> dict[str, list[dict]]:
+    """Runs grouped by their Table I label (``run_label``), in first-seen order."""
     groups: dict[str, list[dict]] = {}
     for r in runs:
         groups.setdefault(run_label(r), []).append(r)
+    return groups
+
+
+def reproduction_rows(runs: list[dict]) -> pd.DataFrame:
+    """One row per (profile, split scheme, loss): mean over seeds, with sd and seed count."""
     rows = []
-    for label, rs in groups.items():
+    for label, rs in runs_by_label(runs).items():
         seeds = sorted(r.get("seed", 0) for r in rs)
         label += (f" (mean ± sd over {len(rs)} seeds)" if len(rs) > 1 else f" (seed {seeds[0]})")
         row = {"Study": label, "n_seeds": len(rs),
@@ -75,8 +86,7 @@ def reproduction_rows(runs: list[dict]) -> pd.DataFrame:
 def build_table1(runs: list[dict] | None = None, metrics_dir=None) -> pd.DataFrame:
     """Cited rows, paper row and reproduction rows (detail columns included)."""
     if runs is None:
-        runs = load_run_metrics(metrics_dir)
-        runs += [{**r, "_source": "sweep"} for r in load_run_metrics(paths.sweep_dir() / "metrics")]
+        runs = study_runs(metrics_dir)
     ours = reproduction_rows(runs)
     table = pd.concat([cited_rows(), ours], ignore_index=True)
     return table
@@ -88,12 +98,8 @@ BOUNDARY_COLUMNS = ["Study", "Images", "HD95 median (px)", "HD95 mean (px)", "NS
 def boundary_rows(runs: list[dict]) -> pd.DataFrame:
     """Table I's companion: boundary metrics of our runs on their TEST tumour images (native
     resolution), mean over seeds where there are several. The cited studies report none."""
-    groups: dict[str, list[dict]] = {}
-    for r in runs:
-        if r.get("boundary"):
-            groups.setdefault(run_label(r), []).append(r)
     rows = []
-    for label, rs in groups.items():
+    for label, rs in runs_by_label([r for r in runs if r.get("boundary")]).items():
         b = [r["boundary"] for r in rs]
         rows.append({"Study": label + (f" (mean over {len(rs)} seeds)" if len(rs) > 1 else ""),
                      "Images": int(b[0]["hd95"]["n_images"]),
@@ -106,10 +112,7 @@ def boundary_rows(runs: list[dict]) -> pd.DataFrame:
 
 def write_boundary_table(runs: list[dict] | None = None, out_dir=None) -> dict[str, Path]:
     """table1_boundary.csv and .md (HD95 and NSD at native resolution, rule in boundary.py)."""
-    if runs is None:
-        runs = load_run_metrics()
-        runs += [{**r, "_source": "sweep"} for r in load_run_metrics(paths.sweep_dir() / "metrics")]
-    t = boundary_rows(runs)
+    t = boundary_rows(study_runs() if runs is None else runs)
     out = paths.ensure(Path(out_dir) if out_dir else paths.tables_dir())
     lines = ["| " + " | ".join(BOUNDARY_COLUMNS) + " |", "|" + "---|" * len(BOUNDARY_COLUMNS)]
     lines += [f"| {r['Study']} | {r['Images']} | {r['HD95 median (px)']:.1f} | {r['HD95 mean (px)']:.1f} | "

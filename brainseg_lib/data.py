@@ -478,11 +478,17 @@ def load_split(split: str, size: int, root: str | Path | None = None, use_cache:
         frac[i] = s.mask.mean()
     out = SplitArrays(split, size, images, masks, [a.filename for a in anns], native_hw, frac)
     if use_cache:
-        _atomic_savez(cpath, images=images, masks=masks, names=np.array(out.names),
-                      native_hw=native_hw, native_tumour_fraction=frac,
-                      manifest=np.array(json.dumps(manifest)))
-        atomic_write_text(cpath.with_suffix(".manifest.json"), json.dumps(manifest, indent=1))
+        write_cache(cpath, out, manifest)
     return out
+
+
+def write_cache(cpath: Path, arrays: SplitArrays, manifest: dict) -> None:
+    """Write ``arrays`` and the manifest of what they were made from (``_read_cache`` reads
+    them back only while the manifest still matches), atomically."""
+    _atomic_savez(cpath, images=arrays.images, masks=arrays.masks, names=np.array(arrays.names),
+                  native_hw=arrays.native_hw, native_tumour_fraction=arrays.native_tumour_fraction,
+                  manifest=np.array(json.dumps(manifest)))
+    atomic_write_text(cpath.with_suffix(".manifest.json"), json.dumps(manifest, indent=1))
 
 
 def native_mask(split: str, name: str, root: str | Path | None = None) -> np.ndarray:

@@ -73,6 +73,7 @@ def run_profile(params: dict, data_root=None, resume: bool = False, progress: bo
                  train_arrays=arrays["train"], val_arrays=arrays["val"])
     score_test = params.get("score_test", True)
     val = arrays["val"].head(cfg.limit_val)
+    val_gts = native_masks_for(arrays["val"].names, root=data_root)   # rasterised once per run
     if score_test:
         test = arrays["test"].head(params.get("limit_test"))
         test_gts = native_masks_for(test.names, root=data_root)   # rasterised once, scored many times
@@ -81,7 +82,7 @@ def run_profile(params: dict, data_root=None, resume: bool = False, progress: bo
         snaps = snapshot_scores(result.snapshots, cfg, test, data_root, gts=test_gts)
     else:
         ev = evaluate_checkpoint(result.best_path, "val", cfg.threshold, device=cfg.device,
-                                 data_root=data_root, arrays=val)
+                                 data_root=data_root, arrays=val, gts=val_gts)
         snaps = []
     reached = [s for s in snaps if s["test_f1"] >= PAPER_F1]
     best_row = result.history.loc[result.history["val_dice"].idxmax()]
@@ -101,14 +102,14 @@ def run_profile(params: dict, data_root=None, resume: bool = False, progress: bo
     }
     if params.get("tune_threshold") and score_test:
         extra["threshold_tuning"] = tune_threshold(result.best_path, arrays["val"], test, ev.probs,
-                                                   data_root, test_gts, device=cfg.device)
+                                                   data_root, test_gts, device=cfg.device, val_gts=val_gts)
     if score_test and params.get("detection_points", True):
         extra["detection"] = detection_points(result.best_path, cfg, data_root,
                                               params.get("detection_limit"))
     from .levers import selection_figures
     extra["selection"] = selection_figures(result.best_path, val, cfg, data_root,
                                            external_dev=params.get("external_dev", True),
-                                           val_eval=None if score_test else ev)
+                                           val_eval=None if score_test else ev, val_gts=val_gts)
     json_path, _ = write_evaluation(ev, name, extra)
     timing = write_timing(result, run_dir, extra["epochs_to_target"])
     return {**ev.summary, **extra, **timing, "json_path": str(json_path), "run_dir": str(run_dir)}
@@ -117,25 +118,15 @@ def run_profile(params: dict, data_root=None, resume: bool = False, progress: bo
 def write_timing(result, run_dir, epochs_to_target=None):
     """The run's clock measurements, kept out of its metric JSON (which is then identical on
     any machine): ``<run dir>/timing.json``."""
-    import platform
+    from .bench import cpu_name
     from .evaluate import write_json
     snaps = {str(e): round(float(v["train_seconds"]), 2) for e, v in sorted(result.snapshots.items())}
-    cpu = next((ln.split(":", 1)[1].strip() for ln in _read_lines("/proc/cpuinfo") if ln.startswith("model name")),
-               platform.processor() or "unknown CPU")
     timing = {"train_seconds": round(result.train_seconds, 2), "wall_seconds": round(result.wall_seconds, 2),
               "snapshot_seconds": snaps,
               "seconds_to_target": snaps.get(str(epochs_to_target)) if epochs_to_target else None,
-              "threads": torch.get_num_threads(), "device": result.device, "machine": cpu}
+              "threads": torch.get_num_threads(), "device": result.device, "machine": cpu_name()}
     write_json(timing, run_dir / "timing.json")
     return timing
-
-
-def _read_lines(path):
-    try:
-        with open(path) as f:
-            return f.read().splitlines()
-    except OSError:
-        return []
 
 
 def load_timing(run_name: str, runs_dir=None) -> dict:
@@ -177,13 +168,14 @@ def split_arrays(scheme: str, size: int, data_root=None, split_seed: int = 0) ->
 
 
 def tune_threshold(checkpoint, val_arrays, test_arrays, test_probs, data_root=None,
-                   test_gts: dict | None = None, device="auto") -> dict:
+                   test_gts: dict | None = None, device="auto", val_gts: dict | None = None) -> dict:
     """The paper's recall question: choose a threshold on VALIDATION (best pooled F1, and best
     recall at precision >= the paper's 0.934), then report TEST at 0.5 and at each choice.
     VALIDATION is predicted on ``device`` (the run's, as for TEST)."""
     from .evaluate import predict_probs, threshold_sweep
     model = model_from_checkpoint(load_checkpoint(checkpoint), checkpoint)
-    vs = threshold_sweep(predict_probs(model, val_arrays, device), val_arrays, data_root=data_root)
+    vs = threshold_sweep(predict_probs(model, val_arrays, device), val_arrays, data_root=data_root,
+                         gts=val_gts)
     vs = vs[(vs["tp"] + vs["fp"]) > 0]
     choices = {"default_0.5": 0.5, "val_best_f1": float(vs.loc[vs["f1"].idxmax(), "threshold"])}
     ok = vs[vs["precision"] >= PAPER_PRECISION]

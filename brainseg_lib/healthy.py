@@ -19,8 +19,6 @@ written rule (``metrics.py``): an image with no tumour and no prediction scores 
 """
 from __future__ import annotations
 
-import json
-
 import numpy as np
 import pandas as pd
 
@@ -99,31 +97,24 @@ def _cache_path(role: str, size: int, seed: int):
 
 
 def load_healthy(role: str, size: int, seed: int = 0, n: int | None = None, root=None) -> SplitArrays:
-    """The first ``n`` scans of a role (all when None) at ``size``, with empty masks, from a
-    cache checked against the SHA-256 of every file read."""
-    from .data import _atomic_savez
+    """The first ``n`` scans of a role (all when None) at ``size``, with empty masks, from the
+    checksummed cache of ``data.load_split`` (rebuilt when a file changes)."""
+    from .data import _read_cache, write_cache
     names = role_names(role, seed)
     folder = data_root(root) / NO
-    manifest = {"role": role, "size": size, "seed": seed,
+    manifest = {"split": f"healthy-{role}", "size": size, "seed": seed,
                 "files": {m: sha256_file(folder / m) for m in names}}
     cpath = _cache_path(role, size, seed)
-    images = hw = None
-    if cpath.is_file():
-        try:
-            with np.load(cpath, allow_pickle=False) as z:
-                if json.loads(str(z["manifest"])) == manifest:
-                    images, hw = z["images"], z["native_hw"]
-        except (OSError, ValueError, KeyError):
-            images = None
-    if images is None:
+    arrays = _read_cache(cpath, manifest) if cpath.is_file() else None
+    if arrays is None:
         imgs = [read_grayscale(folder / m) for m in names]
         images = np.stack([resize_image(im, size) for im in imgs]) if imgs \
             else np.zeros((0, size, size), np.uint8)
-        hw = np.array([im.shape for im in imgs], np.int64).reshape(-1, 2)
-        _atomic_savez(cpath, images=images, native_hw=hw, manifest=np.array(json.dumps(manifest)))
-    k = len(names) if n is None else min(int(n), len(names))
-    return SplitArrays(f"healthy-{role}", size, images[:k], np.zeros_like(images[:k]), names[:k],
-                       hw[:k], np.zeros(k))
+        arrays = SplitArrays(manifest["split"], size, images, np.zeros_like(images), list(names),
+                             np.array([im.shape for im in imgs], np.int64).reshape(-1, 2),
+                             np.zeros(len(names)))
+        write_cache(cpath, arrays, manifest)
+    return arrays.head(n)
 
 
 def with_healthy(arrays: SplitArrays, role: str, ratio: float, seed: int = 0, root=None) -> SplitArrays:

@@ -38,16 +38,17 @@ TABLE_COLUMNS = {
 
 
 def selection_figures(checkpoint, val_arrays, cfg, data_root=None, external_dev: bool = True,
-                      val_eval=None) -> dict:
+                      val_eval=None, val_gts: dict | None = None) -> dict:
     """The figures a choice may rest on (see the module docstring) for one checkpoint
-    (``val_eval``: the checkpoint's VAL evaluation when it is already computed)."""
+    (``val_eval``: the checkpoint's VAL evaluation when it is already computed; ``val_gts``:
+    VAL's native masks by name, when already rasterised)."""
     from .checkpoint import load_checkpoint, model_from_checkpoint
     from .evaluate import evaluate_model, predict_probs
     from .train import resolve_device
     dev = resolve_device(cfg.device)
     model = model_from_checkpoint(load_checkpoint(checkpoint), checkpoint).to(dev)
     ev = val_eval or evaluate_model(model, "val", cfg.image_size, cfg.threshold, dev, data_root,
-                                    arrays=val_arrays)
+                                    arrays=val_arrays, gts=val_gts)
     out = {"val": {"pooled_f1": ev.summary["global"]["f1"], "n_images": ev.summary["n_images"],
                    "hd95_median": ev.summary["boundary"]["hd95"]["median"],
                    "nsd_mean": ev.summary["boundary"]["nsd"]["mean"]}}
