@@ -1,8 +1,8 @@
 """Tumour-free scans (Br35H ``no/``): one split by near-duplicate group, for training and detection.
 
 Every annotated TRAIN image holds a tumour, so a model trained on them alone has never
-seen a healthy scan. ``no/`` holds 1,500 tumour-free scans with many near-duplicates of
-each other. They are split once, by the near-duplicate groups of ``leakage.py``
+seen a healthy scan. ``no/`` holds tumour-free scans, with many near-duplicates of each
+other. They are split once, by the near-duplicate groups of ``leakage.py``
 (thumbnail correlation >= 0.95 or pHash distance <= 6, joined into connected
 components), into three disjoint roles written to ``splits/healthy_seed<k>.csv``:
 
