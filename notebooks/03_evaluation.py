@@ -1,0 +1,100 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 03 · Evaluation on the TEST split
+#
+# Metrics follow Eq. 1-5 of the paper plus specificity (definitions and the empty-mask rule:
+# `brainseg_lib/metrics.py`). **Pooled** metrics sum TP/FP/FN/TN over all pixels of all test images;
+# **per-image** metrics are averaged over images. Table I uses pooled metrics at **native resolution**
+# (prediction resized back to each image's size).
+
+# %% tags=["parameters"]
+# Parameters: plain literals. Defaults = the smoke profile (params/smoke.yaml);
+# ./run_all.sh overrides them with `papermill -f params/<profile>.yaml`.
+profile = 'smoke'
+seed = 0
+loss = 'bce_dice'
+n_examples = 4
+
+# %%
+# %matplotlib inline
+import matplotlib.pyplot as plt
+import pandas as pd
+pd.set_option("display.precision", 4)
+from brainseg_lib import paths
+import numpy as np
+from brainseg_lib import evaluate, experiment, metrics, plots, data
+PARAMS = dict(profile=profile, seed=seed, loss=loss)
+run, per_image, history = experiment.load_run(PARAMS)
+print(run["run_name"], "|", run["n_images"], "test images | threshold", run["threshold"])
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print(list(per_image.columns[:12]))
+print(metrics.METRICS)
+
+# %% [markdown]
+# ## Pooled and per-image metrics, at native and model resolution
+
+# %%
+rows = {
+    "pooled, native": run["global"],
+    "per-image mean, native": run["per_image_mean"],
+    "per-image sd, native": run["per_image_sd"],
+    "pooled, model res.": run["model_resolution"]["global"],
+    "per-image mean, model res.": run["model_resolution"]["per_image_mean"],
+}
+tbl = pd.DataFrame(rows).T[list(metrics.METRICS)]
+ci = pd.DataFrame(run["bootstrap_ci95"], index=["CI95 low", "CI95 high"])[list(metrics.METRICS)]
+pd.concat([tbl, ci]).round(4)
+
+# %% [markdown]
+# ## Fig. 3 · Best, median and worst test cases (per-image Dice)
+
+# %%
+order = per_image.sort_values("f1").reset_index(drop=True)
+picks = {"worst": order.iloc[0], "median": order.iloc[len(order) // 2], "best": order.iloc[-1]}
+cases = evaluate.case_predictions(paths.resolve_recorded(run["checkpoint"]), "test",
+                                  [r["name"] for r in picks.values()], run["threshold"])
+fig = plots.overlay_panels([c[0] for c in cases], [c[1] for c in cases], [c[2] for c in cases],
+                           [f"{k}: {r['name']} Dice {r['f1']:.3f}" for k, r in picks.items()])
+plots.save_figure(fig, "fig3_best_median_worst");
+
+# %% [markdown]
+# ## Per-image Dice
+
+# %%
+fig = plots.dice_histogram(per_image)
+plots.save_figure(fig, 'dice_histogram');
+
+# %% [markdown]
+# ## Precision and recall over the threshold
+# Computed once at native resolution and cached to CSV; the plot reads the CSV.
+
+# %%
+from brainseg_lib.checkpoint import load_checkpoint, model_from_checkpoint
+ckpt = paths.resolve_recorded(run["checkpoint"])
+net = model_from_checkpoint(load_checkpoint(ckpt), ckpt)
+arrays = data.load_split("test", run["config"]["image_size"]).head(run["n_images"])
+probs = evaluate.predict_probs(net, arrays)
+sweep_path = paths.metrics_dir() / f"{run['run_name']}_threshold_sweep.csv"
+evaluate.write_csv(evaluate.threshold_sweep(probs, arrays), sweep_path)
+sweep = pd.read_csv(sweep_path)
+fig = plots.pr_curve(sweep, run["threshold"])
+plots.save_figure(fig, "pr_curve");
+best = sweep.loc[sweep.f1.idxmax()]
+print(f"F1 at the 0.5 threshold: {run['global']['f1']:.3f}; best F1 over thresholds on TEST "
+      f"(for reference only, not a tuned result): {best.f1:.3f} at {best.threshold:.2f}")

@@ -1,0 +1,160 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 05 · Beyond the paper: what does the U-Net look at?
+#
+# The paper shows masks, never why the network drew them. Here the trained U-Net of notebook 02
+# is explained with three attribution families from **captum** (none hand-written): Grad-CAM on a
+# decoder level and on the bottleneck, occlusion, and integrated gradients. A segmentation net
+# outputs a map, so it is wrapped to give one number per image: **the sum of the tumour logits over
+# the mask the model predicts** on that image (over the ground truth where it predicts nothing).
+# Everything runs at the model's input size (the run's `image_size`). Definitions and the exact
+# settings: `brainseg_lib/explain.py`.
+#
+# Pretty heat maps prove nothing by themselves, so two checks follow, each against a random
+# baseline: (a) how much of the attribution lies inside the annotated tumour, and (b) whether
+# deleting the most-attributed pixels first removes the predicted tumour faster than deleting
+# pixels in random order.
+
+# %% tags=["parameters"]
+# Parameters: plain literals. Defaults = the smoke profile (params/smoke.yaml);
+# ./run_all.sh overrides them with `papermill -f params/<profile>.yaml`.
+profile = 'smoke'
+seed = 0
+loss = 'bce_dice'
+xai_images = 4
+xai_ig_steps = 16
+xai_occlusion_frac = 0.125
+xai_target = 'pred'
+xai_fill = 'mean'
+
+# %%
+# %matplotlib inline
+import matplotlib.pyplot as plt
+import pandas as pd
+pd.set_option("display.precision", 4)
+from brainseg_lib import paths
+import numpy as np
+from brainseg_lib import data, explain, plots
+from brainseg_lib.evaluate import write_json
+from brainseg_lib import experiment
+from brainseg_lib.checkpoint import load_checkpoint, model_from_checkpoint
+PARAMS = dict(profile=profile, seed=seed, loss=loss)
+run, per_image, history = experiment.load_run(PARAMS)
+ckpt = paths.resolve_recorded(run["checkpoint"])
+net = model_from_checkpoint(load_checkpoint(ckpt), ckpt)
+size = run["config"]["image_size"]
+
+arrays = data.load_split("test", size).head(run["n_images"])
+print(run["run_name"], "|", len(arrays), "test images at", size, "x", size)
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print("methods:", list(explain.METHODS))
+print("reference (not a method):", explain.REFERENCE)
+print("deletion fractions:", explain.DELETION_FRACTIONS)
+print("target:", xai_target, "| deletion fill:", xai_fill)
+print("occlusion window at 64 px:", explain.occlusion_window(64, xai_occlusion_frac))
+
+# %% [markdown]
+# ## Maps on a true-positive, a false-positive and a false-negative case
+# Cases are chosen from the run's per-image CSV (`results/metrics/<run>_per_image.csv`): the
+# highest Dice, the most false-positive pixels and the most false-negative pixels (counted at model
+# resolution). Each map is shown as its absolute value scaled to its own maximum; the number above a
+# map is the fraction of its mass inside the annotated tumour (red contour; white on the maps). The
+# model's prediction is the cyan contour.
+
+# %%
+cases = explain.pick_cases(per_image)
+ex_cases = explain.explain_arrays(net, arrays, [r["name"] for r in cases.values()], xai_target,
+                                  xai_ig_steps, xai_occlusion_frac)
+titles = [f"{k}\n{r['name']}: Dice {r['f1']:.3f}" for k, r in cases.items()]
+fig = explain.overlay_figure(ex_cases, titles)
+plots.save_figure(fig, "xai_cases");
+
+# %% [markdown]
+# ## The checks
+# A seeded sample of `xai_images` TEST images (from those the run evaluated). For every image and
+# method: the fraction of absolute attribution inside the tumour, against the tumour's area fraction
+# (what a map that knows nothing gets on average) and an actual uniform-noise map; and the deletion
+# curve. The paired per-image differences carry a bootstrap 95% CI over images; a method *beats the
+# random baseline* only when that CI excludes 0 on the good side and the mean difference is at least
+# `explain.MIN_EFFECT` (0.01 in mass fraction or in AUC), so a negligible difference is not called a win.
+
+# %%
+names = explain.sample_names(per_image, xai_images, seed)
+ex = explain.explain_arrays(net, arrays, names, xai_target, xai_ig_steps, xai_occlusion_frac)
+checks = explain.run_checks(net, ex, fill=xai_fill, seed=seed)
+files = explain.write_checks(checks, paths.tables_dir())
+print(len(names), "images; targets used:", pd.Series(ex.targets).value_counts().to_dict())
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print("tables:", sorted(files.values()))
+print("mass columns:", list(checks.mass.columns))
+print("deletion columns:", list(checks.deletion.columns))
+
+# %% [markdown]
+# ### (a) Attribution mass inside the tumour
+# `diff_vs_expected` = mass fraction − tumour area fraction, per image, averaged.
+
+# %%
+checks.mass.round(4)
+
+# %%
+fig = explain.mass_figure(checks.mass)
+plots.save_figure(fig, 'xai_attribution_mass');
+
+# %% [markdown]
+# ### (b) Deletion
+# Pixels are set to the image mean (`xai_fill`) in order of decreasing attribution; the curve is the
+# predicted tumour area relative to the intact image, and its normalised AUC is lower when the map
+# found what the prediction rests on. Random order is the mean of three random permutations of the
+# same image. The summed tumour probability (a soft area, defined even where nothing is predicted)
+# is scored the same way. The filled pixels are unlike anything the model was trained on; where they
+# look like tumour to it, the curve *rises* instead of falling (`images_grew` counts images whose
+# curve exceeds 1.1x the intact value). Such outliers dominate the mean, so the table also gives the
+# median paired difference and the share of images on which the method beats the random order.
+
+# %%
+checks.deletion.round(4)
+
+# %%
+fig = explain.deletion_figure(checks.curves)
+plots.save_figure(fig, 'xai_deletion');
+
+# %% [markdown]
+# ## Does any method beat the random baseline?
+# The sentences below are generated from the two tables above.
+
+# %%
+print(checks.text)
+write_json({"kind": "explainability", "run_name": run["run_name"], "images": names,
+            "targets_used": ex.targets, "ig_steps": xai_ig_steps, "occlusion_frac": xai_occlusion_frac,
+            "fill": xai_fill, "tables": files,
+            "attribution_mass": explain.records(checks.mass),
+            "deletion": explain.records(checks.deletion), "verdict": checks.text},
+           paths.metrics_dir() / "xai.json");
+
+# %% [markdown]
+# **Reading the result.** Attribution mass inside the tumour is easy to get when the prediction and
+# the tumour coincide, and integrated gradients and occlusion are tied to the input pixels, so they
+# tend to sit on whatever bright structure the model segments. Deletion asks a different question
+# (does removing those pixels change the output?) and can disagree. Grad-CAM's maps are coarse (the
+# bottleneck is 1/16 of the input side) and can be all zero after its ReLU. Deletion is confounded
+# wherever the fill creates tumour-like patches (the caution line above, when present). With the smoke profile
+# the model is barely trained and the sample is tiny, so no conclusion should be drawn from its
+# numbers; run the notebook with `-f params/cpu.yaml` after a cpu run.

@@ -1,0 +1,208 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 06 · Beyond the paper: does the segmentation tell tumour scans from healthy ones?
+#
+# Br35H holds tumour scans in `yes/` and tumour-free scans in `no/`. Only part of the tumour scans
+# is annotated (TRAIN/VAL/TEST), and those `yes/` files are byte-identical to the annotated ones, so
+# they are set aside (the inventory below counts every group). That leaves **the unannotated tumour
+# scans and all the healthy scans, which no model has seen**. Here
+# the segmentation U-Net of notebook 02 becomes an image-level detector, without any retraining.
+#
+# * **Scores**: the predicted tumour area (fraction of pixels with p ≥ 0.5) and the maximum tumour
+#   probability. The **primary score is the predicted area**, fixed before any result was seen: it is
+#   the segmentation's own decision at the pixel threshold every metric uses, rests on many pixels
+#   (one hot pixel cannot flip it), and its threshold reads as a minimum tumour size. Both are reported.
+# * **The healthy split.** Training may use tumour-free scans, so `no/` is split once, by whole
+#   near-duplicate groups (the links of notebook 07), into `train` (scans a model may train on),
+#   `val` and `report` roles: `splits/healthy_seed<k>.csv`, written by
+#   `python -m brainseg_lib healthy-split`. No report scan is a twin of a training or validation scan,
+#   and the `train` scans are left out here entirely.
+# * **Thresholds chosen on validation only.** VAL has no tumour-free image, so the healthy split's
+#   `val` scans (listed in `results/metrics/detection.json`) are the negative validation set, with the
+#   VAL tumour images as positives. Two operating points are chosen there and used unchanged on the
+#   report set: the threshold maximising Youden's J, and the highest threshold whose validation
+#   sensitivity is at least 0.90 (a fixed sensitivity).
+# * **Report** on the unseen tumour scans and the healthy `report` scans: sensitivity, specificity, accuracy and ROC AUC,
+#   each with a 95% bootstrap CI (images resampled within each class).
+# * **Leakage**: unseen scans that are near-duplicates of TRAIN images (the signals of notebook 07:
+#   thumbnail correlation ≥ 0.95 or pHash distance ≤ 6) are counted, and the metrics are given with and
+#   without them.
+
+# %% tags=["parameters"]
+# Parameters: plain literals. Defaults = the smoke profile (params/smoke.yaml);
+# ./run_all.sh overrides them with `papermill -f params/<profile>.yaml`.
+profile = 'smoke'
+seed = 0
+loss = 'bce_dice'
+healthy_seed = 0
+detection_limit = 40
+detection_gallery = 4
+
+# %%
+# %matplotlib inline
+import matplotlib.pyplot as plt
+import pandas as pd
+pd.set_option("display.precision", 4)
+from brainseg_lib import paths
+from brainseg_lib import detection, plots
+from brainseg_lib.evaluate import write_csv, write_json
+from brainseg_lib import experiment
+from brainseg_lib.checkpoint import load_checkpoint, model_from_checkpoint
+PARAMS = dict(profile=profile, seed=seed, loss=loss)
+run, per_image, history = experiment.load_run(PARAMS)
+ckpt = paths.resolve_recorded(run["checkpoint"])
+net = model_from_checkpoint(load_checkpoint(ckpt), ckpt)
+size = run["config"]["image_size"]
+
+print(run["run_name"], "| model input", size, "x", size)
+
+# %% [markdown]
+# ## The files: which tumour scans are really unseen?
+# SHA-256 of every annotated image against its `yes/` namesake, and of every unseen or `no/` scan against the annotated images.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+inv = detection.inventory()
+for k, v in inv.checks.items():
+    print(f"{k}: {v}")
+
+# %% [markdown]
+# ## Scores
+# Every image is read, resized to the model's input and segmented once; the scores are cached to `results/tables/detection_scores.csv` and everything below is computed from that file.
+
+# %%
+scores, info = detection.collect_scores(net, size, limit=detection_limit, healthy_seed=healthy_seed)
+scores_csv = write_csv(scores, paths.tables_dir() / "detection_scores.csv")
+scores = pd.read_csv(scores_csv)
+
+# %%
+# NBVAL_CHECK_OUTPUT
+print("healthy validation scans:", info["holdout"]["size"], "| drawn by", info["holdout"]["drawn_by"])
+print("healthy training scans left out:", info["healthy_training_scans_excluded"])
+print("limit per class:", info["limit_per_class"])
+print(scores.groupby(["role", "folder", "label"]).size().to_string())
+print("columns:", list(scores.columns))
+
+# %% [markdown]
+# ## Threshold chosen on validation (VAL tumours + the `no/` hold-out)
+
+# %%
+summary = detection.summarize(scores, info)
+summary.update({"run_name": run["run_name"], "checkpoint": run["checkpoint"], "scores_csv": scores_csv.name})
+write_json(summary, paths.metrics_dir() / "detection.json")
+pd.DataFrame(summary["validation"]["chosen"]).T
+
+# %% [markdown]
+# ## Near-duplicates of TRAIN among the unseen scans
+
+# %%
+nd = summary["near_duplicates_of_train"]
+print(f"{nd['total']} of {nd['of']} report scans are near-duplicates of a TRAIN image "
+      f"({nd['positives']} tumour, {nd['negatives']} healthy; by correlation {nd['by_corr']}, by pHash {nd['by_phash']})")
+nh = summary["near_duplicates_of_holdout"]
+print(f"{nh['total']} of {nh['of']} report scans are near-duplicates of a hold-out scan "
+      f"({nh['positives']} tumour, {nh['negatives']} healthy)")
+ng = info["no_groups"]
+print(f"no/ itself: {ng['scans_in_such_groups']} scans in {ng['groups_with_duplicates']} near-duplicate groups "
+      f"(largest {ng['largest']})")
+
+# %% [markdown]
+# ## Report: all unseen scans, and without the near-duplicates
+# Value and 95% bootstrap CI; `primary` marks the pre-specified score.
+
+# %%
+detection.metrics_frame(summary).round(4)
+
+# %%
+table = detection.detection_table(summary)
+written = detection.write_table(table, paths.tables_dir())
+from IPython.display import Markdown
+Markdown(written["md"].read_text())
+
+# %% [markdown]
+# ## At a fixed sensitivity of 0.90
+# The threshold is the highest one reaching sensitivity 0.90 on validation; the last column reads the report set's ROC curve at sensitivity 0.90 directly (a property of the scores, like the AUC).
+
+# %%
+fs = summary["report_at_fixed_sensitivity"]
+pd.DataFrame({f"{sub} / {k}": {"threshold": m["threshold"], "sensitivity": m["sensitivity"],
+                               "specificity": m["specificity"], "ROC specificity at sens 0.90": m["roc_specificity_at_sensitivity"]}
+              for sub, by in fs.items() for k, m in by.items()}).T.round(3)
+
+# %% [markdown]
+# ## Seed to seed
+# Every training run records both operating points of its own model (`detection` in its JSON). The rows below are the official-split BCE+Dice runs of the seed sweep (notebook 08's runs) and this notebook's run; mean and sd over the sweep's seeds.
+
+# %%
+seeds = detection.seed_table(profile, loss)
+from brainseg_lib.fileio import atomic_write_text
+atomic_write_text(paths.tables_dir() / "detection_seeds.md", detection.seed_markdown(seeds))
+if len(seeds):
+    evaluate_cols = ["auc", "youden_sensitivity", "youden_specificity", "fixed_sensitivity_sensitivity",
+                     "fixed_sensitivity_specificity", "roc_specificity_at_sensitivity"]
+    seed_summary = seeds[evaluate_cols].agg(["mean", "std"]).T
+    summary["seed_to_seed"] = {"runs": seeds.to_dict("records"),
+                               "mean": seed_summary["mean"].to_dict(), "sd": seed_summary["std"].to_dict()}
+    write_json(summary, paths.metrics_dir() / "detection.json")
+    display(seeds.round(3)); display(seed_summary.round(3))
+else:
+    print("no sweep runs with detection figures yet: run `python -m brainseg_lib sweep` first")
+
+# %% [markdown]
+# ## In words
+# Generated from the numbers above.
+
+# %%
+print(detection.describe(summary))
+
+# %% [markdown]
+# ## ROC curves and the confusion matrix (primary score, all report scans)
+
+# %%
+fig = detection.roc_figure(scores, summary)
+plots.save_figure(fig, 'detection_roc');
+
+# %%
+fig = detection.confusion_figure(summary)
+plots.save_figure(fig, 'detection_confusion');
+
+# %%
+fig = detection.score_histogram(scores, summary)
+plots.save_figure(fig, 'detection_score_histogram');
+
+# %% [markdown]
+# ## Missed tumours and false alarms
+# The scans the primary score gets most wrong, with the predicted tumour outline (cyan).
+
+# %%
+missed = detection.gallery_rows(scores, summary, "missed", detection_gallery)
+fig = detection.gallery(missed, net, size, f"missed tumours (lowest {summary['primary_score']} first)")
+plots.save_figure(fig, "detection_missed");
+
+# %%
+alarms = detection.gallery_rows(scores, summary, "false_alarms", detection_gallery)
+fig = detection.gallery(alarms, net, size, f"false alarms (highest {summary['primary_score']} first)")
+plots.save_figure(fig, "detection_false_alarms");
+
+# %% [markdown]
+# **Caveats.** The positives (`yes/`) and negatives (`no/`) were collected separately, so a detector
+# can partly separate them by acquisition differences (size, contrast, framing) rather than by the
+# tumour; this notebook cannot rule that out. VAL positives include near-duplicates of TRAIN images
+# (notebook 07), which makes the validation positives easier than the unseen ones. Near-duplicates
+# within `no/` (and within `yes/`) remain inside the report set, so its images are not all
+# independent and the bootstrap CIs are somewhat too narrow. With the smoke
+# profile the model is barely trained and only `detection_limit` scans per class are scored.
