@@ -7,10 +7,16 @@ permissions (0666 minus the umask), not mkstemp's 0600.
 """
 from __future__ import annotations
 
+import json
 import os
 import tempfile
 from pathlib import Path
-from typing import Callable, BinaryIO
+from typing import BinaryIO, Callable
+
+import numpy as np
+import pandas as pd
+
+from brainseg_lib import paths
 
 _UMASK = os.umask(0)
 os.umask(_UMASK)
@@ -35,3 +41,50 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
 def atomic_write_text(path: str | Path, text: str) -> Path:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
+
+
+def _rel(p) -> str:
+    """A path as the user will find it: ``results/...`` for anything under the results
+    folder (also while run_all.sh stages results elsewhere), else project-relative."""
+    p = Path(p).resolve()
+    for base, label in ((paths.results_dir().resolve(), "results"), (paths.PROJECT_ROOT, "")):
+        try:
+            rel = p.relative_to(base)
+        except ValueError:
+            continue
+        return str(Path(label) / rel) if label else str(rel)
+    return str(p)
+
+
+def write_json(obj: dict, path: str | Path) -> Path:
+    """Atomic JSON write (sorted keys off, indent 1, NaN refused)."""
+    return atomic_write_text(path, json.dumps(obj, indent=1, allow_nan=False, default=_jsonable))
+
+
+def write_csv(df: pd.DataFrame, path: str | Path) -> Path:
+    """Atomic CSV write, without the index."""
+    return atomic_write_text(path, df.to_csv(index=False))
+
+
+def json_ready(obj):
+    """``obj`` with NaN and infinities as None (JSON has no NaN) and numpy scalars as Python
+    numbers, recursively through dicts, lists and tuples (tuples become lists)."""
+    if isinstance(obj, dict):
+        return {k: json_ready(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [json_ready(v) for v in obj]
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if np.isfinite(obj) else None
+    if isinstance(obj, np.generic):
+        return obj.item()
+    return obj
+
+
+def _jsonable(o):
+    if isinstance(o, (np.integer,)):
+        return int(o)
+    if isinstance(o, (np.floating,)):
+        return float(o)
+    if isinstance(o, Path):
+        return str(o)
+    raise TypeError(f"not JSON serialisable: {type(o).__name__}")

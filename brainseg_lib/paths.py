@@ -90,6 +90,31 @@ def metrics_dir() -> Path:
     return ensure(results_dir() / "metrics")
 
 
+def models_dir() -> Path:
+    """results/models: the released model, its checksum, model card and ONNX export."""
+    return results_dir() / "models"
+
+
+def released_model() -> Path:
+    """The released model, ``results/models/brainseg-cpu.pt`` (``BRAINSEG_MODEL`` overrides)."""
+    return _from_env("BRAINSEG_MODEL", models_dir() / "brainseg-cpu.pt")
+
+
+def benchmarks_dir() -> Path:
+    """results/benchmarks: ``bench`` JSON files."""
+    return results_dir() / "benchmarks"
+
+
+def timings_dir() -> Path:
+    """results/timings: wall time of each ``run_all.sh`` notebook."""
+    return results_dir() / "timings"
+
+
+def report_dir() -> Path:
+    """results/report: the HTML report of the executed study."""
+    return results_dir() / "report"
+
+
 def executed_dir() -> Path:
     return results_dir() / "executed"
 

@@ -19,7 +19,7 @@
 # Khadra et al. (2026) train on Br35H's annotated subset (they report a 500 / 200 / 100 split).
 # Here we count what the files actually hold, check how the VIA annotations turn into masks,
 # and draw **Fig. 1**. All numbers below are computed from the files in `$BRAINSEG_DATA`;
-# the rules (image modes, mask rasterisation, resizing) are documented in `brainseg_lib/data.py`.
+# the rules (image modes, mask rasterisation, resizing) are documented in `brainseg_lib/br35h.py`.
 
 # %% tags=["parameters"]
 # Parameters: plain literals. Defaults = the smoke profile (params/smoke.yaml);
@@ -33,8 +33,10 @@ import matplotlib.pyplot as plt
 import pandas as pd
 pd.set_option("display.precision", 4)
 from brainseg_lib import paths
-from brainseg_lib import data, explore, plots
-root = data.check_dataset()
+from brainseg_lib.data import br35h
+from brainseg_lib.study import explore
+from brainseg_lib.report import plots
+root = br35h.check_dataset()
 print('dataset found')
 
 # %% [markdown]
@@ -43,9 +45,9 @@ print('dataset found')
 
 # %%
 # NBVAL_CHECK_OUTPUT
-counts = {s: len(data.list_split(s)[0]) for s in data.SPLITS}
+counts = {s: len(br35h.list_split(s)[0]) for s in br35h.SPLITS}
 print(counts)
-print('matches expected:', counts == data.EXPECTED_COUNTS)
+print('matches expected:', counts == br35h.EXPECTED_COUNTS)
 
 # %% [markdown]
 # ## Sizes, modes and annotation shapes
@@ -83,7 +85,7 @@ print(explore.area_quantiles(inv).to_string())
 
 # %%
 fig, ax = plt.subplots(figsize=(7, 3.5))
-for s in data.SPLITS:
+for s in br35h.SPLITS:
     ax.hist(inv.loc[inv.split == s, "tumour_fraction"], bins=30, alpha=0.5, label=s, density=True)
 ax.set_xlabel("tumour fraction of image"); ax.set_ylabel("density"); ax.legend()
 plots.save_figure(fig, "tumour_area_by_split");
@@ -94,11 +96,11 @@ plots.save_figure(fig, "tumour_area_by_split");
 # %%
 ex = explore.pick_examples(inv, n_examples, seed)
 samples = {}
-for s in data.SPLITS:
-    anns, folder = data.list_split(s)
+for s in br35h.SPLITS:
+    anns, folder = br35h.list_split(s)
     for a in anns:
         if a.filename in set(ex.name):
-            samples[a.filename] = data.load_sample(a, folder)
+            samples[a.filename] = br35h.load_sample(a, folder)
 ordered = [samples[n] for n in ex.name]
 fig = plots.sample_grid([x.image for x in ordered], [x.mask for x in ordered],
                         [f"{r.split}/{r.name} ({r.width}x{r.height})" for r in ex.itertuples()])
@@ -120,7 +122,7 @@ rot = explore.rotated_ellipse_examples(inv, n=3)
 fig, axes = plt.subplots(1, len(rot), figsize=(4 * len(rot), 4), squeeze=False)
 for ax, (split, s) in zip(axes[0], rot):
     ax.imshow(s.image, cmap="gray"); plots.draw_contours(ax, s.mask, plots.PRED)
-    anns, _ = data.list_split(split)
+    anns, _ = br35h.list_split(split)
     regions = next(a.regions for a in anns if a.filename == s.name)
     for r in regions:
         if r["name"] == "ellipse":

@@ -57,8 +57,11 @@ import matplotlib.pyplot as plt
 import pandas as pd
 pd.set_option("display.precision", 4)
 from brainseg_lib import paths
-from brainseg_lib import experiment, model, plots
-PARAMS = experiment.params_from_namespace(globals())
+from brainseg_lib.study import experiment
+from brainseg_lib.study import profiles
+from brainseg_lib.model import unet as model
+from brainseg_lib.report import plots
+PARAMS = profiles.params_from_namespace(globals())
 cfg = experiment.config_from_params(PARAMS)
 print(experiment.name_for(PARAMS))
 

@@ -36,7 +36,14 @@ import pandas as pd
 pd.set_option("display.precision", 4)
 from brainseg_lib import paths
 import numpy as np
-from brainseg_lib import evaluate, experiment, metrics, plots, data
+from brainseg_lib.evaluation import evaluate
+from brainseg_lib import inference
+from brainseg_lib.evaluation import thresholds as evaluate_thresholds
+from brainseg_lib import fileio
+from brainseg_lib.study import experiment
+from brainseg_lib.evaluation import metrics
+from brainseg_lib.report import plots
+from brainseg_lib.data import cache
 PARAMS = dict(profile=profile, seed=seed, loss=loss)
 run, per_image, history = experiment.load_run(PARAMS)
 print(run["run_name"], "|", run["n_images"], "test images | threshold", run["threshold"])
@@ -85,13 +92,13 @@ plots.save_figure(fig, 'dice_histogram');
 # Computed once at native resolution and cached to CSV; the plot reads the CSV.
 
 # %%
-from brainseg_lib.checkpoint import load_checkpoint, model_from_checkpoint
+from brainseg_lib.model.checkpoint import load_checkpoint, model_from_checkpoint
 ckpt = paths.resolve_recorded(run["checkpoint"])
 net = model_from_checkpoint(load_checkpoint(ckpt), ckpt)
-arrays = data.load_split("test", run["config"]["image_size"]).head(run["n_images"])
-probs = evaluate.predict_probs(net, arrays)
+arrays = cache.load_split("test", run["config"]["image_size"]).head(run["n_images"])
+probs = inference.predict_probs(net, arrays)
 sweep_path = paths.metrics_dir() / f"{run['run_name']}_threshold_sweep.csv"
-evaluate.write_csv(evaluate.threshold_sweep(probs, arrays), sweep_path)
+fileio.write_csv(evaluate_thresholds.threshold_sweep(probs, arrays), sweep_path)
 sweep = pd.read_csv(sweep_path)
 fig = plots.pr_curve(sweep, run["threshold"])
 plots.save_figure(fig, "pr_curve");

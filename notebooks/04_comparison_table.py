@@ -32,7 +32,8 @@ import matplotlib.pyplot as plt
 import pandas as pd
 pd.set_option("display.precision", 4)
 from brainseg_lib import paths
-from brainseg_lib import compare, plots
+from brainseg_lib.study import table1 as compare
+from brainseg_lib.report import plots
 table = compare.build_table1()
 written = compare.write_table1(table)
 print(sorted(p.name for p in written.values()))

@@ -48,26 +48,31 @@ import pandas as pd
 pd.set_option("display.precision", 4)
 from brainseg_lib import paths
 import numpy as np
-from brainseg_lib import data, explain, plots
-from brainseg_lib.evaluate import write_json
-from brainseg_lib import experiment
-from brainseg_lib.checkpoint import load_checkpoint, model_from_checkpoint
+from brainseg_lib.data import cache
+from brainseg_lib.xai import deletion as explain_deletion
+from brainseg_lib.xai import attribution as explain_attribution
+from brainseg_lib.xai import figures
+from brainseg_lib.xai import checks as explain_checks
+from brainseg_lib.report import plots
+from brainseg_lib.fileio import write_json
+from brainseg_lib.study import experiment
+from brainseg_lib.model.checkpoint import load_checkpoint, model_from_checkpoint
 PARAMS = dict(profile=profile, seed=seed, loss=loss)
 run, per_image, history = experiment.load_run(PARAMS)
 ckpt = paths.resolve_recorded(run["checkpoint"])
 net = model_from_checkpoint(load_checkpoint(ckpt), ckpt)
 size = run["config"]["image_size"]
 
-arrays = data.load_split("test", size).head(run["n_images"])
+arrays = cache.load_split("test", size).head(run["n_images"])
 print(run["run_name"], "|", len(arrays), "test images at", size, "x", size)
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print("methods:", list(explain.METHODS))
-print("reference (not a method):", explain.REFERENCE)
-print("deletion fractions:", explain.DELETION_FRACTIONS)
+print("methods:", list(explain_attribution.METHODS))
+print("reference (not a method):", explain_deletion.REFERENCE)
+print("deletion fractions:", explain_deletion.DELETION_FRACTIONS)
 print("target:", xai_target, "| deletion fill:", xai_fill)
-print("occlusion window at 64 px:", explain.occlusion_window(64, xai_occlusion_frac))
+print("occlusion window at 64 px:", explain_attribution.occlusion_window(64, xai_occlusion_frac))
 
 # %% [markdown]
 # ## Maps on a true-positive, a false-positive and a false-negative case
@@ -78,11 +83,11 @@ print("occlusion window at 64 px:", explain.occlusion_window(64, xai_occlusion_f
 # model's prediction is the cyan contour.
 
 # %%
-cases = explain.pick_cases(per_image)
-ex_cases = explain.explain_arrays(net, arrays, [r["name"] for r in cases.values()], xai_target,
+cases = explain_checks.pick_cases(per_image)
+ex_cases = explain_checks.explain_arrays(net, arrays, [r["name"] for r in cases.values()], xai_target,
                                   xai_ig_steps, xai_occlusion_frac)
 titles = [f"{k}\n{r['name']}: Dice {r['f1']:.3f}" for k, r in cases.items()]
-fig = explain.overlay_figure(ex_cases, titles)
+fig = figures.overlay_figure(ex_cases, titles)
 plots.save_figure(fig, "xai_cases");
 
 # %% [markdown]
@@ -95,10 +100,10 @@ plots.save_figure(fig, "xai_cases");
 # `explain.MIN_EFFECT` (0.01 in mass fraction or in AUC), so a negligible difference is not called a win.
 
 # %%
-names = explain.sample_names(per_image, xai_images, seed)
-ex = explain.explain_arrays(net, arrays, names, xai_target, xai_ig_steps, xai_occlusion_frac)
-checks = explain.run_checks(net, ex, fill=xai_fill, seed=seed)
-files = explain.write_checks(checks, paths.tables_dir())
+names = explain_checks.sample_names(per_image, xai_images, seed)
+ex = explain_checks.explain_arrays(net, arrays, names, xai_target, xai_ig_steps, xai_occlusion_frac)
+checks = explain_checks.run_checks(net, ex, fill=xai_fill, seed=seed)
+files = explain_checks.write_checks(checks, paths.tables_dir())
 print(len(names), "images; targets used:", pd.Series(ex.targets).value_counts().to_dict())
 
 # %%
@@ -115,7 +120,7 @@ print("deletion columns:", list(checks.deletion.columns))
 checks.mass.round(4)
 
 # %%
-fig = explain.mass_figure(checks.mass)
+fig = figures.mass_figure(checks.mass)
 plots.save_figure(fig, 'xai_attribution_mass');
 
 # %% [markdown]
@@ -133,7 +138,7 @@ plots.save_figure(fig, 'xai_attribution_mass');
 checks.deletion.round(4)
 
 # %%
-fig = explain.deletion_figure(checks.curves)
+fig = figures.deletion_figure(checks.curves)
 plots.save_figure(fig, 'xai_deletion');
 
 # %% [markdown]
@@ -145,8 +150,8 @@ print(checks.text)
 write_json({"kind": "explainability", "run_name": run["run_name"], "images": names,
             "targets_used": ex.targets, "ig_steps": xai_ig_steps, "occlusion_frac": xai_occlusion_frac,
             "fill": xai_fill, "tables": files,
-            "attribution_mass": explain.records(checks.mass),
-            "deletion": explain.records(checks.deletion), "verdict": checks.text},
+            "attribution_mass": explain_checks.records(checks.mass),
+            "deletion": explain_checks.records(checks.deletion), "verdict": checks.text},
            paths.metrics_dir() / "xai.json");
 
 # %% [markdown]

@@ -58,10 +58,15 @@ import matplotlib.pyplot as plt
 import pandas as pd
 pd.set_option("display.precision", 4)
 from brainseg_lib import paths
-from brainseg_lib import detection, plots
-from brainseg_lib.evaluate import write_csv, write_json
-from brainseg_lib import experiment
-from brainseg_lib.checkpoint import load_checkpoint, model_from_checkpoint
+from brainseg_lib.detection import scores as detection_scores
+from brainseg_lib.detection import figures as detection_figures
+from brainseg_lib.report import findings
+from brainseg_lib.detection import tables as detection_tables
+from brainseg_lib.detection import summary as detection_summary
+from brainseg_lib.report import plots
+from brainseg_lib.fileio import write_csv, write_json
+from brainseg_lib.study import experiment
+from brainseg_lib.model.checkpoint import load_checkpoint, model_from_checkpoint
 PARAMS = dict(profile=profile, seed=seed, loss=loss)
 run, per_image, history = experiment.load_run(PARAMS)
 ckpt = paths.resolve_recorded(run["checkpoint"])
@@ -76,7 +81,7 @@ print(run["run_name"], "| model input", size, "x", size)
 
 # %%
 # NBVAL_CHECK_OUTPUT
-inv = detection.inventory()
+inv = detection_scores.inventory()
 for k, v in inv.checks.items():
     print(f"{k}: {v}")
 
@@ -85,7 +90,7 @@ for k, v in inv.checks.items():
 # Every image is read, resized to the model's input and segmented once; the scores are cached to `results/tables/detection_scores.csv` and everything below is computed from that file.
 
 # %%
-scores, info = detection.collect_scores(net, size, limit=detection_limit, healthy_seed=healthy_seed)
+scores, info = detection_scores.collect_scores(net, size, limit=detection_limit, healthy_seed=healthy_seed)
 scores_csv = write_csv(scores, paths.tables_dir() / "detection_scores.csv")
 scores = pd.read_csv(scores_csv)
 
@@ -101,7 +106,7 @@ print("columns:", list(scores.columns))
 # ## Threshold chosen on validation (VAL tumours + the `no/` hold-out)
 
 # %%
-summary = detection.summarize(scores, info)
+summary = detection_summary.summarize(scores, info)
 summary.update({"run_name": run["run_name"], "checkpoint": run["checkpoint"], "scores_csv": scores_csv.name})
 write_json(summary, paths.metrics_dir() / "detection.json")
 pd.DataFrame(summary["validation"]["chosen"]).T
@@ -125,11 +130,11 @@ print(f"no/ itself: {ng['scans_in_such_groups']} scans in {ng['groups_with_dupli
 # Value and 95% bootstrap CI; `primary` marks the pre-specified score.
 
 # %%
-detection.metrics_frame(summary).round(4)
+detection_tables.metrics_frame(summary).round(4)
 
 # %%
-table = detection.detection_table(summary)
-written = detection.write_table(table, paths.tables_dir())
+table = detection_tables.detection_table(summary)
+written = detection_tables.write_table(table, paths.tables_dir())
 from IPython.display import Markdown
 Markdown(written["md"].read_text())
 
@@ -148,9 +153,9 @@ pd.DataFrame({f"{sub} / {k}": {"threshold": m["threshold"], "sensitivity": m["se
 # Every training run records both operating points of its own model (`detection` in its JSON). The rows below are the official-split BCE+Dice runs of the seed sweep (notebook 08's runs) and this notebook's run; mean and sd over the sweep's seeds.
 
 # %%
-seeds = detection.seed_table(profile, loss)
+seeds = detection_summary.seed_table(profile, loss)
 from brainseg_lib.fileio import atomic_write_text
-atomic_write_text(paths.tables_dir() / "detection_seeds.md", detection.seed_markdown(seeds))
+atomic_write_text(paths.tables_dir() / "detection_seeds.md", detection_tables.seed_markdown(seeds))
 if len(seeds):
     evaluate_cols = ["auc", "youden_sensitivity", "youden_specificity", "fixed_sensitivity_sensitivity",
                      "fixed_sensitivity_specificity", "roc_specificity_at_sensitivity"]
@@ -167,21 +172,21 @@ else:
 # Generated from the numbers above.
 
 # %%
-print(detection.describe(summary))
+print(findings.detection_findings(summary))
 
 # %% [markdown]
 # ## ROC curves and the confusion matrix (primary score, all report scans)
 
 # %%
-fig = detection.roc_figure(scores, summary)
+fig = detection_figures.roc_figure(scores, summary)
 plots.save_figure(fig, 'detection_roc');
 
 # %%
-fig = detection.confusion_figure(summary)
+fig = detection_figures.confusion_figure(summary)
 plots.save_figure(fig, 'detection_confusion');
 
 # %%
-fig = detection.score_histogram(scores, summary)
+fig = detection_figures.score_histogram(scores, summary)
 plots.save_figure(fig, 'detection_score_histogram');
 
 # %% [markdown]
@@ -189,13 +194,13 @@ plots.save_figure(fig, 'detection_score_histogram');
 # The scans the primary score gets most wrong, with the predicted tumour outline (cyan).
 
 # %%
-missed = detection.gallery_rows(scores, summary, "missed", detection_gallery)
-fig = detection.gallery(missed, net, size, f"missed tumours (lowest {summary['primary_score']} first)")
+missed = detection_figures.gallery_rows(scores, summary, "missed", detection_gallery)
+fig = detection_figures.gallery(missed, net, size, f"missed tumours (lowest {summary['primary_score']} first)")
 plots.save_figure(fig, "detection_missed");
 
 # %%
-alarms = detection.gallery_rows(scores, summary, "false_alarms", detection_gallery)
-fig = detection.gallery(alarms, net, size, f"false alarms (highest {summary['primary_score']} first)")
+alarms = detection_figures.gallery_rows(scores, summary, "false_alarms", detection_gallery)
+fig = detection_figures.gallery(alarms, net, size, f"false alarms (highest {summary['primary_score']} first)")
 plots.save_figure(fig, "detection_false_alarms");
 
 # %% [markdown]

@@ -35,10 +35,12 @@ import matplotlib.pyplot as plt
 import pandas as pd
 pd.set_option("display.precision", 4)
 from brainseg_lib import paths
-from brainseg_lib import sweep, honest
+from brainseg_lib.study import sweep
+from brainseg_lib.study import seed_spread
+from brainseg_lib.report import findings as honest_findings
 if run_sweep:
     sweep.run_sweep(sweep.plan(profile, seeds=sweep_seeds), in_process=True)
-runs = honest.load_sweep(profile)
+runs = seed_spread.load_sweep(profile)
 print(len(runs), "runs found for profile", profile)
 
 # %%
@@ -49,7 +51,7 @@ print(sorted(runs.groupby(['split_scheme', 'loss']).groups))
 # ## Mean ± sd over seeds (pooled TEST metrics, native resolution)
 
 # %%
-summary = honest.summarize_runs(runs)
+summary = seed_spread.summarize_runs(runs)
 summary.to_csv(paths.tables_dir() / "honest_summary.csv", index=False)
 summary
 
@@ -57,21 +59,21 @@ summary
 # ## Per-run bootstrap 95% CIs over test images
 
 # %%
-honest.ci_table(runs)
+seed_spread.ci_table(runs)
 
 # %% [markdown]
 # ## Official vs grouped split, and BCE vs BCE+Dice
 
 # %%
-report = honest.findings(runs)
-from brainseg_lib.evaluate import write_json
+report = seed_spread.findings(runs)
+from brainseg_lib.fileio import write_json
 write_json(report, paths.metrics_dir() / "honest_evaluation.json")
-(paths.tables_dir() / "findings.md").write_text(honest.findings_markdown(report))
-print(honest.findings_markdown(report))
+(paths.tables_dir() / "findings.md").write_text(honest_findings.findings_markdown(report))
+print(honest_findings.findings_markdown(report))
 
 # %% [markdown]
 # ## Recall: a threshold tuned on validation
 # The paper suggests refining the model to find more tumour. The simplest refinement is the threshold, chosen on VALIDATION only.
 
 # %%
-honest.threshold_table(runs)
+seed_spread.threshold_table(runs)

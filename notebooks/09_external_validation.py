@@ -43,19 +43,22 @@ import matplotlib.pyplot as plt
 import pandas as pd
 pd.set_option("display.precision", 4)
 from brainseg_lib import paths
-from brainseg_lib import external, plots
-from brainseg_lib.evaluate import write_csv, write_json
-from brainseg_lib import experiment
-from brainseg_lib.checkpoint import load_checkpoint, model_from_checkpoint
+from brainseg_lib.data import external as ext_data
+from brainseg_lib.report import findings
+from brainseg_lib.evaluation import external as ext_eval
+from brainseg_lib.report import plots
+from brainseg_lib.fileio import write_csv, write_json
+from brainseg_lib.study import experiment
+from brainseg_lib.model.checkpoint import load_checkpoint, model_from_checkpoint
 PARAMS = dict(profile=profile, seed=seed, loss=loss)
 run, per_image, history = experiment.load_run(PARAMS)
 ckpt = paths.resolve_recorded(run["checkpoint"])
 net = model_from_checkpoint(load_checkpoint(ckpt), ckpt)
 size = run["config"]["image_size"]
 
-ext_ok = external.available()
+ext_ok = ext_data.available()
 print(run["run_name"], "| model input", size, "x", size)
-print("external set:", "found" if ext_ok else "NOT FOUND - " + external.HOW_TO_GET)
+print("external set:", "found" if ext_ok else "NOT FOUND - " + ext_data.HOW_TO_GET)
 
 # %% [markdown]
 # ## The two halves
@@ -63,7 +66,7 @@ print("external set:", "found" if ext_ok else "NOT FOUND - " + external.HOW_TO_G
 # %%
 # NBVAL_CHECK_OUTPUT
 if ext_ok:
-    halves = {h: external.load_half(h, size) for h in external.HALVES}
+    halves = {h: ext_data.load_half(h, size) for h in ext_data.HALVES}
     for h, half in halves.items():
         t = sum(m.any() for m in half.truths)
         print(f"{h}: {len(half.patients)} slices of {len(set(half.patients))} patients, "
@@ -78,16 +81,16 @@ if ext_ok:
 if ext_ok:
     ext = {"run_name": run["run_name"], "checkpoint": run["checkpoint"], "threshold": run["threshold"]}
     for h, half in halves.items():
-        per_slice = external.score_half(net, half, run["threshold"])
+        per_slice = ext_eval.score_half(net, half, run["threshold"])
         csv = write_csv(per_slice, paths.metrics_dir() / f"external_{h}_per_slice.csv")
-        ext[h] = {**external.summarize_half(pd.read_csv(csv), n_boot=external_boot), "per_slice_csv": csv.name}
+        ext[h] = {**ext_eval.summarize_half(pd.read_csv(csv), n_boot=external_boot), "per_slice_csv": csv.name}
     write_json(ext, paths.metrics_dir() / "external_validation.json")
 
 # %%
 if ext_ok:
     figs = ["pooled_f1", "mean_dice_tumour", "clean_marked_share", "hd95_mean", "nsd_mean"]
     rows = {}
-    for h in external.HALVES:
+    for h in ext_data.HALVES:
         e = ext[h]
         rows[h] = {f: f"{e[f]:.3f} [{e['ci95_by_patient'][f][0]:.3f}, {e['ci95_by_patient'][f][1]:.3f}]" for f in figs}
         rows[h]["hd95_median"] = f"{e['hd95_median']:.1f}"
@@ -120,12 +123,12 @@ if ext_ok:
     clean = per[~per.tumour].sort_values("pred_pixels")
     if len(clean) and clean.iloc[-1].pred_pixels > 0:
         picks.append(("false alarm", clean.iloc[-1]))
-    from brainseg_lib.evaluate import predict_probs, to_native
+    from brainseg_lib.inference import predict_probs, to_native
     probs = predict_probs(net, half.arrays)
     imgs, truths, preds, titles = [], [], [], []
     for label, r in picks:
         i = idx[r["name"]]
-        img = external.read_grayscale(external.check_external() / "test" / "images" / f"{r['name']}.png")
+        img = ext_data.read_grayscale(ext_data.check_external() / "test" / "images" / f"{r['name']}.png")
         imgs.append(img); truths.append(half.truths[i])
         preds.append(to_native(probs[i], *img.shape) >= run["threshold"])
         titles.append(f"{label}: Dice {r['dice']:.2f}")
@@ -140,8 +143,8 @@ if ext_ok:
 from IPython.display import Markdown
 from brainseg_lib.fileio import atomic_write_text
 if ext_ok:
-    atomic_write_text(paths.tables_dir() / "external_validation.md", external.describe(ext) + "\n")
-    display(Markdown(external.describe(ext)))
+    atomic_write_text(paths.tables_dir() / "external_validation.md", findings.describe(ext) + "\n")
+    display(Markdown(findings.describe(ext)))
 
 # %% [markdown]
 # ## How the profile was chosen

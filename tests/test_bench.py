@@ -3,9 +3,10 @@ import json
 
 import pytest
 
-from brainseg_lib import bench
-from brainseg_lib.experiment import load_profile
-from brainseg_lib.model import UNet
+from brainseg_lib.model.unet import UNet
+from brainseg_lib.report import readme as bench_readme
+from brainseg_lib.study import bench as bench_bench
+from brainseg_lib.study.profiles import load_profile
 
 KEYS = {"train_images_per_s", "infer_ms_p50", "infer_ms_p95", "achieved_gflops",
         "peak_matmul_gflops", "ratio_to_peak", "naive_epoch_s", "ours_epoch_s",
@@ -14,16 +15,16 @@ KEYS = {"train_images_per_s", "infer_ms_p50", "infer_ms_p95", "achieved_gflops",
 
 def test_flop_count_scales_with_input_area_and_training_costs_more():
     m = UNet(base=4)
-    f32 = bench.count_flops(m, 32, train=False)
-    f64 = bench.count_flops(m, 64, train=False)
+    f32 = bench_bench.count_flops(m, 32, train=False)
+    f64 = bench_bench.count_flops(m, 64, train=False)
     assert f64 == pytest.approx(4 * f32, rel=0.01)          # convolutions scale with pixels
-    assert bench.count_flops(m, 32, train=True) > 2 * f32   # backward is about twice forward
+    assert bench_bench.count_flops(m, 32, train=True) > 2 * f32   # backward is about twice forward
 
 
 def test_benchmark_writes_every_key(fake_root, tmp_path):
     params = {**load_profile("smoke"), "image_size": 32, "base_width": 4, "batch_size": 2,
               "profile": "tiny", "threads": 1}
-    r = bench.run_benchmark(params, steps=2, infer_runs=5, data_root=fake_root, out_dir=tmp_path,
+    r = bench_bench.run_benchmark(params, steps=2, infer_runs=5, data_root=fake_root, out_dir=tmp_path,
                             blocks=3)
     assert KEYS <= set(r)
     saved = json.loads((tmp_path / "cpu-tiny.json").read_text())
@@ -34,7 +35,7 @@ def test_benchmark_writes_every_key(fake_root, tmp_path):
     assert r["infer_ms_p50"] <= r["infer_ms_p95"]
     assert r["blocks_timed"] == 3 and len(r["train_images_per_s_blocks"]) == 3
     assert min(r["train_images_per_s_blocks"]) <= r["train_images_per_s"] <= max(r["train_images_per_s_blocks"])
-    assert "tiny" in bench.benchmarks_readme(tmp_path)
+    assert "tiny" in bench_readme.benchmarks_readme(tmp_path)
 
 
 def test_profile_trials_table_reads_each_trial(tmp_path):
@@ -50,22 +51,22 @@ def test_profile_trials_table_reads_each_trial(tmp_path):
            "train_seconds": 130.4, "best_val_dice": 0.8, "seconds_to_target": 120.0,
            "test_f1_at_seconds": {"60": 0.81, "120": 0.85}, "global": {"f1": 0.861}}
     (trials / "t1" / "metrics.json").write_text(json.dumps(run))
-    row = bench.profile_trials_markdown(trials).splitlines()[-1]
+    row = bench_readme.profile_trials_markdown(trials).splitlines()[-1]
     assert row == ("| `t1` | 16 @ 64 | 0.001 | 3 | 130 | 0.500 / 0.700 / 0.800 | 0.810 / 0.850 | 1, 0.850-0.850 | "
                    "120.0 | 0.861 | - | - | a note |")
-    assert "Trials that chose the cpu profile" in bench.benchmarks_readme(tmp_path)
-    assert bench.profile_trials_markdown(tmp_path / "none") == ""
+    assert "Trials that chose the cpu profile" in bench_readme.benchmarks_readme(tmp_path)
+    assert bench_readme.profile_trials_markdown(tmp_path / "none") == ""
 
 
 @pytest.mark.parametrize("tunes", [True, False])
 def test_malloc_comparison_is_reported_only_when_tuning_took_effect(fake_root, tmp_path, monkeypatch, tunes):
     """The default-vs-tuned allocator figures appear only when the default allocator was timed
     first and the tuning then took effect (never on macOS/musl, never twice in one process)."""
-    monkeypatch.setattr(bench.train_module, "MALLOC_TUNED", False)
-    monkeypatch.setattr(bench, "keep_freed_memory", lambda: tunes)
+    monkeypatch.setattr(bench_bench.memory, "MALLOC_TUNED", False)
+    monkeypatch.setattr(bench_bench, "keep_freed_memory", lambda: tunes)
     params = {**load_profile("smoke"), "image_size": 32, "base_width": 4, "batch_size": 2,
               "profile": "tiny", "threads": 1}
-    r = bench.run_benchmark(params, steps=1, blocks=1, infer_runs=2, data_root=fake_root,
+    r = bench_bench.run_benchmark(params, steps=1, blocks=1, infer_runs=2, data_root=fake_root,
                             out_dir=tmp_path)
     keys = {"default_malloc_images_per_s", "default_malloc_page_faults_per_step",
             "speedup_from_malloc_tuning"}
@@ -75,7 +76,7 @@ def test_malloc_comparison_is_reported_only_when_tuning_took_effect(fake_root, t
         assert r["speedup_from_malloc_tuning"] == pytest.approx(
             r["train_images_per_s"] / r["default_malloc_images_per_s"], rel=0.01)
     with pytest.raises(ValueError, match="must be >= 1"):
-        bench.run_benchmark(params, steps=0, data_root=fake_root, out_dir=tmp_path)
+        bench_bench.run_benchmark(params, steps=0, data_root=fake_root, out_dir=tmp_path)
 
 
 def test_profile_trials_table_has_one_cell_per_column(tmp_path):
@@ -91,7 +92,7 @@ def test_profile_trials_table_has_one_cell_per_column(tmp_path):
         "test_f1_at_seconds": {}, "global": {"f1": 0.5}}))
     (trials / "t1" / "detection.json").write_text(json.dumps({"report": {"all": {
         "area_frac": {"auc": 0.9216}, "max_prob": {"auc": 0.95}}}}))
-    lines = bench.profile_trials_markdown(trials).splitlines()
+    lines = bench_readme.profile_trials_markdown(trials).splitlines()
     assert len({line.count("|") for line in lines}) == 1            # header, rule and row agree
     assert "| 0.922 / 0.950 | - | n |" in lines[-1] and "| none |" in lines[-1]
 
@@ -99,8 +100,9 @@ def test_profile_trials_table_has_one_cell_per_column(tmp_path):
 def test_profile_trials_table_summarises_a_kept_seed_sweep(tmp_path):
     """With sweep/metrics beside a trial, the table gives official vs grouped test F1 as mean ± sd."""
     import pandas as pd
-    from brainseg_lib.evaluate import RUN_KIND
-    from brainseg_lib.metrics import METRICS
+
+    from brainseg_lib.evaluation.evaluate import RUN_KIND
+    from brainseg_lib.evaluation.metrics import METRICS
     trials = tmp_path / "profile_trials"
     sweep_metrics = trials / "t1" / "sweep" / "metrics"
     sweep_metrics.mkdir(parents=True)
@@ -118,17 +120,20 @@ def test_profile_trials_table_summarises_a_kept_seed_sweep(tmp_path):
                    "global": {m: f1 for m in METRICS},
                    "bootstrap_ci95": {m: [f1, f1] for m in METRICS}}
             (sweep_metrics / f"{run['run_name']}.json").write_text(json.dumps(run))
-    row = bench.profile_trials_markdown(trials).splitlines()[-1]
+    row = bench_readme.profile_trials_markdown(trials).splitlines()[-1]
     assert "| 0.850 ± 0.071 vs 0.700 ± 0.000 (2/2 seeds) | n |" in row
 
 
 def test_overlay_timing_has_its_own_line_and_is_left_out_of_the_training_table(tmp_path, monkeypatch):
     import json
-    from brainseg_lib import bench, compare, paths
+
+    from brainseg_lib import paths
+    from brainseg_lib.report import readme as bench_readme
+    from brainseg_lib.report import readme as compare
     monkeypatch.setenv("BRAINSEG_RESULTS", str(tmp_path))
     folder = paths.ensure(tmp_path / "benchmarks")
     (folder / "predict_overlay_5000.json").write_text(json.dumps(
         {"kind": "predict_overlay", "side": 5000, "seconds_median": 0.9, "seconds_runs": [0.9, 1.0, 0.8],
          "outline_seconds_median": 0.08, "threads": 2}))
-    assert "predict_overlay" not in bench.benchmarks_readme(folder)
+    assert "predict_overlay" not in bench_readme.benchmarks_readme(folder)
     assert "on a 5000x5000 scan** (`predict_overlay_5000.json`, 2 threads): 0.9 s" in compare.speed_markdown()

@@ -7,8 +7,13 @@ import pickle
 import pytest
 import torch
 
-from brainseg_lib.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
-from brainseg_lib.model import UNet
+from brainseg_lib.model.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+)
+from brainseg_lib.model.unet import UNet
 
 
 def tiny_checkpoint(base: int = 2) -> dict:

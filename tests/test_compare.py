@@ -8,7 +8,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from brainseg_lib import compare, paths
+from brainseg_lib import paths
+from brainseg_lib.report import readme as compare_readme
+from brainseg_lib.study import table1 as compare_table1
 
 CITED = ["[23]", "[24]", "[25]", "[26]", "[27]", "[19]"]
 COLUMNS = ["Study", "F1", "IoU", "Precision", "Recall", "Specificity", "Accuracy"]
@@ -30,16 +32,16 @@ RUNS = [
 
 
 def test_cited_rows():
-    df = compare.cited_rows()
-    assert list(df["Study"]) == CITED + [compare.PAPER_ROW]
+    df = compare_table1.cited_rows()
+    assert list(df["Study"]) == CITED + [compare_table1.PAPER_ROW]
     assert set(COLUMNS) <= set(df.columns) and {"Reference", "Source"} <= set(df.columns)
     by = df.set_index("Study")
-    assert by.loc[compare.PAPER_ROW, "F1"] == pytest.approx(0.826)
-    assert by.loc[compare.PAPER_ROW, "Precision"] == pytest.approx(0.934)
+    assert by.loc[compare_table1.PAPER_ROW, "F1"] == pytest.approx(0.826)
+    assert by.loc[compare_table1.PAPER_ROW, "Precision"] == pytest.approx(0.934)
     assert by.loc["[23]", "Specificity"] == pytest.approx(0.87)
     # blanks stay NaN, never 0
     assert math.isnan(by.loc["[25]", "IoU"]) and math.isnan(by.loc["[26]", "F1"])
-    assert math.isnan(by.loc[compare.PAPER_ROW, "Specificity"])
+    assert math.isnan(by.loc[compare_table1.PAPER_ROW, "Specificity"])
     vals = df[COLUMNS[1:]].to_numpy(dtype=float)
     assert not (vals == 0).any()
     finite = vals[~np.isnan(vals)]
@@ -53,11 +55,11 @@ def test_cited_rows():
 
 
 def test_build_table1_from_runs():
-    t = compare.build_table1(RUNS)
+    t = compare_table1.build_table1(RUNS)
     assert set(COLUMNS) <= set(t.columns)
     assert {"Reference", "Source", "n_seeds", "F1_sd", "IoU_sd"} <= set(t.columns)
     assert len(t) == 7 + 2
-    assert list(t["Study"][:7]) == CITED + [compare.PAPER_ROW]
+    assert list(t["Study"][:7]) == CITED + [compare_table1.PAPER_ROW]
     ours = t[t["Study"].str.startswith("Ours")].set_index("Study")
     paper = ours.loc["Ours: paper profile, official split, bce_dice, annotated only (mean ± sd over 2 seeds)"]
     assert paper["n_seeds"] == 2
@@ -71,24 +73,24 @@ def test_build_table1_from_runs():
 
 
 def test_build_table1_reads_run_jsons(tmp_path):
-    from brainseg_lib.evaluate import write_json
+    from brainseg_lib.fileio import write_json
     for r in RUNS[:2]:
         write_json(r, tmp_path / f"{r['run_name']}.json")
     write_json({"kind": "something_else"}, tmp_path / "other.json")
     (tmp_path / "broken.json").write_text("{not json")
-    t = compare.build_table1(metrics_dir=tmp_path)
+    t = compare_table1.build_table1(metrics_dir=tmp_path)
     assert len(t) == 8 and t["Study"].iloc[-1].startswith("Ours: paper")
 
 
 def test_differences_from_paper():
-    d = compare.differences_from_paper(compare.build_table1(RUNS))
+    d = compare_table1.differences_from_paper(compare_table1.build_table1(RUNS))
     row = d.set_index("Study").loc["Ours: paper profile, official split, bce_dice, annotated only (mean ± sd over 2 seeds)"]
     assert row["F1"] == pytest.approx(0.82 - 0.826)
     assert math.isnan(row["Specificity"])                # the paper reports none
 
 
 def test_write_table1(tmp_path):
-    written = compare.write_table1(compare.build_table1(RUNS), tmp_path)
+    written = compare_table1.write_table1(compare_table1.build_table1(RUNS), tmp_path)
     assert set(written) == {"csv", "detail", "md", "tex"}
     for p in written.values():
         assert p.is_file() and p.parent == tmp_path
@@ -115,7 +117,7 @@ def test_write_table1(tmp_path):
 
 
 def test_write_table1_default_folder_is_results(isolated_dirs):
-    written = compare.write_table1(compare.build_table1(RUNS))
+    written = compare_table1.write_table1(compare_table1.build_table1(RUNS))
     assert written["csv"] == paths.tables_dir() / "table1.csv"
     assert str(written["csv"]).startswith(str(isolated_dirs["results"]))
 
@@ -123,13 +125,13 @@ def test_write_table1_default_folder_is_results(isolated_dirs):
 def test_embed_in_readme(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("# Title\n\nintro\n\n<!-- TABLE1:START -->\nold table\n<!-- TABLE1:END -->\n\nafter\n")
-    md = compare.to_markdown(compare.build_table1(RUNS))
-    assert compare.embed_in_readme(md, readme) is True
+    md = compare_table1.to_markdown(compare_table1.build_table1(RUNS))
+    assert compare_readme.embed_in_readme(md, readme) is True
     text = readme.read_text()
     assert text.startswith("# Title\n\nintro\n\n<!-- TABLE1:START -->\n| Study | F1 |")
     assert text.endswith("<!-- TABLE1:END -->\n\nafter\n")
     assert "old table" not in text and md in text
-    assert compare.embed_in_readme(md, readme) is False       # unchanged the second time
+    assert compare_readme.embed_in_readme(md, readme) is False       # unchanged the second time
     assert readme.read_text() == text
 
 
@@ -137,5 +139,5 @@ def test_embed_in_readme_without_markers(tmp_path):
     readme = tmp_path / "README.md"
     readme.write_text("# no markers here\n")
     with pytest.raises(ValueError, match="markers"):
-        compare.embed_in_readme("| x |\n", readme)
+        compare_readme.embed_in_readme("| x |\n", readme)
     assert readme.read_text() == "# no markers here\n"

@@ -8,11 +8,18 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import build_fake_br35h, write_image
 from PIL import Image
 
-from brainseg_lib import data, detection, healthy, leakage
-from brainseg_lib.model import UNet
-from conftest import build_fake_br35h, write_image
+from brainseg_lib.data import br35h as data_br35h
+from brainseg_lib.data import duplicates as leakage
+from brainseg_lib.data import files, healthy
+from brainseg_lib.data import images as data_images
+from brainseg_lib.detection import figures, roc, tables
+from brainseg_lib.detection import scores as detection_scores
+from brainseg_lib.detection import summary as detection_summary
+from brainseg_lib.model.unet import UNet
+from brainseg_lib.report import findings
 
 torch.set_num_threads(1)
 sklearn_metrics = pytest.importorskip("sklearn.metrics")
@@ -27,8 +34,8 @@ def test_auc_and_roc_match_sklearn_with_ties(seed):
     y = rng.integers(0, 2, 300)
     s = np.round(rng.random(300) + 0.4 * y, 1)          # heavy ties
     s[:40] = 0.0
-    assert detection.auc_score(s, y) == pytest.approx(sklearn_metrics.roc_auc_score(y, s), abs=1e-12)
-    fpr, tpr, thr = detection.roc_points(s, y)
+    assert roc.auc_score(s, y) == pytest.approx(sklearn_metrics.roc_auc_score(y, s), abs=1e-12)
+    fpr, tpr, thr = roc.roc_points(s, y)
     f2, t2, th2 = sklearn_metrics.roc_curve(y, s, drop_intermediate=False)
     np.testing.assert_allclose(fpr, f2)
     np.testing.assert_allclose(tpr, t2)
@@ -37,45 +44,45 @@ def test_auc_and_roc_match_sklearn_with_ties(seed):
 
 
 def test_auc_extremes():
-    assert detection.auc_score([0.1, 0.2, 0.8, 0.9], [0, 0, 1, 1]) == 1.0
-    assert detection.auc_score([0.9, 0.8, 0.2, 0.1], [0, 0, 1, 1]) == 0.0
-    assert detection.auc_score([0.5] * 4, [0, 0, 1, 1]) == 0.5
-    assert np.isnan(detection.auc_score([0.1, 0.2], [1, 1]))
+    assert roc.auc_score([0.1, 0.2, 0.8, 0.9], [0, 0, 1, 1]) == 1.0
+    assert roc.auc_score([0.9, 0.8, 0.2, 0.1], [0, 0, 1, 1]) == 0.0
+    assert roc.auc_score([0.5] * 4, [0, 0, 1, 1]) == 0.5
+    assert np.isnan(roc.auc_score([0.1, 0.2], [1, 1]))
 
 
 def test_choose_threshold_maximises_youden_j():
     s = np.array([0.0, 0.0, 0.1, 0.2, 0.6, 0.7, 0.9])
     y = np.array([0, 0, 0, 0, 1, 1, 1])
-    c = detection.choose_threshold(s, y)
+    c = roc.choose_threshold(s, y)
     assert c["youden_j"] == 1.0 and 0.2 < c["threshold"] < 0.6
     assert c["threshold"] == pytest.approx(0.4)             # midway between the classes
     # a negative among the positives: 0.25 (sens 1, spec 2/3) and 0.65 (sens 2/3, spec 1)
     # tie at J = 2/3, and the tie goes to the lower threshold
-    c = detection.choose_threshold([0.1, 0.3, 0.5, 0.2, 0.8, 0.9], [0, 1, 0, 0, 1, 1])
+    c = roc.choose_threshold([0.1, 0.3, 0.5, 0.2, 0.8, 0.9], [0, 1, 0, 0, 1, 1])
     assert c["threshold"] == pytest.approx(0.25) and c["youden_j"] == pytest.approx(2 / 3)
     assert (c["sensitivity"], c["specificity"]) == (1.0, pytest.approx(2 / 3))
     # without the tie, J picks the other side
-    c = detection.choose_threshold([0.1, 0.3, 0.5, 0.2, 0.8, 0.9, 0.4], [0, 1, 0, 0, 1, 1, 0])
+    c = roc.choose_threshold([0.1, 0.3, 0.5, 0.2, 0.8, 0.9, 0.4], [0, 1, 0, 0, 1, 1, 0])
     assert c["threshold"] == pytest.approx(0.65) and c["youden_j"] == pytest.approx(2 / 3)
     # all scores equal: J = 0 everywhere, the lowest candidate (everything positive) wins the tie
-    c = detection.choose_threshold([0.0, 0.0, 0.0], [0, 1, 1])
+    c = roc.choose_threshold([0.0, 0.0, 0.0], [0, 1, 1])
     assert c["youden_j"] == 0.0 and c["threshold"] < 0.0
 
 
 def test_evaluate_scores_counts_rates_and_cis():
     s = np.r_[np.linspace(0.3, 1, 50), np.linspace(0, 0.6, 50)]
     y = np.r_[np.ones(50), np.zeros(50)]
-    m = detection.evaluate_scores(s, y, 0.5, n_boot=300)
+    m = roc.evaluate_scores(s, y, 0.5, n_boot=300)
     assert (m["tp"], m["fn"]) == ((s[:50] >= 0.5).sum(), (s[:50] < 0.5).sum())
     assert (m["fp"], m["tn"]) == ((s[50:] >= 0.5).sum(), (s[50:] < 0.5).sum())
     assert m["sensitivity"] == pytest.approx(m["tp"] / 50)
     assert m["specificity"] == pytest.approx(m["tn"] / 50)
     assert m["accuracy"] == pytest.approx((m["tp"] + m["tn"]) / 100)
     assert m["auc"] == pytest.approx(sklearn_metrics.roc_auc_score(y, s))
-    for k in detection.RATES:
+    for k in detection_scores.RATES:
         lo, hi = m["ci95"][k]
         assert lo <= m[k] <= hi and hi - lo > 0, k
-    perfect = detection.evaluate_scores([0.9, 0.8, 0.1], [1, 1, 0], 0.5, n_boot=50)
+    perfect = roc.evaluate_scores([0.9, 0.8, 0.1], [1, 1, 0], 0.5, n_boot=50)
     assert perfect["ci95"]["auc"] == [1.0, 1.0]
 
 
@@ -95,7 +102,7 @@ def test_healthy_split_takes_whole_groups_and_is_seeded():
 
 
 def test_natural_order():
-    assert detection.natural_key("no2.jpg") < detection.natural_key("no10.jpg")
+    assert files.natural_key("no2.jpg") < files.natural_key("no10.jpg")
 
 
 # --------------------------------------------------------------------- a fake Br35H with yes/ and no/
@@ -121,12 +128,12 @@ def detection_root(tmp_path, monkeypatch):
     yes, no = root / "yes", root / "no"
     yes.mkdir()
     no.mkdir()
-    for split in data.SPLITS:                      # the annotated images, copied byte for byte
-        for f in data.split_dir(split, root).iterdir():
+    for split in data_br35h.SPLITS:                      # the annotated images, copied byte for byte
+        for f in data_br35h.split_dir(split, root).iterdir():
             if f.suffix != ".json":
                 shutil.copyfile(f, yes / f.name)
     # unseen tumour scans: a re-sized, re-encoded TRAIN image (a near-duplicate) and two others
-    y0 = data.read_grayscale(data.split_dir("train", root) / "y0.jpg")
+    y0 = data_images.read_grayscale(data_br35h.split_dir("train", root) / "y0.jpg")
     Image.fromarray(y0).resize((90, 60), Image.BILINEAR).save(yes / "y900.jpg", quality=80)
     write_image(yes / "y901.jpg", pattern(1))
     write_image(yes / "y902.jpg", pattern(3))
@@ -138,7 +145,7 @@ def detection_root(tmp_path, monkeypatch):
 
 
 def test_inventory_finds_the_unseen_scans_and_checks_identity(detection_root):
-    inv = detection.inventory(detection_root)
+    inv = detection_scores.inventory(detection_root)
     assert inv.positives == ["y900.jpg", "y901.jpg", "y902.jpg"]
     assert inv.negatives == ["no0.jpg", "no1.jpg", "No2.jpg", "no3.jpg", "no10.jpg"]
     c = inv.checks
@@ -154,7 +161,7 @@ def test_inventory_reports_differences_and_copies(detection_root):
     shutil.copyfile(yes / "y2.jpg", yes / "y903.jpg")                  # an annotated image, renamed
     shutil.copyfile(yes / "y901.jpg", no / "no11.jpg")                 # a tumour scan filed as healthy
     (yes / "y701.jpg").unlink()
-    c = detection.inventory(detection_root).checks
+    c = detection_scores.inventory(detection_root).checks
     assert c["differing_from_yes_namesake"] == ["y1.png"]
     assert c["annotated_missing_from_yes"] == ["y701.jpg"]
     assert c["byte_identical_to_yes_namesake"] == 6
@@ -165,11 +172,11 @@ def test_inventory_reports_differences_and_copies(detection_root):
 def test_nearest_in_flags_resized_copies_only(detection_root):
     train = leakage.fingerprints(detection_root, splits=("train",))
     again = leakage.fingerprint_images(
-        [data.read_grayscale(data.split_dir("train", detection_root) / n) for n in train.names], train.names)
+        [data_images.read_grayscale(data_br35h.split_dir("train", detection_root) / n) for n in train.names], train.names)
     np.testing.assert_array_equal(again.thumbs, train.thumbs)      # the same recipe as the audit
     np.testing.assert_array_equal(again.hashes, train.hashes)
     names = ["y900.jpg", "y901.jpg", "y902.jpg"]
-    q = leakage.fingerprint_images([data.read_grayscale(detection_root / "yes" / n) for n in names], names)
+    q = leakage.fingerprint_images([data_images.read_grayscale(detection_root / "yes" / n) for n in names], names)
     near = leakage.nearest_in(q, train).set_index("name")
     assert near.loc["y900.jpg", "nearest"] == "y0.jpg" and near.loc["y900.jpg", "dup"]
     assert near.loc["y900.jpg", "corr"] > 0.95
@@ -180,7 +187,7 @@ def test_nearest_in_flags_resized_copies_only(detection_root):
 def test_collect_summarize_and_write(detection_root, tmp_path):
     torch.manual_seed(0)
     net = UNet(base=4).eval()
-    scores, info = detection.collect_scores(net, SIZE, root=detection_root)
+    scores, info = detection_scores.collect_scores(net, SIZE, root=detection_root)
     counts = scores.groupby(["role", "folder", "label"]).size().to_dict()
     assert counts == {("report", "no", 0): 3, ("report", "yes", 1): 3,
                       ("val", "VAL", 1): 2, ("val", "no", 0): 2}
@@ -196,45 +203,45 @@ def test_collect_summarize_and_write(detection_root, tmp_path):
     path = tmp_path / "scores.csv"
     scores.to_csv(path, index=False)
     scores = pd.read_csv(path)
-    summary = detection.summarize(scores, info, n_boot=50)
+    summary = detection_summary.summarize(scores, info, n_boot=50)
     json.dumps(summary, allow_nan=False)
     assert summary["primary_score"] == "area_frac"
     assert summary["validation"] == {**summary["validation"], "positives": 2, "negatives": 2}
     assert summary["near_duplicates_of_train"]["total"] == 1
     assert summary["report"]["all"]["area_frac"]["images"] == 6
     assert summary["report"]["without_near_duplicates"]["max_prob"]["images"] == 5
-    t = detection.detection_table(summary)
-    assert list(t.columns[:8]) == list(detection.TABLE_COLUMNS) and len(t) == 3
+    t = tables.detection_table(summary)
+    assert list(t.columns[:8]) == list(tables.TABLE_COLUMNS) and len(t) == 3
     assert "sensitivity >= 0.9" in t["Task"].iloc[2]
-    written = detection.write_table(t, tmp_path)
+    written = tables.write_table(t, tmp_path)
     assert written["md"].read_text().startswith("| Task | Images |")
-    assert "AUC" in detection.describe(summary)
-    for fig in (detection.roc_figure(scores, summary), detection.confusion_figure(summary),
-                detection.score_histogram(scores, summary),
-                detection.gallery(detection.gallery_rows(scores, summary, "missed"), net, SIZE, "m",
+    assert "AUC" in findings.detection_findings(summary)
+    for fig in (figures.roc_figure(scores, summary), figures.confusion_figure(summary),
+                figures.score_histogram(scores, summary),
+                figures.gallery(figures.gallery_rows(scores, summary, "missed"), net, SIZE, "m",
                                   root=detection_root)):
         assert fig is not None
 
 
 def test_a_copy_of_a_negative_stays_on_its_side(detection_root):
     no = detection_root / "no"
-    src = data.read_grayscale(no / "no1.jpg")
+    src = data_images.read_grayscale(no / "no1.jpg")
     Image.fromarray(src).resize((70, 70), Image.BILINEAR).save(no / "no99.jpg", quality=85)
     with pytest.raises(ValueError, match="healthy-split"):     # the split no longer lists no/
-        detection.collect_scores(UNet(base=4).eval(), SIZE, root=detection_root)
+        detection_scores.collect_scores(UNet(base=4).eval(), SIZE, root=detection_root)
     healthy.write_manifest(healthy.build_manifest(0, detection_root, val_size=2, train_pool=0))
-    scores, info = detection.collect_scores(UNet(base=4).eval(), SIZE, root=detection_root)
+    scores, info = detection_scores.collect_scores(UNet(base=4).eval(), SIZE, root=detection_root)
     held = info["holdout"]["names"]
     assert ("no1.jpg" in held) == ("no99.jpg" in held)
     assert not scores["near_dup_holdout"].any()
     assert info["no_groups"]["groups_with_duplicates"] == 1 and info["no_groups"]["largest"] == 2
-    summary = detection.summarize(scores, info, n_boot=20)
+    summary = detection_summary.summarize(scores, info, n_boot=20)
     assert summary["near_duplicates_of_holdout"]["total"] == 0
 
 
 def test_limit_takes_the_first_scans_of_each_class(detection_root):
     net = UNet(base=4).eval()
-    scores, info = detection.collect_scores(net, SIZE, root=detection_root, limit=1)
+    scores, info = detection_scores.collect_scores(net, SIZE, root=detection_root, limit=1)
     rep = scores[scores.role == "report"]
     assert rep["name"].tolist()[0] == "y900.jpg" and len(rep) == 2
     assert info["limit_per_class"] == 1
@@ -250,7 +257,7 @@ def test_image_scores_are_max_and_area():
             out = torch.full_like(x, -10.0)
             out[0, :, :8, :8] = 10.0
             return out
-    s = detection.image_scores(Fixed(), np.zeros((2, 16, 16), np.uint8))
+    s = detection_scores.image_scores(Fixed(), np.zeros((2, 16, 16), np.uint8))
     assert s["area_frac"].tolist() == [0.25, 0.0]
     assert s["max_prob"].iloc[0] == pytest.approx(1.0, abs=1e-4)
     assert s["max_prob"].iloc[1] == pytest.approx(0.0, abs=1e-4)
@@ -260,40 +267,40 @@ def test_fixed_sensitivity_threshold_and_roc_specificity():
     s = np.array([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.35, 0.05])
     y = np.array([1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0])
     # 10 positives: sensitivity >= 0.9 needs 9 of them, the highest such threshold is 0.15
-    t = detection.threshold_at_sensitivity(s, y, 0.9)
+    t = roc.threshold_at_sensitivity(s, y, 0.9)
     assert t["threshold"] == pytest.approx(0.15) and t["sensitivity"] == pytest.approx(0.9)
     assert t["specificity"] == pytest.approx(0.5)               # 0.35 >= 0.15 is a false alarm
     # on the ROC: at sensitivity >= 0.9 the best specificity is 0.5 (0.35 ranks above two positives)
-    assert detection.specificity_at_sensitivity(s, y, 0.9) == pytest.approx(0.5)
-    assert detection.specificity_at_sensitivity([0.9, 0.8, 0.1], [1, 1, 0], 0.9) == 1.0
-    p = detection.operating_points(pd.DataFrame({"role": ["val"] * 12 + ["report"] * 12, "label": np.r_[y, y],
+    assert roc.specificity_at_sensitivity(s, y, 0.9) == pytest.approx(0.5)
+    assert roc.specificity_at_sensitivity([0.9, 0.8, 0.1], [1, 1, 0], 0.9) == 1.0
+    p = detection_summary.operating_points(pd.DataFrame({"role": ["val"] * 12 + ["report"] * 12, "label": np.r_[y, y],
                                                  "area_frac": np.r_[s, s]}))
     assert p["fixed_sensitivity_threshold"] == pytest.approx(0.15)
     assert p["fixed_sensitivity_sensitivity"] == pytest.approx(0.9)
-    assert p["auc"] == pytest.approx(detection.auc_score(s, y))
+    assert p["auc"] == pytest.approx(roc.auc_score(s, y))
 
 
 def test_run_operating_points_reads_the_healthy_split(detection_root):
     net = UNet(base=4).eval()
-    p = detection.run_operating_points(net, SIZE, root=detection_root)
+    p = detection_summary.run_operating_points(net, SIZE, root=detection_root)
     assert (p["report_positives"], p["report_negatives"]) == (3, 3)
     assert 0 <= p["auc"] <= 1 and p["primary_score"] == "area_frac"
 
 
 def test_seed_markdown_gives_mean_and_sd():
-    seeds = pd.DataFrame({c: [0.8, 1.0] for c in detection.SEED_COLUMNS})
-    md = detection.seed_markdown(seeds)
+    seeds = pd.DataFrame({c: [0.8, 1.0] for c in tables.SEED_COLUMNS})
+    md = tables.seed_markdown(seeds)
     assert "mean ± sd over 2 seeds" in md and "| AUC | 0.900 ± 0.141 |" in md
-    assert "No seed sweep" in detection.seed_markdown(pd.DataFrame())
+    assert "No seed sweep" in tables.seed_markdown(pd.DataFrame())
 
 
 def test_seed_table_reads_untagged_official_runs(tmp_path):
     m = tmp_path / "metrics"
     m.mkdir()
-    det = {k: 0.5 for k in detection.SEED_COLUMNS}
+    det = {k: 0.5 for k in tables.SEED_COLUMNS}
     for name, tag, scheme in (("a", None, "official"), ("b", "annotated-only", "official"), ("c", None, "grouped")):
         (m / f"{name}.json").write_text(json.dumps({
             "kind": "segmentation_run", "run_name": name, "profile": "cpu", "split_scheme": scheme,
             "loss": "bce_dice", "seed": 0, "run_tag": tag, "detection": det}))
-    t = detection.seed_table("cpu", "bce_dice", sweep_dir=tmp_path)
+    t = detection_summary.seed_table("cpu", "bce_dice", sweep_dir=tmp_path)
     assert list(t["run_name"]) == ["a"]

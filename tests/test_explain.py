@@ -14,8 +14,11 @@ import pytest
 import torch
 from torch import nn
 
-from brainseg_lib import explain
-from brainseg_lib.model import UNet
+from brainseg_lib.model.unet import UNet
+from brainseg_lib.report import findings
+from brainseg_lib.xai import attribution as explain_attribution
+from brainseg_lib.xai import checks as explain_checks
+from brainseg_lib.xai import deletion
 
 torch.set_num_threads(1)
 
@@ -72,12 +75,12 @@ def test_every_map_has_the_input_shape_and_is_finite():
     net = UNet(base=4).eval()
     x = scans(3)
     regions = np.ones((3, S, S), np.float32)
-    maps = explain.attribute(net, x, regions, ig_steps=4, occlusion_frac=0.125)
-    assert list(maps) == list(explain.METHODS)
+    maps = explain_attribution.attribute(net, x, regions, ig_steps=4, occlusion_frac=0.125)
+    assert list(maps) == list(explain_attribution.METHODS)
     for name, m in maps.items():
         assert m.shape == (3, S, S), name
         assert np.isfinite(m).all(), name
-        if name not in explain.gradcam_layers(net):  # Grad-CAM's ReLU may zero a random net's map
+        if name not in explain_attribution.gradcam_layers(net):  # Grad-CAM's ReLU may zero a random net's map
             assert np.abs(m).sum() > 0, f"{name}: all-zero map"
 
 
@@ -85,44 +88,44 @@ def test_gradcam_layers_are_a_decoder_at_half_resolution_and_the_bottleneck():
     net = UNet(base=4).eval()
     shapes = {}
     hooks = [layer.register_forward_hook(lambda m, i, o, k=k: shapes.__setitem__(k, tuple(o.shape[-2:])))
-             for k, layer in explain.gradcam_layers(net).items()]
+             for k, layer in explain_attribution.gradcam_layers(net).items()]
     net(torch.zeros(1, 1, S, S))
     for h in hooks:
         h.remove()
-    assert shapes == {explain.GRADCAM_DECODER: (S // 2, S // 2),
-                      explain.GRADCAM_BOTTLENECK: (S // 16, S // 16)}
+    assert shapes == {explain_attribution.GRADCAM_DECODER: (S // 2, S // 2),
+                      explain_attribution.GRADCAM_BOTTLENECK: (S // 16, S // 16)}
 
 
 # --------------------------------------------------------------------- planted features
-@pytest.mark.parametrize("method", [explain.INTEGRATED_GRADIENTS, explain.OCCLUSION])
+@pytest.mark.parametrize("method", [explain_attribution.INTEGRATED_GRADIENTS, explain_attribution.OCCLUSION])
 def test_input_attributions_concentrate_on_the_only_pixels_the_model_sees(method):
     model = InputGate(monotone_unet(), SQUARE).eval()
     x = scans(2)
-    maps = explain.attribute(model, x, np.ones((2, S, S), np.float32), methods=[method],
+    maps = explain_attribution.attribute(model, x, np.ones((2, S, S), np.float32), methods=[method],
                              ig_steps=8, occlusion_frac=0.125)
     sq = square_mask()
-    win, _ = explain.occlusion_window(S, 0.125)
+    win, _ = explain_attribution.occlusion_window(S, 0.125)
     near = np.zeros((S, S), bool)          # the square grown by the occlusion window
     near[max(0, 4 - win + 1):12 + win - 1, 18 - win + 1:26 + win - 1] = True
     for i in range(2):
         a = maps[method][i]
-        inside = explain.mass_inside(a, sq)
+        inside = explain_attribution.mass_inside(a, sq)
         assert inside > 0.5, f"only {inside:.3f} of the mass on the seen square (area {sq.mean():.3f})"
-        assert explain.mass_inside(a, near) > 0.999
-        assert explain.mass_inside(a.T, sq) < 0.05    # a transposed map would miss it
-        assert explain.mass_inside(a[::-1], sq) < 0.05  # so would an upside-down one
+        assert explain_attribution.mass_inside(a, near) > 0.999
+        assert explain_attribution.mass_inside(a.T, sq) < 0.05    # a transposed map would miss it
+        assert explain_attribution.mass_inside(a[::-1], sq) < 0.05  # so would an upside-down one
 
 
-@pytest.mark.parametrize("method", [explain.GRADCAM_DECODER, explain.GRADCAM_BOTTLENECK])
+@pytest.mark.parametrize("method", [explain_attribution.GRADCAM_DECODER, explain_attribution.GRADCAM_BOTTLENECK])
 def test_gradcam_follows_the_only_active_part_of_its_layer(method):
     net = monotone_unet()
-    layer = explain.gradcam_layers(net)[method]
-    side = {explain.GRADCAM_DECODER: S // 2, explain.GRADCAM_BOTTLENECK: S // 16}[method]
+    layer = explain_attribution.gradcam_layers(net)[method]
+    side = {explain_attribution.GRADCAM_DECODER: S // 2, explain_attribution.GRADCAM_BOTTLENECK: S // 16}[method]
     gate = torch.zeros(1, 1, side, side)
     gate[..., :side // 2, side // 2:] = 1          # the layer's top-right quadrant
     hook = layer.register_forward_hook(lambda m, i, out: out * gate)
     try:
-        maps = explain.attribute(net, scans(2), np.ones((2, S, S), np.float32), methods=[method])
+        maps = explain_attribution.attribute(net, scans(2), np.ones((2, S, S), np.float32), methods=[method])
     finally:
         hook.remove()
     quad = np.zeros((S, S), bool)
@@ -131,11 +134,11 @@ def test_gradcam_follows_the_only_active_part_of_its_layer(method):
         assert a.shape == (S, S)
         assert (a >= 0).all()                          # Grad-CAM with its ReLU
         # bilinear upsampling blurs the quadrant's edge: 0.77 for 2x2 -> 32x32, ~0.97 for 16x16
-        assert explain.mass_inside(a, quad) > 0.7
-        assert explain.mass_inside(a.T, quad) < 0.35   # the transposed quadrant is bottom-left
+        assert explain_attribution.mass_inside(a, quad) > 0.7
+        assert explain_attribution.mass_inside(a.T, quad) < 0.35   # the transposed quadrant is bottom-left
         opposite = np.zeros((S, S), bool)
         opposite[S // 2:, :S // 2] = True
-        assert explain.mass_inside(a, opposite) < 0.05
+        assert explain_attribution.mass_inside(a, opposite) < 0.05
 
 
 def test_batched_maps_equal_one_image_at_a_time():
@@ -147,10 +150,10 @@ def test_batched_maps_equal_one_image_at_a_time():
     regions[0, :8, :8] = 1
     regions[1, 20:, 10:30] = 1
     regions[2, 12:20, 12:20] = 1
-    methods = [explain.INTEGRATED_GRADIENTS, explain.OCCLUSION, explain.GRADCAM_DECODER]
-    together = explain.attribute(net, x, regions, methods=methods, ig_steps=4, batch_size=3)
+    methods = [explain_attribution.INTEGRATED_GRADIENTS, explain_attribution.OCCLUSION, explain_attribution.GRADCAM_DECODER]
+    together = explain_attribution.attribute(net, x, regions, methods=methods, ig_steps=4, batch_size=3)
     for i in range(3):
-        alone = explain.attribute(net, x[i:i + 1], regions[i:i + 1], methods=methods, ig_steps=4)
+        alone = explain_attribution.attribute(net, x[i:i + 1], regions[i:i + 1], methods=methods, ig_steps=4)
         for m in methods:
             # float sums differ by batch size at ~1e-7 of the score; misalignment differs by O(1)
             scale = np.abs(alone[m][0]).max()
@@ -165,7 +168,7 @@ def test_tumour_score_sums_logits_over_the_region():
     region[0, 0, :4, :4] = 1
     with torch.no_grad():
         logits = net(x)
-        got = explain.TumourScore(net)(x, region)
+        got = explain_attribution.TumourScore(net)(x, region)
     assert got.shape == (2,)
     assert torch.allclose(got[0], logits[0, 0, :4, :4].sum())
     assert got[1] == 0
@@ -176,13 +179,13 @@ def test_target_regions_fall_back_to_the_truth_when_nothing_is_predicted():
     probs[0, 1, 1] = 0.9
     gts = np.zeros((2, 4, 4), np.uint8)
     gts[:, 2:, 2:] = 1
-    regions, used = explain.target_regions(probs, gts, "pred")
+    regions, used = explain_attribution.target_regions(probs, gts, "pred")
     assert used == ["pred", "gt"]
     assert regions[0].sum() == 1 and regions[1].sum() == 4
-    regions, used = explain.target_regions(probs, gts, "gt")
+    regions, used = explain_attribution.target_regions(probs, gts, "gt")
     assert used == ["gt", "gt"] and (regions == gts).all()
     with pytest.raises(ValueError):
-        explain.target_regions(probs, gts, "box")
+        explain_attribution.target_regions(probs, gts, "box")
 
 
 # --------------------------------------------------------------------- the checks
@@ -193,22 +196,22 @@ def test_mass_fraction_and_summary_separate_a_planted_map_from_noise():
     gts[:, SQUARE[0], SQUARE[1]] = True
     planted = rng.random((n, S, S)) * 0.1 + 5 * gts          # most mass on the tumour
     flat = np.ones((n, S, S))                                # knows nothing
-    per = explain.attribution_mass({"planted": planted, "flat": flat}, gts,
+    per = explain_attribution.attribution_mass({"planted": planted, "flat": flat}, gts,
                                    [f"i{k}" for k in range(n)])
-    summ = explain.mass_summary(per).set_index("method")
+    summ = explain_attribution.mass_summary(per).set_index("method")
     area = gts[0].mean()
     assert summ.loc["planted", "expected_random"] == pytest.approx(area)
     assert summ.loc["planted", "mass_inside_gt"] > 0.8
     assert summ.loc["flat", "mass_inside_gt"] == pytest.approx(area)
     assert summ.loc["flat", "random_map"] == pytest.approx(area, abs=0.02)
     assert summ.loc["planted", "beats_random"] and not summ.loc["flat", "beats_random"]
-    assert np.isnan(explain.mass_inside(np.zeros((S, S)), gts[0]))
+    assert np.isnan(explain_attribution.mass_inside(np.zeros((S, S)), gts[0]))
 
 
 def test_curve_auc():
-    f = explain.DELETION_FRACTIONS
-    assert explain.curve_auc(f, np.ones(len(f))) == pytest.approx(1.0)
-    assert explain.curve_auc([0, 1], [1, 0]) == pytest.approx(0.5)
+    f = deletion.DELETION_FRACTIONS
+    assert deletion.curve_auc(f, np.ones(len(f))) == pytest.approx(1.0)
+    assert deletion.curve_auc([0, 1], [1, 0]) == pytest.approx(0.5)
 
 
 class Brightness(nn.Module):
@@ -226,21 +229,21 @@ def test_deletion_favours_the_map_that_points_at_the_prediction():
     good = np.where(gts, 1.0, 0.0) + np.random.default_rng(1).random((n, S, S)) * 0.01
     maps = {"good": good, "inverted": -good}
     names = [f"i{k}" for k in range(n)]
-    curves = explain.deletion(Brightness(), x, maps, names, fill="mean", n_random=2)
-    assert set(curves["method"]) == {"good", "inverted", explain.RANDOM}
+    curves = deletion.deletion(Brightness(), x, maps, names, fill="mean", n_random=2)
+    assert set(curves["method"]) == {"good", "inverted", deletion.RANDOM}
     first = curves[curves["fraction"] == 0]
     assert (first["area"] == 64).all() and (first["rel_area"] == 1).all()
-    summ = explain.deletion_summary(curves).set_index("method")
+    summ = deletion.deletion_summary(curves).set_index("method")
     assert summ.loc["good", "deletion_auc"] < 0.2
     assert summ.loc["good", "beats_random"]
     assert not summ.loc["inverted", "beats_random"]
     assert summ.loc["inverted", "deletion_auc"] > summ.loc["good", "random_order_auc"] - 1e-9
     # the soft measure agrees
-    soft = explain.deletion_summary(curves, "rel_prob").set_index("method")
+    soft = deletion.deletion_summary(curves, "rel_prob").set_index("method")
     assert soft.loc["good", "beats_random"] and not soft.loc["inverted", "beats_random"]
-    text = explain.verdict(
-        explain.mass_summary(explain.attribution_mass({explain.OCCLUSION: good}, gts, names)),
-        [explain.deletion_summary(curves.replace({"good": explain.OCCLUSION}))])
+    text = findings.xai_findings(
+        explain_attribution.mass_summary(explain_attribution.attribution_mass({explain_attribution.OCCLUSION: good}, gts, names)),
+        [deletion.deletion_summary(curves.replace({"good": explain_attribution.OCCLUSION}))])
     assert "Verdict: Occlusion beats the random baseline on every check made" in text
 
 
@@ -248,17 +251,17 @@ def test_deletion_leaves_out_images_without_a_prediction():
     x = torch.full((2, 1, S, S), 0.2)
     x[(0, 0) + SQUARE] = 0.9                    # image 1 has nothing above 0.5
     maps = {"m": np.random.default_rng(0).random((2, S, S))}
-    curves = explain.deletion(Brightness(), x, maps, ["a", "b"], n_random=1)
-    summ = explain.deletion_summary(curves)
+    curves = deletion.deletion(Brightness(), x, maps, ["a", "b"], n_random=1)
+    summ = deletion.deletion_summary(curves)
     assert summ["images"].tolist() == [1] and summ["images_left_out"].tolist() == [1]
 
 
 def test_verdict_says_no_method_when_none_wins():
     mass = pd.DataFrame([{"method": m, "images": 4, "expected_random": 0.1, "random_map": 0.1,
-                          "beats_random": False} for m in explain.METHODS])
+                          "beats_random": False} for m in explain_attribution.METHODS])
     dele = pd.DataFrame([{"measure": "rel_area", "method": m, "images": 0, "images_left_out": 4,
-                          "random_order_auc": np.nan, "beats_random": False} for m in explain.METHODS])
-    text = explain.verdict(mass, [dele])
+                          "random_order_auc": np.nan, "beats_random": False} for m in explain_attribution.METHODS])
+    text = findings.xai_findings(mass, [dele])
     assert "no method beats the random baseline on any check" in text
     assert "not possible here" in text
 
@@ -266,11 +269,11 @@ def test_verdict_says_no_method_when_none_wins():
 def test_pick_cases_and_sample_names():
     per = pd.DataFrame({"name": ["a", "b", "c", "d"], "f1": [0.9, 0.95, 0.2, 0.5],
                         "model_fp": [5, 100, 80, 0], "model_fn": [1, 0, 50, 60]})
-    picks = explain.pick_cases(per)
+    picks = explain_checks.pick_cases(per)
     assert [r["name"] for r in picks.values()] == ["b", "c", "d"]
-    assert explain.sample_names(per, 2, seed=3) == explain.sample_names(per, 2, seed=3)
-    assert len(set(explain.sample_names(per, 3))) == 3
-    assert explain.sample_names(per, None) == ["a", "b", "c", "d"]
+    assert explain_checks.sample_names(per, 2, seed=3) == explain_checks.sample_names(per, 2, seed=3)
+    assert len(set(explain_checks.sample_names(per, 3))) == 3
+    assert explain_checks.sample_names(per, None) == ["a", "b", "c", "d"]
 
 
 def test_a_consistent_but_negligible_difference_is_not_a_win():
@@ -279,22 +282,22 @@ def test_a_consistent_but_negligible_difference_is_not_a_win():
     per = pd.DataFrame({"name": [f"i{k}" for k in range(n)], "method": "m",
                         "mass_inside_gt": 0.1 + 1e-4 + np.arange(n) * 1e-6,
                         "tumour_area_fraction": 0.1, "random_map_mass": 0.1})
-    summ = explain.mass_summary(per)
+    summ = explain_attribution.mass_summary(per)
     assert summ["diff_ci_low"].iloc[0] > 0 and not summ["beats_random"].iloc[0]
     rows = []
     for k in range(n):
-        for method, y in (("m", 1 - 1e-4), (explain.RANDOM, 1.0)):
+        for method, y in (("m", 1 - 1e-4), (deletion.RANDOM, 1.0)):
             rows += [{"name": f"i{k}", "method": method, "fraction": f, "rel_area": 1.0 if f == 0 else y,
                       "rel_prob": 1.0} for f in (0.0, 0.5, 1.0)]
-    dele = explain.deletion_summary(pd.DataFrame(rows))
+    dele = deletion.deletion_summary(pd.DataFrame(rows))
     assert dele["diff_ci_high"].iloc[0] < 0 and not dele["beats_random"].iloc[0]
 
 
 def test_records_are_json_ready():
     import json
     df = pd.DataFrame({"a": [1.0, np.nan], "b": [np.int64(3), np.int64(4)], "c": [True, False]})
-    json.dumps(explain.records(df), allow_nan=False)
-    assert explain.records(df)[1]["a"] is None
+    json.dumps(explain_checks.records(df), allow_nan=False)
+    assert explain_checks.records(df)[1]["a"] is None
 
 
 def test_deletion_flags_curves_that_grow():
@@ -306,10 +309,10 @@ def test_deletion_flags_curves_that_grow():
     x[(slice(None), 0) + SQUARE] = 0.52                  # a small mid-grey 'tumour'
     x[:, 0, 16:, :] = 1.0                                 # bright half: the mean fill is mid-grey
     m = np.random.default_rng(0).random((3, S, S))
-    curves = explain.deletion(GreyIsTumour(), x, {explain.OCCLUSION: m}, ["a", "b", "c"], n_random=1)
-    summ = explain.deletion_summary(curves)
+    curves = deletion.deletion(GreyIsTumour(), x, {explain_attribution.OCCLUSION: m}, ["a", "b", "c"], n_random=1)
+    summ = deletion.deletion_summary(curves)
     assert summ["images_grew"].iloc[0] == 3
     assert {"median_diff", "share_below_random"} <= set(summ.columns)
-    mass = explain.mass_summary(explain.attribution_mass({explain.OCCLUSION: m}, x[:, 0].numpy() > 0.5,
+    mass = explain_attribution.mass_summary(explain_attribution.attribution_mass({explain_attribution.OCCLUSION: m}, x[:, 0].numpy() > 0.5,
                                                          ["a", "b", "c"]))
-    assert "Caution" in explain.verdict(mass, [summ])
+    assert "Caution" in findings.xai_findings(mass, [summ])

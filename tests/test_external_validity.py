@@ -12,20 +12,29 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
-
-from brainseg_lib import boundary, external, healthy, levers, loaders, paths, release, train
-from brainseg_lib.data import ImageReadError, SplitArrays
-from brainseg_lib.model import UNet, normalize_input
 from test_train import synthetic_arrays
+
+from brainseg_lib import paths
+from brainseg_lib.data import external as ext_data
+from brainseg_lib.data import healthy, loaders
+from brainseg_lib.data.errors import ImageReadError
+from brainseg_lib.evaluation import boundary
+from brainseg_lib.evaluation import external as ext_eval
+from brainseg_lib.model.unet import UNet, normalize_input
+from brainseg_lib.report import findings, model_card
+from brainseg_lib.study import levers
+from brainseg_lib.study import release as release_release
+from brainseg_lib.training import config as train_config
+from brainseg_lib.training import engine
 
 torch.set_num_threads(1)
 
 
-def tiny_config(**kw) -> train.TrainConfig:
+def tiny_config(**kw) -> train_config.TrainConfig:
     base = dict(image_size=32, base_width=4, batch_size=8, epochs=3, lr=1e-2, device="cpu", seed=0,
                 augment=True, deterministic=True, channels_last=False, threads=1)
     base.update(kw)
-    return train.TrainConfig(**base)
+    return train_config.TrainConfig(**base)
 
 
 # --------------------------------------------------------------------------- epoch budget
@@ -33,8 +42,8 @@ def test_a_slowed_run_trains_the_same_weights(tmp_path):
     """The budget is epochs: a run slowed down on purpose ends with identical weights."""
     arrays, val = synthetic_arrays(16, seed=0), synthetic_arrays(4, seed=1, split="val")
     cfg = tiny_config(snapshot_epochs=[2])
-    fast = train.fit(cfg, tmp_path / "fast", train_arrays=arrays, val_arrays=val, progress=False)
-    slow = train.fit(cfg, tmp_path / "slow", train_arrays=arrays, val_arrays=val, progress=False,
+    fast = engine.fit(cfg, tmp_path / "fast", train_arrays=arrays, val_arrays=val, progress=False)
+    slow = engine.fit(cfg, tmp_path / "slow", train_arrays=arrays, val_arrays=val, progress=False,
                      callbacks=(lambda row: time.sleep(0.3),))
     a = torch.load(fast.last_path, weights_only=True)["state_dict"]
     b = torch.load(slow.last_path, weights_only=True)["state_dict"]
@@ -49,23 +58,23 @@ def test_a_slowed_run_trains_the_same_weights(tmp_path):
 
 def test_a_time_cap_cuts_and_marks_the_run(tmp_path):
     arrays, val = synthetic_arrays(16, seed=0), synthetic_arrays(4, seed=1, split="val")
-    res = train.fit(tiny_config(epochs=50, max_train_seconds=1e-9), tmp_path / "cut", train_arrays=arrays,
+    res = engine.fit(tiny_config(epochs=50, max_train_seconds=1e-9), tmp_path / "cut", train_arrays=arrays,
                     val_arrays=val, progress=False)
     assert res.cut_by_time and list(res.history["epoch"]) == [1]
     assert torch.load(res.last_path, weights_only=True)["cut_by_time"] is True
 
 
 def test_release_refuses_a_cut_run_and_an_unscored_one():
-    with pytest.raises(release.ReleaseRefused, match="cut by max_train_seconds"):
-        release.refuse_unfinished({"cut_by_time": True, "split": "test", "epochs_run": 3,
+    with pytest.raises(release_release.ReleaseRefused, match="cut by max_train_seconds"):
+        release_release.refuse_unfinished({"cut_by_time": True, "split": "test", "epochs_run": 3,
                                    "config": {"max_train_seconds": 300, "epochs": 70}}, "run.json")
-    with pytest.raises(release.ReleaseRefused, match="not scored on TEST"):
-        release.refuse_unfinished({"cut_by_time": False, "split": "val", "config": {}}, "run.json")
-    release.refuse_unfinished({"cut_by_time": False, "split": "test", "config": {}}, "run.json")
+    with pytest.raises(release_release.ReleaseRefused, match="not scored on TEST"):
+        release_release.refuse_unfinished({"cut_by_time": False, "split": "val", "config": {}}, "run.json")
+    release_release.refuse_unfinished({"cut_by_time": False, "split": "test", "config": {}}, "run.json")
 
 
 def test_profiles_that_write_table1_have_no_time_cap():
-    from brainseg_lib.experiment import load_profile
+    from brainseg_lib.study.profiles import load_profile
     for name in ("cpu", "paper", "smoke"):
         p = load_profile(name)
         assert p.get("max_train_seconds") is None, name
@@ -149,7 +158,7 @@ def test_healthy_scans_join_training_as_empty_masks(healthy_root):
 
 def test_fit_mixes_healthy_scans_at_the_ratio(healthy_root, tmp_path):
     arrays, val = synthetic_arrays(4, seed=0), synthetic_arrays(2, seed=1, split="val")
-    res = train.fit(tiny_config(epochs=1, healthy_ratio=1.0, batch_size=4), tmp_path / "h",
+    res = engine.fit(tiny_config(epochs=1, healthy_ratio=1.0, batch_size=4), tmp_path / "h",
                     train_arrays=arrays, val_arrays=val, data_root=healthy_root, progress=False)
     log = (res.run_dir / "train_log.txt").read_text()
     assert "train=8 (healthy 4) val=4" in log
@@ -192,7 +201,7 @@ def test_boundary_empty_mask_rule():
 def make_external(root, mismatch: bool = False):
     """Two patients per half; patient A has a tumour slice and a clean slice, B one tumour slice."""
     rows = []
-    for half in external.HALVES:
+    for half in ext_data.HALVES:
         for sub in ("images", "masks"):
             (root / half / sub).mkdir(parents=True)
         for patient, slices in (("PA", (1, 0)), ("PB", (1,))):
@@ -216,16 +225,16 @@ def make_external(root, mismatch: bool = False):
 
 def test_missing_external_set_names_the_variable(tmp_path, monkeypatch):
     monkeypatch.setenv("BRAINSEG_EXTERNAL", str(tmp_path / "absent"))
-    assert not external.available()
-    with pytest.raises(external.ExternalDataNotFound, match="BRAINSEG_EXTERNAL") as e:
-        external.load_half("dev", 32)
+    assert not ext_data.available()
+    with pytest.raises(ext_data.ExternalDataNotFound, match="BRAINSEG_EXTERNAL") as e:
+        ext_data.load_half("dev", 32)
     assert "lgg-mri-segmentation" in str(e.value)
 
 
 def test_image_and_mask_of_different_sizes_name_the_file(tmp_path):
     root = make_external(tmp_path / "ext", mismatch=True)
     with pytest.raises(ImageReadError, match="dev_PB_0.png"):
-        external.load_half("dev", 32, root)
+        ext_data.load_half("dev", 32, root)
 
 
 class Oracle(torch.nn.Module):
@@ -242,20 +251,20 @@ class Oracle(torch.nn.Module):
 
 def test_external_figures_by_hand(tmp_path):
     root = make_external(tmp_path / "ext")
-    half = external.load_half("test", 32, root)
+    half = ext_data.load_half("test", 32, root)
     assert half.patients == ["test-PA", "test-PA", "test-PB"]
-    perfect = external.score_half(Oracle(), half)
-    s = external.summarize_half(perfect, n_boot=50)
+    perfect = ext_eval.score_half(Oracle(), half)
+    s = ext_eval.summarize_half(perfect, n_boot=50)
     assert (s["pooled_f1"], s["mean_dice_tumour"], s["clean_marked_share"]) == (1.0, 1.0, 0.0)
     assert s["hd95_median"] == 0.0 and s["nsd_mean"] == 1.0 and s["n_patients"] == 2
     # shifted by 4 px: Dice of two 8x8 squares overlapping 8x4 = 0.5 on each tumour slice
-    shifted = external.score_half(Oracle(offset=4), half)
-    s = external.summarize_half(shifted, n_boot=200)
+    shifted = ext_eval.score_half(Oracle(offset=4), half)
+    s = ext_eval.summarize_half(shifted, n_boot=200)
     assert s["pooled_f1"] == pytest.approx(0.5) and s["mean_dice_tumour"] == pytest.approx(0.5)
     assert s["hd95_median"] == pytest.approx(4.0)
     lo, hi = s["ci95_by_patient"]["pooled_f1"]
     assert lo <= 0.5 <= hi
-    text = external.describe({"test": s})
+    text = findings.describe({"test": s})
     assert "pooled F1 0.500" in text and "0 of 1 clean slices" in text
 
 
@@ -267,7 +276,7 @@ def test_lever_table_reads_selection_figures(tmp_path, monkeypatch):
     params = levers.trial_params(plan)
     assert all(p["score_test"] is False and p["epochs"] == 1 for p in params)
     assert [p["run_tag"] for p in params] == ["a", "b"]
-    from brainseg_lib.experiment import name_for
+    from brainseg_lib.study.experiment import name_for
     out = paths.ensure(tmp_path / "lv" / "metrics")
     sel = {"val": {"pooled_f1": 0.9, "hd95_median": 5.0, "nsd_mean": 0.6},
            "healthy_val": {"marked_share": 0.1},
@@ -296,7 +305,7 @@ def test_model_card_gains_boundary_healthy_and_external_lines():
             "clean_marked": 16, "n_clean_slices": 176, "clean_marked_share": 0.091, "hd95_median": 12.0,
             "nsd_mean": 0.26, "ci95_by_patient": {"pooled_f1": [0.58, 0.74]}}
     (m / "external_validation.json").write_text(json.dumps({"test": half}))
-    text = release._card_extras({"boundary": {"hd95": {"median": 10.2, "mean": 57.5},
+    text = model_card._card_extras({"boundary": {"hd95": {"median": 10.2, "mean": 57.5},
                                               "nsd": {"mean": 0.39}, "nsd_tolerance_px": 2.0}})
     assert "HD95 median 10.2 px" in text and "NSD at 2 px mean 0.390" in text
     assert "false-positive rate 0.020" in text and "nan of them" in text

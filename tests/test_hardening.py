@@ -25,19 +25,22 @@ import warnings
 import numpy as np
 import pytest
 import torch
-
-from brainseg_lib import __main__ as cli
-from brainseg_lib import data, paths, predict
-from brainseg_lib.checkpoint import CheckpointError, save_checkpoint
-from brainseg_lib.model import UNet
-from brainseg_lib.train import TrainConfig
 from conftest import circle, ellipse, polygon, scan_image, write_image, write_via
+
+from brainseg_lib import cli, paths
+from brainseg_lib.data import br35h as data_br35h
+from brainseg_lib.data import cache as data_cache
+from brainseg_lib.data.errors import ImageReadError
+from brainseg_lib.model import released as predict_released
+from brainseg_lib.model.checkpoint import CheckpointError, save_checkpoint
+from brainseg_lib.model.unet import UNet
+from brainseg_lib.training.config import TrainConfig
 
 torch.set_num_threads(1)
 
 
 def split_folder(root, split):
-    return root / data.ANNOTATED_DIR / data.SPLIT_FOLDERS[split]
+    return root / data_br35h.ANNOTATED_DIR / data_br35h.SPLIT_FOLDERS[split]
 
 
 # ============================================================================= annotations
@@ -53,7 +56,7 @@ def test_negative_coordinates_are_clipped_through_the_loader(fake_root):
     })
     with warnings.catch_warnings():
         warnings.simplefilter("error")                       # clipping is silent, not a skip
-        samples = {s.name: s for s in data.iter_samples("val", fake_root)}
+        samples = {s.name: s for s in data_br35h.iter_samples("val", fake_root)}
     m = samples["y500.jpg"].mask
     assert m.shape == samples["y500.jpg"].image.shape == (50, 40) and m.dtype == bool
     assert m[:13, :11].all()                                 # the part inside the image
@@ -63,7 +66,7 @@ def test_negative_coordinates_are_clipped_through_the_loader(fake_root):
     assert m[18, 0] and m[18, 3] and not m[18, 4]            # ellipse reaches x = -4 + 8 = 4 (exclusive)
     assert not m[:12, :].any() and not m[25:, :].any() and not m[:, 4:].any()
 
-    arr = data.load_split("val", 16, root=fake_root, progress=False)
+    arr = data_cache.load_split("val", 16, root=fake_root, progress=False)
     assert set(np.unique(arr.masks)) <= {0, 1} and arr.masks.reshape(2, -1).any(1).all()
     np.testing.assert_allclose(arr.native_tumour_fraction,
                                [samples[n].mask.mean() for n in arr.names])
@@ -74,15 +77,15 @@ def test_infinite_coordinates_in_json(fake_root):
     write_via(folder / "annotations_test.json", {
         "y701.jpg": [circle(24, 16, 6)], "y702.png": [circle(5, 5, 2), polygon([1, 9, float("inf")], [1, 1, 9])]})
     assert "Infinity" in (folder / "annotations_test.json").read_text()
-    with pytest.raises(data.AnnotationError, match=r"y702\.png region 1 \(polygon\).*infinite"):
-        data.load_split("test", 16, root=fake_root)
+    with pytest.raises(data_br35h.AnnotationError, match=r"y702\.png region 1 \(polygon\).*infinite"):
+        data_cache.load_split("test", 16, root=fake_root)
 
 
 def test_annotations_that_are_not_utf8(fake_root):
-    jpath = data.annotations_path("train", fake_root)
+    jpath = data_br35h.annotations_path("train", fake_root)
     jpath.write_bytes(b'{"y0.jpg1": {"filename": "y\xe9\xff.jpg", "regions": []}}')
-    with pytest.raises(data.AnnotationError) as e:
-        data.load_split("train", 16, root=fake_root)
+    with pytest.raises(data_br35h.AnnotationError) as e:
+        data_cache.load_split("train", 16, root=fake_root)
     assert str(jpath) in str(e.value) and "not valid JSON" in str(e.value)
 
 
@@ -91,12 +94,12 @@ def test_failed_build_leaves_no_cache(fake_root, isolated_dirs, damage):
     p = split_folder(fake_root, "train") / "y2.jpg"
     good = p.read_bytes()
     p.write_bytes(good[: len(good) // 3] if damage == "truncate" else b"")
-    with pytest.raises(data.ImageReadError, match="y2.jpg"):
-        data.load_split("train", 16, root=fake_root)
+    with pytest.raises(ImageReadError, match="y2.jpg"):
+        data_cache.load_split("train", 16, root=fake_root)
     assert list(isolated_dirs["cache"].iterdir()) == []     # no partial .npz, no temp file
     p.write_bytes(good)                                      # repaired: builds and caches
-    assert len(data.load_split("train", 16, root=fake_root, progress=False)) == 4
-    assert data.cache_path("train", 16).is_file()
+    assert len(data_cache.load_split("train", 16, root=fake_root, progress=False)) == 4
+    assert data_cache.cache_path("train", 16).is_file()
 
 
 # ============================================================================= predict on broken files
@@ -134,7 +137,7 @@ def test_predict_reports_broken_files_and_goes_on(tmp_path, capsys):
 # ============================================================================= the released model
 @pytest.fixture
 def released(tmp_path):
-    return predict.release_model(tiny_checkpoint(tmp_path / "run" / "best.pt"),
+    return predict_released.release_model(tiny_checkpoint(tmp_path / "run" / "best.pt"),
                                  tmp_path / "models" / "brainseg-cpu.pt")
 
 
@@ -152,21 +155,21 @@ def test_load_released_refuses_a_modified_file(released, tmp_path, tamper):
         b = other.read_bytes()
     released.write_bytes(bytes(b))
     with pytest.raises(CheckpointError, match="modified or corrupted") as e:
-        predict.load_released(released)
+        predict_released.load_released(released)
     assert "brainseg-cpu.pt" in str(e.value) and "SHA-256" in str(e.value)
 
 
 def test_load_released_refuses_a_missing_or_malformed_checksum(released):
-    side = predict.checksum_path(released)
+    side = predict_released.checksum_path(released)
     side.write_text("not-a-digest  brainseg-cpu.pt\n")
     with pytest.raises(CheckpointError, match="not a SHA-256 checksum file"):
-        predict.load_released(released)
+        predict_released.load_released(released)
     side.write_text("")
     with pytest.raises(CheckpointError, match="not a SHA-256 checksum file"):
-        predict.load_released(released)
+        predict_released.load_released(released)
     side.unlink()
     with pytest.raises(CheckpointError, match="no checksum file"):
-        predict.load_released(released)
+        predict_released.load_released(released)
 
 
 class Payload:
@@ -185,15 +188,15 @@ def test_matching_checksum_does_not_make_a_pickle_safe(tmp_path):
     evil.parent.mkdir()
     m = UNet(base=2)
     torch.save({"state_dict": m.state_dict(), "model_config": m.config(), "x": Payload(marker)}, evil)
-    predict.checksum_path(evil).write_text(f"{data.sha256_file(evil)}  {evil.name}\n")
-    assert predict.verify_checksum(evil)                      # the checksum itself is fine
+    predict_released.checksum_path(evil).write_text(f"{data_cache.sha256_file(evil)}  {evil.name}\n")
+    assert predict_released.verify_checksum(evil)                      # the checksum itself is fine
     with pytest.raises(CheckpointError, match="pickle payload"):
-        predict.load_released(evil)
+        predict_released.load_released(evil)
     assert not marker.exists()
 
 
 def test_cli_with_a_tampered_released_model_exits_2(released, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(predict, "RELEASED_MODEL", released)
+    monkeypatch.setattr(paths, "released_model", lambda: released)
     with open(released, "ab") as f:
         f.write(b"x")
     img = write_image(tmp_path / "x.png", scan_image(20, 20))
@@ -205,20 +208,20 @@ def test_cli_with_a_tampered_released_model_exits_2(released, tmp_path, monkeypa
 def test_release_writes_atomically(released):
     folder = released.parent
     assert sorted(p.name for p in folder.iterdir()) == ["brainseg-cpu.pt", "brainseg-cpu.pt.sha256"]
-    assert predict.checksum_path(released).read_text().endswith("  brainseg-cpu.pt\n")
+    assert predict_released.checksum_path(released).read_text().endswith("  brainseg-cpu.pt\n")
     assert paths.PROJECT_ROOT not in released.parents        # tests never write the real one
 
 
 # --------------------------------------------------------------------------- hostile outputs (issue 15, part 5)
 def test_csv_cells_that_start_a_formula_are_escaped():
-    from brainseg_lib.predict import csv_safe
+    from brainseg_lib.apply.scans import csv_safe
     for bad in ('=HYPERLINK("http://x","x").png', "+1.png", "-2.png", "@a.png", "\tx.png", "\rx.png"):
         assert csv_safe(bad) == "'" + bad
     assert csv_safe("scan.png") == "scan.png" and csv_safe(0.5) == 0.5
 
 
 def test_control_characters_are_escaped_before_printing():
-    from brainseg_lib.predict import printable
+    from brainseg_lib.apply.scans import printable
     assert printable("a\x1b[31mred\x07.png") == "a\\x1b[31mred\\x07.png"
     assert printable("é ok.png") == "é ok.png"
     assert printable("x\u202ey") == "x\\u202ey"
@@ -233,23 +236,24 @@ def test_control_characters_are_escaped_before_printing():
     ({"train_config": {"image_size": 100}}, "multiple of 16"),
 ])
 def test_checkpoint_configs_are_validated_before_allocation(tmp_path, patch, message):
-    from brainseg_lib import predict
-    from brainseg_lib.checkpoint import CheckpointError, save_checkpoint
-    from brainseg_lib.model import UNet
+    from brainseg_lib.apply import predict as predict_predict
+    from brainseg_lib.model.checkpoint import CheckpointError, save_checkpoint
+    from brainseg_lib.model.unet import UNet
     m = UNet(base=4)
     ck = {"state_dict": m.state_dict(), "model_config": m.config(), "train_config": {"image_size": 32}}
     for section, values in patch.items():
         ck[section] = {**ck[section], **values}
     path = save_checkpoint(ck, tmp_path / "evil.pt")
-    with pytest.warns(predict.UnverifiedCheckpoint), pytest.raises(CheckpointError, match=message):
-        predict.load_predictor(path, device="cpu")
+    with pytest.warns(predict_predict.UnverifiedCheckpoint), pytest.raises(CheckpointError, match=message):
+        predict_predict.load_predictor(path, device="cpu")
 
 
 def test_checkpoint_without_sidecar_warns_loudly(tmp_path, capsys):
     from PIL import Image
-    from brainseg_lib import __main__ as cli
-    from brainseg_lib.checkpoint import save_checkpoint
-    from brainseg_lib.model import UNet
+
+    from brainseg_lib import cli
+    from brainseg_lib.model.checkpoint import save_checkpoint
+    from brainseg_lib.model.unet import UNet
     m = UNet(base=4)
     path = save_checkpoint({"state_dict": m.state_dict(), "model_config": m.config(),
                             "train_config": {"image_size": 32}}, tmp_path / "plain.pt")
@@ -265,32 +269,34 @@ def test_checkpoint_without_sidecar_warns_loudly(tmp_path, capsys):
 # --------------------------------------------------------------------------- absurd annotations (issue 15, part 3)
 def test_absurd_coordinates_are_rejected_fast_with_file_and_region():
     import time
-    from brainseg_lib import data
+
+    from brainseg_lib.data import br35h as data_br35h
     t0 = time.perf_counter()
     poly = {"name": "polygon", "all_points_x": [10, 5e7, 20], "all_points_y": [10, 20, 30]}
-    with pytest.raises(data.AnnotationError, match=r"scan.jpg region 0 \(polygon\).*x=5e\+07"):
-        data.rasterize([poly], 300, 300, source="scan.jpg")
+    with pytest.raises(data_br35h.AnnotationError, match=r"scan.jpg region 0 \(polygon\).*x=5e\+07"):
+        data_br35h.rasterize([poly], 300, 300, source="scan.jpg")
     circ = {"name": "circle", "cx": 10, "cy": 10, "r": 1e9}
-    with pytest.raises(data.AnnotationError, match="radius=1e\\+09"):
-        data.rasterize([circ], 300, 300, source="scan.jpg")
+    with pytest.raises(data_br35h.AnnotationError, match="radius=1e\\+09"):
+        data_br35h.rasterize([circ], 300, 300, source="scan.jpg")
     assert time.perf_counter() - t0 < 1.0
 
 
 def test_slightly_outside_coordinates_are_clipped():
-    from brainseg_lib import data
+    from brainseg_lib.data import br35h as data_br35h
     poly = {"name": "polygon", "all_points_x": [-20, 50, 50, -20], "all_points_y": [-10, -10, 40, 40]}
-    m = data.rasterize([poly], 100, 100)
+    m = data_br35h.rasterize([poly], 100, 100)
     assert m[:40, :50].all() and not m[45:, 55:].any()
 
 
 def test_check_data_rasterises_and_fails_where_train_would(tmp_path, via, capsys):
     import json
-    from brainseg_lib import __main__ as cli
-    from brainseg_lib import data
+
+    from brainseg_lib import cli
+    from brainseg_lib.data import br35h as data_br35h
     root = via.build_fake_br35h(tmp_path / "br35h")
     assert cli.main(["--data", str(root), "check-data"]) == 1           # counts differ from Br35H's
     assert "error:" not in capsys.readouterr().err                     # but everything rasterises
-    jpath = data.annotations_path("train", root)
+    jpath = data_br35h.annotations_path("train", root)
     anns = json.loads(jpath.read_text())
     first = next(iter(anns.values()))
     first["regions"][0]["shape_attributes"] = {"name": "circle", "cx": float("nan"), "cy": 5, "r": 3}

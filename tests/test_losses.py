@@ -6,7 +6,7 @@ import math
 import pytest
 import torch
 
-from brainseg_lib import losses
+from brainseg_lib.training import losses
 
 TARGET = torch.tensor([[[[1.0, 0.0], [1.0, 0.0]]], [[[0.0, 1.0], [0.0, 0.0]]]])   # (2,1,2,2)
 

@@ -5,10 +5,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from sklearn.metrics import (accuracy_score, f1_score, jaccard_score, precision_score,
-                             recall_score)
+from sklearn.metrics import (
+    accuracy_score,
+    f1_score,
+    jaccard_score,
+    precision_score,
+    recall_score,
+)
 
-from brainseg_lib import metrics
+from brainseg_lib.evaluation import bootstrap as metrics_bootstrap
+from brainseg_lib.evaluation import metrics
 
 # A 4x4 example, counted by hand:
 #   pred        target      outcome
@@ -165,14 +171,14 @@ def _varied_table(n=40, seed=3):
 def test_bootstrap_ci_brackets_point_estimate(metric):
     df = _varied_table()
     point = metrics.summarize(df)["global"][metric]
-    lo, hi = metrics.bootstrap_ci(df, metric, n_boot=500, seed=0)
+    lo, hi = metrics_bootstrap.bootstrap_ci(df, metric, n_boot=500, seed=0)
     assert lo <= point <= hi
     assert lo < hi
 
 
 def test_bootstrap_ci_is_reproducible_and_narrows_with_level():
     df = _varied_table()
-    a = metrics.bootstrap_ci(df, "f1", n_boot=400, seed=5)
-    assert a == metrics.bootstrap_ci(df, "f1", n_boot=400, seed=5)
-    lo50, hi50 = metrics.bootstrap_ci(df, "f1", n_boot=400, seed=5, level=0.5)
+    a = metrics_bootstrap.bootstrap_ci(df, "f1", n_boot=400, seed=5)
+    assert a == metrics_bootstrap.bootstrap_ci(df, "f1", n_boot=400, seed=5)
+    lo50, hi50 = metrics_bootstrap.bootstrap_ci(df, "f1", n_boot=400, seed=5, level=0.5)
     assert a[0] <= lo50 <= hi50 <= a[1]

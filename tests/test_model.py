@@ -5,7 +5,7 @@ import pytest
 import torch
 from torch import nn
 
-from brainseg_lib import model as M
+from brainseg_lib.model import unet
 
 PAPER_PARAMETERS = 31_042_369
 
@@ -34,7 +34,7 @@ def spec_parameter_count(base: int, in_ch: int = 1, out_ch: int = 1) -> int:
 @pytest.fixture(scope="module")
 def tiny():
     torch.manual_seed(0)
-    return M.UNet(base=4).eval()
+    return unet.UNet(base=4).eval()
 
 
 @pytest.mark.parametrize("size", [32, 64])
@@ -59,17 +59,17 @@ def test_side_not_multiple_of_16_is_a_clear_error(tiny, hw):
 
 def test_bad_base():
     with pytest.raises(ValueError, match="base width"):
-        M.UNet(base=0)
+        unet.UNet(base=0)
 
 
 def test_paper_parameter_count():
     assert spec_parameter_count(64) == PAPER_PARAMETERS
-    assert M.count_parameters(M.UNet(in_channels=1, base=64)) == PAPER_PARAMETERS
+    assert unet.count_parameters(unet.UNet(in_channels=1, base=64)) == PAPER_PARAMETERS
 
 
 @pytest.mark.parametrize("base", [1, 4, 16])
 def test_parameter_count_matches_spec_for_other_widths(base):
-    assert M.count_parameters(M.UNet(base=base)) == spec_parameter_count(base)
+    assert unet.count_parameters(unet.UNet(base=base)) == spec_parameter_count(base)
 
 
 def test_architecture_layout(tiny):
@@ -87,9 +87,9 @@ def test_architecture_layout(tiny):
 
 
 def test_describe():
-    net = M.UNet(base=4)
+    net = unet.UNet(base=4)
     net.train()
-    rows = M.describe(net, 64)
+    rows = unet.describe(net, 64)
     assert len(rows) == 10
     expected = [
         ("encoder 1", 4, 64), ("encoder 2", 8, 32), ("encoder 3", 16, 16), ("encoder 4", 32, 8),
@@ -98,13 +98,13 @@ def test_describe():
         ("head", 1, 64),
     ]
     assert [(r.stage, r.channels, r.height, r.width) for r in rows] == [(s, c, h, h) for s, c, h in expected]
-    assert sum(r.parameters for r in rows) == M.count_parameters(net)
-    assert rows[0].parameters == M.count_parameters(net.encoders[0])
-    assert rows[5].parameters == M.count_parameters(net.decoders[0]) + M.count_parameters(net.upsamples[0])
+    assert sum(r.parameters for r in rows) == unet.count_parameters(net)
+    assert rows[0].parameters == unet.count_parameters(net.encoders[0])
+    assert rows[5].parameters == unet.count_parameters(net.decoders[0]) + unet.count_parameters(net.upsamples[0])
     assert net.training                                  # mode restored
     assert not any(m._forward_hooks for m in net.modules())   # hooks removed
 
 
 def test_describe_at_other_size():
-    rows = M.describe(M.UNet(base=2), 32)
+    rows = unet.describe(unet.UNet(base=2), 32)
     assert (rows[4].height, rows[4].channels) == (2, 32) and (rows[-1].height, rows[-1].channels) == (32, 1)

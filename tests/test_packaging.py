@@ -115,7 +115,7 @@ def test_library_imports_are_declared():
     declared = pyproject_names(extras=())
     stdlib = set(sys.stdlib_module_names)
     undeclared = {}
-    for py in sorted((ROOT / "brainseg_lib").glob("*.py")):
+    for py in sorted((ROOT / "brainseg_lib").rglob("*.py")):
         for node in ast.walk(ast.parse(py.read_text())):
             if isinstance(node, ast.Import):
                 mods = [a.name for a in node.names]

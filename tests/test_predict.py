@@ -9,15 +9,23 @@ import sys
 import numpy as np
 import pytest
 import torch
+from conftest import scan_image
 from PIL import Image
 
-from brainseg_lib import __main__ as cli
-from brainseg_lib import data, paths, predict
-from brainseg_lib.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint, save_checkpoint
-from brainseg_lib.evaluate import to_native
-from brainseg_lib.model import UNet
-from brainseg_lib.train import TrainConfig
-from conftest import scan_image
+from brainseg_lib import cli, paths
+from brainseg_lib.apply import predict as predict_predict
+from brainseg_lib.apply import scans as predict_scans
+from brainseg_lib.data import cache, images
+from brainseg_lib.inference import to_native
+from brainseg_lib.model import released as predict_released
+from brainseg_lib.model.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+)
+from brainseg_lib.model.unet import UNet
+from brainseg_lib.training.config import TrainConfig
 
 torch.set_num_threads(1)
 
@@ -56,8 +64,8 @@ def tiny_ckpt(tmp_path):
 def reference_prob(ckpt, path) -> np.ndarray:
     """The native-size probability map computed directly, independently of predict.py."""
     model = model_from_checkpoint(load_checkpoint(ckpt))
-    img = data.read_grayscale(path)
-    x = torch.tensor(data.resize_image(img, SIZE)).float().div(255)[None, None]
+    img = images.read_grayscale(path)
+    x = torch.tensor(images.resize_image(img, SIZE)).float().div(255)[None, None]
     with torch.no_grad():
         prob = torch.sigmoid(model(x))[0, 0].numpy()
     return to_native(prob, *img.shape)
@@ -118,7 +126,7 @@ def test_mixed_folder_end_to_end(tmp_path, tiny_ckpt, capsys):
     assert "h_corrupt.jpg" in err and "i_notes.txt" in err
 
     rows = read_csv(out / "predictions.csv")
-    assert list(rows[0]) == predict.CSV_COLUMNS
+    assert list(rows[0]) == predict_predict.CSV_COLUMNS
     assert [r["file"] for r in rows] == sorted([*MIXED, *BAD])   # one row per file, sorted
     by = {r["file"]: r for r in rows}
     for name, (h, w, _) in MIXED.items():
@@ -169,7 +177,7 @@ def test_mask_matches_an_independent_computation(tmp_path, tiny_ckpt):
     Image.fromarray(scan_image(57, 83, seed=3)).convert("RGB").save(img)
     prob = reference_prob(tiny_ckpt, img)
     t = float(np.median(prob))                     # a threshold that gives a non-trivial mask
-    run = predict.run_predict(img, tmp_path / "out", tiny_ckpt, threshold=t, overlay=True,
+    run = predict_predict.run_predict(img, tmp_path / "out", tiny_ckpt, threshold=t, overlay=True,
                               device="cpu")
     assert run.n_failed == 0 and len(run.rows) == 1
     mask = np.asarray(Image.open(tmp_path / "out" / "scan_mask.png")) == 255
@@ -191,7 +199,7 @@ def test_overlay_outline(side, width):
     q = side // 4
     mask[q:3 * q, q:3 * q] = True                          # a square tumour
     mask[:q, -q:] = True                                   # and one touching the image edge
-    ov = predict.overlay_image(gray, mask)
+    ov = predict_scans.overlay_image(gray, mask)
     assert ov.shape == (*gray.shape, 3) and ov.dtype == np.uint8
     red = (ov == [255, 0, 0]).all(-1)
     assert (ov[~red] == 90).all()                          # the scan elsewhere, unchanged gray
@@ -199,7 +207,7 @@ def test_overlay_outline(side, width):
     assert row[q:q + width].all() and not row[q + width:3 * q - width].any()
     assert not row[:q - width].any()                       # outline stays within ~width of the edge
     assert red[0, -q:].all() and red[:q, -1].all()         # the image border closes the outline
-    assert not (predict.overlay_image(gray, np.zeros_like(mask)) == [255, 0, 0]).all(-1).any()
+    assert not (predict_scans.overlay_image(gray, np.zeros_like(mask)) == [255, 0, 0]).all(-1).any()
 
 
 def test_single_file_ok_exit_zero(tmp_path, tiny_ckpt, capsys):
@@ -217,7 +225,7 @@ def test_same_stem_inputs_get_distinct_outputs(tmp_path, tiny_ckpt):
         Image.fromarray(scan_image(20, 30)).save(inp / name)
     (inp / ".DS_Store").write_bytes(b"\0\1")               # hidden files are ignored
     (inp / "sub").mkdir()                                  # sub-folders too
-    run = predict.run_predict(inp, tmp_path / "out", tiny_ckpt, device="cpu")
+    run = predict_predict.run_predict(inp, tmp_path / "out", tiny_ckpt, device="cpu")
     assert run.n_failed == 0 and [r["file"] for r in run.rows] == ["other.bmp", "scan.jpg", "scan.png"]
     assert {p.name for p in (tmp_path / "out").iterdir()} == {
         "other_mask.png", "scan_jpg_mask.png", "scan_png_mask.png", "predictions.csv"}
@@ -227,8 +235,8 @@ def test_output_folder_equal_to_input_folder_is_refused(tmp_path, tiny_ckpt):
     inp = tmp_path / "in"
     inp.mkdir()
     Image.fromarray(scan_image(20, 30)).save(inp / "a.png")
-    with pytest.raises(predict.PredictError, match="output folder is the input folder"):
-        predict.run_predict(inp, inp, tiny_ckpt)
+    with pytest.raises(predict_predict.PredictError, match="output folder is the input folder"):
+        predict_predict.run_predict(inp, inp, tiny_ckpt)
     assert [p.name for p in inp.iterdir()] == ["a.png"]
 
 
@@ -268,12 +276,16 @@ def test_help_documents_every_option():
 
 
 # ----------------------------------------------------------------------------- the released model
-def test_released_model_path():
-    assert predict.RELEASED_MODEL == paths.PROJECT_ROOT / "results" / "models" / "brainseg-cpu.pt"
+def test_released_model_path(monkeypatch, tmp_path):
+    monkeypatch.delenv("BRAINSEG_MODEL", raising=False)
+    monkeypatch.setenv("BRAINSEG_RESULTS", str(tmp_path / "r"))
+    assert paths.released_model() == tmp_path / "r" / "models" / "brainseg-cpu.pt"
+    monkeypatch.delenv("BRAINSEG_RESULTS")
+    assert paths.released_model() == paths.PROJECT_ROOT / "results" / "models" / "brainseg-cpu.pt"
 
 
 def test_missing_released_model_says_what_to_do(tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(predict, "RELEASED_MODEL", tmp_path / "models" / "brainseg-cpu.pt")
+    monkeypatch.setattr(paths, "released_model", lambda: tmp_path / "models" / "brainseg-cpu.pt")
     img = tmp_path / "x.png"
     Image.fromarray(scan_image(20, 20)).save(img)
     assert run_cli("--input", img, "--output", tmp_path / "o") == 2
@@ -298,14 +310,14 @@ def full_training_checkpoint(tmp_path):
 
 def test_release_round_trip_fp16(tmp_path):
     src = full_training_checkpoint(tmp_path)
-    dest = predict.release_model(src, tmp_path / "models" / "brainseg-cpu.pt")
-    side = predict.checksum_path(dest)
+    dest = predict_released.release_model(src, tmp_path / "models" / "brainseg-cpu.pt")
+    side = predict_released.checksum_path(dest)
     assert side.name == "brainseg-cpu.pt.sha256"
     digest, name = side.read_text().split()
-    assert name == "brainseg-cpu.pt" and digest == data.sha256_file(dest)
+    assert name == "brainseg-cpu.pt" and digest == cache.sha256_file(dest)
     assert side.read_text() == f"{digest}  brainseg-cpu.pt\n"       # sha256sum -c format
 
-    ck = predict.load_released(dest)
+    ck = predict_released.load_released(dest)
     assert set(ck) >= {"state_dict", "model_config", "train_config", "metrics"}
     assert not {"optimizer", "history"} & set(ck)
     assert ck["metrics"]["val_dice"] == pytest.approx(0.3)
@@ -327,15 +339,15 @@ def test_release_round_trip_fp16(tmp_path):
 
 def test_release_fp32_is_exact(tmp_path):
     src = full_training_checkpoint(tmp_path)
-    dest = predict.release_model(src, tmp_path / "r32.pt", fp16=False)
-    a, b = load_checkpoint(src)["state_dict"], predict.load_released(dest)["state_dict"]
+    dest = predict_released.release_model(src, tmp_path / "r32.pt", fp16=False)
+    a, b = load_checkpoint(src)["state_dict"], predict_released.load_released(dest)["state_dict"]
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
 def test_cli_uses_the_released_model_by_default(tmp_path, monkeypatch):
-    released = predict.release_model(full_training_checkpoint(tmp_path),
+    released = predict_released.release_model(full_training_checkpoint(tmp_path),
                                      tmp_path / "models" / "brainseg-cpu.pt")
-    monkeypatch.setattr(predict, "RELEASED_MODEL", released)
+    monkeypatch.setattr(paths, "released_model", lambda: released)
     img = tmp_path / "x.png"
     Image.fromarray(scan_image(30, 20)).save(img)
     assert run_cli("--input", img, "--output", tmp_path / "o", "--device", "cpu") == 0
@@ -343,12 +355,12 @@ def test_cli_uses_the_released_model_by_default(tmp_path, monkeypatch):
 
 
 def test_given_checkpoint_with_a_checksum_file_is_verified(tmp_path):
-    rel = predict.release_model(full_training_checkpoint(tmp_path), tmp_path / "m.pt")
-    predict.load_predictor(rel, "cpu")                           # fine as released
+    rel = predict_released.release_model(full_training_checkpoint(tmp_path), tmp_path / "m.pt")
+    predict_predict.load_predictor(rel, "cpu")                           # fine as released
     with open(rel, "ab") as f:
         f.write(b"\0")
     with pytest.raises(CheckpointError, match="modified or corrupted"):
-        predict.load_predictor(rel, "cpu")
+        predict_predict.load_predictor(rel, "cpu")
 
 
 # ----------------------------------------------------------------------------- hostile names and outputs
@@ -369,8 +381,8 @@ def test_single_file_output_in_its_own_folder_is_refused(tmp_path, tiny_ckpt):
     scans.mkdir()
     img = scans / "one.jpg"
     Image.fromarray(scan_image(40, 24)).save(img)
-    with pytest.raises(predict.PredictError, match="output folder is the input folder"):
-        predict.run_predict(img, scans, tiny_ckpt)
+    with pytest.raises(predict_predict.PredictError, match="output folder is the input folder"):
+        predict_predict.run_predict(img, scans, tiny_ckpt)
     assert [p.name for p in scans.iterdir()] == ["one.jpg"]
 
 
@@ -388,7 +400,7 @@ def test_unwritable_output_is_one_line_and_exit_2(tmp_path, tiny_ckpt, capsys):
 def test_permission_error_in_cli_is_one_line_and_exit_2(tmp_path, monkeypatch, capsys):
     def deny(*a, **k):
         raise PermissionError(13, "Permission denied", str(tmp_path / "o"))
-    monkeypatch.setattr(predict, "run_predict", deny)
+    monkeypatch.setattr(predict_predict, "run_predict", deny)
     assert run_cli("--input", tmp_path, "--output", tmp_path / "o") == 2
     err = capsys.readouterr().err
     assert "permission denied" in err and str(tmp_path / "o") in err and len(err.strip().splitlines()) == 1
@@ -405,7 +417,7 @@ def test_exif_rotated_jpeg_gets_a_mask_as_displayed(tmp_path, tiny_ckpt):
     with Image.open(scans / "rot.jpg") as im:
         shown = ImageOps.exif_transpose(im).size             # (287, 348) as a viewer shows it
     assert shown == (287, 348)
-    predict.run_predict(scans, tmp_path / "o", tiny_ckpt, device="cpu")
+    predict_predict.run_predict(scans, tmp_path / "o", tiny_ckpt, device="cpu")
     mask = Image.open(tmp_path / "o" / "rot_mask.png")
     assert mask.size == shown
 
@@ -416,7 +428,7 @@ def test_multi_frame_files_are_refused_with_the_frame_count(tmp_path, tiny_ckpt,
     scans.mkdir()
     frames = [Image.fromarray(scan_image(30, 30, seed=k)) for k in range(3)]
     frames[0].save(scans / f"multi{suffix}", save_all=True, append_images=frames[1:], **kw)
-    run = predict.run_predict(scans, tmp_path / "o", tiny_ckpt, device="cpu")
+    run = predict_predict.run_predict(scans, tmp_path / "o", tiny_ckpt, device="cpu")
     assert run.n_failed == 1 and "holds 3 frames" in run.rows[0]["error"]
 
 
@@ -438,17 +450,17 @@ def test_huge_scans_are_refused_per_file_before_decoding(tmp_path, tiny_ckpt, ca
 
 
 def test_large_jpeg_is_decoded_reduced_but_masked_at_native_size(tmp_path, tiny_ckpt):
-    from brainseg_lib import data
+    from brainseg_lib.data import images
     scans = tmp_path / "scans"
     scans.mkdir()
     big = np.kron(scan_image(300, 400), np.ones((10, 10), np.uint8))          # 3000 x 4000
     Image.fromarray(big).save(scans / "big.jpg", quality=90)
-    small, native = data.read_for_prediction(scans / "big.jpg", reduce_to=32)
+    small, native = images.read_for_prediction(scans / "big.jpg", reduce_to=32)
     assert native == (3000, 4000) and small.shape[0] < 3000 and small.shape[0] * 4 == small.shape[1] * 3
-    run = predict.run_predict(scans, tmp_path / "o", tiny_ckpt, device="cpu")
+    run = predict_predict.run_predict(scans, tmp_path / "o", tiny_ckpt, device="cpu")
     assert (run.rows[0]["width"], run.rows[0]["height"]) == (4000, 3000)
     assert Image.open(tmp_path / "o" / "big_mask.png").size == (4000, 3000)
-    full = predict.run_predict(scans, tmp_path / "o2", tiny_ckpt, device="cpu", overlay=True)
+    full = predict_predict.run_predict(scans, tmp_path / "o2", tiny_ckpt, device="cpu", overlay=True)
     a = np.asarray(Image.open(tmp_path / "o" / "big_mask.png")) > 0
     b = np.asarray(Image.open(tmp_path / "o2" / "big_mask.png")) > 0
     assert full.rows[0]["status"] == "ok" and (a == b).mean() > 0.99        # the same prediction, nearly
@@ -459,14 +471,14 @@ def test_ctrl_c_stops_at_once_and_leaves_no_half_written_file(tmp_path, tiny_ckp
     scans.mkdir()
     for k in range(3):
         Image.fromarray(scan_image(30, 30, seed=k)).save(scans / f"s{k}.png")
-    real, calls = predict.predict_file, []
+    real, calls = predict_predict.predict_file, []
 
     def interrupt_on_second(*a, **k):
         calls.append(1)
         if len(calls) == 2:
             raise KeyboardInterrupt
         return real(*a, **k)
-    monkeypatch.setattr(predict, "predict_file", interrupt_on_second)
+    monkeypatch.setattr(predict_predict, "predict_file", interrupt_on_second)
     assert run_cli("--checkpoint", tiny_ckpt, "--input", scans, "--output", tmp_path / "o") == 130
     assert "interrupted" in capsys.readouterr().err and len(calls) == 2
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["s0_mask.png"]   # complete, no temp files

@@ -1,8 +1,8 @@
 """The sweep re-runs what is missing or stale and skips what is finished with the same settings."""
 import json
 
-from brainseg_lib import sweep
-from brainseg_lib.experiment import config_from_params, name_for
+from brainseg_lib.study import sweep
+from brainseg_lib.study.experiment import config_from_params, name_for
 
 
 def test_sweep_skips_finished_runs_and_redoes_stale_ones(tmp_path, monkeypatch):
@@ -56,7 +56,7 @@ def test_plan_adds_tagged_variants_on_seed_0():
 
 
 def test_load_sweep_leaves_tagged_variants_to_table1(tmp_path):
-    from brainseg_lib import honest
+    from brainseg_lib.study import seed_spread
     m = tmp_path / "metrics"
     m.mkdir()
     g = {k: 0.9 for k in ("f1", "iou", "precision", "recall", "specificity", "accuracy")}
@@ -65,7 +65,7 @@ def test_load_sweep_leaves_tagged_variants_to_table1(tmp_path):
             "kind": "segmentation_run", "run_name": name, "profile": "cpu", "split_scheme": "official",
             "loss": "bce_dice", "seed": 0, "run_tag": tag, "n_images": 100, "global": g,
             "bootstrap_ci95": {k: [0.8, 0.95] for k in g}}))
-    runs = honest.load_sweep("cpu", sweep_dir=tmp_path)
+    runs = seed_spread.load_sweep("cpu", sweep_dir=tmp_path)
     assert list(runs["run_name"]) == ["cpu-official-bce_dice-seed0"]
 
 

@@ -9,10 +9,19 @@ import pandas as pd
 import pytest
 import torch
 
-from brainseg_lib import experiment, paths, train
-from brainseg_lib.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
-from brainseg_lib.data import SplitArrays
-from brainseg_lib.model import count_parameters
+from brainseg_lib import inference, paths
+from brainseg_lib.data.cache import SplitArrays
+from brainseg_lib.model.checkpoint import (
+    load_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+)
+from brainseg_lib.model.unet import count_parameters
+from brainseg_lib.study import experiment
+from brainseg_lib.study import profiles as experiment_profiles
+from brainseg_lib.training import config as train_config
+from brainseg_lib.training import engine, memory
+from brainseg_lib.training import schedule as train_schedule
 
 
 def synthetic_arrays(n: int, size: int = 32, seed: int = 0, split: str = "train") -> SplitArrays:
@@ -43,11 +52,11 @@ def val_arrays():
     return synthetic_arrays(8, seed=1, split="val")
 
 
-def small_config(**kw) -> train.TrainConfig:
+def small_config(**kw) -> train_config.TrainConfig:
     base = dict(image_size=32, base_width=4, batch_size=8, epochs=6, lr=1e-2, device="cpu",
                 seed=0, augment=True, deterministic=True, channels_last=False)
     base.update(kw)
-    return train.TrainConfig(**base)
+    return train_config.TrainConfig(**base)
 
 
 class Stop(Exception):
@@ -62,14 +71,14 @@ def stop_after(k: int):
 
 
 def outputs(model, arrays) -> torch.Tensor:
-    return train.predict_logits(model, torch.from_numpy(arrays.images), torch.device("cpu"),
+    return inference.predict_logits(model, torch.from_numpy(arrays.images), torch.device("cpu"),
                                 channels_last=False)
 
 
 # --------------------------------------------------------------------------- smoke
 def test_fit_smoke(tmp_path, train_arrays, val_arrays):
     cfg = small_config(augment=False, epochs=6)
-    res = train.fit(cfg, tmp_path / "run", train_arrays=train_arrays, val_arrays=val_arrays,
+    res = engine.fit(cfg, tmp_path / "run", train_arrays=train_arrays, val_arrays=val_arrays,
                     progress=False)
     h = res.history
     assert list(h["epoch"]) == [1, 2, 3, 4, 5, 6]
@@ -89,14 +98,14 @@ def test_fit_smoke(tmp_path, train_arrays, val_arrays):
     on_disk = pd.read_csv(run / "history.csv")
     assert list(on_disk.columns[:4]) == ["epoch", "step", "train_loss", "lr"]
     np.testing.assert_allclose(on_disk["train_loss"], h["train_loss"])
-    assert res.n_parameters == count_parameters(train.build_model(cfg))
+    assert res.n_parameters == count_parameters(engine.build_model(cfg))
     assert res.device == "cpu"
     assert not list(run.glob("*.tmp"))
 
 
 def test_checkpoint_round_trip(tmp_path, train_arrays, val_arrays):
     cfg = small_config(augment=False, epochs=3)
-    res = train.fit(cfg, tmp_path / "run", train_arrays=train_arrays, val_arrays=val_arrays,
+    res = engine.fit(cfg, tmp_path / "run", train_arrays=train_arrays, val_arrays=val_arrays,
                     progress=False)
     ck = load_checkpoint(res.last_path)
     assert ck["epoch"] == 3 and ck["train_config"] == cfg.to_dict()
@@ -105,8 +114,8 @@ def test_checkpoint_round_trip(tmp_path, train_arrays, val_arrays):
     model = model_from_checkpoint(ck, res.last_path, expect={"base": 4})
     assert not model.training
     # the reloaded model reproduces the validation Dice recorded when it was saved
-    loss_fn = train.get_loss(cfg.loss)
-    v = train.validate(model, val_arrays, cfg, torch.device("cpu"), loss_fn)
+    loss_fn = engine.get_loss(cfg.loss)
+    v = engine.validate(model, val_arrays, cfg, torch.device("cpu"), loss_fn)
     assert v["val_dice"] == pytest.approx(res.history["val_dice"].iloc[-1], abs=1e-9)
     assert v["val_loss"] == pytest.approx(res.history["val_loss"].iloc[-1], rel=1e-6)
     # save -> load -> identical outputs
@@ -124,22 +133,22 @@ def test_checkpoint_round_trip(tmp_path, train_arrays, val_arrays):
 @pytest.mark.parametrize("ema_decay", [None, 0.9])
 def test_resume_continues_and_matches_uninterrupted_run(tmp_path, train_arrays, val_arrays, ema_decay):
     # with augmentation: resumed randomness must replay too; with EMA its state must resume too
-    if ema_decay and "ema_decay" not in train.TrainConfig.__dataclass_fields__:
+    if ema_decay and "ema_decay" not in train_config.TrainConfig.__dataclass_fields__:
         pytest.skip("this TrainConfig has no ema_decay")
     cfg = small_config(epochs=5, **({"ema_decay": ema_decay} if ema_decay else {}))
-    full = train.fit(cfg, tmp_path / "full", train_arrays=train_arrays, val_arrays=val_arrays,
+    full = engine.fit(cfg, tmp_path / "full", train_arrays=train_arrays, val_arrays=val_arrays,
                      progress=False)
 
     k = 2
     with pytest.raises(Stop):
-        train.fit(cfg, tmp_path / "cut", train_arrays=train_arrays, val_arrays=val_arrays,
+        engine.fit(cfg, tmp_path / "cut", train_arrays=train_arrays, val_arrays=val_arrays,
                   callbacks=(stop_after(k),), progress=False)
     partial = pd.read_csv(tmp_path / "cut" / "history.csv")
     assert list(partial["epoch"]) == [1, 2]
     assert load_checkpoint(tmp_path / "cut" / "last.pt")["epoch"] == k
 
     seen = []
-    resumed = train.fit(cfg, tmp_path / "cut", resume=True, train_arrays=train_arrays,
+    resumed = engine.fit(cfg, tmp_path / "cut", resume=True, train_arrays=train_arrays,
                         val_arrays=val_arrays, callbacks=(lambda row: seen.append(row["epoch"]),),
                         progress=False)
     assert seen == [k + 1, k + 2, k + 3]                         # continues from epoch k+1
@@ -167,18 +176,18 @@ def test_resume_continues_and_matches_uninterrupted_run(tmp_path, train_arrays, 
 
 def test_resume_with_other_config_is_refused(tmp_path, train_arrays, val_arrays):
     with pytest.raises(Stop):
-        train.fit(small_config(epochs=3), tmp_path / "r", train_arrays=train_arrays,
+        engine.fit(small_config(epochs=3), tmp_path / "r", train_arrays=train_arrays,
                   val_arrays=val_arrays, callbacks=(stop_after(1),), progress=False)
     with pytest.raises(ValueError, match="config differs"):
-        train.fit(small_config(epochs=3, lr=5e-3), tmp_path / "r", resume=True,
+        engine.fit(small_config(epochs=3, lr=5e-3), tmp_path / "r", resume=True,
                   train_arrays=train_arrays, val_arrays=val_arrays, progress=False)
 
 
 def test_resume_of_finished_run_adds_nothing(tmp_path, train_arrays, val_arrays):
     cfg = small_config(epochs=2, augment=False)
-    first = train.fit(cfg, tmp_path / "r", train_arrays=train_arrays.head(8),
+    first = engine.fit(cfg, tmp_path / "r", train_arrays=train_arrays.head(8),
                       val_arrays=val_arrays, progress=False)
-    again = train.fit(cfg, tmp_path / "r", resume=True, train_arrays=train_arrays.head(8),
+    again = engine.fit(cfg, tmp_path / "r", resume=True, train_arrays=train_arrays.head(8),
                       val_arrays=val_arrays, progress=False)
     assert list(again.history["epoch"]) == [1, 2]
     pd.testing.assert_frame_equal(again.history, first.history)
@@ -186,21 +195,21 @@ def test_resume_of_finished_run_adds_nothing(tmp_path, train_arrays, val_arrays)
 
 def test_config_round_trip_and_unknown_keys():
     cfg = small_config()
-    assert train.TrainConfig.from_dict(cfg.to_dict()) == cfg
+    assert train_config.TrainConfig.from_dict(cfg.to_dict()) == cfg
     with pytest.raises(ValueError, match="unknown TrainConfig keys"):
-        train.TrainConfig.from_dict({"image_size": 32, "learning_rate": 1})
+        train_config.TrainConfig.from_dict({"image_size": 32, "learning_rate": 1})
 
 
 def test_lr_factor():
-    assert train.lr_factor(small_config(), 5, 10, 1.0) == 1.0
+    assert train_schedule.lr_factor(small_config(), 5, 10, 1.0) == 1.0
     oc = small_config(schedule="onecycle", warmup_frac=0.1)
-    assert train.lr_factor(oc, 0, 100, 0) == pytest.approx(0.05)
-    assert train.lr_factor(oc, 10, 100, 0) == pytest.approx(1.0)
-    assert train.lr_factor(oc, 100, 100, 0) == pytest.approx(0.01)
+    assert train_schedule.lr_factor(oc, 0, 100, 0) == pytest.approx(0.05)
+    assert train_schedule.lr_factor(oc, 10, 100, 0) == pytest.approx(1.0)
+    assert train_schedule.lr_factor(oc, 100, 100, 0) == pytest.approx(0.01)
     with pytest.raises(ValueError, match="max_train_seconds"):
-        train.lr_factor(small_config(schedule="time_cosine"), 0, 10, 0.0)
+        train_schedule.lr_factor(small_config(schedule="time_cosine"), 0, 10, 0.0)
     with pytest.raises(ValueError, match="unknown schedule"):
-        train.lr_factor(small_config(schedule="step"), 0, 10, 0.0)
+        train_schedule.lr_factor(small_config(schedule="step"), 0, 10, 0.0)
 
 
 def test_outputs_stay_in_tmp(tmp_path, train_arrays, val_arrays, isolated_dirs):
@@ -210,7 +219,7 @@ def test_outputs_stay_in_tmp(tmp_path, train_arrays, val_arrays, isolated_dirs):
 
 # --------------------------------------------------------------------------- paper profile
 def test_paper_profile_values():
-    params = experiment.load_profile("paper")
+    params = experiment_profiles.load_profile("paper")
     cfg = experiment.config_from_params(params)
     assert cfg.lr == 1e-4
     assert cfg.batch_size == 50
@@ -220,16 +229,16 @@ def test_paper_profile_values():
     assert cfg.base_width == 64
     assert cfg.loss == "bce_dice"
     with pytest.raises(FileNotFoundError, match="known profiles"):
-        experiment.load_profile("no-such-profile")
+        experiment_profiles.load_profile("no-such-profile")
 
 
 def test_paper_profile_one_epoch_on_cpu(tmp_path):
-    cfg = experiment.config_from_params(experiment.load_profile("paper"))
+    cfg = experiment.config_from_params(experiment_profiles.load_profile("paper"))
     cfg = dataclasses.replace(cfg, image_size=32, batch_size=2, epochs=1, device="cpu",
                               snapshot_epochs=[])
     assert cfg.base_width == 64 and cfg.lr == 1e-4
     arrays = synthetic_arrays(2, size=32, seed=3)
-    res = train.fit(cfg, tmp_path / "paper", train_arrays=arrays, val_arrays=arrays, progress=False)
+    res = engine.fit(cfg, tmp_path / "paper", train_arrays=arrays, val_arrays=arrays, progress=False)
     assert list(res.history["epoch"]) == [1] and list(res.history["step"]) == [1]
     assert np.isfinite(res.history["train_loss"]).all()
     assert res.n_parameters == 31_042_369
@@ -243,8 +252,9 @@ def test_resident_batches_match_the_dataloader_exactly():
     DataLoader factory gives for the same (seed, epoch), augmentation included."""
     import numpy as np
     import torch
-    from brainseg_lib.data import SplitArrays
-    from brainseg_lib.loaders import AugmentConfig, make_loader, resident_batches
+
+    from brainseg_lib.data.cache import SplitArrays
+    from brainseg_lib.data.loaders import AugmentConfig, make_loader, resident_batches
     rng = np.random.default_rng(0)
     n, s = 21, 32
     arrays = SplitArrays("train", s, rng.integers(0, 256, (n, s, s), dtype=np.uint8),
@@ -268,7 +278,7 @@ def test_keep_freed_memory_stops_refaulting_large_buffers():
     returned to the kernel and faulted in again (glibc's defaults fault in thousands of pages
     per round here: about 28,000 over these 20 rounds on the 2-core machine)."""
     import resource
-    assert train.keep_freed_memory()
+    assert memory.keep_freed_memory()
     n = (16 << 20) // 4
 
     def churn(rounds):
@@ -286,6 +296,6 @@ def test_params_from_namespace_keeps_every_run_key_and_nothing_else():
     parameters cell (papermill injects it as a global) still reaches the run."""
     ns = {"image_size": 64, "warmup_frac": 0.1, "split_seed": 3, "profile": "p", "xai_images": 24,
           "pd": object(), "__name__": "__main__"}
-    got = experiment.params_from_namespace(ns)
+    got = experiment_profiles.params_from_namespace(ns)
     assert got == {"image_size": 64, "warmup_frac": 0.1, "split_seed": 3, "profile": "p"}
     assert experiment.config_from_params(got).warmup_frac == 0.1

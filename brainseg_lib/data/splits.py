@@ -1,0 +1,76 @@
+"""TODO docstring."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from brainseg_lib import paths
+from brainseg_lib.data.br35h import EXPECTED_COUNTS
+from brainseg_lib.fileio import atomic_write_text
+
+
+def grouped_split(names: list[str], labels: np.ndarray, seed: int = 0,
+                  targets: dict[str, int] | None = None) -> pd.DataFrame:
+    """Assign whole groups to test, then val, then train, in a seeded random order.
+
+    A group goes to TEST (then VAL) only while it fits the remaining target,
+    so no group is split; everything else goes to TRAIN. Returns a manifest
+    with columns name, group, split.
+    """
+    targets = dict(targets or EXPECTED_COUNTS)
+    rng = np.random.default_rng(seed)
+    uniq, sizes = np.unique(labels, return_counts=True)
+    order = rng.permutation(len(uniq))
+    room = {"test": targets["test"], "val": targets["val"]}
+    assign = {}
+    for k in order:
+        g, s = uniq[k], sizes[k]
+        for split in ("test", "val"):
+            if s <= room[split]:
+                assign[g] = split
+                room[split] -= s
+                break
+        else:
+            assign[g] = "train"
+    return pd.DataFrame({"name": names, "group": labels, "split": [assign[g] for g in labels]})
+
+
+def manifest_path(seed: int = 0) -> Path:
+    return paths.splits_dir() / f"grouped_seed{seed}.csv"
+
+
+def load_manifest(seed: int = 0) -> pd.DataFrame:
+    path = manifest_path(seed)
+    if not path.is_file():
+        raise FileNotFoundError(f"grouped split manifest {path} not found; run notebook "
+                                "07_leakage_audit first")
+    return pd.read_csv(path)
+
+
+def write_manifest(manifest: pd.DataFrame, seed: int = 0) -> Path:
+    """Write splits/grouped_seed<k>.csv (atomically; untouched when the content is the same)."""
+    path = manifest_path(seed)
+    text = manifest.to_csv(index=False)
+    if path.is_file() and path.read_text() == text:
+        return path
+    return atomic_write_text(path, text)
+
+
+SPLIT_SCHEMES = ("official", "grouped")
+
+
+def split_arrays(scheme: str, size: int, data_root=None, split_seed: int = 0) -> dict:
+    """TRAIN / VAL / TEST arrays of a split scheme: ``official`` (the dataset's folders) or
+    ``grouped`` (the leak-free manifest splits/grouped_seed<k>.csv)."""
+    from brainseg_lib.data.br35h import SPLITS
+    from brainseg_lib.data.cache import load_named, load_split
+    if scheme == "official":
+        return {s: load_split(s, size, root=data_root) for s in SPLITS}
+    if scheme == "grouped":
+        from brainseg_lib.data.splits import load_manifest
+        man = load_manifest(split_seed)
+        return {s: load_named(list(man.loc[man["split"] == s, "name"]), size, s, data_root)
+                for s in SPLITS}
+    raise ValueError(f"unknown split_scheme {scheme!r}; choose one of {SPLIT_SCHEMES}")

@@ -1,0 +1,107 @@
+"""TODO docstring."""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from brainseg_lib.data.br35h import data_root
+from brainseg_lib.data.images import read_grayscale, resize_image
+from brainseg_lib.detection.roc import roc_points
+from brainseg_lib.detection.scores import SCORES
+from brainseg_lib.detection.tables import _num
+from brainseg_lib.inference import predict_probabilities
+from brainseg_lib.report import plots
+
+
+# --------------------------------------------------------------------- figures (from the CSV)
+def roc_figure(scores: pd.DataFrame, summary: dict):
+    """ROC curves of both scores on the report images, with each val-chosen operating point."""
+    rep = scores[scores["role"] == "report"]
+    fig, ax = plt.subplots(figsize=(5.2, 5))
+    for k, color in zip(SCORES, ("#4a90d9", "#e67e22")):
+        fpr, tpr, _ = roc_points(rep[k], rep["label"])
+        m = summary["report"]["all"][k]
+        tag = " (primary)" if k == summary["primary_score"] else ""
+        ax.plot(fpr, tpr, color=color, label=f"{k}{tag}: AUC {_num(m['auc']):.3f}")
+        ax.scatter([1 - _num(m["specificity"])], [_num(m["sensitivity"])], color=color, edgecolor="k", zorder=3,
+                   label=f"threshold {m['threshold']:.4g} (chosen on validation)")
+    ax.plot([0, 1], [0, 1], color="gray", ls=":", lw=0.8)
+    ax.set_xlabel("1 - specificity (false-alarm rate)")
+    ax.set_ylabel("sensitivity")
+    ax.set_title(f"{len(rep)} unseen scans ({int(rep['label'].sum())} tumour)", fontsize=9)
+    ax.legend(fontsize=7, loc="lower right")
+    fig.tight_layout()
+    return fig
+
+
+def confusion_figure(summary: dict, subset: str = "all"):
+    m = summary["report"][subset][summary["primary_score"]]
+    cm = np.array([[m["tp"], m["fn"]], [m["fp"], m["tn"]]])
+    fig, ax = plt.subplots(figsize=(4, 3.6))
+    ax.imshow(cm, cmap="Blues")
+    for (i, j), v in np.ndenumerate(cm):
+        ax.text(j, i, str(v), ha="center", va="center",
+                color="white" if v > cm.max() / 2 else "black", fontsize=12)
+    ax.set_xticks([0, 1], ["tumour", "no tumour"])
+    ax.set_yticks([0, 1], ["tumour", "no tumour"])
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"{summary['primary_score']} >= {m['threshold']:.4g}", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def score_histogram(scores: pd.DataFrame, summary: dict):
+    k = summary["primary_score"]
+    rep = scores[scores["role"] == "report"]
+    fig, ax = plt.subplots(figsize=(6, 3.4))
+    bins = np.linspace(0, max(rep[k].max(), 1e-3), 41)
+    for label, name, color in ((1, "tumour (yes/)", plots.TUMOUR), (0, "no tumour (no/)", "#4a90d9")):
+        ax.hist(rep.loc[rep["label"] == label, k], bins=bins, alpha=0.55, color=color, label=name)
+    ax.axvline(summary["report"]["all"][k]["threshold"], color="k", ls="--", label="threshold")
+    ax.set_yscale("log")
+    ax.set_xlabel(SCORES[k])
+    ax.set_ylabel("images")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
+def gallery_rows(scores: pd.DataFrame, summary: dict, kind: str, n: int = 8) -> pd.DataFrame:
+    """Report images the primary score gets wrong: ``missed`` tumours (lowest scores first) or
+    ``false_alarms`` (highest scores first)."""
+    k = summary["primary_score"]
+    t = summary["report"]["all"][k]["threshold"]
+    rep = scores[scores["role"] == "report"]
+    if kind == "missed":
+        sel = rep[(rep["label"] == 1) & (rep[k] < t)].sort_values([k, "max_prob"], ascending=True)
+    elif kind == "false_alarms":
+        sel = rep[(rep["label"] == 0) & (rep[k] >= t)].sort_values([k, "max_prob"], ascending=False)
+    else:
+        raise ValueError("kind is 'missed' or 'false_alarms'")
+    return sel.head(n)
+
+
+def gallery(rows: pd.DataFrame, model, image_size: int, title: str, root=None, ncols: int = 4,
+            threshold: float = 0.5):
+    """The scans of ``rows`` with the predicted tumour outline (cyan), at native size."""
+    from brainseg_lib.inference import to_native
+    base = data_root(root)
+    n = len(rows)
+    nrows = max(1, int(np.ceil(n / ncols)))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3 * ncols, 3.1 * nrows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    if n == 0:
+        axes[0, 0].text(0.5, 0.5, "none", ha="center", va="center", transform=axes[0, 0].transAxes)
+    for ax, r in zip(axes.flat, rows.itertuples()):
+        img = read_grayscale(base / r.folder / r.name)
+        p = predict_probabilities(model, resize_image(img, image_size)[None], channels_last=False)[0]
+        ax.imshow(img, cmap="gray")
+        plots.draw_contours(ax, to_native(p, *img.shape) >= threshold, plots.PRED)
+        dup = " near-dup" if getattr(r, "near_dup_train", False) else ""
+        ax.set_title(f"{r.folder}/{r.name}{dup}\narea {r.area_frac:.4f}, max p {r.max_prob:.3f}", fontsize=7)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,125 @@
+"""TODO docstring."""
+from __future__ import annotations
+
+import numpy as np
+from scipy.stats import rankdata
+
+from brainseg_lib.detection.scores import N_BOOT, RATES
+from brainseg_lib.evaluation.metrics import confusion_counts
+
+
+# --------------------------------------------------------------------- metrics
+def auc_score(scores, labels) -> float:
+    """ROC AUC by the Mann-Whitney rank formula (ties count one half); NaN for one class."""
+    s = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(labels).astype(bool)
+    n1, n0 = int(y.sum()), int((~y).sum())
+    if n1 == 0 or n0 == 0:
+        return float("nan")
+    r = rankdata(s)
+    return float((r[y].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
+
+
+def roc_points(scores, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(fpr, tpr, thresholds): one point per distinct score, from (0, 0) at threshold +inf,
+    an image being positive when score >= threshold (sklearn's roc_curve without dropping
+    intermediate points)."""
+    s = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(labels).astype(bool)
+    order = np.argsort(-s, kind="mergesort")
+    s, y = s[order], y[order]
+    last = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]
+    tps = np.cumsum(y)[last]
+    fps = (last + 1) - tps
+    tps, fps = np.r_[0, tps], np.r_[0, fps]
+    thr = np.r_[np.inf, s[last]]
+    return fps / max(1, (~y).sum()), tps / max(1, y.sum()), thr
+
+
+def confusion(scores, labels, threshold: float) -> dict[str, int]:
+    """Image-level TP/FP/FN/TN of ``scores >= threshold`` against the labels."""
+    return confusion_counts(np.asarray(scores) >= threshold, np.asarray(labels))
+
+
+def _div(a, b) -> float:
+    return float(a / b) if b else float("nan")
+
+
+def rates(tp, fp, fn, tn) -> dict[str, float]:
+    return {"sensitivity": _div(tp, tp + fn), "specificity": _div(tn, tn + fp),
+            "accuracy": _div(tp + tn, tp + fp + fn + tn)}
+
+
+def _candidate_thresholds(s: np.ndarray) -> np.ndarray:
+    """Midpoints between adjacent distinct scores, plus one below the lowest and one above
+    the highest (0.5 alone when there are no scores)."""
+    u = np.unique(s)
+    return np.r_[u[0] - 1.0, (u[1:] + u[:-1]) / 2, u[-1] + 1.0] if len(u) else np.array([0.5])
+
+
+def choose_threshold(scores, labels) -> dict:
+    """The threshold maximising Youden's J on (validation) scores, with its J, sensitivity
+    and specificity. Candidates lie midway between adjacent distinct scores, plus one below
+    the lowest and one above the highest; ties go to the lowest threshold."""
+    s = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(labels).astype(bool)
+    cands = _candidate_thresholds(s)
+    best = None
+    for t in cands:
+        r = rates(**confusion(s, y, t))
+        j = r["sensitivity"] + r["specificity"] - 1
+        if best is None or j > best["youden_j"] + 1e-12:
+            best = {"threshold": float(t), "youden_j": float(j), **{k: r[k] for k in ("sensitivity", "specificity")}}
+    best["auc"] = auc_score(s, y)
+    return best
+
+
+FIXED_SENSITIVITY = 0.90
+
+
+def threshold_at_sensitivity(scores, labels, target: float = FIXED_SENSITIVITY) -> dict:
+    """The highest threshold whose sensitivity on (validation) scores is >= ``target``
+    (candidates as in ``choose_threshold``), with its sensitivity and specificity."""
+    s = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(labels).astype(bool)
+    cands = _candidate_thresholds(s)
+    for t in cands[::-1]:
+        r = rates(**confusion(s, y, t))
+        if r["sensitivity"] >= target:
+            return {"threshold": float(t), "target_sensitivity": target,
+                    **{k: r[k] for k in ("sensitivity", "specificity")}}
+    return {"threshold": float(cands[0]), "target_sensitivity": target, "sensitivity": float("nan"),
+            "specificity": float("nan")}
+
+
+def specificity_at_sensitivity(scores, labels, target: float = FIXED_SENSITIVITY) -> float:
+    """The best specificity on the ROC curve among points with sensitivity >= ``target``
+    (a property of the scores, like AUC; no threshold is chosen)."""
+    fpr, tpr, _ = roc_points(scores, labels)
+    ok = tpr >= target
+    return float(1 - fpr[ok].min()) if ok.any() else float("nan")
+
+
+def evaluate_scores(scores, labels, threshold: float, n_boot: int = N_BOOT, seed: int = 0) -> dict:
+    """Counts, sensitivity, specificity, accuracy and AUC at ``threshold``, with stratified
+    percentile bootstrap 95% CIs (images resampled within each class)."""
+    s = np.asarray(scores, dtype=np.float64)
+    y = np.asarray(labels).astype(bool)
+    c = confusion(s, y, threshold)
+    out = {"images": int(len(s)), "positives": int(y.sum()), "negatives": int((~y).sum()),
+           "threshold": float(threshold), **c, **rates(**c), "auc": auc_score(s, y)}
+    pos, neg = s[y], s[~y]
+    rng = np.random.default_rng(seed)
+    boot = {k: [] for k in RATES}
+    if len(pos) and len(neg):
+        for _ in range(n_boot):
+            bp = pos[rng.integers(0, len(pos), len(pos))]
+            bn = neg[rng.integers(0, len(neg), len(neg))]
+            tp, tn = int((bp >= threshold).sum()), int((bn < threshold).sum())
+            r = rates(tp, len(bn) - tn, len(bp) - tp, tn)
+            for k in ("sensitivity", "specificity", "accuracy"):
+                boot[k].append(r[k])
+            boot["auc"].append(auc_score(np.r_[bp, bn], np.r_[np.ones(len(bp)), np.zeros(len(bn))]))
+    out["ci95"] = {k: [float(np.quantile(v, 0.025)), float(np.quantile(v, 0.975))] if v
+                   else [float("nan"), float("nan")] for k, v in boot.items()}
+    return out

@@ -1,0 +1,219 @@
+"""Image-level tumour detection from the segmentation model, on scans no model has seen.
+
+**Data.** Br35H's ``yes/`` folder holds 1,500 tumour scans; the 801 annotated images
+(TRAIN/VAL/TEST) are copies of some of them under the same names. ``inventory`` checks
+that each annotated image is byte-identical to its ``yes/`` namesake; every other
+``yes/`` scan (y801..y1499 on the published data) is an *unseen positive*. ``no/``
+holds 1,500 scans without tumour. No model is trained on either folder.
+
+**Scores** (from the segmentation, at the model's input size):
+
+* ``area_frac``: the predicted tumour area, the fraction of pixels with p >= 0.5;
+* ``max_prob``: the highest tumour probability in the image.
+
+The primary score, fixed before looking at any result, is ``area_frac``: it is the
+segmentation's own decision at the 0.5 threshold every segmentation metric uses, it
+rests on many pixels (one hot pixel cannot flip it, unlike ``max_prob``), and its
+threshold reads as a minimum tumour size. ``max_prob`` is reported beside it.
+
+**Threshold on validation only.** VAL has no tumour-free image, so the ``val`` role
+of the healthy split (``healthy.py``: ``no/`` split once by whole near-duplicate groups
+into ``train``, ``val`` and ``report``; 300 ``val`` scans, listed in the JSON) is the
+negative validation set, with the 201 VAL tumour images as positives. For each score two
+thresholds are chosen there: the one maximising Youden's J (sensitivity + specificity -
+1), and the highest one whose sensitivity is >= ``FIXED_SENSITIVITY`` (0.90). An image is
+positive when score >= threshold; thresholds lie midway between observed scores; Youden
+ties go to the lower threshold. The hold-out never enters the report, and the ``train``
+scans, which a model may have trained on, are used nowhere here.
+
+**Report** on every unseen positive and every ``report`` scan of ``no/``:
+sensitivity, specificity, accuracy and ROC AUC, each with a 95% percentile bootstrap
+CI that resamples images within each class (so the class mix stays fixed). AUC is the
+Mann-Whitney rank formula (ties count one half), checked against scikit-learn in the
+tests. Unseen scans that are near-duplicates of a TRAIN image (the signals of
+``leakage.py``: thumbnail correlation >= 0.95 or pHash distance <= 6) are counted,
+and every figure is reported with and without them. Report scans that are
+near-duplicates of a hold-out scan (which helped choose the threshold) are counted too.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+
+from brainseg_lib.data import duplicates as leakage
+from brainseg_lib.data.br35h import NO, SPLITS, YES, data_root, list_split
+from brainseg_lib.data.cache import sha256_file
+from brainseg_lib.data.files import list_images, natural_key
+from brainseg_lib.data.images import read_grayscale, resize_image
+from brainseg_lib.inference import predict_probabilities
+from brainseg_lib.progress import progress_bar
+
+PRIMARY = "area_frac"
+SCORES = {"area_frac": "predicted tumour area (fraction of pixels with p >= 0.5)",
+          "max_prob": "maximum tumour probability"}
+RATES = ("sensitivity", "specificity", "accuracy", "auc")
+N_BOOT = 2000
+
+
+@dataclass
+class Inventory:
+    positives: list[str]             # unseen yes/ scans
+    negatives: list[str]             # every no/ scan
+    checks: dict = field(default_factory=dict)
+
+
+def inventory(root=None) -> Inventory:
+    """The unseen positives and the negatives, with the byte-identity checks.
+
+    ``checks``: how many annotated names have a ``yes/`` namesake and how many of those are
+    byte-identical (SHA-256), the names that differ or are missing, the first and last
+    unseen name, unseen or ``no/`` scans that are byte-copies of an annotated image, and
+    ``no/`` scans that are byte-copies of an unseen positive (contradictory labels).
+    """
+    base = data_root(root)
+    yes_dir, no_dir = base / YES, base / NO
+    for d in (yes_dir, no_dir):
+        if not d.is_dir():
+            raise FileNotFoundError(f"Br35H folder {d} not found (expected {YES}/ and {NO}/ under {base})")
+    annotated = {}
+    for split in SPLITS:
+        anns, folder = list_split(split, root)
+        annotated.update({a.filename: folder / a.filename for a in anns})
+    yes = list_images(yes_dir)
+    no = list_images(no_dir)
+    yes_set = set(yes)
+    ann_hash = {n: sha256_file(p) for n, p in annotated.items()}
+    in_yes = [n for n in annotated if n in yes_set]
+    differing = [n for n in in_yes if sha256_file(yes_dir / n) != ann_hash[n]]
+    positives = [n for n in yes if n not in annotated]
+    ann_hashes = set(ann_hash.values())
+    pos_hash = {n: sha256_file(yes_dir / n) for n in positives}
+    no_hash = {n: sha256_file(no_dir / n) for n in no}
+    pos_hashes = set(pos_hash.values())
+    checks = {
+        "yes_images": len(yes), "no_images": len(no), "annotated_images": len(annotated),
+        "annotated_with_yes_namesake": len(in_yes),
+        "byte_identical_to_yes_namesake": len(in_yes) - len(differing),
+        "differing_from_yes_namesake": sorted(differing, key=natural_key),
+        "annotated_missing_from_yes": sorted(set(annotated) - yes_set, key=natural_key),
+        "unseen_positives": len(positives),
+        "first_unseen": positives[0] if positives else None,
+        "last_unseen": positives[-1] if positives else None,
+        "unseen_byte_copies_of_annotated": [n for n in positives if pos_hash[n] in ann_hashes],
+        "no_byte_copies_of_annotated": [n for n in no if no_hash[n] in ann_hashes],
+        "no_byte_copies_of_unseen_yes": [n for n in no if no_hash[n] in pos_hashes],
+    }
+    return Inventory(positives, no, checks)
+
+
+# --------------------------------------------------------------------- scores
+def read_scans(folder: Path, names: list[str], size: int, fingerprint: bool = False,
+               progress: bool | None = None):
+    """Scans resized to the model's input (uint8 (N, size, size)) and, optionally, their
+    leakage fingerprints computed at native size."""
+    images = np.zeros((len(names), size, size), np.uint8)
+    thumbs, hashes = [], []
+    for i, n in enumerate(progress_bar(names, desc=f"reading {Path(folder).name}/",
+                                       disable=None if progress is None else not progress)):
+        img = read_grayscale(Path(folder) / n)
+        images[i] = resize_image(img, size)
+        if fingerprint:
+            t, h = leakage.fingerprint_image(img)
+            thumbs.append(t)
+            hashes.append(h)
+    fp = leakage.stack_fingerprints(names, [Path(folder).name] * len(names), thumbs, hashes) \
+        if fingerprint else None
+    return images, fp
+
+
+def image_scores(model, images_u8: np.ndarray, threshold: float = 0.5, batch_size: int = 64) -> pd.DataFrame:
+    """``max_prob`` and ``area_frac`` of each image (uint8 (N, S, S)) at the model's size."""
+    p = torch.from_numpy(predict_probabilities(model, images_u8, batch_size=batch_size,
+                                               channels_last=False))
+    return pd.DataFrame({"max_prob": p.amax(dim=(1, 2)).double().numpy(),
+                         "area_frac": (p >= threshold).float().mean(dim=(1, 2)).double().numpy()})
+
+
+def _image_frame(parts) -> pd.DataFrame:
+    """One row per image (name, folder, label, role) from (folder, names, label, role) parts."""
+    return pd.concat([pd.DataFrame({"name": list(n), "folder": f, "label": lab, "role": role})
+                      for f, n, lab, role in parts], ignore_index=True)
+
+
+def detection_inputs(image_size: int, root=None, limit: int | None = None, healthy_seed: int = 0,
+                     progress: bool | None = None) -> tuple[pd.DataFrame, np.ndarray, dict]:
+    """The images every detection score is computed on, read once: (one row per image: name,
+    folder, label, role and, for report images, nearest_train, corr, phash_dist,
+    near_dup_train, near_dup_holdout; the images at ``image_size``, uint8 (N, S, S); info).
+
+    Validation: the VAL tumour images and the healthy split's ``val`` scans
+    (``splits/healthy_seed<k>.csv``, drawn by near-duplicate group). Report: the unseen
+    positives and the healthy split's ``report`` scans (the first ``limit`` of each class
+    when set). The healthy ``train`` scans, which a model may have trained on, are in neither.
+    """
+    from brainseg_lib.data.cache import load_split
+    from brainseg_lib.data.healthy import load_manifest
+    base = data_root(root)
+    inv = inventory(root)
+    man = load_manifest(healthy_seed)
+    unknown = set(man["name"]) ^ set(inv.negatives)
+    if unknown:
+        raise ValueError(f"splits/healthy_seed{healthy_seed}.csv does not list the no/ folder's scans "
+                         f"({len(unknown)} differ, e.g. {sorted(unknown)[:3]}); rewrite it with "
+                         "`python -m brainseg_lib healthy-split`")
+    held = sorted(man.loc[man["role"] == "val", "name"], key=natural_key)
+    report_neg = sorted(man.loc[man["role"] == "report", "name"], key=natural_key)
+    report_pos = list(inv.positives)
+    if limit is not None:
+        report_pos, report_neg = report_pos[:limit], report_neg[:limit]
+    val = load_split("val", image_size, root=root)
+    held_imgs, held_fp = read_scans(base / NO, held, image_size, True, progress)
+    neg_imgs, neg_fp = read_scans(base / NO, report_neg, image_size, True, progress)
+    pos_imgs, pos_fp = read_scans(base / YES, report_pos, image_size, True, progress)
+    parts = [("VAL", val.names, 1, "val"), (NO, held, 0, "val"), (YES, report_pos, 1, "report"),
+             (NO, report_neg, 0, "report")]
+    frame = _image_frame(parts)
+    images = np.concatenate([val.images, held_imgs, pos_imgs, neg_imgs])
+    train_fp = leakage.fingerprints(root, splits=("train",))
+    near = pd.concat([leakage.nearest_in(pos_fp, train_fp).assign(folder=YES),
+                      leakage.nearest_in(neg_fp, train_fp).assign(folder=NO)], ignore_index=True)
+    near = near.rename(columns={"nearest": "nearest_train", "dup": "near_dup_train"})
+    frame = frame.merge(near[["name", "folder", "nearest_train", "corr", "phash_dist", "near_dup_train"]],
+                        on=["name", "folder"], how="left")
+    if len(held):   # report scans that repeat a hold-out scan (the threshold has seen them)
+        hnear = pd.concat([leakage.nearest_in(pos_fp, held_fp).assign(folder=YES),
+                           leakage.nearest_in(neg_fp, held_fp).assign(folder=NO)], ignore_index=True)
+        hnear = hnear.rename(columns={"dup": "near_dup_holdout"})
+        frame = frame.merge(hnear[["name", "folder", "near_dup_holdout"]], on=["name", "folder"], how="left")
+    else:
+        frame["near_dup_holdout"] = False
+    for col in ("near_dup_train", "near_dup_holdout"):
+        frame.loc[frame["role"] == "val", col] = False
+        frame[col] = frame[col].astype(bool)
+    sizes = man.groupby("group").size().to_numpy()
+    info = {"inventory": inv.checks,
+            "holdout": {"size": len(held), "seed": healthy_seed,
+                        "drawn_by": f"role 'val' of splits/healthy_seed{healthy_seed}.csv "
+                                    "(whole near-duplicate groups of no/)", "names": held},
+            "healthy_training_scans_excluded": int((man["role"] == "train").sum()),
+            "no_groups": {"groups": int(len(sizes)), "groups_with_duplicates": int((sizes > 1).sum()),
+                          "scans_in_such_groups": int(sizes[sizes > 1].sum()), "largest": int(sizes.max())},
+            "limit_per_class": limit, "image_size": image_size}
+    return frame, images, info
+
+
+def collect_scores(model, image_size: int, root=None, limit: int | None = None, healthy_seed: int = 0,
+                   threshold: float = 0.5, progress: bool | None = None,
+                   inputs=None) -> tuple[pd.DataFrame, dict]:
+    """``detection_inputs`` (or the ``inputs`` it returned) scored by ``model``: the frame
+    gains max_prob and area_frac; info gains the pixel threshold."""
+    frame, images, info = inputs or detection_inputs(image_size, root, limit, healthy_seed, progress)
+    s = image_scores(model, images, threshold)
+    cols = list(frame.columns)
+    out = pd.concat([frame.reset_index(drop=True), s], axis=1)
+    out = out[cols[:4] + list(s.columns) + cols[4:]]
+    return out, {**info, "pixel_threshold": threshold}

@@ -1,0 +1,151 @@
+"""Evaluate a checkpoint on a split and write per-image CSV + aggregate JSON.
+
+Metrics are computed at two resolutions:
+
+* ``native`` (what Table I reports): the predicted probability map is resized
+  back to each image's own size (bilinear), thresholded, and compared with the
+  mask rasterised at native size. This is what a user with the original scans
+  and annotations would measure.
+* ``model``: prediction and the resized mask at the model's input size.
+
+The aggregate JSON holds ``global`` (pooled) and ``per_image_mean`` /
+``per_image_sd`` blocks for the native resolution, the same under
+``model_resolution``, bootstrap 95% CIs of the pooled metrics, the training
+config, checkpoint path and device. Clock times are not in it (``experiment.write_timing``
+keeps them beside the run), so the same run gives the same JSON on any machine.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from brainseg_lib import paths
+from brainseg_lib.data.cache import SplitArrays, load_split, native_masks_for
+from brainseg_lib.evaluation.bootstrap import bootstrap_ci
+from brainseg_lib.evaluation.boundary import boundary_metrics, summarize_boundary
+from brainseg_lib.evaluation.metrics import (
+    COUNTS,
+    METRICS,
+    confusion_counts,
+    per_image_table,
+    summarize,
+)
+from brainseg_lib.fileio import _rel, write_csv, write_json
+from brainseg_lib.inference import (
+    predict_probs,
+    resolve_device,
+    to_native,
+)
+from brainseg_lib.model.checkpoint import load_checkpoint, model_from_checkpoint
+
+RUN_KIND = "segmentation_run"
+
+
+@dataclass
+class Evaluation:
+    per_image: pd.DataFrame        # one row per image, native and model_* columns
+    summary: dict                  # JSON-ready aggregate
+    probs: np.ndarray              # model-resolution probabilities (N, S, S)
+
+
+def evaluate_model(model, split: str, image_size: int, threshold: float = 0.5, device="cpu",
+                   data_root=None, arrays: SplitArrays | None = None,
+                   limit: int | None = None, gts: dict | None = None, boundary: bool = True) -> Evaluation:
+    """Predict ``split`` and score it at native and model resolution. ``gts`` (native masks
+    by name) can be passed in when the same images are scored several times. With
+    ``boundary``, HD95 and NSD (``boundary.py``) are added per image at native resolution."""
+    arrays = (arrays or load_split(split, image_size, root=data_root)).head(limit)
+    probs = predict_probs(model, arrays, device)
+    if gts is None:
+        gts = native_masks_for(arrays.names, root=data_root)
+    rows = []
+    for i, name in enumerate(arrays.names):
+        gt = gts[name]
+        pn = to_native(probs[i], *gt.shape) >= threshold
+        native = confusion_counts(pn, gt)
+        model_res = confusion_counts(probs[i] >= threshold, arrays.masks[i])
+        rows.append({"name": name, "native_h": gt.shape[0], "native_w": gt.shape[1],
+                     "tumour_pixels": int(gt.sum()), "pred_pixels": int(pn.sum()),
+                     "max_prob": float(probs[i].max()), **native,
+                     **{f"model_{k}": v for k, v in model_res.items()},
+                     **(boundary_metrics(pn, gt) if boundary else {})})
+    df = per_image_table(pd.DataFrame(rows))
+    model_df = per_image_table(df[[f"model_{c}" for c in COUNTS]].set_axis(list(COUNTS), axis=1))
+    for k in METRICS:
+        df[f"model_{k}"] = model_df[k].to_numpy()
+    native_summary = summarize(df)
+    summary = {
+        "split": split, "threshold": threshold, "table_resolution": "native",
+        "n_images": native_summary["n_images"],
+        "global": native_summary["global"],
+        "per_image_mean": native_summary["per_image_mean"],
+        "per_image_sd": native_summary["per_image_sd"],
+        "counts": native_summary["counts"],
+        "bootstrap_ci95": {m: list(bootstrap_ci(df, m)) for m in METRICS},
+        "model_resolution": {k: v for k, v in summarize(model_df).items() if k != "n_images"},
+    }
+    if boundary:
+        summary["boundary"] = summarize_boundary(df)
+    return Evaluation(df, summary, probs)
+
+
+def evaluate_checkpoint(checkpoint: str | Path, split: str = "test", threshold: float = 0.5,
+                        device="auto", data_root=None, limit: int | None = None,
+                        arrays: SplitArrays | None = None, gts: dict | None = None) -> Evaluation:
+    """Load a checkpoint written by ``train.fit`` and evaluate it on ``split`` (or on
+    ``arrays``, e.g. the TEST part of the grouped split)."""
+    ck = load_checkpoint(checkpoint)
+    model = model_from_checkpoint(ck, checkpoint)
+    size = ck["train_config"]["image_size"]
+    dev = resolve_device(device)
+    ev = evaluate_model(model, split, size, threshold, dev, data_root, arrays=arrays, limit=limit,
+                        gts=gts)
+    ev.summary.update({"checkpoint": _rel(checkpoint), "device": str(dev),
+                       "config": ck["train_config"], "epoch": ck.get("epoch")})
+    return ev
+
+
+def write_evaluation(ev: Evaluation, run_name: str, extra: dict | None = None,
+                     out_dir: str | Path | None = None) -> tuple[Path, Path]:
+    """Write ``<run>.json`` (aggregate) and ``<run>_per_image.csv`` to results/metrics."""
+    out = paths.ensure(Path(out_dir) if out_dir else paths.metrics_dir())
+    summary = {"kind": RUN_KIND, "run_name": run_name, **ev.summary, **(extra or {})}
+    csv_path = write_csv(ev.per_image, out / f"{run_name}_per_image.csv")
+    summary["per_image_csv"] = csv_path.name
+    return write_json(summary, out / f"{run_name}.json"), csv_path
+
+
+def load_run_metrics(out_dir: str | Path | None = None) -> list[dict]:
+    """Every segmentation-run JSON in results/metrics, sorted by run name."""
+    out = Path(out_dir) if out_dir else paths.metrics_dir()
+    runs = []
+    for p in sorted(out.glob("*.json")):
+        try:
+            d = json.loads(p.read_text())
+        except json.JSONDecodeError:
+            continue
+        if isinstance(d, dict) and d.get("kind") == RUN_KIND:
+            runs.append(d)
+    return runs
+
+
+def case_predictions(checkpoint: str | Path, split: str, names: list[str], threshold: float = 0.5,
+                     device="cpu", data_root=None):
+    """(image, truth, prediction) at native size for the named images, for figures."""
+    from brainseg_lib.data.br35h import list_split, load_sample
+    ck = load_checkpoint(checkpoint)
+    model = model_from_checkpoint(ck, checkpoint)
+    size = ck["train_config"]["image_size"]
+    anns, folder = list_split(split, data_root)
+    by_name = {a.filename: a for a in anns}
+    samples = [load_sample(by_name[n], folder) for n in names]
+    from brainseg_lib.data.images import resize_image
+    arrays = SplitArrays(split, size, np.stack([resize_image(s.image, size) for s in samples]),
+                         np.zeros((len(samples), size, size), np.uint8), list(names),
+                         np.array([s.image.shape for s in samples]), np.zeros(len(samples)))
+    probs = predict_probs(model, arrays, resolve_device(device))
+    return [(s.image, s.mask, to_native(p, *s.image.shape) >= threshold) for s, p in zip(samples, probs)]

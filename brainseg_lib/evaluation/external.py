@@ -1,0 +1,72 @@
+"""TODO docstring."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from brainseg_lib.data.external import ExternalHalf
+from brainseg_lib.evaluation.boundary import NSD_TOLERANCE_PX, boundary_metrics
+from brainseg_lib.evaluation.metrics import (
+    COUNTS,
+    confusion_counts,
+    metrics_from_counts,
+)
+
+N_BOOT = 2000
+
+
+def score_half(model, half: ExternalHalf, threshold: float = 0.5, device="cpu",
+               boundary: bool = True) -> pd.DataFrame:
+    """One row per slice: counts, Dice, whether any pixel is predicted, HD95 and NSD."""
+    from brainseg_lib.inference import predict_probs, to_native
+    probs = predict_probs(model, half.arrays, device)
+    rows = []
+    for i, (name, truth, patient) in enumerate(zip(half.arrays.names, half.truths, half.patients)):
+        pred = to_native(probs[i], *truth.shape) >= threshold
+        c = confusion_counts(pred, truth)
+        b = boundary_metrics(pred, truth) if boundary else {"hd95": np.nan, "nsd": np.nan}
+        rows.append({"name": name, "patient": patient, "tumour": bool(truth.any()),
+                     "tumour_pixels": int(truth.sum()), "pred_pixels": int(pred.sum()),
+                     "marked": bool(pred.any()), **c,
+                     "dice": metrics_from_counts(*(c[k] for k in COUNTS))["f1"], **b})
+    return pd.DataFrame(rows)
+
+
+# per-patient sums from which every figure is a ratio (so a patient bootstrap only re-adds them)
+_SUMS = ("tp", "fp", "fn", "dice_t", "n_t", "marked_c", "n_c", "hd95_t", "nsd_t")
+
+
+def _patient_sums(df: pd.DataFrame) -> pd.DataFrame:
+    t = df["tumour"]
+    parts = pd.DataFrame({
+        "patient": df["patient"], "tp": df["tp"], "fp": df["fp"], "fn": df["fn"],
+        "dice_t": df["dice"].where(t, 0.0), "n_t": t.astype(float),
+        "marked_c": (df["marked"] & ~t).astype(float), "n_c": (~t).astype(float),
+        "hd95_t": df["hd95"].where(t, 0.0).fillna(0.0), "nsd_t": df["nsd"].where(t, 0.0).fillna(0.0)})
+    return parts.groupby("patient", sort=True)[list(_SUMS)].sum()
+
+
+def _figures(s: np.ndarray) -> dict[str, np.ndarray]:
+    """The figures from summed columns (last axis in _SUMS order)."""
+    tp, fp, fn, dice_t, n_t, marked_c, n_c, hd95_t, nsd_t = np.moveaxis(s, -1, 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        den = 2 * tp + fp + fn
+        return {"pooled_f1": np.where(den > 0, 2 * tp / np.where(den > 0, den, 1), 1.0),
+                "mean_dice_tumour": dice_t / n_t, "clean_marked_share": marked_c / n_c,
+                "hd95_mean": hd95_t / n_t, "nsd_mean": nsd_t / n_t}
+
+
+def summarize_half(df: pd.DataFrame, n_boot: int = N_BOOT, seed: int = 0) -> dict:
+    """The half's figures with 95% CIs resampled by patient, plus counts."""
+    sums = _patient_sums(df)
+    point = {k: float(v) for k, v in _figures(sums.to_numpy().sum(0)).items()}
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, len(sums), size=(n_boot, len(sums)))
+    boot = _figures(sums.to_numpy()[idx].sum(1))
+    ci = {k: [float(np.nanquantile(v, 0.025)), float(np.nanquantile(v, 0.975))] for k, v in boot.items()}
+    t = df["tumour"]
+    return {**point, "ci95_by_patient": ci, "n_boot": n_boot, "boot_seed": seed,
+            "hd95_median": float(df.loc[t, "hd95"].median()) if t.any() else None,
+            "n_slices": int(len(df)), "n_tumour_slices": int(t.sum()), "n_clean_slices": int((~t).sum()),
+            "n_patients": int(len(sums)), "clean_marked": int((df["marked"] & ~t).sum()),
+            "nsd_tolerance_px": NSD_TOLERANCE_PX}

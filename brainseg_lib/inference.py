@@ -1,0 +1,70 @@
+"""TODO docstring."""
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from brainseg_lib.data.cache import SplitArrays
+from brainseg_lib.data.loaders import (
+    to_float,
+)
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(name: str = "auto") -> torch.device:
+    """``auto`` picks CUDA, then MPS, then CPU."""
+    if name == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    return torch.device(name)
+
+
+@torch.inference_mode()
+def predict_logits(model: torch.nn.Module, images_u8: torch.Tensor, device: torch.device,
+                   batch_size: int = 32, channels_last: bool = True,
+                   amp_dtype=None) -> torch.Tensor:
+    """Logits (N,1,S,S) float32 on CPU for uint8 images (N,S,S) or (N,1,S,S)."""
+    model.eval()
+    if images_u8.dim() == 3:
+        images_u8 = images_u8.unsqueeze(1)
+    out = []
+    for i in range(0, images_u8.shape[0], batch_size):
+        x = to_float(images_u8[i:i + batch_size]).to(device)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
+            out.append(model(x).float().cpu())
+    return torch.cat(out) if out else torch.zeros((0, 1) + tuple(images_u8.shape[-2:]))
+
+
+def predict_probabilities(model: torch.nn.Module, images_u8, device: torch.device | None = None,
+                          batch_size: int = 32, channels_last: bool = True) -> np.ndarray:
+    """Tumour probabilities (N,S,S) float32 for uint8 images (N,S,S) (array or tensor), on
+    ``device`` (default: where the model's parameters are)."""
+    if device is None:
+        device = next(model.parameters()).device
+    images = torch.from_numpy(np.ascontiguousarray(images_u8)) if isinstance(images_u8, np.ndarray) \
+        else images_u8
+    logits = predict_logits(model, images, device, batch_size, channels_last)
+    return torch.sigmoid(logits[:, 0]).numpy()
+
+
+def predict_probs(model, arrays: SplitArrays, device="cpu", batch_size: int = 32) -> np.ndarray:
+    """Tumour probabilities (N, S, S) float32 at the model's resolution."""
+    device = resolve_device(device) if isinstance(device, str) else device
+    return predict_probabilities(model.to(device), arrays.images, device, batch_size,
+                                 channels_last=device.type != "mps")
+
+
+def to_native(prob: np.ndarray, height: int, width: int) -> np.ndarray:
+    """Bilinear resize of one probability map back to (height, width)."""
+    t = torch.from_numpy(np.ascontiguousarray(prob, dtype=np.float32))[None, None]
+    return F.interpolate(t, size=(int(height), int(width)), mode="bilinear",
+                         align_corners=False)[0, 0].numpy()

@@ -1,0 +1,105 @@
+"""TODO docstring."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from brainseg_lib import paths
+from brainseg_lib.data import cache
+from brainseg_lib.fileio import atomic_write as _atomic_write
+from brainseg_lib.model.checkpoint import (
+    CheckpointError,
+    load_checkpoint,
+    model_from_checkpoint,
+    save_checkpoint,
+)
+
+FP16_MAX = 65504.0   # largest finite float16: weights beyond it are kept in fp32
+
+
+# ----------------------------------------------------------------------------- released model
+def checksum_path(model_path: str | Path) -> Path:
+    """``<model>.sha256``, the checksum file next to a released model."""
+    model_path = Path(model_path)
+    return model_path.with_name(model_path.name + ".sha256")
+
+
+def _sha256(path: Path) -> str:
+    return cache.sha256_file(path)
+
+
+def release_model(src_checkpoint: str | Path, dest: str | Path | None = None,
+                  fp16: bool = True) -> Path:
+    """Write a slim copy of a training checkpoint for users, plus its ``.sha256``.
+
+    Kept: ``state_dict`` (floating tensors cast to fp16 when ``fp16``, except a
+    tensor whose values fp16 cannot hold, which stays fp32), ``model_config``,
+    ``train_config``, ``metrics``. Dropped: optimiser state, history, raw
+    training weights of EMA runs. Both files are written atomically. ``dest``
+    defaults to ``paths.released_model()``.
+    """
+    src = Path(src_checkpoint)
+    dest = Path(dest) if dest is not None else paths.released_model()
+    ck = load_checkpoint(src)
+    model_from_checkpoint(ck, src)            # the weights must fit the architecture
+    tcfg = ck.get("train_config")
+    if not isinstance(tcfg, dict) or "image_size" not in tcfg:
+        raise CheckpointError(f"{src} has no train_config.image_size; cannot release it")
+    state = {}
+    for k, v in ck["state_dict"].items():
+        v = v.detach().cpu()
+        if fp16 and v.is_floating_point() and v.dtype != torch.float16:
+            finite = bool(torch.isfinite(v).all())
+            if finite and (v.numel() == 0 or float(v.abs().max()) <= FP16_MAX):
+                v = v.to(torch.float16)
+        state[k] = v.clone()
+    slim = {
+        "state_dict": state,
+        "model_config": dict(ck["model_config"]),
+        "train_config": dict(tcfg),
+        # clock times stay out, so the same weights give the same file (and SHA-256) anywhere
+        "metrics": {k: v for k, v in (ck.get("metrics") or {}).items() if not k.endswith("_seconds")},
+        "released_from": src.name,
+        "weights_dtype": "float16" if fp16 else "float32",
+    }
+    save_checkpoint(slim, dest)
+    digest = _sha256(dest)
+    _atomic_write(checksum_path(dest), lambda f: f.write(f"{digest}  {dest.name}\n".encode()))
+    return dest
+
+
+def verify_checksum(path: str | Path) -> str:
+    """Check ``path`` against its ``.sha256`` file; return the digest or raise CheckpointError."""
+    path = Path(path)
+    side = checksum_path(path)
+    if not side.is_file():
+        raise CheckpointError(f"{path} has no checksum file {side.name}, so it cannot be verified; "
+                              "re-release it with brainseg_lib.predict.release_model")
+    try:
+        expected = side.read_text(encoding="ascii").split()[0].lower()
+    except (UnicodeDecodeError, IndexError) as e:
+        raise CheckpointError(f"{side} is not a SHA-256 checksum file "
+                              "(expected '<64 hex digits>  <file name>')") from e
+    if len(expected) != 64 or any(c not in "0123456789abcdef" for c in expected):
+        raise CheckpointError(f"{side} is not a SHA-256 checksum file "
+                              "(expected '<64 hex digits>  <file name>')")
+    actual = _sha256(path)
+    if actual != expected:
+        raise CheckpointError(
+            f"{path}: SHA-256 mismatch: {side.name} records {expected}, the file has {actual}. "
+            "The file was modified or corrupted after release; restore it (git checkout "
+            "results/models/) or release it again.")
+    return actual
+
+
+def load_released(path: str | Path | None = None) -> dict:
+    """Load a released model after checking its SHA-256 (``weights_only=True`` load)."""
+    path = Path(path) if path is not None else paths.released_model()
+    if not path.is_file():
+        raise CheckpointError(
+            f"the released model {path} does not exist yet. Pass --checkpoint PATH with a "
+            "checkpoint you trained (e.g. results/runs/<run>/best.pt), or run ./run_all.sh "
+            "to train the model and release it.")
+    verify_checksum(path)
+    return load_checkpoint(path)

@@ -1,0 +1,171 @@
+"""TODO docstring."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from brainseg_lib.data.external import HALVES
+from brainseg_lib.detection.scores import SCORES
+from brainseg_lib.detection.tables import _fmt_ci, _num
+from brainseg_lib.xai.attribution import METHODS, MIN_EFFECT
+from brainseg_lib.xai.deletion import GROWTH, MEASURES, curves_grew
+
+
+def describe(ext: dict) -> str:
+    """The external results in plain sentences, generated from external_validation.json."""
+    lines = []
+    for h in HALVES:
+        e = ext.get(h)
+        if not e:
+            continue
+        ci = e["ci95_by_patient"]
+        role = "used for choices" if h == "dev" else "scored once, for the final model"
+        lines.append(
+            f"- **{h}** ({role}; {e['n_patients']} patients, {e['n_tumour_slices']} tumour and "
+            f"{e['n_clean_slices']} clean slices): pooled F1 {e['pooled_f1']:.3f} "
+            f"(95% CI {ci['pooled_f1'][0]:.3f}-{ci['pooled_f1'][1]:.3f}), mean Dice on tumour slices "
+            f"{e['mean_dice_tumour']:.3f} ({ci['mean_dice_tumour'][0]:.3f}-{ci['mean_dice_tumour'][1]:.3f}), "
+            f"{e['clean_marked']} of {e['n_clean_slices']} clean slices marked "
+            f"({100 * e['clean_marked_share']:.1f}%), HD95 median {e['hd95_median']:.1f} px, "
+            f"NSD at {e['nsd_tolerance_px']:g} px {e['nsd_mean']:.3f}.")
+    return "\n".join(lines)
+
+
+def _pm(mean, sd):
+    if mean is None:
+        return "n/a"
+    return f"{mean:.3f}" + (f" ± {sd:.3f}" if sd is not None else "")
+
+
+def _verdict(diff: float, sd_a, sd_b, a: str, b: str) -> str:
+    """'A scores higher than B by d' or 'the difference d is within seed-to-seed variation'."""
+    noise = max(x for x in (sd_a, sd_b, 0.0) if x is not None)
+    if abs(diff) <= 2 * noise:
+        return (f"the difference ({diff:+.3f}) is within twice the seed-to-seed sd, so neither "
+                f"{a} nor {b} is better on this evidence")
+    hi, lo = (a, b) if diff > 0 else (b, a)
+    return f"{hi} scores higher than {lo} by {abs(diff):.3f} F1"
+
+
+def findings_markdown(rep: dict) -> str:
+    """Sentences stating what holds and what does not, generated from the numbers."""
+    o, g = rep["official"], rep["grouped"]
+    lines = []
+    if rep["official_minus_grouped_f1"] is not None:
+        d = rep["official_minus_grouped_f1"]
+        lines.append(
+            f"- **Leakage.** Test F1 is {_pm(o['f1_mean'], o['f1_sd'])} on the official split and "
+            f"{_pm(g['f1_mean'], g['f1_sd'])} on the leak-free grouped split "
+            f"(mean ± sd over {o['n_seeds']} and {g['n_seeds']} seeds): "
+            + _verdict(d, o['f1_sd'], g['f1_sd'], "the official (leaky) split", "the grouped split")
+            + ". The two TEST sets hold different images, so part of a gap can be difficulty "
+            "rather than leakage; the grouped figure is the one to quote for unseen patients' slices.")
+    l = rep["loss"]
+    if l["bce_dice_minus_bce_f1"] is not None:
+        d = l["bce_dice_minus_bce_f1"]
+        lines.append(
+            f"- **Loss.** Under the same budget and seeds, BCE+Dice gives test F1 "
+            f"{_pm(l['bce_dice']['f1_mean'], l['bce_dice']['f1_sd'])} and plain BCE "
+            f"{_pm(l['bce']['f1_mean'], l['bce']['f1_sd'])}: "
+            + _verdict(d, l['bce_dice']['f1_sd'], l['bce']['f1_sd'], "BCE+Dice", "plain BCE") + ".")
+    t = rep["threshold"]
+    if "default_0.5" in t and "val_best_f1" in t:
+        a, b = t["default_0.5"], t["val_best_f1"]
+        s = (f"- **Recall.** At threshold 0.5 test recall is {a['recall']:.3f} (precision "
+             f"{a['precision']:.3f}, F1 {a['f1']:.3f}); a threshold tuned on validation for F1 "
+             f"(mean {b['threshold']:.2f}) gives recall {b['recall']:.3f}, precision "
+             f"{b['precision']:.3f}, F1 {b['f1']:.3f}")
+        if "val_recall_at_precision" in t:
+            c = t["val_recall_at_precision"]
+            s += (f"; tuned for recall at precision >= 0.934 (mean {c['threshold']:.2f}) it gives "
+                  f"recall {c['recall']:.3f} at precision {c['precision']:.3f}")
+        gain = b["recall"] - a["recall"]
+        s += (". A tuned threshold " + ("raises" if gain > 0.01 else "does not raise") +
+              f" test recall (change {gain:+.3f}); the recall gap is not a threshold artefact"
+              if gain <= 0.01 else f". A tuned threshold raises test recall by {gain:.3f}")
+        lines.append(s + ".")
+    return "\n".join(lines) + "\n" if lines else "_No sweep results yet._\n"
+
+
+def detection_findings(summary: dict) -> str:
+    """The result in plain sentences, generated from the summary."""
+    k = summary["primary_score"]
+    lines = []
+    for subset, label in (("all", "All report scans"),
+                          ("without_near_duplicates", "Without near-duplicates of TRAIN")):
+        m = summary["report"][subset][k]
+        ci = m["ci95"]
+        lines.append(
+            f"{label} ({m['positives']} tumour, {m['negatives']} healthy), {k} >= {m['threshold']:.4g}: "
+            f"sensitivity {_fmt_ci(m['sensitivity'], ci['sensitivity'])}, "
+            f"specificity {_fmt_ci(m['specificity'], ci['specificity'])}, "
+            f"accuracy {_fmt_ci(m['accuracy'], ci['accuracy'])}, AUC {_fmt_ci(m['auc'], ci['auc'])}.")
+    a, b = (_num(summary["report"][s][k]["auc"]) for s in ("all", "without_near_duplicates"))
+    nd = summary["near_duplicates_of_train"]
+    lines.append(f"{nd['total']} of {nd['of']} report scans are near-duplicates of a TRAIN image; "
+                 f"leaving them out changes the AUC by {b - a:+.3f}.")
+    other = [s for s in SCORES if s != k][0]
+    lines.append(f"The secondary score ({other}) has AUC "
+                 f"{_fmt_ci(summary['report']['all'][other]['auc'], summary['report']['all'][other]['ci95']['auc'])} "
+                 f"on all report scans (threshold {summary['report']['all'][other]['threshold']:.4g}).")
+    chance = [s for s in SCORES if not np.isnan(_num(summary["report"]["all"][s]["ci95"]["auc"][0]))
+              and _num(summary["report"]["all"][s]["ci95"]["auc"][0]) > 0.5]
+    lines.append("Scores whose AUC is above chance (95% CI above 0.5): "
+                 + (", ".join(chance) if chance else "none") + ".")
+    return "\n".join(lines)
+
+
+# ----------------------------------------------------------------------- verdict
+def xai_findings(mass: pd.DataFrame, deletion_tables: list[pd.DataFrame]) -> str:
+    """Plain sentences, generated from the summary tables: which methods beat random."""
+    def fmt(lst):
+        return ", ".join(lst) if lst else "none"
+
+    def winners(df):
+        df = df[df["method"].isin(METHODS)]
+        return [m for m, b in zip(df["method"], df["beats_random"]) if b]
+
+    mass_m = mass[mass["method"].isin(METHODS)]
+    wins = {"mass": winners(mass)}
+    lines = [
+        f"Attribution mass inside the tumour ({int(mass_m['images'].max()) if len(mass_m) else 0} "
+        f"images): methods whose mass fraction exceeds the random baseline (the tumour's area "
+        f"fraction, on average {mass_m['expected_random'].mean():.3f}; a uniform-noise map gets "
+        f"{mass_m['random_map'].mean():.3f}) by at least {MIN_EFFECT} with a 95% CI above 0: "
+        f"{fmt(wins['mass'])}; "
+        f"not shown to beat it: {fmt([m for m in mass_m['method'] if m not in wins['mass']])}."]
+    for dt in deletion_tables:
+        d = dt[dt["method"].isin(METHODS)]
+        if not len(d):
+            continue
+        measure = d["measure"].iloc[0]
+        n = int(d["images"].max())
+        if n == 0:
+            lines.append(f"Deletion, {MEASURES[measure]}: no image has a non-empty intact value "
+                         f"({int(d['images_left_out'].max())} left out), so this check is not possible here.")
+            continue
+        wins[measure] = winners(dt)
+        lines.append(
+            f"Deletion, {MEASURES[measure]} ({n} images, {int(d['images_left_out'].max())} left out): "
+            f"methods whose deletion AUC is below that of random deletion orders (on average "
+            f"{d['random_order_auc'].mean():.3f}) by at least {MIN_EFFECT} with a 95% CI below 0: "
+            f"{fmt(wins[measure])}; "
+            f"not shown to beat it: {fmt([m for m in d['method'] if m not in wins[measure]])}.")
+        grew = curves_grew(d)
+        if grew:
+            lines.append(
+                f"  Caution: deleting the most-attributed pixels made the {MEASURES[measure]} grow above "
+                f"{GROWTH}x its intact value in some images ({grew}): the filled pixels themselves look "
+                "like tumour to the model, which confounds this check (see median_diff and "
+                "share_below_random in the table).")
+    any_win = sorted({m for w in wins.values() for m in w}, key=METHODS.index)
+    all_win = [m for m in METHODS if all(m in w for w in wins.values())]
+    if not any_win:
+        lines.append("Verdict: no method beats the random baseline on any check.")
+    elif all_win:
+        lines.append(f"Verdict: {fmt(all_win)} beat{'s' if len(all_win) == 1 else ''} the random "
+                     f"baseline on every check made ({len(wins)}).")
+    else:
+        lines.append(f"Verdict: {fmt(any_win)} beat{'s' if len(any_win) == 1 else ''} the random "
+                     "baseline on some checks, but no method beats it on every check made.")
+    return "\n".join(lines)

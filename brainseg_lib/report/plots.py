@@ -1,0 +1,209 @@
+"""Figures. Each function draws from data already computed (arrays, CSVs, JSON)."""
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+from skimage import measure
+
+from brainseg_lib import paths
+
+TUMOUR = "#ff3b30"
+PRED = "#30d5ff"
+
+
+def save_figure(fig, name: str, out_dir: str | Path | None = None) -> Path:
+    """Save ``fig`` as results/figures/<name>.png (150 dpi) and return the path."""
+    out = paths.ensure(Path(out_dir) if out_dir else paths.figures_dir())
+    path = out / f"{name}.png"
+    fig.savefig(path, dpi=150, bbox_inches="tight")
+    return path
+
+
+def draw_contours(ax, mask: np.ndarray, color: str, lw: float = 1.2, label: str | None = None):
+    for i, c in enumerate(measure.find_contours(mask.astype(float), 0.5)):
+        ax.plot(c[:, 1], c[:, 0], color=color, lw=lw, label=label if i == 0 else None)
+
+
+def sample_grid(images, masks, titles, ncols: int = 4):
+    """Fig. 1: images with their ground-truth contours."""
+    n = len(images)
+    nrows = int(np.ceil(n / ncols))
+    fig, axes = plt.subplots(nrows, ncols, figsize=(3 * ncols, 3 * nrows), squeeze=False)
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, im, m, t in zip(axes.flat, images, masks, titles):
+        ax.imshow(im, cmap="gray")
+        draw_contours(ax, m, TUMOUR)
+        ax.set_title(t, fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def architecture_figure(levels, image_size: int, n_params: int, base: int):
+    """Fig. 2 drawn from ``model.describe``: one box per level, width ~ log channels,
+    height ~ spatial side, with shapes and parameter counts as labels."""
+    enc = [l for l in levels if l.stage.startswith("encoder")]
+    bott = [l for l in levels if l.stage == "bottleneck"]
+    dec = [l for l in levels if l.stage.startswith("decoder")]
+    head = [l for l in levels if l.stage == "head"]
+    fig, ax = plt.subplots(figsize=(12, 5.5))
+    xs = {}
+    col = 0
+    for l in enc + bott + dec + head:
+        xs[l.stage] = col
+        col += 1
+    max_side = max(l.height for l in levels)
+    for l in levels:
+        x = xs[l.stage]
+        depth = 0 if l.stage == "head" else (
+            int(l.stage.split()[-1]) - 1 if l.stage != "bottleneck" else 4)
+        h = 0.3 + 2.2 * l.height / max_side
+        w = 0.25 + 0.12 * np.log2(max(l.channels, 1))
+        y = -depth * 1.0
+        color = {"e": "#4a90d9", "b": "#8e44ad", "d": "#27ae60", "h": "#e67e22"}[l.stage[0]]
+        ax.add_patch(plt.Rectangle((x - w / 2, y - h / 2), w, h, color=color, alpha=0.8))
+        ax.text(x, y + h / 2 + 0.08, l.stage, ha="center", va="bottom", fontsize=8)
+        ax.text(x, y - h / 2 - 0.08, f"{l.channels}x{l.height}x{l.width}\n{l.parameters:,} p",
+                ha="center", va="top", fontsize=7)
+    for i in range(1, 5):  # skip connections
+        a, b = xs[f"encoder {i}"], xs[f"decoder {i}"]
+        y = -(i - 1) * 1.0
+        ax.annotate("", xy=(b - 0.4, y), xytext=(a + 0.4, y),
+                    arrowprops=dict(arrowstyle="->", color="gray", ls="--", lw=0.8))
+    ax.set_xlim(-1, col)
+    ax.set_ylim(-5.8, 1.8)
+    ax.axis("off")
+    ax.set_title(f"U-Net as trained: input 1x{image_size}x{image_size}, base width {base}, "
+                 f"{n_params:,} parameters (boxes: output of each level, C x H x W)", fontsize=10)
+    return fig
+
+
+def learning_curves(history: pd.DataFrame):
+    """Train loss and validation Dice / IoU per epoch."""
+    fig, (a, b) = plt.subplots(1, 2, figsize=(11, 3.8))
+    a.plot(history["epoch"], history["train_loss"], label="train loss", color="k")
+    if "val_loss" in history:
+        a.plot(history["epoch"], history["val_loss"], label="val loss", color="gray", ls="--")
+    a.set_xlabel("epoch")
+    a.set_ylabel("loss")
+    a.legend()
+    b.plot(history["epoch"], history["val_dice"], label="val Dice (pooled)", color=TUMOUR)
+    b.plot(history["epoch"], history["val_iou"], label="val IoU (pooled)", color="#4a90d9")
+    b.set_xlabel("epoch")
+    b.set_ylim(0, 1)
+    b.legend()
+    fig.tight_layout()
+    return fig
+
+
+def overlay_panels(images, gts, preds, titles):
+    """Fig. 3: one row per case: input, ground truth, prediction over the input."""
+    n = len(images)
+    fig, axes = plt.subplots(n, 3, figsize=(9, 3 * n), squeeze=False)
+    for row, im, g, p, t in zip(axes, images, gts, preds, titles):
+        for ax in row:
+            ax.imshow(im, cmap="gray")
+            ax.axis("off")
+        draw_contours(row[1], g, TUMOUR)
+        draw_contours(row[2], g, TUMOUR, lw=0.8)
+        draw_contours(row[2], p, PRED)
+        row[0].set_title(t, fontsize=9)
+        row[1].set_title("ground truth", fontsize=9)
+        row[2].set_title("prediction (cyan) vs truth (red)", fontsize=9)
+    fig.tight_layout()
+    return fig
+
+
+def dice_histogram(per_image: pd.DataFrame):
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    ax.hist(per_image["f1"], bins=np.linspace(0, 1, 21), color="#4a90d9", edgecolor="white")
+    ax.axvline(per_image["f1"].mean(), color="k", ls="--",
+               label=f"mean {per_image['f1'].mean():.3f}")
+    ax.set_xlabel("per-image Dice (native resolution)")
+    ax.set_ylabel("images")
+    ax.legend()
+    fig.tight_layout()
+    return fig
+
+
+def pr_curve(sweep: pd.DataFrame, threshold: float = 0.5):
+    fig, ax = plt.subplots(figsize=(5, 4.5))
+    s = sweep[(sweep["tp"] + sweep["fp"]) > 0]
+    ax.plot(s["recall"], s["precision"], color="k")
+    at = s.iloc[(s["threshold"] - threshold).abs().argmin()]
+    ax.scatter([at["recall"]], [at["precision"]], color=TUMOUR, zorder=3,
+               label=f"threshold {threshold:g}: P={at['precision']:.3f}, R={at['recall']:.3f}")
+    ax.set_xlabel("recall (pooled)")
+    ax.set_ylabel("precision (pooled)")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1.01)
+    ax.legend(loc="lower left", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def comparison_bars(table: pd.DataFrame, metrics=("F1", "IoU", "Precision", "Recall", "Accuracy")):
+    """Grouped bars, one group per metric, one bar per study; missing values are skipped."""
+    fig, ax = plt.subplots(figsize=(11, 5.2))
+    n = len(table)
+    width = 0.8 / n
+    cmap = plt.get_cmap("tab20")
+    for i, (_, r) in enumerate(table.iterrows()):
+        xs = [j + (i - n / 2 + 0.5) * width for j in range(len(metrics))]
+        vals = [r[m] for m in metrics]
+        ok = [not pd.isna(v) for v in vals]
+        ax.bar([x for x, k in zip(xs, ok) if k], [v for v, k in zip(vals, ok) if k], width,
+               label=str(r["Study"]), color=cmap(i % 20),
+               edgecolor="k" if str(r["Study"]).startswith("Ours") else None)
+    ax.set_xticks(range(len(metrics)), metrics)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("value (blank = not reported)")
+    ax.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.08), frameon=False)
+    fig.tight_layout()
+    return fig
+
+
+GALLERY_BINS = ((0.99, 1.01, "r >= 0.99"), (0.95, 0.99, "0.95 <= r < 0.99"),
+                (0.90, 0.95, "0.90 <= r < 0.95"), (0.80, 0.90, "0.80 <= r < 0.90"))
+
+
+def pair_gallery(pairs: pd.DataFrame, per_bin: int = 2, root=None):
+    """Image pairs from several thumbnail-correlation bins (the first ``per_bin`` of each,
+    in the pair table's order), to judge the near-duplicate threshold by eye."""
+    from brainseg_lib.data.br35h import split_dir
+    from brainseg_lib.data.images import read_grayscale
+    picked = []
+    for lo, hi, label in GALLERY_BINS:
+        sel = pairs[(pairs["corr"] >= lo) & (pairs["corr"] < hi)].head(per_bin)
+        picked += [(label, r) for r in sel.itertuples()]
+    fig, axes = plt.subplots(len(picked), 2, figsize=(6, 3 * len(picked)), squeeze=False)
+    for (label, r), row in zip(picked, axes):
+        for ax, name, split in ((row[0], r.a, r.split_a), (row[1], r.b, r.split_b)):
+            ax.imshow(read_grayscale(split_dir(split, root) / name), cmap="gray")
+            ax.set_title(f"{split}/{name}", fontsize=8)
+            ax.axis("off")
+        row[0].text(-0.05, 0.5, f"{label}\nr={r.corr:.3f}, pHash d={r.phash_dist}",
+                    transform=row[0].transAxes, ha="right", va="center", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def time_to_accuracy(history: pd.DataFrame, f1_at_seconds: dict, target: float):
+    """Validation Dice (per epoch) and snapshot test F1 against seconds of training."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    ax.plot(history["train_seconds"], history["val_dice"], color="#4a90d9", marker=".",
+            label="validation Dice (model resolution, per epoch)")
+    if f1_at_seconds:
+        xs = [float(k) for k in f1_at_seconds]
+        ax.plot(xs, list(f1_at_seconds.values()), color=TUMOUR, marker="o",
+                label="test F1 of the snapshot (native resolution)")
+    ax.axhline(target, color="k", ls="--", lw=0.8, label=f"paper's F1 {target}")
+    ax.set_xlabel("seconds of training")
+    ax.set_ylabel("F1 / Dice")
+    ax.set_ylim(0, 1)
+    ax.legend(loc="lower right", fontsize=8)
+    fig.tight_layout()
+    return fig

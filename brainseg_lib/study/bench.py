@@ -1,0 +1,280 @@
+"""Benchmark: how fast we train and infer, against the machine's peak and a naive pipeline.
+
+Everything compared is measured in the same process, one after the other, on
+the same device, so the ratios hold even on a noisy machine:
+
+* ``peak_matmul_gflops``: best of several fp32 square matmuls (a ceiling for
+  convolution throughput on this device), measured before and after the training
+  timing; the higher of the two is the peak, so the ratio errs low;
+* ``train_flops_per_image`` / ``infer_flops_per_image``: counted from the model
+  with ``torch.utils.flop_counter`` (forward + backward / forward only);
+* ``train_images_per_s`` of our training step (the training set resident on the
+  device as uint8, tensor augmentation, channels_last, the profile's batch), as
+  ``train.fit`` runs it, and the achieved GFLOP/s: the median of ``blocks`` timed
+  blocks of ``steps`` steps each, so one burst of noise does not set it. On CPU the same steps are
+  first timed with glibc's default malloc, then with ``train.keep_freed_memory``
+  (``speedup_from_malloc_tuning``, with minor page faults per step for both). The switch is
+  one-way within a process, so the order is fixed: default first, on the already warmed model;
+* ``naive_epoch_s``: the pipeline most Br35H notebooks use - a DataLoader that
+  opens, decodes and resizes each JPEG and rasterises its mask every epoch,
+  fp32, default settings (contiguous NCHW, no augmentation) - timed over a
+  fixed number of batches and scaled to the 500 training images;
+* ``infer_ms_p50`` / ``p95``: one image at the profile size, batch 1, model
+  loaded, ``torch.inference_mode``.
+"""
+from __future__ import annotations
+
+import platform
+import resource
+import time
+from pathlib import Path
+from statistics import median
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+from torch.utils.flop_counter import FlopCounterMode
+
+from brainseg_lib import paths
+from brainseg_lib.data.br35h import Annotation, list_split, rasterize
+from brainseg_lib.data.cache import load_split
+from brainseg_lib.data.images import read_grayscale
+from brainseg_lib.data.loaders import augment_config, resident_batches, resident_tensors
+from brainseg_lib.fileio import write_json
+from brainseg_lib.inference import resolve_device
+from brainseg_lib.model.unet import UNet, count_parameters
+from brainseg_lib.training import memory
+from brainseg_lib.training.config import TrainConfig
+from brainseg_lib.training.engine import autocast_dtype
+from brainseg_lib.training.losses import get_loss
+from brainseg_lib.training.memory import keep_freed_memory
+
+
+def cpu_name() -> str:
+    """The CPU model from /proc/cpuinfo (Linux), else what platform reports."""
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def peak_matmul_gflops(device: torch.device, n: int = 2048, repeats: int = 12) -> float:
+    a = torch.randn(n, n, device=device)
+    b = torch.randn(n, n, device=device)
+    best = float("inf")
+    for _ in range(repeats + 1):
+        _sync(device)
+        t = time.perf_counter()
+        a @ b
+        _sync(device)
+        best = min(best, time.perf_counter() - t)
+    return 2 * n**3 / best / 1e9
+
+
+def count_flops(model: torch.nn.Module, size: int, train: bool) -> float:
+    """FLOPs for one image: forward (+ backward when ``train``)."""
+    x = torch.randn(1, 1, size, size)
+    model = model.cpu()
+    with FlopCounterMode(display=False) as fc:
+        out = model(x)
+        if train:
+            out.sum().backward()
+    model.zero_grad(set_to_none=True)
+    return float(fc.get_total_flops())
+
+
+def _sync(device):
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def time_train_steps(model, batches, cfg: TrainConfig, device, channels_last: bool,
+                     steps: int, blocks: int = 1, warmup: int = 2) -> list[float]:
+    """Images per second of optimiser steps, one figure per block of ``steps`` steps, after
+    ``warmup`` untimed steps. ``batches`` is an iterator that does not run out."""
+    opt = torch.optim.Adam(model.parameters(), lr=cfg.lr)
+    loss_fn = get_loss(cfg.loss)
+    amp = autocast_dtype(cfg, device)
+    model.train()
+
+    def step(x, y):
+        x, y = x.to(device), y.to(device)
+        if channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        with torch.autocast(device.type, dtype=amp, enabled=amp is not None):
+            logits = model(x)
+        loss = loss_fn(logits, y)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return x.shape[0]
+
+    for _ in range(warmup):
+        step(*next(batches))
+    rates = []
+    for _ in range(blocks):
+        _sync(device)
+        t0, n = time.perf_counter(), 0
+        for _ in range(steps):
+            n += step(*next(batches))
+        _sync(device)
+        rates.append(n / (time.perf_counter() - t0))
+    return rates
+
+
+class NaiveJPEGDataset(Dataset):
+    """The usual notebook pipeline: decode, convert, resize and rasterise on every access."""
+
+    def __init__(self, anns: list[Annotation], folder, size: int):
+        self.anns, self.folder, self.size = anns, folder, size
+
+    def __len__(self):
+        return len(self.anns)
+
+    def __getitem__(self, i):
+        from PIL import Image
+        a = self.anns[i]
+        img = read_grayscale(self.folder / a.filename)
+        mask = rasterize(a.regions, *img.shape)
+        img = np.array(Image.fromarray(img).resize((self.size, self.size), Image.BILINEAR))
+        mask = np.array(Image.fromarray(mask.astype(np.uint8) * 255).resize(
+            (self.size, self.size), Image.NEAREST)) > 127
+        return (torch.from_numpy(img).float().div(255).unsqueeze(0),
+                torch.from_numpy(mask.astype(np.float32)).unsqueeze(0))
+
+
+def run_benchmark(params: dict, steps: int = 10, infer_runs: int = 100, data_root=None,
+                  out_dir=None, blocks: int = 5) -> dict:
+    """Measure everything in the module docstring for a profile's settings; write the JSON."""
+    if steps < 1 or blocks < 1 or infer_runs < 1:
+        raise ValueError(f"steps, blocks and infer_runs must be >= 1 (got {steps}, {blocks}, "
+                         f"{infer_runs})")
+    from brainseg_lib.study.experiment import config_from_params
+    cfg = config_from_params(params)
+    device = resolve_device(cfg.device)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    size, bs = cfg.image_size, cfg.batch_size
+    model = UNet(base=cfg.base_width)
+    train_flops = count_flops(model, size, train=True)
+    infer_flops = count_flops(model, size, train=False)
+    peak_before = peak_matmul_gflops(device)
+
+    # ours: in-RAM uint8, tensor augmentation, channels_last
+    train = load_split("train", size, root=data_root)
+    ours_model = UNet(base=cfg.base_width, input_norm=cfg.input_norm).to(device)
+    if cfg.channels_last:
+        ours_model = ours_model.to(memory_format=torch.channels_last)
+    images, masks = resident_tensors(train, device)
+    batches = (b for epoch in range(10**6) for b in resident_batches(
+        images, masks, bs, cfg.seed, epoch, augment_config(cfg.augment_level) if cfg.augment else None))
+
+    def timed():
+        """Images/s per block of our steps, and minor page faults per step (2 warm-up steps)."""
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        rates = time_train_steps(ours_model, batches, cfg, device, cfg.channels_last, steps, blocks)
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+        return rates, faults / (steps * blocks + 2)
+
+    # the malloc lever, measured in this run: glibc defaults first (when still untouched), then
+    # tuned as train.fit does; process-wide and one-way, so the naive pipeline below gets it too
+    default_rates = None
+    if device.type == "cpu" and not memory.MALLOC_TUNED:
+        default_rates, default_faults = timed()
+    malloc_tuned = keep_freed_memory() if device.type == "cpu" else False
+    ours_rates, ours_faults = timed()
+    ours_ips = median(ours_rates)
+    # the higher of two peak measurements, before and after: a conservative ratio
+    peak = max(peak_before, peak_matmul_gflops(device))
+
+    # naive: decode + resize JPEGs every epoch, default DataLoader, NCHW fp32
+    anns, folder = list_split("train", data_root)
+    naive_loader = DataLoader(NaiveJPEGDataset(anns, folder, size), batch_size=bs, shuffle=True)
+    naive_cfg = TrainConfig(**{**cfg.to_dict(), "amp": "off"})
+    naive_batches = (b for _ in range(10**6) for b in naive_loader)
+    naive_ips = median(time_train_steps(UNet(base=cfg.base_width).to(device), naive_batches,
+                                        naive_cfg, device, False, steps, blocks))
+
+    # inference latency, batch 1
+    ours_model.eval()
+    x = torch.rand(1, 1, size, size, device=device)
+    if cfg.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    times = []
+    with torch.inference_mode():
+        for i in range(infer_runs + 5):
+            _sync(device)
+            t = time.perf_counter()
+            ours_model(x)
+            _sync(device)
+            if i >= 5:
+                times.append((time.perf_counter() - t) * 1000)
+    n_train = len(train)
+    achieved = train_flops * ours_ips / 1e9
+    result = {
+        "profile": params.get("profile", "custom"), "device": str(device),
+        "device_name": torch.cuda.get_device_name(0) if device.type == "cuda" else cpu_name(),
+        "threads": torch.get_num_threads(), "torch_version": str(torch.__version__),
+        "image_size": size, "base_width": cfg.base_width, "batch_size": bs,
+        "n_parameters": count_parameters(model),
+        "train_flops_per_image": train_flops, "infer_flops_per_image": infer_flops,
+        "train_images_per_s": round(ours_ips, 2),
+        "achieved_gflops": round(achieved, 2), "peak_matmul_gflops": round(peak, 2),
+        "ratio_to_peak": round(achieved / peak, 3),
+        "ours_epoch_s": round(n_train / ours_ips, 2),
+        "naive_epoch_s": round(n_train / naive_ips, 2),
+        "speedup_vs_naive": round(naive_ips and ours_ips / naive_ips, 2),
+        "infer_ms_p50": round(float(np.percentile(times, 50)), 3),
+        "infer_ms_p95": round(float(np.percentile(times, 95)), 3),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "steps_timed": steps, "blocks_timed": blocks,
+        "train_images_per_s_blocks": [round(r, 2) for r in ours_rates],
+        "minor_page_faults_per_step": round(ours_faults, 1), "malloc_tuned": malloc_tuned,
+    }
+    if malloc_tuned and default_rates:
+        # measured before tuning, on the same (already warmed) model and batch stream
+        result["default_malloc_images_per_s"] = round(median(default_rates), 2)
+        result["default_malloc_page_faults_per_step"] = round(default_faults, 1)
+        result["speedup_from_malloc_tuning"] = round(ours_ips / median(default_rates), 3)
+    if device.type == "cuda":
+        result["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    out = paths.ensure(Path(out_dir) if out_dir else paths.results_dir() / "benchmarks")
+    write_json(result, out / f"{device.type}-{result['profile']}.json")
+    return result
+
+
+def format_table(result: dict) -> str:
+    width = max(len(k) for k in result)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in result.items())
+
+
+def time_predict_overlay(side: int = 5000, checkpoint=None, repeats: int = 3) -> dict:
+    """Seconds for ``predict --overlay`` on one synthetic side x side scan (median of
+    ``repeats``; the released model unless ``checkpoint``), with the share spent drawing."""
+    import tempfile
+
+    from PIL import Image
+
+    from brainseg_lib.apply.predict import run_predict
+    from brainseg_lib.apply.scans import overlay_image
+    yy, xx = np.mgrid[:side, :side]
+    scan = ((np.hypot(yy - side / 2, xx - side / 2) < side / 3) * 120 + 20).astype(np.uint8)
+    runs, draws = [], []
+    with tempfile.TemporaryDirectory() as tmp:
+        Image.fromarray(scan).save(f"{tmp}/scan.png")
+        for k in range(repeats):
+            t0 = time.perf_counter()
+            run_predict(f"{tmp}/scan.png", f"{tmp}/out{k}", checkpoint=checkpoint, overlay=True,
+                        device="cpu", progress=False)
+            runs.append(time.perf_counter() - t0)
+            mask = np.asarray(Image.open(f"{tmp}/out{k}/scan_mask.png")) > 127
+            t0 = time.perf_counter()
+            overlay_image(scan, mask)
+            draws.append(time.perf_counter() - t0)
+    return {"kind": "predict_overlay", "side": side, "seconds_median": round(median(runs), 3),
+            "seconds_runs": [round(r, 3) for r in runs], "outline_seconds_median": round(median(draws), 3),
+            "threads": torch.get_num_threads()}

@@ -1,0 +1,179 @@
+"""One reproduction run, end to end: profile -> training -> test metrics on disk.
+
+Notebook 02 and ``python -m brainseg_lib train`` both call ``run_profile``;
+nothing here prints numbers that are not also written to ``results/``.
+"""
+from __future__ import annotations
+
+import shutil
+
+import torch
+
+from brainseg_lib import paths
+from brainseg_lib.data.cache import native_masks_for
+from brainseg_lib.data.splits import split_arrays
+from brainseg_lib.evaluation.evaluate import (
+    evaluate_checkpoint,
+    evaluate_model,
+    write_evaluation,
+)
+from brainseg_lib.evaluation.thresholds import tune_threshold
+from brainseg_lib.fileio import _rel
+from brainseg_lib.inference import resolve_device
+from brainseg_lib.model.checkpoint import load_checkpoint, model_from_checkpoint
+from brainseg_lib.paper import paper_figure
+from brainseg_lib.training import memory
+from brainseg_lib.training.config import TrainConfig
+from brainseg_lib.training.engine import fit
+
+TRAIN_KEYS = {f for f in TrainConfig.__dataclass_fields__}
+# what run_profile reads: every TrainConfig field plus the run-level keys below
+RUN_KEYS = TRAIN_KEYS | {"profile", "split_scheme", "split_seed", "tune_threshold", "limit_test",
+                         "run_tag", "external_dev", "score_test", "detection_points", "detection_limit"}
+
+
+def config_from_params(params: dict) -> TrainConfig:
+    """A TrainConfig from a flat parameter dict (notebook parameters or a profile)."""
+    return TrainConfig.from_dict({k: v for k, v in params.items() if k in TRAIN_KEYS})
+
+
+def run_name(profile: str, seed: int, loss: str, split_scheme: str = "official", tag: str = "") -> str:
+    """``<profile>-<split>-<loss>-seed<k>``, with ``-<tag>`` for a tagged variant (a lever trial)."""
+    return f"{profile}-{split_scheme}-{loss}-seed{seed}" + (f"-{tag}" if tag else "")
+
+
+def released_run_name() -> str:
+    """The run the released model comes from: the cpu profile, official split, BCE+Dice, seed 0."""
+    return run_name("cpu", seed=0, loss="bce_dice", split_scheme="official")
+
+
+def run_profile(params: dict, data_root=None, resume: bool = False, progress: bool | None = None) -> dict:
+    """Train with ``params``, evaluate the best checkpoint on TEST, write results; return the JSON dict.
+
+    With ``score_test: false`` (the lever trials) TEST is never read: the run's JSON then
+    holds the VAL evaluation (``"split": "val"``) and the selection figures only."""
+    cfg = config_from_params(params)
+    profile = params.get("profile", "custom")
+    split_scheme = params.get("split_scheme", "official")
+    name = name_for(params)
+    run_dir = paths.runs_dir() / name
+    if run_dir.exists() and not resume:
+        shutil.rmtree(run_dir)  # a fresh run starts clean; results are regenerated, not mixed
+    arrays = split_arrays(split_scheme, cfg.image_size, data_root, params.get("split_seed", 0))
+    result = fit(cfg, run_dir, resume=resume, data_root=data_root, progress=progress,
+                 train_arrays=arrays["train"], val_arrays=arrays["val"])
+    score_test = params.get("score_test", True)
+    val = arrays["val"].head(cfg.limit_val)
+    val_gts = native_masks_for(arrays["val"].names, root=data_root)   # rasterised once per run
+    if score_test:
+        test = arrays["test"].head(params.get("limit_test"))
+        test_gts = native_masks_for(test.names, root=data_root)   # rasterised once, scored many times
+        ev = evaluate_checkpoint(result.best_path, "test", cfg.threshold, device=cfg.device,
+                                 data_root=data_root, arrays=test, gts=test_gts)
+        snaps = snapshot_scores(result.snapshots, cfg, test, data_root, gts=test_gts)
+    else:
+        ev = evaluate_checkpoint(result.best_path, "val", cfg.threshold, device=cfg.device,
+                                 data_root=data_root, arrays=val, gts=val_gts)
+        snaps = []
+    reached = [s for s in snaps if s["test_f1"] >= paper_figure("F1")]
+    best_row = result.history.loc[result.history["val_dice"].idxmax()]
+    extra = {
+        "profile": profile, "split_scheme": split_scheme, "seed": cfg.seed, "loss": cfg.loss,
+        "run_tag": params.get("run_tag") or None,
+        "n_parameters": result.n_parameters, "device": result.device,
+        "malloc_tuned": memory.MALLOC_TUNED,
+        "threads": torch.get_num_threads(),
+        "epochs_run": int(result.history["epoch"].max()), "best_epoch": int(best_row["epoch"]),
+        "cut_by_time": bool(result.cut_by_time),
+        "best_val_dice": float(best_row["val_dice"]),
+        "snapshots": snaps,
+        "target_f1": paper_figure("F1"),
+        "epochs_to_target": reached[0]["epoch"] if reached else None,
+        "history_csv": _rel(run_dir / "history.csv"),
+    }
+    if params.get("tune_threshold") and score_test:
+        extra["threshold_tuning"] = tune_threshold(result.best_path, arrays["val"], test, ev.probs,
+                                                   data_root, test_gts, device=cfg.device, val_gts=val_gts)
+    if score_test and params.get("detection_points", True):
+        extra["detection"] = detection_points(result.best_path, cfg, data_root,
+                                              params.get("detection_limit"))
+    from brainseg_lib.study.levers import selection_figures
+    extra["selection"] = selection_figures(result.best_path, val, cfg, data_root,
+                                           external_dev=params.get("external_dev", True),
+                                           val_eval=None if score_test else ev, val_gts=val_gts)
+    json_path, _ = write_evaluation(ev, name, extra)
+    timing = write_timing(result, run_dir, extra["epochs_to_target"])
+    return {**ev.summary, **extra, **timing, "json_path": str(json_path), "run_dir": str(run_dir)}
+
+
+def write_timing(result, run_dir, epochs_to_target=None):
+    """The run's clock measurements, kept out of its metric JSON (which is then identical on
+    any machine): ``<run dir>/timing.json``."""
+    from brainseg_lib.fileio import write_json
+    from brainseg_lib.study.bench import cpu_name
+    snaps = {str(e): round(float(v["train_seconds"]), 2) for e, v in sorted(result.snapshots.items())}
+    timing = {"train_seconds": round(result.train_seconds, 2), "wall_seconds": round(result.wall_seconds, 2),
+              "snapshot_seconds": snaps,
+              "seconds_to_target": snaps.get(str(epochs_to_target)) if epochs_to_target else None,
+              "threads": torch.get_num_threads(), "device": result.device, "machine": cpu_name()}
+    write_json(timing, run_dir / "timing.json")
+    return timing
+
+
+def load_timing(run_name: str, runs_dir=None) -> dict:
+    """The clock measurements of a run (``write_timing``), or {} when absent."""
+    import json
+    path = (runs_dir or paths.runs_dir()) / run_name / "timing.json"
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def detection_points(checkpoint, cfg: TrainConfig, data_root=None, limit: int | None = None) -> dict:
+    """Image-level detection operating points of a run's best checkpoint (detection.py), or
+    the reason they were skipped (no ``yes/``/``no/`` folders, no healthy split)."""
+    from brainseg_lib.detection.summary import run_operating_points
+    try:
+        model = model_from_checkpoint(load_checkpoint(checkpoint), checkpoint)
+        return run_operating_points(model, cfg.image_size, data_root, limit, cfg.healthy_seed, cfg.threshold)
+    except (FileNotFoundError, ValueError) as e:
+        return {"skipped": str(e)}
+
+
+def snapshot_scores(snapshots: dict, cfg: TrainConfig, test_arrays, data_root=None,
+                    gts: dict | None = None) -> list[dict]:
+    """Pooled native-resolution test F1 of each epoch snapshot (report only, never model
+    selection); the seconds at which each was reached go to the run's timing.json."""
+    out = []
+    dev = resolve_device(cfg.device)
+    for epoch, snap in sorted(snapshots.items()):
+        path = snap["path"]
+        ck = load_checkpoint(path)
+        ev = evaluate_model(model_from_checkpoint(ck, path), "test", cfg.image_size, cfg.threshold,
+                            dev, data_root, arrays=test_arrays, gts=gts, boundary=False)
+        out.append({"epoch": int(epoch), "test_f1": ev.summary["global"]["f1"]})
+    return out
+
+
+def name_for(params: dict) -> str:
+    """The run name that ``run_profile(params)`` uses."""
+    cfg = config_from_params(params)
+    return run_name(params.get("profile", "custom"), cfg.seed, cfg.loss,
+                    params.get("split_scheme", "official"), params.get("run_tag") or "")
+
+
+def load_run(params: dict):
+    """(metrics JSON dict, per-image DataFrame, history DataFrame) of a finished run."""
+    import json
+
+    import pandas as pd
+    name = name_for(params)
+    path = paths.metrics_dir() / f"{name}.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"no results for run {name!r} at {path}; run notebook 02_training "
+                                "(or `python -m brainseg_lib train`) with the same parameters first")
+    run = {**json.loads(path.read_text()), **load_timing(name)}
+    per_image = pd.read_csv(paths.metrics_dir() / run["per_image_csv"])
+    history = pd.read_csv(paths.runs_dir() / name / "history.csv")
+    return run, per_image, history

@@ -1,0 +1,86 @@
+"""Honest evaluation: aggregate the sweep (seeds x split schemes x losses) into findings.
+
+Every figure here is read from the run JSONs in ``paths.sweep_dir()/metrics``.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from brainseg_lib import paths
+from brainseg_lib.evaluation.evaluate import load_run_metrics
+from brainseg_lib.evaluation.metrics import METRICS
+
+
+def load_sweep(profile: str, sweep_dir=None) -> pd.DataFrame:
+    """One row per sweep run of ``profile``: scheme, loss, seed, pooled metrics, CIs, tuning."""
+    folder = (sweep_dir or paths.sweep_dir()) / "metrics"
+    rows = []
+    for r in load_run_metrics(folder):
+        if r.get("profile") != profile or r.get("run_tag"):   # tagged variants are Table I rows only
+            continue
+        row = {"run_name": r["run_name"], "split_scheme": r.get("split_scheme", "official"),
+               "loss": r["loss"], "seed": r["seed"], "n_images": r["n_images"],
+               **{m: r["global"][m] for m in METRICS},
+               **{f"{m}_ci_lo": r["bootstrap_ci95"][m][0] for m in METRICS},
+               **{f"{m}_ci_hi": r["bootstrap_ci95"][m][1] for m in METRICS}}
+        for label, t in (r.get("threshold_tuning") or {}).get("test", {}).items():
+            for k in ("threshold", "f1", "precision", "recall"):
+                row[f"{label}:{k}"] = t[k]
+        rows.append(row)
+    cols = ["run_name", "split_scheme", "loss", "seed", "n_images", *METRICS,
+            *(f"{m}_ci_{e}" for m in METRICS for e in ("lo", "hi"))]
+    return pd.DataFrame(rows) if rows else pd.DataFrame(columns=cols)
+
+
+def summarize_runs(runs: pd.DataFrame) -> pd.DataFrame:
+    """Mean and sd (ddof=1) of each pooled metric per (split scheme, loss)."""
+    out = []
+    for (scheme, loss), g in runs.groupby(["split_scheme", "loss"]):
+        row = {"split_scheme": scheme, "loss": loss, "n_seeds": len(g)}
+        for m in METRICS:
+            row[m] = g[m].mean()
+            row[f"{m}_sd"] = g[m].std(ddof=1) if len(g) > 1 else np.nan
+        out.append(row)
+    return pd.DataFrame(out)
+
+
+def ci_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """F1 and IoU with their per-image bootstrap 95% CIs, one row per run."""
+    t = runs[["run_name", "f1", "f1_ci_lo", "f1_ci_hi", "iou", "iou_ci_lo", "iou_ci_hi"]]
+    return t.sort_values("run_name").reset_index(drop=True).round(4)
+
+
+def _mean(runs, scheme, loss, col="f1"):
+    g = runs[(runs.split_scheme == scheme) & (runs.loss == loss)]
+    return (float(g[col].mean()), float(g[col].std(ddof=1)) if len(g) > 1 else None, len(g)) \
+        if len(g) else (None, None, 0)
+
+
+def findings(runs: pd.DataFrame, main_loss: str = "bce_dice") -> dict:
+    """The three answers (leakage, loss, threshold) as numbers, for JSON and the README."""
+    off, off_sd, n_off = _mean(runs, "official", main_loss)
+    grp, grp_sd, n_grp = _mean(runs, "grouped", main_loss)
+    bce, bce_sd, n_bce = _mean(runs, "official", "bce")
+    rep = {"main_loss": main_loss,
+           "official": {"f1_mean": off, "f1_sd": off_sd, "n_seeds": n_off},
+           "grouped": {"f1_mean": grp, "f1_sd": grp_sd, "n_seeds": n_grp},
+           "official_minus_grouped_f1": None if off is None or grp is None else off - grp,
+           "loss": {"bce_dice": {"f1_mean": off, "f1_sd": off_sd, "n_seeds": n_off},
+                    "bce": {"f1_mean": bce, "f1_sd": bce_sd, "n_seeds": n_bce},
+                    "bce_dice_minus_bce_f1": None if off is None or bce is None else off - bce}}
+    off_runs = runs[(runs.split_scheme == "official") & (runs.loss == main_loss)]
+    tune = {}
+    for label in ("default_0.5", "val_best_f1", "val_recall_at_precision"):
+        cols = [f"{label}:{k}" for k in ("threshold", "f1", "precision", "recall")]
+        if all(c in off_runs for c in cols) and off_runs[cols].notna().all(axis=None):
+            tune[label] = {k: float(off_runs[c].mean()) for k, c in
+                           zip(("threshold", "f1", "precision", "recall"), cols)}
+    rep["threshold"] = tune
+    return rep
+
+
+def threshold_table(runs: pd.DataFrame) -> pd.DataFrame:
+    """Test metrics at 0.5 and at the validation-tuned thresholds, per official-split run."""
+    cols = [c for c in runs.columns if ":" in c]
+    return runs.loc[runs.split_scheme == "official", ["run_name", *cols]].round(3).reset_index(drop=True)

@@ -1,0 +1,175 @@
+"""Table I: the paper's cited rows, the paper's own row, and our reproduction runs.
+
+The cited and paper rows are data, read from ``references/khadra2026_table1.csv``
+(each row gives its source). Reproduction rows are read from the run JSONs in
+``results/metrics``: the pooled (``global``) native-resolution test metrics,
+averaged over seeds when a configuration was run with several. A value a
+study does not report stays empty (NaN in pandas, blank in CSV), never 0.
+"""
+from __future__ import annotations
+
+import math
+import re
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from brainseg_lib import paths
+from brainseg_lib.evaluation.evaluate import load_run_metrics
+from brainseg_lib.fileio import atomic_write_text, write_csv
+from brainseg_lib.paper import COLUMNS, PAPER_ROW, cited_rows
+
+METRIC_COLUMNS = COLUMNS[1:]
+KEY_OF = {"F1": "f1", "IoU": "iou", "Precision": "precision", "Recall": "recall",
+          "Specificity": "specificity", "Accuracy": "accuracy"}
+
+
+def training_data_label(run: dict) -> str:
+    """What the run trained on: annotated images only (the paper's setting) or with healthy scans."""
+    ratio = (run.get("config") or {}).get("healthy_ratio") or 0
+    return "annotated only" if not ratio else f"+ healthy scans x{ratio:g}"
+
+
+def run_label(run: dict) -> str:
+    label = (f"Ours: {run.get('profile', '?')} profile, {run.get('split_scheme', 'official')} split, "
+             f"{run.get('loss', '?')}, {training_data_label(run)}")
+    if run.get("run_tag"):
+        label += f" [{run['run_tag']}]"
+    return label + (", seed sweep" if run.get("_source") == "sweep" else "")
+
+
+def study_runs(metrics_dir=None) -> list[dict]:
+    """Every run JSON of the study: results/metrics, then the sweep's (marked ``_source``)."""
+    return load_run_metrics(metrics_dir) + [
+        {**r, "_source": "sweep"} for r in load_run_metrics(paths.sweep_dir() / "metrics")]
+
+
+def runs_by_label(runs: list[dict]) -> dict[str, list[dict]]:
+    """Runs grouped by their Table I label (``run_label``), in first-seen order."""
+    groups: dict[str, list[dict]] = {}
+    for r in runs:
+        groups.setdefault(run_label(r), []).append(r)
+    return groups
+
+
+def reproduction_rows(runs: list[dict]) -> pd.DataFrame:
+    """One row per (profile, split scheme, loss): mean over seeds, with sd and seed count."""
+    rows = []
+    for label, rs in runs_by_label(runs).items():
+        seeds = sorted(r.get("seed", 0) for r in rs)
+        label += (f" (mean ± sd over {len(rs)} seeds)" if len(rs) > 1 else f" (seed {seeds[0]})")
+        row = {"Study": label, "n_seeds": len(rs),
+               "Reference": ("this repository, " + ("results/sweep/metrics/" if rs[0].get("_source") == "sweep"
+                                                   else "results/metrics/") + ", ".join(
+                   sorted(r["run_name"] + ".json" for r in rs))),
+               "Source": "measured: pooled native-resolution test metrics"}
+        for col, key in KEY_OF.items():
+            vals = np.array([r["global"][key] for r in rs], dtype=float)
+            row[col] = float(vals.mean())
+            row[f"{col}_sd"] = float(vals.std(ddof=1)) if len(vals) > 1 else math.nan
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def build_table1(runs: list[dict] | None = None, metrics_dir=None) -> pd.DataFrame:
+    """Cited rows, paper row and reproduction rows (detail columns included)."""
+    if runs is None:
+        runs = study_runs(metrics_dir)
+    ours = reproduction_rows(runs)
+    table = pd.concat([cited_rows(), ours], ignore_index=True)
+    return table
+
+
+BOUNDARY_COLUMNS = ["Study", "Images", "HD95 median (px)", "HD95 mean (px)", "NSD mean"]
+
+
+def boundary_rows(runs: list[dict]) -> pd.DataFrame:
+    """Table I's companion: boundary metrics of our runs on their TEST tumour images (native
+    resolution), mean over seeds where there are several. The cited studies report none."""
+    rows = []
+    for label, rs in runs_by_label([r for r in runs if r.get("boundary")]).items():
+        b = [r["boundary"] for r in rs]
+        rows.append({"Study": label + (f" (mean over {len(rs)} seeds)" if len(rs) > 1 else ""),
+                     "Images": int(b[0]["hd95"]["n_images"]),
+                     "HD95 median (px)": float(np.mean([x["hd95"]["median"] for x in b])),
+                     "HD95 mean (px)": float(np.mean([x["hd95"]["mean"] for x in b])),
+                     "NSD mean": float(np.mean([x["nsd"]["mean"] for x in b])),
+                     "NSD tolerance (px)": b[0]["nsd_tolerance_px"]})
+    return pd.DataFrame(rows, columns=BOUNDARY_COLUMNS + ["NSD tolerance (px)"])
+
+
+def write_boundary_table(runs: list[dict] | None = None, out_dir=None) -> dict[str, Path]:
+    """table1_boundary.csv and .md (HD95 and NSD at native resolution, rule in boundary.py)."""
+    t = boundary_rows(study_runs() if runs is None else runs)
+    out = paths.ensure(Path(out_dir) if out_dir else paths.tables_dir())
+    lines = ["| " + " | ".join(BOUNDARY_COLUMNS) + " |", "|" + "---|" * len(BOUNDARY_COLUMNS)]
+    lines += [f"| {r['Study']} | {r['Images']} | {r['HD95 median (px)']:.1f} | {r['HD95 mean (px)']:.1f} | "
+              f"{r['NSD mean']:.3f} |" for _, r in t.iterrows()]
+    note = (f"\nNSD tolerance: {t['NSD tolerance (px)'].iloc[0]:g} px. " if len(t) else "\n") + \
+        "Computed per TEST tumour image at native resolution with MONAI (brainseg_lib/boundary.py).\n"
+    return {"csv": write_csv(t, out / "table1_boundary.csv"),
+            "md": atomic_write_text(out / "table1_boundary.md", "\n".join(lines) + "\n" + note)}
+
+
+def differences_from_paper(table: pd.DataFrame) -> pd.DataFrame:
+    """Each reproduction row minus the paper's row, per metric (empty where the paper is)."""
+    paper = table.loc[table["Study"] == PAPER_ROW, METRIC_COLUMNS].iloc[0]
+    ours = table[table["Study"].str.startswith("Ours")]
+    diff = ours[METRIC_COLUMNS].astype(float) - paper.astype(float)
+    return pd.concat([ours[["Study"]], diff], axis=1).reset_index(drop=True)
+
+
+def _fmt(v, sd=math.nan) -> str:
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return ""
+    s = f"{v:.3f}"
+    if sd is not None and not (isinstance(sd, float) and math.isnan(sd)):
+        s += f" ± {sd:.3f}"
+    return s
+
+
+def _display_rows(table: pd.DataFrame) -> list[list[str]]:
+    """Our values to 3 decimals (± sd); cited values exactly as the paper printed them."""
+    rows = []
+    for _, r in table.iterrows():
+        cells = [str(r["Study"])]
+        ours = str(r["Study"]).startswith("Ours")
+        for c in METRIC_COLUMNS:
+            v = r[c]
+            if not ours and not (isinstance(v, float) and math.isnan(v)):
+                cells.append(f"{v:g}")
+                continue
+            cells.append(_fmt(v, r.get(f"{c}_sd", math.nan)))
+        rows.append(cells)
+    return rows
+
+
+def to_markdown(table: pd.DataFrame) -> str:
+    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines += ["| " + " | ".join(cells) + " |" for cells in _display_rows(table)]
+    return "\n".join(lines) + "\n"
+
+
+def _tex_escape(s: str) -> str:
+    return re.sub(r"([&%$#_{}])", r"\\\1", s).replace("±", r"$\pm$")
+
+
+def to_latex(table: pd.DataFrame) -> str:
+    out = [r"\begin{tabular}{l" + "r" * len(METRIC_COLUMNS) + "}", r"\hline",
+           " & ".join(COLUMNS) + r" \\", r"\hline"]
+    out += [" & ".join(_tex_escape(c) for c in cells) + r" \\" for cells in _display_rows(table)]
+    out += [r"\hline", r"\end{tabular}"]
+    return "\n".join(out) + "\n"
+
+
+def write_table1(table: pd.DataFrame, out_dir: str | Path | None = None) -> dict[str, Path]:
+    """table1.csv (exactly COLUMNS), table1_detail.csv, table1.md and table1.tex."""
+    out = paths.ensure(Path(out_dir) if out_dir else paths.tables_dir())
+    written = {
+        "csv": write_csv(table[COLUMNS], out / "table1.csv"),
+        "detail": write_csv(table, out / "table1_detail.csv"),
+    }
+    for key, text in (("md", to_markdown(table)), ("tex", to_latex(table))):
+        written[key] = atomic_write_text(out / f"table1.{key}", text)
+    return written

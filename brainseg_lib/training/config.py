@@ -1,0 +1,49 @@
+"""TODO docstring."""
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass, field, fields
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines a training run. Defaults are the paper's optimiser settings."""
+    image_size: int = 256
+    base_width: int = 64
+    epochs: int = 100
+    batch_size: int = 50
+    lr: float = 1e-4
+    schedule: str = "none"           # none | onecycle | time_cosine
+    warmup_frac: float = 0.05        # for onecycle / time_cosine
+    weight_decay: float = 0.0
+    loss: str = "bce_dice"           # bce | dice | bce_dice
+    augment: bool = True
+    seed: int = 0
+    device: str = "auto"             # auto | cpu | cuda | mps
+    threads: int = 0                 # CPU threads; 0 = all cores
+    amp: str = "auto"                # auto (bf16 on CUDA only) | off | bf16
+    channels_last: bool = True
+    deterministic: bool = True
+    max_train_seconds: float | None = None   # experiments only: a cut run is never released
+    snapshot_epochs: list[int] = field(default_factory=list)
+    input_norm: str = "none"         # none | zscore (per image, inside the model)
+    augment_level: str = "basic"     # see loaders.AUGMENT_LEVELS
+    healthy_ratio: float = 0.0       # tumour-free scans per annotated TRAIN image
+    healthy_seed: int = 0            # which splits/healthy_seed<k>.csv
+    limit_train: int | None = None   # use only the first n images (smoke runs)
+    limit_val: int | None = None
+    threshold: float = 0.5
+    ema_decay: float | None = None   # exponential moving average of weights (None = off)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = set(d) - known
+        if unknown:
+            raise ValueError(f"unknown TrainConfig keys: {sorted(unknown)}")
+        return cls(**d)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
