@@ -43,7 +43,7 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
-def _rel(p) -> str:
+def display_path(p) -> str:
     """A path as the user will find it: ``results/...`` for anything under the results
     folder (also while run_all.sh stages results elsewhere), else project-relative."""
     p = Path(p).resolve()

@@ -26,7 +26,9 @@
 # ./run_all.sh overrides them with `papermill -f params/<profile>.yaml`.
 profile = 'smoke'
 split_scheme = 'official'
+split_seed = 0
 tune_threshold = False
+tune_allocator = True
 image_size = 64
 base_width = 4
 epochs = 2

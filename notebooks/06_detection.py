@@ -106,7 +106,7 @@ print("columns:", list(scores.columns))
 # ## Threshold chosen on validation (VAL tumours + the `no/` hold-out)
 
 # %%
-summary = detection_summary.summarize(scores, info)
+summary = detection_summary.summarize_detection(scores, info)
 summary.update({"run_name": run["run_name"], "checkpoint": run["checkpoint"], "scores_csv": scores_csv.name})
 write_json(summary, paths.metrics_dir() / "detection.json")
 pd.DataFrame(summary["validation"]["chosen"]).T

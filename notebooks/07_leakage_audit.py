@@ -77,7 +77,7 @@ plots.save_figure(fig, "leakage_gallery");
 labels = leakage_duplicates.groups(fp, pairs)
 manifest = leakage_splits.grouped_split(fp.names, labels, split_seed)
 path = leakage_splits.write_manifest(manifest, split_seed)
-summary = leakage_leakage.summarize(fp, pairs, labels, manifest, split_seed)
+summary = leakage_leakage.summarize_leakage(fp, pairs, labels, manifest, split_seed)
 fileio.write_json(summary, paths.metrics_dir() / "leakage.json")
 print("groups:", summary["groups"], "| with duplicates:", summary["groups_with_duplicates"],
       "| largest:", summary["largest_group"])

@@ -18,6 +18,7 @@ from brainseg_lib.data import images as data_images
 from brainseg_lib.detection import figures, roc, tables
 from brainseg_lib.detection import scores as detection_scores
 from brainseg_lib.detection import summary as detection_summary
+from brainseg_lib.evaluation import metrics
 from brainseg_lib.model.unet import UNet
 from brainseg_lib.report import findings
 
@@ -203,7 +204,7 @@ def test_collect_summarize_and_write(detection_root, tmp_path):
     path = tmp_path / "scores.csv"
     scores.to_csv(path, index=False)
     scores = pd.read_csv(path)
-    summary = detection_summary.summarize(scores, info, n_boot=50)
+    summary = detection_summary.summarize_detection(scores, info, n_boot=50)
     json.dumps(summary, allow_nan=False)
     assert summary["primary_score"] == "area_frac"
     assert summary["validation"] == {**summary["validation"], "positives": 2, "negatives": 2}
@@ -235,7 +236,7 @@ def test_a_copy_of_a_negative_stays_on_its_side(detection_root):
     assert ("no1.jpg" in held) == ("no99.jpg" in held)
     assert not scores["near_dup_holdout"].any()
     assert info["no_groups"]["groups_with_duplicates"] == 1 and info["no_groups"]["largest"] == 2
-    summary = detection_summary.summarize(scores, info, n_boot=20)
+    summary = detection_summary.summarize_detection(scores, info, n_boot=20)
     assert summary["near_duplicates_of_holdout"]["total"] == 0
 
 
@@ -304,3 +305,38 @@ def test_seed_table_reads_untagged_official_runs(tmp_path):
             "loss": "bce_dice", "seed": 0, "run_tag": tag, "detection": det}))
     t = detection_summary.seed_table("cpu", "bce_dice", sweep_dir=tmp_path)
     assert list(t["run_name"]) == ["a"]
+
+
+def test_rates_are_nan_for_a_class_without_images():
+    r = roc.rates(tp=3, fp=0, fn=1, tn=0)                # no negatives at all
+    assert r["sensitivity"] == 0.75 and np.isnan(r["specificity"]) and r["accuracy"] == 0.75
+    assert all(np.isnan(v) for v in roc.rates(0, 0, 0, 0).values())
+    # the segmentation formulas, not a copy: sensitivity is recall
+    m = metrics.metrics_from_counts(5, 2, 3, 7)
+    assert roc.rates(5, 2, 3, 7) == {"sensitivity": m["recall"], "specificity": m["specificity"],
+                                     "accuracy": m["accuracy"]}
+
+
+def test_evaluate_scores_cis_are_the_class_stratified_replicate_loop():
+    rng = np.random.default_rng(1)
+    y = np.r_[np.ones(9), np.zeros(6)].astype(bool)
+    s = rng.random(15) + 0.4 * y
+    got = roc.evaluate_scores(s, y, 0.6, n_boot=40, seed=3)["ci95"]
+    # by hand: each replicate draws the positives, then the negatives, within class
+    draw = np.random.default_rng(3)
+    boot = {k: [] for k in detection_scores.RATES}
+    for _ in range(40):
+        bp = s[y][draw.integers(0, 9, 9)]
+        bn = s[~y][draw.integers(0, 6, 6)]
+        tp, tn = int((bp >= 0.6).sum()), int((bn < 0.6).sum())
+        boot["sensitivity"].append(tp / 9)
+        boot["specificity"].append(tn / 6)
+        boot["accuracy"].append((tp + tn) / 15)
+        boot["auc"].append(sklearn_metrics.roc_auc_score(np.r_[np.ones(9), np.zeros(6)], np.r_[bp, bn]))
+    for k, v in boot.items():
+        assert got[k][0] == pytest.approx(np.quantile(v, 0.025), abs=1e-12), k
+        assert got[k][1] == pytest.approx(np.quantile(v, 0.975), abs=1e-12), k
+    # one class only: nothing to resample, NaN CIs
+    one = roc.evaluate_scores([0.2, 0.7], [1, 1], 0.5, n_boot=20)
+    assert one["sensitivity"] == 0.5 and np.isnan(one["specificity"])
+    assert all(np.isnan(v).all() for v in one["ci95"].values())

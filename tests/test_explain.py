@@ -208,6 +208,23 @@ def test_mass_fraction_and_summary_separate_a_planted_map_from_noise():
     assert np.isnan(explain_attribution.mass_inside(np.zeros((S, S)), gts[0]))
 
 
+def test_paired_ci_is_the_mean_difference_and_a_percentile_bootstrap_by_hand():
+    diff = np.array([0.1, np.nan, -0.3, 0.5, 0.2])           # the NaN is dropped
+    d, lo, hi = explain_attribution.paired_ci(diff, n_boot=6, seed=9)
+    kept = np.array([0.1, -0.3, 0.5, 0.2])
+    assert d == pytest.approx(0.125)
+    # by hand: one block of resampled images, a mean per replicate, linear quantiles
+    draw = np.random.default_rng(9).integers(0, 4, size=(6, 4))
+    means = np.sort(kept[draw].mean(axis=1))
+    assert lo == pytest.approx(means[0] + 0.125 * (means[1] - means[0]), abs=1e-12)   # position 5 * 0.025
+    assert hi == pytest.approx(means[4] + 0.875 * (means[5] - means[4]), abs=1e-12)
+    # a narrower level lies inside
+    _, lo50, hi50 = explain_attribution.paired_ci(diff, n_boot=200, seed=9, level=0.5)
+    _, lo95, hi95 = explain_attribution.paired_ci(diff, n_boot=200, seed=9)
+    assert lo95 <= lo50 <= hi50 <= hi95
+    assert np.isnan(explain_attribution.paired_ci(np.array([np.nan]), n_boot=10)).all()
+
+
 def test_curve_auc():
     f = deletion.DELETION_FRACTIONS
     assert deletion.curve_auc(f, np.ones(len(f))) == pytest.approx(1.0)

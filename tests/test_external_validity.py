@@ -268,6 +268,33 @@ def test_external_figures_by_hand(tmp_path):
     assert "pooled F1 0.500" in text and "0 of 1 clean slices" in text
 
 
+def test_external_cis_resample_whole_patients():
+    """The patient bootstrap, by hand: draw patients (sorted by id) with replacement, pool
+    all their slices, and take the 2.5 and 97.5 percentiles of each figure."""
+    rng = np.random.default_rng(0)
+    n = 40
+    tumour = rng.random(n) < 0.7
+    tp = np.where(tumour, rng.integers(0, 60, n), 0)
+    df = pd.DataFrame({"patient": rng.choice(["p3", "p1", "p4", "p2", "p5"], n), "tumour": tumour,
+                       "tp": tp, "fp": rng.integers(0, 20, n), "fn": np.where(tumour, rng.integers(1, 30, n), 0),
+                       "marked": rng.random(n) < 0.5, "dice": np.where(tumour, rng.random(n), np.nan),
+                       "hd95": np.where(tumour, rng.random(n) * 50, np.nan),
+                       "nsd": np.where(tumour, rng.random(n), np.nan)})
+    s = ext_eval.summarize_half(df, n_boot=60, seed=5)
+    patients = sorted(df["patient"].unique())
+    boot = {"pooled_f1": [], "mean_dice_tumour": [], "clean_marked_share": []}
+    for draw in np.random.default_rng(5).integers(0, len(patients), size=(60, len(patients))):
+        g = pd.concat([df[df.patient == patients[i]] for i in draw])
+        t = g[g.tumour]
+        boot["pooled_f1"].append(2 * g.tp.sum() / (2 * g.tp.sum() + g.fp.sum() + g.fn.sum()))
+        boot["mean_dice_tumour"].append(t.dice.mean() if len(t) else np.nan)
+        boot["clean_marked_share"].append(g[~g.tumour].marked.mean() if (~g.tumour).any() else np.nan)
+    for k, v in boot.items():
+        assert s["ci95_by_patient"][k] == pytest.approx(
+            [np.nanquantile(v, 0.025), np.nanquantile(v, 0.975)], abs=1e-12), k
+    assert s["n_patients"] == 5 and s["n_boot"] == 60 and s["boot_seed"] == 5
+
+
 # --------------------------------------------------------------------------- lever table
 def test_lever_table_reads_selection_figures(tmp_path, monkeypatch):
     plan = {"base": "smoke", "fixed": {"epochs": 1},

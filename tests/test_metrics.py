@@ -110,7 +110,7 @@ def test_pooled_differs_from_per_image_mean():
     df = _two_image_table()
     assert df[list(metrics.COUNTS)].values.tolist() == [[8, 0, 0, 8], [0, 1, 1, 14]]
     assert df["f1"].tolist() == [1.0, 0.0]
-    s = metrics.summarize(df)
+    s = metrics.summarize_per_image(df)
     assert s["n_images"] == 2
     assert s["counts"] == {"tp": 8, "fp": 1, "fn": 1, "tn": 22}
     # pooled: 2*8 / (2*8 + 1 + 1) = 16/18
@@ -125,7 +125,7 @@ def test_pooled_differs_from_per_image_mean():
 
 def test_summarize_single_image_sd_is_zero():
     df = _two_image_table().iloc[:1]
-    assert metrics.summarize(df)["per_image_sd"] == {k: 0.0 for k in metrics.METRICS}
+    assert metrics.summarize_per_image(df)["per_image_sd"] == {k: 0.0 for k in metrics.METRICS}
 
 
 # ----------------------------------------------------------------- sklearn agreement
@@ -170,7 +170,7 @@ def _varied_table(n=40, seed=3):
 @pytest.mark.parametrize("metric", metrics.METRICS)
 def test_bootstrap_ci_brackets_point_estimate(metric):
     df = _varied_table()
-    point = metrics.summarize(df)["global"][metric]
+    point = metrics.summarize_per_image(df)["global"][metric]
     lo, hi = metrics_bootstrap.bootstrap_ci(df, metric, n_boot=500, seed=0)
     assert lo <= point <= hi
     assert lo < hi
@@ -182,3 +182,21 @@ def test_bootstrap_ci_is_reproducible_and_narrows_with_level():
     assert a == metrics_bootstrap.bootstrap_ci(df, "f1", n_boot=400, seed=5)
     lo50, hi50 = metrics_bootstrap.bootstrap_ci(df, "f1", n_boot=400, seed=5, level=0.5)
     assert a[0] <= lo50 <= hi50 <= a[1]
+
+
+# ------------------------------------------------------------------ the one rate formula
+def test_rate_divides_or_takes_the_empty_value():
+    assert metrics.rate(3, 4, 1.0) == 0.75
+    assert metrics.rate(0, 0, 1.0) == 1.0 and metrics.rate(0, 0, 0.0) == 0.0
+    assert np.isnan(metrics.rate(0, 0, float("nan")))
+    got = metrics.rate(np.array([1.0, 0.0, 2.0]), np.array([2.0, 0.0, 8.0]), 1.0)
+    assert got.tolist() == [0.5, 1.0, 0.25]
+
+
+def test_if_empty_replaces_the_empty_mask_rule():
+    # no images of either class: the empty-mask rule says 1 (no errors), NaN when asked for
+    assert metrics.metrics_from_counts(0, 0, 0, 0, if_empty=float("nan"))["recall"] != 1.0
+    m = metrics.metrics_from_counts(tp=0, fp=2, fn=0, tn=14, if_empty=float("nan"))
+    assert np.isnan(m["recall"]) and m["precision"] == 0.0 and m["specificity"] == 14 / 16
+    # a non-empty denominator ignores the rule
+    assert metrics.metrics_from_counts(3, 2, 1, 10, if_empty=float("nan")) == metrics.metrics_from_counts(3, 2, 1, 10)

@@ -1,118 +1,178 @@
-"""run_all.sh never leaves a mix of old and new results.
+"""run_all never leaves a mix of old and new results.
 
-The script runs in a throw-away copy of the project (its scripts, params and
-notebook names; the real .venv is linked in, so no install happens) with a
-stand-in for papermill (``PAPERMILL``), so these tests take seconds and touch
-nothing in the repository.
+``study.run_all.run_study`` runs with a stand-in for the notebook runner (writes one file
+per notebook into the stage, can fail), so these tests take seconds and touch nothing in
+the repository. The crash cases stop ``staging.promote`` between its renames and check
+that ``staging.recover`` restores the previous results.
 """
 from __future__ import annotations
 
+import json
 import os
-import shutil
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-VENV = ROOT / ".venv"
+from brainseg_lib import paths
+from brainseg_lib.study import notebooks, run_all, staging
 
-pytestmark = pytest.mark.skipif(not (VENV / "bin" / "python").exists() or sys.platform == "win32",
-                                reason="needs the project's .venv (created by run_tests.sh) and bash")
+ROOT = paths.PROJECT_ROOT
+NOTEBOOKS = ["01_a", "02_b", "03_c"]
 
-FAKE_PAPERMILL = """#!/usr/bin/env bash
-# stand-in for papermill: writes one metrics file per notebook into the staging folder;
-# FAIL_ON / HANG_ON name a notebook that fails or hangs.
-out="${@: -1}"; nb="$(basename "$out" .ipynb)"
-mkdir -p "$BRAINSEG_RESULTS/metrics"
-echo new > "$BRAINSEG_RESULTS/metrics/$nb.json"
-if [ "$nb" = "${FAIL_ON:-}" ]; then echo "cell 3 failed" >&2; exit 1; fi
-if [ "$nb" = "${HANG_ON:-}" ]; then touch "$HANG_FLAG"; sleep 60; fi
-cp /dev/null "$out"
-"""
+
+def _tree(folder: Path) -> dict:
+    return {str(p.relative_to(folder)): p.read_text() for p in sorted(folder.rglob("*"))
+            if p.is_file() and p.name != ".run_all.lock"
+            and not p.relative_to(folder).parts[0].startswith(".staging")}
 
 
 @pytest.fixture()
-def project(tmp_path):
-    proj = tmp_path / "proj"
-    proj.mkdir()
-    for name in ("run_all.sh", "pyproject.toml"):
-        shutil.copy2(ROOT / name, proj / name)
-    shutil.copytree(ROOT / "scripts", proj / "scripts")
-    shutil.copytree(ROOT / "params", proj / "params")
-    (proj / "notebooks").mkdir()
-    for nb in ("01_a.ipynb", "02_b.ipynb", "03_c.ipynb"):
-        (proj / "notebooks" / nb).write_text("{}")
-    (proj / ".venv").symlink_to(VENV)
-    old = proj / "results" / "metrics"
-    old.mkdir(parents=True)
-    (old / "previous.json").write_text("old")
-    data = tmp_path / "data"
-    for split in ("TRAIN:train", "VAL:val", "TEST:test"):
-        d, n = split.split(":")
-        (data / "Br35H-Mask-RCNN" / d).mkdir(parents=True)
-        (data / "Br35H-Mask-RCNN" / d / f"annotations_{n}.json").write_text("{}")
-    fake = tmp_path / "papermill"
-    fake.write_text(FAKE_PAPERMILL)
-    fake.chmod(0o755)
-    env = {**os.environ, "BRAINSEG_DATA": str(data), "PAPERMILL": str(fake),
-           "BRAINSEG_SKIP_SETUP": "1"}
-    env.pop("BRAINSEG_RESULTS", None)
-    return proj, env
+def results(tmp_path, monkeypatch):
+    """A results folder with an old run in it, and the notebook runner replaced by a stand-in
+    that writes metrics/<nb>.json and figures/<nb>.txt (FAIL names a notebook that raises)."""
+    res = tmp_path / "results"
+    (res / "metrics").mkdir(parents=True)
+    (res / "metrics" / "previous.json").write_text("old")
+    (res / "figures").mkdir()
+    (res / "figures" / "old.txt").write_text("old")
+    (res / "timings").mkdir()
+    (res / "timings" / "run_all_paper.json").write_text("kept")
+    monkeypatch.setenv("BRAINSEG_RESULTS", str(res))
+    state = {"fail": None}
+
+    def fake_run_notebooks(profile, out_dir, nbs=None):
+        for nb in NOTEBOOKS:
+            for sub in ("metrics", "figures"):
+                paths.ensure(out_dir / sub).joinpath(f"{nb}.txt").write_text("new")
+            if nb == state["fail"]:
+                raise notebooks.NotebookFailed(f"{nb}.ipynb failed in cell 3")
+        paths.ensure(out_dir / "timings").joinpath("run_all_smoke.json").write_text("{}")
+        return {"profile": profile["profile"]}
+
+    monkeypatch.setattr(run_all, "run_notebooks", fake_run_notebooks)
+    monkeypatch.setattr(run_all, "destination", lambda name: res)
+    import brainseg_lib.report.html as html
+    monkeypatch.setattr(html, "render_report", lambda *a, **k: None)
+    monkeypatch.setattr("brainseg_lib.report.readme.update_readme", lambda *a, **k: False)
+    return res, state
 
 
-def _results(proj: Path) -> dict:
-    return {str(p.relative_to(proj / "results")): p.read_text()
-            for p in sorted((proj / "results").rglob("*")) if p.is_file()}
+def test_a_finished_run_replaces_each_folder_whole_and_keeps_other_timings(results):
+    res, _ = results
+    run_all.run_study("smoke")
+    tree = _tree(res)
+    assert "metrics/previous.json" not in tree and "figures/old.txt" not in tree   # replaced whole
+    assert tree["metrics/02_b.txt"] == "new"
+    assert tree["timings/run_all_paper.json"] == "kept"                             # carried over
+    assert "timings/run_all_smoke.json" in tree
+    assert not [p for p in res.iterdir() if p.name.startswith((".staging", ".previous"))]
 
 
-def test_failed_notebook_leaves_results_intact(project):
-    proj, env = project
-    before = _results(proj)
-    r = subprocess.run(["bash", "run_all.sh", "smoke"], cwd=proj, env={**env, "FAIL_ON": "02_b"},
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 1
-    assert "FAILED in 02_b.ipynb" in r.stderr
-    assert _results(proj) == before                      # nothing new, nothing lost
-    assert not list((proj / "results").glob(".staging-*"))
+def test_failed_notebook_leaves_results_intact(results):
+    res, state = results
+    before = _tree(res)
+    state["fail"] = "02_b"
+    with pytest.raises(notebooks.NotebookFailed, match="02_b"):
+        run_all.run_study("smoke")
+    assert _tree(res) == before
+    assert not list(res.glob(".staging-*"))
+    assert os.environ["BRAINSEG_RESULTS"] == str(res)        # the stage was only borrowed
 
 
-def test_killed_run_leaves_results_intact_and_next_run_starts_clean(project):
-    proj, env = project
-    before = _results(proj)
-    flag = proj / "results" / "hanging"
-    p = subprocess.Popen(["bash", "run_all.sh", "smoke"], cwd=proj,
-                         env={**env, "HANG_ON": "02_b", "HANG_FLAG": str(flag)},
-                         stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
-    deadline = time.time() + 60
-    while not flag.exists() and time.time() < deadline:
-        time.sleep(0.2)
-    assert time.time() < deadline, "run_all.sh never reached the second notebook"
-    os.killpg(p.pid, signal.SIGTERM)
-    p.wait(timeout=30)
-    assert p.returncode != 0
-    flag.unlink()
-    assert _results(proj) == before
-    assert not list((proj / "results").glob(".staging-*"))
-    # a SIGKILLed run cannot clean up: the next run removes its leftovers first
-    stale = proj / "results" / "smoke" / ".staging-dead"
-    (stale / "metrics").mkdir(parents=True)
-    (stale / "metrics" / "half.json").write_text("partial")
-    r = subprocess.run(["bash", "run_all.sh", "smoke"], cwd=proj, env={**env, "FAIL_ON": "01_a"},
-                       capture_output=True, text=True, timeout=120)
-    assert r.returncode == 1
-    assert not stale.exists()
-    assert _results(proj) == before
+@pytest.mark.parametrize("crash_after", [1, 2, 3])
+def test_a_crash_during_the_swap_is_rolled_back_by_the_next_run(results, monkeypatch, crash_after):
+    """Kill promote after `crash_after` renames: recover() puts the old results back."""
+    res, _ = results
+    before = _tree(res)
+    stage = res / ".staging-x"
+    for sub in ("metrics", "figures", "report"):
+        paths.ensure(stage / sub).joinpath("f.txt").write_text("new")
+    real_replace, calls = os.replace, []
+
+    def dying_replace(a, b):
+        calls.append(1)
+        if len(calls) > crash_after:
+            raise KeyboardInterrupt("killed")
+        real_replace(a, b)
+
+    monkeypatch.setattr(staging.os, "replace", dying_replace)
+    with pytest.raises(KeyboardInterrupt):
+        staging.promote(stage, res)
+    monkeypatch.setattr(staging.os, "replace", real_replace)
+    assert staging.recover(res).startswith("rolled back")
+    assert _tree(res) == before
+    assert not (res / staging.JOURNAL).exists()
 
 
-def test_missing_data_is_reported_before_any_install(project, tmp_path):
-    proj, env = project
-    r = subprocess.run(["bash", "run_all.sh", "smoke"], cwd=proj,
-                       env={**env, "BRAINSEG_DATA": str(tmp_path / "nowhere")},
+def test_a_finished_swap_whose_cleanup_died_is_completed(results):
+    res, _ = results
+    backup = res / ".previous-y"
+    backup.mkdir()
+    (backup / "leftover.txt").write_text("old")
+    (res / staging.JOURNAL).write_text(json.dumps({"backup": backup.name, "stage": ".staging-y",
+                                                   "folders": [], "had_old": [], "done": True}))
+    assert staging.recover(res) == "finished an interrupted clean-up"
+    assert not backup.exists()
+
+
+def test_a_second_run_on_the_same_folder_is_refused_and_stale_stages_are_removed(results):
+    res, _ = results
+    with staging.exclusive_lock(res):
+        with pytest.raises(staging.RunInProgress, match="another ./run_all.sh"):
+            run_all.run_study("smoke")
+    (res / ".staging-dead").mkdir()
+    (res / ".staging-dead" / "half.txt").write_text("x")
+    run_all.run_study("smoke")
+    assert not (res / ".staging-dead").exists()
+
+
+def test_each_notebook_gets_only_the_parameters_it_declares(tmp_path):
+    import nbformat
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [nbformat.v4.new_code_cell("profile = 'smoke'\nepochs = 2", metadata={"tags": ["parameters"]}),
+                nbformat.v4.new_code_cell("print(epochs)")]
+    path = tmp_path / "01_x.ipynb"
+    nbformat.write(nb, str(path))
+    assert notebooks.declared_parameters(path) == {"profile": "smoke", "epochs": 2}
+    assert notebooks.notebook_parameters(path, {"profile": "cpu", "epochs": 30, "lr": 0.1}) == \
+        {"profile": "cpu", "epochs": 30}
+    nb.cells[0].source = "epochs = compute()"
+    nbformat.write(nb, str(path))
+    with pytest.raises(ValueError, match="name = literal"):
+        notebooks.declared_parameters(path)
+
+
+def test_strip_execution_metadata_removes_timestamps_only(tmp_path):
+    import nbformat
+    nb = nbformat.v4.new_notebook()
+    nb.metadata["papermill"] = {"start_time": "2026-01-01"}
+    nb.cells = [nbformat.v4.new_code_cell("x = 1", metadata={
+        "tags": ["parameters"], "papermill": {"duration": 1.0}, "execution": {"a": "b"}})]
+    path = tmp_path / "n.ipynb"
+    nbformat.write(nb, str(path))
+    assert notebooks.strip_execution_metadata(path) is True
+    back = nbformat.read(str(path), as_version=4)
+    assert "papermill" not in back.metadata and back.cells[0].metadata == {"tags": ["parameters"]}
+    assert notebooks.strip_execution_metadata(path) is False
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="bash")
+def test_missing_data_is_reported_before_any_install(tmp_path):
+    r = subprocess.run(["bash", str(ROOT / "run_all.sh"), "smoke"], cwd=tmp_path,
+                       env={**os.environ, "BRAINSEG_DATA": str(tmp_path / "nowhere")},
                        capture_output=True, text=True, timeout=60)
     assert r.returncode == 2
-    assert "ahmedhamada0/brain-tumor-detection" in r.stderr
+    assert "./run_all.sh --fetch" in r.stderr and "ahmedhamada0/brain-tumor-detection" in r.stderr
     assert "[setup]" not in r.stdout
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="bash")
+def test_setup_env_can_be_sourced_without_changing_the_shell(tmp_path):
+    """Sourcing it keeps the caller's shell options: a failing command afterwards does not
+    close an interactive shell (no `set -e` leaks out)."""
+    script = (f"set +e; opts=$-; BRAINSEG_SKIP_SETUP=1 source {ROOT}/scripts/setup_env.sh; "
+              "[ \"$opts\" = \"$-\" ] && echo same-options; false; echo still-here")
+    r = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
+    assert "same-options" in r.stdout and "still-here" in r.stdout

@@ -44,10 +44,10 @@ def list_inputs(input_path: str | Path) -> list[Path]:
     if p.is_file():
         return [p]
     if p.is_dir():
-        files = [f for f in p.iterdir() if f.is_file() and not f.name.startswith(".")]
+        files = data_files.list_files(p)
         if not files:
             raise PredictError(f"no files to predict in {p}")
-        return sorted(files, key=lambda f: data_files._natural_key(f.name))
+        return files
     raise FileNotFoundError(f"input not found: {p}")
 
 

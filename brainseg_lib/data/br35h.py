@@ -44,8 +44,8 @@ from brainseg_lib.data.errors import (
     AnnotationError,
     DatasetNotFoundError,
 )
-from brainseg_lib.data.files import _natural_key
-from brainseg_lib.data.images import IMAGE_SUFFIXES, read_grayscale
+from brainseg_lib.data.files import list_images, natural_key
+from brainseg_lib.data.images import read_grayscale
 
 log = logging.getLogger(__name__)
 
@@ -232,7 +232,7 @@ def list_split(split: str, root: str | Path | None = None) -> tuple[list[Annotat
     folder = split_dir(split, base)
     jpath = annotations_path(split, base)
     anns = load_annotations(jpath)
-    on_disk = {p.name for p in folder.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES}
+    on_disk = set(list_images(folder))
     for a in anns:
         if a.filename not in on_disk:
             where = f"{a.filename} region 0" if a.regions else a.filename
@@ -245,7 +245,7 @@ def list_split(split: str, root: str | Path | None = None) -> tuple[list[Annotat
                f"{', '.join(unannotated[:5])}{' ...' if len(unannotated) > 5 else ''}")
         warnings.warn(msg, stacklevel=2)
         log.warning(msg)
-    anns.sort(key=lambda a: _natural_key(a.filename))
+    anns.sort(key=lambda a: natural_key(a.filename))
     return anns, folder
 
 

@@ -5,7 +5,12 @@ import numpy as np
 from scipy.stats import rankdata
 
 from brainseg_lib.detection.scores import N_BOOT, RATES
-from brainseg_lib.evaluation.metrics import confusion_counts
+from brainseg_lib.evaluation.bootstrap import (
+    CI95,
+    bootstrap_stat_stratified,
+    percentile_ci,
+)
+from brainseg_lib.evaluation.metrics import confusion_counts, metrics_from_counts
 
 
 # --------------------------------------------------------------------- metrics
@@ -41,13 +46,13 @@ def confusion(scores, labels, threshold: float) -> dict[str, int]:
     return confusion_counts(np.asarray(scores) >= threshold, np.asarray(labels))
 
 
-def _div(a, b) -> float:
-    return float(a / b) if b else float("nan")
-
-
 def rates(tp, fp, fn, tn) -> dict[str, float]:
-    return {"sensitivity": _div(tp, tp + fn), "specificity": _div(tn, tn + fp),
-            "accuracy": _div(tp + tn, tp + fp + fn + tn)}
+    """Sensitivity (recall), specificity and accuracy of image-level counts: the formulas of
+    ``metrics_from_counts``, with NaN for a rate whose denominator is 0 (no images of that
+    class), not the segmentation's empty-mask rule."""
+    m = metrics_from_counts(tp, fp, fn, tn, if_empty=float("nan"))
+    return {"sensitivity": float(m["recall"]), "specificity": float(m["specificity"]),
+            "accuracy": float(m["accuracy"])}
 
 
 def _candidate_thresholds(s: np.ndarray) -> np.ndarray:
@@ -109,17 +114,23 @@ def evaluate_scores(scores, labels, threshold: float, n_boot: int = N_BOOT, seed
     out = {"images": int(len(s)), "positives": int(y.sum()), "negatives": int((~y).sum()),
            "threshold": float(threshold), **c, **rates(**c), "auc": auc_score(s, y)}
     pos, neg = s[y], s[~y]
-    rng = np.random.default_rng(seed)
-    boot = {k: [] for k in RATES}
     if len(pos) and len(neg):
-        for _ in range(n_boot):
-            bp = pos[rng.integers(0, len(pos), len(pos))]
-            bn = neg[rng.integers(0, len(neg), len(neg))]
-            tp, tn = int((bp >= threshold).sum()), int((bn < threshold).sum())
-            r = rates(tp, len(bn) - tn, len(bp) - tp, tn)
-            for k in ("sensitivity", "specificity", "accuracy"):
-                boot[k].append(r[k])
-            boot["auc"].append(auc_score(np.r_[bp, bn], np.r_[np.ones(len(bp)), np.zeros(len(bn))]))
-    out["ci95"] = {k: [float(np.quantile(v, 0.025)), float(np.quantile(v, 0.975))] if v
-                   else [float("nan"), float("nan")] for k, v in boot.items()}
+        boot = bootstrap_stat_stratified([pos, neg], lambda r: _boot_rates(*r, threshold), n_boot, seed)
+    else:
+        boot = {k: [] for k in RATES}
+    out["ci95"] = {k: list(percentile_ci(boot[k], CI95)) for k in RATES}
     return out
+
+
+def _boot_rates(pos: np.ndarray, neg: np.ndarray, threshold: float) -> dict[str, list[float]]:
+    """Rates and AUC at ``threshold`` of each resample: row b of ``pos`` (positives' scores)
+    and of ``neg`` (negatives' scores), both ``(n_boot, n_class)``."""
+    boot = {k: [] for k in RATES}
+    ones, zeros = np.ones(pos.shape[1]), np.zeros(neg.shape[1])
+    for bp, bn in zip(pos, neg):
+        tp, tn = int((bp >= threshold).sum()), int((bn < threshold).sum())
+        r = rates(tp, len(bn) - tn, len(bp) - tp, tn)
+        for k in ("sensitivity", "specificity", "accuracy"):
+            boot[k].append(r[k])
+        boot["auc"].append(auc_score(np.r_[bp, bn], np.r_[ones, zeros]))
+    return boot

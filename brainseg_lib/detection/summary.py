@@ -28,7 +28,7 @@ from brainseg_lib.detection.scores import (
 from brainseg_lib.fileio import json_ready
 
 
-def summarize(scores: pd.DataFrame, info: dict, primary: str = PRIMARY, n_boot: int = N_BOOT,
+def summarize_detection(scores: pd.DataFrame, info: dict, primary: str = PRIMARY, n_boot: int = N_BOOT,
               seed: int = 0) -> dict:
     """Everything for results/metrics/detection.json: thresholds chosen on validation, and
     the report metrics of both scores on all report images and without near-duplicates."""

@@ -1,18 +1,118 @@
-"""TODO docstring."""
+"""The one percentile bootstrap behind every confidence interval in the project.
+
+Every CI is built from three steps, and only the middle one differs between callers:
+
+1. **draw** resample indices from ``np.random.default_rng(seed)``:
+
+   * ``resample_indices(n, n_boot, rng)``: one ``rng.integers(0, n, size=(n_boot, n))``
+     draw, row ``b`` holding replicate ``b``: images (``bootstrap_ci``), patients
+     (``evaluation.external``), paired differences (``xai.attribution.paired_ci``);
+   * ``resample_within_strata(sizes, n_boot, rng)``: replicate by replicate, the
+     indices of each stratum in turn (``rng.integers(0, n_k, n_k)``), so that each
+     resample keeps every stratum's size (the classes of ``detection.roc``).
+
+2. **statistic** of all replicates at once (``bootstrap_stat`` and
+   ``bootstrap_stat_stratified`` hand it the resampled rows, shape ``(n_boot, n, ...)``):
+   re-pooled counts, per-patient sums, a mean difference, sensitivity and AUC.
+
+3. **percentile CI** of the replicates (``percentile_ci``): ``np.quantile``'s default
+   (linear) method at the quantiles ``(lo, hi)``.
+
+**Reproducibility.** The committed CIs were computed with exactly these draws, in this
+order, and these quantiles, so changing any of them changes committed figures. Two
+details matter at the last bit:
+
+* ``ci_quantiles(0.95)`` is ``((1 - 0.95) / 2, 1 - (1 - 0.95) / 2)``, and in floating
+  point ``(1 - 0.95) / 2 == 0.025000000000000022``, not ``0.025``. The per-image metric CIs
+  (``bootstrap_ci``) and the paired-difference CIs of the explanations use it; the
+  patient CIs of the external validation and the detection CIs use the literal
+  ``CI95 = (0.025, 0.975)``. The two differ in the last bits of the lower bound, so
+  each caller keeps its own.
+* The stratified draw order (replicate-major) differs from one block draw per stratum;
+  the detection CIs were drawn replicate-major.
+"""
 from __future__ import annotations
+
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
 from brainseg_lib.evaluation.metrics import COUNTS, metrics_from_counts
 
+N_BOOT = 2000
+CI95 = (0.025, 0.975)
 
-def bootstrap_ci(per_image, metric: str = "f1", n_boot: int = 2000, seed: int = 0,
+
+# ------------------------------------------------------------------------------- draws
+def resample_indices(n: int, n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """``(n_boot, n)`` indices into ``n`` units, drawn with replacement in one call."""
+    return rng.integers(0, n, size=(n_boot, n))
+
+
+def resample_within_strata(sizes: Sequence[int], n_boot: int,
+                           rng: np.random.Generator) -> list[np.ndarray]:
+    """One ``(n_boot, n_k)`` index array per stratum of size ``n_k``: for each replicate,
+    stratum 0's ``n_0`` indices are drawn, then stratum 1's, and so on."""
+    draws = [[rng.integers(0, n, n) for n in sizes] for _ in range(n_boot)]
+    return [np.array([d[k] for d in draws], dtype=np.int64).reshape(n_boot, n)
+            for k, n in enumerate(sizes)]
+
+
+# ------------------------------------------------------------------------- replicates
+def bootstrap_stat(sample, statistic: Callable, n_boot: int = N_BOOT, seed: int = 0):
+    """``statistic`` of ``n_boot`` resamples of ``sample``'s rows (the resampling unit).
+
+    ``statistic`` is called once with every resample stacked, an array of shape
+    ``(n_boot, len(sample), ...)``, and returns one value per resample (an array of
+    ``n_boot``, or a dict of such arrays); its result is returned unchanged.
+    """
+    s = np.asarray(sample)
+    rng = np.random.default_rng(seed)
+    return statistic(s[resample_indices(len(s), n_boot, rng)])
+
+
+def bootstrap_stat_stratified(strata: Sequence, statistic: Callable, n_boot: int = N_BOOT,
+                              seed: int = 0):
+    """``statistic`` of ``n_boot`` stratified resamples: each stratum's rows are resampled
+    within the stratum, so every resample keeps each stratum's size.
+
+    ``statistic`` is called once with a list holding, per stratum, its resamples stacked
+    (shape ``(n_boot, len(stratum), ...)``). Every stratum must be non-empty.
+    """
+    arrays = [np.asarray(s) for s in strata]
+    if any(len(a) == 0 for a in arrays):
+        raise ValueError("every stratum needs at least one unit to resample")
+    rng = np.random.default_rng(seed)
+    idx = resample_within_strata([len(a) for a in arrays], n_boot, rng)
+    return statistic([a[i] for a, i in zip(arrays, idx)])
+
+
+# -------------------------------------------------------------------------------- CIs
+def ci_quantiles(level: float = 0.95) -> tuple[float, float]:
+    """The two quantiles of a central ``level`` interval, as ``(1 - level) / 2`` and its
+    complement (0.025000000000000022 at 0.95: see the module docstring)."""
+    tail = (1 - level) / 2
+    return tail, 1 - tail
+
+
+def percentile_ci(values, quantiles: tuple[float, float] = CI95,
+                  skip_nan: bool = False) -> tuple[float, float]:
+    """Percentile interval of bootstrap replicates: ``np.quantile`` (linear) at
+    ``quantiles``, or ``np.nanquantile`` with ``skip_nan``; ``(nan, nan)`` for no replicates."""
+    v = np.asarray(values, dtype=np.float64)
+    if v.size == 0:
+        return float("nan"), float("nan")
+    q = np.nanquantile if skip_nan else np.quantile
+    return float(q(v, quantiles[0])), float(q(v, quantiles[1]))
+
+
+# --------------------------------------------------------- per-image segmentation metrics
+def bootstrap_ci(per_image, metric: str = "f1", n_boot: int = N_BOOT, seed: int = 0,
                  level: float = 0.95) -> tuple[float, float]:
     """Percentile CI of a pooled metric: resample images, re-pool the counts."""
-    rng = np.random.default_rng(seed)
-    c = per_image[list(COUNTS)].to_numpy(dtype=np.float64)
-    idx = rng.integers(0, len(c), size=(n_boot, len(c)))
-    sums = c[idx].sum(axis=1)
-    vals = np.array([metrics_from_counts(*s)[metric] for s in sums])
-    a = (1 - level) / 2
-    return float(np.quantile(vals, a)), float(np.quantile(vals, 1 - a))
+    counts = per_image[list(COUNTS)].to_numpy(dtype=np.float64)
+
+    def pooled(resamples: np.ndarray) -> np.ndarray:
+        return np.array([metrics_from_counts(*s)[metric] for s in resamples.sum(axis=1)])
+
+    return percentile_ci(bootstrap_stat(counts, pooled, n_boot, seed), ci_quantiles(level))

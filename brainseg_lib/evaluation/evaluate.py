@@ -32,9 +32,9 @@ from brainseg_lib.evaluation.metrics import (
     METRICS,
     confusion_counts,
     per_image_table,
-    summarize,
+    summarize_per_image,
 )
-from brainseg_lib.fileio import _rel, write_csv, write_json
+from brainseg_lib.fileio import display_path, write_csv, write_json
 from brainseg_lib.inference import (
     predict_probs,
     resolve_device,
@@ -77,7 +77,7 @@ def evaluate_model(model, split: str, image_size: int, threshold: float = 0.5, d
     model_df = per_image_table(df[[f"model_{c}" for c in COUNTS]].set_axis(list(COUNTS), axis=1))
     for k in METRICS:
         df[f"model_{k}"] = model_df[k].to_numpy()
-    native_summary = summarize(df)
+    native_summary = summarize_per_image(df)
     summary = {
         "split": split, "threshold": threshold, "table_resolution": "native",
         "n_images": native_summary["n_images"],
@@ -86,7 +86,7 @@ def evaluate_model(model, split: str, image_size: int, threshold: float = 0.5, d
         "per_image_sd": native_summary["per_image_sd"],
         "counts": native_summary["counts"],
         "bootstrap_ci95": {m: list(bootstrap_ci(df, m)) for m in METRICS},
-        "model_resolution": {k: v for k, v in summarize(model_df).items() if k != "n_images"},
+        "model_resolution": {k: v for k, v in summarize_per_image(model_df).items() if k != "n_images"},
     }
     if boundary:
         summary["boundary"] = summarize_boundary(df)
@@ -104,7 +104,7 @@ def evaluate_checkpoint(checkpoint: str | Path, split: str = "test", threshold: 
     dev = resolve_device(device)
     ev = evaluate_model(model, split, size, threshold, dev, data_root, arrays=arrays, limit=limit,
                         gts=gts)
-    ev.summary.update({"checkpoint": _rel(checkpoint), "device": str(dev),
+    ev.summary.update({"checkpoint": display_path(checkpoint), "device": str(dev),
                        "config": ck["train_config"], "epoch": ck.get("epoch")})
     return ev
 

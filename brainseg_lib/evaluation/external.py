@@ -5,14 +5,19 @@ import numpy as np
 import pandas as pd
 
 from brainseg_lib.data.external import ExternalHalf
+from brainseg_lib.evaluation.bootstrap import (
+    CI95,
+    N_BOOT,
+    bootstrap_stat,
+    percentile_ci,
+)
 from brainseg_lib.evaluation.boundary import NSD_TOLERANCE_PX, boundary_metrics
 from brainseg_lib.evaluation.metrics import (
     COUNTS,
     confusion_counts,
     metrics_from_counts,
+    rate,
 )
-
-N_BOOT = 2000
 
 
 def score_half(model, half: ExternalHalf, threshold: float = 0.5, device="cpu",
@@ -50,8 +55,7 @@ def _figures(s: np.ndarray) -> dict[str, np.ndarray]:
     """The figures from summed columns (last axis in _SUMS order)."""
     tp, fp, fn, dice_t, n_t, marked_c, n_c, hd95_t, nsd_t = np.moveaxis(s, -1, 0)
     with np.errstate(invalid="ignore", divide="ignore"):
-        den = 2 * tp + fp + fn
-        return {"pooled_f1": np.where(den > 0, 2 * tp / np.where(den > 0, den, 1), 1.0),
+        return {"pooled_f1": rate(2 * tp, 2 * tp + fp + fn, 1.0),   # no pixel at all: no error
                 "mean_dice_tumour": dice_t / n_t, "clean_marked_share": marked_c / n_c,
                 "hd95_mean": hd95_t / n_t, "nsd_mean": nsd_t / n_t}
 
@@ -60,10 +64,8 @@ def summarize_half(df: pd.DataFrame, n_boot: int = N_BOOT, seed: int = 0) -> dic
     """The half's figures with 95% CIs resampled by patient, plus counts."""
     sums = _patient_sums(df)
     point = {k: float(v) for k, v in _figures(sums.to_numpy().sum(0)).items()}
-    rng = np.random.default_rng(seed)
-    idx = rng.integers(0, len(sums), size=(n_boot, len(sums)))
-    boot = _figures(sums.to_numpy()[idx].sum(1))
-    ci = {k: [float(np.nanquantile(v, 0.025)), float(np.nanquantile(v, 0.975))] for k, v in boot.items()}
+    boot = bootstrap_stat(sums.to_numpy(), lambda r: _figures(r.sum(1)), n_boot, seed)
+    ci = {k: list(percentile_ci(v, CI95, skip_nan=True)) for k, v in boot.items()}
     t = df["tumour"]
     return {**point, "ci95_by_patient": ci, "n_boot": n_boot, "boot_seed": seed,
             "hd95_median": float(df.loc[t, "hd95"].median()) if t.any() else None,

@@ -22,7 +22,9 @@ no errors (FP = FN = 0) and 0.0 otherwise. So an image with no tumour and no
 predicted tumour scores 1 on every metric; predicting nothing on a tumour
 image gives precision 0 (and recall 0); predicting tumour on an empty image
 gives recall 0 (and F1 0). Every annotated Br35H image has a tumour, so the
-rule only matters for image-level detection and for synthetic tests.
+rule only matters for image-level detection and for synthetic tests. It is
+``metrics_from_counts``'s default; its ``if_empty`` argument replaces it, as the
+image-level detection rates (``detection.roc.rates``) do with NaN.
 """
 from __future__ import annotations
 
@@ -63,22 +65,35 @@ def batch_confusion_counts(pred: torch.Tensor, target: torch.Tensor) -> torch.Te
     return torch.stack([tp, fp, fn, tn], 1).long()
 
 
-def _ratio(num: float, den: float, no_errors: bool) -> float:
-    if den == 0:
-        return 1.0 if no_errors else 0.0
-    return num / den
+def rate(num, den, if_empty):
+    """``num / den``, or ``if_empty`` where ``den`` is 0: the one ratio behind every rate
+    (segmentation metrics here, detection rates in ``detection.roc``, the pooled F1 of the
+    external bootstrap). Scalars give a scalar; arrays are divided element-wise."""
+    if np.ndim(den) == 0:
+        return num / den if den != 0 else if_empty
+    den = np.asarray(den)
+    nonzero = den != 0
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(nonzero, num / np.where(nonzero, den, 1), if_empty)
 
 
-def metrics_from_counts(tp: float, fp: float, fn: float, tn: float) -> dict[str, float]:
-    """All six metrics from one confusion matrix, with the empty-mask rule."""
-    ok = fp == 0 and fn == 0
+def metrics_from_counts(tp: float, fp: float, fn: float, tn: float,
+                        if_empty: float | None = None) -> dict[str, float]:
+    """All six metrics from one confusion matrix.
+
+    A ratio whose denominator is 0 follows the empty-mask rule of the module docstring
+    (1.0 when FP = FN = 0, else 0.0) unless ``if_empty`` gives its value instead (image-level
+    detection passes NaN: a rate of no images is undefined).
+    """
+    if if_empty is None:
+        if_empty = 1.0 if fp == 0 and fn == 0 else 0.0
     return {
-        "f1": _ratio(2 * tp, 2 * tp + fp + fn, ok),
-        "iou": _ratio(tp, tp + fp + fn, ok),
-        "precision": _ratio(tp, tp + fp, ok),
-        "recall": _ratio(tp, tp + fn, ok),
-        "specificity": _ratio(tn, tn + fp, ok),
-        "accuracy": _ratio(tp + tn, tp + tn + fp + fn, ok),
+        "f1": rate(2 * tp, 2 * tp + fp + fn, if_empty),
+        "iou": rate(tp, tp + fp + fn, if_empty),
+        "precision": rate(tp, tp + fp, if_empty),
+        "recall": rate(tp, tp + fn, if_empty),
+        "specificity": rate(tn, tn + fp, if_empty),
+        "accuracy": rate(tp + tn, tp + tn + fp + fn, if_empty),
     }
 
 
@@ -95,7 +110,7 @@ def per_image_table(counts) -> "pd.DataFrame":
     return df
 
 
-def summarize(per_image) -> dict[str, dict[str, float]]:
+def summarize_per_image(per_image) -> dict[str, dict[str, float]]:
     """``global`` (pooled counts), ``per_image_mean`` and ``per_image_sd`` blocks."""
     tot = {c: int(per_image[c].sum()) for c in COUNTS}
     return {

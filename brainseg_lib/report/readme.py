@@ -192,3 +192,27 @@ def speed_markdown(run_name: str | None = None) -> str:
                f"{b['default_malloc_page_faults_per_step']} -> {b['minor_page_faults_per_step']})."
                if "default_malloc_page_faults_per_step" in b else "."))
     return ("\n".join(lines) + "\n") if lines else "_Not measured yet._\n"
+
+
+# README section -> the file its text is read from (written by the study's notebooks)
+README_SECTIONS = (("findings.md", "FINDINGS"), ("detection_table.md", "DETECTION"),
+                   ("detection_seeds.md", "DETECTION_SEEDS"), ("table1_boundary.md", "BOUNDARY"),
+                   ("external_validation.md", "EXTERNAL"))
+
+
+def update_readme(readme: str | Path | None = None) -> bool:
+    """Rewrite every generated section of README.md from the result files; True if changed.
+
+    Table I, the run_all timings and the speed figures, the findings, detection, boundary,
+    external-validation and lever tables: each lives between ``<!-- NAME:START -->`` and
+    ``<!-- NAME:END -->`` and is copied from the file the study wrote."""
+    changed = embed_in_readme((paths.tables_dir() / "table1.md").read_text(), readme)
+    changed |= embed_in_readme(timings_markdown(), readme, start=TIMINGS_START, end=TIMINGS_END)
+    changed |= embed_in_readme(speed_markdown(), readme, start=SPEED_START, end=SPEED_END)
+    sources = [(paths.tables_dir() / name, marker) for name, marker in README_SECTIONS]
+    sources.append((paths.levers_dir() / "lever_table.md", "LEVERS"))
+    for path, marker in sources:
+        if path.is_file():
+            changed |= embed_in_readme(path.read_text(), readme, start=f"<!-- {marker}:START -->",
+                                       end=f"<!-- {marker}:END -->")
+    return changed

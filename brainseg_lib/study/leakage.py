@@ -32,7 +32,7 @@ def cross_split_counts(fp: Fingerprints, pairs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def summarize(fp: Fingerprints, pairs: pd.DataFrame, labels: np.ndarray,
+def summarize_leakage(fp: Fingerprints, pairs: pd.DataFrame, labels: np.ndarray,
               manifest: pd.DataFrame, seed: int) -> dict:
     """The figures that go to results/metrics/leakage.json."""
     sizes = np.bincount(labels)

@@ -1,11 +1,25 @@
-"""TODO docstring."""
+"""Named parameter profiles: ``params/base.yaml`` plus a small per-profile override.
+
+``params/base.yaml`` holds every parameter of the study at the paper's configuration. A
+profile (``params/smoke.yaml``, ``cpu.yaml``, ``paper.yaml``) lists only the keys it changes;
+``load_profile`` merges it over the base, and refuses a key the base does not have, so a typo
+never passes silently. Everything downstream (papermill, the CLI, the sweep, the lever
+trials) sees the merged profile: ``write_profile`` writes it as one flat YAML file for
+``papermill -f``.
+"""
 from __future__ import annotations
+
+from pathlib import Path
 
 import torch
 import yaml
 
 from brainseg_lib import paths
+from brainseg_lib.fileio import atomic_write_text
 from brainseg_lib.study.experiment import RUN_KEYS
+
+BASE = "base"
+NOT_PROFILES = {BASE, "levers"}   # params/ files that are not runnable profiles
 
 
 def params_from_namespace(namespace: dict) -> dict:
@@ -14,13 +28,35 @@ def params_from_namespace(namespace: dict) -> dict:
     return {k: v for k, v in namespace.items() if k in RUN_KEYS}
 
 
+def known_profiles() -> list[str]:
+    """The runnable profiles in ``params/``."""
+    return sorted(p.stem for p in paths.PARAMS_DIR.glob("*.yaml") if p.stem not in NOT_PROFILES)
+
+
+def _read_yaml(path: Path) -> dict:
+    data = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"{path} must hold a mapping of parameter: value")
+    return data
+
+
 def load_profile(name: str) -> dict:
-    """The parameters of ``params/<name>.yaml``."""
+    """``params/base.yaml`` with ``params/<name>.yaml`` merged over it (keys in base order)."""
     path = paths.PARAMS_DIR / f"{name}.yaml"
-    if not path.is_file():
-        known = sorted(p.stem for p in paths.PARAMS_DIR.glob("*.yaml"))
-        raise FileNotFoundError(f"no profile {name!r} ({path}); known profiles: {known}")
-    return yaml.safe_load(path.read_text()) or {}
+    if name in NOT_PROFILES or not path.is_file():
+        raise FileNotFoundError(f"no profile {name!r} ({path}); known profiles: {known_profiles()}")
+    base = _read_yaml(paths.PARAMS_DIR / f"{BASE}.yaml")
+    override = _read_yaml(path)
+    unknown = sorted(set(override) - set(base))
+    if unknown:
+        raise ValueError(f"{path}: unknown parameter(s) {unknown}; every parameter must be "
+                         f"declared in {paths.PARAMS_DIR / (BASE + '.yaml')}")
+    return {**base, **override}
+
+
+def write_profile(params: dict, path: str | Path) -> Path:
+    """One flat YAML file of ``params`` (for ``papermill -f``)."""
+    return atomic_write_text(path, yaml.safe_dump(params, sort_keys=False))
 
 
 def default_profile() -> str:

@@ -28,7 +28,7 @@ from brainseg_lib.evaluation.metrics import (
     confusion_counts,
     metrics_from_counts,
 )
-from brainseg_lib.fileio import atomic_write_text, write_json
+from brainseg_lib.fileio import atomic_write_text, display_path, write_json
 from brainseg_lib.model.released import release_model
 from brainseg_lib.report.model_card import model_card
 from brainseg_lib.study.experiment import released_run_name
@@ -88,7 +88,7 @@ def release(run_name: str | None = None, dest: Path | None = None, data_root=Non
     check = predict_check(model, data_root)
     n_train, n_val = (len(list_split(s, data_root)[0]) for s in ("train", "val"))
     diff = abs(check["f1"] - run["global"]["f1"])
-    info = {"model": str(model.relative_to(paths.PROJECT_ROOT)), "from_run": run_name,
+    info = {"model": display_path(model), "from_run": run_name,
             "source_checkpoint": run["checkpoint"], "size_bytes": model.stat().st_size,
             "sha256": model.with_name(model.name + ".sha256").read_text().split()[0],
             "metrics_json": f"results/metrics/{run_name}.json",

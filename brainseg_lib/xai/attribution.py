@@ -62,6 +62,12 @@ import torch
 from torch import nn
 
 from brainseg_lib.data.loaders import to_float
+from brainseg_lib.evaluation.bootstrap import (
+    N_BOOT,
+    bootstrap_stat,
+    ci_quantiles,
+    percentile_ci,
+)
 
 with warnings.catch_warnings():  # captum imports tqdm.auto, which warns in kernels without ipywidgets
     warnings.filterwarnings("ignore", message="IProgress not found")
@@ -210,16 +216,14 @@ def attribution_mass(maps: dict[str, np.ndarray], gts: np.ndarray, names: list[s
     return pd.DataFrame(rows)
 
 
-def paired_ci(diff: np.ndarray, n_boot: int = 2000, seed: int = 0, level: float = 0.95):
+def paired_ci(diff: np.ndarray, n_boot: int = N_BOOT, seed: int = 0, level: float = 0.95):
     """Mean of paired differences and its percentile bootstrap CI over images (NaNs dropped)."""
     d = np.asarray(diff, dtype=np.float64)
     d = d[np.isfinite(d)]
     if len(d) == 0:
         return float("nan"), float("nan"), float("nan")
-    rng = np.random.default_rng(seed)
-    means = d[rng.integers(0, len(d), size=(n_boot, len(d)))].mean(axis=1)
-    a = (1 - level) / 2
-    return float(d.mean()), float(np.quantile(means, a)), float(np.quantile(means, 1 - a))
+    means = bootstrap_stat(d, lambda r: r.mean(axis=1), n_boot, seed)
+    return (float(d.mean()), *percentile_ci(means, ci_quantiles(level)))
 
 
 def mass_summary(per_image: pd.DataFrame, n_boot: int = 2000, seed: int = 0) -> pd.DataFrame:

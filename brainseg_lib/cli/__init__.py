@@ -1,0 +1,60 @@
+"""Command line: ``python -m brainseg_lib <command>`` (also installed as ``brainseg``).
+
+Run the study
+  run-study --profile P     every notebook of a profile, then one swap into results/ (./run_all.sh)
+  train [--profile P]       train and evaluate one run (cpu by default, paper on CUDA; DDP under torchrun)
+  sweep [--plan] [--jobs N] seeds x splits x losses -> results/sweep/ (or a job-array plan)
+  levers                    the lever trials that chose the cpu profile -> results/levers/
+  healthy-split             split Br35H's no/ scans by near-duplicate group (splits/)
+Results
+  evaluate --checkpoint C   score a checkpoint on a split, write CSV + JSON
+  table                     rebuild Table I from results/metrics/*.json
+  headline [--profile P]    print the headline metrics of finished runs
+  update-readme             rewrite README.md's generated sections from the result files
+  release                   publish results/models/brainseg-cpu.pt with its model card
+  report                    render results/report/ (HTML) from the executed notebooks
+Use the model and the data
+  fetch-data [--dest D]     download Br35H and verify every file against references/br35h.sha256
+  check-data                verify the dataset layout and that every annotation rasterises
+  predict --input ...       segment your own scans (masks, overlays, predictions.csv)
+  export --format onnx      write results/models/brainseg-cpu.onnx for onnxruntime
+  bench [--profile P]       speed benchmark -> results/benchmarks/<device>-<profile>.json
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from brainseg_lib.cli import study_commands, user_commands
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``brainseg`` argument parser with every sub-command."""
+    p = argparse.ArgumentParser(prog="brainseg", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--data", default=None, help="Br35H folder (default: $BRAINSEG_DATA or data/br35h)")
+    sub = p.add_subparsers(dest="cmd", required=True)
+    study_commands.register(sub)
+    user_commands.register(sub)
+    return p
+
+
+def main(argv=None) -> int:
+    """Run one command; returns its exit status (2 for a problem the message explains)."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
+    from brainseg_lib.data.errors import DataError
+    from brainseg_lib.model.checkpoint import CheckpointError
+    try:
+        return args.fn(args)
+    except (DataError, CheckpointError, FileNotFoundError, ValueError) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted; every file written so far is complete (writes are atomic)", file=sys.stderr)
+        return 130
+    except PermissionError as e:
+        print(f"error: permission denied: {e.filename or e}; choose a folder you can "
+              "write to (or read from)", file=sys.stderr)
+        return 2

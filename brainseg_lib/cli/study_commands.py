@@ -1,0 +1,221 @@
+"""The study's commands: data check, training, evaluation, tables, sweeps, release, run-study."""
+from __future__ import annotations
+
+import json
+import logging
+import sys
+
+from brainseg_lib.cli.common import with_overrides
+
+log = logging.getLogger(__name__)
+
+
+def _cmd_check_data(args) -> int:
+    from brainseg_lib.data.br35h import (
+        EXPECTED_COUNTS,
+        SPLITS,
+        check_dataset,
+        list_split,
+    )
+    root = check_dataset(args.data)
+    print(f"Br35H found at {root}")
+    bad = 0
+    for s in SPLITS:
+        n = len(list_split(s, root)[0])
+        flag = "" if n == EXPECTED_COUNTS[s] else f"  (expected {EXPECTED_COUNTS[s]})"
+        bad += bool(flag)
+        print(f"  {s:5s} {n:4d} annotated images{flag}")
+    # the same reading and rasterisation as training, so check-data fails where train would
+    from brainseg_lib.data.br35h import iter_samples
+    from brainseg_lib.data.errors import DataError
+    for s in SPLITS:
+        try:
+            for _ in iter_samples(s, root):
+                pass
+        except DataError as e:
+            print(f"error: {e}", file=sys.stderr)
+            bad += 1
+    print("every annotation rasterises" if not bad else "check-data found problems")
+    return 1 if bad else 0
+
+
+def _cmd_train(args) -> int:
+    from brainseg_lib.study.experiment import run_profile
+    from brainseg_lib.study.profiles import default_profile, load_profile
+    name = args.profile or default_profile()
+    params = with_overrides(load_profile(name), args.set)
+    out = run_profile(params, data_root=args.data, resume=args.resume)
+    g = out["global"]
+    print(f"{out['run_name'] if 'run_name' in out else name}: test F1 {g['f1']:.3f}  IoU {g['iou']:.3f}  "
+          f"precision {g['precision']:.3f}  recall {g['recall']:.3f}  "
+          f"(train {out['train_seconds']:.0f}s) -> {out['json_path']}")
+    return 0
+
+
+def _cmd_evaluate(args) -> int:
+    from brainseg_lib.evaluation.evaluate import evaluate_checkpoint, write_evaluation
+    ev = evaluate_checkpoint(args.checkpoint, args.split, args.threshold, args.device, args.data)
+    name = args.name or f"eval-{args.split}"
+    j, c = write_evaluation(ev, name, {"profile": "custom"}, out_dir=args.out)
+    print(json.dumps(ev.summary["global"], indent=1))
+    print(f"wrote {j} and {c}")
+    return 0
+
+
+def _cmd_table(args) -> int:
+    from brainseg_lib.study.table1 import build_table1, to_markdown, write_table1
+    table = build_table1()
+    written = write_table1(table)
+    print(to_markdown(table))
+    print("wrote " + ", ".join(str(p) for p in written.values()))
+    return 0
+
+
+def _cmd_headline(args) -> int:
+    from brainseg_lib.evaluation.evaluate import load_run_metrics
+    from brainseg_lib.study.run_all import destination
+    metrics = destination(args.profile)/"metrics" if args.profile else None
+    runs = [r for r in load_run_metrics(metrics) if args.profile in (None, r.get("profile"))]
+    if not runs:
+        print("no run metrics found in results/metrics")
+        return 1
+    from brainseg_lib.study.experiment import load_timing
+    for r in runs:
+        r = {**r, **load_timing(r["run_name"])}
+        g = r["global"]
+        print(f"{r['run_name']}: test F1 {g['f1']:.3f}  IoU {g['iou']:.3f}  precision {g['precision']:.3f}  "
+              f"recall {g['recall']:.3f}  specificity {g['specificity']:.3f}  accuracy {g['accuracy']:.3f}  "
+              f"| {r.get('epochs_run')} epochs, train {r.get('train_seconds', float('nan')):.0f} s"
+              + (" (CUT by max_train_seconds)" if r.get("cut_by_time") else ""))
+    return 0
+
+
+def _cmd_sweep(args) -> int:
+    from brainseg_lib.study.profiles import default_profile
+    from brainseg_lib.study.sweep import plan, plan_lines, run_sweep
+    runs = plan(args.profile or default_profile(), seeds=tuple(args.seeds))
+    if args.plan:
+        lines = plan_lines(runs)
+        if args.format == "slurm":
+            from brainseg_lib import paths
+            from brainseg_lib.fileio import atomic_write_text
+            from brainseg_lib.study.sweep import slurm_script
+            out = atomic_write_text(paths.ensure(paths.sweep_dir()) / "sweep.sbatch", slurm_script(lines))
+            print(f"wrote {out} ({len(lines)} array tasks); submit with: sbatch {out}")
+        else:
+            print("\n".join(lines))
+        return 0
+    names = run_sweep(runs, jobs=args.jobs, skip_done=not args.force)
+    print("finished:", ", ".join(names))
+    return 0
+
+
+def _cmd_release(args) -> int:
+    from brainseg_lib.study.release import release
+    info = release(args.run, data_root=args.data)
+    print(json.dumps(info, indent=1))
+    return 0
+
+
+def _cmd_levers(args) -> int:
+    from brainseg_lib.study import levers
+    plan = levers.load_plan(args.plan)
+    if not args.table_only:
+        levers.run_levers(plan, force=args.force)
+    table = levers.lever_table(plan)
+    out = levers.write_lever_table(table)
+    print(levers.table_markdown(table))
+    print(f"written {out['md']}")
+    return 0
+
+
+def _cmd_healthy_split(args) -> int:
+    from brainseg_lib.data import healthy
+    man = healthy.build_manifest(args.seed, root=args.data)
+    path = healthy.write_manifest(man, args.seed)
+    print(f"{path}: " + ", ".join(f"{r} {int((man['role'] == r).sum())}" for r in healthy.ROLES))
+    return 0
+
+
+
+def _cmd_update_readme(args) -> int:
+    from brainseg_lib.report.readme import update_readme
+    print("README.md " + ("updated" if update_readme() else "already current"))
+    return 0
+
+
+def _cmd_run_study(args) -> int:
+    from brainseg_lib.study.notebooks import NotebookFailed
+    from brainseg_lib.study.run_all import run_study
+    from brainseg_lib.study.staging import RunInProgress
+    try:
+        t = run_study(args.profile)
+    except (NotebookFailed, RunInProgress) as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 1
+    print(f"[run_all] notebooks took {t['total_seconds']} s in all")
+    return 0
+
+
+def _add_training(sub) -> None:
+    sub.add_parser("check-data", help="verify the dataset").set_defaults(fn=_cmd_check_data)
+    t = sub.add_parser("train", help="train + evaluate one profile (under torchrun: DDP)")
+    t.add_argument("--profile", help="params/<profile>.yaml (default: paper on CUDA, else cpu)")
+    t.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a profile value")
+    t.add_argument("--resume", action="store_true", help="continue from the run's last.pt")
+    t.set_defaults(fn=_cmd_train)
+    e = sub.add_parser("evaluate", help="score a checkpoint")
+    e.add_argument("--checkpoint", required=True)
+    e.add_argument("--split", default="test", choices=["train", "val", "test"])
+    e.add_argument("--threshold", type=float, default=0.5)
+    e.add_argument("--device", default="auto")
+    e.add_argument("--name", help="output name (default eval-<split>)")
+    e.add_argument("--out", help="output folder (default results/metrics)")
+    e.set_defaults(fn=_cmd_evaluate)
+    hs = sub.add_parser("healthy-split", help="split the no/ scans by near-duplicate group "
+                        "into train / val / report (splits/healthy_seed<k>.csv)")
+    hs.add_argument("--seed", type=int, default=0)
+    hs.set_defaults(fn=_cmd_healthy_split)
+
+
+def _add_study(sub) -> None:
+    rs = sub.add_parser("run-study", help="run every notebook of a profile and swap the results "
+                        "in (what ./run_all.sh calls)")
+    rs.add_argument("--profile", required=True, help="smoke, cpu or paper (params/<profile>.yaml)")
+    rs.set_defaults(fn=_cmd_run_study)
+    lv = sub.add_parser("levers", help="train the lever trials of params/levers.yaml and write "
+                        "the lever table (choices on VAL and external dev only)")
+    lv.add_argument("--plan", default=None, help="a levers YAML (default params/levers.yaml)")
+    lv.add_argument("--force", action="store_true", help="re-run trials whose metrics exist")
+    lv.add_argument("--table-only", action="store_true", help="only rebuild the table")
+    lv.set_defaults(fn=_cmd_levers)
+    w = sub.add_parser("sweep", help="seeds x split schemes x losses as independent papermill jobs")
+    w.add_argument("--profile", help="profile to sweep (default: paper on CUDA, else cpu)")
+    w.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    w.add_argument("--jobs", type=int, default=1, help="runs side by side (threads split evenly)")
+    w.add_argument("--force", action="store_true", help="re-run runs whose metrics exist")
+    w.add_argument("--plan", action="store_true",
+                   help="only print one self-contained command per run (nothing is trained)")
+    w.add_argument("--format", choices=["lines", "slurm"], default="lines",
+                   help="with --plan: shell lines, or an sbatch --array script in the sweep folder")
+    w.set_defaults(fn=_cmd_sweep)
+
+
+def _add_outputs(sub) -> None:
+    sub.add_parser("table", help="rebuild Table I").set_defaults(fn=_cmd_table)
+    sub.add_parser("update-readme", help="rewrite README.md's generated sections (Table I, "
+                   "timings, findings, ...) from the result files").set_defaults(fn=_cmd_update_readme)
+    r = sub.add_parser("release", help="publish the cpu run's best checkpoint + MODEL_CARD.md")
+    r.add_argument("--run", default=None,
+                   help="run to release (default: the cpu profile's official-split BCE+Dice seed-0 run)")
+    r.set_defaults(fn=_cmd_release)
+    h = sub.add_parser("headline", help="print the headline test metrics of finished runs")
+    h.add_argument("--profile", default=None)
+    h.set_defaults(fn=_cmd_headline)
+
+
+def register(sub) -> None:
+    """Add the study's sub-commands to ``sub`` (an argparse sub-parser action)."""
+    _add_training(sub)
+    _add_study(sub)
+    _add_outputs(sub)

@@ -1,0 +1,111 @@
+"""Commands for users of the released model and of the data: predict, bench, fetch-data,
+export, report."""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from brainseg_lib.cli.common import with_overrides
+
+
+def _cmd_bench(args) -> int:
+    from brainseg_lib.study.bench import format_table, run_benchmark
+    from brainseg_lib.study.profiles import default_profile, load_profile
+    if args.overlay_side:
+        from brainseg_lib import paths
+        from brainseg_lib.fileio import write_json
+        from brainseg_lib.study.bench import time_predict_overlay
+        r = time_predict_overlay(args.overlay_side)
+        out = write_json(r, paths.ensure(paths.benchmarks_dir()) / f"predict_overlay_{args.overlay_side}.json")
+        print(f"predict --overlay on a {r['side']}x{r['side']} scan: {r['seconds_median']} s "
+              f"(outline {r['outline_seconds_median']} s); {out}")
+        return 0
+    params = with_overrides(load_profile(args.profile or default_profile()), args.set,
+                             tag_profile=True)
+    result = run_benchmark(params, steps=args.steps, blocks=args.blocks, data_root=args.data)
+    print(format_table(result))
+    from brainseg_lib import paths
+    from brainseg_lib.fileio import atomic_write_text
+    from brainseg_lib.report.readme import benchmarks_readme
+    atomic_write_text(paths.benchmarks_dir() / "README.md", benchmarks_readme())
+    return 0
+
+
+def _cmd_predict(args) -> int:
+    import warnings
+
+    from brainseg_lib.apply.predict import UnverifiedCheckpoint, run_predict
+    from brainseg_lib.apply.scans import printable
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", UnverifiedCheckpoint)
+        run = run_predict(args.input, args.output, checkpoint=args.checkpoint, threshold=args.threshold,
+                          overlay=args.overlay, device=args.device, force=args.force,
+                          max_pixels=args.max_pixels)
+    for w in caught:
+        print(f"WARNING: {printable(str(w.message))}", file=sys.stderr)
+    kinds = "mask and overlay" if args.overlay else "mask"
+    print(f"model {run.model}: {run.n_ok} of {len(run.rows)} file(s) segmented "
+          f"({kinds} PNGs in {run.out_dir}), table {run.csv_path}")
+    if run.n_failed:
+        print(f"{run.n_failed} file(s) failed; see the errors above and the 'error' column of "
+              f"{run.csv_path.name}", file=sys.stderr)
+    return 1 if run.n_failed else 0
+
+
+def _add_predict(sub) -> None:
+    pr = sub.add_parser(
+        "predict", help="segment your own scans (masks, overlays, predictions.csv)",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Segment brain MRI scans with a trained U-Net.\n\n"
+        "Inputs: JPEG, PNG, TIFF or BMP files of any size, colour mode (RGB, L, LA, P, RGBA,\n"
+        "CMYK) and bit depth (8 or 16); a folder means every file directly in it.\n"
+        "Per input <stem>.<ext> the output folder gets <stem>_mask.png (0 = background,\n"
+        "255 = tumour, at the input's own size), with --overlay <stem>_overlay.png (the\n"
+        "scan with the tumour outlined in red), and one row of predictions.csv (file, width,\n"
+        "height, tumour_pixels, tumour_fraction, max_prob, tumour yes/no, status, error).",
+        epilog="Exit status: 0 every file segmented; 1 some file failed (unreadable or not a\n"
+        "supported image; reported on stderr and in predictions.csv, the others are still\n"
+        "processed); 2 nothing done (missing model or input, existing outputs without --force,\n"
+        "bad option).")
+    pr.add_argument("--checkpoint", default=None, metavar="PATH",
+                    help="model checkpoint (.pt) written by training or release_model "
+                         "(default: the released model results/models/brainseg-cpu.pt, "
+                         "checked against its .sha256 file)")
+    pr.add_argument("--input", required=True, metavar="FILE_OR_DIR",
+                    help="an image file, or a folder whose files are all segmented (not recursive)")
+    pr.add_argument("--output", required=True, metavar="DIR",
+                    help="folder for the masks, overlays and predictions.csv (created if needed; "
+                         "must not be the input folder)")
+    pr.add_argument("--threshold", type=float, default=0.5, metavar="T",
+                    help="tumour where the probability is >= T, 0..1 (default 0.5)")
+    pr.add_argument("--overlay", action="store_true",
+                    help="also write <stem>_overlay.png: the scan with the tumour outline in red")
+    pr.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
+                    help="where to run the model: auto (CUDA if available), cpu or cuda (default auto)")
+    pr.add_argument("--max-pixels", type=int, default=50_000_000, metavar="N",
+                    help="refuse (per file, before decoding) scans with more than N pixels "
+                         "(default 50,000,000; the model sees each scan at its own input size anyway)")
+    pr.add_argument("--force", action="store_true",
+                    help="overwrite existing output files (without it, existing outputs stop the run "
+                         "before anything is written)")
+    pr.set_defaults(fn=_cmd_predict)
+
+
+def _add_bench(sub) -> None:
+    b = sub.add_parser("bench", help="benchmark training/inference speed vs peak and a naive pipeline")
+    b.add_argument("--profile", help="params/<profile>.yaml (default: paper on CUDA, else cpu)")
+    b.add_argument("--steps", type=int, default=10, help="training steps per timed block")
+    b.add_argument("--blocks", type=int, default=5,
+                   help="timed blocks per pipeline; images/s is their median")
+    b.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a profile value")
+    b.add_argument("--overlay-side", type=int, default=0, metavar="N",
+                   help="instead: time predict --overlay on one synthetic NxN scan (e.g. 5000)")
+    b.set_defaults(fn=_cmd_bench)
+
+
+def register(sub) -> None:
+    """Add the user-facing sub-commands to ``sub`` (an argparse sub-parser action)."""
+    from brainseg_lib.data.fetch import add_fetch_parser
+    _add_predict(sub)
+    _add_bench(sub)
+    add_fetch_parser(sub)

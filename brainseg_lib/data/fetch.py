@@ -1,0 +1,299 @@
+"""``fetch-data``: download Br35H, verify every file against a manifest, install atomically.
+
+The manifest (``references/br35h.sha256``, ``sha256sum`` format, paths relative to the
+dataset root) is the contract; unlisted extras are kept unchecked. Sources: ``github`` (the
+author's repository at a pinned commit: one zip via pooch, checked per file since GitHub
+zips are not byte-stable) or ``kaggle`` (a pinned version via the optional kagglehub).
+"""
+from __future__ import annotations
+
+import argparse
+import hashlib
+import logging
+import os
+import shutil
+import sys
+import tempfile
+import time
+import zipfile
+import zlib
+from collections import Counter
+from pathlib import Path
+
+GITHUB_REPO = "AhmedHamada0/Brain-Tumor-Detection-Dataset"
+GITHUB_COMMIT = "b614673"  # as recorded with the data; GitHub resolves the short hash
+GITHUB_ARCHIVE_BASE = f"https://github.com/{GITHUB_REPO}/archive"
+KAGGLE_DATASET = "ahmedhamada0/brain-tumor-detection"
+KAGGLE_VERSION = 12
+ANCHOR = "Br35H-Mask-RCNN/TRAIN/annotations_train.json"
+_REASONS = (("timed out", ("timeout", "timed out")), ("connection refused", ("refused",)),
+            ("DNS lookup failed", ("resolution", "name or service", "getaddrinfo")))
+MANUAL_STEPS = f"""To install Br35H by hand:
+  1. where there is internet, get the Kaggle dataset {KAGGLE_DATASET} (version {KAGGLE_VERSION}),
+       https://www.kaggle.com/datasets/{KAGGLE_DATASET}/versions/{KAGGLE_VERSION}
+     or the GitHub repository {GITHUB_REPO} at commit {GITHUB_COMMIT},
+       {GITHUB_ARCHIVE_BASE}/{GITHUB_COMMIT}.zip
+  2. unpack it so that <folder>/{ANCHOR} exists
+  3. move <folder> to {{dest}} or pass --dest <folder>, or set BRAINSEG_DATA=<folder>
+  4. check it: python -m brainseg_lib fetch-data --dest <folder>  (verifies, downloads nothing)"""
+
+log = logging.getLogger(__name__)
+
+
+class FetchError(Exception):
+    """A fetch that failed; ``problems`` names each missing or mismatched file."""
+    def __init__(self, message: str, problems: list[str] | tuple = ()):
+        super().__init__(message)
+        self.problems = list(problems)
+
+
+class OfflineError(FetchError):
+    """The download location could not be reached (DNS, refused connection, timeout)."""
+
+
+class _BadDownload(FetchError):
+    """A download that may succeed when repeated (cut transfer, archive that won't unzip)."""
+
+
+def read_manifest(path: Path) -> dict[str, str]:
+    """``{relative path: sha256}`` from a ``sha256sum``-format file (``#`` lines skipped)."""
+    entries = {}
+    for n, line in enumerate(Path(path).read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        digest, _, name = line.partition(" ")
+        rel = Path(name := name.strip().lstrip("*"))
+        if len(digest) != 64 or not name or rel.is_absolute() or ".." in rel.parts:
+            raise ValueError(f"{path}:{n}: not a 'sha256  relative/path' line: {line!r}")
+        entries[rel.as_posix()] = digest.lower()
+    return entries
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def verify_tree(root: Path, entries: dict[str, str]) -> list[str]:
+    """One line per listed file that is missing or whose checksum differs (empty: all good)."""
+    def problem(rel: str, digest: str) -> str | None:
+        p = Path(root) / rel
+        if not p.is_file():
+            return f"missing: {rel}"
+        return None if _sha256(p) == digest else f"checksum mismatch: {rel}"
+    return [m for rel, d in sorted(entries.items()) if (m := problem(rel, d))]
+
+
+def format_problems(problems: list[str], cap: int = 20) -> str:
+    """The first ``cap`` problems, one per indented line, then ``and N more``."""
+    more = [f"  and {len(problems) - cap} more"] if len(problems) > cap else []
+    return "\n".join([f"  {p}" for p in problems[:cap]] + more)
+
+
+def find_dataset_root(tree: Path, entries: dict[str, str]) -> Path:
+    """The folder under ``tree`` holding the most manifest files at their listed paths (the
+    shallowest on a tie), whatever the archive's top folder is called; ``tree`` itself
+    when there is none, so that verification names every file as missing."""
+    tree = Path(tree)
+    votes: Counter = Counter()
+    for dirpath, _, files in os.walk(tree):
+        parts = Path(dirpath).relative_to(tree).parts
+        for f in files:
+            full = (*parts, f)
+            for k in range(len(full)):
+                if "/".join(full[k:]) in entries:
+                    votes[full[:k]] += 1
+    best = max(votes.items(), key=lambda kv: (kv[1], -len(kv[0])), default=((), 0))[0]
+    return tree.joinpath(*best)
+
+
+def _offline(url: str, exc: BaseException) -> OfflineError:
+    text, host = repr(exc).lower(), url.partition("://")[2].split("/")[0] or url
+    why = next((r for r, keys in _REASONS if any(k in text for k in keys)), "connection failed")
+    return OfflineError(f"offline: could not reach {host} ({why})")
+
+
+def _obtain_github(work: Path, url: str, cache: Path, fresh: bool) -> Path:
+    """Unzip the archive at ``url`` into ``work``, downloading it unless ``cache`` holds it
+    and not ``fresh`` (pooch writes the download atomically); returns ``work``."""
+    try:
+        import pooch
+        import requests
+    except ImportError:
+        raise FetchError("fetching from GitHub needs pooch: pip install pooch") from None
+    archive = cache / pooch.utils.unique_file_name(url)
+    if fresh:
+        archive.unlink(missing_ok=True)
+    pooch.get_logger().setLevel(logging.WARNING)  # no "use this as known_hash" hint
+    log.info("%s %s", "reusing cached" if archive.exists() else "downloading", url)
+    try:
+        pooch.retrieve(url, known_hash=None, fname=archive.name, path=cache,
+                       downloader=pooch.HTTPDownloader(progressbar=sys.stderr.isatty(),
+                                                       timeout=60))
+        with zipfile.ZipFile(archive) as z:
+            z.extractall(work)  # extractall drops absolute paths and '..'
+    except (requests.exceptions.SSLError, requests.HTTPError) as e:  # SSLError: before its base
+        raise FetchError(f"download of {url} failed: {e}") from None
+    except (requests.ConnectionError, requests.Timeout) as e:
+        raise _offline(url, e) from None
+    except requests.RequestException as e:
+        raise _BadDownload(f"download of {url} was cut short ({type(e).__name__})") from None
+    except (zipfile.BadZipFile, zlib.error, EOFError) as e:
+        archive.unlink(missing_ok=True)  # never reuse it
+        raise _BadDownload(f"the downloaded archive is damaged or incomplete ({e})") from None
+    return work
+
+
+def _obtain_kaggle(work: Path, fresh: bool) -> Path:
+    """Download the pinned Kaggle version (kagglehub keeps its own cache) and copy it."""
+    try:
+        import kagglehub
+    except ImportError:
+        raise FetchError("--source kaggle needs kagglehub: pip install kagglehub") from None
+    import requests
+    handle = f"{KAGGLE_DATASET}/versions/{KAGGLE_VERSION}"
+    log.info("downloading Kaggle dataset %s", handle)
+    try:
+        src = kagglehub.dataset_download(handle, force_download=fresh)
+    except (requests.ConnectionError, requests.Timeout) as e:
+        raise _offline("https://www.kaggle.com", e) from None
+    except Exception as e:  # noqa: BLE001 -- kagglehub's own errors (not found, auth)
+        raise FetchError(f"kagglehub could not download {handle}: {e}") from None
+    shutil.copytree(src, work / "kaggle")
+    return work
+
+
+def _fetch_verified(work: Path, source: str, url: str, cache: Path,
+                    entries: dict[str, str]) -> Path:
+    """Obtain a copy under ``work`` and return its dataset root once every file verifies;
+    one fresh retry after a damaged archive, a cut transfer or mismatching files."""
+    for attempt in (1, 2):
+        (sub := work / f"try{attempt}").mkdir()
+        try:
+            tree = (_obtain_kaggle(sub, attempt == 2) if source == "kaggle"
+                    else _obtain_github(sub, url, cache, attempt == 2))
+            root = find_dataset_root(tree, entries)
+            log.info("verifying %d files", len(entries))
+            problems = verify_tree(root, entries)
+            if not problems:
+                return root
+            error: FetchError = FetchError(f"the downloaded copy does not match the manifest "
+                                           f"({len(problems)} files)", problems)
+        except _BadDownload as e:
+            error = e
+        if attempt == 2:
+            raise FetchError(str(error), error.problems)
+        log.warning("%s; downloading once more", error)
+        shutil.rmtree(sub, ignore_errors=True)
+
+
+def _existing_ok(dest: Path, entries: dict[str, str], force: bool) -> bool:
+    """True when ``dest`` already verifies; raise when it is in the way and not ``force``."""
+    if dest.exists() and not dest.is_dir():
+        raise FetchError(f"{dest} exists and is not a folder; choose another --dest")
+    if not dest.exists() or not any(dest.iterdir()):
+        return False
+    problems = verify_tree(dest, entries)
+    if not problems or force:
+        return not problems
+    raise FetchError(f"{dest} does not match the manifest ({len(problems)} files); left as is "
+                     "(--force: fetch anew, keeping it as <dest>.replaced-<time>)", problems)
+
+
+def _install(root: Path, dest: Path) -> None:
+    """Move the verified ``root`` onto ``dest``; an existing ``dest`` is renamed aside."""
+    backup = dest.with_name(f"{dest.name}.replaced-{time.strftime('%Y%m%d-%H%M%S')}")
+    if dest.is_dir() and not any(dest.iterdir()):
+        dest.rmdir()
+    elif dest.exists():
+        os.replace(dest, backup)
+        log.warning("kept the previous %s as %s", dest, backup)
+    try:
+        os.replace(root, dest)
+    except OSError:
+        if backup.exists() and not dest.exists():
+            os.replace(backup, dest)  # put the previous folder back
+        raise
+
+
+def fetch_data(dest: Path, source: str = "github", *, base_url: str | None = None,
+               manifest: Path | None = None, force: bool = False,
+               cache: Path | None = None) -> Path:
+    """Put a verified Br35H copy at ``dest`` and return it.
+
+    A ``dest`` that verifies is left alone. One that exists but does not verify is refused,
+    naming the bad files; with ``force`` a fresh copy goes in and the old folder is renamed,
+    never deleted, to ``<dest>.replaced-<time>``; an empty ``dest`` counts as absent.
+    Downloads unpack and verify in ``<parent>/.fetch-<name>-tmp-*`` and move into place with
+    one ``os.replace``: no run leaves a partial ``dest``, and the next run removes such temp
+    folders (don't run two fetches of one ``dest`` at once). A damaged zip, a cut transfer
+    or mismatching files cause one fresh download; a second failure is an error.
+
+    ``base_url``: the archive folder instead of GitHub's (``<base_url>/<commit>.zip``; a URL
+    ending in ``.zip`` is used as is). ``manifest``: default references/br35h.sha256.
+    ``cache``: keeps the zip until the copy is installed, so a rerun need not download it
+    (default ``<parent>/.fetch-<name>-cache``). Raises FetchError (with ``problems``)."""
+    if source not in ("github", "kaggle"):
+        raise ValueError(f"unknown source {source!r} (github or kaggle)")
+    if base_url and source != "github":
+        raise FetchError("--base-url applies to --source github only")
+    if manifest is None:
+        from brainseg_lib import paths
+        manifest = paths.REFERENCES_DIR / "br35h.sha256"
+    entries = read_manifest(manifest)
+    dest = Path(dest).expanduser().absolute()
+    if _existing_ok(dest, entries, force):
+        log.info("%s is already in place and verified (%d files)", dest, len(entries))
+        return dest
+    base = (base_url or GITHUB_ARCHIVE_BASE).rstrip("/")
+    url = base if base.endswith(".zip") else f"{base}/{GITHUB_COMMIT}.zip"
+    own_cache, cache = cache is None, Path(cache or dest.parent / f".fetch-{dest.name}-cache")
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    for stale in dest.parent.glob(f".fetch-{dest.name}-tmp-*"):
+        log.info("removing %s left by an interrupted run", stale)
+        shutil.rmtree(stale, ignore_errors=True)
+    work = Path(tempfile.mkdtemp(prefix=f".fetch-{dest.name}-tmp-", dir=dest.parent))
+    try:
+        _install(_fetch_verified(work, source, url, cache, entries), dest)
+        if own_cache:  # installed: the archive is no longer needed
+            shutil.rmtree(cache, ignore_errors=True)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+        if own_cache and cache.is_dir() and not any(cache.iterdir()):
+            cache.rmdir()  # nothing in it worth keeping for a rerun
+    log.info("installed Br35H at %s (%d files verified)", dest, len(entries))
+    return dest
+
+
+def cmd_fetch_data(args) -> int:
+    """CLI entry: 0 when ``dest`` verifies (fetched or already there), 2 otherwise."""
+    from brainseg_lib import paths
+    dest = Path(args.dest or getattr(args, "data", None) or paths.data_dir())
+    try:
+        fetch_data(dest, args.source, base_url=args.base_url, manifest=args.manifest,
+                   force=args.force)
+    except FetchError as e:  # one line, then the manual steps or the files at fault
+        more = MANUAL_STEPS.format(dest=dest) if isinstance(e, OfflineError) else \
+            format_problems(e.problems)
+        print(f"error: {e}\n{more}".rstrip(), file=sys.stderr)
+        return 2
+    print(f"Br35H ready at {dest}")
+    return 0
+
+
+def add_fetch_parser(subparsers) -> argparse.ArgumentParser:
+    """Register ``fetch-data`` on an ``add_subparsers()`` object."""
+    f = subparsers.add_parser("fetch-data", help="download Br35H, verify every file, install it")
+    f.add_argument("--dest", type=Path, help="where the dataset goes "
+                   "(default: --data, $BRAINSEG_DATA or data/br35h)")
+    f.add_argument("--source", choices=["github", "kaggle"], default="github", help=f"github "
+                   f"(default) or kaggle (v{KAGGLE_VERSION}; needs kagglehub)")
+    f.add_argument("--force", action="store_true", help="replace a dest that fails "
+                   "verification (the old folder is renamed, not deleted)")
+    f.add_argument("--base-url", help=argparse.SUPPRESS)  # tests, mirrors
+    f.add_argument("--manifest", type=Path, help=argparse.SUPPRESS)
+    f.set_defaults(fn=cmd_fetch_data)
+    return f

@@ -1,0 +1,126 @@
+"""The study's notebooks: their parameters, running them with papermill, keeping them clean.
+
+* ``notebooks/NN_*.py`` (jupytext ``py:percent``) is the reviewed source of each notebook;
+  ``notebooks/NN_*.ipynb`` is its paired copy holding the outputs nbval checks in CI.
+* ``declared_parameters`` reads a notebook's tagged ``parameters`` cell (plain literals).
+* ``run_notebooks`` executes every notebook in study order with papermill, injecting only
+  the parameters that notebook declares (from a merged profile), and writes
+  ``executed/<notebook>.ipynb`` plus ``timings/run_all_<profile>.json`` under one folder.
+* ``strip_execution_metadata`` removes papermill's timestamps and durations from a
+  notebook, so the committed copies change only when their content does.
+"""
+from __future__ import annotations
+
+import ast
+import datetime
+import json
+import logging
+import os
+import platform
+import time
+from pathlib import Path
+
+import nbformat
+
+from brainseg_lib import paths
+from brainseg_lib.fileio import atomic_write_text
+
+log = logging.getLogger(__name__)
+KERNEL = "python3"
+
+
+class NotebookFailed(RuntimeError):
+    """A notebook raised; the message names it and where its partial copy was kept."""
+
+
+def study_notebooks(folder: Path | None = None) -> list[Path]:
+    """``NN_*.ipynb`` in study order."""
+    return sorted(Path(folder or paths.NOTEBOOKS_DIR).glob("[0-9][0-9]_*.ipynb"))
+
+
+def parameters_cell(nb) -> nbformat.NotebookNode:
+    """The code cell tagged ``parameters`` (exactly one per notebook)."""
+    cells = [c for c in nb.cells if "parameters" in c.get("metadata", {}).get("tags", [])]
+    if len(cells) != 1:
+        raise ValueError(f"expected one cell tagged 'parameters', found {len(cells)}")
+    return cells[0]
+
+
+def declared_parameters(path: str | Path) -> dict:
+    """``{name: value}`` of the notebook's parameters cell; its values must be literals."""
+    cell = parameters_cell(nbformat.read(str(path), as_version=4))
+    out = {}
+    for node in ast.parse(cell.source).body:
+        if not (isinstance(node, ast.Assign) and len(node.targets) == 1
+                and isinstance(node.targets[0], ast.Name)):
+            raise ValueError(f"{path}: the parameters cell may hold only `name = literal` lines")
+        try:
+            out[node.targets[0].id] = ast.literal_eval(node.value)
+        except ValueError:
+            raise ValueError(f"{path}: the parameters cell may hold only `name = literal` lines "
+                             f"(line {node.lineno} is not a literal)") from None
+    return out
+
+
+def notebook_parameters(path: str | Path, profile: dict) -> dict:
+    """The profile's values for the parameters this notebook declares, and nothing else."""
+    declared = declared_parameters(path)
+    return {k: profile[k] for k in declared if k in profile}
+
+
+def machine_description() -> str:
+    """Cores, CPU model and GPU (if any): recorded beside every timing."""
+    import torch
+
+    from brainseg_lib.study.bench import cpu_name
+    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else ""
+    return f"{os.cpu_count()} cores, {cpu_name() or platform.machine()}" + (f", {gpu}" if gpu else "")
+
+
+def run_notebook(path: Path, params: dict, out_path: Path) -> float:
+    """Execute one notebook with papermill (kernel ``python3``, working directory
+    ``notebooks/``); returns its wall seconds. On failure the partial copy stays at
+    ``out_path`` and ``NotebookFailed`` says so."""
+    import papermill as pm
+    t0 = time.perf_counter()
+    try:
+        pm.execute_notebook(str(path), str(out_path), parameters=params, kernel_name=KERNEL,
+                            cwd=str(paths.NOTEBOOKS_DIR), progress_bar=False, log_output=False)
+    except pm.PapermillExecutionError as e:
+        raise NotebookFailed(f"{path.name} failed in cell {e.exec_count}: {e.ename}: {e.evalue}\n"
+                             f"the executed copy, with the failing cell, is {out_path}") from None
+    return time.perf_counter() - t0
+
+
+def run_notebooks(profile: dict, out_dir: Path, notebooks: list[Path] | None = None) -> dict:
+    """Run the study's notebooks in order into ``out_dir/executed``; write and return the
+    timings (``out_dir/timings/run_all_<profile>.json``)."""
+    executed = paths.ensure(Path(out_dir) / "executed")
+    seconds = {}
+    for nb in notebooks or study_notebooks():
+        log.info("[run_all] %s ...", nb.name)
+        seconds[nb.stem] = round(run_notebook(nb, notebook_parameters(nb, profile),
+                                              executed / nb.name))
+        log.info("[run_all] %s done in %.0f s", nb.name, seconds[nb.stem])
+    timings = {"profile": profile["profile"], "total_seconds": sum(seconds.values()),
+               "notebooks": seconds, "machine": machine_description(),
+               "date": datetime.date.today().isoformat()}
+    path = paths.ensure(Path(out_dir) / "timings") / f"run_all_{profile['profile']}.json"
+    atomic_write_text(path, json.dumps(timings, indent=1) + "\n")
+    return timings
+
+
+def strip_execution_metadata(path: str | Path) -> bool:
+    """Remove papermill/execution timestamps from a notebook in place; True if it changed."""
+    nb = nbformat.read(str(path), as_version=4)
+    before = nbformat.writes(nb)
+    nb.metadata.pop("papermill", None)
+    for cell in nb.cells:
+        cell.metadata.pop("papermill", None)
+        cell.metadata.pop("execution", None)
+        if cell.metadata.get("tags") == []:
+            del cell.metadata["tags"]
+    after = nbformat.writes(nb)
+    if after != before:
+        atomic_write_text(path, after)
+    return after != before

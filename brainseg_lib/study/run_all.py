@@ -1,0 +1,85 @@
+"""``./run_all.sh``'s engine: every notebook of a profile, then one atomic swap into results/.
+
+``python -m brainseg_lib run-study --profile P`` (called by ``./run_all.sh``):
+
+1. takes the results folder's lock (a second run on the same folder is refused), rolls back
+   a promotion a crash interrupted, and removes staging folders of killed runs;
+2. runs the notebooks in study order with papermill into ``<dest>/.staging-XXXX`` (each
+   notebook gets only the parameters it declares, from ``params/base.yaml`` + the profile),
+   and writes the timings JSON there;
+3. for the ``cpu`` profile, releases the model (``results/models``, with its model card)
+   and exports it to ONNX, inside the stage;
+4. renders the HTML report of the executed notebooks (``report/``) inside the stage;
+5. promotes the stage into ``<dest>`` in one crash-safe swap (``staging.promote``).
+
+The ``smoke`` profile writes to ``results/smoke/`` (git-ignored), so a pipeline check never
+touches the study's results. README.md is updated from the promoted files afterwards.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+from brainseg_lib import paths
+from brainseg_lib.study import staging
+from brainseg_lib.study.notebooks import run_notebooks
+from brainseg_lib.study.profiles import load_profile
+
+log = logging.getLogger(__name__)
+RELEASE_PROFILE = "cpu"   # the profile whose seed-0 run is released as the user's model
+
+
+def destination(profile: str) -> Path:
+    """Where a profile's results go: results/ for the study, results/smoke/ for the check."""
+    return paths.results_dir() / "smoke" if profile == "smoke" else paths.results_dir()
+
+
+def build_stage(profile: dict, stage: Path) -> dict:
+    """Steps 2-4 with ``BRAINSEG_RESULTS`` pointing at the stage; returns the timings."""
+    os.environ["BRAINSEG_RESULTS"] = str(stage)
+    timings = run_notebooks(profile, stage)
+    if profile["profile"] == RELEASE_PROFILE:
+        from brainseg_lib.model.onnx import export_onnx
+        from brainseg_lib.study.release import release
+        release()
+        export_onnx()
+        log.info("[run_all] released results/models/brainseg-cpu.pt and its ONNX export")
+    from brainseg_lib.report.html import render_report
+    render_report()
+    return timings
+
+
+def run_study(profile_name: str) -> dict:
+    """Run a whole profile and promote it (see the module docstring); returns the timings."""
+    profile = load_profile(profile_name)
+    dest = destination(profile_name)
+    results_env = os.environ.get("BRAINSEG_RESULTS")
+    if profile_name == "smoke":
+        os.environ.setdefault("BRAINSEG_SWEEP", str(dest / "sweep"))
+    with staging.exclusive_lock(dest):
+        for note in filter(None, [staging.recover(dest)]):
+            log.warning("[run_all] %s", note)
+        for name in staging.remove_stale_stages(dest):
+            log.warning("[run_all] removed %s, left by a killed run", name)
+        stage = Path(tempfile.mkdtemp(prefix=staging.STAGING_PREFIX, dir=dest))
+        try:
+            timings = build_stage(profile, stage)
+            staging.carry_over(dest, stage, "timings")
+            staging.promote(stage, dest)
+        finally:
+            shutil.rmtree(stage, ignore_errors=True)
+            _restore_env("BRAINSEG_RESULTS", results_env)
+    if dest == paths.results_dir():
+        from brainseg_lib.report.readme import update_readme
+        update_readme()
+    return timings
+
+
+def _restore_env(var: str, value: str | None) -> None:
+    if value is None:
+        os.environ.pop(var, None)
+    else:
+        os.environ[var] = value

@@ -1,0 +1,109 @@
+"""Crash-safe replacement of the results folder by a finished run.
+
+``./run_all.sh`` builds everything in ``<dest>/.staging-XXXX`` and only then calls
+``promote``, which swaps the staged folders in:
+
+1. a journal (``<dest>/.promote-journal.json``) records the folders to swap and which of
+   them existed before;
+2. each existing folder is moved aside into ``<dest>/.previous-XXXX``, then each staged
+   folder is moved in (``os.replace``, one rename each);
+3. the journal is marked done, the previous folders are deleted, the journal removed.
+
+If the process dies between 1 and 3, the next run's ``recover`` rolls back to the previous
+results (new folders out, old folders back), so ``<dest>`` never holds a mix of old and new.
+``exclusive_lock`` keeps two runs on the same folder from overlapping; while it is held,
+any other ``.staging-*`` folder is the leftover of a killed run and is removed.
+"""
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import shutil
+from pathlib import Path
+
+from brainseg_lib.fileio import atomic_write_text
+
+JOURNAL = ".promote-journal.json"
+LOCK = ".run_all.lock"
+STAGING_PREFIX = ".staging-"
+
+
+class RunInProgress(RuntimeError):
+    """Another run holds the lock on this results folder."""
+
+
+@contextlib.contextmanager
+def exclusive_lock(dest: Path):
+    """Hold ``<dest>/.run_all.lock`` (flock, non-blocking) for the duration of the block."""
+    dest.mkdir(parents=True, exist_ok=True)
+    with open(dest / LOCK, "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise RunInProgress(f"another ./run_all.sh is writing {dest} (lock {dest / LOCK}); "
+                                "wait for it to finish") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+def remove_stale_stages(dest: Path) -> list[str]:
+    """Delete ``.staging-*`` folders left by killed runs (call only while holding the lock)."""
+    stale = sorted(p for p in dest.glob(STAGING_PREFIX + "*") if p.is_dir())
+    for p in stale:
+        shutil.rmtree(p, ignore_errors=True)
+    return [p.name for p in stale]
+
+
+def carry_over(dest: Path, stage: Path, folder: str) -> None:
+    """Copy the files of ``dest/folder`` the stage does not replace into ``stage/folder``,
+    so promoting that folder adds files instead of dropping the others (timings)."""
+    old, new = dest / folder, stage / folder
+    if not old.is_dir() or not new.is_dir():
+        return
+    for f in old.iterdir():
+        if f.is_file() and not (new / f.name).exists():
+            shutil.copy2(f, new / f.name)
+
+
+def promote(stage: Path, dest: Path) -> list[str]:
+    """Swap every folder of ``stage`` into ``dest`` (see the module docstring)."""
+    folders = sorted(p.name for p in stage.iterdir() if p.is_dir())
+    backup = dest / (".previous-" + stage.name.removeprefix(STAGING_PREFIX))
+    journal = {"backup": backup.name, "stage": stage.name, "folders": folders,
+               "had_old": [f for f in folders if (dest / f).exists()], "done": False}
+    atomic_write_text(dest / JOURNAL, json.dumps(journal))
+    backup.mkdir()
+    for f in journal["had_old"]:
+        os.replace(dest / f, backup / f)
+    for f in folders:
+        os.replace(stage / f, dest / f)
+    atomic_write_text(dest / JOURNAL, json.dumps({**journal, "done": True}))
+    shutil.rmtree(backup, ignore_errors=True)
+    (dest / JOURNAL).unlink()
+    return folders
+
+
+def recover(dest: Path) -> str | None:
+    """Finish or undo a promotion interrupted by a crash; returns what was done."""
+    path = dest / JOURNAL
+    if not path.is_file():
+        return None
+    j = json.loads(path.read_text())
+    backup = dest / j["backup"]
+    if j["done"]:
+        shutil.rmtree(backup, ignore_errors=True)
+        path.unlink()
+        return "finished an interrupted clean-up"
+    for f in j["folders"]:
+        if (backup / f).exists():                 # old copy aside: whatever is in dest is new
+            shutil.rmtree(dest / f, ignore_errors=True)
+            os.replace(backup / f, dest / f)
+        elif f not in j["had_old"] and (dest / f).exists():
+            shutil.rmtree(dest / f, ignore_errors=True)   # a new folder with no old one
+    shutil.rmtree(backup, ignore_errors=True)
+    path.unlink()
+    return "rolled back an interrupted promotion; the previous results are in place"
