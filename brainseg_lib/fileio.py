@@ -43,17 +43,8 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     return atomic_write(path, lambda f: f.write(text.encode("utf-8")))
 
 
-def display_path(p) -> str:
-    """A path as the user will find it: ``results/...`` for anything under the results
-    folder (also while run_all.sh stages results elsewhere), else project-relative."""
-    p = Path(p).resolve()
-    for base, label in ((paths.results_dir().resolve(), "results"), (paths.PROJECT_ROOT, "")):
-        try:
-            rel = p.relative_to(base)
-        except ValueError:
-            continue
-        return str(Path(label) / rel) if label else str(rel)
-    return str(p)
+# where a path is shown to a user (results/..., or project-relative): defined in paths
+display_path = paths.display_path
 
 
 def write_json(obj: dict, path: str | Path) -> Path:

@@ -1,4 +1,7 @@
-"""TODO docstring."""
+"""Inference, shared by training, evaluation and the applications: choose the device, run the
+U-Net on uint8 images in batches (logits or probabilities), and resize a probability map back
+to an image's native size.
+"""
 from __future__ import annotations
 
 import logging

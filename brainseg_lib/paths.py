@@ -125,6 +125,24 @@ def ensure(path: Path) -> Path:
     return path
 
 
+def readme() -> Path:
+    """The project's README.md (its generated sections are rewritten by ``update-readme``)."""
+    return PROJECT_ROOT / "README.md"
+
+
+def display_path(p) -> str:
+    """A path as the user will find it: ``results/...`` for anything under the results
+    folder (also while run_all.sh stages results elsewhere), else project-relative."""
+    p = Path(p).resolve()
+    for base, label in ((results_dir().resolve(), "results"), (PROJECT_ROOT, "")):
+        try:
+            rel = p.relative_to(base)
+        except ValueError:
+            continue
+        return str(Path(label) / rel) if label else str(rel)
+    return str(p)
+
+
 def resolve_recorded(path: str | Path) -> Path:
     """Turn a path recorded in a results JSON (``results/...`` or project-relative)
     back into a file path, honouring BRAINSEG_RESULTS."""

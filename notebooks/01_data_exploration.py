@@ -21,11 +21,20 @@
 # and draw **Fig. 1**. All numbers below are computed from the files in `$BRAINSEG_DATA`;
 # the rules (image modes, mask rasterisation, resizing) are documented in `brainseg_lib/br35h.py`.
 
-# %% tags=["parameters"]
-# Parameters: plain literals. Defaults = the smoke profile (params/smoke.yaml);
-# ./run_all.sh overrides them with `papermill -f params/<profile>.yaml`.
+# %% tags=["parameters"] jupyter={"source_hidden": true}
+# Parameters: plain literals, the smoke profile's values (a test keeps them equal to
+# params/smoke.yaml). ./run_all.sh injects the chosen profile's values for these names only.
+profile = 'smoke'
 n_examples = 4
 seed = 0
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from IPython.display import Markdown, display
+
+from brainseg_lib.report.findings import profile_banner
+
+display(Markdown(profile_banner(profile)))
 
 # %%
 # %matplotlib inline
@@ -109,7 +118,7 @@ plots.save_figure(fig, "fig1_samples");
 # %% [markdown]
 # ## Does the ellipse rotation point the right way?
 # VIA stores `theta` clockwise on screen (image y points down); scikit-image's `ellipse`
-# takes `rotation` in its (row, col) frame. We rasterise with `rotation=theta` (cyan contour) and
+# takes `rotation` in its (row, col) frame. We rasterise with `rotation=-theta` (cyan contour) and
 # draw, independently, the ellipse's `rx` axis as VIA draws it: from the centre along
 # (cos theta, sin theta) in image coordinates (red line). The three annotations shown are the
 # most visibly rotated ellipses in the dataset. With the right convention the red line is an axis

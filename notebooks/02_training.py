@@ -21,9 +21,9 @@
 # skip connections, no pretrained weights. The profile decides size, width, epochs and optimiser
 # settings (`params/*.yaml`); the `paper` profile is the paper's exact configuration.
 
-# %% tags=["parameters"]
-# Parameters: plain literals. Defaults = the smoke profile (params/smoke.yaml);
-# ./run_all.sh overrides them with `papermill -f params/<profile>.yaml`.
+# %% tags=["parameters"] jupyter={"source_hidden": true}
+# Parameters: plain literals, the smoke profile's values (a test keeps them equal to
+# params/smoke.yaml). ./run_all.sh injects the chosen profile's values for these names only.
 profile = 'smoke'
 split_scheme = 'official'
 split_seed = 0
@@ -52,6 +52,14 @@ detection_limit = 40
 limit_train = 24
 limit_val = 12
 limit_test = 12
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from IPython.display import Markdown, display
+
+from brainseg_lib.report.findings import profile_banner
+
+display(Markdown(profile_banner(profile)))
 
 # %%
 # %matplotlib inline

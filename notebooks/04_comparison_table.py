@@ -21,10 +21,18 @@
 # from `results/metrics/*.json`, one per configuration (mean ± sd over seeds where there are several).
 # Values a study does not report stay empty.
 
-# %% tags=["parameters"]
-# Parameters: plain literals. Defaults = the smoke profile (params/smoke.yaml);
-# ./run_all.sh overrides them with `papermill -f params/<profile>.yaml`.
+# %% tags=["parameters"] jupyter={"source_hidden": true}
+# Parameters: plain literals, the smoke profile's values (a test keeps them equal to
+# params/smoke.yaml). ./run_all.sh injects the chosen profile's values for these names only.
 profile = 'smoke'
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from IPython.display import Markdown, display
+
+from brainseg_lib.report.findings import profile_banner
+
+display(Markdown(profile_banner(profile)))
 
 # %%
 # %matplotlib inline

@@ -29,9 +29,9 @@
 # deleting the most-attributed pixels first removes the predicted tumour faster than deleting
 # pixels in random order.
 
-# %% tags=["parameters"]
-# Parameters: plain literals. Defaults = the smoke profile (params/smoke.yaml);
-# ./run_all.sh overrides them with `papermill -f params/<profile>.yaml`.
+# %% tags=["parameters"] jupyter={"source_hidden": true}
+# Parameters: plain literals, the smoke profile's values (a test keeps them equal to
+# params/smoke.yaml). ./run_all.sh injects the chosen profile's values for these names only.
 profile = 'smoke'
 seed = 0
 loss = 'bce_dice'
@@ -40,6 +40,14 @@ xai_ig_steps = 16
 xai_occlusion_frac = 0.125
 xai_target = 'pred'
 xai_fill = 'mean'
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from IPython.display import Markdown, display
+
+from brainseg_lib.report.findings import profile_banner
+
+display(Markdown(profile_banner(profile)))
 
 # %%
 # %matplotlib inline
@@ -146,7 +154,7 @@ plots.save_figure(fig, 'xai_deletion');
 # The sentences below are generated from the two tables above.
 
 # %%
-print(checks.text)
+display(Markdown(checks.text))
 write_json({"kind": "explainability", "run_name": run["run_name"], "images": names,
             "targets_used": ex.targets, "ig_steps": xai_ig_steps, "occlusion_frac": xai_occlusion_frac,
             "fill": xai_fill, "tables": files,
@@ -160,6 +168,5 @@ write_json({"kind": "explainability", "run_name": run["run_name"], "images": nam
 # tend to sit on whatever bright structure the model segments. Deletion asks a different question
 # (does removing those pixels change the output?) and can disagree. Grad-CAM's maps are coarse (the
 # bottleneck is 1/16 of the input side) and can be all zero after its ReLU. Deletion is confounded
-# wherever the fill creates tumour-like patches (the caution line above, when present). With the smoke profile
-# the model is barely trained and the sample is tiny, so no conclusion should be drawn from its
-# numbers; run the notebook with `-f params/cpu.yaml` after a cpu run.
+# wherever the fill creates tumour-like patches (the caution line above, when present). The banner at the top
+# names the profile that produced these numbers; read them only for a trained profile (cpu or paper).

@@ -42,15 +42,23 @@
 #   thumbnail correlation ≥ 0.95 or pHash distance ≤ 6) are counted, and the metrics are given with and
 #   without them.
 
-# %% tags=["parameters"]
-# Parameters: plain literals. Defaults = the smoke profile (params/smoke.yaml);
-# ./run_all.sh overrides them with `papermill -f params/<profile>.yaml`.
+# %% tags=["parameters"] jupyter={"source_hidden": true}
+# Parameters: plain literals, the smoke profile's values (a test keeps them equal to
+# params/smoke.yaml). ./run_all.sh injects the chosen profile's values for these names only.
 profile = 'smoke'
 seed = 0
 loss = 'bce_dice'
 healthy_seed = 0
 detection_limit = 40
 detection_gallery = 4
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from IPython.display import Markdown, display
+
+from brainseg_lib.report.findings import profile_banner
+
+display(Markdown(profile_banner(profile)))
 
 # %%
 # %matplotlib inline
@@ -172,7 +180,7 @@ else:
 # Generated from the numbers above.
 
 # %%
-print(findings.detection_findings(summary))
+display(Markdown(findings.detection_findings(summary)))
 
 # %% [markdown]
 # ## ROC curves and the confusion matrix (primary score, all report scans)
@@ -209,5 +217,5 @@ plots.save_figure(fig, "detection_false_alarms");
 # tumour; this notebook cannot rule that out. VAL positives include near-duplicates of TRAIN images
 # (notebook 07), which makes the validation positives easier than the unseen ones. Near-duplicates
 # within `no/` (and within `yes/`) remain inside the report set, so its images are not all
-# independent and the bootstrap CIs are somewhat too narrow. With the smoke
-# profile the model is barely trained and only `detection_limit` scans per class are scored.
+# independent and the bootstrap CIs are somewhat too narrow. The banner at the top
+# names the profile; with `detection_limit` set, only that many scans per class are scored.

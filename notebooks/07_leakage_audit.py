@@ -22,11 +22,20 @@
 # in `brainseg_lib/leakage.py`); linked images form groups, and a **grouped split** keeps each
 # group inside one split.
 
-# %% tags=["parameters"]
-# Parameters: plain literals. Defaults = the smoke profile (params/smoke.yaml);
-# ./run_all.sh overrides them with `papermill -f params/<profile>.yaml`.
+# %% tags=["parameters"] jupyter={"source_hidden": true}
+# Parameters: plain literals, the smoke profile's values (a test keeps them equal to
+# params/smoke.yaml). ./run_all.sh injects the chosen profile's values for these names only.
+profile = 'smoke'
 split_seed = 0
 gallery_pairs = 2
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from IPython.display import Markdown, display
+
+from brainseg_lib.report.findings import profile_banner
+
+display(Markdown(profile_banner(profile)))
 
 # %%
 # %matplotlib inline
@@ -53,6 +62,10 @@ print(len(fp.names), "images fingerprinted;", len(pairs), "candidate pairs kept"
 counts = leakage_leakage.cross_split_counts(fp, pairs)
 fileio.write_csv(counts, paths.tables_dir() / 'leakage_counts.csv')
 print(counts.to_string(index=False))
+
+# %%
+from brainseg_lib.report import findings
+display(Markdown(findings.leakage_findings(counts)))
 
 # %% [markdown]
 # ## Do the two signals agree?

@@ -22,12 +22,20 @@
 # an independent papermill job (`python -m brainseg_lib sweep --profile cpu --jobs N`); with the smoke
 # profile this notebook runs its tiny sweep itself.
 
-# %% tags=["parameters"]
-# Parameters: plain literals. Defaults = the smoke profile (params/smoke.yaml);
-# ./run_all.sh overrides them with `papermill -f params/<profile>.yaml`.
+# %% tags=["parameters"] jupyter={"source_hidden": true}
+# Parameters: plain literals, the smoke profile's values (a test keeps them equal to
+# params/smoke.yaml). ./run_all.sh injects the chosen profile's values for these names only.
 profile = 'smoke'
 run_sweep = True
 sweep_seeds = [0, 1, 2]
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from IPython.display import Markdown, display
+
+from brainseg_lib.report.findings import profile_banner
+
+display(Markdown(profile_banner(profile)))
 
 # %%
 # %matplotlib inline
@@ -69,7 +77,13 @@ report = seed_spread.findings(runs)
 from brainseg_lib.fileio import write_json
 write_json(report, paths.metrics_dir() / "honest_evaluation.json")
 (paths.tables_dir() / "findings.md").write_text(honest_findings.findings_markdown(report))
-print(honest_findings.findings_markdown(report))
+display(Markdown(honest_findings.findings_markdown(report)))
+
+# %%
+from brainseg_lib.evaluation.evaluate import load_run_metrics
+note = honest_findings.same_name_note(load_run_metrics(paths.metrics_dir()),
+                                      load_run_metrics(paths.sweep_dir() / "metrics"))
+display(Markdown(note or "Every sweep run that shares a name with a notebook-02 run reports the same TEST F1."))
 
 # %% [markdown]
 # ## Recall: a threshold tuned on validation

@@ -29,13 +29,21 @@
 # The data is found through `BRAINSEG_EXTERNAL` (default `data/lgg_external`); without it the notebook
 # says where to get it and skips.
 
-# %% tags=["parameters"]
-# Parameters: plain literals. Defaults = the smoke profile (params/smoke.yaml);
-# ./run_all.sh overrides them with `papermill -f params/<profile>.yaml`.
+# %% tags=["parameters"] jupyter={"source_hidden": true}
+# Parameters: plain literals, the smoke profile's values (a test keeps them equal to
+# params/smoke.yaml). ./run_all.sh injects the chosen profile's values for these names only.
 profile = 'smoke'
 seed = 0
 loss = 'bce_dice'
 external_boot = 200
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from IPython.display import Markdown, display
+
+from brainseg_lib.report.findings import profile_banner
+
+display(Markdown(profile_banner(profile)))
 
 # %%
 # %matplotlib inline
@@ -143,8 +151,8 @@ if ext_ok:
 from IPython.display import Markdown
 from brainseg_lib.fileio import atomic_write_text
 if ext_ok:
-    atomic_write_text(paths.tables_dir() / "external_validation.md", findings.describe(ext) + "\n")
-    display(Markdown(findings.describe(ext)))
+    atomic_write_text(paths.tables_dir() / "external_validation.md", findings.external_findings(ext) + "\n")
+    display(Markdown(findings.external_findings(ext)))
 
 # %% [markdown]
 # ## How the profile was chosen

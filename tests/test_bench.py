@@ -36,6 +36,49 @@ def test_benchmark_writes_every_key(fake_root, tmp_path):
     assert r["blocks_timed"] == 3 and len(r["train_images_per_s_blocks"]) == 3
     assert min(r["train_images_per_s_blocks"]) <= r["train_images_per_s"] <= max(r["train_images_per_s_blocks"])
     assert "tiny" in bench_readme.benchmarks_readme(tmp_path)
+    # onnxruntime against PyTorch, side by side in the same run (or the reason it was skipped)
+    assert r["infer_ms_per_image_torch"] == r["infer_ms_p50"]
+    if _has("onnxruntime") and _has("onnx"):
+        assert "onnx_skipped" not in r, r.get("onnx_skipped")
+        assert r["infer_ms_per_image_onnx"] > 0 and r["onnx_threads"] == r["threads"] == 1
+        assert r["infer_ms_p95_onnx"] >= r["infer_ms_per_image_onnx"]
+        assert r["onnx_speedup_vs_torch"] == pytest.approx(
+            r["infer_ms_per_image_torch"] / r["infer_ms_per_image_onnx"], rel=0.02, abs=0.002)
+    else:
+        assert r["onnx_skipped"] and "infer_ms_per_image_onnx" not in r
+
+
+def _has(module: str) -> bool:
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
+def test_onnx_comparison_is_skipped_with_the_reason_without_onnxruntime(monkeypatch):
+    import sys
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    session, info = bench_bench.onnx_session_for(UNet(base=4), 32, threads=1)
+    assert session is None and "onnxruntime is not installed" in info["onnx_skipped"]
+    keys = bench_bench._inference_keys([1.0, 2.0, 3.0], [], info)
+    assert keys["infer_ms_per_image_torch"] == keys["infer_ms_p50"] == 2.0
+    assert not any(k.endswith("_onnx") for k in keys) and keys["onnx_skipped"] == info["onnx_skipped"]
+
+
+def test_onnx_session_of_the_benchmarked_model_matches_it():
+    pytest.importorskip("onnxruntime")
+    pytest.importorskip("onnx")
+    import numpy as np
+    import torch
+    model = UNet(base=4, input_norm="zscore").to(memory_format=torch.channels_last).eval()
+    session, info = bench_bench.onnx_session_for(model, 32, threads=1)
+    assert session is not None, info
+    x = torch.rand(1, 1, 32, 32)
+    with torch.inference_mode():
+        ref = torch.sigmoid(model(x)).numpy()
+    assert np.abs(session.run(["probability"], {"image": x.numpy()})[0] - ref).max() <= 1e-4
+    assert info["onnx_threads"] == 1 and info["onnxruntime_version"]
 
 
 def test_profile_trials_table_reads_each_trial(tmp_path):
@@ -67,7 +110,7 @@ def test_malloc_comparison_is_reported_only_when_tuning_took_effect(fake_root, t
     params = {**load_profile("smoke"), "image_size": 32, "base_width": 4, "batch_size": 2,
               "profile": "tiny", "threads": 1}
     r = bench_bench.run_benchmark(params, steps=1, blocks=1, infer_runs=2, data_root=fake_root,
-                            out_dir=tmp_path)
+                            out_dir=tmp_path, onnx=False)
     keys = {"default_malloc_images_per_s", "default_malloc_page_faults_per_step",
             "speedup_from_malloc_tuning"}
     assert r["malloc_tuned"] is tunes
@@ -75,6 +118,7 @@ def test_malloc_comparison_is_reported_only_when_tuning_took_effect(fake_root, t
     if tunes:
         assert r["speedup_from_malloc_tuning"] == pytest.approx(
             r["train_images_per_s"] / r["default_malloc_images_per_s"], rel=0.01)
+    assert "onnx=False" in r["onnx_skipped"] and "infer_ms_per_image_onnx" not in r
     with pytest.raises(ValueError, match="must be >= 1"):
         bench_bench.run_benchmark(params, steps=0, data_root=fake_root, out_dir=tmp_path)
 

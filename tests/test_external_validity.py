@@ -264,7 +264,7 @@ def test_external_figures_by_hand(tmp_path):
     assert s["hd95_median"] == pytest.approx(4.0)
     lo, hi = s["ci95_by_patient"]["pooled_f1"]
     assert lo <= 0.5 <= hi
-    text = findings.describe({"test": s})
+    text = findings.external_findings({"test": s})
     assert "pooled F1 0.500" in text and "0 of 1 clean slices" in text
 
 

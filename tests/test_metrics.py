@@ -90,11 +90,6 @@ def test_empty_rule_tumour_predicted_on_empty_image():
     assert m["specificity"] == 14 / 16
 
 
-def test_empty_rule_is_documented():
-    doc = metrics.__doc__
-    assert "Empty-mask rule" in doc and "1.0" in doc and "0.0" in doc
-
-
 # ----------------------------------------------------------------- pooled vs per image
 def _two_image_table():
     # image A: 8 tumour pixels, all found.  image B: 1 tumour pixel, missed, 1 false alarm.

@@ -483,3 +483,32 @@ def test_ctrl_c_stops_at_once_and_leaves_no_half_written_file(tmp_path, tiny_ckp
     assert "interrupted" in capsys.readouterr().err and len(calls) == 2
     assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["s0_mask.png"]   # complete, no temp files
     assert Image.open(tmp_path / "o" / "s0_mask.png").size == (30, 30)
+
+
+# ----------------------------------------------------------------------------- --runtime onnx
+def test_unknown_runtime_is_refused_before_anything_is_written(tmp_path, tiny_ckpt):
+    Image.fromarray(scan_image(40, 40)).save(tmp_path / "scan.png")
+    with pytest.raises(predict_scans.PredictError, match="unknown runtime 'tflite'; choose torch or onnx"):
+        predict_predict.run_predict(tmp_path / "scan.png", tmp_path / "out", checkpoint=tiny_ckpt,
+                                    runtime="tflite")
+    assert not (tmp_path / "out").exists()
+
+
+def test_onnx_runtime_without_an_export_says_how_to_make_one(tmp_path, tiny_ckpt, monkeypatch):
+    """No .onnx beside the checkpoint: refused with the export command (or, without onnxruntime,
+    with how to install it); nothing is written."""
+    Image.fromarray(scan_image(40, 40)).save(tmp_path / "scan.png")
+    try:
+        import onnxruntime  # noqa: F401
+        expected = r"does not exist; export it first with `python -m brainseg_lib export --format onnx"
+    except ImportError:
+        expected = "pip install onnxruntime"
+    for ckpt in (None, tiny_ckpt):
+        with pytest.raises(predict_scans.PredictError, match=expected):
+            predict_predict.run_predict(tmp_path / "scan.png", tmp_path / "out", checkpoint=ckpt,
+                                        runtime="onnx")
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    with pytest.raises(predict_scans.PredictError, match="needs onnxruntime.*--runtime torch"):
+        predict_predict.run_predict(tmp_path / "scan.png", tmp_path / "out", checkpoint=tiny_ckpt,
+                                    runtime="onnx")
+    assert not (tmp_path / "out").exists()

@@ -54,7 +54,8 @@ def results(tmp_path, monkeypatch):
     monkeypatch.setattr(run_all, "run_notebooks", fake_run_notebooks)
     monkeypatch.setattr(run_all, "destination", lambda name: res)
     import brainseg_lib.report.html as html
-    monkeypatch.setattr(html, "render_report", lambda *a, **k: None)
+    monkeypatch.setattr(html, "render_report", lambda *a, **k: paths.ensure(Path(os.environ["BRAINSEG_RESULTS"]) / "report") / "index.html")
+    monkeypatch.setattr(html, "check_report", lambda *a, **k: [])
     monkeypatch.setattr("brainseg_lib.report.readme.update_readme", lambda *a, **k: False)
     return res, state
 

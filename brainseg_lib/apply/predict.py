@@ -33,6 +33,13 @@ The released model (``results/models/brainseg-cpu.pt``) is a slim checkpoint
 came from) whose SHA-256 sits next to it in ``brainseg-cpu.pt.sha256``, in the
 format of ``sha256sum`` (``<hex>  brainseg-cpu.pt``), and is checked on every
 load. Like any checkpoint it is loaded with ``torch.load(weights_only=True)``.
+
+``runtime="onnx"`` (``predict --runtime onnx``) runs the ONNX export of the model
+(``results/models/brainseg-cpu.onnx``, written by ``python -m brainseg_lib export
+--format onnx``, checked against its ``.onnx.sha256``) with onnxruntime on the CPU
+instead of PyTorch; the resizing, thresholding and outputs are the same
+(``apply.onnx_runtime``). ``checkpoint`` may then name the ``.onnx`` file, or a
+``.pt`` whose export sits beside it as ``<stem>.onnx``.
 """
 from __future__ import annotations
 
@@ -47,6 +54,7 @@ import numpy as np
 import torch
 
 from brainseg_lib import paths
+from brainseg_lib.apply import onnx_runtime
 from brainseg_lib.apply.scans import (
     CSV_COLUMNS,
     MAX_PIXELS,
@@ -72,7 +80,7 @@ from brainseg_lib.model.checkpoint import (
     validate_image_size,
     validate_model_config,
 )
-from brainseg_lib.model.released import checksum_path, load_released
+from brainseg_lib.model.released import checksum_path, load_released, verify_checksum
 from brainseg_lib.progress import progress_bar
 
 
@@ -133,6 +141,31 @@ def load_predictor(checkpoint: str | Path | None = None, device: str = "auto") -
     return Predictor(model, size, dev, path)
 
 
+RUNTIMES = ("torch", "onnx")
+
+
+def load_onnx_predictor(checkpoint: str | Path | None = None, device: str = "auto"
+                        ) -> onnx_runtime.OnnxPredictor:
+    """The ONNX export (``onnx_runtime.onnx_model_path``) in an onnxruntime CPU session, its
+    ``.sha256`` verified when present (else an UnverifiedCheckpoint warning)."""
+    if device not in ("auto", "cpu", "cuda"):
+        _device(device)                                   # an unknown name: the same message
+    if device == "cuda":
+        raise PredictError("--runtime onnx runs on the CPU (onnxruntime's CPU provider); "
+                           "use --device cpu (or auto), or --runtime torch for CUDA")
+    onnx_runtime.require_onnxruntime()
+    path = onnx_runtime.onnx_model_path(checkpoint)
+    if not path.is_file():
+        raise PredictError(onnx_runtime.missing_model_message(path, checkpoint))
+    if checksum_path(path).is_file():
+        verify_checksum(path)
+    else:
+        warnings.warn(f"{path} has no {checksum_path(path).name} beside it, so its integrity was NOT "
+                      "verified; use it only if you trust where it came from", UnverifiedCheckpoint,
+                      stacklevel=3)
+    return onnx_runtime.load_onnx_model(path, threads=torch.get_num_threads())
+
+
 @dataclass
 class PredictionRun:
     rows: list[dict]
@@ -151,7 +184,7 @@ class PredictionRun:
 
 
 def predict_file(predictor: Predictor, path: Path, threshold: float,
-                 max_pixels: int = None, full_image: bool = True) -> tuple[np.ndarray, np.ndarray, dict]:
+                 max_pixels: int | None = None, full_image: bool = True) -> tuple[np.ndarray, np.ndarray, dict]:
     """(gray image, bool mask, CSV row) of one file; raises ImageReadError if unreadable
     or larger than ``max_pixels`` (default MAX_PIXELS). Without ``full_image`` (no overlay to
     draw) a large JPEG is decoded at a reduced scale; the mask is still at native size."""
@@ -176,22 +209,25 @@ def predict_file(predictor: Predictor, path: Path, threshold: float,
 def run_predict(input_path: str | Path, output_dir: str | Path, checkpoint: str | Path | None = None,
                 threshold: float = 0.5, overlay: bool = False, device: str = "auto",
                 force: bool = False, progress: bool | None = None, stderr=None,
-                max_pixels: int = MAX_PIXELS) -> PredictionRun:
+                max_pixels: int = MAX_PIXELS, runtime: str = "torch") -> PredictionRun:
     """Predict every input, write masks (and overlays) and ``predictions.csv``.
 
     Raises PredictError (before writing anything) for a bad threshold, a missing
     input, existing outputs without ``force``; CheckpointError for a model that
     is missing or fails its checksum. Per-file failures are reported on
-    ``stderr`` and in the CSV and do not stop the run.
+    ``stderr`` and in the CSV and do not stop the run. ``runtime="onnx"`` runs the ONNX
+    export with onnxruntime (see the module docstring); PredictError when it is missing.
     """
     stderr = stderr if stderr is not None else sys.stderr
     if not 0.0 <= float(threshold) <= 1.0:
         raise PredictError(f"--threshold must be between 0 and 1, got {threshold}")
+    if runtime not in RUNTIMES:
+        raise PredictError(f"unknown runtime {runtime!r}; choose torch or onnx")
     input_path, out_dir = Path(input_path), Path(output_dir)
     files = list_inputs(input_path)
     plan = plan_outputs(files, out_dir, overlay)
     check_outputs(plan, input_path, out_dir, force)
-    predictor = load_predictor(checkpoint, device)
+    predictor = (load_onnx_predictor if runtime == "onnx" else load_predictor)(checkpoint, device)
     out_dir.mkdir(parents=True, exist_ok=True)
     run = PredictionRun([], plan.csv_path, out_dir, predictor.source)
     bar = progress_bar(files, desc="predicting", disable=None if len(files) > 1 else True)

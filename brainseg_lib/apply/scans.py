@@ -1,4 +1,7 @@
-"""TODO docstring."""
+"""Input and output handling of ``predict``: listing inputs, naming and planning outputs
+(never overwriting without ``force``), refusing oversized scans before decoding, overlays,
+and CSV cells safe from formula injection.
+"""
 from __future__ import annotations
 
 import io

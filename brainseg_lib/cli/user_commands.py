@@ -22,7 +22,8 @@ def _cmd_bench(args) -> int:
         return 0
     params = with_overrides(load_profile(args.profile or default_profile()), args.set,
                              tag_profile=True)
-    result = run_benchmark(params, steps=args.steps, blocks=args.blocks, data_root=args.data)
+    result = run_benchmark(params, steps=args.steps, blocks=args.blocks, data_root=args.data,
+                           onnx=not args.no_onnx)
     print(format_table(result))
     from brainseg_lib import paths
     from brainseg_lib.fileio import atomic_write_text
@@ -40,7 +41,7 @@ def _cmd_predict(args) -> int:
         warnings.simplefilter("always", UnverifiedCheckpoint)
         run = run_predict(args.input, args.output, checkpoint=args.checkpoint, threshold=args.threshold,
                           overlay=args.overlay, device=args.device, force=args.force,
-                          max_pixels=args.max_pixels)
+                          max_pixels=args.max_pixels, runtime=args.runtime)
     for w in caught:
         print(f"WARNING: {printable(str(w.message))}", file=sys.stderr)
     kinds = "mask and overlay" if args.overlay else "mask"
@@ -85,6 +86,10 @@ def _add_predict(sub) -> None:
     pr.add_argument("--max-pixels", type=int, default=50_000_000, metavar="N",
                     help="refuse (per file, before decoding) scans with more than N pixels "
                          "(default 50,000,000; the model sees each scan at its own input size anyway)")
+    pr.add_argument("--runtime", default="torch", choices=["torch", "onnx"],
+                    help="torch (default) or onnx: run results/models/brainseg-cpu.onnx (or the .onnx "
+                         "given by --checkpoint, or <stem>.onnx beside a .pt) with onnxruntime on the "
+                         "CPU; create it with `python -m brainseg_lib export --format onnx`")
     pr.add_argument("--force", action="store_true",
                     help="overwrite existing output files (without it, existing outputs stop the run "
                          "before anything is written)")
@@ -100,12 +105,18 @@ def _add_bench(sub) -> None:
     b.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a profile value")
     b.add_argument("--overlay-side", type=int, default=0, metavar="N",
                    help="instead: time predict --overlay on one synthetic NxN scan (e.g. 5000)")
+    b.add_argument("--no-onnx", action="store_true",
+                   help="skip the onnxruntime vs PyTorch inference timing")
     b.set_defaults(fn=_cmd_bench)
 
 
 def register(sub) -> None:
     """Add the user-facing sub-commands to ``sub`` (an argparse sub-parser action)."""
     from brainseg_lib.data.fetch import add_fetch_parser
+    from brainseg_lib.model.onnx import add_export_parser
+    from brainseg_lib.report.html import add_report_parser
     _add_predict(sub)
     _add_bench(sub)
     add_fetch_parser(sub)
+    add_report_parser(sub)
+    add_export_parser(sub)

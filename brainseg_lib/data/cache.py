@@ -1,4 +1,6 @@
-"""TODO docstring."""
+"""The array cache: each split resized to the model's input size, stored as .npz with a manifest
+holding the SHA-256 of every source file, and rebuilt when a source changes.
+"""
 from __future__ import annotations
 
 import hashlib

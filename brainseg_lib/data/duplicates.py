@@ -17,6 +17,7 @@ seed, so no group spans two splits.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -27,7 +28,8 @@ from scipy.sparse.csgraph import connected_components
 
 from brainseg_lib.data import duplicates
 from brainseg_lib.data.br35h import SPLITS, list_split
-from brainseg_lib.data.images import read_grayscale
+from brainseg_lib.data.images import read_grayscale, resize_image
+from brainseg_lib.progress import progress_bar
 
 CORR_THRESHOLD = 0.95
 PHASH_THRESHOLD = 6
@@ -155,3 +157,22 @@ def negative_groups(fp: "duplicates.Fingerprints") -> dict[str, int]:
     """Near-duplicate groups among negatives (connected components of the audit's links)."""
     labels = duplicates.groups(fp, duplicates.pair_table(fp, min_corr=duplicates.CORR_THRESHOLD))
     return dict(zip(fp.names, (int(x) for x in labels)))
+
+
+def read_scans(folder: Path, names: list[str], size: int, fingerprint: bool = False,
+               progress: bool | None = None):
+    """Scans resized to the model's input (uint8 (N, size, size)) and, optionally, their
+    leakage fingerprints computed at native size."""
+    images = np.zeros((len(names), size, size), np.uint8)
+    thumbs, hashes = [], []
+    for i, n in enumerate(progress_bar(names, desc=f"reading {Path(folder).name}/",
+                                       disable=None if progress is None else not progress)):
+        img = read_grayscale(Path(folder) / n)
+        images[i] = resize_image(img, size)
+        if fingerprint:
+            t, h = fingerprint_image(img)
+            thumbs.append(t)
+            hashes.append(h)
+    fp = stack_fingerprints(names, [Path(folder).name] * len(names), thumbs, hashes) \
+        if fingerprint else None
+    return images, fp

@@ -60,9 +60,8 @@ def draw_manifest(names: list[str], groups: dict[str, int], seed: int = 0,
 def build_manifest(seed: int = 0, root=None, progress: bool | None = None, val_size: int = VAL_SIZE,
                    train_pool: int = TRAIN_POOL) -> pd.DataFrame:
     """Fingerprint every ``no/`` scan, group near-duplicates and draw the roles."""
-    from brainseg_lib.data.duplicates import negative_groups
+    from brainseg_lib.data.duplicates import negative_groups, read_scans
     from brainseg_lib.data.files import list_images
-    from brainseg_lib.detection.scores import read_scans
     folder = data_root(root) / NO
     names = list_images(folder)
     _, fp = read_scans(folder, names, 16, fingerprint=True, progress=progress)

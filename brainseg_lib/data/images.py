@@ -1,4 +1,7 @@
-"""TODO docstring."""
+"""Reading images: any JPEG/PNG/TIFF/BMP as one uint8 grayscale channel (EXIF orientation
+applied, 16-bit and palette modes handled), reduced decoding for huge scans, and resizing
+images (bilinear) and masks (nearest) to the model's input size.
+"""
 from __future__ import annotations
 
 import logging

@@ -1,4 +1,6 @@
-"""TODO docstring."""
+"""Splits: the official Br35H split, and the leak-free grouped split that keeps each group of
+near-duplicates inside one split (``grouped_split``, manifest in ``splits/``).
+"""
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,6 @@
-"""TODO docstring."""
+"""Detection figures: ROC curves, the confusion matrix, score histograms, and galleries of
+missed tumours and false alarms.
+"""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt

@@ -1,4 +1,7 @@
-"""TODO docstring."""
+"""Image-level detection statistics: ROC AUC (Mann-Whitney), ROC points, confusion counts and
+rates, thresholds chosen on validation (Youden's J, fixed sensitivity), and class-stratified
+bootstrap CIs.
+"""
 from __future__ import annotations
 
 import numpy as np

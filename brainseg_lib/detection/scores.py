@@ -38,7 +38,6 @@ near-duplicates of a hold-out scan (which helped choose the threshold) are count
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -47,10 +46,9 @@ import torch
 from brainseg_lib.data import duplicates as leakage
 from brainseg_lib.data.br35h import NO, SPLITS, YES, data_root, list_split
 from brainseg_lib.data.cache import sha256_file
+from brainseg_lib.data.duplicates import read_scans
 from brainseg_lib.data.files import list_images, natural_key
-from brainseg_lib.data.images import read_grayscale, resize_image
 from brainseg_lib.inference import predict_probabilities
-from brainseg_lib.progress import progress_bar
 
 PRIMARY = "area_frac"
 SCORES = {"area_frac": "predicted tumour area (fraction of pixels with p >= 0.5)",
@@ -111,23 +109,6 @@ def inventory(root=None) -> Inventory:
 
 
 # --------------------------------------------------------------------- scores
-def read_scans(folder: Path, names: list[str], size: int, fingerprint: bool = False,
-               progress: bool | None = None):
-    """Scans resized to the model's input (uint8 (N, size, size)) and, optionally, their
-    leakage fingerprints computed at native size."""
-    images = np.zeros((len(names), size, size), np.uint8)
-    thumbs, hashes = [], []
-    for i, n in enumerate(progress_bar(names, desc=f"reading {Path(folder).name}/",
-                                       disable=None if progress is None else not progress)):
-        img = read_grayscale(Path(folder) / n)
-        images[i] = resize_image(img, size)
-        if fingerprint:
-            t, h = leakage.fingerprint_image(img)
-            thumbs.append(t)
-            hashes.append(h)
-    fp = leakage.stack_fingerprints(names, [Path(folder).name] * len(names), thumbs, hashes) \
-        if fingerprint else None
-    return images, fp
 
 
 def image_scores(model, images_u8: np.ndarray, threshold: float = 0.5, batch_size: int = 64) -> pd.DataFrame:

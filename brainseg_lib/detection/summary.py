@@ -1,4 +1,6 @@
-"""TODO docstring."""
+"""The detection summary: thresholds chosen on validation, rates on the report scans with and
+without near-duplicates, operating points recorded per run, and the table over seeds.
+"""
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,5 @@
-"""TODO docstring."""
+"""Detection tables: the report table with CIs, the per-seed table, as DataFrames and Markdown.
+"""
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,6 @@
-"""TODO docstring."""
+"""Scoring the external TCGA-LGG set: per-slice Dice, HD95 and NSD, and the pooled figures with
+95% CIs that resample whole patients (``summarize_half``).
+"""
 from __future__ import annotations
 
 import numpy as np

@@ -1,4 +1,7 @@
-"""TODO docstring."""
+"""Thresholds: pooled metrics at every threshold from one pass over native-size probabilities
+(``threshold_sweep``), and thresholds chosen on VALIDATION only, then reported on TEST
+(``tune_threshold``).
+"""
 from __future__ import annotations
 
 import numpy as np

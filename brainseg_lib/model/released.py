@@ -1,4 +1,6 @@
-"""TODO docstring."""
+"""The released model: a slim checkpoint (fp16 weights, configs, metrics) with a SHA-256
+sidecar in ``sha256sum`` format, verified on every load (``paths.released_model()`` by default).
+"""
 from __future__ import annotations
 
 from pathlib import Path

@@ -1,4 +1,6 @@
-"""TODO docstring."""
+"""The released model's card (``results/models/MODEL_CARD.md``), written from the run JSON
+and the release check: no figure in it is typed by hand.
+"""
 from __future__ import annotations
 
 import json

@@ -1,4 +1,7 @@
-"""TODO docstring."""
+"""README.md's generated sections: Table I, run_all timings, speed figures, findings,
+detection, boundary, external and lever tables, each copied between its
+``<!-- NAME:START -->`` / ``<!-- NAME:END -->`` markers from the file the study wrote.
+"""
 from __future__ import annotations
 
 import json
@@ -114,7 +117,7 @@ README_START, README_END = "<!-- TABLE1:START -->", "<!-- TABLE1:END -->"
 def embed_in_readme(markdown: str, readme: str | Path | None = None,
                     start: str = README_START, end: str = README_END) -> bool:
     """Replace the text between two marker comments in README.md; True if it changed."""
-    readme = Path(readme or paths.PROJECT_ROOT / "README.md")
+    readme = Path(readme or paths.readme())
     text = readme.read_text()
     if start not in text or end not in text:
         raise ValueError(f"{readme} lacks the markers {start} ... {end}")
@@ -207,6 +210,7 @@ def update_readme(readme: str | Path | None = None) -> bool:
     external-validation and lever tables: each lives between ``<!-- NAME:START -->`` and
     ``<!-- NAME:END -->`` and is copied from the file the study wrote."""
     changed = embed_in_readme((paths.tables_dir() / "table1.md").read_text(), readme)
+    changed |= embed_in_readme(headline_markdown(), readme, start=HEADLINE_START, end=HEADLINE_END)
     changed |= embed_in_readme(timings_markdown(), readme, start=TIMINGS_START, end=TIMINGS_END)
     changed |= embed_in_readme(speed_markdown(), readme, start=SPEED_START, end=SPEED_END)
     sources = [(paths.tables_dir() / name, marker) for name, marker in README_SECTIONS]
@@ -216,3 +220,40 @@ def update_readme(readme: str | Path | None = None) -> bool:
             changed |= embed_in_readme(path.read_text(), readme, start=f"<!-- {marker}:START -->",
                                        end=f"<!-- {marker}:END -->")
     return changed
+
+
+HEADLINE_START, HEADLINE_END = "<!-- HEADLINE:START -->", "<!-- HEADLINE:END -->"
+
+
+def headline_markdown() -> str:
+    """The README's first result, read from the released run's JSON, the seed sweep's
+    findings and the external validation JSON."""
+    import json
+
+    from brainseg_lib.paper import paper_figure
+    from brainseg_lib.study.experiment import released_run_name
+    run_json = paths.metrics_dir() / f"{released_run_name()}.json"
+    if not run_json.is_file():
+        return "_No finished run yet: run `./run_all.sh`._\n"
+    g = json.loads(run_json.read_text())["global"]
+    lines = [f"- **Br35H TEST (official split), released model:** F1 {g['f1']:.3f}, IoU {g['iou']:.3f}, "
+             f"precision {g['precision']:.3f}, recall {g['recall']:.3f}; the paper reports F1 "
+             f"{paper_figure('F1'):.3f}, IoU {paper_figure('IoU'):.2f}, precision "
+             f"{paper_figure('Precision'):.3f}, recall {paper_figure('Recall'):.3f}."]
+    honest = paths.metrics_dir() / "honest_evaluation.json"
+    if honest.is_file():
+        h = json.loads(honest.read_text())
+        o, gr = h["official"], h["grouped"]
+        if o.get("f1_mean") is not None and gr.get("f1_mean") is not None:
+            lines.append(f"- **Seeds and leakage:** F1 {o['f1_mean']:.3f} ± {o['f1_sd']:.3f} on the official "
+                         f"split, {gr['f1_mean']:.3f} ± {gr['f1_sd']:.3f} on a leak-free grouped split "
+                         f"(mean ± sd over {o['n_seeds']} seeds).")
+    ext = paths.metrics_dir() / "external_validation.json"
+    if ext.is_file():
+        t = json.loads(ext.read_text()).get("test")
+        if t:
+            lines.append(f"- **Another hospital's scans (TCGA-LGG FLAIR, external test half, scored "
+                         f"once):** pooled F1 {t['pooled_f1']:.3f}, mean Dice on tumour slices "
+                         f"{t['mean_dice_tumour']:.3f}, {100 * t['clean_marked_share']:.1f}% of clean "
+                         "slices marked: the model does not transfer well (see below).")
+    return "\n".join(lines) + "\n"

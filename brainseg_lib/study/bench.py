@@ -20,7 +20,13 @@ the same device, so the ratios hold even on a noisy machine:
   fp32, default settings (contiguous NCHW, no augmentation) - timed over a
   fixed number of batches and scaled to the 500 training images;
 * ``infer_ms_p50`` / ``p95``: one image at the profile size, batch 1, model
-  loaded, ``torch.inference_mode``.
+  loaded, ``torch.inference_mode``;
+* ``infer_ms_per_image_torch`` / ``infer_ms_per_image_onnx`` (medians, ms per image, batch
+  1) and ``onnx_speedup_vs_torch`` (torch ms / onnx ms): the same model exported to ONNX
+  (``model.onnx``) and run by onnxruntime's CPU provider with as many intra-op threads as
+  torch, timed call by call interleaved with the PyTorch timing above (``infer_ms_per_image_torch``
+  is ``infer_ms_p50``). On CPU only; without onnxruntime (or onnx/onnxscript to export)
+  ``onnx_skipped`` records why and the onnx keys are absent.
 """
 from __future__ import annotations
 
@@ -53,9 +59,10 @@ from brainseg_lib.training.memory import keep_freed_memory
 def cpu_name() -> str:
     """The CPU model from /proc/cpuinfo (Linux), else what platform reports."""
     try:
-        for line in open("/proc/cpuinfo"):
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
     except OSError:
         pass
     return platform.processor() or platform.machine()
@@ -146,100 +153,175 @@ class NaiveJPEGDataset(Dataset):
                 torch.from_numpy(mask.astype(np.float32)).unsqueeze(0))
 
 
-def run_benchmark(params: dict, steps: int = 10, infer_runs: int = 100, data_root=None,
-                  out_dir=None, blocks: int = 5) -> dict:
-    """Measure everything in the module docstring for a profile's settings; write the JSON."""
+def _check_counts(steps: int, blocks: int, infer_runs: int) -> None:
     if steps < 1 or blocks < 1 or infer_runs < 1:
         raise ValueError(f"steps, blocks and infer_runs must be >= 1 (got {steps}, {blocks}, "
                          f"{infer_runs})")
+
+
+def _time_ours(cfg: TrainConfig, device, train, steps: int, blocks: int) -> dict:
+    """Our training step (in-RAM uint8, tensor augmentation, channels_last): images/s per block
+    and minor page faults per step, with glibc's default malloc first when still untouched, then
+    tuned as train.fit does (process-wide and one-way, so the naive pipeline gets it too)."""
+    model = UNet(base=cfg.base_width, input_norm=cfg.input_norm).to(device)
+    if cfg.channels_last:
+        model = model.to(memory_format=torch.channels_last)
+    images, masks = resident_tensors(train, device)
+    batches = (b for epoch in range(10**6) for b in resident_batches(
+        images, masks, cfg.batch_size, cfg.seed, epoch,
+        augment_config(cfg.augment_level) if cfg.augment else None))
+
+    def timed():
+        """Images/s per block of our steps, and minor page faults per step (2 warm-up steps)."""
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+        rates = time_train_steps(model, batches, cfg, device, cfg.channels_last, steps, blocks)
+        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
+        return rates, faults / (steps * blocks + 2)
+
+    out = {"model": model, "default_rates": None, "default_faults": None}
+    if device.type == "cpu" and not memory.MALLOC_TUNED:
+        out["default_rates"], out["default_faults"] = timed()
+    out["malloc_tuned"] = keep_freed_memory() if device.type == "cpu" else False
+    out["rates"], out["faults"] = timed()
+    return out
+
+
+def _time_naive(cfg: TrainConfig, device, data_root, steps: int, blocks: int) -> float:
+    """Images/s of the notebook pipeline: decode + resize JPEGs every epoch, default
+    DataLoader, NCHW fp32."""
+    anns, folder = list_split("train", data_root)
+    loader = DataLoader(NaiveJPEGDataset(anns, folder, cfg.image_size), batch_size=cfg.batch_size,
+                        shuffle=True)
+    naive_cfg = TrainConfig(**{**cfg.to_dict(), "amp": "off"})
+    batches = (b for _ in range(10**6) for b in loader)
+    return median(time_train_steps(UNet(base=cfg.base_width).to(device), batches,
+                                   naive_cfg, device, False, steps, blocks))
+
+
+def onnx_session_for(model: torch.nn.Module, size: int, threads: int):
+    """(onnxruntime CPU session of ``model``'s ONNX export, info dict), or (None, {"onnx_skipped":
+    reason}) when onnxruntime or the exporter's packages are missing or the export fails."""
+    try:
+        import onnxruntime
+    except ImportError:
+        return None, {"onnx_skipped": "onnxruntime is not installed (pip install onnxruntime)"}
+    import copy
+
+    from brainseg_lib.apply.onnx_runtime import make_session
+    from brainseg_lib.model.onnx import OnnxExportError, export_model_proto
+    plain = copy.deepcopy(model).cpu().float().to(memory_format=torch.contiguous_format).eval()
+    try:
+        proto, exporter = export_model_proto(plain, size)
+    except OnnxExportError as e:
+        return None, {"onnx_skipped": str(e)}
+    except Exception as e:  # noqa: BLE001 - an optional comparison must not sink the benchmark
+        return None, {"onnx_skipped": f"ONNX export failed: {type(e).__name__}: {e}"}
+    session = make_session(proto.SerializeToString(), threads=threads)
+    return session, {"onnxruntime_version": onnxruntime.__version__, "onnx_exporter": exporter,
+                     "onnx_threads": threads}
+
+
+def _call_ms(fn, device) -> float:
+    _sync(device)
+    t = time.perf_counter()
+    fn()
+    _sync(device)
+    return (time.perf_counter() - t) * 1000
+
+
+def time_inference(model, cfg: TrainConfig, device, infer_runs: int, onnx: bool = True,
+                   warmup: int = 5) -> tuple[list[float], list[float], dict]:
+    """ms per image (batch 1, ``torch.inference_mode``) of the PyTorch model and, on CPU, of its
+    ONNX export in onnxruntime with as many threads, interleaved call by call (alternating which
+    goes first) so that both see the same machine; (torch ms, onnx ms, onnx info)."""
+    model.eval()
+    size = cfg.image_size
+    x = torch.rand(1, 1, size, size, device=device)
+    x_np = x.cpu().numpy()                       # onnxruntime takes contiguous NCHW
+    if cfg.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
+    if device.type != "cpu":
+        session, info = None, {"onnx_skipped": f"onnxruntime is timed on the CPU only (device {device.type})"}
+    elif not onnx:
+        session, info = None, {"onnx_skipped": "not asked for (onnx=False)"}
+    else:
+        session, info = onnx_session_for(model, size, torch.get_num_threads())
+    calls = [("torch", lambda: model(x))]
+    if session is not None:
+        calls.append(("onnx", lambda: session.run(["probability"], {"image": x_np})))
+    times = {"torch": [], "onnx": []}
+    with torch.inference_mode():
+        for i in range(infer_runs + warmup):
+            for name, fn in (calls if i % 2 == 0 else calls[::-1]):
+                ms = _call_ms(fn, device)
+                if i >= warmup:
+                    times[name].append(ms)
+    return times["torch"], times["onnx"], info
+
+
+def _inference_keys(torch_ms: list[float], onnx_ms: list[float], info: dict) -> dict:
+    p50 = round(float(np.percentile(torch_ms, 50)), 3)
+    out = {"infer_ms_p50": p50, "infer_ms_p95": round(float(np.percentile(torch_ms, 95)), 3),
+           "infer_ms_per_image_torch": p50}
+    if onnx_ms:
+        onnx_p50 = round(float(np.percentile(onnx_ms, 50)), 3)
+        out.update({"infer_ms_per_image_onnx": onnx_p50,
+                    "infer_ms_p95_onnx": round(float(np.percentile(onnx_ms, 95)), 3),
+                    "onnx_speedup_vs_torch": round(float(np.median(torch_ms) / np.median(onnx_ms)), 3)})
+    return {**out, **info}
+
+
+def run_benchmark(params: dict, steps: int = 10, infer_runs: int = 100, data_root=None,
+                  out_dir=None, blocks: int = 5, onnx: bool = True) -> dict:
+    """Measure everything in the module docstring for a profile's settings; write the JSON."""
+    _check_counts(steps, blocks, infer_runs)
     from brainseg_lib.study.experiment import config_from_params
     cfg = config_from_params(params)
     device = resolve_device(cfg.device)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     torch.manual_seed(cfg.seed)
-    size, bs = cfg.image_size, cfg.batch_size
     model = UNet(base=cfg.base_width)
-    train_flops = count_flops(model, size, train=True)
-    infer_flops = count_flops(model, size, train=False)
+    train_flops = count_flops(model, cfg.image_size, train=True)
+    infer_flops = count_flops(model, cfg.image_size, train=False)
     peak_before = peak_matmul_gflops(device)
-
-    # ours: in-RAM uint8, tensor augmentation, channels_last
-    train = load_split("train", size, root=data_root)
-    ours_model = UNet(base=cfg.base_width, input_norm=cfg.input_norm).to(device)
-    if cfg.channels_last:
-        ours_model = ours_model.to(memory_format=torch.channels_last)
-    images, masks = resident_tensors(train, device)
-    batches = (b for epoch in range(10**6) for b in resident_batches(
-        images, masks, bs, cfg.seed, epoch, augment_config(cfg.augment_level) if cfg.augment else None))
-
-    def timed():
-        """Images/s per block of our steps, and minor page faults per step (2 warm-up steps)."""
-        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        rates = time_train_steps(ours_model, batches, cfg, device, cfg.channels_last, steps, blocks)
-        faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
-        return rates, faults / (steps * blocks + 2)
-
-    # the malloc lever, measured in this run: glibc defaults first (when still untouched), then
-    # tuned as train.fit does; process-wide and one-way, so the naive pipeline below gets it too
-    default_rates = None
-    if device.type == "cpu" and not memory.MALLOC_TUNED:
-        default_rates, default_faults = timed()
-    malloc_tuned = keep_freed_memory() if device.type == "cpu" else False
-    ours_rates, ours_faults = timed()
-    ours_ips = median(ours_rates)
+    train = load_split("train", cfg.image_size, root=data_root)
+    ours = _time_ours(cfg, device, train, steps, blocks)
     # the higher of two peak measurements, before and after: a conservative ratio
     peak = max(peak_before, peak_matmul_gflops(device))
-
-    # naive: decode + resize JPEGs every epoch, default DataLoader, NCHW fp32
-    anns, folder = list_split("train", data_root)
-    naive_loader = DataLoader(NaiveJPEGDataset(anns, folder, size), batch_size=bs, shuffle=True)
-    naive_cfg = TrainConfig(**{**cfg.to_dict(), "amp": "off"})
-    naive_batches = (b for _ in range(10**6) for b in naive_loader)
-    naive_ips = median(time_train_steps(UNet(base=cfg.base_width).to(device), naive_batches,
-                                        naive_cfg, device, False, steps, blocks))
-
-    # inference latency, batch 1
-    ours_model.eval()
-    x = torch.rand(1, 1, size, size, device=device)
-    if cfg.channels_last:
-        x = x.contiguous(memory_format=torch.channels_last)
-    times = []
-    with torch.inference_mode():
-        for i in range(infer_runs + 5):
-            _sync(device)
-            t = time.perf_counter()
-            ours_model(x)
-            _sync(device)
-            if i >= 5:
-                times.append((time.perf_counter() - t) * 1000)
-    n_train = len(train)
+    naive_ips = _time_naive(cfg, device, data_root, steps, blocks)
+    torch_ms, onnx_ms, onnx_info = time_inference(ours["model"], cfg, device, infer_runs, onnx)
+    ours_ips = median(ours["rates"])
     achieved = train_flops * ours_ips / 1e9
     result = {
         "profile": params.get("profile", "custom"), "device": str(device),
         "device_name": torch.cuda.get_device_name(0) if device.type == "cuda" else cpu_name(),
         "threads": torch.get_num_threads(), "torch_version": str(torch.__version__),
-        "image_size": size, "base_width": cfg.base_width, "batch_size": bs,
+        "image_size": cfg.image_size, "base_width": cfg.base_width, "batch_size": cfg.batch_size,
         "n_parameters": count_parameters(model),
         "train_flops_per_image": train_flops, "infer_flops_per_image": infer_flops,
         "train_images_per_s": round(ours_ips, 2),
         "achieved_gflops": round(achieved, 2), "peak_matmul_gflops": round(peak, 2),
         "ratio_to_peak": round(achieved / peak, 3),
-        "ours_epoch_s": round(n_train / ours_ips, 2),
-        "naive_epoch_s": round(n_train / naive_ips, 2),
+        "ours_epoch_s": round(len(train) / ours_ips, 2),
+        "naive_epoch_s": round(len(train) / naive_ips, 2),
         "speedup_vs_naive": round(naive_ips and ours_ips / naive_ips, 2),
-        "infer_ms_p50": round(float(np.percentile(times, 50)), 3),
-        "infer_ms_p95": round(float(np.percentile(times, 95)), 3),
+        **_inference_keys(torch_ms, onnx_ms, onnx_info),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         "steps_timed": steps, "blocks_timed": blocks,
-        "train_images_per_s_blocks": [round(r, 2) for r in ours_rates],
-        "minor_page_faults_per_step": round(ours_faults, 1), "malloc_tuned": malloc_tuned,
+        "train_images_per_s_blocks": [round(r, 2) for r in ours["rates"]],
+        "minor_page_faults_per_step": round(ours["faults"], 1), "malloc_tuned": ours["malloc_tuned"],
     }
-    if malloc_tuned and default_rates:
+    return _finish(result, ours, ours_ips, device, out_dir)
+
+
+def _finish(result: dict, ours: dict, ours_ips: float, device, out_dir) -> dict:
+    """Add the malloc and GPU-memory figures, write the JSON, return the result."""
+    if ours["malloc_tuned"] and ours["default_rates"]:
         # measured before tuning, on the same (already warmed) model and batch stream
-        result["default_malloc_images_per_s"] = round(median(default_rates), 2)
-        result["default_malloc_page_faults_per_step"] = round(default_faults, 1)
-        result["speedup_from_malloc_tuning"] = round(ours_ips / median(default_rates), 3)
+        result["default_malloc_images_per_s"] = round(median(ours["default_rates"]), 2)
+        result["default_malloc_page_faults_per_step"] = round(ours["default_faults"], 1)
+        result["speedup_from_malloc_tuning"] = round(ours_ips / median(ours["default_rates"]), 3)
     if device.type == "cuda":
         result["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     out = paths.ensure(Path(out_dir) if out_dir else paths.results_dir() / "benchmarks")

@@ -1,4 +1,6 @@
-"""TODO docstring."""
+"""The leakage audit of notebook 07: how many images of each split have a near-duplicate in
+another, and a summary of the grouped split.
+"""
 from __future__ import annotations
 
 import numpy as np
@@ -54,7 +56,7 @@ def summarize_leakage(fp: Fingerprints, pairs: pd.DataFrame, labels: np.ndarray,
                                      for r in counts.itertuples()},
         "groups": int(len(sizes)), "groups_with_duplicates": int((sizes > 1).sum()),
         "largest_group": int(sizes.max()),
-        "grouped_split": {"seed": seed, "manifest": str(manifest_path(seed).relative_to(paths.PROJECT_ROOT)),
+        "grouped_split": {"seed": seed, "manifest": paths.display_path(manifest_path(seed)),
                           "sizes": manifest["split"].value_counts().reindex(list(SPLITS)).astype(int).to_dict(),
                           "images_moved_from_official_split": moved,
                           "max_splits_per_group": int(spans)},

@@ -7,7 +7,8 @@
   the parameters that notebook declares (from a merged profile), and writes
   ``executed/<notebook>.ipynb`` plus ``timings/run_all_<profile>.json`` under one folder.
 * ``strip_execution_metadata`` removes papermill's timestamps and durations from a
-  notebook, so the committed copies change only when their content does.
+  notebook (and, for the committed copies, every output nbval does not check), so the
+  committed notebooks change only when their content does.
 """
 from __future__ import annotations
 
@@ -110,11 +111,22 @@ def run_notebooks(profile: dict, out_dir: Path, notebooks: list[Path] | None = N
     return timings
 
 
-def strip_execution_metadata(path: str | Path) -> bool:
-    """Remove papermill/execution timestamps from a notebook in place; True if it changed."""
+CHECK_MARKER = "NBVAL_CHECK_OUTPUT"
+
+
+def strip_execution_metadata(path: str | Path, keep_unchecked_outputs: bool = True) -> bool:
+    """Remove papermill/execution timestamps from a notebook in place; True if it changed.
+
+    With ``keep_unchecked_outputs=False`` (the committed ``notebooks/*.ipynb``) the outputs
+    of every cell not marked ``# NBVAL_CHECK_OUTPUT`` are removed too: the committed copies
+    keep only what nbval compares, so nobody reads the smoke model's numbers as the study."""
     nb = nbformat.read(str(path), as_version=4)
     before = nbformat.writes(nb)
     nb.metadata.pop("papermill", None)
+    for cell in nb.cells:
+        if (not keep_unchecked_outputs and cell.cell_type == "code"
+                and CHECK_MARKER not in cell.source):
+            cell.outputs, cell.execution_count = [], None
     for cell in nb.cells:
         cell.metadata.pop("papermill", None)
         cell.metadata.pop("execution", None)

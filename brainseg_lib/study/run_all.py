@@ -47,8 +47,11 @@ def build_stage(profile: dict, stage: Path) -> dict:
         release()
         export_onnx()
         log.info("[run_all] released results/models/brainseg-cpu.pt and its ONNX export")
-    from brainseg_lib.report.html import render_report
-    render_report()
+    from brainseg_lib.report.html import check_report, render_report
+    index = render_report()
+    broken = check_report(index.parent)
+    if broken:
+        raise RuntimeError("the HTML report has broken links or images:\n" + "\n".join(broken[:20]))
     return timings
 
 

@@ -107,7 +107,7 @@ def write_boundary_table(runs: list[dict] | None = None, out_dir=None) -> dict[s
     lines += [f"| {r['Study']} | {r['Images']} | {r['HD95 median (px)']:.1f} | {r['HD95 mean (px)']:.1f} | "
               f"{r['NSD mean']:.3f} |" for _, r in t.iterrows()]
     note = (f"\nNSD tolerance: {t['NSD tolerance (px)'].iloc[0]:g} px. " if len(t) else "\n") + \
-        "Computed per TEST tumour image at native resolution with MONAI (brainseg_lib/boundary.py).\n"
+        "Computed per TEST tumour image at native resolution with MONAI (brainseg_lib/evaluation/boundary.py).\n"
     return {"csv": write_csv(t, out / "table1_boundary.csv"),
             "md": atomic_write_text(out / "table1_boundary.md", "\n".join(lines) + "\n" + note)}
 

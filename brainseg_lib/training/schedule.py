@@ -1,4 +1,6 @@
-"""TODO docstring."""
+"""The learning-rate schedule: constant (the paper), one-cycle by step, or cosine by elapsed
+training time (``lr_factor`` multiplies ``TrainConfig.lr``).
+"""
 from __future__ import annotations
 
 import logging

@@ -1,4 +1,6 @@
-"""TODO docstring."""
+"""The explainability checks of notebook 05 on a sample of TEST images: which cases, the maps,
+the attribution-mass and deletion summaries, and the written verdict.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass

@@ -1,4 +1,6 @@
-"""TODO docstring."""
+"""Figures of the explainability checks: attribution overlays, attribution mass inside the
+tumour, and deletion curves.
+"""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt

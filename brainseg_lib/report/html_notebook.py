@@ -1,0 +1,229 @@
+"""One HTML page per executed notebook, through nbconvert's ``lab`` template.
+
+On top of nbconvert's page:
+
+* the papermill ``parameters`` and ``injected-parameters`` cells become one collapsed
+  ``<details>`` block whose summary names the profile (the values stay one click away);
+* stderr stream outputs (the training log) show in a neutral grey, not the error pink;
+  real errors are ``error`` outputs and keep their style;
+* wide tables and long text outputs scroll sideways instead of running off the page, and
+  numbers never wrap mid-digit;
+* relative links to other notebooks point to their pages; other relative links (to
+  files outside the report) become plain text;
+* a top bar links back to ``index.html`` and to the previous/next notebook;
+* the CDN scripts nbconvert adds (require.js, MathJax) are dropped so the page opens offline.
+"""
+from __future__ import annotations
+
+import ast
+import copy
+import html
+import logging
+import re
+import uuid
+from urllib.parse import urlsplit
+
+import nbformat
+
+PARAM_TAGS = ("parameters", "injected-parameters")
+
+PAGE_CSS = """
+/* brainseg report: overrides of nbconvert's lab template */
+body.jp-Notebook { max-width: 1200px; margin: 0 auto; padding: 0 16px 48px; }
+.bs-nav { position: sticky; top: 0; z-index: 100; display: flex; flex-wrap: wrap; gap: 4px 18px;
+  align-items: baseline; margin: 0 -16px 12px; padding: 8px 16px; background: #f6f8fa;
+  border-bottom: 1px solid #d0d7de;
+  font: 14px/1.4 system-ui, -apple-system, "Segoe UI", Roboto, sans-serif; }
+.bs-nav a { color: #0550ae; text-decoration: none; }
+.bs-nav a:hover { text-decoration: underline; }
+.bs-nav .bs-here { color: #59636e; }
+.bs-nav .bs-prev { margin-left: auto; }
+/* logs on stderr are not errors: neutral grey, not pink */
+.jp-RenderedText[data-mime-type="application/vnd.jupyter.stderr"] {
+  background: #f6f8fa; border-left: 3px solid #d0d7de; padding-left: 6px; color: #3d444d; }
+
+/* wide outputs scroll sideways; digits never break */
+.jp-OutputArea-output { overflow-x: auto; max-width: 100%; }
+/* text wraps at spaces, never inside a number (lab's break-all did); only a token longer
+   than the line is broken */
+.jp-OutputArea-output pre { white-space: pre-wrap; word-break: normal; overflow-wrap: anywhere; }
+.jp-RenderedHTMLCommon table { table-layout: auto; }
+.jp-RenderedHTMLCommon td, .jp-RenderedHTMLCommon th { white-space: nowrap; }
+/* the label column may wrap at spaces so that the number columns fit */
+.jp-RenderedHTMLCommon td:first-child, .jp-RenderedHTMLCommon th:first-child {
+  white-space: normal; min-width: 10em; text-align: left; }
+.jp-RenderedMarkdown table { display: block; overflow-x: auto; max-width: 100%; }
+.jp-OutputArea-output img { max-width: 100%; height: auto; }
+/* the collapsed parameters */
+details.bs-params { margin: 4px 0; padding: 6px 10px; border: 1px solid #d0d7de;
+  border-radius: 6px; background: #f6f8fa; }
+details.bs-params > summary { cursor: pointer; font-family: system-ui, sans-serif; }
+details.bs-params[open] > summary { margin-bottom: 6px; }
+details.bs-params[open] > summary small { display: none; }
+details.bs-params p { margin: 8px 0 4px; font-family: system-ui, sans-serif; }
+details.bs-params .highlight { background: #fff; border: 1px solid #e6e9ed; padding: 4px 8px; }
+"""
+
+
+def _assigned_names(source: str) -> list[str]:
+    """Names assigned at top level in a parameters cell (by parsing, not line counting)."""
+    try:
+        tree = ast.parse(source)
+    except SyntaxError:
+        return []
+    names = []
+    for node in tree.body:
+        targets = node.targets if isinstance(node, ast.Assign) else \
+            [node.target] if isinstance(node, (ast.AnnAssign, ast.AugAssign)) else []
+        names += [t.id for t in targets if isinstance(t, ast.Name)]
+    return names
+
+
+def profile_of(nb) -> str | None:
+    """The profile papermill ran the notebook with (``metadata.papermill.parameters.profile``)."""
+    params = (nb.metadata.get("papermill") or {}).get("parameters") or {}
+    value = params.get("profile")
+    return str(value) if value is not None else None
+
+
+def _code_html(source: str) -> str:
+    from pygments import highlight
+    from pygments.formatters import HtmlFormatter
+    from pygments.lexers import PythonLexer
+
+    return highlight(source.rstrip() + "\n", PythonLexer(), HtmlFormatter(cssclass="highlight"))
+
+
+def collapse_parameters(nb):
+    """``(copy of nb, details_html)``: the ``parameters``/``injected-parameters`` cells are
+    replaced, at the position of the first, by a markdown cell holding only a marker paragraph,
+    and ``details_html`` is the collapsed ``<details>`` block to put in its place once rendered
+    (nbconvert's markdown renderer mangles raw ``<details>``). ``(nb, None)`` when the notebook
+    has no parameters cell."""
+    nb = copy.deepcopy(nb)
+    found = {tag: None for tag in PARAM_TAGS}
+    first = None
+    for i, cell in enumerate(nb.cells):
+        tags = cell.get("metadata", {}).get("tags") or []
+        for tag in PARAM_TAGS:
+            if tag in tags and cell.cell_type == "code":
+                found[tag] = found[tag] or cell
+                first = i if first is None else first
+    if first is None:
+        return nb, None
+    injected, defaults = found["injected-parameters"], found["parameters"]
+    profile = profile_of(nb)
+    if injected is not None:
+        n = len(_assigned_names(injected.source))
+        what = f"{n} value{'s' if n != 1 else ''} injected by papermill"
+    else:
+        what = "the notebook's defaults (nothing injected)"
+    summary = ("Parameters: " + (f"profile <code>{html.escape(profile)}</code>, " if profile else "")
+               + f"{what} <small>(click to show)</small>")
+    parts = [f'<details class="bs-params"><summary>{summary}</summary>']
+    if injected is not None:
+        parts += ["<p>Injected by papermill (these override the defaults below):</p>",
+                  _code_html(injected.source)]
+    if defaults is not None:
+        parts += ["<p>The notebook's defaults (its <code>parameters</code> cell):</p>",
+                  _code_html(defaults.source)]
+    marker = f"BSPARAMS{uuid.uuid4().hex}"
+    cells = []
+    for i, c in enumerate(nb.cells):
+        if i == first:
+            cells.append(nbformat.v4.new_markdown_cell(marker))
+        if c is injected or c is defaults:
+            continue
+        cells.append(c)
+    nb.cells = cells
+    return nb, (marker, "\n".join(parts) + "</details>")
+
+
+def _short(title: str, limit: int = 46) -> str:
+    if len(title) <= limit:
+        return title
+    return title[:limit].rsplit(" ", 1)[0].rstrip(",;:·") + "…"
+
+
+def nav_bar(position: str, prev: tuple[str, str] | None, nxt: tuple[str, str] | None) -> str:
+    """The top bar: back to the index, where this page stands (``position``, e.g. "notebook 2
+    of 9") and the previous and next notebook (``(href, title)`` pairs; long titles are
+    shortened, the full one shows as a tooltip)."""
+    e = html.escape
+
+    def link(pair, rel, text):
+        return (f'<a class="bs-{rel}" href="{e(pair[0])}" rel="{rel}" title="{e(pair[1])}">'
+                f"{text}</a>")
+
+    parts = ['<nav class="bs-nav"><a href="index.html">&#8962; Report index</a>',
+             f'<span class="bs-here">{e(position)}</span>']
+    if prev:
+        parts.append(link(prev, "prev", f"&larr; {e(_short(prev[1]))}"))
+    if nxt:
+        parts.append(link(nxt, "next", f"{e(_short(nxt[1]))} &rarr;"))
+    return "".join(parts) + "</nav>"
+
+
+_EXPORTER = None
+
+
+class _NoAltTextWarning(logging.Filter):
+    def filter(self, record):
+        return not str(record.msg).startswith("Alternative text is missing")
+
+
+def _exporter():
+    global _EXPORTER
+    if _EXPORTER is None:
+        from nbconvert import HTMLExporter
+
+        _EXPORTER = HTMLExporter(template_name="lab", theme="light", embed_images=True)
+        # nbconvert warns once per page that output images lack alt text: noise in run_all's log
+        _EXPORTER.log.addFilter(_NoAltTextWarning())
+    return _EXPORTER
+
+
+_ANCHOR = re.compile(r'<a\b([^>]*?)\bhref="([^"]*)"([^>]*)>(.*?)</a>', re.DOTALL)
+
+
+def fix_links(body: str, pages: set[str]) -> str:
+    """Relative links written for the notebooks folder: ``NN_x.ipynb`` becomes the report page
+    ``NN_x.html`` when the report has it; any other relative link (``../params/cpu.yaml``) would
+    be broken in the report, so it becomes plain text that names its target in a tooltip."""
+    def fix(m):
+        pre, href, post, text = m.groups()
+        url = urlsplit(html.unescape(href))
+        if url.scheme or href.startswith(("#", "//")) or not url.path:
+            return m.group(0)
+        name = url.path.rsplit("/", 1)[-1]
+        page = name[:-len(".ipynb")] + ".html" if name.endswith(".ipynb") else name
+        if page in pages:
+            frag = f"#{url.fragment}" if url.fragment else ""
+            return f'<a{pre}href="{html.escape(page + frag)}"{post}>{text}</a>'
+        return f'<span class="bs-unlinked" title="{href} (not part of the report)">{text}</span>'
+
+    return _ANCHOR.sub(fix, body)
+
+
+def render_notebook(nb, title: str, nav: str, pages: set[str] = frozenset(),
+                    source_dir: str | None = None) -> str:
+    """The HTML page of one executed notebook (``nb`` is not modified). ``pages``: the page
+    names of the report, for links between notebooks; ``source_dir``: the folder relative
+    image paths in markdown cells start from (they are embedded)."""
+    exporter = _exporter()
+    nb, params = collapse_parameters(nb)
+    meta = {"name": title, **({"path": str(source_dir)} if source_dir else {})}
+    body, _ = exporter.from_notebook_node(nb, resources={"metadata": meta})
+    body = fix_links(body, set(pages))
+    if params is not None:
+        marker, details = params
+        body, n = re.subn(r"<p>\s*" + marker + r"\s*</p>", lambda m: details, body, count=1)
+        if not n:
+            raise ValueError("the parameters marker did not survive nbconvert")
+    for url in (exporter.require_js_url, exporter.mathjax_url):
+        body = re.sub(r'<script[^>]*\bsrc="' + re.escape(url) + r'"[^>]*>\s*</script>', "", body)
+    body = body.replace("</head>", f'<style type="text/css">{PAGE_CSS}</style>\n</head>', 1)
+    body, n = re.subn(r"(<body[^>]*>)", lambda m: m.group(1) + "\n" + nav, body, count=1)
+    if not n:
+        raise ValueError("nbconvert produced a page without <body>")
+    return body

@@ -1,0 +1,131 @@
+"""Pieces the headline figures rest on: the threshold sweep, threshold tuning on VALIDATION,
+the grouped split, and the findings sentences (hand-made inputs, known answers)."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+
+from brainseg_lib.data.cache import SplitArrays
+from brainseg_lib.data.splits import grouped_split
+from brainseg_lib.evaluation import thresholds
+from brainseg_lib.evaluation.metrics import metrics_from_counts
+from brainseg_lib.model.checkpoint import save_checkpoint
+from brainseg_lib.model.unet import UNet
+from brainseg_lib.report import findings
+from brainseg_lib.training.config import TrainConfig
+
+
+def _arrays(names, size=4):
+    n = len(names)
+    return SplitArrays("val", size, np.zeros((n, size, size), np.uint8), np.zeros((n, size, size), np.uint8),
+                       list(names), np.array([[size, size]] * n), np.zeros(n))
+
+
+def test_threshold_sweep_counts_pixels_at_or_above_each_threshold():
+    """Two 2x2 images at native size 2x2 (the model size too, so no resizing)."""
+    probs = np.array([[[0.9, 0.6], [0.2, 0.1]],
+                      [[0.4, 0.8], [0.7, 0.0]]], np.float32)
+    gts = {"a": np.array([[1, 1], [0, 0]], bool), "b": np.array([[0, 1], [0, 0]], bool)}
+    arr = _arrays(["a", "b"], size=2)
+    sweep = thresholds.threshold_sweep(probs, arr, thresholds=[0.5, 0.65, 1.0], gts=gts).set_index("threshold")
+    # >= 0.5: a -> tp 2; b -> 0.8 tp, 0.7 fp
+    assert sweep.loc[0.5, ["tp", "fp", "fn", "tn"]].tolist() == [3, 1, 0, 4]
+    # >= 0.65: a -> 0.9 tp (0.6 missed); b -> 0.8 tp, 0.7 fp
+    assert sweep.loc[0.65, ["tp", "fp", "fn", "tn"]].tolist() == [2, 1, 1, 4]
+    assert sweep.loc[1.0, ["tp", "fp"]].tolist() == [0, 0]
+    assert sweep.loc[0.65, "f1"] == pytest.approx(metrics_from_counts(2, 1, 1, 4)["f1"])
+
+
+def test_threshold_sweep_default_grid_matches_direct_thresholding():
+    rng = np.random.default_rng(0)
+    probs = rng.random((3, 8, 8)).astype(np.float32)
+    gts = {n: rng.random((8, 8)) > 0.6 for n in "xyz"}
+    sweep = thresholds.threshold_sweep(probs, _arrays("xyz", 8), gts=gts)
+    assert len(sweep) == 101
+    for t in (0.0, 0.37, 0.5, 0.99):
+        pred = np.stack([p >= t for p in probs])
+        gt = np.stack([gts[n] for n in "xyz"])
+        row = sweep[np.isclose(sweep.threshold, t)].iloc[0]
+        assert row.tp == (pred & gt).sum() and row.fp == (pred & ~gt).sum()
+
+
+def test_tune_threshold_chooses_on_validation_and_reports_test(tmp_path, monkeypatch):
+    """The choice depends on VALIDATION only: a TEST set on which another threshold would be
+    better does not move it."""
+    net = UNet(in_channels=1, base=2)
+    ck = tmp_path / "m.pt"
+    save_checkpoint({"state_dict": net.state_dict(), "model_config": net.config(),
+                     "train_config": TrainConfig(image_size=2, base_width=2).to_dict()}, ck)
+    val_probs = np.array([[[0.9, 0.6], [0.3, 0.1]]], np.float32)
+    monkeypatch.setattr(thresholds, "predict_probs", lambda model, arrays, device: val_probs)
+    val, test = _arrays(["v"], 2), _arrays(["t"], 2)
+    val_gts = {"v": np.array([[1, 1], [0, 0]], bool)}         # best val F1 at any t in (0.3, 0.6]
+    test_gts = {"t": np.array([[1, 0], [0, 0]], bool)}
+    test_probs = np.array([[[0.9, 0.6], [0.3, 0.1]]], np.float32)  # test would prefer t > 0.6
+    out = thresholds.tune_threshold(ck, val, test, test_probs, test_gts=test_gts, val_gts=val_gts,
+                                    device="cpu", precision_floor=0.99)
+    chosen = out["test"]["val_best_f1"]["threshold"]
+    assert 0.3 < chosen <= 0.6
+    assert out["test"]["val_best_f1"]["precision"] == pytest.approx(0.5)   # on TEST: 1 tp, 1 fp
+    assert out["test"]["default_0.5"]["recall"] == 1.0
+    assert out["fixed_precision"] == 0.99
+    assert out["test"]["val_recall_at_precision"]["threshold"] <= 0.6
+
+
+def test_grouped_split_never_splits_a_group_and_respects_the_targets():
+    labels = np.array([0, 0, 0, 1, 2, 2, 3, 4, 4, 4, 4, 5])
+    names = [f"y{i}" for i in range(len(labels))]
+    man = grouped_split(names, labels, seed=3, targets={"test": 3, "val": 2})
+    assert man.groupby("group")["split"].nunique().max() == 1
+    counts = man.split.value_counts()
+    assert counts.get("test", 0) <= 3 and counts.get("val", 0) <= 2
+    assert counts.sum() == len(labels)
+    again = grouped_split(names, labels, seed=3, targets={"test": 3, "val": 2})
+    assert again.equals(man)                                    # seeded
+    other = [grouped_split(names, labels, seed=s, targets={"test": 3, "val": 2}).split.tolist()
+             for s in range(6)]
+    assert len({tuple(o) for o in other}) > 1                   # the seed matters
+
+
+def _report(off=(0.90, 0.01), grp=(0.85, 0.01), bce=(0.89, 0.02), gain=0.0):
+    return {"main_loss": "bce_dice",
+            "official": {"f1_mean": off[0], "f1_sd": off[1], "n_seeds": 3},
+            "grouped": {"f1_mean": grp[0], "f1_sd": grp[1], "n_seeds": 3},
+            "official_minus_grouped_f1": off[0] - grp[0],
+            "loss": {"bce_dice": {"f1_mean": off[0], "f1_sd": off[1], "n_seeds": 3},
+                     "bce": {"f1_mean": bce[0], "f1_sd": bce[1], "n_seeds": 3},
+                     "bce_dice_minus_bce_f1": off[0] - bce[0]},
+            "threshold": {"default_0.5": {"threshold": 0.5, "f1": 0.9, "precision": 0.95, "recall": 0.80},
+                          "val_best_f1": {"threshold": 0.4, "f1": 0.9, "precision": 0.93,
+                                          "recall": 0.80 + gain}}}
+
+
+def test_findings_say_which_differences_exceed_seed_variation():
+    text = findings.findings_markdown(_report())
+    assert "the official (leaky) split scores higher than the grouped split by 0.050 F1" in text
+    assert "within twice the seed-to-seed sd" in text                 # loss: 0.01 < 2 * 0.02
+    assert "does not raise test recall (change +0.000)" in text
+
+
+def test_findings_report_a_recall_gain_only_above_the_margin():
+    assert "raises test recall by 0.050" in findings.findings_markdown(_report(gain=0.05))
+    assert "does not raise" in findings.findings_markdown(_report(gain=0.005))
+    assert findings.findings_markdown({"official_minus_grouped_f1": None, "official": {}, "grouped": {},
+                                       "loss": {"bce_dice_minus_bce_f1": None}, "threshold": {}}) \
+        == "_No sweep results yet._\n"
+
+
+def test_leakage_and_same_name_sentences_come_from_the_numbers():
+    counts = pd.DataFrame([{"query": "test", "reference": "train", "query_images": 100, "dup": 72},
+                           {"query": "val", "reference": "train", "query_images": 201, "dup": 60}])
+    text = findings.leakage_findings(counts)
+    assert "**72 of 100 TEST images**" in text and "**60 of 201 VAL images**" in text
+    main = [{"run_name": "cpu-a", "global": {"f1": 0.885}, "threads": 2}]
+    sweep = [{"run_name": "cpu-a", "global": {"f1": 0.895}, "threads": 1},
+             {"run_name": "cpu-b", "global": {"f1": 0.8}, "threads": 1}]
+    note = findings.same_name_note(main, sweep)
+    assert "0.885 in notebook 02 (2 threads), 0.895 in this sweep (1 threads)" in note
+    assert "cpu-b" not in note
+    assert findings.same_name_note(main, [{"run_name": "cpu-a", "global": {"f1": 0.885}}]) == ""
