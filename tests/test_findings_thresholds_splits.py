@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from brainseg_lib.data.cache import SplitArrays
 from brainseg_lib.data.splits import grouped_split

@@ -10,7 +10,11 @@ import nbformat
 import pytest
 
 from brainseg_lib import paths
-from brainseg_lib.study.notebooks import CHECK_MARKER, declared_parameters, study_notebooks
+from brainseg_lib.study.notebooks import (
+    CHECK_MARKER,
+    declared_parameters,
+    study_notebooks,
+)
 from brainseg_lib.study.profiles import known_profiles, load_profile
 
 PKG = paths.PROJECT_ROOT / "brainseg_lib"

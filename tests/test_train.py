@@ -53,8 +53,8 @@ def val_arrays():
 
 
 def small_config(**kw) -> train_config.TrainConfig:
-    base = dict(image_size=32, base_width=4, batch_size=8, epochs=6, lr=1e-2, device="cpu",
-                seed=0, augment=True, deterministic=True, channels_last=False)
+    base = {"image_size": 32, "base_width": 4, "batch_size": 8, "epochs": 6, "lr": 1e-2,
+            "device": "cpu", "seed": 0, "augment": True, "deterministic": True, "channels_last": False}
     base.update(kw)
     return train_config.TrainConfig(**base)
 
@@ -289,6 +289,39 @@ def test_keep_freed_memory_stops_refaulting_large_buffers():
 
     churn(2)                            # the first round may grow the heap once
     assert churn(20) < 4096             # one round's worth at most, for 20 rounds
+
+
+def test_fit_tunes_the_allocator_only_when_asked(tmp_path, train_arrays, val_arrays, monkeypatch):
+    """``keep_freed_memory`` is process-wide and one-way: ``fit`` calls it only with
+    ``tune_allocator=True`` (on CPU), and its log says what happened."""
+    calls = []
+    monkeypatch.setattr(memory, "keep_freed_memory", lambda: calls.append(1) or True)
+    cfg = small_config(epochs=1, augment=False)
+    for name, tune in (("off", False), ("on", True)):
+        engine.fit(cfg, tmp_path / name, train_arrays=train_arrays.head(8), val_arrays=val_arrays,
+                   progress=False, **({"tune_allocator": True} if tune else {}))
+        log = (tmp_path / name / "train_log.txt").read_text()
+        assert calls == ([1] if tune else [])
+        assert f"(tune_allocator: {'applied' if tune else 'off'})" in log
+
+
+@pytest.mark.parametrize("extra, expected", [({}, True), ({"tune_allocator": False}, False)])
+def test_run_profile_passes_tune_allocator_default_true(monkeypatch, extra, expected):
+    seen = {}
+
+    class Trained(Exception):
+        pass
+
+    def fake_fit(*args, **kw):
+        seen.update(kw)
+        raise Trained
+
+    monkeypatch.setattr(experiment, "fit", fake_fit)
+    monkeypatch.setattr(experiment, "split_arrays", lambda *a, **k: {"train": None, "val": None})
+    with pytest.raises(Trained):
+        experiment.run_profile({"profile": "t", "image_size": 32, "device": "cpu", **extra})
+    assert seen["tune_allocator"] is expected
+    assert "tune_allocator" in experiment.RUN_KEYS
 
 
 def test_params_from_namespace_keeps_every_run_key_and_nothing_else():

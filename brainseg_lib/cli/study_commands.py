@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import sys
 
 from brainseg_lib.cli.common import with_overrides
@@ -45,6 +46,8 @@ def _cmd_train(args) -> int:
     name = args.profile or default_profile()
     params = with_overrides(load_profile(name), args.set)
     out = run_profile(params, data_root=args.data, resume=args.resume)
+    if int(os.environ.get("RANK", "0")) != 0:      # under torchrun, rank 0 reports
+        return 0
     g = out["global"]
     print(f"{out['run_name'] if 'run_name' in out else name}: test F1 {g['f1']:.3f}  IoU {g['iou']:.3f}  "
           f"precision {g['precision']:.3f}  recall {g['recall']:.3f}  "
@@ -74,8 +77,9 @@ def _cmd_table(args) -> int:
 def _cmd_headline(args) -> int:
     from brainseg_lib.evaluation.evaluate import load_run_metrics
     from brainseg_lib.study.run_all import destination
-    metrics = destination(args.profile)/"metrics" if args.profile else None
-    runs = [r for r in load_run_metrics(metrics) if args.profile in (None, r.get("profile"))]
+    if args.profile:                        # smoke results live in results/smoke/
+        os.environ["BRAINSEG_RESULTS"] = str(destination(args.profile))
+    runs = [r for r in load_run_metrics() if args.profile in (None, r.get("profile"))]
     if not runs:
         print("no run metrics found in results/metrics")
         return 1

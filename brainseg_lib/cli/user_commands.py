@@ -14,7 +14,7 @@ def _cmd_bench(args) -> int:
     if args.overlay_side:
         from brainseg_lib import paths
         from brainseg_lib.fileio import write_json
-        from brainseg_lib.study.bench import time_predict_overlay
+        from brainseg_lib.study.bench_predict import time_predict_overlay
         r = time_predict_overlay(args.overlay_side)
         out = write_json(r, paths.ensure(paths.benchmarks_dir()) / f"predict_overlay_{args.overlay_side}.json")
         print(f"predict --overlay on a {r['side']}x{r['side']} scan: {r['seconds_median']} s "

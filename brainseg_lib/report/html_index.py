@@ -196,7 +196,7 @@ def _intro_html(notebooks: list[NotebookInfo]) -> str:
     profiles = sorted({n.profile for n in notebooks if n.profile})
     if len(profiles) == 1:
         prof = (f"with the profile <code>{html.escape(profiles[0])}</code> "
-                f"from <code>params/{html.escape(profiles[0])}.yaml</code>")
+                f"(<code>params/{html.escape(profiles[0])}.yaml</code> over <code>params/base.yaml</code>)")
     elif profiles:
         prof = "with the profiles " + ", ".join(f"<code>{html.escape(p)}</code>" for p in profiles)
     else:

@@ -15,10 +15,11 @@ from brainseg_lib.fileio import atomic_write_text
 
 def benchmarks_readme(folder=None) -> str:
     """A Markdown table of every benchmark JSON in results/benchmarks (written by ``bench``)."""
-    folder = Path(folder) if folder else paths.results_dir() / "benchmarks"
+    folder = Path(folder) if folder else paths.benchmarks_dir()
     keys = ["train_images_per_s", "speedup_from_malloc_tuning", "ours_epoch_s", "naive_epoch_s", "speedup_vs_naive",
             "achieved_gflops", "peak_matmul_gflops", "ratio_to_peak", "infer_ms_p50",
-            "infer_ms_p95", "peak_rss_mb", "threads", "torch_version"]
+            "infer_ms_p95", "infer_ms_per_image_onnx", "onnx_speedup_vs_torch", "peak_rss_mb",
+            "threads", "torch_version"]
     rows = []
     for p in sorted(folder.glob("*.json")):
         r = json.loads(p.read_text())
@@ -27,7 +28,7 @@ def benchmarks_readme(folder=None) -> str:
         rows.append(f"| `{p.name}` | {r['device_name']} | {r['image_size']} / {r['base_width']} / "
                     f"{r['batch_size']} | " + " | ".join(str(r.get(k, "")) for k in keys) + " |")
     head = ("# Benchmarks\n\nWritten by `python -m brainseg_lib bench --profile P`; each row is one "
-            "run, and every ratio in it was measured within that run (see `brainseg_lib/bench.py` "
+            "run, and every ratio in it was measured within that run (see `brainseg_lib/study/bench.py` "
             "for what is timed).\n\n| file | device | size / base / batch | " + " | ".join(keys) +
             " |\n|" + "---|" * (len(keys) + 3) + "\n")
     trials = profile_trials_markdown(folder / "profile_trials")
@@ -77,7 +78,7 @@ def profile_trials_markdown(folder=None) -> str:
     trial's model and ``sweep/metrics/*.json`` where the seed sweep was run with its settings.
     Validation Dice at a mark is that of the last epoch finished by then.
     """
-    folder = Path(folder) if folder else paths.results_dir() / "benchmarks" / "profile_trials"
+    folder = Path(folder) if folder else paths.benchmarks_dir() / "profile_trials"
     index = folder / "trials.csv"
     if not index.is_file():
         return ""
@@ -189,6 +190,8 @@ def speed_markdown(run_name: str | None = None) -> str:
             f"epoch {b['ours_epoch_s']} s vs {b['naive_epoch_s']} s for the naive JPEG pipeline "
             f"(x{b['speedup_vs_naive']}); inference p50 {b['infer_ms_p50']} ms, p95 "
             f"{b['infer_ms_p95']} ms per image"
+            + (f" (onnxruntime {b['infer_ms_per_image_onnx']} ms, x{b['onnx_speedup_vs_torch']} "
+               "in the same run)" if "infer_ms_per_image_onnx" in b else "")
             + (f"; keeping freed memory (glibc malloc tuning) x{b['speedup_from_malloc_tuning']} "
                f"over the default allocator, timed just before in the same run "
                f"({b['default_malloc_images_per_s']} images/s; minor page faults per step "

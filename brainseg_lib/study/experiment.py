@@ -18,18 +18,19 @@ from brainseg_lib.evaluation.evaluate import (
     write_evaluation,
 )
 from brainseg_lib.evaluation.thresholds import tune_threshold
-from brainseg_lib.fileio import _rel
+from brainseg_lib.fileio import display_path
 from brainseg_lib.inference import resolve_device
 from brainseg_lib.model.checkpoint import load_checkpoint, model_from_checkpoint
 from brainseg_lib.paper import paper_figure
-from brainseg_lib.training import memory
+from brainseg_lib.training import distributed, memory
 from brainseg_lib.training.config import TrainConfig
 from brainseg_lib.training.engine import fit
 
 TRAIN_KEYS = {f for f in TrainConfig.__dataclass_fields__}
 # what run_profile reads: every TrainConfig field plus the run-level keys below
 RUN_KEYS = TRAIN_KEYS | {"profile", "split_scheme", "split_seed", "tune_threshold", "limit_test",
-                         "run_tag", "external_dev", "score_test", "detection_points", "detection_limit"}
+                         "run_tag", "external_dev", "score_test", "detection_points", "detection_limit",
+                         "tune_allocator"}
 
 
 def config_from_params(params: dict) -> TrainConfig:
@@ -51,17 +52,34 @@ def run_profile(params: dict, data_root=None, resume: bool = False, progress: bo
     """Train with ``params``, evaluate the best checkpoint on TEST, write results; return the JSON dict.
 
     With ``score_test: false`` (the lever trials) TEST is never read: the run's JSON then
-    holds the VAL evaluation (``"split": "val"``) and the selection figures only."""
+    holds the VAL evaluation (``"split": "val"``) and the selection figures only.
+    ``tune_allocator`` (default true) keeps freed memory in the process on CPU
+    (``training.memory``). Under ``torchrun`` every process trains its share of each batch
+    (``training.distributed``); process 0 alone evaluates and writes, and every process
+    returns its dict."""
     cfg = config_from_params(params)
+    name = name_for(params)
+    run_dir = paths.runs_dir() / name
+    with distributed.session(resolve_device(cfg.device)) as ddp:
+        with ddp.main_first():
+            if ddp.is_main and run_dir.exists() and not resume:
+                shutil.rmtree(run_dir)  # a fresh run starts clean; results are regenerated, not mixed
+            arrays = split_arrays(params.get("split_scheme", "official"), cfg.image_size, data_root,
+                                  params.get("split_seed", 0))
+        result = fit(cfg, run_dir, resume=resume, data_root=data_root, progress=progress,
+                     train_arrays=arrays["train"], val_arrays=arrays["val"],
+                     tune_allocator=params.get("tune_allocator", True))
+        out = score_and_write(params, cfg, result, arrays, data_root) if ddp.is_main else None
+        return ddp.broadcast(out)
+
+
+def score_and_write(params: dict, cfg: TrainConfig, result, arrays: dict, data_root=None) -> dict:
+    """The evaluation half of ``run_profile``: score the trained run (TEST, or VAL with
+    ``score_test: false``), write its metric JSON and timing; the dict ``run_profile`` returns."""
     profile = params.get("profile", "custom")
     split_scheme = params.get("split_scheme", "official")
     name = name_for(params)
     run_dir = paths.runs_dir() / name
-    if run_dir.exists() and not resume:
-        shutil.rmtree(run_dir)  # a fresh run starts clean; results are regenerated, not mixed
-    arrays = split_arrays(split_scheme, cfg.image_size, data_root, params.get("split_seed", 0))
-    result = fit(cfg, run_dir, resume=resume, data_root=data_root, progress=progress,
-                 train_arrays=arrays["train"], val_arrays=arrays["val"])
     score_test = params.get("score_test", True)
     val = arrays["val"].head(cfg.limit_val)
     val_gts = native_masks_for(arrays["val"].names, root=data_root)   # rasterised once per run
@@ -89,7 +107,7 @@ def run_profile(params: dict, data_root=None, resume: bool = False, progress: bo
         "snapshots": snaps,
         "target_f1": paper_figure("F1"),
         "epochs_to_target": reached[0]["epoch"] if reached else None,
-        "history_csv": _rel(run_dir / "history.csv"),
+        "history_csv": display_path(run_dir / "history.csv"),
     }
     if params.get("tune_threshold") and score_test:
         extra["threshold_tuning"] = tune_threshold(result.best_path, arrays["val"], test, ev.probs,
@@ -116,6 +134,8 @@ def write_timing(result, run_dir, epochs_to_target=None):
               "snapshot_seconds": snaps,
               "seconds_to_target": snaps.get(str(epochs_to_target)) if epochs_to_target else None,
               "threads": torch.get_num_threads(), "device": result.device, "machine": cpu_name()}
+    if getattr(result, "processes", 1) > 1:   # data-parallel under torchrun: threads are per process
+        timing["processes"] = result.processes
     write_json(timing, run_dir / "timing.json")
     return timing
 

@@ -83,6 +83,7 @@ def run_notebook(path: Path, params: dict, out_path: Path) -> float:
     ``notebooks/``); returns its wall seconds. On failure the partial copy stays at
     ``out_path`` and ``NotebookFailed`` says so."""
     import papermill as pm
+    logging.getLogger("papermill").setLevel(logging.WARNING)   # one line per notebook is ours
     t0 = time.perf_counter()
     try:
         pm.execute_notebook(str(path), str(out_path), parameters=params, kernel_name=KERNEL,

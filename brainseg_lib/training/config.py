@@ -1,4 +1,6 @@
-"""TODO docstring."""
+"""``TrainConfig``: every setting that defines a training run (the paper's optimiser settings
+by default); it is stored in each checkpoint and run JSON.
+"""
 from __future__ import annotations
 
 import logging
@@ -38,7 +40,7 @@ class TrainConfig:
     ema_decay: float | None = None   # exponential moving average of weights (None = off)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "TrainConfig":
+    def from_dict(cls, d: dict) -> TrainConfig:
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:

@@ -25,38 +25,47 @@
 * Randomness: the model is initialised from ``seed``; shuffling and
   augmentation draw from generators seeded by (seed, epoch), so resuming at
   epoch k replays exactly what an uninterrupted run would have seen.
+* ``fit(..., tune_allocator=True)`` keeps freed memory in the process on CPU
+  (``memory.keep_freed_memory``, a process-wide glibc setting, so never by default);
+  ``train_log.txt`` says whether it was applied.
+* Under ``torchrun`` (WORLD_SIZE > 1) the same call trains data-parallel, each process
+  on its slice of every global batch (``distributed``); rank 0 alone validates and
+  writes. A single process runs exactly the code path it always did.
+* The pieces, in order: ``prepare_data``, ``build_trainer``, ``resume_state``, then per
+  epoch ``train_one_epoch`` and ``end_epoch``; checkpoint files are in ``run_state``.
 """
 from __future__ import annotations
 
-import copy
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pandas as pd
 import torch
+import torch.distributed as dist
 
 from brainseg_lib import paths
 from brainseg_lib.data.cache import SplitArrays, load_split
 from brainseg_lib.data.loaders import (
+    AugmentConfig,
     augment_config,
     batches_per_epoch,
     resident_batches,
     resident_tensors,
 )
 from brainseg_lib.evaluation.metrics import batch_confusion_counts, metrics_from_counts
-from brainseg_lib.fileio import atomic_write_text
 from brainseg_lib.inference import predict_logits, resolve_device
-from brainseg_lib.model.checkpoint import load_checkpoint, save_checkpoint
 from brainseg_lib.model.unet import UNet, count_parameters
 from brainseg_lib.progress import progress_bar
+from brainseg_lib.training import distributed, memory, run_state
 from brainseg_lib.training.config import TrainConfig
+from brainseg_lib.training.distributed import DistContext
 from brainseg_lib.training.losses import get_loss
-from brainseg_lib.training.memory import MALLOC_TUNED, keep_freed_memory
+from brainseg_lib.training.run_state import RunState
 from brainseg_lib.training.schedule import lr_factor
 
 log = logging.getLogger(__name__)
@@ -108,30 +117,69 @@ class TrainResult:
     n_parameters: int
     device: str
     cut_by_time: bool = False         # stopped by max_train_seconds before its last epoch
-
-
-def _write_history(run_dir: Path, history: list[dict]) -> None:
-    atomic_write_text(run_dir / "history.csv", pd.DataFrame(history).to_csv(index=False))
+    processes: int = 1                # data-parallel processes (torchrun), 1 = a single process
 
 
 def fit(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
         callbacks: tuple[Callable[[dict], None], ...] = (),
         train_arrays: SplitArrays | None = None, val_arrays: SplitArrays | None = None,
-        data_root=None, progress: bool | None = None) -> TrainResult:
+        data_root=None, progress: bool | None = None, tune_allocator: bool = False) -> TrainResult:
     """Train a U-Net as ``cfg`` says, writing everything under ``run_dir``.
 
     ``callbacks`` are called after each epoch with that epoch's history row; an
     exception raised by one stops training (the epoch's checkpoint is already
-    saved, so ``fit(..., resume=True)`` continues from it).
+    saved, so ``fit(..., resume=True)`` continues from it). ``tune_allocator`` keeps
+    freed memory in the process on CPU (``memory.keep_freed_memory``: process-wide and
+    one-way, hence off unless asked for). Under ``torchrun`` the run is data-parallel
+    (``distributed``): rank 0 writes everything, and every rank returns the same history.
     """
     run_dir = paths.ensure(Path(run_dir))
     (run_dir / "snapshots").mkdir(exist_ok=True)
-    logger = _run_logger(run_dir)
     set_determinism(cfg)
-    device = resolve_device(cfg.device)
-    amp_dtype = autocast_dtype(cfg, device)
-    if device.type == "cpu":
-        keep_freed_memory()
+    ddp = distributed.setup(resolve_device(cfg.device))
+    logger = run_state.run_logger(run_dir, main=ddp.is_main, epochs=cfg.epochs)
+    malloc = _tune_allocator(tune_allocator, ddp.device)
+    with ddp.main_first():
+        train_arrays, val_arrays = prepare_data(cfg, train_arrays, val_arrays, data_root)
+    ddp.check_batch(len(train_arrays), cfg.batch_size)
+    tr = build_trainer(cfg, ddp, len(train_arrays))
+    st = resume_state(tr, cfg, run_dir / "last.pt", ddp, logger) if resume else RunState()
+    tr.net = ddp.wrap(tr.model)
+    # the training set lives on the training device as uint8 for the whole run
+    train_x, train_y = resident_tensors(train_arrays, ddp.device)
+    n_params = count_parameters(tr.model)
+    _log_setup(logger, cfg, tr, n_params, train_arrays, val_arrays, malloc, ddp)
+    wall0 = time.perf_counter()
+    epochs = progress_bar(range(st.epoch, cfg.epochs), desc="epochs",
+                          disable=(None if progress is None else not progress) if ddp.is_main else True)
+    for epoch in epochs:
+        loss, epoch_s, stop = train_one_epoch(tr, cfg, st, epoch, train_x, train_y, ddp)
+        row = end_epoch(tr, cfg, st, (loss, epoch_s, stop), val_arrays, run_dir, wall0, ddp, logger)
+        for cb in callbacks:
+            cb(row)
+        if stop:
+            logger.info("CUT: train_seconds %.1f reached max_train_seconds %s after %d of %d epochs; "
+                        "this run is marked cut_by_time and will not be released",
+                        st.train_seconds, cfg.max_train_seconds, epoch + 1, cfg.epochs)
+            break
+    wall = st.wall_before + time.perf_counter() - wall0
+    return TrainResult(run_dir, pd.DataFrame(st.history), run_dir / "best.pt", run_dir / "last.pt",
+                       st.train_seconds, wall, st.snapshots, n_params,
+                       ddp.device.type if ddp.enabled else str(ddp.device), st.cut, ddp.world_size)
+
+
+def _tune_allocator(requested: bool, device: torch.device) -> str:
+    """Apply ``keep_freed_memory`` when asked for on CPU; what happened, for the log."""
+    if not requested:
+        return "off"
+    if device.type != "cpu":
+        return f"off ({device.type})"
+    return "applied" if memory.keep_freed_memory() else "unavailable (not glibc's malloc)"
+
+
+def prepare_data(cfg: TrainConfig, train_arrays, val_arrays, data_root):
+    """TRAIN and VAL as the config says: loaded unless given, cut to ``limit_*``, with the
+    healthy scans joined when ``healthy_ratio`` > 0."""
     if train_arrays is None:
         train_arrays = load_split("train", cfg.image_size, root=data_root)
     if val_arrays is None:
@@ -141,161 +189,145 @@ def fit(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
         from brainseg_lib.data.healthy import with_healthy
         train_arrays = with_healthy(train_arrays, "train", cfg.healthy_ratio, cfg.healthy_seed, data_root)
         val_arrays = with_healthy(val_arrays, "val", cfg.healthy_ratio, cfg.healthy_seed, data_root)
+    return train_arrays, val_arrays
 
+
+@dataclass
+class Trainer:
+    """What a run trains with, built once by ``build_trainer``."""
+    model: torch.nn.Module           # the U-Net being optimised
+    opt: torch.optim.Optimizer
+    ema: torch.nn.Module | None      # AveragedModel of ``model`` when ema_decay is set
+    loss_fn: Callable                # training loss (under DDP: that of the global batch)
+    val_loss_fn: Callable
+    aug: AugmentConfig | None
+    total_steps: int
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    net: torch.nn.Module | None = None   # what a step calls: ``model`` or its DDP wrapper
+
+    @property
+    def eval_model(self) -> torch.nn.Module:
+        """What is validated, snapshotted and saved as ``state_dict``: the average with EMA."""
+        return self.ema.module if self.ema is not None else self.model
+
+
+def build_trainer(cfg: TrainConfig, ddp: DistContext, n_train: int) -> Trainer:
+    """Model (initialised from the seed set by ``set_determinism``), Adam, optional EMA,
+    losses and augmentation."""
+    device = ddp.device
     model = build_model(cfg).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
+    model = ddp.prepare_model(model, cfg.seed)
     opt = torch.optim.Adam(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     ema = None
     if cfg.ema_decay:
         from torch.optim.swa_utils import AveragedModel, get_ema_multi_avg_fn
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
-    eval_model = ema.module if ema is not None else model
-    loss_fn = get_loss(cfg.loss)
     aug = augment_config(cfg.augment_level) if cfg.augment else None
-    total_steps = batches_per_epoch(len(train_arrays), cfg.batch_size) * cfg.epochs
+    total_steps = batches_per_epoch(n_train, cfg.batch_size) * cfg.epochs
+    return Trainer(model, opt, ema, ddp.loss(cfg.loss), get_loss(cfg.loss), aug, total_steps,
+                   device, autocast_dtype(cfg, device))
 
-    start_epoch, step, train_seconds, wall_before = 0, 0, 0.0, 0.0
-    history: list[dict] = []
-    best_dice = -1.0
-    last_path, best_path = run_dir / "last.pt", run_dir / "best.pt"
-    snapshots: dict[int, dict] = {}
-    cut = False
-    if resume and last_path.is_file():
-        ck = load_checkpoint(last_path, map_location=device)
-        if ck["train_config"] != cfg.to_dict():
-            raise ValueError(f"cannot resume {last_path}: its config differs from this run's config")
-        model.load_state_dict(ck["train_state_dict"] if ema is not None else ck["state_dict"])
-        if ema is not None:
-            ema.load_state_dict(ck["ema_state"])
-        opt.load_state_dict(ck["optimizer"])
-        start_epoch, step = ck["epoch"], ck["step"]
-        train_seconds, wall_before = ck["train_seconds"], ck["wall_seconds"]
-        history = list(ck["history"])
-        best_dice = max((h["val_dice"] for h in history), default=-1.0)
-        snapshots = {int(k): dict(v) for k, v in ck.get("snapshots", {}).items()}
-        cut = bool(ck.get("cut_by_time", False))
-        logger.info("resumed from %s at epoch %d", last_path, start_epoch)
-    # the training set lives on the training device as uint8 for the whole run
-    train_x, train_y = resident_tensors(train_arrays, device)
-    n_params = count_parameters(model)
-    logger.info("device=%s amp=%s params=%d train=%d (healthy %d) val=%d size=%d base=%d batch=%d "
-                "lr=%g loss=%s norm=%s augment=%s threads=%d freed-memory-kept=%s", device, amp_dtype,
-                n_params, len(train_arrays), int((train_arrays.native_tumour_fraction == 0).sum()),
-                len(val_arrays), cfg.image_size, cfg.base_width, cfg.batch_size, cfg.lr, cfg.loss,
-                cfg.input_norm, cfg.augment_level if cfg.augment else "off", torch.get_num_threads(),
-                MALLOC_TUNED)
-    snap_epochs = {int(e) for e in cfg.snapshot_epochs}
-    wall0 = time.perf_counter()
-    stop = False
-    epochs = progress_bar(range(start_epoch, cfg.epochs), desc="epochs",
-                          disable=None if progress is None else not progress)
-    for epoch in epochs:
-        model.train()
-        t_epoch = time.perf_counter()
-        loss_sum, n_seen = 0.0, 0
-        loader = resident_batches(train_x, train_y, cfg.batch_size, cfg.seed, epoch, aug)
-        t_last = time.perf_counter()
-        for x, y in loader:
-            if cfg.channels_last:
-                x = x.contiguous(memory_format=torch.channels_last)
-            for g in opt.param_groups:
-                g["lr"] = cfg.lr * lr_factor(cfg, step, total_steps, train_seconds)
-            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-                logits = model(x)
-            loss = loss_fn(logits, y)   # fp32 inside
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            if ema is not None:
-                ema.update_parameters(model)
-            step += 1
-            loss_sum += float(loss.detach()) * x.shape[0]
-            n_seen += x.shape[0]
-            if device.type == "cuda":
-                torch.cuda.synchronize()
-            now = time.perf_counter()
-            train_seconds += now - t_last
-            if cfg.max_train_seconds and train_seconds >= cfg.max_train_seconds:
-                stop = True
-                cut = True
+
+def resume_state(tr: Trainer, cfg: TrainConfig, last_path: Path, ddp: DistContext, logger) -> RunState:
+    """The RunState of ``last_path`` loaded into the trainer (every rank loads it), or a
+    fresh one when there is no checkpoint yet."""
+    if not ddp.broadcast(last_path.is_file()):
+        return RunState()
+    if not last_path.is_file():
+        raise FileNotFoundError(f"rank {ddp.rank} cannot see {last_path}, which rank 0 resumes "
+                                "from: resuming a distributed run needs its run folder on a "
+                                "filesystem shared by every node")
+    st = run_state.restore(last_path, cfg, tr.model, tr.opt, tr.ema, tr.device)
+    logger.info("resumed from %s at epoch %d", last_path, st.epoch)
+    return st
+
+
+def train_one_epoch(tr: Trainer, cfg: TrainConfig, st: RunState, epoch: int, train_x, train_y,
+                    ddp: DistContext) -> tuple[float, float, bool]:
+    """One pass over the epoch's batches (this rank's shard of each under DDP), advancing
+    ``st.step`` and ``st.train_seconds``; (mean training loss of the global batches,
+    seconds, whether ``max_train_seconds`` stopped it)."""
+    tr.net.train()
+    t_epoch = time.perf_counter()
+    loss_sum, n_seen, stop = 0.0, 0, False
+    loader = ddp.shard(resident_batches(train_x, train_y, cfg.batch_size, cfg.seed, epoch, tr.aug))
+    t_last = time.perf_counter()
+    for x, y in loader:
+        if cfg.channels_last:
+            x = x.contiguous(memory_format=torch.channels_last)
+        for g in tr.opt.param_groups:
+            g["lr"] = cfg.lr * lr_factor(cfg, st.step, tr.total_steps, st.train_seconds)
+        with torch.autocast(tr.device.type, dtype=tr.amp_dtype, enabled=tr.amp_dtype is not None):
+            logits = tr.net(x)
+        loss = tr.loss_fn(logits, y)   # fp32 inside
+        tr.opt.zero_grad(set_to_none=True)
+        loss.backward()
+        tr.opt.step()
+        if tr.ema is not None:
+            tr.ema.update_parameters(tr.model)
+        st.step += 1
+        loss_sum += float(loss.detach()) * x.shape[0]
+        n_seen += x.shape[0]
+        if tr.device.type == "cuda":
+            torch.cuda.synchronize()
+        now = time.perf_counter()
+        st.train_seconds += now - t_last
+        if cfg.max_train_seconds:
+            # one clock for every rank (the slowest): the stop and a time_cosine LR agree
+            st.train_seconds = ddp.max(st.train_seconds)
+            if st.train_seconds >= cfg.max_train_seconds:
+                stop = st.cut = True
                 break
-            t_last = time.perf_counter()
-        train_epoch_s = time.perf_counter() - t_epoch
-        row = {"epoch": epoch + 1, "step": step, "train_loss": loss_sum / max(1, n_seen),
-               "lr": opt.param_groups[0]["lr"], **validate(eval_model, val_arrays, cfg, device, loss_fn),
-               "epoch_seconds": train_epoch_s, "train_seconds": train_seconds,
-               "wall_seconds": wall_before + time.perf_counter() - wall0}
-        history.append(row)
-        if epoch + 1 in snap_epochs and not stop:
-            snapshots[epoch + 1] = {"path": str(_save_snapshot(eval_model, cfg, run_dir, epoch + 1,
-                                                               train_seconds)),
-                                    "train_seconds": float(train_seconds)}
-        is_best = row["val_dice"] > best_dice
-        best_dice = max(best_dice, row["val_dice"])
-        state = _checkpoint_state(eval_model, opt, cfg, epoch + 1, step, train_seconds,
-                                  row["wall_seconds"], history, snapshots)
-        state["cut_by_time"] = cut
-        if ema is not None:
-            state["train_state_dict"] = _cpu_state(model)
-            state["ema_state"] = _cpu_state(ema)
-        save_checkpoint(state, last_path)
-        if is_best:
-            save_checkpoint(state, best_path)
-        _write_history(run_dir, history)
+        t_last = time.perf_counter()
+    epoch_s = time.perf_counter() - t_epoch
+    loss_sum, n_seen = ddp.sum(loss_sum, n_seen)   # the ranks' shards make the global batches
+    return loss_sum / max(1, n_seen), epoch_s, stop
+
+
+def end_epoch(tr: Trainer, cfg: TrainConfig, st: RunState, trained: tuple[float, float, bool],
+              val_arrays: SplitArrays, run_dir: Path, wall0: float, ddp: DistContext, logger) -> dict:
+    """Rank 0 validates, snapshots, checkpoints and logs the epoch just trained; every rank
+    gets its history row (returned) and the run's snapshots and best Dice."""
+    train_loss, epoch_s, stop = trained
+    st.epoch += 1
+    row = None
+    if ddp.is_main:
+        row = {"epoch": st.epoch, "step": st.step, "train_loss": train_loss,
+               "lr": tr.opt.param_groups[0]["lr"],
+               **validate(tr.eval_model, val_arrays, cfg, tr.device, tr.val_loss_fn),
+               "epoch_seconds": epoch_s, "train_seconds": st.train_seconds,
+               "wall_seconds": st.wall_before + time.perf_counter() - wall0}
+        st.history.append(row)
+        if st.epoch in {int(e) for e in cfg.snapshot_epochs} and not stop:
+            path = run_state.save_snapshot(tr.eval_model, cfg, run_dir, st.epoch, st.train_seconds)
+            st.snapshots[st.epoch] = {"path": str(path), "train_seconds": float(st.train_seconds)}
+        is_best = row["val_dice"] > st.best_dice
+        st.best_dice = max(st.best_dice, row["val_dice"])
+        run_state.save_checkpoints(st, cfg, tr.eval_model, tr.model, tr.opt, tr.ema, run_dir, is_best)
+        run_state.write_history(run_dir, st.history)
         logger.info("epoch %3d  loss %.4f  val_dice %.4f  val_iou %.4f  lr %.2e  %.1fs (train %.0fs)%s",
-                    epoch + 1, row["train_loss"], row["val_dice"], row["val_iou"], row["lr"],
-                    train_epoch_s, train_seconds, "  *best*" if is_best else "")
-        for cb in callbacks:
-            cb(row)
-        if stop:
-            logger.info("CUT: train_seconds %.1f reached max_train_seconds %s after %d of %d epochs; "
-                        "this run is marked cut_by_time and will not be released",
-                        train_seconds, cfg.max_train_seconds, epoch + 1, cfg.epochs)
-            break
-    wall = wall_before + time.perf_counter() - wall0
-    return TrainResult(run_dir, pd.DataFrame(history), best_path, last_path, train_seconds, wall,
-                       snapshots, n_params, str(device), cut)
+                    st.epoch, row["train_loss"], row["val_dice"], row["val_iou"], row["lr"],
+                    epoch_s, st.train_seconds, "  *best*" if is_best else "")
+    row, st.snapshots, st.best_dice = ddp.broadcast((row, st.snapshots, st.best_dice))
+    if not ddp.is_main:
+        st.history.append(row)
+    return row
 
 
-def _checkpoint_state(model, opt, cfg, epoch, step, train_seconds, wall_seconds, history, snapshots):
-    return {
-        "state_dict": _cpu_state(model),
-        "model_config": model.config(),
-        "train_config": cfg.to_dict(),
-        "optimizer": opt.state_dict(),
-        "epoch": epoch, "step": step,
-        "train_seconds": float(train_seconds), "wall_seconds": float(wall_seconds),
-        "history": copy.deepcopy(history),
-        "metrics": dict(history[-1]) if history else {},
-        "snapshots": {str(k): dict(v) for k, v in snapshots.items()},
-        "torch_version": str(torch.__version__),
-    }
-
-
-def _cpu_state(module) -> dict:
-    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
-
-
-def _save_snapshot(model, cfg, run_dir: Path, epoch: int, train_seconds: float) -> Path:
-    path = run_dir / "snapshots" / f"epoch_{epoch}.pt"
-    save_checkpoint({"state_dict": _cpu_state(model),
-                     "model_config": model.config(), "train_config": cfg.to_dict(),
-                     "train_seconds": float(train_seconds), "epoch": int(epoch)}, path)
-    return path
-
-
-def _run_logger(run_dir: Path) -> logging.Logger:
-    logger = logging.getLogger(f"brainseg.train.{run_dir.name}")
-    logger.setLevel(logging.INFO)
-    logger.propagate = False
-    for h in list(logger.handlers):
-        logger.removeHandler(h)
-        h.close()
-    fh = logging.FileHandler(run_dir / "train_log.txt")
-    fh.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-    logger.addHandler(fh)
-    sh = logging.StreamHandler()
-    sh.setFormatter(logging.Formatter("%(message)s"))
-    logger.addHandler(sh)
-    return logger
+def _log_setup(logger, cfg: TrainConfig, tr: Trainer, n_params: int, train_arrays, val_arrays,
+               malloc: str, ddp: DistContext) -> None:
+    logger.info("device=%s amp=%s params=%d train=%d (healthy %d) val=%d size=%d base=%d batch=%d "
+                "lr=%g loss=%s norm=%s augment=%s threads=%d freed-memory-kept=%s (tune_allocator: %s)",
+                tr.device, tr.amp_dtype, n_params, len(train_arrays),
+                int((train_arrays.native_tumour_fraction == 0).sum()), len(val_arrays), cfg.image_size,
+                cfg.base_width, cfg.batch_size, cfg.lr, cfg.loss, cfg.input_norm,
+                cfg.augment_level if cfg.augment else "off", torch.get_num_threads(),
+                memory.MALLOC_TUNED, malloc)
+    if ddp.enabled:
+        logger.info("distributed: %d processes (%s), %d images per process per step, "
+                    "BatchNorm over the global batch (%s)", ddp.world_size, dist.get_backend(),
+                    cfg.batch_size // ddp.world_size,
+                    "SyncBatchNorm" if ddp.device.type == "cuda" else "GlobalBatchNorm2d")

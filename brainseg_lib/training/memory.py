@@ -1,4 +1,6 @@
-"""TODO docstring."""
+"""Allocator tuning for CPU training: an explicit option (``tune_allocator``) that keeps
+freed activation memory in the process (glibc ``mallopt``), recorded as ``malloc_tuned``.
+"""
 from __future__ import annotations
 
 import logging

@@ -1,0 +1,134 @@
+"""What a training run has done so far, and the files that keep it: ``last.pt``, ``best.pt``,
+``snapshots/epoch_<k>.pt``, ``history.csv`` and ``train_log.txt`` (see ``engine``'s docstring).
+
+Checkpoints hold only tensors and plain types (``torch.load(weights_only=True)``) and are
+written atomically.
+"""
+from __future__ import annotations
+
+import copy
+import logging
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pandas as pd
+import torch
+
+from brainseg_lib.fileio import atomic_write_text
+from brainseg_lib.model.checkpoint import load_checkpoint, save_checkpoint
+
+
+@dataclass
+class RunState:
+    """The progress of a run: restored from ``last.pt`` on resume, saved after every epoch."""
+    epoch: int = 0                   # epochs completed
+    step: int = 0                    # optimiser steps taken
+    train_seconds: float = 0.0
+    wall_before: float = 0.0         # wall seconds of the sessions before this one (resume)
+    history: list[dict] = field(default_factory=list)
+    best_dice: float = -1.0
+    snapshots: dict[int, dict] = field(default_factory=dict)   # epoch -> {"path", "train_seconds"}
+    cut: bool = False                # stopped by max_train_seconds
+
+
+def restore(path: Path, cfg, model, opt, ema, device) -> RunState:
+    """Load ``path`` (a run's last.pt) into the model, optimiser and EMA; its RunState."""
+    ck = load_checkpoint(path, map_location=device)
+    if ck["train_config"] != cfg.to_dict():
+        raise ValueError(f"cannot resume {path}: its config differs from this run's config")
+    model.load_state_dict(ck["train_state_dict"] if ema is not None else ck["state_dict"])
+    if ema is not None:
+        ema.load_state_dict(ck["ema_state"])
+    opt.load_state_dict(ck["optimizer"])
+    history = list(ck["history"])
+    return RunState(epoch=ck["epoch"], step=ck["step"], train_seconds=ck["train_seconds"],
+                    wall_before=ck["wall_seconds"], history=history,
+                    best_dice=max((h["val_dice"] for h in history), default=-1.0),
+                    snapshots={int(k): dict(v) for k, v in ck.get("snapshots", {}).items()},
+                    cut=bool(ck.get("cut_by_time", False)))
+
+
+def save_checkpoints(st: RunState, cfg, eval_model, model, opt, ema, run_dir: Path,
+                     is_best: bool) -> None:
+    """``last.pt`` (and ``best.pt`` when ``is_best``) after the epoch ``st.epoch``: the
+    evaluated weights as ``state_dict``, with EMA also the raw weights and the average."""
+    state = checkpoint_state(eval_model, opt, cfg, st.epoch, st.step, st.train_seconds,
+                             st.history[-1]["wall_seconds"], st.history, st.snapshots)
+    state["cut_by_time"] = st.cut
+    if ema is not None:
+        state["train_state_dict"] = cpu_state(model)
+        state["ema_state"] = cpu_state(ema)
+    save_checkpoint(state, run_dir / "last.pt")
+    if is_best:
+        save_checkpoint(state, run_dir / "best.pt")
+
+
+def checkpoint_state(model, opt, cfg, epoch, step, train_seconds, wall_seconds, history, snapshots):
+    return {
+        "state_dict": cpu_state(model),
+        "model_config": model.config(),
+        "train_config": cfg.to_dict(),
+        "optimizer": opt.state_dict(),
+        "epoch": epoch, "step": step,
+        "train_seconds": float(train_seconds), "wall_seconds": float(wall_seconds),
+        "history": copy.deepcopy(history),
+        "metrics": dict(history[-1]) if history else {},
+        "snapshots": {str(k): dict(v) for k, v in snapshots.items()},
+        "torch_version": str(torch.__version__),
+    }
+
+
+def cpu_state(module) -> dict:
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+
+def save_snapshot(model, cfg, run_dir: Path, epoch: int, train_seconds: float) -> Path:
+    path = run_dir / "snapshots" / f"epoch_{epoch}.pt"
+    save_checkpoint({"state_dict": cpu_state(model),
+                     "model_config": model.config(), "train_config": cfg.to_dict(),
+                     "train_seconds": float(train_seconds), "epoch": int(epoch)}, path)
+    return path
+
+
+def write_history(run_dir: Path, history: list[dict]) -> None:
+    atomic_write_text(run_dir / "history.csv", pd.DataFrame(history).to_csv(index=False))
+
+
+class EpochThinning(logging.Filter):
+    """Console filter: of the per-epoch lines, keep epoch 1, every ``every``-th, the last and
+    every new best; everything else passes. ``train_log.txt`` keeps every line."""
+
+    def __init__(self, epochs: int, every: int | None = None):
+        super().__init__()
+        self.epochs, self.every = epochs, every or max(1, epochs // 10)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if not (isinstance(record.msg, str) and record.msg.startswith("epoch ") and record.args):
+            return True
+        epoch = int(record.args[0])
+        best = "*best*" in str(record.args[-1])
+        return epoch == 1 or epoch == self.epochs or epoch % self.every == 0 or (best and epoch > self.every)
+
+
+def run_logger(run_dir: Path, main: bool = True, epochs: int | None = None) -> logging.Logger:
+    """The run's logger: ``train_log.txt`` (every line) and stdout on rank 0, where the
+    per-epoch lines are thinned (``EpochThinning``) when ``epochs`` is given; warnings only,
+    on stderr, on the other ranks of a distributed run."""
+    logger = logging.getLogger(f"brainseg.train.{run_dir.name}")
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    for h in list(logger.handlers):
+        logger.removeHandler(h)
+        h.close()
+    if main:
+        fh = logging.FileHandler(run_dir / "train_log.txt")
+        fh.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        logger.addHandler(fh)
+    sh = logging.StreamHandler(sys.stdout if main else sys.stderr)
+    sh.setFormatter(logging.Formatter("%(message)s"))
+    sh.setLevel(logging.INFO if main else logging.WARNING)
+    if main and epochs:
+        sh.addFilter(EpochThinning(epochs))
+    logger.addHandler(sh)
+    return logger
