@@ -19,9 +19,9 @@
 # Khadra et al. (2026) train on Br35H's annotated subset (they report a 500 / 200 / 100 split).
 # Here we count what the files actually hold, check how the VIA annotations turn into masks,
 # and draw **Fig. 1**. All numbers below are computed from the files in `$BRAINSEG_DATA`;
-# the rules (image modes, mask rasterisation, resizing) are documented in `brainseg_lib/br35h.py`.
+# the rules (image modes, mask rasterisation, resizing) are documented in `brainseg_lib/data/br35h.py` and `brainseg_lib/data/images.py`.
 
-# %% tags=["parameters"] jupyter={"source_hidden": true}
+# %% jupyter={"source_hidden": true} tags=["parameters"]
 # Parameters: plain literals, the smoke profile's values (a test keeps them equal to
 # params/smoke.yaml). ./run_all.sh injects the chosen profile's values for these names only.
 profile = 'smoke'

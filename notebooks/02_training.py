@@ -21,7 +21,7 @@
 # skip connections, no pretrained weights. The profile decides size, width, epochs and optimiser
 # settings (`params/*.yaml`); the `paper` profile is the paper's exact configuration.
 
-# %% tags=["parameters"] jupyter={"source_hidden": true}
+# %% jupyter={"source_hidden": true} tags=["parameters"]
 # Parameters: plain literals, the smoke profile's values (a test keeps them equal to
 # params/smoke.yaml). ./run_all.sh injects the chosen profile's values for these names only.
 profile = 'smoke'

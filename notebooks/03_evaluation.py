@@ -17,11 +17,11 @@
 # # 03 · Evaluation on the TEST split
 #
 # Metrics follow Eq. 1-5 of the paper plus specificity (definitions and the empty-mask rule:
-# `brainseg_lib/metrics.py`). **Pooled** metrics sum TP/FP/FN/TN over all pixels of all test images;
+# `brainseg_lib/evaluation/metrics.py`). **Pooled** metrics sum TP/FP/FN/TN over all pixels of all test images;
 # **per-image** metrics are averaged over images. Table I uses pooled metrics at **native resolution**
 # (prediction resized back to each image's size).
 
-# %% tags=["parameters"] jupyter={"source_hidden": true}
+# %% jupyter={"source_hidden": true} tags=["parameters"]
 # Parameters: plain literals, the smoke profile's values (a test keeps them equal to
 # params/smoke.yaml). ./run_all.sh injects the chosen profile's values for these names only.
 profile = 'smoke'

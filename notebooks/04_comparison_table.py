@@ -21,7 +21,7 @@
 # from `results/metrics/*.json`, one per configuration (mean ± sd over seeds where there are several).
 # Values a study does not report stay empty.
 
-# %% tags=["parameters"] jupyter={"source_hidden": true}
+# %% jupyter={"source_hidden": true} tags=["parameters"]
 # Parameters: plain literals, the smoke profile's values (a test keeps them equal to
 # params/smoke.yaml). ./run_all.sh injects the chosen profile's values for these names only.
 profile = 'smoke'
@@ -58,7 +58,7 @@ Markdown((paths.tables_dir() / 'table1.md').read_text())
 
 # %% [markdown]
 # ## Boundaries: HD95 and NSD (a companion to Table I)
-# Table I has no boundary metric, and the cited studies report none. HD95 and the normalised surface distance are computed per TEST tumour image at native resolution with MONAI (`brainseg_lib/boundary.py` states the tolerance and the rule for empty masks).
+# Table I has no boundary metric, and the cited studies report none. HD95 and the normalised surface distance are computed per TEST tumour image at native resolution with MONAI (`brainseg_lib/evaluation/boundary.py` states the tolerance and the rule for empty masks).
 
 # %%
 bwritten = compare.write_boundary_table()

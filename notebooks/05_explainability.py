@@ -22,14 +22,14 @@
 # outputs a map, so it is wrapped to give one number per image: **the sum of the tumour logits over
 # the mask the model predicts** on that image (over the ground truth where it predicts nothing).
 # Everything runs at the model's input size (the run's `image_size`). Definitions and the exact
-# settings: `brainseg_lib/explain.py`.
+# settings: `brainseg_lib/xai/`.
 #
 # Pretty heat maps prove nothing by themselves, so two checks follow, each against a random
 # baseline: (a) how much of the attribution lies inside the annotated tumour, and (b) whether
 # deleting the most-attributed pixels first removes the predicted tumour faster than deleting
 # pixels in random order.
 
-# %% tags=["parameters"] jupyter={"source_hidden": true}
+# %% jupyter={"source_hidden": true} tags=["parameters"]
 # Parameters: plain literals, the smoke profile's values (a test keeps them equal to
 # params/smoke.yaml). ./run_all.sh injects the chosen profile's values for these names only.
 profile = 'smoke'

@@ -42,7 +42,7 @@
 #   thumbnail correlation ≥ 0.95 or pHash distance ≤ 6) are counted, and the metrics are given with and
 #   without them.
 
-# %% tags=["parameters"] jupyter={"source_hidden": true}
+# %% jupyter={"source_hidden": true} tags=["parameters"]
 # Parameters: plain literals, the smoke profile's values (a test keeps them equal to
 # params/smoke.yaml). ./run_all.sh injects the chosen profile's values for these names only.
 profile = 'smoke'

@@ -19,10 +19,10 @@
 # Br35H's TRAIN / VAL / TEST folders share near-duplicate images (the same slice re-exported at
 # another size or contrast). The paper never checks. Here every pair of annotated images is
 # compared with two independent signals (thumbnail correlation and a perceptual hash, definitions
-# in `brainseg_lib/leakage.py`); linked images form groups, and a **grouped split** keeps each
+# in `brainseg_lib/data/duplicates.py`); linked images form groups, and a **grouped split** keeps each
 # group inside one split.
 
-# %% tags=["parameters"] jupyter={"source_hidden": true}
+# %% jupyter={"source_hidden": true} tags=["parameters"]
 # Parameters: plain literals, the smoke profile's values (a test keeps them equal to
 # params/smoke.yaml). ./run_all.sh injects the chosen profile's values for these names only.
 profile = 'smoke'

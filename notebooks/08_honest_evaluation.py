@@ -22,7 +22,7 @@
 # an independent papermill job (`python -m brainseg_lib sweep --profile cpu --jobs N`); with the smoke
 # profile this notebook runs its tiny sweep itself.
 
-# %% tags=["parameters"] jupyter={"source_hidden": true}
+# %% jupyter={"source_hidden": true} tags=["parameters"]
 # Parameters: plain literals, the smoke profile's values (a test keeps them equal to
 # params/smoke.yaml). ./run_all.sh injects the chosen profile's values for these names only.
 profile = 'smoke'
@@ -61,13 +61,13 @@ print(sorted(runs.groupby(['split_scheme', 'loss']).groups))
 # %%
 summary = seed_spread.summarize_runs(runs)
 summary.to_csv(paths.tables_dir() / "honest_summary.csv", index=False)
-summary
+summary.round(4)
 
 # %% [markdown]
 # ## Per-run bootstrap 95% CIs over test images
 
 # %%
-seed_spread.ci_table(runs)
+seed_spread.ci_table(runs).round(4)
 
 # %% [markdown]
 # ## Official vs grouped split, and BCE vs BCE+Dice
@@ -90,4 +90,4 @@ display(Markdown(note or "Every sweep run that shares a name with a notebook-02 
 # The paper suggests refining the model to find more tumour. The simplest refinement is the threshold, chosen on VALIDATION only.
 
 # %%
-seed_spread.threshold_table(runs)
+seed_spread.threshold_table(runs).round(4)

@@ -22,14 +22,14 @@
 # split by patient into a `dev` half (used, with Br35H VAL, to choose the profile: the lever table) and
 # a `test` half, **scored here once, for the final choice**.
 #
-# Figures per half, at the slices' own 256x256 resolution (definitions in `brainseg_lib/external.py`):
+# Figures per half, at the slices' own 256x256 resolution (definitions in `brainseg_lib/evaluation/external.py`):
 # pooled F1 over all pixels, mean per-slice Dice over tumour slices, the share of clean slices with any
 # pixel marked tumour, and the boundary metrics HD95 and NSD (tolerance in pixels;
-# `brainseg_lib/boundary.py`, computed with MONAI) over tumour slices. 95% CIs resample **patients**.
+# `brainseg_lib/evaluation/boundary.py`, computed with MONAI) over tumour slices. 95% CIs resample **patients**.
 # The data is found through `BRAINSEG_EXTERNAL` (default `data/lgg_external`); without it the notebook
 # says where to get it and skips.
 
-# %% tags=["parameters"] jupyter={"source_hidden": true}
+# %% jupyter={"source_hidden": true} tags=["parameters"]
 # Parameters: plain literals, the smoke profile's values (a test keeps them equal to
 # params/smoke.yaml). ./run_all.sh injects the chosen profile's values for these names only.
 profile = 'smoke'

@@ -168,7 +168,7 @@ class TestFakeDataset:
     def test_iter_samples_matches_rasterize(self, fake_root):
         for split, files in FAKE_LAYOUT.items():
             samples = list(br35h.iter_samples(split, fake_root))
-            assert [s.name for s in samples] == sorted(files, key=data_files._natural_key)
+            assert [s.name for s in samples] == sorted(files, key=data_files.natural_key)
             for s in samples:
                 h, w, _, regions = files[s.name]
                 assert s.image.shape == (h, w) and s.image.dtype == np.uint8
@@ -624,3 +624,14 @@ def test_real_br35h(real_root, isolated_dirs):
     assert len(arr) == 100 and arr.masks.reshape(100, -1).any(1).all()
     assert data_cache.cache_path("test", 64).parent == isolated_dirs["cache"]
     assert data_cache.cache_path("test", 64).is_file()
+
+
+def test_one_natural_key_orders_numbers_as_numbers_without_case_and_totally(tmp_path):
+    names = ["y10.jpg", "Y2.jpg", "y2.jpg", "no1.jpg", "y1.png"]
+    assert sorted(names, key=data_files.natural_key) == ["no1.jpg", "y1.png", "Y2.jpg", "y2.jpg", "y10.jpg"]
+    for n in (*names, ".hidden.jpg", "notes.txt"):
+        (tmp_path / n).write_text("x")
+    (tmp_path / "sub.jpg").mkdir()                                    # a folder is not a file
+    assert [p.name for p in data_files.list_files(tmp_path, {".JPG"})] == \
+        ["no1.jpg", "Y2.jpg", "y2.jpg", "y10.jpg"]
+    assert data_files.list_images(tmp_path) == ["no1.jpg", "y1.png", "Y2.jpg", "y2.jpg", "y10.jpg"]

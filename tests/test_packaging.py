@@ -141,18 +141,6 @@ def test_library_imports_are_declared():
 
 
 # ------------------------------------------------------------------ the comparison itself
-def test_requirement_name_parsing():
-    assert requirement_name("torch>=2.2,<2.15") == "torch"
-    assert requirement_name("scikit_image >= 0.21") == "scikit-image"
-    assert requirement_name("PyYAML>=6.0") == "pyyaml"
-    assert requirement_name("python=3.11") == "python"
-    assert requirement_name("pytorch=2.3") == "torch"
-    assert requirement_name("conda-forge::numpy>=1.24") == "numpy"
-    assert requirement_name("nbval") == "nbval"
-    assert requirement_name("pandas[performance]>=2; python_version>'3'") == "pandas"
-    assert requirement_name("-e .") is None and requirement_name(".") is None
-
-
 ENV_TEMPLATE = """\
 name: brainseg
 channels: [conda-forge]

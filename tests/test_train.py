@@ -332,3 +332,17 @@ def test_params_from_namespace_keeps_every_run_key_and_nothing_else():
     got = experiment_profiles.params_from_namespace(ns)
     assert got == {"image_size": 64, "warmup_frac": 0.1, "split_seed": 3, "profile": "p"}
     assert experiment.config_from_params(got).warmup_frac == 0.1
+
+
+def test_console_log_shows_about_ten_epoch_lines_and_passes_the_rest():
+    import logging
+
+    from brainseg_lib.training.run_state import EpochThinning
+    f = EpochThinning(epochs=30)
+
+    def rec(msg, *args):
+        return logging.LogRecord("x", logging.INFO, __file__, 1, msg, args, None)
+    shown = [e for e in range(1, 31) if f.filter(rec("epoch %3d  loss %.4f%s", e, 0.5, "  *best*"))]
+    assert shown == [1, 3, 6, 9, 12, 15, 18, 21, 24, 27, 30]
+    assert f.filter(rec("device=%s amp=%s", "cpu", None))          # other lines always pass
+    assert [e for e in range(1, 3) if EpochThinning(2).filter(rec("epoch %3d%s", e, ""))] == [1, 2]

@@ -77,7 +77,7 @@ def verify_checksum(path: str | Path) -> str:
     side = checksum_path(path)
     if not side.is_file():
         raise CheckpointError(f"{path} has no checksum file {side.name}, so it cannot be verified; "
-                              "re-release it with brainseg_lib.predict.release_model")
+                              "re-release it with brainseg_lib.model.released.release_model")
     try:
         expected = side.read_text(encoding="ascii").split()[0].lower()
     except (UnicodeDecodeError, IndexError) as e:

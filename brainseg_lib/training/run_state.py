@@ -96,8 +96,8 @@ def write_history(run_dir: Path, history: list[dict]) -> None:
 
 
 class EpochThinning(logging.Filter):
-    """Console filter: of the per-epoch lines, keep epoch 1, every ``every``-th, the last and
-    every new best; everything else passes. ``train_log.txt`` keeps every line."""
+    """Console filter: of the per-epoch lines, keep epoch 1, every ``every``-th (about ten in
+    all) and the last; everything else passes. ``train_log.txt`` keeps every line."""
 
     def __init__(self, epochs: int, every: int | None = None):
         super().__init__()
@@ -107,8 +107,7 @@ class EpochThinning(logging.Filter):
         if not (isinstance(record.msg, str) and record.msg.startswith("epoch ") and record.args):
             return True
         epoch = int(record.args[0])
-        best = "*best*" in str(record.args[-1])
-        return epoch == 1 or epoch == self.epochs or epoch % self.every == 0 or (best and epoch > self.every)
+        return epoch == 1 or epoch == self.epochs or epoch % self.every == 0
 
 
 def run_logger(run_dir: Path, main: bool = True, epochs: int | None = None) -> logging.Logger:
