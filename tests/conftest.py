@@ -150,3 +150,38 @@ def real_root() -> Path:
         return data.check_dataset(REAL_DATA_ROOT)
     except data.DatasetNotFoundError as e:
         pytest.skip(f"real Br35H data not available (set BRAINSEG_DATA): {str(e).splitlines()[0]}")
+
+
+def has_module(module: str) -> bool:
+    """Whether ``module`` can be imported (optional dependencies: onnx, onnxruntime, ...)."""
+    try:
+        __import__(module)
+    except ImportError:
+        return False
+    return True
+
+
+def tiny_checkpoint_state(size: int, seed: int = 0, input_norm: str = "none") -> dict:
+    """A freshly initialised U-Net (base 4) in train.fit's checkpoint format, for ``size``x``size``.
+
+    BatchNorm statistics are perturbed and the 1x1 head rescaled so that on synthetic scans
+    the logits have unit spread and median 0: at threshold 0.5 about half of each image is
+    'tumour', so masks are neither empty nor full.
+    """
+    from brainseg_lib.model.unet import UNet
+    from brainseg_lib.training.config import TrainConfig
+    torch.manual_seed(seed)
+    m = UNet(in_channels=1, base=4, input_norm=input_norm)
+    with torch.no_grad():
+        for mod in m.modules():
+            if isinstance(mod, torch.nn.BatchNorm2d):
+                mod.running_mean.uniform_(-0.2, 0.2)
+                mod.running_var.uniform_(0.5, 2.0)
+        m.eval()
+        x = torch.stack([torch.from_numpy(scan_image(size, size, seed=s)) for s in range(4)])[:, None]
+        logits = m(x.float() / 255)
+        m.head.weight.div_(logits.std())
+        m.head.bias.div_(logits.std())
+        m.head.bias.sub_(m(x.float() / 255).median())
+    return {"state_dict": m.state_dict(), "model_config": m.config(),
+            "train_config": TrainConfig(image_size=size, base_width=4).to_dict()}

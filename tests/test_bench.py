@@ -2,6 +2,7 @@
 import json
 
 import pytest
+from conftest import has_module
 
 from brainseg_lib.model.unet import UNet
 from brainseg_lib.report import readme as bench_readme
@@ -38,7 +39,7 @@ def test_benchmark_writes_every_key(fake_root, tmp_path):
     assert "tiny" in bench_readme.benchmarks_readme(tmp_path)
     # onnxruntime against PyTorch, side by side in the same run (or the reason it was skipped)
     assert r["infer_ms_per_image_torch"] == r["infer_ms_p50"]
-    if _has("onnxruntime") and _has("onnx"):
+    if has_module("onnxruntime") and has_module("onnx"):
         assert "onnx_skipped" not in r, r.get("onnx_skipped")
         assert r["infer_ms_per_image_onnx"] > 0 and r["onnx_threads"] == r["threads"] == 1
         assert r["infer_ms_p95_onnx"] >= r["infer_ms_per_image_onnx"]
@@ -48,12 +49,6 @@ def test_benchmark_writes_every_key(fake_root, tmp_path):
         assert r["onnx_skipped"] and "infer_ms_per_image_onnx" not in r
 
 
-def _has(module: str) -> bool:
-    try:
-        __import__(module)
-    except ImportError:
-        return False
-    return True
 
 
 def test_onnx_comparison_is_skipped_with_the_reason_without_onnxruntime(monkeypatch):

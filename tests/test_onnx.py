@@ -8,7 +8,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import scan_image
+from conftest import has_module, scan_image, tiny_checkpoint_state
 from PIL import Image
 
 from brainseg_lib import paths
@@ -23,8 +23,6 @@ from brainseg_lib.model.checkpoint import (
     save_checkpoint,
 )
 from brainseg_lib.model.released import checksum_path, load_released, verify_checksum
-from brainseg_lib.model.unet import UNet
-from brainseg_lib.training.config import TrainConfig
 
 onnx = pytest.importorskip("onnx")
 ort = pytest.importorskip("onnxruntime")
@@ -37,23 +35,8 @@ TOL = 1e-4
 
 
 def tiny_state(seed: int = 0) -> dict:
-    """A random U-Net (base 4, zscore input norm, so the normalisation is in the graph) whose
-    logits on synthetic scans have median ~0: masks at 0.5 are neither empty nor full."""
-    torch.manual_seed(seed)
-    m = UNet(in_channels=1, base=4, input_norm="zscore")
-    with torch.no_grad():
-        for mod in m.modules():
-            if isinstance(mod, torch.nn.BatchNorm2d):
-                mod.running_mean.uniform_(-0.2, 0.2)
-                mod.running_var.uniform_(0.5, 2.0)
-        m.eval()
-        x = torch.stack([torch.from_numpy(scan_image(SIZE, SIZE, seed=s)) for s in range(4)])[:, None]
-        logits = m(x.float() / 255)
-        m.head.weight.div_(logits.std())
-        m.head.bias.div_(logits.std())
-        m.head.bias.sub_(m(x.float() / 255).median())
-    return {"state_dict": m.state_dict(), "model_config": m.config(),
-            "train_config": TrainConfig(image_size=SIZE, base_width=4).to_dict()}
+    """The shared tiny checkpoint (conftest.tiny_checkpoint_state) at this module's size."""
+    return tiny_checkpoint_state(SIZE, seed, input_norm="zscore")
 
 
 @pytest.fixture(scope="module")
@@ -94,16 +77,10 @@ def test_metadata_documents_the_contract(exported):
     assert meta["source_checkpoint"] == "tiny.pt"
     assert meta["source_checkpoint_sha256"] == hashlib.sha256(ckpt.read_bytes()).hexdigest()
     assert "probability" in meta["outputs"] and meta["weights_dtype"] == "float32"
-    expected = "dynamo=True" if _has("onnxscript") else "TorchScript"
+    expected = "dynamo=True" if has_module("onnxscript") else "TorchScript"
     assert expected in meta["exporter"]
 
 
-def _has(module: str) -> bool:
-    try:
-        __import__(module)
-    except ImportError:
-        return False
-    return True
 
 
 @pytest.mark.parametrize("batch", [1, 3])

@@ -9,7 +9,7 @@ import sys
 import numpy as np
 import pytest
 import torch
-from conftest import scan_image
+from conftest import scan_image, tiny_checkpoint_state
 from PIL import Image
 
 from brainseg_lib import cli, paths
@@ -25,7 +25,6 @@ from brainseg_lib.model.checkpoint import (
     save_checkpoint,
 )
 from brainseg_lib.model.unet import UNet
-from brainseg_lib.training.config import TrainConfig
 
 torch.set_num_threads(1)
 
@@ -33,27 +32,8 @@ SIZE = 32
 
 
 def tiny_state(seed: int = 0) -> dict:
-    """A freshly initialised U-Net (base 4) in train.fit's checkpoint format.
-
-    BatchNorm statistics are perturbed and the 1x1 head rescaled so that on
-    synthetic scans the logits have unit spread and median 0: at threshold 0.5
-    about half of each image is 'tumour', so masks are not trivially empty.
-    """
-    torch.manual_seed(seed)
-    m = UNet(base=4)
-    with torch.no_grad():
-        for mod in m.modules():
-            if isinstance(mod, torch.nn.BatchNorm2d):
-                mod.running_mean.uniform_(-0.2, 0.2)
-                mod.running_var.uniform_(0.5, 2.0)
-        m.eval()
-        x = torch.stack([torch.from_numpy(scan_image(SIZE, SIZE, seed=s)) for s in range(4)])
-        logits = m(x[:, None].float() / 255)
-        m.head.weight.div_(logits.std())
-        m.head.bias.div_(logits.std())
-        m.head.bias.sub_(m(x[:, None].float() / 255).median())
-    return {"state_dict": m.state_dict(), "model_config": m.config(),
-            "train_config": TrainConfig(image_size=SIZE, base_width=4).to_dict()}
+    """The shared tiny checkpoint (conftest.tiny_checkpoint_state) at this module's size."""
+    return tiny_checkpoint_state(SIZE, seed, input_norm="none")
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ zips are not byte-stable) or ``kaggle`` (a pinned version via the optional kaggl
 from __future__ import annotations
 
 import argparse
-import hashlib
 import logging
 import os
 import shutil
@@ -19,6 +18,8 @@ import zipfile
 import zlib
 from collections import Counter
 from pathlib import Path
+
+from brainseg_lib.data.cache import sha256_file
 
 GITHUB_REPO = "AhmedHamada0/Brain-Tumor-Detection-Dataset"
 GITHUB_COMMIT = "b614673"  # as recorded with the data; GitHub resolves the short hash
@@ -69,21 +70,13 @@ def read_manifest(path: Path) -> dict[str, str]:
     return entries
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def verify_tree(root: Path, entries: dict[str, str]) -> list[str]:
     """One line per listed file that is missing or whose checksum differs (empty: all good)."""
     def problem(rel: str, digest: str) -> str | None:
         p = Path(root) / rel
         if not p.is_file():
             return f"missing: {rel}"
-        return None if _sha256(p) == digest else f"checksum mismatch: {rel}"
+        return None if sha256_file(p) == digest else f"checksum mismatch: {rel}"
     return [m for rel, d in sorted(entries.items()) if (m := problem(rel, d))]
 
 
