@@ -46,7 +46,7 @@ from brainseg_lib import paths
 import numpy as np
 from brainseg_lib.evaluation import evaluate
 from brainseg_lib import inference
-from brainseg_lib.evaluation import thresholds as evaluate_thresholds
+from brainseg_lib.evaluation import thresholds
 from brainseg_lib import fileio
 from brainseg_lib.study import experiment
 from brainseg_lib.evaluation import metrics
@@ -106,7 +106,7 @@ net = model_from_checkpoint(load_checkpoint(ckpt), ckpt)
 arrays = cache.load_split("test", run["config"]["image_size"]).head(run["n_images"])
 probs = inference.predict_probs(net, arrays)
 sweep_path = paths.metrics_dir() / f"{run['run_name']}_threshold_sweep.csv"
-fileio.write_csv(evaluate_thresholds.threshold_sweep(probs, arrays), sweep_path)
+fileio.write_csv(thresholds.threshold_sweep(probs, arrays), sweep_path)
 sweep = pd.read_csv(sweep_path)
 fig = plots.pr_curve(sweep, run["threshold"])
 plots.save_figure(fig, "pr_curve");

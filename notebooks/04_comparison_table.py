@@ -40,16 +40,16 @@ import matplotlib.pyplot as plt
 import pandas as pd
 pd.set_option("display.precision", 4)
 from brainseg_lib import paths
-from brainseg_lib.study import table1 as compare
+from brainseg_lib.study import table1
 from brainseg_lib.report import plots
-table = compare.build_table1()
-written = compare.write_table1(table)
+table = table1.build_table1()
+written = table1.write_table1(table)
 print(sorted(p.name for p in written.values()))
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print(compare.COLUMNS)
-print(list(compare.cited_rows()['Study']))
+print(table1.COLUMNS)
+print(list(table1.cited_rows()['Study']))
 print('reproduction rows:', int(table.Study.str.startswith('Ours').sum()) >= 1)
 
 # %%
@@ -61,14 +61,14 @@ Markdown((paths.tables_dir() / 'table1.md').read_text())
 # Table I has no boundary metric, and the cited studies report none. HD95 and the normalised surface distance are computed per TEST tumour image at native resolution with MONAI (`brainseg_lib/evaluation/boundary.py` states the tolerance and the rule for empty masks).
 
 # %%
-bwritten = compare.write_boundary_table()
+bwritten = table1.write_boundary_table()
 Markdown(bwritten['md'].read_text())
 
 # %% [markdown]
 # ## Our rows against the paper's "Our" row (difference, ours − paper)
 
 # %%
-diff = compare.differences_from_paper(table)
+diff = table1.differences_from_paper(table)
 diff.to_csv(paths.tables_dir() / 'table1_diff_vs_paper.csv', index=False)
 diff.round(3)
 

@@ -57,10 +57,10 @@ pd.set_option("display.precision", 4)
 from brainseg_lib import paths
 import numpy as np
 from brainseg_lib.data import cache
-from brainseg_lib.xai import deletion as explain_deletion
-from brainseg_lib.xai import attribution as explain_attribution
+from brainseg_lib.xai import deletion as xai_deletion
+from brainseg_lib.xai import attribution as xai_attribution
 from brainseg_lib.xai import figures
-from brainseg_lib.xai import checks as explain_checks
+from brainseg_lib.xai import checks as xai_checks
 from brainseg_lib.report import plots
 from brainseg_lib.fileio import write_json
 from brainseg_lib.study import experiment
@@ -76,11 +76,11 @@ print(run["run_name"], "|", len(arrays), "test images at", size, "x", size)
 
 # %%
 # NBVAL_CHECK_OUTPUT
-print("methods:", list(explain_attribution.METHODS))
-print("reference (not a method):", explain_deletion.REFERENCE)
-print("deletion fractions:", explain_deletion.DELETION_FRACTIONS)
+print("methods:", list(xai_attribution.METHODS))
+print("reference (not a method):", xai_deletion.REFERENCE)
+print("deletion fractions:", xai_deletion.DELETION_FRACTIONS)
 print("target:", xai_target, "| deletion fill:", xai_fill)
-print("occlusion window at 64 px:", explain_attribution.occlusion_window(64, xai_occlusion_frac))
+print("occlusion window at 64 px:", xai_attribution.occlusion_window(64, xai_occlusion_frac))
 
 # %% [markdown]
 # ## Maps on a true-positive, a false-positive and a false-negative case
@@ -91,8 +91,8 @@ print("occlusion window at 64 px:", explain_attribution.occlusion_window(64, xai
 # model's prediction is the cyan contour.
 
 # %%
-cases = explain_checks.pick_cases(per_image)
-ex_cases = explain_checks.explain_arrays(net, arrays, [r["name"] for r in cases.values()], xai_target,
+cases = xai_checks.pick_cases(per_image)
+ex_cases = xai_checks.explain_arrays(net, arrays, [r["name"] for r in cases.values()], xai_target,
                                   xai_ig_steps, xai_occlusion_frac)
 titles = [f"{k}\n{r['name']}: Dice {r['f1']:.3f}" for k, r in cases.items()]
 fig = figures.overlay_figure(ex_cases, titles)
@@ -108,10 +108,10 @@ plots.save_figure(fig, "xai_cases");
 # `explain.MIN_EFFECT` (0.01 in mass fraction or in AUC), so a negligible difference is not called a win.
 
 # %%
-names = explain_checks.sample_names(per_image, xai_images, seed)
-ex = explain_checks.explain_arrays(net, arrays, names, xai_target, xai_ig_steps, xai_occlusion_frac)
-checks = explain_checks.run_checks(net, ex, fill=xai_fill, seed=seed)
-files = explain_checks.write_checks(checks, paths.tables_dir())
+names = xai_checks.sample_names(per_image, xai_images, seed)
+ex = xai_checks.explain_arrays(net, arrays, names, xai_target, xai_ig_steps, xai_occlusion_frac)
+checks = xai_checks.run_checks(net, ex, fill=xai_fill, seed=seed)
+files = xai_checks.write_checks(checks, paths.tables_dir())
 print(len(names), "images; targets used:", pd.Series(ex.targets).value_counts().to_dict())
 
 # %%
@@ -158,8 +158,8 @@ display(Markdown(checks.text))
 write_json({"kind": "explainability", "run_name": run["run_name"], "images": names,
             "targets_used": ex.targets, "ig_steps": xai_ig_steps, "occlusion_frac": xai_occlusion_frac,
             "fill": xai_fill, "tables": files,
-            "attribution_mass": explain_checks.records(checks.mass),
-            "deletion": explain_checks.records(checks.deletion), "verdict": checks.text},
+            "attribution_mass": xai_checks.records(checks.mass),
+            "deletion": xai_checks.records(checks.deletion), "verdict": checks.text},
            paths.metrics_dir() / "xai.json");
 
 # %% [markdown]

@@ -43,13 +43,13 @@ import matplotlib.pyplot as plt
 import pandas as pd
 pd.set_option("display.precision", 4)
 from brainseg_lib import paths
-from brainseg_lib.study import leakage as leakage_leakage
-from brainseg_lib.data import duplicates as leakage_duplicates
-from brainseg_lib.data import splits as leakage_splits
+from brainseg_lib.study import leakage
+from brainseg_lib.data import duplicates
+from brainseg_lib.data import splits
 from brainseg_lib.report import plots
 from brainseg_lib import fileio
-fp = leakage_duplicates.fingerprints()
-pairs = leakage_duplicates.pair_table(fp)
+fp = duplicates.fingerprints()
+pairs = duplicates.pair_table(fp)
 fileio.write_csv(pairs, paths.tables_dir() / "leakage_pairs.csv")
 print(len(fp.names), "images fingerprinted;", len(pairs), "candidate pairs kept")
 
@@ -59,7 +59,7 @@ print(len(fp.names), "images fingerprinted;", len(pairs), "candidate pairs kept"
 
 # %%
 # NBVAL_CHECK_OUTPUT
-counts = leakage_leakage.cross_split_counts(fp, pairs)
+counts = leakage.cross_split_counts(fp, pairs)
 fileio.write_csv(counts, paths.tables_dir() / 'leakage_counts.csv')
 print(counts.to_string(index=False))
 
@@ -87,10 +87,10 @@ plots.save_figure(fig, "leakage_gallery");
 
 # %%
 # NBVAL_CHECK_OUTPUT
-labels = leakage_duplicates.groups(fp, pairs)
-manifest = leakage_splits.grouped_split(fp.names, labels, split_seed)
-path = leakage_splits.write_manifest(manifest, split_seed)
-summary = leakage_leakage.summarize_leakage(fp, pairs, labels, manifest, split_seed)
+labels = duplicates.groups(fp, pairs)
+manifest = splits.grouped_split(fp.names, labels, split_seed)
+path = splits.write_manifest(manifest, split_seed)
+summary = leakage.summarize_leakage(fp, pairs, labels, manifest, split_seed)
 fileio.write_json(summary, paths.metrics_dir() / "leakage.json")
 print("groups:", summary["groups"], "| with duplicates:", summary["groups_with_duplicates"],
       "| largest:", summary["largest_group"])

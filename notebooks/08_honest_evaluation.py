@@ -45,7 +45,7 @@ pd.set_option("display.precision", 4)
 from brainseg_lib import paths
 from brainseg_lib.study import sweep
 from brainseg_lib.study import seed_spread
-from brainseg_lib.report import findings as honest_findings
+from brainseg_lib.report import findings
 if run_sweep:
     sweep.run_sweep(sweep.plan(profile, seeds=sweep_seeds), in_process=True)
 runs = seed_spread.load_sweep(profile)
@@ -76,12 +76,12 @@ seed_spread.ci_table(runs).round(4)
 report = seed_spread.findings(runs)
 from brainseg_lib.fileio import write_json
 write_json(report, paths.metrics_dir() / "honest_evaluation.json")
-(paths.tables_dir() / "findings.md").write_text(honest_findings.findings_markdown(report))
-display(Markdown(honest_findings.findings_markdown(report)))
+(paths.tables_dir() / "findings.md").write_text(findings.findings_markdown(report))
+display(Markdown(findings.findings_markdown(report)))
 
 # %%
 from brainseg_lib.evaluation.evaluate import load_run_metrics
-note = honest_findings.same_name_note(load_run_metrics(paths.metrics_dir()),
+note = findings.same_name_note(load_run_metrics(paths.metrics_dir()),
                                       load_run_metrics(paths.sweep_dir() / "metrics"))
 display(Markdown(note or "Every sweep run that shares a name with a notebook-02 run reports the same TEST F1."))
 
