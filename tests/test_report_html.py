@@ -107,8 +107,10 @@ def test_notebook_pages(study):
     assert "2 values" not in details[0] and "3 values injected" in details[0]
     # logs on stderr: neutral style overrides the pink; tables/number wrapping handled
     assert 'data-mime-type="application/vnd.jupyter.stderr"' in beta
-    assert re.search(r'stderr"\]\s*\{\s*background: #f6f8fa', beta)
-    assert "white-space: nowrap" in beta and "word-break: normal" in beta
+    css = (out / "notebook.css").read_text()           # one stylesheet, shared by every page
+    assert '<link rel="stylesheet" href="notebook.css">' in beta and "<style" not in beta.split("</head>")[0]
+    assert re.search(r'stderr"\]\s*\{\s*background: #f6f8fa', css)
+    assert "white-space: nowrap" in css and "word-break: normal" in css
 
 
 def test_check_report_finds_broken_links(study):

@@ -25,7 +25,7 @@ from brainseg_lib.report.html_index import (
     index_html,
     load_notebooks,
 )
-from brainseg_lib.report.html_notebook import nav_bar, render_notebook
+from brainseg_lib.report.html_notebook import SHARED_CSS, move_head_css, nav_bar, render_notebook
 
 __all__ = [
     "KEY_FIGURES",
@@ -39,13 +39,19 @@ __all__ = [
 # ---- building and publishing --------------------------------------------------------------
 
 def _build(out: Path, notebooks: list[NotebookInfo], results: Path) -> None:
+    sheets = set()
     for i, n in enumerate(notebooks):
         prev = (notebooks[i - 1].page, notebooks[i - 1].title) if i > 0 else None
         nxt = (notebooks[i + 1].page, notebooks[i + 1].title) if i + 1 < len(notebooks) else None
         nav = nav_bar(f"notebook {i + 1} of {len(notebooks)}", prev, nxt)
-        page = render_notebook(n.nb, n.title, nav, pages={m.page for m in notebooks},
-                               source_dir=paths.NOTEBOOKS_DIR)
+        page, css = move_head_css(render_notebook(n.nb, n.title, nav, pages={m.page for m in notebooks},
+                                                  source_dir=paths.NOTEBOOKS_DIR))
+        sheets.add(css)
         fileio.atomic_write_text(out / n.page, page)
+    if len(sheets) > 1:
+        raise ValueError("notebook pages came out with different stylesheets; cannot share one")
+    if sheets:
+        fileio.atomic_write_text(out / SHARED_CSS, sheets.pop())
     fileio.atomic_write_text(out / "index.html", index_html(notebooks, results, out))
 
 

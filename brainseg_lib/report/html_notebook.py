@@ -227,3 +227,17 @@ def render_notebook(nb, title: str, nav: str, pages: set[str] = frozenset(),
     if not n:
         raise ValueError("nbconvert produced a page without <body>")
     return body
+
+
+SHARED_CSS = "notebook.css"   # the notebook pages' stylesheet, written once per report
+
+
+def move_head_css(page: str) -> tuple[str, str]:
+    """``page`` with the ``<style>`` blocks of its ``<head>`` (nbconvert's theme and ours,
+    the same on every page) replaced by one link to ``notebook.css``, and their CSS in order.
+    Styles inside the body (a table's own style) stay where they are."""
+    head_end = page.index("</head>")
+    head, rest = page[:head_end], page[head_end:]
+    css = "\n".join(re.findall(r"<style[^>]*>(.*?)</style>", head, flags=re.DOTALL))
+    head = re.sub(r"<style[^>]*>.*?</style>\s*", "", head, flags=re.DOTALL)
+    return head + f'<link rel="stylesheet" href="{SHARED_CSS}">\n' + rest, css
