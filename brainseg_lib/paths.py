@@ -18,6 +18,7 @@ Environment variables:
 """
 from __future__ import annotations
 
+import contextlib
 import os
 from pathlib import Path
 
@@ -26,6 +27,7 @@ PARAMS_DIR = PROJECT_ROOT / "params"
 NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 REFERENCES_DIR = PROJECT_ROOT / "references"
 PAPER_TABLE1_CSV = REFERENCES_DIR / "khadra2026_table1.csv"
+BR35H_CHECKSUMS = REFERENCES_DIR / "br35h.sha256"   # every file of the dataset (fetch-data)
 
 
 def _from_env(var: str, default: Path) -> Path:
@@ -123,6 +125,31 @@ def ensure(path: Path) -> Path:
     """Create ``path`` (a folder) if needed and return it."""
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@contextlib.contextmanager
+def env_override(**values: str | Path | None):
+    """Set (or, with None, unset) environment variables for the block, then restore them:
+    how a run points the folders above at a staging folder for a while."""
+    old = {k: os.environ.get(k) for k in values}
+    try:
+        for k, v in values.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = str(v)
+        yield
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+
+
+def smoke_results_dir() -> Path:
+    """results/smoke: where the smoke profile's pipeline check writes (git-ignored)."""
+    return results_dir() / "smoke"
 
 
 def readme() -> Path:

@@ -47,7 +47,9 @@ def results(tmp_path, monkeypatch):
             for sub in ("metrics", "figures"):
                 paths.ensure(out_dir / sub).joinpath(f"{nb}.txt").write_text("new")
             if nb == state["fail"]:
-                raise notebooks.NotebookFailed(f"{nb}.ipynb failed in cell 3")
+                paths.ensure(out_dir / "executed").joinpath(f"{nb}.ipynb").write_text("partial")
+                raise notebooks.NotebookFailed(f"{nb}.ipynb failed in cell 3", f"{nb}.ipynb",
+                                               f"{nb}.ipynb failed in cell 3")
         paths.ensure(out_dir / "timings").joinpath("run_all_smoke.json").write_text("{}")
         return {"profile": profile["profile"]}
 
@@ -75,16 +77,23 @@ def test_failed_notebook_leaves_results_intact(results):
     res, state = results
     before = _tree(res)
     state["fail"] = "02_b"
-    with pytest.raises(notebooks.NotebookFailed, match="02_b"):
+    with pytest.raises(notebooks.NotebookFailed, match="kept at .*failed-02_b.ipynb"):
         run_all.run_study("smoke")
+    kept = res / "failed-02_b.ipynb"
+    assert kept.read_text() == "partial"                    # outlives the removed stage
+    kept.unlink()
     assert _tree(res) == before
     assert not list(res.glob(".staging-*"))
     assert os.environ["BRAINSEG_RESULTS"] == str(res)        # the stage was only borrowed
+    state["fail"] = None
+    run_all.run_study("smoke")                               # a later success clears old failures
+    assert not list(res.glob("failed-*"))
 
 
-@pytest.mark.parametrize("crash_after", [1, 2, 3])
+@pytest.mark.parametrize("crash_after", [0, 1, 2, 3, 4])
 def test_a_crash_during_the_swap_is_rolled_back_by_the_next_run(results, monkeypatch, crash_after):
-    """Kill promote after `crash_after` renames: recover() puts the old results back."""
+    """Kill promote after `crash_after` folder renames (2 old folders out, then 3 new in, one
+    of which had no old copy): recover() puts the old results back."""
     res, _ = results
     before = _tree(res)
     stage = res / ".staging-x"
@@ -93,9 +102,10 @@ def test_a_crash_during_the_swap_is_rolled_back_by_the_next_run(results, monkeyp
     real_replace, calls = os.replace, []
 
     def dying_replace(a, b):
-        calls.append(1)
-        if len(calls) > crash_after:
-            raise KeyboardInterrupt("killed")
+        if Path(a).is_dir():                             # count folder renames, not file writes
+            calls.append(1)
+            if len(calls) > crash_after:
+                raise KeyboardInterrupt("killed")
         real_replace(a, b)
 
     monkeypatch.setattr(staging.os, "replace", dying_replace)
@@ -105,6 +115,33 @@ def test_a_crash_during_the_swap_is_rolled_back_by_the_next_run(results, monkeyp
     assert staging.recover(res).startswith("rolled back")
     assert _tree(res) == before
     assert not (res / staging.JOURNAL).exists()
+
+
+def test_a_swap_that_fails_in_process_is_rolled_back_at_once(results, monkeypatch):
+    res, _ = results
+    before = _tree(res)
+    real = staging.promote
+
+    def half_promote(stage, dest):
+        real_replace, moved = os.replace, []
+
+        def failing(a, b):            # the first folder moves, the second fails
+            if Path(a).is_dir():
+                if moved:
+                    raise OSError("disk")
+                moved.append(a)
+            real_replace(a, b)
+        monkeypatch.setattr(staging.os, "replace", failing)
+        try:
+            real(stage, dest)
+        finally:
+            monkeypatch.setattr(staging.os, "replace", real_replace)
+
+    monkeypatch.setattr(staging, "promote", half_promote)
+    with pytest.raises(OSError, match="disk"):
+        run_all.run_study("smoke")
+    monkeypatch.undo()
+    assert _tree(res) == before and not (res / staging.JOURNAL).exists()
 
 
 def test_a_finished_swap_whose_cleanup_died_is_completed(results):

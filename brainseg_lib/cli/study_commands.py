@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
 
 from brainseg_lib.cli.common import with_overrides
@@ -46,7 +45,8 @@ def _cmd_train(args) -> int:
     name = args.profile or default_profile()
     params = with_overrides(load_profile(name), args.set)
     out = run_profile(params, data_root=args.data, resume=args.resume)
-    if int(os.environ.get("RANK", "0")) != 0:      # under torchrun, rank 0 reports
+    from brainseg_lib.training.distributed import world_from_env
+    if world_from_env()[1] != 0:                    # under torchrun, rank 0 reports
         return 0
     g = out["global"]
     print(f"{out['run_name'] if 'run_name' in out else name}: test F1 {g['f1']:.3f}  IoU {g['iou']:.3f}  "
@@ -75,23 +75,29 @@ def _cmd_table(args) -> int:
 
 
 def _cmd_headline(args) -> int:
-    from brainseg_lib.evaluation.evaluate import load_run_metrics
+    from brainseg_lib import paths
     from brainseg_lib.study.run_all import destination
-    if args.profile:                        # smoke results live in results/smoke/
-        os.environ["BRAINSEG_RESULTS"] = str(destination(args.profile))
-    runs = [r for r in load_run_metrics() if args.profile in (None, r.get("profile"))]
-    if not runs:
-        print("no run metrics found in results/metrics")
-        return 1
+    results = destination(args.profile) if args.profile else paths.results_dir()
+    with paths.env_override(BRAINSEG_RESULTS=results):     # smoke results live in results/smoke/
+        lines = _headline_lines(args.profile)
+    print("\n".join(lines) if lines else f"no run metrics found in {results / 'metrics'}")
+    return 0 if lines else 1
+
+
+def _headline_lines(profile: str | None) -> list[str]:
+    from brainseg_lib.evaluation.evaluate import load_run_metrics
     from brainseg_lib.study.experiment import load_timing
-    for r in runs:
+    lines = []
+    for r in load_run_metrics():
+        if profile not in (None, r.get("profile")):
+            continue
         r = {**r, **load_timing(r["run_name"])}
         g = r["global"]
-        print(f"{r['run_name']}: test F1 {g['f1']:.3f}  IoU {g['iou']:.3f}  precision {g['precision']:.3f}  "
-              f"recall {g['recall']:.3f}  specificity {g['specificity']:.3f}  accuracy {g['accuracy']:.3f}  "
-              f"| {r.get('epochs_run')} epochs, train {r.get('train_seconds', float('nan')):.0f} s"
-              + (" (CUT by max_train_seconds)" if r.get("cut_by_time") else ""))
-    return 0
+        lines.append(f"{r['run_name']}: test F1 {g['f1']:.3f}  IoU {g['iou']:.3f}  precision {g['precision']:.3f}  "
+                     f"recall {g['recall']:.3f}  specificity {g['specificity']:.3f}  accuracy {g['accuracy']:.3f}  "
+                     f"| {r.get('epochs_run')} epochs, train {r.get('train_seconds', float('nan')):.0f} s"
+                     + (" (CUT by max_train_seconds)" if r.get("cut_by_time") else ""))
+    return lines
 
 
 def _cmd_sweep(args) -> int:

@@ -235,7 +235,7 @@ def fetch_data(dest: Path, source: str = "github", *, base_url: str | None = Non
         raise FetchError("--base-url applies to --source github only")
     if manifest is None:
         from brainseg_lib import paths
-        manifest = paths.REFERENCES_DIR / "br35h.sha256"
+        manifest = paths.BR35H_CHECKSUMS
     entries = read_manifest(manifest)
     dest = Path(dest).expanduser().absolute()
     if _existing_ok(dest, entries, force):

@@ -28,7 +28,6 @@ PyTorch on a small batch before anything is written.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import logging
@@ -41,6 +40,7 @@ import torch
 from torch import nn
 
 from brainseg_lib import paths
+from brainseg_lib.data.cache import sha256_file
 from brainseg_lib.fileio import atomic_write
 from brainseg_lib.model.checkpoint import (
     CheckpointError,
@@ -48,7 +48,7 @@ from brainseg_lib.model.checkpoint import (
     model_from_checkpoint,
     validate_image_size,
 )
-from brainseg_lib.model.released import checksum_path, load_released
+from brainseg_lib.model.released import checksum_path, load_released, write_checksum
 
 OPSET = 18                     # onnxruntime >= 1.14 runs it
 INPUT_NAME = "image"
@@ -81,10 +81,6 @@ def onnx_path_for(model_path: str | Path) -> Path:
 def released_onnx() -> Path:
     """The released model's ONNX export, ``results/models/brainseg-cpu.onnx``."""
     return onnx_path_for(paths.released_model())
-
-
-def _sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
 
 
 def _load_source(checkpoint) -> tuple[dict, Path]:
@@ -235,21 +231,15 @@ def export_onnx(checkpoint: str | Path | None = None, dest: str | Path | None = 
     model = model_from_checkpoint(ck, source)                    # fp16 weights -> fp32
     proto, used = export_model_proto(model, size, exporter)
     _strip_debug_metadata(proto)
-    meta = model_metadata(ck, source, _source_sha256(source), used)
+    meta = model_metadata(ck, source, sha256_file(source), used)
     del proto.metadata_props[:]
     onnx.helper.set_model_props(proto, meta)
     proto.doc_string = "brainseg U-Net tumour segmentation; see metadata_props for the input/output contract"
     data = proto.SerializeToString()
     self_check(data, model, size)
     atomic_write(dest, lambda f: f.write(data))
-    digest = _sha256_bytes(data)
-    atomic_write(checksum_path(dest), lambda f: f.write(f"{digest}  {dest.name}\n".encode()))
+    write_checksum(dest)
     return dest
-
-
-def _source_sha256(path: Path) -> str:
-    from brainseg_lib.data.cache import sha256_file
-    return sha256_file(path)
 
 
 # ----------------------------------------------------------------------------- command line

@@ -27,8 +27,11 @@ def checksum_path(model_path: str | Path) -> Path:
     return model_path.with_name(model_path.name + ".sha256")
 
 
-def _sha256(path: Path) -> str:
-    return cache.sha256_file(path)
+def write_checksum(path: str | Path) -> Path:
+    """Write ``<path>.sha256`` (``sha256sum`` format) for the file at ``path``; return it."""
+    path = Path(path)
+    digest = cache.sha256_file(path)
+    return _atomic_write(checksum_path(path), lambda f: f.write(f"{digest}  {path.name}\n".encode()))
 
 
 def release_model(src_checkpoint: str | Path, dest: str | Path | None = None,
@@ -66,8 +69,7 @@ def release_model(src_checkpoint: str | Path, dest: str | Path | None = None,
         "weights_dtype": "float16" if fp16 else "float32",
     }
     save_checkpoint(slim, dest)
-    digest = _sha256(dest)
-    _atomic_write(checksum_path(dest), lambda f: f.write(f"{digest}  {dest.name}\n".encode()))
+    write_checksum(dest)
     return dest
 
 
@@ -86,7 +88,7 @@ def verify_checksum(path: str | Path) -> str:
     if len(expected) != 64 or any(c not in "0123456789abcdef" for c in expected):
         raise CheckpointError(f"{side} is not a SHA-256 checksum file "
                               "(expected '<64 hex digits>  <file name>')")
-    actual = _sha256(path)
+    actual = cache.sha256_file(path)
     if actual != expected:
         raise CheckpointError(
             f"{path}: SHA-256 mismatch: {side.name} records {expected}, the file has {actual}. "

@@ -25,7 +25,12 @@ from brainseg_lib.report.html_index import (
     index_html,
     load_notebooks,
 )
-from brainseg_lib.report.html_notebook import SHARED_CSS, move_head_css, nav_bar, render_notebook
+from brainseg_lib.report.html_notebook import (
+    SHARED_CSS,
+    move_head_css,
+    nav_bar,
+    render_notebook,
+)
 
 __all__ = [
     "KEY_FIGURES",

@@ -115,20 +115,25 @@ def profile_trials_markdown(folder=None) -> str:
 README_START, README_END = "<!-- TABLE1:START -->", "<!-- TABLE1:END -->"
 
 
+def replace_section(text: str, markdown: str, start: str = README_START, end: str = README_END,
+                    where: str = "README.md") -> str:
+    """``text`` with what lies between the two marker comments replaced by ``markdown``."""
+    if start not in text or end not in text:
+        raise ValueError(f"{where} lacks the markers {start} ... {end}")
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    return f"{head}{start}\n{markdown}{end}{tail}"
+
+
 def embed_in_readme(markdown: str, readme: str | Path | None = None,
                     start: str = README_START, end: str = README_END) -> bool:
     """Replace the text between two marker comments in README.md; True if it changed."""
     readme = Path(readme or paths.readme())
     text = readme.read_text()
-    if start not in text or end not in text:
-        raise ValueError(f"{readme} lacks the markers {start} ... {end}")
-    head, rest = text.split(start, 1)
-    _, tail = rest.split(end, 1)
-    new = f"{head}{start}\n{markdown}{end}{tail}"
+    new = replace_section(text, markdown, start, end, str(readme))
     if new != text:
         atomic_write_text(readme, new)
-        return True
-    return False
+    return new != text
 
 
 TIMINGS_START, TIMINGS_END = "<!-- TIMINGS:START -->", "<!-- TIMINGS:END -->"
@@ -137,7 +142,7 @@ TIMINGS_START, TIMINGS_END = "<!-- TIMINGS:START -->", "<!-- TIMINGS:END -->"
 def timings_markdown(timings_dir: str | Path | None = None) -> str:
     """A table of the run_all.sh wall times recorded in results/timings/*.json."""
     import json
-    folder = Path(timings_dir) if timings_dir else paths.results_dir() / "timings"
+    folder = Path(timings_dir) if timings_dir else paths.timings_dir()
     rows = []
     for p in sorted(folder.glob("run_all_*.json")):
         t = json.loads(p.read_text())
@@ -175,7 +180,7 @@ def speed_markdown(run_name: str | None = None) -> str:
             f"validation); test F1 {r['global']['f1']:.3f} (pooled, native resolution). Snapshot "
             f"test F1 by epoch (seconds of training when reached): {marks or 'none'}. First snapshot "
             f"at or above the paper's {r['target_f1']}: {first}.")
-    for p in sorted((paths.results_dir() / "benchmarks").glob("*.json")):
+    for p in sorted((paths.benchmarks_dir()).glob("*.json")):
         b = json.loads(p.read_text())
         if b.get("kind") == "predict_overlay":
             lines.append(f"- **`predict --overlay` on a {b['side']}x{b['side']} scan** (`{p.name}`, "
@@ -207,22 +212,27 @@ README_SECTIONS = (("findings.md", "FINDINGS"), ("detection_table.md", "DETECTIO
 
 
 def update_readme(readme: str | Path | None = None) -> bool:
-    """Rewrite every generated section of README.md from the result files; True if changed.
+    """Rewrite every generated section of README.md from the result files, in one write;
+    True if it changed.
 
-    Table I, the run_all timings and the speed figures, the findings, detection, boundary,
-    external-validation and lever tables: each lives between ``<!-- NAME:START -->`` and
-    ``<!-- NAME:END -->`` and is copied from the file the study wrote."""
-    changed = embed_in_readme((paths.tables_dir() / "table1.md").read_text(), readme)
-    changed |= embed_in_readme(headline_markdown(), readme, start=HEADLINE_START, end=HEADLINE_END)
-    changed |= embed_in_readme(timings_markdown(), readme, start=TIMINGS_START, end=TIMINGS_END)
-    changed |= embed_in_readme(speed_markdown(), readme, start=SPEED_START, end=SPEED_END)
+    Table I, the headline, the run_all timings and the speed figures, the findings, detection,
+    boundary, external-validation and lever tables: each lives between ``<!-- NAME:START -->``
+    and ``<!-- NAME:END -->`` and is copied from the file the study wrote."""
+    readme = Path(readme or paths.readme())
+    sections = [((paths.tables_dir() / "table1.md").read_text(), README_START, README_END),
+                (headline_markdown(), HEADLINE_START, HEADLINE_END),
+                (timings_markdown(), TIMINGS_START, TIMINGS_END),
+                (speed_markdown(), SPEED_START, SPEED_END)]
     sources = [(paths.tables_dir() / name, marker) for name, marker in README_SECTIONS]
     sources.append((paths.levers_dir() / "lever_table.md", "LEVERS"))
-    for path, marker in sources:
-        if path.is_file():
-            changed |= embed_in_readme(path.read_text(), readme, start=f"<!-- {marker}:START -->",
-                                       end=f"<!-- {marker}:END -->")
-    return changed
+    sections += [(path.read_text(), f"<!-- {marker}:START -->", f"<!-- {marker}:END -->")
+                 for path, marker in sources if path.is_file()]
+    text = new = readme.read_text()
+    for markdown, start, end in sections:
+        new = replace_section(new, markdown, start, end, str(readme))
+    if new != text:
+        atomic_write_text(readme, new)
+    return new != text
 
 
 HEADLINE_START, HEADLINE_END = "<!-- HEADLINE:START -->", "<!-- HEADLINE:END -->"

@@ -324,7 +324,7 @@ def _finish(result: dict, ours: dict, ours_ips: float, device, out_dir) -> dict:
         result["speedup_from_malloc_tuning"] = round(ours_ips / median(ours["default_rates"]), 3)
     if device.type == "cuda":
         result["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
-    out = paths.ensure(Path(out_dir) if out_dir else paths.results_dir() / "benchmarks")
+    out = paths.ensure(Path(out_dir) if out_dir else paths.benchmarks_dir())
     write_json(result, out / f"{device.type}-{result['profile']}.json")
     return result
 

@@ -33,6 +33,10 @@ KERNEL = "python3"
 class NotebookFailed(RuntimeError):
     """A notebook raised; the message names it and where its partial copy was kept."""
 
+    def __init__(self, message: str, notebook: str = "", summary: str = ""):
+        super().__init__(message)
+        self.notebook, self.summary = notebook, summary or message
+
 
 def study_notebooks(folder: Path | None = None) -> list[Path]:
     """``NN_*.ipynb`` in study order."""
@@ -89,8 +93,9 @@ def run_notebook(path: Path, params: dict, out_path: Path) -> float:
         pm.execute_notebook(str(path), str(out_path), parameters=params, kernel_name=KERNEL,
                             cwd=str(paths.NOTEBOOKS_DIR), progress_bar=False, log_output=False)
     except pm.PapermillExecutionError as e:
-        raise NotebookFailed(f"{path.name} failed in cell {e.exec_count}: {e.ename}: {e.evalue}\n"
-                             f"the executed copy, with the failing cell, is {out_path}") from None
+        summary = f"{path.name} failed in cell {e.exec_count}: {e.ename}: {e.evalue}"
+        raise NotebookFailed(f"{summary}\nthe executed copy, with the failing cell, is {out_path}",
+                             out_path.name, summary) from None
     return time.perf_counter() - t0
 
 

@@ -5,7 +5,7 @@ profile (``params/smoke.yaml``, ``cpu.yaml``, ``paper.yaml``) lists only the key
 ``load_profile`` merges it over the base, and refuses a key the base does not have, so a typo
 never passes silently. Everything downstream (papermill, the CLI, the sweep, the lever
 trials) sees the merged profile: ``write_profile`` writes it as one flat YAML file for
-``papermill -f``.
+``papermill -f`` (each planned sweep job gets one).
 """
 from __future__ import annotations
 

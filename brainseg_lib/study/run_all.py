@@ -25,7 +25,7 @@ from pathlib import Path
 
 from brainseg_lib import paths
 from brainseg_lib.study import staging
-from brainseg_lib.study.notebooks import run_notebooks
+from brainseg_lib.study.notebooks import NotebookFailed, run_notebooks
 from brainseg_lib.study.profiles import load_profile
 
 log = logging.getLogger(__name__)
@@ -34,35 +34,59 @@ RELEASE_PROFILE = "cpu"   # the profile whose seed-0 run is released as the user
 
 def destination(profile: str) -> Path:
     """Where a profile's results go: results/ for the study, results/smoke/ for the check."""
-    return paths.results_dir() / "smoke" if profile == "smoke" else paths.results_dir()
+    return paths.smoke_results_dir() if profile == "smoke" else paths.results_dir()
 
 
 def build_stage(profile: dict, stage: Path) -> dict:
-    """Steps 2-4 with ``BRAINSEG_RESULTS`` pointing at the stage; returns the timings."""
-    os.environ["BRAINSEG_RESULTS"] = str(stage)
-    timings = run_notebooks(profile, stage)
-    if profile["profile"] == RELEASE_PROFILE:
-        from brainseg_lib.model.onnx import export_onnx
-        from brainseg_lib.study.release import release
-        release()
-        export_onnx()
-        log.info("[run_all] released results/models/brainseg-cpu.pt and its ONNX export")
-    from brainseg_lib.report.html import check_report, render_report
-    index = render_report()
+    """Steps 2-4 with the results folder pointed at the stage (and ``BRAINSEG_MODEL``
+    unset, so the release lands in the stage too); returns the timings."""
+    with paths.env_override(BRAINSEG_RESULTS=stage, BRAINSEG_MODEL=None):
+        timings = run_notebooks(profile, stage)
+        if profile["profile"] == RELEASE_PROFILE:
+            from brainseg_lib.model.onnx import export_onnx
+            from brainseg_lib.study.release import release
+            release()
+            export_onnx()
+            log.info("[run_all] released results/models/brainseg-cpu.pt and its ONNX export")
+        from brainseg_lib.report.html import check_report, render_report
+        index = render_report()
     broken = check_report(index.parent)
     if broken:
         raise RuntimeError("the HTML report has broken links or images:\n" + "\n".join(broken[:20]))
     return timings
 
 
+def keep_failed_notebook(stage: Path, dest: Path, err: NotebookFailed) -> NotebookFailed:
+    """Copy the failed notebook's partial executed copy out of the stage (which is about to be
+    removed) to ``<dest>/failed-<notebook>.ipynb``; returns the error naming that copy."""
+    src = stage / "executed" / err.notebook
+    if not src.is_file():
+        return err
+    kept = dest / f"failed-{err.notebook}"
+    shutil.copy2(src, kept)
+    return NotebookFailed(f"{err.summary}\nthe executed copy, with the failing cell, is kept at {kept}",
+                          err.notebook, err.summary)
+
+
+def _swap_in(stage: Path, dest: Path) -> None:
+    """Promote the stage; if that fails in this process, put the previous results back at once."""
+    staging.carry_over(dest, stage, "timings")
+    try:
+        staging.promote(stage, dest)
+    except BaseException:
+        staging.recover(dest)
+        raise
+    for old in dest.glob("failed-*.ipynb"):
+        old.unlink()
+
+
 def run_study(profile_name: str) -> dict:
     """Run a whole profile and promote it (see the module docstring); returns the timings."""
     profile = load_profile(profile_name)
     dest = destination(profile_name)
-    results_env = os.environ.get("BRAINSEG_RESULTS")
-    if profile_name == "smoke":
-        os.environ.setdefault("BRAINSEG_SWEEP", str(dest / "sweep"))
-    with staging.exclusive_lock(dest):
+    sweep = dest / "sweep" if profile_name == "smoke" else None   # 08's tiny sweep stays with smoke
+    with staging.exclusive_lock(dest), paths.env_override(
+            BRAINSEG_SWEEP=sweep or os.environ.get("BRAINSEG_SWEEP")):
         for note in filter(None, [staging.recover(dest)]):
             log.warning("[run_all] %s", note)
         for name in staging.remove_stale_stages(dest):
@@ -70,19 +94,12 @@ def run_study(profile_name: str) -> dict:
         stage = Path(tempfile.mkdtemp(prefix=staging.STAGING_PREFIX, dir=dest))
         try:
             timings = build_stage(profile, stage)
-            staging.carry_over(dest, stage, "timings")
-            staging.promote(stage, dest)
+            _swap_in(stage, dest)
+        except NotebookFailed as e:
+            raise keep_failed_notebook(stage, dest, e) from None
         finally:
             shutil.rmtree(stage, ignore_errors=True)
-            _restore_env("BRAINSEG_RESULTS", results_env)
     if dest == paths.results_dir():
         from brainseg_lib.report.readme import update_readme
         update_readme()
     return timings
-
-
-def _restore_env(var: str, value: str | None) -> None:
-    if value is None:
-        os.environ.pop(var, None)
-    else:
-        os.environ[var] = value

@@ -9,8 +9,10 @@
    folder is moved in (``os.replace``, one rename each);
 3. the journal is marked done, the previous folders are deleted, the journal removed.
 
-If the process dies between 1 and 3, the next run's ``recover`` rolls back to the previous
-results (new folders out, old folders back), so ``<dest>`` never holds a mix of old and new.
+If the process is killed between 1 and 3, the next run's ``recover`` rolls back to the
+previous results (new folders out, old folders back); if ``promote`` raises, the caller rolls
+back at once (``run_all._swap_in``). So ``<dest>`` never stays a mix of old and new. (Nothing
+is fsynced: this guards against a killed or failing run, not against a power cut.)
 ``exclusive_lock`` keeps two runs on the same folder from overlapping; while it is held,
 any other ``.staging-*`` folder is the leftover of a killed run and is removed.
 """

@@ -18,11 +18,9 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import yaml
-
 from brainseg_lib import paths
 from brainseg_lib.study.experiment import config_from_params, name_for, run_profile
-from brainseg_lib.study.profiles import load_profile
+from brainseg_lib.study.profiles import load_profile, write_profile
 
 DEFAULT_SEEDS = (0, 1, 2)
 
@@ -69,7 +67,7 @@ def planned_job(params: dict, threads: int, sweep_dir: Path) -> tuple[list[str],
     name = name_for(params)
     out = paths.ensure(sweep_dir / "executed") / f"{name}.ipynb"
     pfile = paths.ensure(sweep_dir / "params") / f"{name}.yaml"
-    pfile.write_text(yaml.safe_dump({**params, "threads": threads}, sort_keys=False))
+    write_profile({**params, "threads": threads}, pfile)
     args = [sys.executable, "-m", "papermill", "-k", "python3", "--log-level", "WARNING",
             "-f", str(pfile), str(paths.NOTEBOOKS_DIR / "02_training.ipynb"), str(out)]
     env = {"BRAINSEG_RESULTS": str(sweep_dir), "BRAINSEG_PROGRESS": "0", "MPLBACKEND": "Agg"}
@@ -123,16 +121,9 @@ def run_sweep(runs: list[dict], jobs: int = 1, in_process: bool = False, skip_do
     sweep_dir = Path(sweep_dir) if sweep_dir else paths.sweep_dir()
     todo = [r for r in runs if not (skip_done and finished(r, sweep_dir))]
     if in_process:
-        old = os.environ.get("BRAINSEG_RESULTS")
-        os.environ["BRAINSEG_RESULTS"] = str(sweep_dir)
-        try:
+        with paths.env_override(BRAINSEG_RESULTS=sweep_dir):
             for r in todo:
                 run_profile(r)
-        finally:
-            if old is None:
-                os.environ.pop("BRAINSEG_RESULTS", None)
-            else:
-                os.environ["BRAINSEG_RESULTS"] = old
     else:
         threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
