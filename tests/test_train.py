@@ -346,3 +346,41 @@ def test_console_log_shows_about_ten_epoch_lines_and_passes_the_rest():
     assert shown == [1, 3, 6, 9, 12, 15, 18, 21, 24, 27, 30]
     assert f.filter(rec("device=%s amp=%s", "cpu", None))          # other lines always pass
     assert [e for e in range(1, 3) if EpochThinning(2).filter(rec("epoch %3d%s", e, ""))] == [1, 2]
+
+
+@pytest.mark.parametrize("is_main", [True, False])
+def test_a_scoring_failure_on_rank_0_reaches_every_rank(monkeypatch, tmp_path, is_main):
+    """Under torchrun, rank 0 scores and writes; if that fails, the other ranks must fail too
+    (not wait for a result that never comes)."""
+    import contextlib
+    from types import SimpleNamespace
+
+    from brainseg_lib.study import experiment as exp
+    sent = {}
+
+    class FakeDDP:
+        def __init__(self):
+            self.is_main = is_main
+
+        def main_first(self):
+            return contextlib.nullcontext()
+
+        def broadcast(self, obj):            # rank 0's object reaches everyone
+            if is_main:
+                sent["obj"] = obj
+                return obj
+            return {"error": "ValueError('disk full')"}
+
+    monkeypatch.setattr(exp.distributed, "session", lambda device: contextlib.nullcontext(FakeDDP()))
+    monkeypatch.setattr(exp, "split_arrays", lambda *a, **k: {"train": None, "val": None})
+    monkeypatch.setattr(exp, "fit", lambda *a, **k: SimpleNamespace())
+
+    def failing(*a, **k):
+        raise ValueError("disk full")
+    monkeypatch.setattr(exp, "score_and_write", failing)
+    monkeypatch.setenv("BRAINSEG_RUNS", str(tmp_path))
+    params = {**experiment_profiles.load_profile("smoke"), "device": "cpu"}
+    with pytest.raises(ValueError if is_main else RuntimeError, match="disk full"):
+        exp.run_profile(params)
+    if is_main:
+        assert sent["obj"] == {"error": "ValueError('disk full')"}

@@ -116,6 +116,18 @@ def _device(name: str) -> torch.device:
     return resolve_device(name)
 
 
+def verify_or_warn(path: Path) -> bool:
+    """True when ``path`` has a ``.sha256`` beside it (the caller verifies it); otherwise warn
+    loudly (``UnverifiedCheckpoint``) that its integrity is not verified, and return False.
+    The documented choice: such a file is still used."""
+    if checksum_path(path).is_file():
+        return True
+    warnings.warn(f"{path} has no {checksum_path(path).name} beside it, so its integrity was NOT "
+                  "verified; use it only if you trust where it came from", UnverifiedCheckpoint,
+                  stacklevel=3)
+    return False
+
+
 def load_predictor(checkpoint: str | Path | None = None, device: str = "auto") -> Predictor:
     """The released model (checksum verified) when ``checkpoint`` is None, else that file.
 
@@ -127,14 +139,7 @@ def load_predictor(checkpoint: str | Path | None = None, device: str = "auto") -
         ck = load_released(path)
     else:
         path = Path(checkpoint)
-        if checksum_path(path).is_file():
-            ck = load_released(path)
-        else:
-            # documented choice: load, but say loudly what was not verified
-            warnings.warn(f"{path} has no {checksum_path(path).name} beside it, so its integrity was NOT "
-                          "verified; use it only if you trust where it came from", UnverifiedCheckpoint,
-                          stacklevel=2)
-            ck = load_checkpoint(path)
+        ck = load_released(path) if verify_or_warn(path) else load_checkpoint(path)
     validate_model_config(ck.get("model_config"), path)      # before anything is allocated
     size = validate_image_size(ck.get("train_config"), path)
     model = model_from_checkpoint(ck, path).to(dev)
@@ -157,12 +162,8 @@ def load_onnx_predictor(checkpoint: str | Path | None = None, device: str = "aut
     path = onnx_runtime.onnx_model_path(checkpoint)
     if not path.is_file():
         raise PredictError(onnx_runtime.missing_model_message(path, checkpoint))
-    if checksum_path(path).is_file():
+    if verify_or_warn(path):
         verify_checksum(path)
-    else:
-        warnings.warn(f"{path} has no {checksum_path(path).name} beside it, so its integrity was NOT "
-                      "verified; use it only if you trust where it came from", UnverifiedCheckpoint,
-                      stacklevel=3)
     return onnx_runtime.load_onnx_model(path, threads=torch.get_num_threads())
 
 

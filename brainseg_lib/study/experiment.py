@@ -69,8 +69,18 @@ def run_profile(params: dict, data_root=None, resume: bool = False, progress: bo
         result = fit(cfg, run_dir, resume=resume, data_root=data_root, progress=progress,
                      train_arrays=arrays["train"], val_arrays=arrays["val"],
                      tune_allocator=params.get("tune_allocator", True))
-        out = score_and_write(params, cfg, result, arrays, data_root) if ddp.is_main else None
-        return ddp.broadcast(out)
+        out, error = None, None
+        if ddp.is_main:
+            try:
+                out = score_and_write(params, cfg, result, arrays, data_root)
+            except Exception as e:          # tell the waiting ranks, then fail here too
+                error = e
+        out = ddp.broadcast({"error": repr(error)} if error is not None else out)
+        if error is not None:
+            raise error
+        if isinstance(out, dict) and set(out) == {"error"}:
+            raise RuntimeError(f"rank 0 failed while scoring the run: {out['error']}")
+        return out
 
 
 def score_and_write(params: dict, cfg: TrainConfig, result, arrays: dict, data_root=None) -> dict:
