@@ -7,6 +7,8 @@ permissions (0666 minus the umask), not mkstemp's 0600.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import tempfile
@@ -79,3 +81,26 @@ def _jsonable(o):
     if isinstance(o, Path):
         return str(o)
     raise TypeError(f"not JSON serialisable: {type(o).__name__}")
+
+
+class Locked(RuntimeError):
+    """Another process holds the lock."""
+
+
+@contextlib.contextmanager
+def exclusive_lock(lock_path: str | Path, holder: str = "another process"):
+    """Hold an exclusive, non-blocking flock on ``lock_path`` for the block; raise ``Locked``
+    (naming ``holder`` and the lock file) when another process holds it. The lock goes with
+    the process, so a killed holder never leaves it stuck."""
+    lock_path = Path(lock_path)
+    lock_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock_path, "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise Locked(f"{holder} is using {lock_path.parent} (lock {lock_path}); "
+                         "wait for it to finish") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)

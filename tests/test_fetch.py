@@ -192,6 +192,18 @@ def test_leftover_temp_folder_is_removed(tmp_path, server, manifest):
     assert leftovers(tmp_path) == []
 
 
+def test_a_second_fetch_of_the_same_dest_is_refused_while_one_runs(tmp_path, server, manifest):
+    """The lock keeps a second fetch from deleting the first one's work folder."""
+    from brainseg_lib.fileio import Locked, exclusive_lock
+    dest = tmp_path / "br35h"
+    work = tmp_path / ".fetch-br35h-tmp-running"
+    work.mkdir()
+    with exclusive_lock(tmp_path / ".br35h.fetch-lock"):
+        with pytest.raises(Locked, match="another fetch-data"):
+            fetch.fetch_data(dest, base_url=server.url, manifest=manifest)
+    assert work.is_dir() and not dest.exists()
+
+
 def test_offline_prints_one_line_and_manual_steps(tmp_path, manifest, capsys, monkeypatch):
     monkeypatch.setenv("NO_PROXY", "127.0.0.1,localhost")
     with socket.socket() as s:

@@ -45,10 +45,11 @@ def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     from brainseg_lib.data.errors import DataError
+    from brainseg_lib.fileio import Locked
     from brainseg_lib.model.checkpoint import CheckpointError
     try:
         return args.fn(args)
-    except (DataError, CheckpointError, FileNotFoundError, ValueError) as e:
+    except (DataError, CheckpointError, FileNotFoundError, ValueError, Locked) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -20,6 +20,7 @@ from collections import Counter
 from pathlib import Path
 
 from brainseg_lib.data.cache import sha256_file
+from brainseg_lib.fileio import exclusive_lock
 
 GITHUB_REPO = "AhmedHamada0/Brain-Tumor-Detection-Dataset"
 GITHUB_COMMIT = "b614673"  # as recorded with the data; GitHub resolves the short hash
@@ -222,7 +223,7 @@ def fetch_data(dest: Path, source: str = "github", *, base_url: str | None = Non
     never deleted, to ``<dest>.replaced-<time>``; an empty ``dest`` counts as absent.
     Downloads unpack and verify in ``<parent>/.fetch-<name>-tmp-*`` and move into place with
     one ``os.replace``: no run leaves a partial ``dest``, and the next run removes such temp
-    folders (don't run two fetches of one ``dest`` at once). A damaged zip, a cut transfer
+    folders (a second fetch of the same ``dest`` is refused while one runs: a lock file). A damaged zip, a cut transfer
     or mismatching files cause one fresh download; a second failure is an error.
 
     ``base_url``: the archive folder instead of GitHub's (``<base_url>/<commit>.zip``; a URL
@@ -244,19 +245,19 @@ def fetch_data(dest: Path, source: str = "github", *, base_url: str | None = Non
     base = (base_url or GITHUB_ARCHIVE_BASE).rstrip("/")
     url = base if base.endswith(".zip") else f"{base}/{GITHUB_COMMIT}.zip"
     own_cache, cache = cache is None, Path(cache or dest.parent / f".fetch-{dest.name}-cache")
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    for stale in dest.parent.glob(f".fetch-{dest.name}-tmp-*"):
-        log.info("removing %s left by an interrupted run", stale)
-        shutil.rmtree(stale, ignore_errors=True)
-    work = Path(tempfile.mkdtemp(prefix=f".fetch-{dest.name}-tmp-", dir=dest.parent))
-    try:
-        _install(_fetch_verified(work, source, url, cache, entries), dest)
-        if own_cache:  # installed: the archive is no longer needed
-            shutil.rmtree(cache, ignore_errors=True)
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
-        if own_cache and cache.is_dir() and not any(cache.iterdir()):
-            cache.rmdir()  # nothing in it worth keeping for a rerun
+    with exclusive_lock(dest.parent / f".{dest.name}.fetch-lock", "another fetch-data"):
+        for stale in dest.parent.glob(f".fetch-{dest.name}-tmp-*"):   # ours alone: we hold the lock
+            log.info("removing %s left by an interrupted run", stale)
+            shutil.rmtree(stale, ignore_errors=True)
+        work = Path(tempfile.mkdtemp(prefix=f".fetch-{dest.name}-tmp-", dir=dest.parent))
+        try:
+            _install(_fetch_verified(work, source, url, cache, entries), dest)
+            if own_cache:  # installed: the archive is no longer needed
+                shutil.rmtree(cache, ignore_errors=True)
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+            if own_cache and cache.is_dir() and not any(cache.iterdir()):
+                cache.rmdir()  # nothing in it worth keeping for a rerun
     log.info("installed Br35H at %s (%d files verified)", dest, len(entries))
     return dest
 

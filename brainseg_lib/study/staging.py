@@ -19,37 +19,35 @@ any other ``.staging-*`` folder is the leftover of a killed run and is removed.
 from __future__ import annotations
 
 import contextlib
-import fcntl
 import json
 import os
 import shutil
 from pathlib import Path
 
-from brainseg_lib.fileio import atomic_write_text
+from brainseg_lib.fileio import Locked, atomic_write_text
+from brainseg_lib.fileio import exclusive_lock as fileio_lock
 
 JOURNAL = ".promote-journal.json"
 LOCK = ".run_all.lock"
 STAGING_PREFIX = ".staging-"
 
 
-class RunInProgress(RuntimeError):
+class RunInProgress(Locked):
     """Another run holds the lock on this results folder."""
 
 
-@contextlib.contextmanager
 def exclusive_lock(dest: Path):
     """Hold ``<dest>/.run_all.lock`` (flock, non-blocking) for the duration of the block."""
-    dest.mkdir(parents=True, exist_ok=True)
-    with open(dest / LOCK, "w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise RunInProgress(f"another ./run_all.sh is writing {dest} (lock {dest / LOCK}); "
-                                "wait for it to finish") from None
-        try:
+    return _locked(dest / LOCK)
+
+
+@contextlib.contextmanager
+def _locked(lock: Path):
+    try:
+        with fileio_lock(lock, "another ./run_all.sh"):
             yield
-        finally:
-            fcntl.flock(fh, fcntl.LOCK_UN)
+    except Locked as e:
+        raise RunInProgress(str(e)) from None
 
 
 def remove_stale_stages(dest: Path) -> list[str]:
