@@ -141,3 +141,24 @@ def test_embed_in_readme_without_markers(tmp_path):
     with pytest.raises(ValueError, match="markers"):
         compare_readme.embed_in_readme("| x |\n", readme)
     assert readme.read_text() == "# no markers here\n"
+
+
+def test_readme_headline_is_written_from_the_result_files(tmp_path, monkeypatch):
+    import json
+
+    from brainseg_lib.report.readme import HEADLINE_END, HEADLINE_START, headline_markdown, replace_section
+    from brainseg_lib.study.experiment import released_run_name
+    monkeypatch.setenv("BRAINSEG_RESULTS", str(tmp_path))
+    assert "No finished run yet" in headline_markdown()
+    m = tmp_path / "metrics"
+    m.mkdir(exist_ok=True)
+    g = {"f1": 0.851, "iou": 0.74, "precision": 0.9, "recall": 0.8}
+    (m / f"{released_run_name()}.json").write_text(json.dumps({"global": g}))
+    (m / "external_validation.json").write_text(json.dumps(
+        {"test": {"pooled_f1": 0.6123, "mean_dice_tumour": 0.3, "clean_marked_share": 0.125}}))
+    text = headline_markdown()
+    assert "F1 0.851" in text and "the paper reports F1 0.826" in text
+    assert "pooled F1 0.612" in text and "12.5% of clean slices" in text and "0.851 on Br35H TEST" in text
+    doc = f"top\n{HEADLINE_START}\nold\n{HEADLINE_END}\nbottom\n"
+    assert replace_section(doc, text, HEADLINE_START, HEADLINE_END) == \
+        f"top\n{HEADLINE_START}\n{text}{HEADLINE_END}\nbottom\n"
