@@ -20,8 +20,8 @@ import pandas as pd
 
 from brainseg_lib import paths
 
-_UMASK = os.umask(0)
-os.umask(_UMASK)
+UMASK = os.umask(0)   # the process umask: finished files get 0o666 & ~UMASK, folders 0o777 & ~UMASK
+os.umask(UMASK)
 
 
 def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
@@ -32,7 +32,7 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             write(f)
-        os.chmod(tmp, 0o666 & ~_UMASK)
+        os.chmod(tmp, 0o666 & ~UMASK)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -76,12 +76,6 @@ def _publish(tmp: Path, out_dir: Path) -> None:
         shutil.rmtree(old, ignore_errors=True)
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
-
-
 def render_report(executed_dir: Path | None = None, out_dir: Path | None = None) -> Path:
     """Render the report of the executed notebooks in ``executed_dir`` (default
     ``results/executed``) into ``out_dir`` (default ``results/report``), replacing it in one
@@ -93,7 +87,7 @@ def render_report(executed_dir: Path | None = None, out_dir: Path | None = None)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.tmp-"))
     try:
-        os.chmod(tmp, 0o777 & ~_umask())
+        os.chmod(tmp, 0o777 & ~fileio.UMASK)
         _build(tmp, notebooks, paths.results_dir())
         _publish(tmp, out_dir)
     except BaseException:

@@ -13,6 +13,7 @@ from pathlib import Path
 import nbformat
 
 from brainseg_lib import fileio
+from brainseg_lib.data.files import list_files
 from brainseg_lib.report.html_notebook import profile_of
 
 # (file stem in results/figures, caption): shown on the index when the file exists
@@ -125,7 +126,7 @@ def _describe(nb, fallback: str) -> tuple[str, str]:
 
 def load_notebooks(executed_dir: Path) -> list[NotebookInfo]:
     """The executed notebooks, in the study order (their ``NN_`` file names)."""
-    files = sorted(p for p in Path(executed_dir).glob("*.ipynb") if not p.name.startswith("."))
+    files = list_files(executed_dir, {".ipynb"}) if Path(executed_dir).is_dir() else []
     if not files:
         raise FileNotFoundError(f"no executed notebook in {executed_dir} (run ./run_all.sh first)")
     out = []

@@ -11,11 +11,11 @@ On top of nbconvert's page:
 * relative links to other notebooks point to their pages; other relative links (to
   files outside the report) become plain text;
 * a top bar links back to ``index.html`` and to the previous/next notebook;
-* the CDN scripts nbconvert adds (require.js, MathJax) are dropped so the page opens offline.
+* the scripts nbconvert adds to the head (require.js, MathJax, mermaid, all from a CDN) are
+  dropped so the page opens offline (``move_head_css``).
 """
 from __future__ import annotations
 
-import ast
 import copy
 import html
 import logging
@@ -24,6 +24,8 @@ import uuid
 from urllib.parse import urlsplit
 
 import nbformat
+
+from brainseg_lib.study.notebooks import parse_parameters
 
 PARAM_TAGS = ("parameters", "injected-parameters")
 
@@ -65,20 +67,6 @@ details.bs-params .highlight { background: #fff; border: 1px solid #e6e9ed; padd
 """
 
 
-def _assigned_names(source: str) -> list[str]:
-    """Names assigned at top level in a parameters cell (by parsing, not line counting)."""
-    try:
-        tree = ast.parse(source)
-    except SyntaxError:
-        return []
-    names = []
-    for node in tree.body:
-        targets = node.targets if isinstance(node, ast.Assign) else \
-            [node.target] if isinstance(node, (ast.AnnAssign, ast.AugAssign)) else []
-        names += [t.id for t in targets if isinstance(t, ast.Name)]
-    return names
-
-
 def profile_of(nb) -> str | None:
     """The profile papermill ran the notebook with (``metadata.papermill.parameters.profile``)."""
     params = (nb.metadata.get("papermill") or {}).get("parameters") or {}
@@ -114,8 +102,11 @@ def collapse_parameters(nb):
     injected, defaults = found["injected-parameters"], found["parameters"]
     profile = profile_of(nb)
     if injected is not None:
-        n = len(_assigned_names(injected.source))
-        what = f"{n} value{'s' if n != 1 else ''} injected by papermill"
+        try:
+            n = len(parse_parameters(injected.source))
+            what = f"{n} value{'s' if n != 1 else ''} injected by papermill"
+        except ValueError:
+            what = "values injected by papermill"
     else:
         what = "the notebook's defaults (nothing injected)"
     summary = ("Parameters: " + (f"profile <code>{html.escape(profile)}</code>, " if profile else "")
@@ -220,8 +211,6 @@ def render_notebook(nb, title: str, nav: str, pages: set[str] = frozenset(),
         body, n = re.subn(r"<p>\s*" + marker + r"\s*</p>", lambda m: details, body, count=1)
         if not n:
             raise ValueError("the parameters marker did not survive nbconvert")
-    for url in (exporter.require_js_url, exporter.mathjax_url):
-        body = re.sub(r'<script[^>]*\bsrc="' + re.escape(url) + r'"[^>]*>\s*</script>', "", body)
     body = body.replace("</head>", f'<style type="text/css">{PAGE_CSS}</style>\n</head>', 1)
     body, n = re.subn(r"(<body[^>]*>)", lambda m: m.group(1) + "\n" + nav, body, count=1)
     if not n:
@@ -235,9 +224,11 @@ SHARED_CSS = "notebook.css"   # the notebook pages' stylesheet, written once per
 def move_head_css(page: str) -> tuple[str, str]:
     """``page`` with the ``<style>`` blocks of its ``<head>`` (nbconvert's theme and ours,
     the same on every page) replaced by one link to ``notebook.css``, and their CSS in order.
-    Styles inside the body (a table's own style) stay where they are."""
+    The head's scripts go too: nbconvert's require.js, MathJax and mermaid loaders fetch from
+    a CDN, and the pages (static outputs, no maths, no diagrams) need none of them, so they
+    open offline. Styles inside the body (a table's own style) stay where they are."""
     head_end = page.index("</head>")
     head, rest = page[:head_end], page[head_end:]
     css = "\n".join(re.findall(r"<style[^>]*>(.*?)</style>", head, flags=re.DOTALL))
-    head = re.sub(r"<style[^>]*>.*?</style>\s*", "", head, flags=re.DOTALL)
+    head = re.sub(r"<(style|script)\b[^>]*>.*?</\1>\s*", "", head, flags=re.DOTALL)
     return head + f'<link rel="stylesheet" href="{SHARED_CSS}">\n' + rest, css

@@ -48,6 +48,7 @@ from brainseg_lib.data.images import read_grayscale
 from brainseg_lib.data.loaders import augment_config, resident_batches, resident_tensors
 from brainseg_lib.fileio import write_json
 from brainseg_lib.inference import resolve_device
+from brainseg_lib.model.onnx import INPUT_NAME, OUTPUT_NAMES
 from brainseg_lib.model.unet import UNet, count_parameters
 from brainseg_lib.training import memory
 from brainseg_lib.training.config import TrainConfig
@@ -66,6 +67,13 @@ def cpu_name() -> str:
     except OSError:
         pass
     return platform.processor() or platform.machine()
+
+
+def device_name(device: torch.device | None = None) -> str:
+    """The GPU's name for a CUDA device (default: the first GPU when there is one), else the
+    CPU model."""
+    cuda = device.type == "cuda" if device is not None else torch.cuda.is_available()
+    return torch.cuda.get_device_name(0) if cuda else cpu_name()
 
 
 def peak_matmul_gflops(device: torch.device, n: int = 2048, repeats: int = 12) -> float:
@@ -248,7 +256,7 @@ def time_inference(model, cfg: TrainConfig, device, infer_runs: int, onnx: bool 
         session, info = onnx_session_for(model, size, torch.get_num_threads())
     calls = [("torch", lambda: model(x))]
     if session is not None:
-        calls.append(("onnx", lambda: session.run(["probability"], {"image": x_np})))
+        calls.append(("onnx", lambda: session.run([OUTPUT_NAMES[0]], {INPUT_NAME: x_np})))
     times = {"torch": [], "onnx": []}
     with torch.inference_mode():
         for i in range(infer_runs + warmup):
@@ -295,7 +303,7 @@ def run_benchmark(params: dict, steps: int = 10, infer_runs: int = 100, data_roo
     achieved = train_flops * ours_ips / 1e9
     result = {
         "profile": params.get("profile", "custom"), "device": str(device),
-        "device_name": torch.cuda.get_device_name(0) if device.type == "cuda" else cpu_name(),
+        "device_name": device_name(device),
         "threads": torch.get_num_threads(), "torch_version": str(torch.__version__),
         "image_size": cfg.image_size, "base_width": cfg.base_width, "batch_size": cfg.batch_size,
         "n_parameters": count_parameters(model),

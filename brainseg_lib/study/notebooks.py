@@ -17,7 +17,6 @@ import datetime
 import json
 import logging
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -51,20 +50,29 @@ def parameters_cell(nb) -> nbformat.NotebookNode:
     return cells[0]
 
 
-def declared_parameters(path: str | Path) -> dict:
-    """``{name: value}`` of the notebook's parameters cell; its values must be literals."""
-    cell = parameters_cell(nbformat.read(str(path), as_version=4))
+def parse_parameters(source: str, where: str = "the cell") -> dict:
+    """``{name: value}`` of a parameters cell's source (the tagged ``parameters`` cell, or the
+    ``injected-parameters`` cell papermill writes); only ``name = literal`` lines are allowed."""
+    try:
+        body = ast.parse(source).body
+    except SyntaxError as e:
+        raise ValueError(f"{where}: not valid Python ({e.msg})") from None
     out = {}
-    for node in ast.parse(cell.source).body:
+    for node in body:
         if not (isinstance(node, ast.Assign) and len(node.targets) == 1
                 and isinstance(node.targets[0], ast.Name)):
-            raise ValueError(f"{path}: the parameters cell may hold only `name = literal` lines")
+            raise ValueError(f"{where}: the parameters cell may hold only `name = literal` lines")
         try:
             out[node.targets[0].id] = ast.literal_eval(node.value)
         except ValueError:
-            raise ValueError(f"{path}: the parameters cell may hold only `name = literal` lines "
+            raise ValueError(f"{where}: the parameters cell may hold only `name = literal` lines "
                              f"(line {node.lineno} is not a literal)") from None
     return out
+
+
+def declared_parameters(path: str | Path) -> dict:
+    """``{name: value}`` of the notebook's parameters cell; its values must be literals."""
+    return parse_parameters(parameters_cell(nbformat.read(str(path), as_version=4)).source, str(path))
 
 
 def notebook_parameters(path: str | Path, profile: dict) -> dict:
@@ -77,9 +85,9 @@ def machine_description() -> str:
     """Cores, CPU model and GPU (if any): recorded beside every timing."""
     import torch
 
-    from brainseg_lib.study.bench import cpu_name
-    gpu = torch.cuda.get_device_name(0) if torch.cuda.is_available() else ""
-    return f"{os.cpu_count()} cores, {cpu_name() or platform.machine()}" + (f", {gpu}" if gpu else "")
+    from brainseg_lib.study.bench import cpu_name, device_name
+    gpu = f", {device_name()}" if torch.cuda.is_available() else ""
+    return f"{os.cpu_count()} cores, {cpu_name()}{gpu}"
 
 
 def run_notebook(path: Path, params: dict, out_path: Path) -> float:
