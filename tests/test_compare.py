@@ -162,3 +162,20 @@ def test_readme_headline_is_written_from_the_result_files(tmp_path, monkeypatch)
     doc = f"top\n{HEADLINE_START}\nold\n{HEADLINE_END}\nbottom\n"
     assert replace_section(doc, text, HEADLINE_START, HEADLINE_END) == \
         f"top\n{HEADLINE_START}\n{text}{HEADLINE_END}\nbottom\n"
+
+
+def test_readme_profiles_table_is_written_from_params(tmp_path, monkeypatch):
+    from brainseg_lib import paths
+    from brainseg_lib.report.readme import profiles_markdown
+    (tmp_path / "base.yaml").write_text(
+        "profile: base\nimage_size: 256\nbase_width: 64\nbatch_size: 50\nlr: 0.0001\nschedule: none\n"
+        "epochs: 100\nthreads: 0\nloss: bce_dice\nhealthy_ratio: 0.0\ninput_norm: none\n"
+        "augment_level: basic\nlimit_train: null\nlimit_val: null\nlimit_test: null\n")
+    (tmp_path / "paper.yaml").write_text("profile: paper\n")
+    (tmp_path / "tiny.yaml").write_text("profile: tiny\nimage_size: 32\nepochs: 3\nlimit_train: 5\n"
+                                        "limit_val: 2\nlimit_test: 1\n")
+    monkeypatch.setattr(paths, "PARAMS_DIR", tmp_path)
+    rows = profiles_markdown().splitlines()[2:]
+    assert rows[0].startswith("| `paper` | the paper's configuration, unchanged | 256x256, base width 64, batch 50;")
+    assert "Adam lr 0.0001, schedule none, 100 epochs; threads all" in rows[0]
+    assert "32x32" in rows[1] and "3 epochs" in rows[1] and "5/2/1 images" in rows[1]

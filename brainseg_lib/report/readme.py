@@ -221,6 +221,7 @@ def update_readme(readme: str | Path | None = None) -> bool:
     readme = Path(readme or paths.readme())
     sections = [((paths.tables_dir() / "table1.md").read_text(), README_START, README_END),
                 (headline_markdown(), HEADLINE_START, HEADLINE_END),
+                (profiles_markdown(), PROFILES_START, PROFILES_END),
                 (timings_markdown(), TIMINGS_START, TIMINGS_END),
                 (speed_markdown(), SPEED_START, SPEED_END)]
     sources = [(paths.tables_dir() / name, marker) for name, marker in README_SECTIONS]
@@ -236,6 +237,36 @@ def update_readme(readme: str | Path | None = None) -> bool:
 
 
 HEADLINE_START, HEADLINE_END = "<!-- HEADLINE:START -->", "<!-- HEADLINE:END -->"
+PROFILES_START, PROFILES_END = "<!-- PROFILES:START -->", "<!-- PROFILES:END -->"
+PROFILE_ROLES = {
+    "smoke": ("a pipeline check on a few images; the defaults stored in the notebooks",
+              "CI (`./run_tests.sh`); `./run_all.sh smoke` writes to `results/smoke/` (git-ignored)"),
+    "cpu": ("a narrower, smaller U-Net for a 2-core laptop, with the choices of the lever table below",
+            "`./run_all.sh` without a GPU; the released model"),
+    "paper": ("the paper's configuration, unchanged", "`./run_all.sh` with CUDA"),
+}
+
+
+def profile_settings(p: dict) -> str:
+    """The settings of a merged profile in one line, read from ``params/``."""
+    parts = [f"{p['image_size']}x{p['image_size']}, base width {p['base_width']}, batch {p['batch_size']}",
+             f"Adam lr {p['lr']:g}, schedule {p['schedule']}, {p['epochs']} epochs",
+             f"threads {p['threads'] or 'all'}, loss {p['loss']}",
+             f"healthy scans x{p['healthy_ratio']:g}, input {p['input_norm']}, augmentation {p['augment_level']}"]
+    if p.get("limit_train"):
+        parts.append(f"{p['limit_train']}/{p['limit_val']}/{p['limit_test']} images")
+    return "; ".join(parts)
+
+
+def profiles_markdown() -> str:
+    """The profiles table of the README, generated from ``params/``."""
+    from brainseg_lib.study.profiles import known_profiles, load_profile
+    rows = ["| profile | what | settings (`params/base.yaml` + `params/<profile>.yaml`) | used by |",
+            "|---|---|---|---|"]
+    for name in known_profiles():
+        what, used = PROFILE_ROLES.get(name, ("", ""))
+        rows.append(f"| `{name}` | {what} | {profile_settings(load_profile(name))} | {used} |")
+    return "\n".join(rows) + "\n"
 
 
 def headline_markdown() -> str:
