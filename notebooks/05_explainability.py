@@ -105,7 +105,7 @@ plots.save_figure(fig, "xai_cases");
 # (what a map that knows nothing gets on average) and an actual uniform-noise map; and the deletion
 # curve. The paired per-image differences carry a bootstrap 95% CI over images; a method *beats the
 # random baseline* only when that CI excludes 0 on the good side and the mean difference is at least
-# `explain.MIN_EFFECT` (0.01 in mass fraction or in AUC), so a negligible difference is not called a win.
+# `brainseg_lib.xai.attribution.MIN_EFFECT` (0.01 in mass fraction or in AUC), so a negligible difference is not called a win.
 
 # %%
 names = xai_checks.sample_names(per_image, xai_images, seed)

@@ -67,7 +67,7 @@ def _card_extras(run: dict) -> str:
     if b:
         lines.append(f"- **Boundary metrics** (TEST tumour images, native resolution): HD95 median "
                      f"{b['hd95']['median']:.1f} px (mean {b['hd95']['mean']:.1f}); NSD at "
-                     f"{b['nsd_tolerance_px']:g} px mean {b['nsd']['mean']:.3f} (`boundary.py`).")
+                     f"{b['nsd_tolerance_px']:g} px mean {b['nsd']['mean']:.3f} (`brainseg_lib/evaluation/boundary.py`).")
     det_path = paths.metrics_dir() / "detection.json"
     if det_path.is_file():
         d = json.loads(det_path.read_text())
