@@ -149,7 +149,17 @@ def env_override(**values: str | Path | None):
 
 def smoke_results_dir() -> Path:
     """results/smoke: where the smoke profile's pipeline check writes (git-ignored)."""
-    return results_dir() / "smoke"
+    return profile_results_dir("smoke")
+
+
+STUDY_PROFILE = "cpu"   # the profile whose results are the study's own (results/ itself)
+
+
+def profile_results_dir(profile: str) -> Path:
+    """Where ``./run_all.sh <profile>`` writes: ``results/`` for the study's profile (cpu),
+    ``results/<profile>/`` for any other (smoke, git-ignored; paper, the GPU run, committed),
+    so a second profile never replaces the study's figures, report or released model."""
+    return results_dir() if profile == STUDY_PROFILE else results_dir() / profile
 
 
 def readme() -> Path:

@@ -191,12 +191,16 @@ def speed_markdown(run_name: str | None = None) -> str:
             f"- **Benchmark `{p.name}`** ({b['device_name']}, {b['threads']} threads, "
             f"{b['image_size']}x{b['image_size']}, base {b['base_width']}, batch {b['batch_size']}): "
             f"{b['train_images_per_s']} training images/s, {b['achieved_gflops']} GFLOP/s achieved "
-            f"vs {b['peak_matmul_gflops']} GFLOP/s fp32 matmul peak (ratio {b['ratio_to_peak']}); "
+            f"vs {b['peak_matmul_gflops']} GFLOP/s {b.get('peak_matmul_dtype', 'float32')} matmul peak "
+            f"(ratio {b['ratio_to_peak']}); "
             f"epoch {b['ours_epoch_s']} s vs {b['naive_epoch_s']} s for the naive JPEG pipeline "
             f"(x{b['speedup_vs_naive']}); inference p50 {b['infer_ms_p50']} ms, p95 "
             f"{b['infer_ms_p95']} ms per image"
             + (f" (onnxruntime {b['infer_ms_per_image_onnx']} ms, x{b['onnx_speedup_vs_torch']} "
                "in the same run)" if "infer_ms_per_image_onnx" in b else "")
+            + (f"; peak GPU memory {b['peak_gpu_mb']} MiB" if "peak_gpu_mb" in b else "")
+            + (f"; torch.compile x{b['compile_speedup']} ({b['compiled_train_images_per_s']} images/s, "
+               f"first step {b['compile_first_step_s']} s)" if "compile_speedup" in b else "")
             + (f"; keeping freed memory (glibc malloc tuning) x{b['speedup_from_malloc_tuning']} "
                f"over the default allocator, timed just before in the same run "
                f"({b['default_malloc_images_per_s']} images/s; minor page faults per step "

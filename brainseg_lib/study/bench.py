@@ -3,9 +3,12 @@
 Everything compared is measured in the same process, one after the other, on
 the same device, so the ratios hold even on a noisy machine:
 
-* ``peak_matmul_gflops``: best of several fp32 square matmuls (a ceiling for
+* ``peak_matmul_gflops``: best of several square matmuls in the training's compute dtype
+  (``peak_matmul_dtype``: fp32 on CPU, bf16 on CUDA under bf16 autocast; a ceiling for
   convolution throughput on this device), measured before and after the training
-  timing; the higher of the two is the peak, so the ratio errs low;
+  timing; the higher of the two is the peak, so the ratio errs low. On CUDA also
+  ``peak_gpu_mb`` (our training step's peak memory) and the step under ``torch.compile``
+  (``bench_gpu``);
 * ``train_flops_per_image`` / ``infer_flops_per_image``: counted from the model
   with ``torch.utils.flop_counter`` (forward + backward / forward only);
 * ``train_images_per_s`` of our training step (the training set resident on the
@@ -50,6 +53,7 @@ from brainseg_lib.fileio import write_json
 from brainseg_lib.inference import resolve_device
 from brainseg_lib.model.onnx import INPUT_NAME, OUTPUT_NAMES
 from brainseg_lib.model.unet import UNet, count_parameters
+from brainseg_lib.study.bench_gpu import peak_matmul, sync as _sync, time_compiled
 from brainseg_lib.training import memory
 from brainseg_lib.training.config import TrainConfig
 from brainseg_lib.training.engine import autocast_dtype
@@ -76,19 +80,6 @@ def device_name(device: torch.device | None = None) -> str:
     return torch.cuda.get_device_name(0) if cuda else cpu_name()
 
 
-def peak_matmul_gflops(device: torch.device, n: int = 2048, repeats: int = 12) -> float:
-    a = torch.randn(n, n, device=device)
-    b = torch.randn(n, n, device=device)
-    best = float("inf")
-    for _ in range(repeats + 1):
-        _sync(device)
-        t = time.perf_counter()
-        a @ b
-        _sync(device)
-        best = min(best, time.perf_counter() - t)
-    return 2 * n**3 / best / 1e9
-
-
 def count_flops(model: torch.nn.Module, size: int, train: bool) -> float:
     """FLOPs for one image: forward (+ backward when ``train``)."""
     x = torch.randn(1, 1, size, size)
@@ -99,11 +90,6 @@ def count_flops(model: torch.nn.Module, size: int, train: bool) -> float:
             out.sum().backward()
     model.zero_grad(set_to_none=True)
     return float(fc.get_total_flops())
-
-
-def _sync(device):
-    if device.type == "cuda":
-        torch.cuda.synchronize()
 
 
 def time_train_steps(model, batches, cfg: TrainConfig, device, channels_last: bool,
@@ -167,13 +153,16 @@ def _check_counts(steps: int, blocks: int, infer_runs: int) -> None:
                          f"{infer_runs})")
 
 
+def _new_model(cfg: TrainConfig, device) -> torch.nn.Module:
+    model = UNet(base=cfg.base_width, input_norm=cfg.input_norm).to(device)
+    return model.to(memory_format=torch.channels_last) if cfg.channels_last else model
+
+
 def _time_ours(cfg: TrainConfig, device, train, steps: int, blocks: int) -> dict:
     """Our training step (in-RAM uint8, tensor augmentation, channels_last): images/s per block
     and minor page faults per step, with glibc's default malloc first when still untouched, then
     tuned as train.fit does (process-wide and one-way, so the naive pipeline gets it too)."""
-    model = UNet(base=cfg.base_width, input_norm=cfg.input_norm).to(device)
-    if cfg.channels_last:
-        model = model.to(memory_format=torch.channels_last)
+    model = _new_model(cfg, device)
     images, masks = resident_tensors(train, device)
     batches = (b for epoch in range(10**6) for b in resident_batches(
         images, masks, cfg.batch_size, cfg.seed, epoch,
@@ -186,11 +175,15 @@ def _time_ours(cfg: TrainConfig, device, train, steps: int, blocks: int) -> dict
         faults = resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults
         return rates, faults / (steps * blocks + 2)
 
-    out = {"model": model, "default_rates": None, "default_faults": None}
+    out = {"model": model, "batches": batches, "default_rates": None, "default_faults": None}
     if device.type == "cpu" and not memory.MALLOC_TUNED:
         out["default_rates"], out["default_faults"] = timed()
     out["malloc_tuned"] = keep_freed_memory() if device.type == "cpu" else False
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     out["rates"], out["faults"] = timed()
+    if device.type == "cuda":
+        out["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)
     return out
 
 
@@ -292,11 +285,14 @@ def run_benchmark(params: dict, steps: int = 10, infer_runs: int = 100, data_roo
     model = UNet(base=cfg.base_width)
     train_flops = count_flops(model, cfg.image_size, train=True)
     infer_flops = count_flops(model, cfg.image_size, train=False)
-    peak_before = peak_matmul_gflops(device)
+    peak_dtype = autocast_dtype(cfg, device) or torch.float32
+    peak_before = peak_matmul(device, peak_dtype)
     train = load_split("train", cfg.image_size, root=data_root)
     ours = _time_ours(cfg, device, train, steps, blocks)
     # the higher of two peak measurements, before and after: a conservative ratio
-    peak = max(peak_before, peak_matmul_gflops(device))
+    peak = max(peak_before, peak_matmul(device, peak_dtype))
+    compiled = time_compiled(lambda: _new_model(cfg, device), ours["batches"], cfg, device,
+                             steps, blocks, time_train_steps)
     naive_ips = _time_naive(cfg, device, data_root, steps, blocks)
     torch_ms, onnx_ms, onnx_info = time_inference(ours["model"], cfg, device, infer_runs, onnx)
     ours_ips = median(ours["rates"])
@@ -310,6 +306,7 @@ def run_benchmark(params: dict, steps: int = 10, infer_runs: int = 100, data_roo
         "train_flops_per_image": train_flops, "infer_flops_per_image": infer_flops,
         "train_images_per_s": round(ours_ips, 2),
         "achieved_gflops": round(achieved, 2), "peak_matmul_gflops": round(peak, 2),
+        "peak_matmul_dtype": str(peak_dtype).removeprefix("torch."),
         "ratio_to_peak": round(achieved / peak, 3),
         "ours_epoch_s": round(len(train) / ours_ips, 2),
         "naive_epoch_s": round(len(train) / naive_ips, 2),
@@ -320,7 +317,7 @@ def run_benchmark(params: dict, steps: int = 10, infer_runs: int = 100, data_roo
         "train_images_per_s_blocks": [round(r, 2) for r in ours["rates"]],
         "minor_page_faults_per_step": round(ours["faults"], 1), "malloc_tuned": ours["malloc_tuned"],
     }
-    return _finish(result, ours, ours_ips, device, out_dir)
+    return _finish({**result, **compiled}, ours, ours_ips, device, out_dir)
 
 
 def _finish(result: dict, ours: dict, ours_ips: float, device, out_dir) -> dict:
@@ -330,8 +327,10 @@ def _finish(result: dict, ours: dict, ours_ips: float, device, out_dir) -> dict:
         result["default_malloc_images_per_s"] = round(median(ours["default_rates"]), 2)
         result["default_malloc_page_faults_per_step"] = round(ours["default_faults"], 1)
         result["speedup_from_malloc_tuning"] = round(ours_ips / median(ours["default_rates"]), 3)
-    if device.type == "cuda":
-        result["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    if "compiled_train_images_per_s" in result:
+        result["compile_speedup"] = round(result["compiled_train_images_per_s"] / ours_ips, 3)
+    if "peak_gpu_mb" in ours:
+        result["peak_gpu_mb"] = ours["peak_gpu_mb"]
     out = paths.ensure(Path(out_dir) if out_dir else paths.benchmarks_dir())
     write_json(result, out / f"{device.type}-{result['profile']}.json")
     return result

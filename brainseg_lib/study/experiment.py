@@ -138,12 +138,15 @@ def write_timing(result, run_dir, epochs_to_target=None):
     """The run's clock measurements, kept out of its metric JSON (which is then identical on
     any machine): ``<run dir>/timing.json``."""
     from brainseg_lib.fileio import write_json
-    from brainseg_lib.study.bench import cpu_name
+    from brainseg_lib.study.bench import cpu_name, device_name
     snaps = {str(e): round(float(v["train_seconds"]), 2) for e, v in sorted(result.snapshots.items())}
     timing = {"train_seconds": round(result.train_seconds, 2), "wall_seconds": round(result.wall_seconds, 2),
               "snapshot_seconds": snaps,
               "seconds_to_target": snaps.get(str(epochs_to_target)) if epochs_to_target else None,
               "threads": torch.get_num_threads(), "device": result.device, "machine": cpu_name()}
+    if str(result.device).startswith("cuda"):   # the GPU, its peak memory during fit
+        timing["gpu"] = device_name(torch.device("cuda"))
+        timing["peak_gpu_mb"] = getattr(result, "peak_gpu_mb", None)
     if getattr(result, "processes", 1) > 1:   # data-parallel under torchrun: threads are per process
         timing["processes"] = result.processes
     write_json(timing, run_dir / "timing.json")

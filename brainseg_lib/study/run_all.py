@@ -33,8 +33,9 @@ RELEASE_PROFILE = "cpu"   # the profile whose seed-0 run is released as the user
 
 
 def destination(profile: str) -> Path:
-    """Where a profile's results go: results/ for the study, results/smoke/ for the check."""
-    return paths.smoke_results_dir() if profile == "smoke" else paths.results_dir()
+    """Where a profile's results go: results/ for the study (cpu), results/<profile>/ for any
+    other (``paths.profile_results_dir``)."""
+    return paths.profile_results_dir(profile)
 
 
 def build_stage(profile: dict, stage: Path) -> dict:

@@ -118,6 +118,7 @@ class TrainResult:
     device: str
     cut_by_time: bool = False         # stopped by max_train_seconds before its last epoch
     processes: int = 1                # data-parallel processes (torchrun), 1 = a single process
+    peak_gpu_mb: float | None = None  # CUDA: peak memory allocated by this process during fit
 
 
 def fit(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
@@ -137,6 +138,8 @@ def fit(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
     (run_dir / "snapshots").mkdir(exist_ok=True)
     set_determinism(cfg)
     ddp = distributed.setup(resolve_device(cfg.device))
+    if ddp.device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(ddp.device)
     logger = run_state.run_logger(run_dir, main=ddp.is_main, epochs=cfg.epochs)
     malloc = _tune_allocator(tune_allocator, ddp.device)
     with ddp.main_first():
@@ -163,9 +166,12 @@ def fit(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
                         st.train_seconds, cfg.max_train_seconds, epoch + 1, cfg.epochs)
             break
     wall = st.wall_before + time.perf_counter() - wall0
+    peak = (round(torch.cuda.max_memory_allocated(ddp.device) / 2**20, 1)
+            if ddp.device.type == "cuda" else None)
     return TrainResult(run_dir, pd.DataFrame(st.history), run_dir / "best.pt", run_dir / "last.pt",
                        st.train_seconds, wall, st.snapshots, n_params,
-                       ddp.device.type if ddp.enabled else str(ddp.device), st.cut, ddp.world_size)
+                       ddp.device.type if ddp.enabled else str(ddp.device), st.cut, ddp.world_size,
+                       peak)
 
 
 def _tune_allocator(requested: bool, device: torch.device) -> str:

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The paper profile on one GPU, as measured for results/paper/ and
+# results/benchmarks/cuda-paper.json: ./run_all.sh paper, then bench --profile paper.
+#   scripts/gpu_paper_run.sh [run_all seconds] [bench seconds]
+# Each step has a time limit (default 450 s and 150 s) so that a stuck step still leaves the
+# other's output and the log; the limits stop work that hangs, they never shorten training
+# (the profile's 100 epochs are the budget). Runs wherever run_all.sh runs; on a machine
+# without CUDA it trains the paper profile on the CPU, which takes days.
+set -uo pipefail
+cd "$(dirname "$0")/.."
+export PYTHONUNBUFFERED=1 BRAINSEG_PROGRESS=0
+run_s="${1:-450}"
+bench_s="${2:-150}"
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
+python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
+'gpu', torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)"
+t0=$(date +%s)
+timeout "$run_s" ./run_all.sh paper
+rc_run=$?
+echo "[gpu_paper_run] run_all.sh paper: exit $rc_run after $(( $(date +%s) - t0 )) s"
+t1=$(date +%s)
+timeout "$bench_s" python -m brainseg_lib bench --profile paper --no-onnx
+rc_bench=$?
+echo "[gpu_paper_run] bench --profile paper: exit $rc_bench after $(( $(date +%s) - t1 )) s"
+[ "$rc_run" = 0 ] && [ "$rc_bench" = 0 ]
