@@ -9,6 +9,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 export PYTHONUNBUFFERED=1 BRAINSEG_PROGRESS=0
+source scripts/setup_env.sh "test,lab" || exit 1   # the project's .venv first on PATH
 run_s="${1:-450}"
 bench_s="${2:-150}"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
