@@ -29,6 +29,23 @@ def resolve_device(name: str = "auto") -> torch.device:
     return torch.device(name)
 
 
+def model_device(model) -> torch.device:
+    """The device of ``model``'s parameters (CPU for a parameter-free module)."""
+    try:
+        return next(model.parameters()).device
+    except StopIteration:
+        return torch.device("cpu")
+
+
+def load_model(checkpoint, device="auto") -> torch.nn.Module:
+    """The U-Net of a checkpoint written by ``train.fit`` (or the released model), in eval mode,
+    on ``device`` (``auto``: CUDA, then MPS, then CPU): every later prediction runs where the
+    model is, so a GPU machine never scores thousands of images on its CPU."""
+    from brainseg_lib.model.checkpoint import load_checkpoint, model_from_checkpoint
+    dev = resolve_device(device) if isinstance(device, str) else device
+    return model_from_checkpoint(load_checkpoint(checkpoint), checkpoint).to(dev)
+
+
 @torch.inference_mode()
 def predict_logits(model: torch.nn.Module, images_u8: torch.Tensor, device: torch.device,
                    batch_size: int = 32, channels_last: bool = True,
@@ -52,15 +69,18 @@ def predict_probabilities(model: torch.nn.Module, images_u8, device: torch.devic
     """Tumour probabilities (N,S,S) float32 for uint8 images (N,S,S) (array or tensor), on
     ``device`` (default: where the model's parameters are)."""
     if device is None:
-        device = next(model.parameters()).device
+        device = model_device(model)
     images = torch.from_numpy(np.ascontiguousarray(images_u8)) if isinstance(images_u8, np.ndarray) \
         else images_u8
     logits = predict_logits(model, images, device, batch_size, channels_last)
     return torch.sigmoid(logits[:, 0]).numpy()
 
 
-def predict_probs(model, arrays: SplitArrays, device="cpu", batch_size: int = 32) -> np.ndarray:
-    """Tumour probabilities (N, S, S) float32 at the model's resolution."""
+def predict_probs(model, arrays: SplitArrays, device=None, batch_size: int = 32) -> np.ndarray:
+    """Tumour probabilities (N, S, S) float32 at the model's resolution, on ``device`` (the
+    model is moved there; default: where the model already is)."""
+    if device is None:
+        device = model_device(model)
     device = resolve_device(device) if isinstance(device, str) else device
     return predict_probabilities(model.to(device), arrays.images, device, batch_size,
                                  channels_last=device.type != "mps")

@@ -100,9 +100,9 @@ plots.save_figure(fig, 'dice_histogram');
 # Computed once at native resolution and cached to CSV; the plot reads the CSV.
 
 # %%
-from brainseg_lib.model.checkpoint import load_checkpoint, model_from_checkpoint
+from brainseg_lib.inference import load_model
 ckpt = paths.resolve_recorded(run["checkpoint"])
-net = model_from_checkpoint(load_checkpoint(ckpt), ckpt)
+net = load_model(ckpt)   # on the GPU when there is one
 arrays = cache.load_split("test", run["config"]["image_size"]).head(run["n_images"])
 probs = inference.predict_probs(net, arrays)
 sweep_path = paths.metrics_dir() / f"{run['run_name']}_threshold_sweep.csv"

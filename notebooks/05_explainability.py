@@ -64,11 +64,11 @@ from brainseg_lib.xai import checks as xai_checks
 from brainseg_lib.report import plots
 from brainseg_lib.fileio import write_json
 from brainseg_lib.study import experiment
-from brainseg_lib.model.checkpoint import load_checkpoint, model_from_checkpoint
+from brainseg_lib.inference import load_model
 PARAMS = dict(profile=profile, seed=seed, loss=loss)
 run, per_image, history = experiment.load_run(PARAMS)
 ckpt = paths.resolve_recorded(run["checkpoint"])
-net = model_from_checkpoint(load_checkpoint(ckpt), ckpt)
+net = load_model(ckpt)   # on the GPU when there is one
 size = run["config"]["image_size"]
 
 arrays = cache.load_split("test", size).head(run["n_images"])

@@ -136,3 +136,35 @@ def test_failed_save_leaves_no_file(tmp_path):
     with pytest.raises(Exception):
         save_checkpoint({"fn": lambda: 0}, tmp_path / "x.pt")     # lambdas cannot be pickled
     assert list(tmp_path.iterdir()) == []
+
+
+def test_scoring_runs_where_the_model_is(tmp_path, monkeypatch):
+    """``load_model`` places the model on the asked device, and ``predict_probs`` without a
+    device predicts where the model already is: it never moves a GPU model to the CPU (which
+    made the paper profile score 3,000 detection images on the CPU of a GPU machine)."""
+    import numpy as np
+    import torch
+
+    from brainseg_lib import inference
+    from brainseg_lib.data.cache import SplitArrays
+    from brainseg_lib.model.checkpoint import save_checkpoint
+    from brainseg_lib.model.unet import UNet
+    from brainseg_lib.training.config import TrainConfig
+
+    net = UNet(in_channels=1, base=2)
+    ck = tmp_path / "m.pt"
+    save_checkpoint({"state_dict": net.state_dict(), "model_config": net.config(),
+                     "train_config": TrainConfig(image_size=8, base_width=2).to_dict()}, ck)
+    model = inference.load_model(ck, "cpu")
+    assert not model.training and inference.model_device(model).type == "cpu"
+
+    seen = []
+    monkeypatch.setattr(inference, "predict_probabilities",
+                        lambda m, images, device, *a, **k: seen.append(device) or np.zeros((1, 8, 8)))
+    arrays = SplitArrays("val", 8, np.zeros((1, 8, 8), np.uint8), np.zeros((1, 8, 8), np.uint8),
+                         ["a"], np.array([[8, 8]]), np.zeros(1))
+    on_meta = inference.load_model(ck, torch.device("meta"))   # stands in for a GPU
+    inference.predict_probs(on_meta, arrays)
+    assert seen == [torch.device("meta")] and inference.model_device(on_meta).type == "meta"
+    inference.predict_probs(model, arrays, "cpu")                # an explicit device still wins
+    assert seen[-1] == torch.device("cpu")

@@ -52,7 +52,7 @@ class Evaluation:
     probs: np.ndarray              # model-resolution probabilities (N, S, S)
 
 
-def evaluate_model(model, split: str, image_size: int, threshold: float = 0.5, device="cpu",
+def evaluate_model(model, split: str, image_size: int, threshold: float = 0.5, device=None,
                    data_root=None, arrays: SplitArrays | None = None,
                    limit: int | None = None, gts: dict | None = None, boundary: bool = True) -> Evaluation:
     """Predict ``split`` and score it at native and model resolution. ``gts`` (native masks
@@ -134,7 +134,7 @@ def load_run_metrics(out_dir: str | Path | None = None) -> list[dict]:
 
 
 def case_predictions(checkpoint: str | Path, split: str, names: list[str], threshold: float = 0.5,
-                     device="cpu", data_root=None):
+                     device="auto", data_root=None):
     """(image, truth, prediction) at native size for the named images, for figures."""
     from brainseg_lib.data.br35h import list_split, load_sample
     ck = load_checkpoint(checkpoint)

@@ -22,7 +22,7 @@ from brainseg_lib.evaluation.metrics import (
 )
 
 
-def score_half(model, half: ExternalHalf, threshold: float = 0.5, device="cpu",
+def score_half(model, half: ExternalHalf, threshold: float = 0.5, device=None,
                boundary: bool = True) -> pd.DataFrame:
     """One row per slice: counts, Dice, whether any pixel is predicted, HD95 and NSD."""
     from brainseg_lib.inference import predict_probs, to_native

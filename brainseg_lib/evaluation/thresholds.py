@@ -12,10 +12,10 @@ from brainseg_lib.evaluation.metrics import (
     metrics_from_counts,
 )
 from brainseg_lib.inference import (
+    load_model,
     predict_probs,
     to_native,
 )
-from brainseg_lib.model.checkpoint import load_checkpoint, model_from_checkpoint
 from brainseg_lib.paper import paper_figure
 
 
@@ -58,7 +58,7 @@ def tune_threshold(checkpoint, val_arrays, test_arrays, test_probs, data_root=No
     VALIDATION is predicted on ``device`` (the run's, as for TEST)."""
     if precision_floor is None:
         precision_floor = paper_figure("Precision")
-    model = model_from_checkpoint(load_checkpoint(checkpoint), checkpoint)
+    model = load_model(checkpoint, device)
     vs = threshold_sweep(predict_probs(model, val_arrays, device), val_arrays, data_root=data_root,
                          gts=val_gts)
     vs = vs[(vs["tp"] + vs["fp"]) > 0]

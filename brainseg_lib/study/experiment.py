@@ -19,7 +19,7 @@ from brainseg_lib.evaluation.evaluate import (
 )
 from brainseg_lib.evaluation.thresholds import tune_threshold
 from brainseg_lib.fileio import display_path
-from brainseg_lib.inference import resolve_device
+from brainseg_lib.inference import load_model, resolve_device
 from brainseg_lib.model.checkpoint import load_checkpoint, model_from_checkpoint
 from brainseg_lib.paper import paper_figure
 from brainseg_lib.training import distributed, memory
@@ -168,7 +168,7 @@ def detection_points(checkpoint, cfg: TrainConfig, data_root=None, limit: int | 
     the reason they were skipped (no ``yes/``/``no/`` folders, no healthy split)."""
     from brainseg_lib.detection.summary import run_operating_points
     try:
-        model = model_from_checkpoint(load_checkpoint(checkpoint), checkpoint)
+        model = load_model(checkpoint, cfg.device)
         return run_operating_points(model, cfg.image_size, data_root, limit, cfg.healthy_seed, cfg.threshold)
     except (FileNotFoundError, ValueError) as e:
         return {"skipped": str(e)}

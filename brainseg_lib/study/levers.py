@@ -43,10 +43,9 @@ def selection_figures(checkpoint, val_arrays, cfg, data_root=None, external_dev:
     (``val_eval``: the checkpoint's VAL evaluation when it is already computed; ``val_gts``:
     VAL's native masks by name, when already rasterised)."""
     from brainseg_lib.evaluation.evaluate import evaluate_model
-    from brainseg_lib.inference import predict_probs, resolve_device
-    from brainseg_lib.model.checkpoint import load_checkpoint, model_from_checkpoint
+    from brainseg_lib.inference import load_model, predict_probs, resolve_device
     dev = resolve_device(cfg.device)
-    model = model_from_checkpoint(load_checkpoint(checkpoint), checkpoint).to(dev)
+    model = load_model(checkpoint, dev)
     ev = val_eval or evaluate_model(model, "val", cfg.image_size, cfg.threshold, dev, data_root,
                                     arrays=val_arrays, gts=val_gts)
     out = {"val": {"pooled_f1": ev.summary["global"]["f1"], "n_images": ev.summary["n_images"],

@@ -62,6 +62,7 @@ import torch
 from torch import nn
 
 from brainseg_lib.data.loaders import to_float
+from brainseg_lib.inference import model_device
 from brainseg_lib.evaluation.bootstrap import (
     N_BOOT,
     bootstrap_stat,
@@ -109,14 +110,6 @@ class TumourScore(nn.Module):
 def gradcam_layers(model) -> dict[str, nn.Module]:
     """The layers Grad-CAM is computed on, by method name (a ``brainseg_lib.model.UNet``)."""
     return {GRADCAM_DECODER: model.decoders[2], GRADCAM_BOTTLENECK: model.bottleneck}
-
-
-def model_device(model) -> torch.device:
-    """The device of ``model``'s parameters (CPU for a parameter-free module)."""
-    try:
-        return next(model.parameters()).device
-    except StopIteration:
-        return torch.device("cpu")
 
 
 def as_input(images_u8: np.ndarray) -> torch.Tensor:

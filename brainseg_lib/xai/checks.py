@@ -17,9 +17,9 @@ from brainseg_lib.xai.attribution import (
     attribute,
     attribution_mass,
     mass_summary,
-    model_device,
     target_regions,
 )
+from brainseg_lib.inference import model_device
 from brainseg_lib.xai.deletion import MEASURES, deletion, deletion_summary
 
 

@@ -12,9 +12,9 @@ from brainseg_lib.xai.attribution import (
     MIN_EFFECT,
     RANDOM,
     REFERENCE,
-    model_device,
     paired_ci,
 )
+from brainseg_lib.inference import model_device
 
 DELETION_FRACTIONS = (0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5)
 GROWTH = 1.1   # a deletion curve above 1.1x its intact value: the fill itself looks like tumour
