@@ -15,6 +15,7 @@ Environment variables:
   BRAINSEG_SWEEP    seed x split x loss sweep (default: <root>/results/sweep)
   BRAINSEG_SPLITS   split manifests (default: <root>/splits)
   BRAINSEG_LEVERS   lever trials that chose the cpu profile (default: <root>/results/levers)
+  BRAINSEG_GPU_RUN  the paper profile's committed GPU run, a Table I row (default: <root>/results/paper)
 """
 from __future__ import annotations
 
@@ -160,6 +161,13 @@ def profile_results_dir(profile: str) -> Path:
     ``results/<profile>/`` for any other (smoke, git-ignored; paper, the GPU run, committed),
     so a second profile never replaces the study's figures, report or released model."""
     return results_dir() if profile == STUDY_PROFILE else results_dir() / profile
+
+
+def gpu_run_dir() -> Path:
+    """The paper profile's GPU run as committed (``results/paper``), read by the study's Table I
+    even while ``run_all.sh cpu`` points ``BRAINSEG_RESULTS`` at its staging folder
+    (``BRAINSEG_GPU_RUN`` overrides)."""
+    return _from_env("BRAINSEG_GPU_RUN", PROJECT_ROOT / "results" / "paper")
 
 
 def readme() -> Path:

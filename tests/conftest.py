@@ -35,7 +35,8 @@ def isolated_dirs(tmp_path_factory, monkeypatch):
     base = tmp_path_factory.mktemp("brainseg_out")
     dirs = {}
     for var, sub in (("BRAINSEG_CACHE", "cache"), ("BRAINSEG_RESULTS", "results"),
-                     ("BRAINSEG_RUNS", "runs"), ("BRAINSEG_SWEEP", "sweep"), ("BRAINSEG_LEVERS", "levers")):
+                     ("BRAINSEG_RUNS", "runs"), ("BRAINSEG_SWEEP", "sweep"), ("BRAINSEG_LEVERS", "levers"),
+                     ("BRAINSEG_GPU_RUN", "gpu_run")):
         d = base / sub
         d.mkdir()
         monkeypatch.setenv(var, str(d))

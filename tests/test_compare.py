@@ -179,3 +179,19 @@ def test_readme_profiles_table_is_written_from_params(tmp_path, monkeypatch):
     assert rows[0].startswith("| `paper` | the paper's configuration, unchanged | 256x256, base width 64, batch 50;")
     assert "Adam lr 0.0001, schedule none, 100 epochs; threads all" in rows[0]
     assert "32x32" in rows[1] and "3 epochs" in rows[1] and "5/2/1 images" in rows[1]
+
+
+def test_table1_gains_the_committed_gpu_run_once(isolated_dirs):
+    """The paper profile's GPU run (BRAINSEG_GPU_RUN/metrics) is a Table I row of the study;
+    reading that folder itself (the paper profile's own notebook 04) does not count it twice."""
+    from brainseg_lib import paths
+    from brainseg_lib.fileio import write_json
+    write_json(RUNS[2], paths.metrics_dir() / f"{RUNS[2]['run_name']}.json")
+    gpu = paths.gpu_run_dir() / "metrics"
+    gpu.mkdir(parents=True)
+    write_json(RUNS[0], gpu / f"{RUNS[0]['run_name']}.json")
+    labels = [r["run_name"] for r in compare_table1.study_runs()]
+    assert labels == [RUNS[2]["run_name"], RUNS[0]["run_name"]]
+    assert [r["run_name"] for r in compare_table1.study_runs(gpu)] == [RUNS[0]["run_name"]]
+    t = compare_table1.build_table1()
+    assert sum(t["Study"].str.startswith("Ours: paper")) == 1
