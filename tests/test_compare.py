@@ -195,3 +195,26 @@ def test_table1_gains_the_committed_gpu_run_once(isolated_dirs):
     assert [r["run_name"] for r in compare_table1.study_runs(gpu)] == [RUNS[0]["run_name"]]
     t = compare_table1.build_table1()
     assert sum(t["Study"].str.startswith("Ours: paper")) == 1
+
+
+def test_readme_line_of_the_gpu_run_reads_its_files(isolated_dirs):
+    """The paper profile's GPU line is built from the run JSON, its history.csv and the CUDA
+    benchmark, and is absent until the run is there."""
+    from brainseg_lib import paths
+    from brainseg_lib.fileio import write_json
+    from brainseg_lib.report.readme import gpu_run_lines
+    assert gpu_run_lines() == []
+    name = "paper-official-bce_dice-seed0"
+    write_json({**fake_run(name, f1=0.9012, iou=0.8), "seed": 0, "run_tag": "tag"},
+               paths.gpu_run_dir() / "metrics" / f"{name}.json")
+    run_dir = paths.gpu_run_dir() / "runs" / name
+    run_dir.mkdir(parents=True)
+    (run_dir / "history.csv").write_text("epoch,train_seconds,wall_seconds\n1,1.0,2.0\n100,71.2,158.6\n")
+    (line,) = gpu_run_lines()
+    assert "TEST F1 0.901" in line and "100 epochs in 159 s" in line and "71 s of it" in line
+    assert "TFLOP/s" not in line and "[tag:" in line
+    write_json({"device_name": "GPU X", "achieved_gflops": 229725.7, "ratio_to_peak": 0.291,
+                "peak_matmul_dtype": "bfloat16", "peak_matmul_gflops": 790095.9, "peak_gpu_mb": 9890.2},
+               paths.ensure(paths.benchmarks_dir()) / "cuda-paper.json")
+    (line,) = gpu_run_lines()
+    assert "GPU X" in line and "230 TFLOP/s, 0.29 of the bfloat16" in line and "9.7 GiB" in line

@@ -304,4 +304,35 @@ def headline_markdown() -> str:
                          f"once):** pooled F1 {t['pooled_f1']:.3f}, mean Dice on tumour slices "
                          f"{t['mean_dice_tumour']:.3f}, {100 * t['clean_marked_share']:.1f}% of clean "
                          f"slices marked, against pooled F1 {g['f1']:.3f} on Br35H TEST (see below).")
-    return "\n".join(lines) + "\n"
+    return "\n".join(lines + gpu_run_lines()) + "\n"
+
+
+def gpu_run_lines(run_name: str = "paper-official-bce_dice-seed0") -> list[str]:
+    """The paper profile's GPU run (``paths.gpu_run_dir()``) in one README line: TEST F1, wall
+    and step time of its epochs (its history.csv), and its benchmark (results/benchmarks)."""
+    import json
+
+    import pandas as pd
+
+    from brainseg_lib.paper import paper_figure
+    run_json = paths.gpu_run_dir() / "metrics" / f"{run_name}.json"
+    history = paths.gpu_run_dir() / "runs" / run_name / "history.csv"
+    if not (run_json.is_file() and history.is_file()):
+        return []
+    r, h = json.loads(run_json.read_text()), pd.read_csv(history).iloc[-1]
+    g = r["global"]
+    line = (f"- **The paper's configuration, on a GPU (`paper` profile, seed {r['seed']}):** TEST F1 "
+            f"{g['f1']:.3f}, IoU {g['iou']:.3f}, precision {g['precision']:.3f}, recall "
+            f"{g['recall']:.3f} (paper: F1 {paper_figure('F1'):.3f}); {int(h['epoch'])} epochs in "
+            f"{h['wall_seconds']:.0f} s of wall time, {h['train_seconds']:.0f} s of it in optimiser steps")
+    bench = paths.benchmarks_dir() / "cuda-paper.json"
+    if bench.is_file():
+        b = json.loads(bench.read_text())
+        line += (f"; on the same {b['device_name']}, the training step runs at "
+                 f"{b['achieved_gflops'] / 1000:.0f} TFLOP/s, {b['ratio_to_peak']:.2f} of the "
+                 f"{b['peak_matmul_dtype']} matmul peak measured beside it "
+                 f"({b['peak_matmul_gflops'] / 1000:.0f} TFLOP/s), with {b['peak_gpu_mb'] / 1024:.1f} GiB "
+                 "of GPU memory at its peak")
+    if r.get("run_tag"):
+        line += f" [{r['run_tag']}: `{paths.display_path(run_json)}` says how]"
+    return [line + "."]
