@@ -11,6 +11,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import BinaryIO, Callable
@@ -38,6 +39,24 @@ def atomic_write(path: str | Path, write: Callable[[BinaryIO], object]) -> Path:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_copy(src: str | Path, dst: str | Path) -> Path:
+    """Make ``dst`` a copy of ``src`` in one atomic rename: a hard link when the filesystem
+    allows it (no bytes written; safe because ``atomic_write`` never changes a file in place,
+    it replaces it), else a byte copy."""
+    src, dst = Path(src), Path(dst)
+    tmp = dst.with_name(f".{dst.name}.{os.getpid()}.link.tmp")
+    tmp.unlink(missing_ok=True)
+    try:
+        os.link(src, tmp)
+    except OSError:
+        def copy(f):
+            with open(src, "rb") as s:
+                shutil.copyfileobj(s, f)
+        return atomic_write(dst, copy)
+    os.replace(tmp, dst)
+    return dst
 
 
 def atomic_write_text(path: str | Path, text: str) -> Path:

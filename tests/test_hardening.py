@@ -304,3 +304,24 @@ def test_check_data_rasterises_and_fails_where_train_would(tmp_path, via, capsys
     assert cli.main(["--data", str(root), "check-data"]) == 1
     err = capsys.readouterr().err
     assert "NaN" in err and first["filename"] in err
+
+
+def test_atomic_copy_keeps_the_old_bytes_when_the_source_is_replaced(tmp_path, monkeypatch):
+    """best.pt is a hard link to last.pt of its epoch: the next last.pt (a new file, renamed
+    into place) leaves it as it was; without hard links the bytes are copied."""
+    import os
+
+    from brainseg_lib.fileio import atomic_copy, atomic_write
+    last, best = tmp_path / "last.pt", tmp_path / "best.pt"
+    atomic_write(last, lambda f: f.write(b"epoch 3"))
+    atomic_copy(last, best)
+    assert os.path.samefile(last, best)
+    atomic_write(last, lambda f: f.write(b"epoch 4"))
+    assert best.read_bytes() == b"epoch 3" and last.read_bytes() == b"epoch 4"
+
+    def no_link(*a):
+        raise OSError("hard links not supported")
+    monkeypatch.setattr(os, "link", no_link)
+    atomic_copy(last, best)
+    assert best.read_bytes() == b"epoch 4" and not os.path.samefile(last, best)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["best.pt", "last.pt"]   # no temp left

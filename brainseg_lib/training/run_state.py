@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from brainseg_lib.fileio import atomic_write_text
+from brainseg_lib.fileio import atomic_copy, atomic_write_text
 from brainseg_lib.model.checkpoint import load_checkpoint, save_checkpoint
 
 
@@ -59,9 +59,9 @@ def save_checkpoints(st: RunState, cfg, eval_model, model, opt, ema, run_dir: Pa
     if ema is not None:
         state["train_state_dict"] = cpu_state(model)
         state["ema_state"] = cpu_state(ema)
-    save_checkpoint(state, run_dir / "last.pt")
-    if is_best:
-        save_checkpoint(state, run_dir / "best.pt")
+    last = save_checkpoint(state, run_dir / "last.pt")
+    if is_best:   # the same bytes: a hard link, not a second serialisation of weights and optimiser
+        atomic_copy(last, run_dir / "best.pt")
 
 
 def checkpoint_state(model, opt, cfg, epoch, step, train_seconds, wall_seconds, history, snapshots):
