@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # Regenerate every figure, table and metric of the study, and its HTML report.
 #   ./run_all.sh [--fetch] [smoke|cpu|paper]
-#     profile: cpu by default, paper when CUDA is present; smoke is a quick pipeline check
-#     that writes to results/smoke/ (git-ignored) and leaves the study's results alone.
+#     profile: cpu by default, paper when CUDA is present; smoke is a quick pipeline check.
+#     cpu writes to results/, paper to results/paper/, smoke to results/smoke/ (git-ignored).
 #     --fetch: download and verify Br35H first when it is missing (python -m brainseg_lib fetch-data).
 # The work itself is `python -m brainseg_lib run-study` (brainseg_lib/study/run_all.py): the
 # notebooks run with papermill into a staging folder, and results/ is replaced in one

@@ -102,7 +102,7 @@ plots.save_figure(fig, 'dice_histogram');
 # %%
 from brainseg_lib.inference import load_model
 ckpt = paths.resolve_recorded(run["checkpoint"])
-net = load_model(ckpt)   # on the GPU when there is one
+net = load_model(ckpt, run["config"]["device"])   # where notebook 02 trained (auto: the GPU when there is one)
 arrays = cache.load_split("test", run["config"]["image_size"]).head(run["n_images"])
 probs = inference.predict_probs(net, arrays)
 sweep_path = paths.metrics_dir() / f"{run['run_name']}_threshold_sweep.csv"

@@ -68,7 +68,7 @@ from brainseg_lib.inference import load_model
 PARAMS = dict(profile=profile, seed=seed, loss=loss)
 run, per_image, history = experiment.load_run(PARAMS)
 ckpt = paths.resolve_recorded(run["checkpoint"])
-net = load_model(ckpt)   # on the GPU when there is one
+net = load_model(ckpt, run["config"]["device"])   # where notebook 02 trained (auto: the GPU when there is one)
 size = run["config"]["image_size"]
 
 arrays = cache.load_split("test", size).head(run["n_images"])

@@ -16,13 +16,13 @@ command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,dri
 python -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda, \
 'gpu', torch.cuda.get_device_name(0) if torch.cuda.is_available() else None)"
 t0=$(date +%s)
-timeout "$run_s" ./run_all.sh paper
+timeout -k 30 "$run_s" ./run_all.sh paper
 rc_run=$?
 echo "[gpu_paper_run] run_all.sh paper: exit $rc_run after $(( $(date +%s) - t0 )) s"
 rc_bench=0
 if [ "$bench_s" != off ]; then
   t1=$(date +%s)
-  timeout "$bench_s" python -m brainseg_lib bench --profile paper --no-onnx
+  timeout -k 30 "$bench_s" python -m brainseg_lib bench --profile paper --no-onnx
   rc_bench=$?
   echo "[gpu_paper_run] bench --profile paper: exit $rc_bench after $(( $(date +%s) - t1 )) s"
 fi

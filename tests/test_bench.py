@@ -176,3 +176,29 @@ def test_overlay_timing_has_its_own_line_and_is_left_out_of_the_training_table(t
          "outline_seconds_median": 0.08, "threads": 2}))
     assert "predict_overlay" not in bench_readme.benchmarks_readme(folder)
     assert "on a 5000x5000 scan** (`predict_overlay_5000.json`, 2 threads): 0.9 s" in compare.speed_markdown()
+
+
+def test_peak_dtype_follows_the_training_compute():
+    """The ratio to peak is taken against the dtype the convolutions run in."""
+    import torch
+
+    from brainseg_lib.study.bench_gpu import peak_dtype, peak_matmul
+    cpu = torch.device("cpu")
+    assert peak_dtype(None, cpu) == "float32"
+    assert peak_dtype(torch.bfloat16, torch.device("cuda")) == "bfloat16"
+    assert peak_dtype(None, torch.device("cuda")) == ("tf32" if torch.backends.cudnn.allow_tf32 else "float32")
+    before = torch.backends.cuda.matmul.allow_tf32
+    assert peak_matmul(cpu, "float32", n=64, repeats=1) > 0
+    assert peak_matmul(cpu, "tf32", n=64, repeats=1) > 0
+    assert torch.backends.cuda.matmul.allow_tf32 == before      # the switch is put back
+
+
+def test_compile_is_timed_on_cuda_only():
+    import torch
+
+    from brainseg_lib.study.bench_gpu import time_compiled
+
+    def never(*a, **k):
+        raise AssertionError("must not be called on CPU")
+    out = time_compiled(never, iter(()), None, torch.device("cpu"), 1, 1, never)
+    assert set(out) == {"compile_skipped"} and "CUDA only" in out["compile_skipped"]

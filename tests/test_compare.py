@@ -195,6 +195,12 @@ def test_table1_gains_the_committed_gpu_run_once(isolated_dirs):
     assert [r["run_name"] for r in compare_table1.study_runs(gpu)] == [RUNS[0]["run_name"]]
     t = compare_table1.build_table1()
     assert sum(t["Study"].str.startswith("Ours: paper")) == 1
+    # run_all.sh paper re-running it: its stage holds the same run name; still one seed, not two
+    stage = isolated_dirs["results"] / "paper" / ".staging-x" / "metrics"
+    stage.mkdir(parents=True)
+    write_json({**RUNS[0], "global": {**RUNS[0]["global"], "f1": 0.5}}, stage / f"{RUNS[0]['run_name']}.json")
+    again = compare_table1.study_runs(stage)
+    assert len(again) == 1 and again[0]["global"]["f1"] == 0.5
 
 
 def test_readme_line_of_the_gpu_run_reads_its_files(isolated_dirs):

@@ -214,3 +214,11 @@ def test_setup_env_can_be_sourced_without_changing_the_shell(tmp_path):
               "[ \"$opts\" = \"$-\" ] && echo same-options; false; echo still-here")
     r = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=60)
     assert "same-options" in r.stdout and "still-here" in r.stdout
+
+
+def test_only_the_study_profile_writes_to_results(isolated_dirs):
+    """cpu is the study (results/); paper and smoke get folders of their own."""
+    from brainseg_lib import paths
+    assert run_all.destination("cpu") == paths.results_dir()
+    assert run_all.destination("paper") == paths.results_dir() / "paper"
+    assert run_all.destination("smoke") == paths.smoke_results_dir() == paths.results_dir() / "smoke"

@@ -91,6 +91,7 @@ def test_fit_smoke(tmp_path, train_arrays, val_arrays):
     assert np.isfinite(h[["val_loss", "val_dice", "val_iou"]].to_numpy()).all()
     assert (h["lr"] == cfg.lr).all()                              # schedule "none"
     assert h["train_seconds"].is_monotonic_increasing
+    assert res.peak_gpu_mb is None                                # measured on CUDA only
     run = tmp_path / "run"
     for f in ("best.pt", "last.pt", "history.csv", "train_log.txt"):
         assert (run / f).is_file(), f

@@ -328,7 +328,7 @@ def gpu_run_lines(run_name: str = "paper-official-bce_dice-seed0") -> list[str]:
     bench = paths.benchmarks_dir() / "cuda-paper.json"
     if bench.is_file():
         b = json.loads(bench.read_text())
-        line += (f"; on the same {b['device_name']}, the training step runs at "
+        line += (f"; benchmarked on {b['device_name']} (`bench --profile paper`), the training step runs at "
                  f"{b['achieved_gflops'] / 1000:.0f} TFLOP/s, {b['ratio_to_peak']:.2f} of the "
                  f"{b['peak_matmul_dtype']} matmul peak measured beside it "
                  f"({b['peak_matmul_gflops'] / 1000:.0f} TFLOP/s), with {b['peak_gpu_mb'] / 1024:.1f} GiB "

@@ -4,7 +4,7 @@ Everything compared is measured in the same process, one after the other, on
 the same device, so the ratios hold even on a noisy machine:
 
 * ``peak_matmul_gflops``: best of several square matmuls in the training's compute dtype
-  (``peak_matmul_dtype``: fp32 on CPU, bf16 on CUDA under bf16 autocast; a ceiling for
+  (``peak_matmul_dtype``: float32 on CPU; on CUDA bfloat16 under bf16 autocast, else tf32; a ceiling for
   convolution throughput on this device), measured before and after the training
   timing; the higher of the two is the peak, so the ratio errs low. On CUDA also
   ``peak_gpu_mb`` (our training step's peak memory) and the step under ``torch.compile``
@@ -53,7 +53,8 @@ from brainseg_lib.fileio import write_json
 from brainseg_lib.inference import resolve_device
 from brainseg_lib.model.onnx import INPUT_NAME, OUTPUT_NAMES
 from brainseg_lib.model.unet import UNet, count_parameters
-from brainseg_lib.study.bench_gpu import peak_matmul, sync as _sync, time_compiled
+from brainseg_lib.study.bench_gpu import peak_dtype, peak_matmul, time_compiled
+from brainseg_lib.study.bench_gpu import sync as _sync
 from brainseg_lib.training import memory
 from brainseg_lib.training.config import TrainConfig
 from brainseg_lib.training.engine import autocast_dtype
@@ -285,12 +286,12 @@ def run_benchmark(params: dict, steps: int = 10, infer_runs: int = 100, data_roo
     model = UNet(base=cfg.base_width)
     train_flops = count_flops(model, cfg.image_size, train=True)
     infer_flops = count_flops(model, cfg.image_size, train=False)
-    peak_dtype = autocast_dtype(cfg, device) or torch.float32
-    peak_before = peak_matmul(device, peak_dtype)
+    dtype = peak_dtype(autocast_dtype(cfg, device), device)
+    peak_before = peak_matmul(device, dtype)
     train = load_split("train", cfg.image_size, root=data_root)
     ours = _time_ours(cfg, device, train, steps, blocks)
     # the higher of two peak measurements, before and after: a conservative ratio
-    peak = max(peak_before, peak_matmul(device, peak_dtype))
+    peak = max(peak_before, peak_matmul(device, dtype))
     compiled = time_compiled(lambda: _new_model(cfg, device), ours["batches"], cfg, device,
                              steps, blocks, time_train_steps)
     naive_ips = _time_naive(cfg, device, data_root, steps, blocks)
@@ -306,7 +307,7 @@ def run_benchmark(params: dict, steps: int = 10, infer_runs: int = 100, data_roo
         "train_flops_per_image": train_flops, "infer_flops_per_image": infer_flops,
         "train_images_per_s": round(ours_ips, 2),
         "achieved_gflops": round(achieved, 2), "peak_matmul_gflops": round(peak, 2),
-        "peak_matmul_dtype": str(peak_dtype).removeprefix("torch."),
+        "peak_matmul_dtype": dtype,
         "ratio_to_peak": round(achieved / peak, 3),
         "ours_epoch_s": round(len(train) / ours_ips, 2),
         "naive_epoch_s": round(len(train) / naive_ips, 2),

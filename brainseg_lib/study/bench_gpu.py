@@ -23,10 +23,33 @@ def sync(device) -> None:
         torch.cuda.synchronize()
 
 
-def peak_matmul(device: torch.device, dtype=torch.float32, n: int | None = None,
+def peak_dtype(amp_dtype, device: torch.device) -> str:
+    """The compute dtype the training's convolutions run in, as ``peak_matmul`` takes it: the
+    autocast dtype, else ``tf32`` for float32 on CUDA while cuDNN may use TF32 (its default),
+    else ``float32``."""
+    if amp_dtype is not None:
+        return str(amp_dtype).removeprefix("torch.")
+    if device.type == "cuda" and torch.backends.cudnn.allow_tf32:
+        return "tf32"
+    return "float32"
+
+
+def peak_matmul(device: torch.device, dtype: str = "float32", n: int | None = None,
                 repeats: int = 12) -> float:
-    """GFLOP/s of the best of ``repeats`` n x n matmuls in ``dtype`` (after one warm-up)."""
+    """GFLOP/s of the best of ``repeats`` n x n matmuls in ``dtype`` (a ``peak_dtype`` name;
+    ``tf32``: float32 tensors with TF32 matmuls allowed), after one warm-up."""
     n = n or (8192 if device.type == "cuda" else 2048)
+    tf32 = dtype == "tf32"
+    dtype = torch.float32 if tf32 else getattr(torch, dtype)
+    old_tf32 = torch.backends.cuda.matmul.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = tf32 or old_tf32
+    try:
+        return _best_matmul(device, dtype, n, repeats)
+    finally:
+        torch.backends.cuda.matmul.allow_tf32 = old_tf32
+
+
+def _best_matmul(device, dtype, n: int, repeats: int) -> float:
     a = torch.randn(n, n, device=device, dtype=dtype)
     b = torch.randn(n, n, device=device, dtype=dtype)
     best = float("inf")
@@ -53,5 +76,8 @@ def time_compiled(model_factory, batches, cfg, device, steps: int, blocks: int,
         rates = time_train_steps(model, batches, cfg, device, cfg.channels_last, steps, blocks)
     except Exception as e:  # noqa: BLE001 - an optional comparison must not sink the benchmark
         return {"compile_skipped": f"torch.compile failed: {type(e).__name__}: {str(e)[:300]}"}
+    finally:
+        model = None                  # free its memory before the timings that follow
+        torch.cuda.empty_cache()
     return {"compiled_train_images_per_s": round(median(rates), 2),
             "compile_first_step_s": round(first_step_s, 2)}

@@ -12,8 +12,9 @@
 4. renders the HTML report of the executed notebooks (``report/``) inside the stage;
 5. promotes the stage into ``<dest>`` in one crash-safe swap (``staging.promote``).
 
-The ``smoke`` profile writes to ``results/smoke/`` (git-ignored), so a pipeline check never
-touches the study's results. README.md is updated from the promoted files afterwards.
+Only the study's ``cpu`` profile writes to ``results/``: ``smoke`` writes to ``results/smoke/``
+(git-ignored) and ``paper`` to ``results/paper/`` (``paths.profile_results_dir``), so a pipeline
+check or the GPU run never touches the study's results. README.md is updated from the promoted files afterwards.
 """
 from __future__ import annotations
 

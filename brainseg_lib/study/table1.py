@@ -40,13 +40,14 @@ def run_label(run: dict) -> str:
 
 
 def study_runs(metrics_dir=None) -> list[dict]:
-    """Every run JSON of the study: results/metrics, the paper profile's GPU run
-    (``paths.gpu_run_dir()``, when it is not the folder being read already), then the sweep's
-    (marked ``_source``)."""
-    own = Path(metrics_dir) if metrics_dir else paths.metrics_dir()
+    """Every run JSON of the study: results/metrics, the paper profile's committed GPU run
+    (``paths.gpu_run_dir()``; skipped when a run of the same name is read already, as while
+    ``run_all.sh paper`` re-runs it in its staging folder), then the sweep's (marked ``_source``)."""
+    own = load_run_metrics(metrics_dir)
+    names = {r.get("run_name") for r in own}
     gpu = paths.gpu_run_dir() / "metrics"
-    gpu_runs = load_run_metrics(gpu) if gpu.is_dir() and gpu.resolve() != own.resolve() else []
-    return load_run_metrics(own) + gpu_runs + [
+    gpu_runs = [r for r in load_run_metrics(gpu) if r.get("run_name") not in names] if gpu.is_dir() else []
+    return own + gpu_runs + [
         {**r, "_source": "sweep"} for r in load_run_metrics(paths.sweep_dir() / "metrics")]
 
 

@@ -62,13 +62,13 @@ import torch
 from torch import nn
 
 from brainseg_lib.data.loaders import to_float
-from brainseg_lib.inference import model_device
 from brainseg_lib.evaluation.bootstrap import (
     N_BOOT,
     bootstrap_stat,
     ci_quantiles,
     percentile_ci,
 )
+from brainseg_lib.inference import model_device
 
 with warnings.catch_warnings():  # captum imports tqdm.auto, which warns in kernels without ipywidgets
     warnings.filterwarnings("ignore", message="IProgress not found")

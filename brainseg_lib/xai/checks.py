@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 
 from brainseg_lib.fileio import json_ready
-from brainseg_lib.inference import predict_probabilities
+from brainseg_lib.inference import model_device, predict_probabilities
 from brainseg_lib.report.findings import xai_findings as verdict
 from brainseg_lib.xai.attribution import (
     METHODS,
@@ -19,7 +19,6 @@ from brainseg_lib.xai.attribution import (
     mass_summary,
     target_regions,
 )
-from brainseg_lib.inference import model_device
 from brainseg_lib.xai.deletion import MEASURES, deletion, deletion_summary
 
 

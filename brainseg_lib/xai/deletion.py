@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from brainseg_lib.inference import model_device
 from brainseg_lib.xai.attribution import (
     METHODS,
     MIN_EFFECT,
@@ -14,7 +15,6 @@ from brainseg_lib.xai.attribution import (
     REFERENCE,
     paired_ci,
 )
-from brainseg_lib.inference import model_device
 
 DELETION_FRACTIONS = (0.0, 0.005, 0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5)
 GROWTH = 1.1   # a deletion curve above 1.1x its intact value: the fill itself looks like tumour

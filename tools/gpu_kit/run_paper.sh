@@ -19,6 +19,8 @@ ln -sfn ../.gpu_a/lgg_external data/lgg_external
 (cd data/lgg_external && sha256sum -c --quiet ../../.gpu_a/lgg_external.sha256) || { echo "external checksums FAILED"; exit 6; }
 echo "data verified after $(( $(date +%s) - t0 )) s"
 export BRAINSEG_DATA=data/br35h BRAINSEG_EXTERNAL=data/lgg_external BRAINSEG_SKIP_SETUP=1
-bash scripts/gpu_paper_run.sh "${RUN_S:-420}" "${BENCH_S:-120}" 2>&1 | grep -v IPKernelApp | tee "$OUT/log.txt"
+bash scripts/gpu_paper_run.sh "${RUN_S:-420}" "${BENCH_S:-120}" 2>&1 | grep --line-buffered -v IPKernelApp | tee "$OUT/log.txt"
+rc=${PIPESTATUS[0]}
 tar czf - --exclude='*.pt' results/paper results/benchmarks/cuda-paper.json | split -b 15M - "$OUT/paper.tgz.part-"
-ls -la "$OUT"; echo "run_paper done in $(( $(date +%s) - t0 )) s"
+ls -la "$OUT"; echo "run_paper done in $(( $(date +%s) - t0 )) s, exit $rc"
+exit "$rc"
