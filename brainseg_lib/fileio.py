@@ -55,7 +55,11 @@ def atomic_copy(src: str | Path, dst: str | Path) -> Path:
             with open(src, "rb") as s:
                 shutil.copyfileobj(s, f)
         return atomic_write(dst, copy)
-    os.replace(tmp, dst)
+    try:
+        os.replace(tmp, dst)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
     return dst
 
 

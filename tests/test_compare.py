@@ -224,3 +224,15 @@ def test_readme_line_of_the_gpu_run_reads_its_files(isolated_dirs):
                paths.ensure(paths.benchmarks_dir()) / "cuda-paper.json")
     (line,) = gpu_run_lines()
     assert "GPU X" in line and "230 TFLOP/s, 0.29 of the bfloat16" in line and "9.7 GiB" in line
+
+
+def test_timings_table_includes_the_gpu_run(isolated_dirs):
+    from brainseg_lib import paths
+    from brainseg_lib.fileio import write_json
+    from brainseg_lib.report.readme import timings_markdown
+    t = {"total_seconds": 1, "notebooks": {"01_x": 1}, "machine": "m", "date": "d"}
+    write_json({**t, "profile": "cpu"}, paths.ensure(paths.timings_dir()) / "run_all_cpu.json")
+    write_json({**t, "profile": "paper", "machine": "NVIDIA H200"},
+               paths.ensure(paths.gpu_run_dir() / "timings") / "run_all_paper.json")
+    table = timings_markdown()
+    assert "| `cpu` |" in table and "| `paper` |" in table and "NVIDIA H200" in table

@@ -140,11 +140,15 @@ TIMINGS_START, TIMINGS_END = "<!-- TIMINGS:START -->", "<!-- TIMINGS:END -->"
 
 
 def timings_markdown(timings_dir: str | Path | None = None) -> str:
-    """A table of the run_all.sh wall times recorded in results/timings/*.json."""
+    """A table of the run_all.sh wall times recorded in results/timings/*.json and in the
+    paper profile's GPU run (``paths.gpu_run_dir()/timings``)."""
     import json
     folder = Path(timings_dir) if timings_dir else paths.timings_dir()
+    files = sorted(folder.glob("run_all_*.json"))
+    files += [p for p in sorted((paths.gpu_run_dir() / "timings").glob("run_all_*.json"))
+              if p.name not in {f.name for f in files}]
     rows = []
-    for p in sorted(folder.glob("run_all_*.json")):
+    for p in files:
         t = json.loads(p.read_text())
         nbs = ", ".join(f"{k.split('_')[0]}: {v} s" for k, v in t["notebooks"].items())
         rows.append(f"| `{t['profile']}` | {t['total_seconds']} s | {nbs} | {t['machine']} | {t['date']} |")

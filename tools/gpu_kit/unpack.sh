@@ -2,7 +2,7 @@
 # Back here after GPU call 2: replace results/paper/ and results/benchmarks/cuda-paper.json
 # with what the run packed.   tools/gpu_kit/unpack.sh <files_at folder of the reply>
 set -euo pipefail
-from="${1:?give the reply's files_at folder}"
+from="${1:?give the files_at folder of the reply}"
 cd "$(dirname "$0")/../.."
 ls "$from"/paper.tgz.part-* >/dev/null
 tmp=$(mktemp -d); trap 'rm -rf "$tmp"' EXIT
