@@ -18,8 +18,10 @@ from brainseg_lib.data.loaders import (
 log = logging.getLogger(__name__)
 
 
-def resolve_device(name: str = "auto") -> torch.device:
-    """``auto`` picks CUDA, then MPS, then CPU."""
+def resolve_device(name: str | torch.device = "auto") -> torch.device:
+    """``auto`` picks CUDA, then MPS, then CPU; a device name or ``torch.device`` is taken as is."""
+    if isinstance(name, torch.device):
+        return name
     if name == "auto":
         if torch.cuda.is_available():
             return torch.device("cuda")
@@ -42,8 +44,7 @@ def load_model(checkpoint, device="auto") -> torch.nn.Module:
     on ``device`` (``auto``: CUDA, then MPS, then CPU): every later prediction runs where the
     model is, so a GPU machine never scores thousands of images on its CPU."""
     from brainseg_lib.model.checkpoint import load_checkpoint, model_from_checkpoint
-    dev = resolve_device(device) if isinstance(device, str) else device
-    return model_from_checkpoint(load_checkpoint(checkpoint), checkpoint).to(dev)
+    return model_from_checkpoint(load_checkpoint(checkpoint), checkpoint).to(resolve_device(device))
 
 
 @torch.inference_mode()
@@ -79,9 +80,7 @@ def predict_probabilities(model: torch.nn.Module, images_u8, device: torch.devic
 def predict_probs(model, arrays: SplitArrays, device=None, batch_size: int = 32) -> np.ndarray:
     """Tumour probabilities (N, S, S) float32 at the model's resolution, on ``device`` (the
     model is moved there; default: where the model already is)."""
-    if device is None:
-        device = model_device(model)
-    device = resolve_device(device) if isinstance(device, str) else device
+    device = model_device(model) if device is None else resolve_device(device)
     return predict_probabilities(model.to(device), arrays.images, device, batch_size,
                                  channels_last=device.type != "mps")
 

@@ -153,7 +153,7 @@ def smoke_results_dir() -> Path:
     return profile_results_dir("smoke")
 
 
-STUDY_PROFILE = "cpu"   # the profile whose results are the study's own (results/ itself)
+STUDY_PROFILE = "cpu"   # the study's own profile: results/ itself, and the released model
 
 
 def profile_results_dir(profile: str) -> Path:

@@ -311,7 +311,7 @@ def headline_markdown() -> str:
     return "\n".join(lines + gpu_run_lines()) + "\n"
 
 
-def gpu_run_lines(run_name: str = "paper-official-bce_dice-seed0") -> list[str]:
+def gpu_run_lines(profile: str = "paper") -> list[str]:
     """The paper profile's GPU run (``paths.gpu_run_dir()``) in one README line: TEST F1, wall
     and step time of its epochs (its history.csv), and its benchmark (results/benchmarks)."""
     import json
@@ -319,6 +319,9 @@ def gpu_run_lines(run_name: str = "paper-official-bce_dice-seed0") -> list[str]:
     import pandas as pd
 
     from brainseg_lib.paper import paper_figure
+    from brainseg_lib.study.experiment import name_for
+    from brainseg_lib.study.profiles import load_profile
+    run_name = name_for(load_profile(profile))
     run_json = paths.gpu_run_dir() / "metrics" / f"{run_name}.json"
     history = paths.gpu_run_dir() / "runs" / run_name / "history.csv"
     if not (run_json.is_file() and history.is_file()):

@@ -20,7 +20,6 @@ from brainseg_lib.evaluation.evaluate import (
 from brainseg_lib.evaluation.thresholds import tune_threshold
 from brainseg_lib.fileio import display_path
 from brainseg_lib.inference import load_model, resolve_device
-from brainseg_lib.model.checkpoint import load_checkpoint, model_from_checkpoint
 from brainseg_lib.paper import paper_figure
 from brainseg_lib.training import distributed, memory
 from brainseg_lib.training.config import TrainConfig
@@ -45,7 +44,7 @@ def run_name(profile: str, seed: int, loss: str, split_scheme: str = "official",
 
 def released_run_name() -> str:
     """The run the released model comes from: the cpu profile, official split, BCE+Dice, seed 0."""
-    return run_name("cpu", seed=0, loss="bce_dice", split_scheme="official")
+    return run_name(paths.STUDY_PROFILE, seed=0, loss="bce_dice", split_scheme="official")
 
 
 def run_profile(params: dict, data_root=None, resume: bool = False, progress: bool | None = None) -> dict:
@@ -181,9 +180,7 @@ def snapshot_scores(snapshots: dict, cfg: TrainConfig, test_arrays, data_root=No
     out = []
     dev = resolve_device(cfg.device)
     for epoch, snap in sorted(snapshots.items()):
-        path = snap["path"]
-        ck = load_checkpoint(path)
-        ev = evaluate_model(model_from_checkpoint(ck, path), "test", cfg.image_size, cfg.threshold,
+        ev = evaluate_model(load_model(snap["path"], dev), "test", cfg.image_size, cfg.threshold,
                             dev, data_root, arrays=test_arrays, gts=gts, boundary=False)
         out.append({"epoch": int(epoch), "test_f1": ev.summary["global"]["f1"]})
     return out

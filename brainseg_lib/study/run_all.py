@@ -30,7 +30,6 @@ from brainseg_lib.study.notebooks import NotebookFailed, run_notebooks
 from brainseg_lib.study.profiles import load_profile
 
 log = logging.getLogger(__name__)
-RELEASE_PROFILE = "cpu"   # the profile whose seed-0 run is released as the user's model
 
 
 def destination(profile: str) -> Path:
@@ -44,7 +43,7 @@ def build_stage(profile: dict, stage: Path) -> dict:
     unset, so the release lands in the stage too); returns the timings."""
     with paths.env_override(BRAINSEG_RESULTS=stage, BRAINSEG_MODEL=None):
         timings = run_notebooks(profile, stage)
-        if profile["profile"] == RELEASE_PROFILE:
+        if profile["profile"] == paths.STUDY_PROFILE:   # its seed-0 run is the released model
             from brainseg_lib.model.onnx import export_onnx
             from brainseg_lib.study.release import release
             release()
