@@ -29,6 +29,7 @@ split_scheme = 'official'
 split_seed = 0
 tune_threshold = False
 tune_allocator = True
+checkpoint_every = 10
 image_size = 64
 base_width = 4
 epochs = 2

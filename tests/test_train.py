@@ -175,6 +175,64 @@ def test_resume_continues_and_matches_uninterrupted_run(tmp_path, train_arrays, 
                           outputs(model_from_checkpoint(b), val_arrays), rtol=1e-5, atol=1e-6)
 
 
+def test_checkpoint_cadence_writes_on_schedule_at_each_best_and_trains_the_same(
+        tmp_path, train_arrays, val_arrays, monkeypatch):
+    """``checkpoint_every=4`` over 6 epochs writes last.pt after epochs 4 and 6 and after every
+    new best, never between; best.pt is the best epoch's; the weights equal those of a run
+    that checkpoints every epoch (the cadence is I/O only)."""
+    written = []
+    real = engine.run_state.save_checkpoints
+    monkeypatch.setattr(engine.run_state, "save_checkpoints",
+                        lambda st, *a, **k: written.append(st.epoch) or real(st, *a, **k))
+    cfg = small_config(epochs=6)
+    sparse = engine.fit(cfg, tmp_path / "sparse", train_arrays=train_arrays, val_arrays=val_arrays,
+                        progress=False, checkpoint_every=4)
+    dice = list(sparse.history["val_dice"])
+    bests = {i + 1 for i, d in enumerate(dice) if d > max(dice[:i], default=-1.0)}
+    assert written == sorted(bests | {4, 6}) and len(written) < 6
+    assert load_checkpoint(sparse.best_path)["epoch"] == int(np.argmax(dice)) + 1
+    assert load_checkpoint(sparse.last_path)["epoch"] == 6
+    written.clear()
+    every = engine.fit(cfg, tmp_path / "every", train_arrays=train_arrays, val_arrays=val_arrays,
+                       progress=False)
+    assert written == [1, 2, 3, 4, 5, 6]
+    a, b = load_checkpoint(sparse.last_path), load_checkpoint(every.last_path)
+    assert all(torch.equal(t, b["state_dict"][n]) for n, t in a["state_dict"].items())
+    assert "checkpoint every 4 epochs" in (tmp_path / "sparse" / "train_log.txt").read_text()
+
+
+def test_resume_with_a_cadence_replays_from_the_last_checkpoint(tmp_path, train_arrays, val_arrays):
+    """Stopped between checkpoints, a resumed run replays the epochs since last.pt and ends
+    where an uninterrupted run does; best.pt is never newer than last.pt."""
+    cfg = small_config(epochs=5)
+    full = engine.fit(cfg, tmp_path / "full", train_arrays=train_arrays, val_arrays=val_arrays,
+                      progress=False, checkpoint_every=10)
+    with pytest.raises(Stop):
+        engine.fit(cfg, tmp_path / "cut", train_arrays=train_arrays, val_arrays=val_arrays,
+                   callbacks=(stop_after(3),), progress=False, checkpoint_every=10)
+    k0 = load_checkpoint(tmp_path / "cut" / "last.pt")["epoch"]
+    assert 1 <= k0 <= 3 and load_checkpoint(tmp_path / "cut" / "best.pt")["epoch"] <= k0
+    seen = []
+    resumed = engine.fit(cfg, tmp_path / "cut", resume=True, train_arrays=train_arrays,
+                         val_arrays=val_arrays, callbacks=(lambda row: seen.append(row["epoch"]),),
+                         progress=False, checkpoint_every=10)
+    assert seen == list(range(k0 + 1, 6))
+    np.testing.assert_allclose(resumed.history["val_dice"], full.history["val_dice"], rtol=1e-6)
+    assert (load_checkpoint(resumed.best_path)["epoch"]
+            == load_checkpoint(full.best_path)["epoch"]
+            == int(resumed.history["val_dice"].idxmax()) + 1)
+    a, b = load_checkpoint(full.last_path), load_checkpoint(resumed.last_path)
+    assert all(torch.allclose(t, b["state_dict"][n], rtol=1e-6, atol=1e-7)
+               for n, t in a["state_dict"].items())
+
+
+@pytest.mark.parametrize("bad", [0, -1, 1.5, True, "10", None])
+def test_checkpoint_cadence_must_be_a_whole_number_of_epochs(tmp_path, train_arrays, val_arrays, bad):
+    with pytest.raises(ValueError, match="checkpoint_every"):
+        engine.fit(small_config(epochs=1), tmp_path / "r", train_arrays=train_arrays.head(8),
+                   val_arrays=val_arrays, progress=False, checkpoint_every=bad)
+
+
 def test_resume_with_other_config_is_refused(tmp_path, train_arrays, val_arrays):
     with pytest.raises(Stop):
         engine.fit(small_config(epochs=3), tmp_path / "r", train_arrays=train_arrays,
@@ -306,8 +364,9 @@ def test_fit_tunes_the_allocator_only_when_asked(tmp_path, train_arrays, val_arr
         assert f"(tune_allocator: {'applied' if tune else 'off'})" in log
 
 
-@pytest.mark.parametrize("extra, expected", [({}, True), ({"tune_allocator": False}, False)])
-def test_run_profile_passes_tune_allocator_default_true(monkeypatch, extra, expected):
+@pytest.mark.parametrize("extra, expected, every", [({}, True, 1), ({"tune_allocator": False}, False, 1),
+                                                    ({"checkpoint_every": 7}, True, 7)])
+def test_run_profile_passes_tune_allocator_and_cadence(monkeypatch, extra, expected, every):
     seen = {}
 
     class Trained(Exception):
@@ -321,8 +380,8 @@ def test_run_profile_passes_tune_allocator_default_true(monkeypatch, extra, expe
     monkeypatch.setattr(experiment, "split_arrays", lambda *a, **k: {"train": None, "val": None})
     with pytest.raises(Trained):
         experiment.run_profile({"profile": "t", "image_size": 32, "device": "cpu", **extra})
-    assert seen["tune_allocator"] is expected
-    assert "tune_allocator" in experiment.RUN_KEYS
+    assert seen["tune_allocator"] is expected and seen["checkpoint_every"] == every
+    assert {"tune_allocator", "checkpoint_every"} <= experiment.RUN_KEYS
 
 
 def test_params_from_namespace_keeps_every_run_key_and_nothing_else():

@@ -29,7 +29,7 @@ TRAIN_KEYS = {f for f in TrainConfig.__dataclass_fields__}
 # what run_profile reads: every TrainConfig field plus the run-level keys below
 RUN_KEYS = TRAIN_KEYS | {"profile", "split_scheme", "split_seed", "tune_threshold", "limit_test",
                          "run_tag", "external_dev", "score_test", "detection_points", "detection_limit",
-                         "tune_allocator"}
+                         "tune_allocator", "checkpoint_every"}
 
 
 def config_from_params(params: dict) -> TrainConfig:
@@ -53,7 +53,7 @@ def run_profile(params: dict, data_root=None, resume: bool = False, progress: bo
     With ``score_test: false`` (the lever trials) TEST is never read: the run's JSON then
     holds the VAL evaluation (``"split": "val"``) and the selection figures only.
     ``tune_allocator`` (default true) keeps freed memory in the process on CPU
-    (``training.memory``). Under ``torchrun`` every process trains its share of each batch
+    (``training.memory``); ``checkpoint_every`` (default 1) is ``fit``'s checkpoint cadence. Under ``torchrun`` every process trains its share of each batch
     (``training.distributed``); process 0 alone evaluates and writes, and every process
     returns its dict."""
     cfg = config_from_params(params)
@@ -67,7 +67,8 @@ def run_profile(params: dict, data_root=None, resume: bool = False, progress: bo
                                   params.get("split_seed", 0))
         result = fit(cfg, run_dir, resume=resume, data_root=data_root, progress=progress,
                      train_arrays=arrays["train"], val_arrays=arrays["val"],
-                     tune_allocator=params.get("tune_allocator", True))
+                     tune_allocator=params.get("tune_allocator", True),
+                     checkpoint_every=params.get("checkpoint_every", 1))
         out, error = None, None
         if ddp.is_main:
             try:

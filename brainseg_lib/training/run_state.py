@@ -21,7 +21,7 @@ from brainseg_lib.model.checkpoint import load_checkpoint, save_checkpoint
 
 @dataclass
 class RunState:
-    """The progress of a run: restored from ``last.pt`` on resume, saved after every epoch."""
+    """The progress of a run: restored from ``last.pt`` on resume, saved with each checkpoint."""
     epoch: int = 0                   # epochs completed
     step: int = 0                    # optimiser steps taken
     train_seconds: float = 0.0
@@ -47,6 +47,21 @@ def restore(path: Path, cfg, model, opt, ema, device) -> RunState:
                     best_dice=max((h["val_dice"] for h in history), default=-1.0),
                     snapshots={int(k): dict(v) for k, v in ck.get("snapshots", {}).items()},
                     cut=bool(ck.get("cut_by_time", False)))
+
+
+def check_cadence(every) -> int:
+    """``every`` (epochs between checkpoints) if it is a whole number >= 1; else a ValueError."""
+    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+        raise ValueError(f"checkpoint_every must be a whole number of epochs >= 1, got {every!r}")
+    return every
+
+
+def checkpoint_due(epoch: int, epochs: int, every: int, is_best: bool, stop: bool) -> bool:
+    """Whether ``last.pt`` is written after ``epoch``: every ``every``-th epoch, the last one,
+    a stop, and every new best. ``best.pt`` is thus always the ``last.pt`` of its epoch and
+    never newer than ``last.pt``, so a resume (which replays the epochs since ``last.pt``
+    with the same per-epoch seeds) keeps the true best."""
+    return is_best or stop or epoch == epochs or epoch % every == 0
 
 
 def save_checkpoints(st: RunState, cfg, eval_model, model, opt, ema, run_dir: Path,
