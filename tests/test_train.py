@@ -331,23 +331,49 @@ def test_resident_batches_match_the_dataloader_exactly():
     assert not torch.equal(c[0][0], b[0][0])           # another epoch, other batches
 
 
-@pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="glibc only")
-def test_keep_freed_memory_stops_refaulting_large_buffers():
-    """After ``keep_freed_memory`` a freed 16 MiB activation-sized buffer is reused, not
-    returned to the kernel and faulted in again (glibc's defaults fault in thousands of pages
-    per round here: about 28,000 over these 20 rounds on the 2-core machine)."""
-    import resource
+FAULTS_PER_STEP = """
+import resource, sys, torch
+from brainseg_lib.model.unet import UNet
+from brainseg_lib.training import memory
+torch.set_num_threads(2)
+torch.manual_seed(0)
+if sys.argv[1] == "tuned":
     assert memory.keep_freed_memory()
-    n = (16 << 20) // 4
+model, x = UNet(base=16), torch.rand(16, 1, 64, 64)
+y = (torch.rand(16, 1, 64, 64) > 0.9).float()
+opt = torch.optim.Adam(model.parameters())
+def step():
+    loss = torch.nn.functional.binary_cross_entropy_with_logits(model(x), y)
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    opt.step()
+for _ in range(6):   # warm-up: the heap grows to the step's working set
+    step()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(5):
+    step()
+print((resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before) / 5)
+"""
 
-    def churn(rounds):
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        for _ in range(rounds):
-            torch.empty(n).fill_(1.0)   # allocate, touch every page, free
-        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
 
-    churn(2)                            # the first round may grow the heap once
-    assert churn(20) < 4096             # one round's worth at most, for 20 rounds
+@pytest.mark.skipif(__import__("platform").libc_ver()[0] != "glibc", reason="glibc only")
+def test_keep_freed_memory_stops_refaulting_a_training_steps_buffers():
+    """The cpu profile's training step (base 16, 64x64, batch 16), each allocator in a fresh
+    process (the setting is process-wide, and a test process's heap history would decide the
+    outcome): after warm-up glibc's defaults fault in thousands of pages per step (6,800 to
+    15,500 on the 2-core machine), the tuned allocator almost none (0 to 90)."""
+    import subprocess
+    import sys
+
+    def faults(mode: str) -> float:
+        r = subprocess.run([sys.executable, "-c", FAULTS_PER_STEP, mode], capture_output=True,
+                           text=True, timeout=120, cwd=paths.PROJECT_ROOT)
+        assert r.returncode == 0, r.stderr[-3000:]
+        return float(r.stdout.split()[-1])
+
+    default, tuned = faults("default"), faults("tuned")
+    assert default > 1000, default          # the pattern the tuning is for does happen
+    assert tuned < default / 20, (tuned, default)
 
 
 def test_fit_tunes_the_allocator_only_when_asked(tmp_path, train_arrays, val_arrays, monkeypatch):

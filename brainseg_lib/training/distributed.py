@@ -188,11 +188,16 @@ def setup(device: torch.device) -> DistContext:
 
 @contextlib.contextmanager
 def session(device: torch.device):
-    """``setup(device)`` for a block; destroys the process group at the end if it made it."""
+    """``setup(device)`` for a block; destroys the process group at the end if it made it.
+    A block that ends normally waits at a barrier first, so no rank closes its connections
+    while another still reads rank 0's last broadcast (gloo would report 'connection reset
+    by peer' there)."""
     made = dist.is_available() and not dist.is_initialized()
     ctx = setup(device)
     try:
         yield ctx
+        if ctx.enabled and made:
+            dist.barrier()
     finally:
         if ctx.enabled and made and dist.is_initialized():
             dist.destroy_process_group()
