@@ -312,8 +312,9 @@ def headline_markdown() -> str:
 
 
 def gpu_run_lines(profile: str = "paper") -> list[str]:
-    """The paper profile's GPU run (``paths.gpu_run_dir()``) in one README line: TEST F1, wall
-    and step time of its epochs (its history.csv), and its benchmark (results/benchmarks)."""
+    """The paper profile's GPU run (``paths.gpu_run_dir()``) in one README line: where it trained
+    and its peak GPU memory (its timing.json, else its JSON's device), TEST F1, wall and step
+    time of its epochs (its history.csv), and its benchmark (results/benchmarks)."""
     import json
 
     import pandas as pd
@@ -327,11 +328,17 @@ def gpu_run_lines(profile: str = "paper") -> list[str]:
     if not (run_json.is_file() and history.is_file()):
         return []
     r, h = json.loads(run_json.read_text()), pd.read_csv(history).iloc[-1]
+    timing_json = history.with_name("timing.json")
+    timing = json.loads(timing_json.read_text()) if timing_json.is_file() else {}
+    device = r.get("device", "an unrecorded device")
+    where = timing.get("gpu") or ("a GPU" if device == "cuda" else f"{device}, not a GPU")
     g = r["global"]
-    line = (f"- **The paper's configuration, on a GPU (`paper` profile, seed {r['seed']}):** TEST F1 "
-            f"{g['f1']:.3f}, IoU {g['iou']:.3f}, precision {g['precision']:.3f}, recall "
+    line = (f"- **The paper's configuration, trained on {where} (`paper` profile, seed {r['seed']}):** "
+            f"TEST F1 {g['f1']:.3f}, IoU {g['iou']:.3f}, precision {g['precision']:.3f}, recall "
             f"{g['recall']:.3f} (paper: F1 {paper_figure('F1'):.3f}); {int(h['epoch'])} epochs in "
             f"{h['wall_seconds']:.0f} s of wall time, {h['train_seconds']:.0f} s of it in optimiser steps")
+    if timing.get("peak_gpu_mb"):
+        line += f", at most {timing['peak_gpu_mb'] / 1024:.1f} GiB of GPU memory in training"
     bench = paths.benchmarks_dir() / "cuda-paper.json"
     if bench.is_file():
         b = json.loads(bench.read_text())
