@@ -148,6 +148,14 @@ def env_override(**values: str | Path | None):
                 os.environ[k] = v
 
 
+def kernel_pythonpath() -> str:
+    """PYTHONPATH for the notebook kernels a run starts: this checkout first, so that they
+    import the same ``brainseg_lib`` (and read the same ``params/``) as the process that
+    injects their parameters, whatever environment's install the kernel finds otherwise."""
+    rest = os.environ.get("PYTHONPATH")
+    return os.pathsep.join([str(PROJECT_ROOT)] + ([rest] if rest else []))
+
+
 def smoke_results_dir() -> Path:
     """results/smoke: where the smoke profile's pipeline check writes (git-ignored)."""
     return profile_results_dir("smoke")

@@ -62,6 +62,19 @@ def results(tmp_path, monkeypatch):
     return res, state
 
 
+def test_the_notebook_kernels_import_this_checkout(results, monkeypatch):
+    """The kernels papermill starts get this checkout first on PYTHONPATH (another checkout's
+    editable install would otherwise be imported there); the variable is restored after."""
+    monkeypatch.setenv("PYTHONPATH", "/elsewhere")
+    seen = []
+    real = run_all.run_notebooks
+    monkeypatch.setattr(run_all, "run_notebooks",
+                        lambda *a, **k: seen.append(os.environ["PYTHONPATH"]) or real(*a, **k))
+    run_all.run_study("smoke")
+    assert seen == [os.pathsep.join([str(paths.PROJECT_ROOT), "/elsewhere"])]
+    assert os.environ["PYTHONPATH"] == "/elsewhere"
+
+
 def test_a_finished_run_replaces_each_folder_whole_and_keeps_other_timings(results):
     res, _ = results
     run_all.run_study("smoke")

@@ -313,8 +313,7 @@ def headline_markdown() -> str:
 
 def gpu_run_lines(profile: str = "paper") -> list[str]:
     """The paper profile's GPU run (``paths.gpu_run_dir()``) in one README line: where it trained
-    and its peak GPU memory (its timing.json, else its JSON's device), TEST F1, wall and step
-    time of its epochs (its history.csv), and its benchmark (results/benchmarks)."""
+    (timing.json, else its JSON), TEST F1, its epochs' times (history.csv), its benchmark."""
     import json
 
     import pandas as pd
@@ -330,8 +329,7 @@ def gpu_run_lines(profile: str = "paper") -> list[str]:
     r, h = json.loads(run_json.read_text()), pd.read_csv(history).iloc[-1]
     timing_json = history.with_name("timing.json")
     timing = json.loads(timing_json.read_text()) if timing_json.is_file() else {}
-    device = r.get("device", "an unrecorded device")
-    where = timing.get("gpu") or ("a GPU" if device == "cuda" else f"{device}, not a GPU")
+    where = timing.get("gpu") or {"cuda": "a GPU"}.get(r.get("device"), f"{r.get('device')}, not a GPU")
     g = r["global"]
     line = (f"- **The paper's configuration, trained on {where} (`paper` profile, seed {r['seed']}):** "
             f"TEST F1 {g['f1']:.3f}, IoU {g['iou']:.3f}, precision {g['precision']:.3f}, recall "

@@ -87,7 +87,8 @@ def run_study(profile_name: str) -> dict:
     dest = destination(profile_name)
     sweep = dest / "sweep" if profile_name == "smoke" else None   # 08's tiny sweep stays with smoke
     with staging.exclusive_lock(dest), paths.env_override(
-            BRAINSEG_SWEEP=sweep or os.environ.get("BRAINSEG_SWEEP")):
+            BRAINSEG_SWEEP=sweep or os.environ.get("BRAINSEG_SWEEP"),
+            PYTHONPATH=paths.kernel_pythonpath()):
         for note in filter(None, [staging.recover(dest)]):
             log.warning("[run_all] %s", note)
         for name in staging.remove_stale_stages(dest):
