@@ -5,6 +5,7 @@ to an image's native size.
 from __future__ import annotations
 
 import logging
+import warnings
 
 import numpy as np
 import torch
@@ -65,14 +66,21 @@ def predict_logits(model: torch.nn.Module, images_u8: torch.Tensor, device: torc
     return torch.cat(out) if out else torch.zeros((0, 1) + tuple(images_u8.shape[-2:]))
 
 
+def read_only_tensor(a: np.ndarray) -> torch.Tensor:
+    """A tensor sharing ``a``'s memory, for reading only. A read-only array (a memory-mapped
+    cache) would make torch warn that writing to it is undefined; nothing here writes to it."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="The given NumPy array is not writable")
+        return torch.from_numpy(np.ascontiguousarray(a))
+
+
 def predict_probabilities(model: torch.nn.Module, images_u8, device: torch.device | None = None,
                           batch_size: int = 32, channels_last: bool = True) -> np.ndarray:
     """Tumour probabilities (N,S,S) float32 for uint8 images (N,S,S) (array or tensor), on
     ``device`` (default: where the model's parameters are)."""
     if device is None:
         device = model_device(model)
-    images = torch.from_numpy(np.ascontiguousarray(images_u8)) if isinstance(images_u8, np.ndarray) \
-        else images_u8
+    images = read_only_tensor(images_u8) if isinstance(images_u8, np.ndarray) else images_u8
     logits = predict_logits(model, images, device, batch_size, channels_last)
     return torch.sigmoid(logits[:, 0]).numpy()
 

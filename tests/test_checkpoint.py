@@ -168,3 +168,23 @@ def test_scoring_runs_where_the_model_is(tmp_path, monkeypatch):
     assert seen == [torch.device("meta")] and inference.model_device(on_meta).type == "meta"
     inference.predict_probs(model, arrays, "cpu")                # an explicit device still wins
     assert seen[-1] == torch.device("cpu")
+
+
+def test_predicting_from_a_read_only_array_is_silent_and_equal():
+    """A memory-mapped cache is read-only: predict_probabilities reads it without torch's
+    'not writable' warning (which landed in the report's stderr) and predicts as from a copy."""
+    import warnings
+
+    import numpy as np
+
+    from brainseg_lib import inference
+    torch.manual_seed(0)
+    net = UNet(in_channels=1, base=2).eval()
+    images = np.random.default_rng(0).integers(0, 256, (2, 16, 16), dtype=np.uint8)
+    frozen = images.copy()
+    frozen.flags.writeable = False
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        p = inference.predict_probabilities(net, frozen, torch.device("cpu"))
+    assert np.array_equal(p, inference.predict_probabilities(net, images, torch.device("cpu")))
+    assert inference.read_only_tensor(frozen).data_ptr() == frozen.ctypes.data   # shared, not copied
