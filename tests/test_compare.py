@@ -218,14 +218,16 @@ def test_readme_line_of_the_gpu_run_reads_its_files(isolated_dirs):
     (run_dir / "history.csv").write_text("epoch,train_seconds,wall_seconds\n1,1.0,2.0\n100,71.2,158.6\n")
     (line,) = gpu_run_lines()
     assert "TEST F1 0.901" in line and "100 epochs in 159 s" in line and "71 s of it" in line
-    assert "TFLOP/s" not in line and "[tag:" in line and "GiB of GPU memory in training" not in line
+    assert "TFLOP/s" not in line and "[tag:" in line and "GiB of GPU memory" not in line
     assert "trained on cpu, not a GPU" in line                  # the run's device, said as it is
-    write_json({**fake_run(name, f1=0.9012, iou=0.8), "seed": 0, "device": "cuda"},
-               paths.gpu_run_dir() / "metrics" / f"{name}.json")
-    assert "trained on a GPU (" in gpu_run_lines()[0]
+    for device in ("cuda", "cuda:0"):
+        write_json({**fake_run(name, f1=0.9012, iou=0.8), "seed": 0, "device": device},
+                   paths.gpu_run_dir() / "metrics" / f"{name}.json")
+        assert "trained on a GPU (" in gpu_run_lines()[0]
     write_json({"gpu": "NVIDIA H100 80GB HBM3", "peak_gpu_mb": 10240.0}, run_dir / "timing.json")
     (line,) = gpu_run_lines()
-    assert "trained on NVIDIA H100 80GB HBM3 (" in line and "at most 10.0 GiB of GPU memory in training" in line
+    assert "trained on NVIDIA H100 80GB HBM3 (" in line
+    assert "10.0 GiB of GPU memory allocated at its peak in training" in line
     write_json({"device_name": "GPU X", "achieved_gflops": 229725.7, "ratio_to_peak": 0.291,
                 "peak_matmul_dtype": "bfloat16", "peak_matmul_gflops": 790095.9, "peak_gpu_mb": 9890.2},
                paths.ensure(paths.benchmarks_dir()) / "cuda-paper.json")

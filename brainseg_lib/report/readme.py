@@ -327,16 +327,16 @@ def gpu_run_lines(profile: str = "paper") -> list[str]:
     if not (run_json.is_file() and history.is_file()):
         return []
     r, h = json.loads(run_json.read_text()), pd.read_csv(history).iloc[-1]
-    timing_json = history.with_name("timing.json")
-    timing = json.loads(timing_json.read_text()) if timing_json.is_file() else {}
-    where = timing.get("gpu") or {"cuda": "a GPU"}.get(r.get("device"), f"{r.get('device')}, not a GPU")
+    timing = json.loads(t.read_text()) if (t := history.with_name("timing.json")).is_file() else {}
+    device = str(r.get("device") or "an unrecorded device")
+    where = timing.get("gpu") or ("a GPU" if device.startswith("cuda") else f"{device}, not a GPU")
     g = r["global"]
     line = (f"- **The paper's configuration, trained on {where} (`paper` profile, seed {r['seed']}):** "
             f"TEST F1 {g['f1']:.3f}, IoU {g['iou']:.3f}, precision {g['precision']:.3f}, recall "
             f"{g['recall']:.3f} (paper: F1 {paper_figure('F1'):.3f}); {int(h['epoch'])} epochs in "
             f"{h['wall_seconds']:.0f} s of wall time, {h['train_seconds']:.0f} s of it in optimiser steps")
     if timing.get("peak_gpu_mb"):
-        line += f", at most {timing['peak_gpu_mb'] / 1024:.1f} GiB of GPU memory in training"
+        line += f", {timing['peak_gpu_mb'] / 1024:.1f} GiB of GPU memory allocated at its peak in training"
     bench = paths.benchmarks_dir() / "cuda-paper.json"
     if bench.is_file():
         b = json.loads(bench.read_text())

@@ -137,6 +137,7 @@ def fit(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
     one-way, hence off unless asked for). Under ``torchrun`` the run is data-parallel
     (``distributed``): rank 0 writes everything, and every rank returns the same history.
     """
+    checkpoint_every = run_state.check_cadence(checkpoint_every)
     run_dir = paths.ensure(Path(run_dir))
     (run_dir / "snapshots").mkdir(exist_ok=True)
     set_determinism(cfg)
@@ -149,7 +150,7 @@ def fit(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
         train_arrays, val_arrays = prepare_data(cfg, train_arrays, val_arrays, data_root)
     ddp.check_batch(len(train_arrays), cfg.batch_size)
     tr = build_trainer(cfg, ddp, len(train_arrays))
-    tr.checkpoint_every = run_state.check_cadence(checkpoint_every)
+    tr.checkpoint_every = checkpoint_every
     st = resume_state(tr, cfg, run_dir / "last.pt", ddp, logger) if resume else RunState()
     tr.net = ddp.wrap(tr.model)
     # the training set lives on the training device as uint8 for the whole run

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import copy
 import logging
+import numbers
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,17 +51,21 @@ def restore(path: Path, cfg, model, opt, ema, device) -> RunState:
 
 
 def check_cadence(every) -> int:
-    """``every`` (epochs between checkpoints) if it is a whole number >= 1; else a ValueError."""
-    if isinstance(every, bool) or not isinstance(every, int) or every < 1:
+    """``every`` (epochs between checkpoints) as an int if it is a whole number >= 1 (numpy
+    integers too, not bools); else a ValueError."""
+    if isinstance(every, bool) or not isinstance(every, numbers.Integral) or every < 1:
         raise ValueError(f"checkpoint_every must be a whole number of epochs >= 1, got {every!r}")
-    return every
+    return int(every)
 
 
 def checkpoint_due(epoch: int, epochs: int, every: int, is_best: bool, stop: bool) -> bool:
     """Whether ``last.pt`` is written after ``epoch``: every ``every``-th epoch, the last one,
     a stop, and every new best. ``best.pt`` is thus always the ``last.pt`` of its epoch and
-    never newer than ``last.pt``, so a resume (which replays the epochs since ``last.pt``
-    with the same per-epoch seeds) keeps the true best."""
+    never newer than ``last.pt``, so a resume (which retrains the epochs since ``last.pt``
+    with the same per-epoch seeds) keeps the best of the epochs it knows. With
+    ``deterministic`` the retrained epochs equal the lost ones; without it (bf16 and cuDNN
+    autotuning on a GPU) they differ in float rounding, and the lost epochs' wall time is
+    not counted."""
     return is_best or stop or epoch == epochs or epoch % every == 0
 
 
