@@ -230,3 +230,36 @@ def test_shards_are_disjoint_slices_of_the_global_batch():
     with pytest.raises(ValueError, match="does not split evenly"):
         two.check_batch(5, 8)                   # a training set smaller than one batch
     two.check_batch(100, 8)
+
+
+def test_a_multi_gpu_runs_checkpoint_loads_into_the_plain_unet(tmp_path):
+    """The CUDA branch of prepare_model (SyncBatchNorm), run on CPU where only its conversion
+    and eval mode are possible: every BatchNorm2d becomes a SyncBatchNorm with the same
+    parameters and buffers, and a checkpoint written from it (as rank 0 writes one) loads into
+    the inference U-Net and predicts what the unconverted model predicts."""
+    from brainseg_lib.model.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
+    from brainseg_lib.training import run_state
+    from brainseg_lib.training.config import TrainConfig
+    torch.manual_seed(0)
+    plain = engine.UNet(base=4)
+    with torch.no_grad():                       # running statistics that are not the defaults
+        plain.train()(torch.rand(4, 1, 32, 32))
+    reference = {k: v.clone() for k, v in plain.state_dict().items()}
+    ctx = distributed.DistContext(torch.device("cuda"), world_size=2, rank=0)
+    synced = ctx.prepare_model(plain, seed=0)
+    norms = [type(m) for m in synced.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    assert norms and set(norms) == {torch.nn.SyncBatchNorm}
+    assert synced.state_dict().keys() == reference.keys()
+    assert all(torch.equal(synced.state_dict()[k], v) for k, v in reference.items())
+    cfg = TrainConfig(image_size=32, base_width=4, device="cpu")
+    opt = torch.optim.Adam(synced.parameters())
+    state = run_state.checkpoint_state(synced, opt, cfg, 1, 1, 0.0, 0.0, [{"val_dice": 0.5}], {})
+    save_checkpoint(state, tmp_path / "last.pt")
+    loaded = model_from_checkpoint(load_checkpoint(tmp_path / "last.pt"))
+    assert not any(isinstance(m, torch.nn.SyncBatchNorm) for m in loaded.modules())
+    x = torch.rand(2, 1, 32, 32)
+    fresh = engine.UNet(base=4)
+    fresh.load_state_dict(reference)
+    with torch.no_grad():
+        assert torch.allclose(loaded.eval()(x), fresh.eval()(x), atol=1e-6)
+        assert torch.allclose(synced.eval()(x), fresh(x), atol=1e-6)   # SyncBatchNorm in eval
