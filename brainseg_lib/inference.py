@@ -11,6 +11,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from brainseg_lib import paths
 from brainseg_lib.data.cache import SplitArrays
 from brainseg_lib.data.loaders import (
     to_float,
@@ -46,6 +47,13 @@ def load_model(checkpoint, device="auto") -> torch.nn.Module:
     model is, so a GPU machine never scores thousands of images on its CPU."""
     from brainseg_lib.model.checkpoint import load_checkpoint, model_from_checkpoint
     return model_from_checkpoint(load_checkpoint(checkpoint), checkpoint).to(resolve_device(device))
+
+
+def load_run_model(run: dict) -> torch.nn.Module:
+    """The best checkpoint of a run (its metric JSON's ``checkpoint``) on the device the run
+    trained on (its ``config.device``; ``auto``: the GPU when there is one), as the notebooks
+    after 02 use it."""
+    return load_model(paths.resolve_recorded(run["checkpoint"]), run["config"]["device"])
 
 
 @torch.inference_mode()

@@ -100,9 +100,8 @@ plots.save_figure(fig, 'dice_histogram');
 # Computed once at native resolution and cached to CSV; the plot reads the CSV.
 
 # %%
-from brainseg_lib.inference import load_model
-ckpt = paths.resolve_recorded(run["checkpoint"])
-net = load_model(ckpt, run["config"]["device"])   # where notebook 02 trained (auto: the GPU when there is one)
+from brainseg_lib.inference import load_run_model
+net = load_run_model(run)   # its best checkpoint, where notebook 02 trained it
 arrays = cache.load_split("test", run["config"]["image_size"]).head(run["n_images"])
 probs = inference.predict_probs(net, arrays)
 sweep_path = paths.metrics_dir() / f"{run['run_name']}_threshold_sweep.csv"

@@ -64,11 +64,10 @@ from brainseg_lib.xai import checks as xai_checks
 from brainseg_lib.report import plots
 from brainseg_lib.fileio import write_json
 from brainseg_lib.study import experiment
-from brainseg_lib.inference import load_model
+from brainseg_lib.inference import load_run_model
 PARAMS = dict(profile=profile, seed=seed, loss=loss)
 run, per_image, history = experiment.load_run(PARAMS)
-ckpt = paths.resolve_recorded(run["checkpoint"])
-net = load_model(ckpt, run["config"]["device"])   # where notebook 02 trained (auto: the GPU when there is one)
+net = load_run_model(run)   # its best checkpoint, where notebook 02 trained it
 size = run["config"]["image_size"]
 
 arrays = cache.load_split("test", size).head(run["n_images"])

@@ -57,11 +57,10 @@ from brainseg_lib.evaluation import external as ext_eval
 from brainseg_lib.report import plots
 from brainseg_lib.fileio import write_csv, write_json
 from brainseg_lib.study import experiment
-from brainseg_lib.inference import load_model
+from brainseg_lib.inference import load_run_model
 PARAMS = dict(profile=profile, seed=seed, loss=loss)
 run, per_image, history = experiment.load_run(PARAMS)
-ckpt = paths.resolve_recorded(run["checkpoint"])
-net = load_model(ckpt, run["config"]["device"])   # where notebook 02 trained (auto: the GPU when there is one)
+net = load_run_model(run)   # its best checkpoint, where notebook 02 trained it
 size = run["config"]["image_size"]
 
 ext_ok = ext_data.available()

@@ -19,6 +19,8 @@ from PIL import Image
 
 from brainseg_lib import paths
 from brainseg_lib.data import br35h as data
+from brainseg_lib.data.cache import SplitArrays
+from brainseg_lib.training.config import TrainConfig
 
 # The models in these tests are tiny; with several intra-op threads on a small, busy
 # machine, OpenMP synchronisation costs ~100x the arithmetic (0.8 s vs 3 ms a forward
@@ -186,3 +188,41 @@ def tiny_checkpoint_state(size: int, seed: int = 0, input_norm: str = "none") ->
         m.head.bias.sub_(m(x.float() / 255).median())
     return {"state_dict": m.state_dict(), "model_config": m.config(),
             "train_config": TrainConfig(image_size=size, base_width=4).to_dict()}
+
+
+# ------------------------------------------------------------------ training on synthetic data
+# (test_train, test_ddp's spawned workers and test_external_validity train on these)
+def synthetic_arrays(n: int, size: int = 32, seed: int = 0, split: str = "train") -> SplitArrays:
+    """Dark noisy images with one bright disk each; the disk is the tumour mask."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    images = np.zeros((n, size, size), np.uint8)
+    masks = np.zeros((n, size, size), np.uint8)
+    for i in range(n):
+        r = rng.uniform(size * 0.12, size * 0.25)
+        cy, cx = rng.uniform(r, size - r, 2)
+        disk = (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
+        img = rng.normal(40, 12, (size, size))
+        img[disk] += 150
+        images[i] = np.clip(img, 0, 255).astype(np.uint8)
+        masks[i] = disk
+    return SplitArrays(split, size, images, masks, [f"s{i}.png" for i in range(n)],
+                       np.full((n, 2), size, np.int64), masks.reshape(n, -1).mean(1))
+
+
+def small_config(**kw) -> TrainConfig:
+    base = {"image_size": 32, "base_width": 4, "batch_size": 8, "epochs": 6, "lr": 1e-2,
+            "device": "cpu", "seed": 0, "augment": True, "deterministic": True, "channels_last": False}
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+class Stop(Exception):
+    pass
+
+
+def stop_after(k: int):
+    def cb(row):
+        if row["epoch"] == k:
+            raise Stop(f"interrupted after epoch {k}")
+    return cb

@@ -49,8 +49,6 @@ def test_benchmark_writes_every_key(fake_root, tmp_path):
         assert r["onnx_skipped"] and "infer_ms_per_image_onnx" not in r
 
 
-
-
 def test_onnx_comparison_is_skipped_with_the_reason_without_onnxruntime(monkeypatch):
     import sys
     monkeypatch.setitem(sys.modules, "onnxruntime", None)

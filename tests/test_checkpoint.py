@@ -143,12 +143,9 @@ def test_scoring_runs_where_the_model_is(tmp_path, monkeypatch):
     device predicts where the model already is: it never moves a GPU model to the CPU (which
     made the paper profile score 3,000 detection images on the CPU of a GPU machine)."""
     import numpy as np
-    import torch
 
     from brainseg_lib import inference
     from brainseg_lib.data.cache import SplitArrays
-    from brainseg_lib.model.checkpoint import save_checkpoint
-    from brainseg_lib.model.unet import UNet
     from brainseg_lib.training.config import TrainConfig
 
     net = UNet(in_channels=1, base=2)

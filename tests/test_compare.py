@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 
 from brainseg_lib import paths
+from brainseg_lib.fileio import write_json
 from brainseg_lib.report import readme as compare_readme
 from brainseg_lib.study import table1 as compare_table1
 
@@ -73,7 +74,6 @@ def test_build_table1_from_runs():
 
 
 def test_build_table1_reads_run_jsons(tmp_path):
-    from brainseg_lib.fileio import write_json
     for r in RUNS[:2]:
         write_json(r, tmp_path / f"{r['run_name']}.json")
     write_json({"kind": "something_else"}, tmp_path / "other.json")
@@ -143,19 +143,14 @@ def test_embed_in_readme_without_markers(tmp_path):
     assert readme.read_text() == "# no markers here\n"
 
 
-def test_readme_headline_is_written_from_the_result_files(tmp_path, monkeypatch):
-    import json
-
+def test_readme_headline_is_written_from_the_result_files():
     from brainseg_lib.report.readme import HEADLINE_END, HEADLINE_START, headline_markdown, replace_section
     from brainseg_lib.study.experiment import released_run_name
-    monkeypatch.setenv("BRAINSEG_RESULTS", str(tmp_path))
     assert "No finished run yet" in headline_markdown()
-    m = tmp_path / "metrics"
-    m.mkdir(exist_ok=True)
     g = {"f1": 0.851, "iou": 0.74, "precision": 0.9, "recall": 0.8}
-    (m / f"{released_run_name()}.json").write_text(json.dumps({"global": g}))
-    (m / "external_validation.json").write_text(json.dumps(
-        {"test": {"pooled_f1": 0.6123, "mean_dice_tumour": 0.3, "clean_marked_share": 0.125}}))
+    write_json({"global": g}, paths.metrics_dir() / f"{released_run_name()}.json")
+    write_json({"test": {"pooled_f1": 0.6123, "mean_dice_tumour": 0.3, "clean_marked_share": 0.125}},
+               paths.metrics_dir() / "external_validation.json")
     text = headline_markdown()
     assert "F1 0.851" in text and "the paper reports F1 0.826" in text
     assert "pooled F1 0.612" in text and "12.5% of clean slices" in text and "0.851 on Br35H TEST" in text
@@ -165,7 +160,6 @@ def test_readme_headline_is_written_from_the_result_files(tmp_path, monkeypatch)
 
 
 def test_readme_profiles_table_is_written_from_params(tmp_path, monkeypatch):
-    from brainseg_lib import paths
     from brainseg_lib.report.readme import profiles_markdown
     (tmp_path / "base.yaml").write_text(
         "profile: base\nimage_size: 256\nbase_width: 64\nbatch_size: 50\nlr: 0.0001\nschedule: none\n"
@@ -184,8 +178,6 @@ def test_readme_profiles_table_is_written_from_params(tmp_path, monkeypatch):
 def test_table1_gains_the_committed_gpu_run_once(isolated_dirs):
     """The paper profile's GPU run (BRAINSEG_GPU_RUN/metrics) is a Table I row of the study;
     reading that folder itself (the paper profile's own notebook 04) does not count it twice."""
-    from brainseg_lib import paths
-    from brainseg_lib.fileio import write_json
     write_json(RUNS[2], paths.metrics_dir() / f"{RUNS[2]['run_name']}.json")
     gpu = paths.gpu_run_dir() / "metrics"
     gpu.mkdir(parents=True)
@@ -206,8 +198,6 @@ def test_table1_gains_the_committed_gpu_run_once(isolated_dirs):
 def test_readme_line_of_the_gpu_run_reads_its_files(isolated_dirs):
     """The paper profile's GPU line is built from the run JSON, its history.csv and the CUDA
     benchmark, and is absent until the run is there."""
-    from brainseg_lib import paths
-    from brainseg_lib.fileio import write_json
     from brainseg_lib.report.readme import gpu_run_lines
     assert gpu_run_lines() == []
     name = "paper-official-bce_dice-seed0"
@@ -236,8 +226,6 @@ def test_readme_line_of_the_gpu_run_reads_its_files(isolated_dirs):
 
 
 def test_timings_table_includes_the_gpu_run(isolated_dirs):
-    from brainseg_lib import paths
-    from brainseg_lib.fileio import write_json
     from brainseg_lib.report.readme import timings_markdown
     t = {"total_seconds": 1, "notebooks": {"01_x": 1}, "machine": "m", "date": "d"}
     write_json({**t, "profile": "cpu"}, paths.ensure(paths.timings_dir()) / "run_all_cpu.json")

@@ -134,14 +134,12 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     b = x.shape[0] // world
     loss = ctx.loss("bce_dice")(net(x[rank * b:(rank + 1) * b]), y[rank * b:(rank + 1) * b])
     loss.backward()
+    mean_loss = ctx.sum(float(loss.detach()))[0] / world     # every rank takes part in the sum
     if rank == 0:
-        torch.save({"loss": ctx.sum(float(loss.detach()))[0] / world,
-                    "grads": {n: p.grad for n, p in model.named_parameters()},
+        torch.save({"loss": mean_loss, "grads": {n: p.grad for n, p in model.named_parameters()},
                     "buffers": dict(model.named_buffers())}, out / "step.pt")
-    else:
-        ctx.sum(float(loss.detach()))
 
-    from test_train import Stop, small_config, stop_after, synthetic_arrays
+    from conftest import Stop, small_config, stop_after, synthetic_arrays
     tr, va = synthetic_arrays(32, seed=0), synthetic_arrays(8, seed=1, split="val")
     cfg = small_config(epochs=3, ema_decay=0.9, snapshot_epochs=[2])
     full = engine.fit(cfg, out / "full", train_arrays=tr, val_arrays=va, progress=False)
@@ -166,7 +164,6 @@ def _one_batch():
 
 def test_ddp_step_fit_and_resume_on_two_processes(tmp_path):
     import torch.multiprocessing as mp
-    sys.path.insert(0, str(Path(__file__).parent))       # for the workers' ``import test_train``
     mp.start_processes(_worker, args=(2, _free_port(), str(tmp_path)), nprocs=2, start_method="spawn")
 
     # one step: the loss and gradients of the global batch, BatchNorm statistics included

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
-from test_train import synthetic_arrays
+from conftest import synthetic_arrays
 
 from brainseg_lib import paths
 from brainseg_lib.data import external as ext_data

@@ -309,8 +309,6 @@ def test_check_data_rasterises_and_fails_where_train_would(tmp_path, via, capsys
 def test_atomic_copy_keeps_the_old_bytes_when_the_source_is_replaced(tmp_path, monkeypatch):
     """best.pt is a hard link to last.pt of its epoch: the next last.pt (a new file, renamed
     into place) leaves it as it was; without hard links the bytes are copied."""
-    import os
-
     from brainseg_lib.fileio import atomic_copy, atomic_write
     last, best = tmp_path / "last.pt", tmp_path / "best.pt"
     atomic_write(last, lambda f: f.write(b"epoch 3"))

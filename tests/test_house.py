@@ -19,7 +19,6 @@ from brainseg_lib.study.profiles import known_profiles, load_profile
 
 PKG = paths.PROJECT_ROOT / "brainseg_lib"
 CORE = ("data", "model", "training", "inference", "evaluation")
-UPPER = ("study", "report", "cli", "apply", "detection", "xai")
 MAX_MODULE_LINES, MAX_FUNCTION_LINES = 350, 60
 NOTEBOOKS = study_notebooks()
 

@@ -81,8 +81,6 @@ def test_metadata_documents_the_contract(exported):
     assert expected in meta["exporter"]
 
 
-
-
 @pytest.mark.parametrize("batch", [1, 3])
 def test_dynamic_batch_axis_matches_pytorch(exported, batch):
     _, out, model = exported

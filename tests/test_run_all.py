@@ -103,6 +103,20 @@ def test_failed_notebook_leaves_results_intact(results):
     assert not list(res.glob("failed-*"))
 
 
+def fail_folder_rename(after: int, exc: BaseException):
+    """An ``os.replace`` that renames ``after`` folders, then raises ``exc`` at the next folder
+    (file renames, the journal's, always pass)."""
+    real_replace, moved = os.replace, []
+
+    def replace(a, b):
+        if Path(a).is_dir():
+            if len(moved) >= after:
+                raise exc
+            moved.append(a)
+        real_replace(a, b)
+    return replace
+
+
 @pytest.mark.parametrize("crash_after", [0, 1, 2, 3, 4])
 def test_a_crash_during_the_swap_is_rolled_back_by_the_next_run(results, monkeypatch, crash_after):
     """Kill promote after `crash_after` folder renames (2 old folders out, then 3 new in, one
@@ -112,19 +126,10 @@ def test_a_crash_during_the_swap_is_rolled_back_by_the_next_run(results, monkeyp
     stage = res / ".staging-x"
     for sub in ("metrics", "figures", "report"):
         paths.ensure(stage / sub).joinpath("f.txt").write_text("new")
-    real_replace, calls = os.replace, []
-
-    def dying_replace(a, b):
-        if Path(a).is_dir():                             # count folder renames, not file writes
-            calls.append(1)
-            if len(calls) > crash_after:
-                raise KeyboardInterrupt("killed")
-        real_replace(a, b)
-
-    monkeypatch.setattr(staging.os, "replace", dying_replace)
-    with pytest.raises(KeyboardInterrupt):
-        staging.promote(stage, res)
-    monkeypatch.setattr(staging.os, "replace", real_replace)
+    with monkeypatch.context() as m:
+        m.setattr(staging.os, "replace", fail_folder_rename(crash_after, KeyboardInterrupt("killed")))
+        with pytest.raises(KeyboardInterrupt):
+            staging.promote(stage, res)
     assert staging.recover(res).startswith("rolled back")
     assert _tree(res) == before
     assert not (res / staging.JOURNAL).exists()
@@ -135,25 +140,14 @@ def test_a_swap_that_fails_in_process_is_rolled_back_at_once(results, monkeypatc
     before = _tree(res)
     real = staging.promote
 
-    def half_promote(stage, dest):
-        real_replace, moved = os.replace, []
-
-        def failing(a, b):            # the first folder moves, the second fails
-            if Path(a).is_dir():
-                if moved:
-                    raise OSError("disk")
-                moved.append(a)
-            real_replace(a, b)
-        monkeypatch.setattr(staging.os, "replace", failing)
-        try:
+    def half_promote(stage, dest):    # the first folder moves, the second fails
+        with monkeypatch.context() as m:
+            m.setattr(staging.os, "replace", fail_folder_rename(1, OSError("disk")))
             real(stage, dest)
-        finally:
-            monkeypatch.setattr(staging.os, "replace", real_replace)
 
     monkeypatch.setattr(staging, "promote", half_promote)
     with pytest.raises(OSError, match="disk"):
         run_all.run_study("smoke")
-    monkeypatch.undo()
     assert _tree(res) == before and not (res / staging.JOURNAL).exists()
 
 
@@ -231,7 +225,6 @@ def test_setup_env_can_be_sourced_without_changing_the_shell(tmp_path):
 
 def test_only_the_study_profile_writes_to_results(isolated_dirs):
     """cpu is the study (results/); paper and smoke get folders of their own."""
-    from brainseg_lib import paths
     assert run_all.destination("cpu") == paths.results_dir()
     assert run_all.destination("paper") == paths.results_dir() / "paper"
     assert run_all.destination("smoke") == paths.smoke_results_dir() == paths.results_dir() / "smoke"

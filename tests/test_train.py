@@ -23,23 +23,7 @@ from brainseg_lib.training import config as train_config
 from brainseg_lib.training import engine, memory
 from brainseg_lib.training import schedule as train_schedule
 
-
-def synthetic_arrays(n: int, size: int = 32, seed: int = 0, split: str = "train") -> SplitArrays:
-    """Dark noisy images with one bright disk each; the disk is the tumour mask."""
-    rng = np.random.default_rng(seed)
-    yy, xx = np.mgrid[:size, :size]
-    images = np.zeros((n, size, size), np.uint8)
-    masks = np.zeros((n, size, size), np.uint8)
-    for i in range(n):
-        r = rng.uniform(size * 0.12, size * 0.25)
-        cy, cx = rng.uniform(r, size - r, 2)
-        disk = (yy - cy) ** 2 + (xx - cx) ** 2 < r * r
-        img = rng.normal(40, 12, (size, size))
-        img[disk] += 150
-        images[i] = np.clip(img, 0, 255).astype(np.uint8)
-        masks[i] = disk
-    return SplitArrays(split, size, images, masks, [f"s{i}.png" for i in range(n)],
-                       np.full((n, 2), size, np.int64), masks.reshape(n, -1).mean(1))
+from conftest import Stop, small_config, stop_after, synthetic_arrays
 
 
 @pytest.fixture(scope="module")
@@ -50,24 +34,6 @@ def train_arrays():
 @pytest.fixture(scope="module")
 def val_arrays():
     return synthetic_arrays(8, seed=1, split="val")
-
-
-def small_config(**kw) -> train_config.TrainConfig:
-    base = {"image_size": 32, "base_width": 4, "batch_size": 8, "epochs": 6, "lr": 1e-2,
-            "device": "cpu", "seed": 0, "augment": True, "deterministic": True, "channels_last": False}
-    base.update(kw)
-    return train_config.TrainConfig(**base)
-
-
-class Stop(Exception):
-    pass
-
-
-def stop_after(k: int):
-    def cb(row):
-        if row["epoch"] == k:
-            raise Stop(f"interrupted after epoch {k}")
-    return cb
 
 
 def outputs(model, arrays) -> torch.Tensor:
@@ -206,7 +172,8 @@ def test_checkpoint_due_names_each_reason_alone():
     assert due(2, 10, 5, True, False)                                      # a new best
     assert due(2, 10, 5, False, True)                                      # a stop (time cut)
     assert all(due(e, 10, 1, False, False) for e in range(1, 11))
-    assert engine.run_state.check_cadence(np.int64(3)) == 3 and type(engine.run_state.check_cadence(np.int64(3))) is int
+    cadence = engine.run_state.check_cadence(np.int64(3))
+    assert cadence == 3 and type(cadence) is int
 
 
 def test_checkpoint_cadence_writes_on_schedule_at_each_best_and_trains_the_same(
@@ -351,7 +318,6 @@ def test_resident_batches_match_the_dataloader_exactly():
     import numpy as np
     import torch
 
-    from brainseg_lib.data.cache import SplitArrays
     from brainseg_lib.data.loaders import AugmentConfig, make_loader, resident_batches
     rng = np.random.default_rng(0)
     n, s = 21, 32
@@ -486,7 +452,6 @@ def test_a_scoring_failure_on_rank_0_reaches_every_rank(monkeypatch, tmp_path, i
     import contextlib
     from types import SimpleNamespace
 
-    from brainseg_lib.study import experiment as exp
     sent = {}
 
     class FakeDDP:
@@ -502,16 +467,16 @@ def test_a_scoring_failure_on_rank_0_reaches_every_rank(monkeypatch, tmp_path, i
                 return obj
             return {"error": "ValueError('disk full')"}
 
-    monkeypatch.setattr(exp.distributed, "session", lambda device: contextlib.nullcontext(FakeDDP()))
-    monkeypatch.setattr(exp, "split_arrays", lambda *a, **k: {"train": None, "val": None})
-    monkeypatch.setattr(exp, "fit", lambda *a, **k: SimpleNamespace())
+    monkeypatch.setattr(experiment.distributed, "session", lambda device: contextlib.nullcontext(FakeDDP()))
+    monkeypatch.setattr(experiment, "split_arrays", lambda *a, **k: {"train": None, "val": None})
+    monkeypatch.setattr(experiment, "fit", lambda *a, **k: SimpleNamespace())
 
     def failing(*a, **k):
         raise ValueError("disk full")
-    monkeypatch.setattr(exp, "score_and_write", failing)
+    monkeypatch.setattr(experiment, "score_and_write", failing)
     monkeypatch.setenv("BRAINSEG_RUNS", str(tmp_path))
     params = {**experiment_profiles.load_profile("smoke"), "device": "cpu"}
     with pytest.raises(ValueError if is_main else RuntimeError, match="disk full"):
-        exp.run_profile(params)
+        experiment.run_profile(params)
     if is_main:
         assert sent["obj"] == {"error": "ValueError('disk full')"}

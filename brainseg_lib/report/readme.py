@@ -319,7 +319,7 @@ def gpu_run_lines(profile: str = "paper") -> list[str]:
     import pandas as pd
 
     from brainseg_lib.paper import paper_figure
-    from brainseg_lib.study.experiment import name_for
+    from brainseg_lib.study.experiment import load_timing, name_for
     from brainseg_lib.study.profiles import load_profile
     run_name = name_for(load_profile(profile))
     run_json = paths.gpu_run_dir() / "metrics" / f"{run_name}.json"
@@ -327,7 +327,7 @@ def gpu_run_lines(profile: str = "paper") -> list[str]:
     if not (run_json.is_file() and history.is_file()):
         return []
     r, h = json.loads(run_json.read_text()), pd.read_csv(history).iloc[-1]
-    timing = json.loads(t.read_text()) if (t := history.with_name("timing.json")).is_file() else {}
+    timing = load_timing(run_name, paths.gpu_run_dir() / "runs")
     device = str(r.get("device") or "an unrecorded device")
     where = timing.get("gpu") or ("a GPU" if device.startswith("cuda") else f"{device}, not a GPU")
     g = r["global"]

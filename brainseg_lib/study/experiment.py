@@ -88,8 +88,8 @@ def score_and_write(params: dict, cfg: TrainConfig, result, arrays: dict, data_r
     ``score_test: false``), write its metric JSON and timing; the dict ``run_profile`` returns."""
     profile = params.get("profile", "custom")
     split_scheme = params.get("split_scheme", "official")
-    name = name_for(params)
-    run_dir = paths.runs_dir() / name
+    run_dir = result.run_dir
+    name = run_dir.name                      # name_for(params), as run_profile named the folder
     score_test = params.get("score_test", True)
     val = arrays["val"].head(cfg.limit_val)
     val_gts = native_masks_for(arrays["val"].names, root=data_root)   # rasterised once per run
@@ -146,8 +146,8 @@ def write_timing(result, run_dir, epochs_to_target=None):
               "threads": torch.get_num_threads(), "device": result.device, "machine": cpu_name()}
     if str(result.device).startswith("cuda"):   # the GPU, its peak memory during fit
         timing["gpu"] = device_name(torch.device("cuda"))
-        timing["peak_gpu_mb"] = getattr(result, "peak_gpu_mb", None)
-    if getattr(result, "processes", 1) > 1:   # data-parallel under torchrun: threads are per process
+        timing["peak_gpu_mb"] = result.peak_gpu_mb
+    if result.processes > 1:   # data-parallel under torchrun: threads are per process
         timing["processes"] = result.processes
     write_json(timing, run_dir / "timing.json")
     return timing

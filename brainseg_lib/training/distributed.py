@@ -47,7 +47,7 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
-from brainseg_lib.training.losses import bce_loss, get_loss
+from brainseg_lib.training.losses import get_loss
 
 # a rank waits this long for the others (rank 0's validation, its final TEST evaluation)
 TIMEOUT = datetime.timedelta(minutes=60)
@@ -157,12 +157,7 @@ class DistContext:
 
     def loss(self, name: str):
         """The training loss of the global batch (``losses.get_loss`` when not distributed)."""
-        plain = get_loss(name)
-        if not self.enabled or name == "bce":
-            return plain
-        if name == "dice":
-            return global_soft_dice
-        return lambda logits, target: bce_loss(logits, target) + global_soft_dice(logits, target)
+        return get_loss(name, reduce_sums=_AllReduceSum.apply if self.enabled else None)
 
 
 def setup(device: torch.device) -> DistContext:
@@ -220,13 +215,6 @@ class _AllReduceSum(torch.autograd.Function):
         dist.all_reduce(grad)
         return grad
 
-
-def global_soft_dice(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
-    """``losses.soft_dice_loss`` of the global batch: its sums all-reduced over the ranks."""
-    p = torch.sigmoid(logits.float())
-    t = target.float()
-    inter, p_sum, t_sum = _AllReduceSum.apply(torch.stack([(p * t).sum(), p.sum(), t.sum()]))
-    return 1.0 - (2.0 * inter + eps) / (p_sum + t_sum + eps)
 
 
 # --------------------------------------------------------------------------- global-batch BatchNorm

@@ -14,6 +14,8 @@ soft-Dice sums over 50 x 256 x 256 pixels overflow float16.
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 
@@ -24,20 +26,28 @@ def bce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
     return F.binary_cross_entropy_with_logits(logits.float(), target.float())
 
 
-def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0,
+                   reduce_sums=None) -> torch.Tensor:
+    """1 - soft Dice over the batch. ``reduce_sums`` (data-parallel training) maps the stacked
+    (intersection, prediction, target) sums of this process to those of the global batch."""
     p = torch.sigmoid(logits.float())
     t = target.float()
-    inter = (p * t).sum()
-    return 1.0 - (2.0 * inter + eps) / (p.sum() + t.sum() + eps)
+    inter, p_sum, t_sum = (p * t).sum(), p.sum(), t.sum()
+    if reduce_sums is not None:
+        inter, p_sum, t_sum = reduce_sums(torch.stack([inter, p_sum, t_sum]))
+    return 1.0 - (2.0 * inter + eps) / (p_sum + t_sum + eps)
 
 
-def bce_dice_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    return bce_loss(logits, target) + soft_dice_loss(logits, target)
+def bce_dice_loss(logits: torch.Tensor, target: torch.Tensor, reduce_sums=None) -> torch.Tensor:
+    return bce_loss(logits, target) + soft_dice_loss(logits, target, reduce_sums=reduce_sums)
 
 
-def get_loss(name: str):
-    """The loss function called ``name`` (one of LOSSES)."""
+def get_loss(name: str, reduce_sums=None):
+    """The loss function called ``name`` (one of LOSSES); with ``reduce_sums`` (see
+    ``soft_dice_loss``) its Dice sums are those of the global batch (BCE, a mean, needs none)."""
     table = {"bce": bce_loss, "dice": soft_dice_loss, "bce_dice": bce_dice_loss}
     if name not in table:
         raise ValueError(f"unknown loss {name!r}; choose one of {LOSSES}")
-    return table[name]
+    if reduce_sums is None or name == "bce":
+        return table[name]
+    return functools.partial(table[name], reduce_sums=reduce_sums)

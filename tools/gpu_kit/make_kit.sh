@@ -15,7 +15,7 @@ mkdir -p .gpu_a/br35h .gpu_b/br35h/yes .gpu_a/wheels_a .gpu_b/wheels_b
 cp -r "$data/Br35H-Mask-RCNN" "$data/pred" .gpu_a/br35h/
 cp -r "$ext" .gpu_a/lgg_external && cp "$ext_sums" .gpu_a/lgg_external.sha256
 cp -r "$data/no" .gpu_b/br35h/
-for i in $(seq 801 1499); do cp "$data/yes/y$i.jpg" .gpu_b/br35h/yes/; done
+cp "$data"/yes/y{801..1499}.jpg .gpu_b/br35h/yes/
 # the packages the device image lacks (tools/gpu_kit/wheels.txt), for its Python 3.12
 dl() { .venv/bin/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
   --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \

@@ -13,7 +13,7 @@ export PYTHONPATH=$PWD:/tmp/site${EXTRA_PYTHONPATH:+:$EXTRA_PYTHONPATH}
 [ -e .venv ] || ln -sfn "$($PY -c 'import sys; print(sys.prefix)')" .venv
 mkdir -p data/br35h
 cp -al .gpu_a/br35h/. data/br35h/ && cp -al .gpu_b/br35h/. data/br35h/
-for f in data/br35h/Br35H-Mask-RCNN/{TRAIN,VAL,TEST}/y*.jpg; do ln -f "$f" data/br35h/yes/; done
+ln -f -t data/br35h/yes/ data/br35h/Br35H-Mask-RCNN/{TRAIN,VAL,TEST}/y*.jpg
 ln -sfn ../.gpu_a/lgg_external data/lgg_external
 (cd data/br35h && sha256sum -c --quiet ../../references/br35h.sha256) || { echo "Br35H checksums FAILED"; exit 6; }
 (cd data/lgg_external && sha256sum -c --quiet ../../.gpu_a/lgg_external.sha256) || { echo "external checksums FAILED"; exit 6; }
