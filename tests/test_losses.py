@@ -106,3 +106,35 @@ def test_low_precision_logits_computed_in_fp32(dtype, name):
     low.requires_grad_(True)
     fn(low, target).backward()
     assert low.grad.dtype == dtype and torch.isfinite(low.grad.float()).all()
+
+
+@pytest.mark.parametrize("name", losses.LOSSES)
+def test_loss_from_batch_sums_is_the_loss_of_the_whole_set(name):
+    # three uneven batches; a mean of per-batch losses would differ (Dice is a ratio of sums)
+    gen = torch.Generator().manual_seed(0)
+    logits = torch.randn(7, 1, 4, 4, generator=gen) * 3
+    target = (torch.rand(7, 1, 4, 4, generator=gen) > 0.7).float()
+    target[:2] = 0.0                                   # a batch with an empty mask
+    sums = [0.0] * 4
+    for lo, hi in ((0, 2), (2, 5), (5, 7)):
+        lg, t = logits[lo:hi], target[lo:hi]
+        p = torch.sigmoid(lg)
+        part = (torch.nn.functional.binary_cross_entropy_with_logits(lg, t, reduction="sum"),
+                (p * t).sum(), p.sum(), t.sum())
+        sums = [a + float(b) for a, b in zip(sums, part)]
+    whole = float(losses.get_loss(name)(logits, target))
+    assert losses.loss_from_sums(name, sums[0], target.numel(), *sums[1:]) == pytest.approx(whole, rel=1e-6)
+    per_batch_mean = sum(float(losses.get_loss(name)(logits[lo:hi], target[lo:hi]))
+                         for lo, hi in ((0, 2), (2, 5), (5, 7))) / 3
+    assert abs(per_batch_mean - whole) > 1e-3        # the check above can tell the two apart
+
+
+def test_loss_from_sums_hand_computed_and_refuses_unknown_names():
+    # 8 pixels at p = 0.5, 3 of them tumour: BCE ln 2; Dice 1 - (2*1.5 + 1) / (4 + 3 + 1) = 0.5
+    args = (8 * math.log(2), 8, 1.5, 4.0, 3.0)
+    assert losses.loss_from_sums("bce", *args) == pytest.approx(math.log(2))
+    assert losses.loss_from_sums("dice", *args) == pytest.approx(0.5)
+    assert losses.loss_from_sums("bce_dice", *args) == pytest.approx(math.log(2) + 0.5)
+    assert math.isnan(losses.loss_from_sums("bce", 0.0, 0, 0.0, 0.0, 0.0))
+    with pytest.raises(ValueError, match="unknown loss 'focal'"):
+        losses.loss_from_sums("focal", *args)

@@ -11,6 +11,7 @@ import torch
 
 from brainseg_lib import inference, paths
 from brainseg_lib.data.cache import SplitArrays
+from brainseg_lib.data.loaders import resident_tensors
 from brainseg_lib.model.checkpoint import (
     load_checkpoint,
     model_from_checkpoint,
@@ -81,8 +82,7 @@ def test_checkpoint_round_trip(tmp_path, train_arrays, val_arrays):
     model = model_from_checkpoint(ck, res.last_path, expect={"base": 4})
     assert not model.training
     # the reloaded model reproduces the validation Dice recorded when it was saved
-    loss_fn = engine.get_loss(cfg.loss)
-    v = engine.validate(model, val_arrays, cfg, torch.device("cpu"), loss_fn)
+    v = engine.validate(model, *resident_tensors(val_arrays, "cpu"), cfg)
     assert v["val_dice"] == pytest.approx(res.history["val_dice"].iloc[-1], abs=1e-9)
     assert v["val_loss"] == pytest.approx(res.history["val_loss"].iloc[-1], rel=1e-6)
     # save -> load -> identical outputs

@@ -35,7 +35,8 @@
   ``last.pt`` after every k-th epoch, the last, a stop and each new best (``best.pt`` is a
   hard link to it). An I/O choice only: the paper's model writes ~355 MiB per checkpoint.
 * The pieces, in order: ``prepare_data``, ``build_trainer``, ``resume_state``, then per
-  epoch ``train_one_epoch`` and ``end_epoch``; checkpoint files are in ``run_state``.
+  epoch ``train_one_epoch`` and ``end_epoch``; checkpoint files are in ``run_state``, and
+  the per-epoch validation on the training device in ``validation``.
 """
 from __future__ import annotations
 
@@ -60,16 +61,15 @@ from brainseg_lib.data.loaders import (
     resident_batches,
     resident_tensors,
 )
-from brainseg_lib.evaluation.metrics import batch_confusion_counts, metrics_from_counts
-from brainseg_lib.inference import predict_logits, resolve_device
+from brainseg_lib.inference import resolve_device
 from brainseg_lib.model.unet import UNet, count_parameters
 from brainseg_lib.progress import progress_bar
 from brainseg_lib.training import distributed, memory, run_state
 from brainseg_lib.training.config import TrainConfig
 from brainseg_lib.training.distributed import DistContext
-from brainseg_lib.training.losses import get_loss
 from brainseg_lib.training.run_state import RunState
 from brainseg_lib.training.schedule import lr_factor
+from brainseg_lib.training.validation import validate
 
 log = logging.getLogger(__name__)
 
@@ -94,18 +94,6 @@ def set_determinism(cfg: TrainConfig) -> None:
 
 def build_model(cfg: TrainConfig) -> UNet:
     return UNet(in_channels=1, base=cfg.base_width, input_norm=cfg.input_norm)
-
-
-def validate(model, arrays: SplitArrays, cfg: TrainConfig, device, loss_fn) -> dict:
-    """Validation loss and pooled Dice / IoU at the model's resolution."""
-    images = torch.from_numpy(arrays.images)
-    masks = torch.from_numpy(arrays.masks).unsqueeze(1)
-    logits = predict_logits(model, images, device, channels_last=cfg.channels_last,
-                            amp_dtype=autocast_dtype(cfg, device))
-    loss = float(loss_fn(logits, masks.float()))
-    counts = batch_confusion_counts(torch.sigmoid(logits) >= cfg.threshold, masks).sum(0)
-    m = metrics_from_counts(*counts.tolist())
-    return {"val_loss": loss, "val_dice": m["f1"], "val_iou": m["iou"]}
 
 
 @dataclass
@@ -153,8 +141,10 @@ def fit(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
     tr.checkpoint_every = checkpoint_every
     st = resume_state(tr, cfg, run_dir / "last.pt", ddp, logger) if resume else RunState()
     tr.net = ddp.wrap(tr.model)
-    # the training set lives on the training device as uint8 for the whole run
+    # the training set lives on the training device as uint8 for the whole run, and so does
+    # VAL on rank 0, which alone validates
     train_x, train_y = resident_tensors(train_arrays, ddp.device)
+    val = resident_tensors(val_arrays, ddp.device) if ddp.is_main else None
     n_params = count_parameters(tr.model)
     _log_setup(logger, cfg, tr, n_params, train_arrays, val_arrays, malloc, ddp)
     wall0 = time.perf_counter()
@@ -162,7 +152,7 @@ def fit(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
                           disable=(None if progress is None else not progress) if ddp.is_main else True)
     for epoch in epochs:
         loss, epoch_s, stop = train_one_epoch(tr, cfg, st, epoch, train_x, train_y, ddp)
-        row = end_epoch(tr, cfg, st, (loss, epoch_s, stop), val_arrays, run_dir, wall0, ddp, logger)
+        row = end_epoch(tr, cfg, st, (loss, epoch_s, stop), val, run_dir, wall0, ddp, logger)
         for cb in callbacks:
             cb(row)
         if stop:
@@ -210,7 +200,6 @@ class Trainer:
     opt: torch.optim.Optimizer
     ema: torch.nn.Module | None      # AveragedModel of ``model`` when ema_decay is set
     loss_fn: Callable                # training loss (under DDP: that of the global batch)
-    val_loss_fn: Callable
     aug: AugmentConfig | None
     total_steps: int
     device: torch.device
@@ -239,8 +228,8 @@ def build_trainer(cfg: TrainConfig, ddp: DistContext, n_train: int) -> Trainer:
         ema = AveragedModel(model, multi_avg_fn=get_ema_multi_avg_fn(cfg.ema_decay), use_buffers=True)
     aug = augment_config(cfg.augment_level) if cfg.augment else None
     total_steps = batches_per_epoch(n_train, cfg.batch_size) * cfg.epochs
-    return Trainer(model, opt, ema, ddp.loss(cfg.loss), get_loss(cfg.loss), aug, total_steps,
-                   device, autocast_dtype(cfg, device))
+    return Trainer(model, opt, ema, ddp.loss(cfg.loss), aug, total_steps, device,
+                   autocast_dtype(cfg, device))
 
 
 def resume_state(tr: Trainer, cfg: TrainConfig, last_path: Path, ddp: DistContext, logger) -> RunState:
@@ -300,16 +289,18 @@ def train_one_epoch(tr: Trainer, cfg: TrainConfig, st: RunState, epoch: int, tra
 
 
 def end_epoch(tr: Trainer, cfg: TrainConfig, st: RunState, trained: tuple[float, float, bool],
-              val_arrays: SplitArrays, run_dir: Path, wall0: float, ddp: DistContext, logger) -> dict:
-    """Rank 0 validates, snapshots, checkpoints and logs the epoch just trained; every rank
-    gets its history row (returned) and the run's snapshots and best Dice."""
+              val: tuple[torch.Tensor, torch.Tensor] | None, run_dir: Path, wall0: float,
+              ddp: DistContext, logger) -> dict:
+    """Rank 0 validates (on VAL's resident images and masks, ``val``), snapshots,
+    checkpoints and logs the epoch just trained; every rank gets its history row (returned)
+    and the run's snapshots and best Dice."""
     train_loss, epoch_s, stop = trained
     st.epoch += 1
     row = None
     if ddp.is_main:
         row = {"epoch": st.epoch, "step": st.step, "train_loss": train_loss,
                "lr": tr.opt.param_groups[0]["lr"],
-               **validate(tr.eval_model, val_arrays, cfg, tr.device, tr.val_loss_fn),
+               **validate(tr.eval_model, *val, cfg, tr.amp_dtype),
                "epoch_seconds": epoch_s, "train_seconds": st.train_seconds,
                "wall_seconds": st.wall_before + time.perf_counter() - wall0}
         st.history.append(row)

@@ -35,6 +35,11 @@ def soft_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0,
     inter, p_sum, t_sum = (p * t).sum(), p.sum(), t.sum()
     if reduce_sums is not None:
         inter, p_sum, t_sum = reduce_sums(torch.stack([inter, p_sum, t_sum]))
+    return dice_from_sums(inter, p_sum, t_sum, eps)
+
+
+def dice_from_sums(inter, p_sum, t_sum, eps: float = 1.0):
+    """1 - soft Dice from its sums: intersection, prediction and target (tensors or floats)."""
     return 1.0 - (2.0 * inter + eps) / (p_sum + t_sum + eps)
 
 
@@ -51,3 +56,15 @@ def get_loss(name: str, reduce_sums=None):
     if reduce_sums is None or name == "bce":
         return table[name]
     return functools.partial(table[name], reduce_sums=reduce_sums)
+
+
+def loss_from_sums(name: str, bce_sum: float, n_pixels: int, inter: float, p_sum: float,
+                   t_sum: float) -> float:
+    """The loss ``name`` of a whole set from sums gathered batch by batch: what ``get_loss``
+    gives for the set in one call, up to float rounding (BCE is a mean over all pixels and
+    the soft Dice a ratio of sums, so neither is a mean of per-batch losses)."""
+    if name not in LOSSES:
+        raise ValueError(f"unknown loss {name!r}; choose one of {LOSSES}")
+    bce = bce_sum / n_pixels if n_pixels else float("nan")
+    dice = dice_from_sums(inter, p_sum, t_sum)
+    return {"bce": bce, "dice": dice, "bce_dice": bce + dice}[name]

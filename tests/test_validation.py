@@ -1,0 +1,86 @@
+"""training.validation: per-epoch validation on the training device, from running sums."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from brainseg_lib.data.loaders import resident_tensors
+from brainseg_lib.evaluation.metrics import batch_confusion_counts, metrics_from_counts
+from brainseg_lib.inference import predict_logits
+from brainseg_lib.model.unet import UNet
+from brainseg_lib.training import losses, validation
+
+from conftest import small_config, synthetic_arrays
+
+
+class ConstantLogit(torch.nn.Module):
+    """Logit ``c`` everywhere, whatever the image."""
+
+    def __init__(self, c: float):
+        super().__init__()
+        self.c = c
+
+    def forward(self, x):
+        return torch.full_like(x, self.c)
+
+
+def masks_with_tumour_pixels(n: int, size: int, per_image: list[int]) -> np.ndarray:
+    m = np.zeros((n, size, size), np.uint8)
+    for i, k in enumerate(per_image):
+        m[i].flat[:k] = 1
+    return m
+
+
+def test_hand_computed_figures_of_a_constant_model():
+    # p = 0.5 everywhere and threshold 0.5: every pixel is called tumour
+    n, size = 40, 4                                   # 40 images: batches of 32 and 8
+    per_image = [3 if i % 5 == 0 else 0 for i in range(n)]
+    masks = torch.from_numpy(masks_with_tumour_pixels(n, size, per_image)).unsqueeze(1)
+    images = torch.zeros_like(masks)
+    tumour, pixels = sum(per_image), n * size * size  # 24 of 640
+    for name in losses.LOSSES:
+        cfg = small_config(loss=name, threshold=0.5, channels_last=False)
+        v = validation.validate(ConstantLogit(0.0), images, masks, cfg)
+        assert v["val_dice"] == pytest.approx(2 * tumour / (2 * tumour + (pixels - tumour)))
+        assert v["val_iou"] == pytest.approx(tumour / pixels)
+        dice_loss = 1 - (2 * 0.5 * tumour + 1) / (0.5 * pixels + tumour + 1)
+        expected = {"bce": math.log(2), "dice": dice_loss, "bce_dice": math.log(2) + dice_loss}
+        assert v["val_loss"] == pytest.approx(expected[name], rel=1e-6)   # float32 logits
+    # threshold above p: nothing called tumour, so no true positive
+    v = validation.validate(ConstantLogit(0.0), images, masks, small_config(threshold=0.6))
+    assert v["val_dice"] == 0.0 and v["val_iou"] == 0.0
+
+
+@pytest.mark.parametrize("loss", losses.LOSSES)
+def test_same_figures_as_scoring_predict_logits_of_the_whole_set(loss):
+    # what validation did before: logits of all of VAL to the CPU, one loss call, one count
+    arrays = synthetic_arrays(70, 32, seed=3)         # 32 + 32 + 6 images
+    torch.manual_seed(0)
+    model = UNet(in_channels=1, base=4).eval()
+    images, masks = resident_tensors(arrays, "cpu")
+    logits = predict_logits(model, images, torch.device("cpu"), channels_last=False)
+    # an untrained model: a threshold that calls its top 20% of pixels tumour
+    cfg = small_config(loss=loss, threshold=float(torch.sigmoid(logits).quantile(0.8)))
+    v = validation.validate(model, images, masks, cfg)
+    counts = batch_confusion_counts(torch.sigmoid(logits) >= cfg.threshold, masks).sum(0)
+    m = metrics_from_counts(*counts.tolist())
+    assert 0 < m["f1"] < 1                            # a case where the counts matter
+    assert v["val_dice"] == m["f1"] and v["val_iou"] == m["iou"]
+    whole = float(losses.get_loss(loss)(logits, masks.float()))
+    assert v["val_loss"] == pytest.approx(whole, rel=1e-6)
+
+
+def test_leaves_the_model_in_eval_mode_and_reads_no_gradients():
+    arrays = synthetic_arrays(5, 16, seed=1)
+    model = UNet(in_channels=1, base=4).train()
+    before = {k: t.clone() for k, t in model.state_dict().items()}
+    modes = []
+    model.register_forward_hook(lambda *_: modes.append(torch.is_inference_mode_enabled()))
+    validation.validate(model, *resident_tensors(arrays, "cpu"), small_config())
+    assert modes == [True]                            # one batch, no autograd graph
+    assert not model.training                         # BatchNorm statistics untouched
+    for k, t in model.state_dict().items():
+        assert torch.equal(t, before[k]), k
