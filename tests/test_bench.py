@@ -32,6 +32,11 @@ def test_benchmark_writes_every_key(fake_root, tmp_path):
     assert saved == r
     assert r["train_images_per_s"] > 0 and r["peak_matmul_gflops"] > 0
     assert r["ratio_to_peak"] == pytest.approx(r["achieved_gflops"] / r["peak_matmul_gflops"], abs=2e-3)
+    # achieved GFLOP/s: the training FLOPs of one base-4 U-Net image at 32 px times images/s
+    assert r["train_flops_per_image"] == bench_bench.count_flops(UNet(base=4), 32, train=True)
+    assert r["infer_flops_per_image"] == bench_bench.count_flops(UNet(base=4), 32, train=False)
+    assert r["achieved_gflops"] == pytest.approx(              # both figures rounded to 2 decimals
+        r["train_flops_per_image"] * r["train_images_per_s"] / 1e9, rel=0.01, abs=0.01)
     assert r["ours_epoch_s"] == pytest.approx(4 / r["train_images_per_s"], abs=0.006)  # 4 TRAIN images, 2 decimals
     assert r["infer_ms_p50"] <= r["infer_ms_p95"]
     assert r["blocks_timed"] == 3 and len(r["train_images_per_s_blocks"]) == 3

@@ -144,12 +144,16 @@ def _worker(rank: int, world: int, port: int, out: str) -> None:
     cfg = small_config(epochs=3, ema_decay=0.9, snapshot_epochs=[2])
     full = engine.fit(cfg, out / "full", train_arrays=tr, val_arrays=va, progress=False)
     full.history.to_csv(out / f"returned_rank{rank}.csv", index=False)
+    stopped, resumed_epochs = False, []
     try:
         engine.fit(cfg, out / "cut", train_arrays=tr, val_arrays=va, progress=False,
                    callbacks=(stop_after(1),))
     except Stop:
-        pass
-    engine.fit(cfg, out / "cut", resume=True, train_arrays=tr, val_arrays=va, progress=False)
+        stopped = True
+    engine.fit(cfg, out / "cut", resume=True, train_arrays=tr, val_arrays=va, progress=False,
+               callbacks=(lambda row: resumed_epochs.append(row["epoch"]),))
+    (out / f"cut_rank{rank}.json").write_text(json.dumps({"stopped": stopped,
+                                                          "resumed_epochs": resumed_epochs}))
     # max_train_seconds: the ranks share one clock, so they stop at the same step
     engine.fit(small_config(epochs=50, max_train_seconds=1e-9), out / "timed", train_arrays=tr,
                val_arrays=va, progress=False)
@@ -188,7 +192,12 @@ def test_ddp_step_fit_and_resume_on_two_processes(tmp_path):
     log = (tmp_path / "full" / "train_log.txt").read_text()
     assert [log.count(f"epoch {e:3d}  loss") for e in (1, 2, 3)] == [1, 1, 1]
     assert (tmp_path / "full" / "snapshots" / "epoch_2.pt").is_file()
-    # the interrupted DDP run, resumed on both ranks, ends where the uninterrupted one does
+    # the interrupted DDP run was stopped after epoch 1 and resumed there on both ranks ...
+    for rank in (0, 1):
+        seen = json.loads((tmp_path / f"cut_rank{rank}.json").read_text())
+        assert seen == {"stopped": True, "resumed_epochs": [2, 3]}, rank
+    assert "resumed from" in (tmp_path / "cut" / "train_log.txt").read_text()
+    # ... and ends where the uninterrupted one does
     cut = pd.read_csv(tmp_path / "cut" / "history.csv")
     assert list(cut["epoch"]) == [1, 2, 3]
     np.testing.assert_allclose(cut["train_loss"], full["train_loss"], rtol=1e-6)

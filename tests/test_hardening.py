@@ -18,6 +18,7 @@ broken files fed to ``predict``, and the released model's checksum.
 """
 from __future__ import annotations
 
+import contextlib
 import csv
 import os
 import warnings
@@ -205,11 +206,30 @@ def test_cli_with_a_tampered_released_model_exits_2(released, tmp_path, monkeypa
     assert not (tmp_path / "o").exists()
 
 
-def test_release_writes_atomically(released):
-    folder = released.parent
+def test_release_writes_atomically(tmp_path, monkeypatch):
+    folder = tmp_path / "models"
+    folder.mkdir()                       # so that a plain torch.save into it would succeed too
+    released = predict_released.release_model(tiny_checkpoint(tmp_path / "run" / "best.pt"),
+                                              folder / "brainseg-cpu.pt")
     assert sorted(p.name for p in folder.iterdir()) == ["brainseg-cpu.pt", "brainseg-cpu.pt.sha256"]
     assert predict_released.checksum_path(released).read_text().endswith("  brainseg-cpu.pt\n")
-    assert paths.PROJECT_ROOT not in released.parents        # tests never write the real one
+    before = {p.name: p.read_bytes() for p in folder.iterdir()}
+
+    def disk_full(obj, f):                                   # some bytes written, then a failure
+        with open(f, "wb") if isinstance(f, (str, os.PathLike)) else contextlib.nullcontext(f) as out:
+            out.write(b"PK\x03\x04 half a checkpoint")
+        raise OSError(28, "No space left on device")
+
+    src = tiny_checkpoint(tmp_path / "run2" / "best.pt")
+    monkeypatch.setattr(torch, "save", disk_full)
+    with pytest.raises(OSError, match="No space left"):
+        predict_released.release_model(src, released)
+    assert {p.name: p.read_bytes() for p in folder.iterdir()} == before   # no temp file left
+    assert predict_released.verify_checksum(released)
+
+
+def test_tests_never_write_the_real_released_model(released):
+    assert paths.PROJECT_ROOT not in released.parents
 
 
 # --------------------------------------------------------------------------- hostile outputs (issue 15, part 5)

@@ -42,7 +42,8 @@ def tiny_ckpt(tmp_path):
 
 
 def reference_prob(ckpt, path) -> np.ndarray:
-    """The native-size probability map computed directly, independently of predict.py."""
+    """The native-size probability map computed directly, without predict.py's pipeline. It
+    shares resize_image and to_native with predict.py; those two are pinned by hand below."""
     model = model_from_checkpoint(load_checkpoint(ckpt))
     img = images.read_grayscale(path)
     x = torch.tensor(images.resize_image(img, SIZE)).float().div(255)[None, None]
@@ -170,6 +171,32 @@ def test_mask_matches_an_independent_computation(tmp_path, tiny_ckpt):
     ov = np.asarray(Image.open(tmp_path / "out" / "scan_overlay.png"))
     red = (ov == [255, 0, 0]).all(-1)
     assert red.any() and not red[~mask].any() and red[mask].sum() < mask.sum()
+
+
+def test_to_native_is_half_pixel_bilinear_worked_by_hand():
+    # Output pixel x samples the input at src = (x + 0.5) * in/out - 0.5 (pixel centres line
+    # up, align_corners=False), clamped to [0, in - 1]. Widening 2 -> 4 (in/out = 0.5):
+    # src = -0.25 -> 0, 0.25, 0.75, 1.25 -> 1, so [0, 1] becomes [0, .25, .75, 1]
+    # (align_corners=True would give x / 3: [0, 1/3, 2/3, 1]).
+    got = to_native(np.array([[0., 1.]], np.float32), 1, 4)
+    np.testing.assert_allclose(got, [[0, 0.25, 0.75, 1]], atol=1e-7)
+    # narrowing 4 -> 2 (in/out = 2): src = 0.5 and 2.5, two-tap (no anti-aliasing)
+    got = to_native(np.array([[0., 1., 2., 3.]], np.float32), 1, 2)
+    np.testing.assert_allclose(got, [[0.5, 2.5]], atol=1e-7)
+
+
+def test_resize_image_is_pil_bilinear_worked_by_hand():
+    # PIL's bilinear: output pixel x is centred at c = (x + 0.5) * in/out; input pixel i weighs
+    # max(0, 1 - |i + 0.5 - c| / f), f = max(1, in/out), weights normalised over the image.
+    # Widening [0, 100] to 4: c = .25 -> only pixel 0 -> 0; c = .75 -> .75*0 + .25*100 = 25;
+    # symmetrically 75 and 100. Every row is the same (one input row).
+    got = images.resize_image(np.array([[0, 100]], np.uint8), 4)
+    assert got.tolist() == [[0, 25, 75, 100]] * 4
+    # Shrinking [0, 40, 80, 120] to 2 is anti-aliased (f = 2): c = 1 gives weights .75, .75,
+    # .25, 0, so (30 + 20) / 1.75 = 28.6 -> 29; c = 3: (10 + 60 + 90) / 1.75 = 91.4 -> 91.
+    # (A two-tap bilinear would give 20 and 100.)
+    got = images.resize_image(np.tile(np.array([0, 40, 80, 120], np.uint8), (4, 1)), 2)
+    assert got.tolist() == [[29, 91]] * 2
 
 
 @pytest.mark.parametrize("side, width", [(100, 1), (520, 2), (900, 4)])

@@ -277,9 +277,23 @@ def test_lr_factor():
         train_schedule.lr_factor(small_config(schedule="step"), 0, 10, 0.0)
 
 
-def test_outputs_stay_in_tmp(tmp_path, train_arrays, val_arrays, isolated_dirs):
+def _tree(folder):
+    """Every file under ``folder`` with its modification time (ns)."""
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
+
+
+def test_outputs_stay_in_tmp(isolated_dirs):
     assert paths.runs_dir() == isolated_dirs["runs"]
-    assert not str(paths.runs_dir()).startswith(str(paths.PROJECT_ROOT))
+    assert paths.PROJECT_ROOT not in paths.runs_dir().parents
+    project_results = paths.PROJECT_ROOT / "results"
+    before = _tree(project_results)
+    res = engine.fit(small_config(epochs=1), paths.runs_dir() / "tiny", progress=False,
+                     train_arrays=synthetic_arrays(8, seed=0),
+                     val_arrays=synthetic_arrays(8, seed=1, split="val"))
+    assert _tree(project_results) == before                    # the project's results untouched
+    written = [p for d in isolated_dirs.values() for p in d.rglob("*") if p.is_file()]
+    assert {"history.csv", "last.pt", "best.pt", "train_log.txt"} <= {p.name for p in written}
+    assert all(isolated_dirs["runs"] in p.parents for p in (res.best_path, res.last_path))
 
 
 # --------------------------------------------------------------------------- paper profile
