@@ -29,6 +29,7 @@ NOTEBOOKS_DIR = PROJECT_ROOT / "notebooks"
 REFERENCES_DIR = PROJECT_ROOT / "references"
 PAPER_TABLE1_CSV = REFERENCES_DIR / "khadra2026_table1.csv"
 BR35H_CHECKSUMS = REFERENCES_DIR / "br35h.sha256"   # every file of the dataset (fetch-data)
+LGG_EXTERNAL_SLICES = REFERENCES_DIR / "lgg_external.csv"   # the external set (build-external)
 
 
 def _from_env(var: str, default: Path) -> Path:

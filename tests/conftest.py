@@ -29,6 +29,7 @@ torch.set_num_threads(1)
 
 # BRAINSEG_DATA as the user set it, captured before any test touches the environment.
 REAL_DATA_ROOT = paths.data_dir()
+REAL_EXTERNAL_ROOT = paths.external_dir()   # BRAINSEG_EXTERNAL, likewise
 
 
 @pytest.fixture(autouse=True)

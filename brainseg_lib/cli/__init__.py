@@ -15,6 +15,7 @@ Results
   report                    render results/report/ (HTML) from the executed notebooks
 Use the model and the data
   fetch-data [--dest D]     download Br35H and verify every file against references/br35h.sha256
+  build-external --source S build the external TCGA-LGG set from Kaggle's kaggle_3m, verified
   check-data                verify the dataset layout and that every annotation rasterises
   predict --input ...       segment your own scans (masks, overlays, predictions.csv)
   export --format onnx      write results/models/brainseg-cpu.onnx for onnxruntime

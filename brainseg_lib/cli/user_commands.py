@@ -112,11 +112,13 @@ def _add_bench(sub) -> None:
 
 def register(sub) -> None:
     """Add the user-facing sub-commands to ``sub`` (an argparse sub-parser action)."""
+    from brainseg_lib.data.external_build import add_build_external_parser
     from brainseg_lib.data.fetch import add_fetch_parser
     from brainseg_lib.model.onnx import add_export_parser
     from brainseg_lib.report.html import add_report_parser
     _add_predict(sub)
     _add_bench(sub)
     add_fetch_parser(sub)
+    add_build_external_parser(sub)
     add_report_parser(sub)
     add_export_parser(sub)

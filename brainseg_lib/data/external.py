@@ -38,7 +38,9 @@ HOW_TO_GET = (
     "The external set is TCGA-LGG FLAIR slices from Buda et al. 2019 (Kaggle "
     "'mateuszbuda/lgg-mri-segmentation', folder kaggle_3m), laid out as "
     "<folder>/{dev,test}/{images,masks}/*.png with <folder>/manifest.csv (name, patient, half). "
-    "Set BRAINSEG_EXTERNAL=<folder> (default: data/lgg_external inside the project).")
+    "Build it from the unpacked kaggle_3m folder with 'python -m brainseg_lib build-external "
+    "--source <kaggle_3m>' (every slice is checked against references/lgg_external.csv), or "
+    "set BRAINSEG_EXTERNAL=<folder> (default: data/lgg_external inside the project).")
 
 
 class ExternalDataNotFound(DatasetNotFoundError):
