@@ -83,3 +83,20 @@ def test_one_planned_line_runs_as_printed(tmp_path, real_root):
     assert sweep.finished(runs[0], tmp_path)
     script = sweep.slurm_script(sweep.plan_lines(runs, threads=1, sweep_dir=tmp_path))
     assert "#SBATCH --array=0-0" in script and 'eval "${LINES[$SLURM_ARRAY_TASK_ID]}"' in script
+
+
+def test_a_profile_that_fixes_threads_keeps_them_whatever_the_jobs():
+    assert sweep.run_threads({"threads": 2}, jobs=2, cores=2) == 2       # cpu profile: pinned
+    assert sweep.run_threads({"threads": 2}, jobs=1, cores=16) == 2
+    assert sweep.run_threads({"threads": 0}, jobs=2, cores=16) == 8      # unpinned: cores split
+    assert sweep.run_threads({}, jobs=3, cores=2) == 1
+
+
+def test_run_sweep_passes_each_run_its_threads(tmp_path, monkeypatch):
+    runs = sweep.plan("smoke", seeds=(0, 1), schemes=("official",), extra_losses=(), variants={})
+    runs = [{**runs[0], "threads": 2}, {**runs[1], "threads": 0}]
+    got = {}
+    monkeypatch.setattr(sweep, "_papermill", lambda r, t, d: got.setdefault(name_for(r), t))
+    monkeypatch.setattr(sweep.os, "cpu_count", lambda: 8)
+    sweep.run_sweep(runs, jobs=2, sweep_dir=tmp_path)
+    assert got == {name_for(runs[0]): 2, name_for(runs[1]): 4}            # pinned 2; 8 cores / 2 jobs

@@ -202,7 +202,9 @@ def _add_study(sub) -> None:
     w = sub.add_parser("sweep", help="seeds x split schemes x losses as independent papermill jobs")
     w.add_argument("--profile", help="profile to sweep (default: paper on CUDA, else cpu)")
     w.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    w.add_argument("--jobs", type=int, default=1, help="runs side by side (threads split evenly)")
+    w.add_argument("--jobs", type=int, default=1,
+                   help="runs side by side (each keeps the profile's threads; with threads: 0 "
+                        "the cores are split evenly)")
     w.add_argument("--force", action="store_true", help="re-run runs whose metrics exist")
     w.add_argument("--plan", action="store_true",
                    help="only print one self-contained command per run (nothing is trained)")

@@ -7,11 +7,15 @@ read-only data cache, so ``--jobs N`` runs N of them at once; on a cluster each
 line of ``plan`` can be submitted as its own job.
 
 Sweep runs use a fixed number of epochs (``max_train_seconds`` is lifted), so a
-run's result does not depend on how many other runs share the machine.
+run's result does not depend on how many other runs share the machine. Nor on ``--jobs``:
+a profile that fixes ``threads`` (the cpu profile does, since the thread count changes float
+results) keeps them in every run (``run_threads``); only a profile that leaves them at 0
+gets the cores split evenly over the jobs.
 """
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -23,6 +27,8 @@ from brainseg_lib.study.experiment import config_from_params, name_for, run_prof
 from brainseg_lib.study.profiles import load_profile, write_profile
 
 DEFAULT_SEEDS = (0, 1, 2)
+
+log = logging.getLogger(__name__)
 
 
 def plan(profile: str, seeds=DEFAULT_SEEDS, schemes=("official", "grouped"),
@@ -114,6 +120,13 @@ def _papermill(params: dict, threads: int, sweep_dir: Path) -> Path:
     return Path(args[-1])
 
 
+def run_threads(params: dict, jobs: int, cores: int | None = None) -> int:
+    """Threads for one run: the profile's ``threads`` when it fixes them, else the
+    ``cores`` (default: this machine's) split evenly over ``jobs``."""
+    cores = cores or os.cpu_count() or 1
+    return int(params.get("threads") or 0) or max(1, cores // max(1, jobs))
+
+
 def run_sweep(runs: list[dict], jobs: int = 1, in_process: bool = False, skip_done: bool = True,
               sweep_dir: str | Path | None = None) -> list[str]:
     """Execute ``runs``; returns the run names. Finished runs (see ``finished``) are skipped
@@ -125,8 +138,13 @@ def run_sweep(runs: list[dict], jobs: int = 1, in_process: bool = False, skip_do
             for r in todo:
                 run_profile(r)
     else:
-        threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
+        threads = [run_threads(r, jobs) for r in todo]
+        busy = min(max(1, jobs), len(todo)) * max(threads, default=1)
+        if busy > (os.cpu_count() or 1):
+            log.warning("%d runs at once with up to %d threads each on %d cores: slower than "
+                        "--jobs 1, with the same results (the profile fixes its threads)",
+                        min(jobs, len(todo)), max(threads), os.cpu_count() or 1)
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            for f in [pool.submit(_papermill, r, threads, sweep_dir) for r in todo]:
+            for f in [pool.submit(_papermill, r, t, sweep_dir) for r, t in zip(todo, threads)]:
                 f.result()
     return [name_for(r) for r in runs]
