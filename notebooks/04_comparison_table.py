@@ -18,7 +18,9 @@
 #
 # The six cited studies' rows and the paper's own row are data, read from
 # `references/khadra2026_table1.csv`, which cites the paper as their source. Our rows are read
-# from `results/metrics/*.json`, one per configuration (mean ± sd over seeds where there are several).
+# from the run JSONs in `results/metrics/` (this profile's run), `results/sweep/metrics/` (the seed
+# sweep) and `results/paper/metrics/` (the paper profile, run on a GPU), one row per configuration
+# (mean ± sd over seeds where there are several).
 # Values a study does not report stay empty.
 
 # %% jupyter={"source_hidden": true} tags=["parameters"]

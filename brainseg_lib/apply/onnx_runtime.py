@@ -41,7 +41,8 @@ def require_onnxruntime():
         import onnxruntime
     except ImportError as e:
         raise PredictError("--runtime onnx needs onnxruntime, which is not installed: "
-                           "pip install onnxruntime (or pip install 'brainseg[onnx]'), "
+                           "pip install onnxruntime (or, from the project's checkout, "
+                           "pip install -e '.[onnx]'), "
                            "or use --runtime torch") from e
     return onnxruntime
 

@@ -130,7 +130,8 @@ def _require_onnx():
         import onnx
     except ImportError as e:
         raise OnnxExportError("exporting to ONNX needs the onnx package: "
-                              "pip install onnx onnxscript (or pip install 'brainseg[onnx]')") from e
+                              "pip install onnx onnxscript (or, from the project's checkout, "
+                              "pip install -e '.[onnx]')") from e
     return onnx
 
 

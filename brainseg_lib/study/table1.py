@@ -1,8 +1,9 @@
 """Table I: the paper's cited rows, the paper's own row, and our reproduction runs.
 
 The cited and paper rows are data, read from ``references/khadra2026_table1.csv``
-(each row gives its source). Reproduction rows are read from the run JSONs in
-``results/metrics``: the pooled (``global``) native-resolution test metrics,
+(each row gives its source). Reproduction rows are read from the run JSONs of the study
+(``study_runs``: ``results/metrics``, ``results/paper/metrics`` and
+``results/sweep/metrics``): the pooled (``global``) native-resolution test metrics,
 averaged over seeds when a configuration was run with several. A value a
 study does not report stays empty (NaN in pandas, blank in CSV), never 0.
 """
