@@ -39,6 +39,18 @@ class TrainConfig:
     threshold: float = 0.5
     ema_decay: float | None = None   # exponential moving average of weights (None = off)
 
+    def __post_init__(self):
+        """A number given as text becomes a number: YAML 1.1 (PyYAML, papermill) reads
+        ``1e-3`` as a string, so ``lr: 1e-3`` in a profile or ``--set lr=1e-3`` would
+        otherwise fail deep inside the optimiser. Text that is not a number is refused by name."""
+        for f in fields(self):
+            value, kind = getattr(self, f.name), str(f.type).split(" |")[0]
+            if kind in ("float", "int") and isinstance(value, str):
+                try:
+                    setattr(self, f.name, float(value) if kind == "float" else int(value))
+                except ValueError:
+                    raise ValueError(f"{f.name} must be a number ({kind}), not {value!r}") from None
+
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:
         known = {f.name for f in fields(cls)}
