@@ -95,7 +95,7 @@ def test_profile_trials_table_reads_each_trial(tmp_path):
     row = bench_readme.profile_trials_markdown(trials).splitlines()[-1]
     assert row == ("| `t1` | 16 @ 64 | 0.001 | 3 | 130 | 0.500 / 0.700 / 0.800 | 0.810 / 0.850 | 1, 0.850-0.850 | "
                    "120.0 | 0.861 | - | - | a note |")
-    assert "Trials that chose the cpu profile" in bench_readme.benchmarks_readme(tmp_path)
+    assert "Speed trials that chose the previous cpu profile" in bench_readme.benchmarks_readme(tmp_path)
     assert bench_readme.profile_trials_markdown(tmp_path / "none") == ""
 
 

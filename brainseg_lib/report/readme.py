@@ -33,17 +33,17 @@ def benchmarks_readme(folder=None) -> str:
             " |\n|" + "---|" * (len(keys) + 3) + "\n")
     trials = profile_trials_markdown(folder / "profile_trials")
     if trials:
-        trials = ("\n## Trials that chose the cpu profile\n\nEach row is one full `python -m brainseg_lib "
-                  "train --profile cpu --set ...` run on the 2-core machine, copied into "
-                  "`profile_trials/<trial>/`. Test F1 at the snapshots is reported, as everywhere in "
-                  "this study. The project's speed targets are stated in test F1 at these snapshots, so the "
-                  "trials were compared on them: the choice has seen the test set, and the chosen profile's "
-                  "snapshot scores may be optimistic for that reason. Validation alone separates 64 from 80 "
-                  "px (higher validation Dice at 60 s) but not lr 1e-3 from 2e-3 at 64 px. The dense "
-                  "trial shows how much a mark's score depends on where in training it lands. Detection "
-                  "AUC (notebook 06, all unseen scans) is given where the full `run_all` was run with "
-                  "that trial's settings.\n\n"
-                  + trials)
+        trials = ("\n## Speed trials that chose the previous cpu profile\n\nThe lever trials "
+                  "(`results/levers/`) have since replaced that profile with `params/cpu.yaml`'s; these rows "
+                  "are kept as measured. Each row is one full `python -m brainseg_lib train --profile cpu "
+                  "--set ...` run on the 2-core machine, copied into `profile_trials/<trial>/`. Test F1 at "
+                  "the snapshots is reported, as everywhere in this study. The project's speed targets are "
+                  "stated in test F1 at these snapshots, so the trials were compared on them: the choice has "
+                  "seen the test set, and the chosen profile's snapshot scores may be optimistic for that "
+                  "reason. Validation alone separates 64 from 80 px (higher validation Dice at 60 s) but not "
+                  "lr 1e-3 from 2e-3 at 64 px. The dense trial shows how much a mark's score depends on where "
+                  "in training it lands. Detection AUC (notebook 06, all unseen scans) is given where the "
+                  "full `run_all` was run with that trial's settings.\n\n" + trials)
     return head + "\n".join(rows) + "\n" + trials
 
 
