@@ -58,8 +58,10 @@ print(run["run_name"], "|", run["n_images"], "test images | threshold", run["thr
 
 # %%
 # NBVAL_CHECK_OUTPUT
+# what must hold for any run, whatever its figures (nbval compares these lines)
 print(list(per_image.columns[:12]))
-print(metrics.METRICS)
+for check, ok in evaluate.run_invariants(run, per_image).items():
+    print(f"{check}: {ok}")
 
 # %% [markdown]
 # ## Pooled and per-image metrics, at native and model resolution

@@ -52,6 +52,8 @@ print(sorted(p.name for p in written.values()))
 # NBVAL_CHECK_OUTPUT
 print(table1.COLUMNS)
 print(list(table1.cited_rows()['Study']))
+# the paper's own row as it reaches Table I (data from references/khadra2026_table1.csv)
+print(table.loc[table.Study == table1.PAPER_ROW, table1.COLUMNS].iloc[0].to_dict())
 print('reproduction rows:', int(table.Study.str.startswith('Ours').sum()) >= 1)
 
 # %%

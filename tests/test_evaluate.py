@@ -3,10 +3,12 @@ pooled figures, on the fake Br35H tree (TEST: 32x48 and 40x40 scans) with a U-Ne
 head is constant, so that what it predicts is known without running a trained model."""
 from __future__ import annotations
 
+import pandas as pd
 import torch
 from conftest import FAKE_LAYOUT
 
 from brainseg_lib.data.cache import native_masks_for
+from brainseg_lib.evaluation import evaluate
 from brainseg_lib.evaluation.evaluate import evaluate_checkpoint, evaluate_model
 from brainseg_lib.evaluation.metrics import metrics_from_counts
 from brainseg_lib.model.checkpoint import save_checkpoint
@@ -53,3 +55,27 @@ def test_a_probability_equal_to_the_threshold_is_tumour(fake_root):
     model = counts(ev, "model_")
     assert model["fn"] == model["tn"] == 0
     assert model["tp"] + model["fp"] == len(TEST) * SIZE * SIZE
+
+
+def per_image_frame() -> pd.DataFrame:
+    """Two hand-made images: 2x3 with tp 1, fp 1, fn 1, tn 3; 2x2 with tn 4 only."""
+    return pd.DataFrame({"name": ["a", "b"], "native_h": [2, 2], "native_w": [3, 2],
+                         "tumour_pixels": [2, 0], "pred_pixels": [2, 0],
+                         "tp": [1, 0], "fp": [1, 0], "fn": [1, 0], "tn": [3, 4]})
+
+
+def test_run_invariants_hold_for_a_consistent_run_and_name_each_break():
+    pi = per_image_frame()
+    run = {"n_images": 2, "global": metrics_from_counts(1, 1, 1, 7)}
+    assert all(evaluate.run_invariants(run, pi).values())
+    broken = {
+        "one row per scored image": ({**run, "n_images": 3}, pi),
+        "native counts cover every pixel": (run, pi.assign(native_w=[3, 3])),
+        "tumour pixels = tp + fn": (run, pi.assign(tumour_pixels=[1, 0])),
+        "predicted pixels = tp + fp": (run, pi.assign(pred_pixels=[3, 0])),
+        # the figures of the model-resolution counts, or any others, are caught
+        "pooled figures from the summed counts": ({**run, "global": metrics_from_counts(1, 1, 1, 6)}, pi),
+    }
+    for name, (r, p) in broken.items():
+        got = evaluate.run_invariants(r, p)
+        assert [k for k, ok in got.items() if not ok] == [name]

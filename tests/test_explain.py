@@ -333,3 +333,35 @@ def test_deletion_flags_curves_that_grow():
     mass = explain_attribution.mass_summary(explain_attribution.attribution_mass({explain_attribution.OCCLUSION: m}, x[:, 0].numpy() > 0.5,
                                                          ["a", "b", "c"]))
     assert "Caution" in findings.xai_findings(mass, [summ])
+
+
+def tiny_checks(names=("a", "b")) -> "explain_checks.Checks":
+    """Mass rows and full deletion curves for every method, the reference and the random order."""
+    from brainseg_lib.xai.deletion import DELETION_FRACTIONS, RANDOM, REFERENCE
+    methods = list(explain_checks.METHODS) + [REFERENCE]
+    mass = pd.DataFrame([{"name": n, "method": m, "mass_inside_gt": 0.5} for n in names for m in methods])
+    curves = pd.DataFrame([{"name": n, "method": m, "fraction": f, "rel_area": 1.0 - f, "rel_prob": 1.0 - f}
+                           for n in names for m in methods + [RANDOM] for f in DELETION_FRACTIONS])
+    return explain_checks.Checks(mass, None, curves, None, "")
+
+
+def test_check_invariants_hold_and_name_each_break():
+    names = ["a", "b"]
+    ok = tiny_checks()
+    assert all(explain_checks.check_invariants(ok, names).values())
+    nan_map = ok.mass_per_image.copy()
+    nan_map.loc[0, "mass_inside_gt"] = float("nan")              # an all-zero map: allowed
+    assert all(explain_checks.check_invariants(explain_checks.Checks(nan_map, None, ok.curves, None, ""), names).values())
+    nothing_predicted = ok.curves.assign(rel_area=float("nan"))  # an untrained model: no area
+    assert all(explain_checks.check_invariants(
+        explain_checks.Checks(ok.mass_per_image, None, nothing_predicted, None, ""), names).values())
+    cases = {
+        "a mass row per image and method": (ok.mass_per_image.iloc[1:], ok.curves),
+        "mass fractions in [0, 1] (NaN: an all-zero map)":
+            (ok.mass_per_image.assign(mass_inside_gt=1.2), ok.curves),
+        "a full deletion curve per image and method": (ok.mass_per_image, ok.curves.iloc[1:]),
+        "curves start at the intact prediction": (ok.mass_per_image, ok.curves.assign(rel_prob=0.9)),
+    }
+    for name, (mass, curves) in cases.items():
+        got = explain_checks.check_invariants(explain_checks.Checks(mass, None, curves, None, ""), names)
+        assert [k for k, v in got.items() if not v] == [name]

@@ -31,6 +31,7 @@ from brainseg_lib.evaluation.metrics import (
     COUNTS,
     METRICS,
     confusion_counts,
+    metrics_from_counts,
     per_image_table,
     summarize_per_image,
 )
@@ -149,3 +150,21 @@ def case_predictions(checkpoint: str | Path, split: str, names: list[str], thres
                          np.array([s.image.shape for s in samples]), np.zeros(len(samples)))
     probs = predict_probs(model, arrays, resolve_device(device))
     return [(s.image, s.mask, to_native(p, *s.image.shape) >= threshold) for s, p in zip(samples, probs)]
+
+
+def run_invariants(run: dict, per_image: pd.DataFrame) -> dict[str, bool]:
+    """What holds for every scored run, whatever its figures (notebook 03 prints these for
+    nbval to compare): one row per scored image, native counts that cover each image's
+    pixels, tumour and predicted pixels that are tp + fn and tp + fp, and pooled figures
+    that are ``metrics_from_counts`` of the summed native counts."""
+    counts = per_image[list(COUNTS)]
+    pooled = metrics_from_counts(*counts.sum().tolist())
+    return {
+        "one row per scored image": len(per_image) == run["n_images"],
+        "native counts cover every pixel": bool(
+            (counts.sum(axis=1) == per_image["native_h"] * per_image["native_w"]).all()),
+        "tumour pixels = tp + fn": bool((per_image["tumour_pixels"] == per_image["tp"] + per_image["fn"]).all()),
+        "predicted pixels = tp + fp": bool((per_image["pred_pixels"] == per_image["tp"] + per_image["fp"]).all()),
+        "pooled figures from the summed counts": all(
+            np.isclose(pooled[k], run["global"][k], equal_nan=True) for k in METRICS),
+    }

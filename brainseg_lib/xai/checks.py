@@ -115,3 +115,26 @@ def write_checks(checks: Checks, tables_dir) -> dict[str, str]:
 def records(df: pd.DataFrame) -> list[dict]:
     """Rows as JSON-ready dicts (NaN -> None, numpy scalars -> Python)."""
     return json_ready(df.to_dict("records"))
+
+
+def check_invariants(checks: Checks, names: list[str]) -> dict[str, bool]:
+    """What holds for any run of the checks, whatever the maps (notebook 05 prints these for
+    nbval to compare): a mass row per image and method, mass fractions in [0, 1] (``mass_inside``
+    gives NaN for a map with no mass), a full
+    deletion curve per image and method (the random order and the reference included), and
+    curves that start at the intact prediction."""
+    from brainseg_lib.xai.deletion import DELETION_FRACTIONS, RANDOM, REFERENCE
+    mass, curves = checks.mass_per_image, checks.curves
+    sizes = curves.groupby(["name", "method"]).size()
+    start = curves.loc[curves["fraction"] == 0]     # rel_area is NaN where nothing is predicted
+    return {
+        "a mass row per image and method": len(mass) == len(names) * mass["method"].nunique()
+        and set(mass["method"]) >= set(METHODS),
+        "mass fractions in [0, 1] (NaN: an all-zero map)":
+            bool(mass["mass_inside_gt"].dropna().between(0, 1).all()),
+        "a full deletion curve per image and method": bool((sizes == len(DELETION_FRACTIONS)).all())
+        and set(curves["method"]) == set(METHODS) | {RANDOM, REFERENCE}
+        and curves["name"].nunique() == len(names),
+        "curves start at the intact prediction": bool(len(start)) and bool(
+            start["rel_prob"].eq(1).all() and start["rel_area"].dropna().eq(1).all()),
+    }
