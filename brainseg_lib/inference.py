@@ -56,21 +56,32 @@ def load_run_model(run: dict) -> torch.nn.Module:
     return load_model(paths.resolve_recorded(run["checkpoint"]), run["config"]["device"])
 
 
-@torch.inference_mode()
-def predict_logits(model: torch.nn.Module, images_u8: torch.Tensor, device: torch.device,
-                   batch_size: int = 32, channels_last: bool = True,
-                   amp_dtype=None) -> torch.Tensor:
-    """Logits (N,1,S,S) float32 on CPU for uint8 images (N,S,S) or (N,1,S,S)."""
+BATCH = 32   # images per forward pass, unless a caller says otherwise
+
+
+def iter_logits(model: torch.nn.Module, images_u8: torch.Tensor, device: torch.device,
+                batch_size: int = BATCH, channels_last: bool = True, amp_dtype=None):
+    """(start, logits) per batch of uint8 images (N,S,S) or (N,1,S,S): float32 logits
+    (B,1,S,S) left on ``device``. Call it under ``torch.inference_mode()``; it puts the
+    model in eval mode."""
     model.eval()
     if images_u8.dim() == 3:
         images_u8 = images_u8.unsqueeze(1)
-    out = []
     for i in range(0, images_u8.shape[0], batch_size):
         x = to_float(images_u8[i:i + batch_size]).to(device)
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            out.append(model(x).float().cpu())
+            yield i, model(x).float()
+
+
+@torch.inference_mode()
+def predict_logits(model: torch.nn.Module, images_u8: torch.Tensor, device: torch.device,
+                   batch_size: int = BATCH, channels_last: bool = True,
+                   amp_dtype=None) -> torch.Tensor:
+    """Logits (N,1,S,S) float32 on CPU for uint8 images (N,S,S) or (N,1,S,S)."""
+    out = [lg.cpu() for _, lg in iter_logits(model, images_u8, device, batch_size, channels_last,
+                                             amp_dtype)]
     return torch.cat(out) if out else torch.zeros((0, 1) + tuple(images_u8.shape[-2:]))
 
 
@@ -83,7 +94,7 @@ def read_only_tensor(a: np.ndarray) -> torch.Tensor:
 
 
 def predict_probabilities(model: torch.nn.Module, images_u8, device: torch.device | None = None,
-                          batch_size: int = 32, channels_last: bool = True) -> np.ndarray:
+                          batch_size: int = BATCH, channels_last: bool = True) -> np.ndarray:
     """Tumour probabilities (N,S,S) float32 for uint8 images (N,S,S) (array or tensor), on
     ``device`` (default: where the model's parameters are)."""
     if device is None:
@@ -93,7 +104,7 @@ def predict_probabilities(model: torch.nn.Module, images_u8, device: torch.devic
     return torch.sigmoid(logits[:, 0]).numpy()
 
 
-def predict_probs(model, arrays: SplitArrays, device=None, batch_size: int = 32) -> np.ndarray:
+def predict_probs(model, arrays: SplitArrays, device=None, batch_size: int = BATCH) -> np.ndarray:
     """Tumour probabilities (N, S, S) float32 at the model's resolution, on ``device`` (the
     model is moved there; default: where the model already is)."""
     device = model_device(model) if device is None else resolve_device(device)

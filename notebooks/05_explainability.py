@@ -117,7 +117,7 @@ print(len(names), "images; targets used:", pd.Series(ex.targets).value_counts().
 # NBVAL_CHECK_OUTPUT
 # what must hold for any run of the checks, whatever the maps (nbval compares these lines)
 print("tables:", sorted(files.values()))
-for check, ok in xai_checks.check_invariants(checks, names).items():
+for check, ok in xai_checks.check_invariants(checks, ex).items():
     print(f"{check}: {ok}")
 
 # %% [markdown]

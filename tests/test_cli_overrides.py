@@ -15,6 +15,9 @@ def test_values_are_parsed_as_yaml_and_tagged_when_asked():
     assert (p["epochs"], p["lr"], p["ema_decay"], p["augment"]) == (3, 1e-3, None, False)
     tagged = with_overrides(load_profile("smoke"), ["epochs=3"], tag_profile=True)
     assert tagged["profile"] == "smoke+epochs=3"
+    unsafe = with_overrides(load_profile("smoke"), ["device=cuda:0", "run_tag=a/b c"], tag_profile=True)
+    assert unsafe["profile"] == "smoke+device=cuda_0+run_tag=a_b_c"          # a file-name part
+    assert (unsafe["device"], unsafe["run_tag"]) == ("cuda:0", "a/b c")        # values unchanged
 
 
 @pytest.mark.parametrize("bad, message", [
@@ -40,5 +43,7 @@ def test_numbers_yaml_reads_as_text_reach_the_config_as_numbers():
     assert cfg.lr == 1e-3 and isinstance(cfg.lr, float) and cfg.epochs == 2
     assert TrainConfig(image_size="64", max_train_seconds="3e2").image_size == 64
     assert TrainConfig(max_train_seconds="3e2").max_train_seconds == 300.0
-    with pytest.raises(ValueError, match="lr must be a number"):
-        TrainConfig(lr="fast")
+    assert TrainConfig(epochs="1e2").epochs == 100 and isinstance(TrainConfig(epochs="1e2").epochs, int)
+    for field, text in (("lr", "fast"), ("lr", "nan"), ("lr", "inf"), ("epochs", "2.5")):
+        with pytest.raises(ValueError, match=f"{field} must be a finite number"):
+            TrainConfig(**{field: text})

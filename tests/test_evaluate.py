@@ -66,7 +66,8 @@ def per_image_frame() -> pd.DataFrame:
 
 def test_run_invariants_hold_for_a_consistent_run_and_name_each_break():
     pi = per_image_frame()
-    run = {"n_images": 2, "global": metrics_from_counts(1, 1, 1, 7)}
+    run = {"n_images": 2, "global": metrics_from_counts(1, 1, 1, 7),
+           "counts": {"tp": 1, "fp": 1, "fn": 1, "tn": 7}}
     assert all(evaluate.run_invariants(run, pi).values())
     broken = {
         "one row per scored image": ({**run, "n_images": 3}, pi),
@@ -76,6 +77,10 @@ def test_run_invariants_hold_for_a_consistent_run_and_name_each_break():
         # the figures of the model-resolution counts, or any others, are caught
         "pooled figures from the summed counts": ({**run, "global": metrics_from_counts(1, 1, 1, 6)}, pi),
     }
-    for name, (r, p) in broken.items():
+    broken = list(broken.items()) + [
+        ("one row per scored image", (run, pi.assign(name=["a", "a"]))),            # a name twice
+        ("pooled figures from the summed counts", ({**run, "counts": {**run["counts"], "tn": 6}}, pi)),
+    ]
+    for name, (r, p) in broken:
         got = evaluate.run_invariants(r, p)
         assert [k for k, ok in got.items() if not ok] == [name]

@@ -335,33 +335,41 @@ def test_deletion_flags_curves_that_grow():
     assert "Caution" in findings.xai_findings(mass, [summ])
 
 
-def tiny_checks(names=("a", "b")) -> "explain_checks.Checks":
-    """Mass rows and full deletion curves for every method, the reference and the random order."""
+def tiny_checks(names=("a", "b")) -> tuple:
+    """Checks with mass rows and full deletion curves for every method, the reference and the
+    random order, and the Explained they came from (intact probability sums 2 and 4)."""
     from brainseg_lib.xai.deletion import DELETION_FRACTIONS, RANDOM, REFERENCE
+    probs = np.stack([np.full((2, 2), 0.5 * (i + 1), np.float32) for i in range(len(names))])
+    ex = explain_checks.Explained(list(names), None, None, probs, [], {})
     methods = list(explain_checks.METHODS) + [REFERENCE]
     mass = pd.DataFrame([{"name": n, "method": m, "mass_inside_gt": 0.5} for n in names for m in methods])
-    curves = pd.DataFrame([{"name": n, "method": m, "fraction": f, "rel_area": 1.0 - f, "rel_prob": 1.0 - f}
-                           for n in names for m in methods + [RANDOM] for f in DELETION_FRACTIONS])
-    return explain_checks.Checks(mass, None, curves, None, "")
+    curves = pd.DataFrame([{"name": n, "method": m, "fraction": f, "prob_sum": float(p.sum()) * (1 - f)}
+                           for n, p in zip(names, probs) for m in methods + [RANDOM]
+                           for f in DELETION_FRACTIONS])
+    return explain_checks.Checks(mass, None, curves, None, ""), ex
 
 
 def test_check_invariants_hold_and_name_each_break():
-    names = ["a", "b"]
-    ok = tiny_checks()
-    assert all(explain_checks.check_invariants(ok, names).values())
+    ok, ex = tiny_checks()
+    assert all(explain_checks.check_invariants(ok, ex).values())
     nan_map = ok.mass_per_image.copy()
     nan_map.loc[0, "mass_inside_gt"] = float("nan")              # an all-zero map: allowed
-    assert all(explain_checks.check_invariants(explain_checks.Checks(nan_map, None, ok.curves, None, ""), names).values())
-    nothing_predicted = ok.curves.assign(rel_area=float("nan"))  # an untrained model: no area
-    assert all(explain_checks.check_invariants(
-        explain_checks.Checks(ok.mass_per_image, None, nothing_predicted, None, ""), names).values())
+    assert all(explain_checks.check_invariants(explain_checks.Checks(nan_map, None, ok.curves, None, ""), ex).values())
+    swapped = ok.mass_per_image.copy()
+    swapped.loc[swapped.index[-1], "name"] = "a"                # b's last row now a duplicate of a's
+    renamed = ok.curves.assign(name=ok.curves["name"].replace({"b": "c"}))
+    no_random_b = ok.curves[~((ok.curves["name"] == "b") & (ok.curves["method"] == "Random order"))]
     cases = {
-        "a mass row per image and method": (ok.mass_per_image.iloc[1:], ok.curves),
+        "a mass row per image and method": [(ok.mass_per_image.iloc[1:], ok.curves), (swapped, ok.curves)],
         "mass fractions in [0, 1] (NaN: an all-zero map)":
-            (ok.mass_per_image.assign(mass_inside_gt=1.2), ok.curves),
-        "a full deletion curve per image and method": (ok.mass_per_image, ok.curves.iloc[1:]),
-        "curves start at the intact prediction": (ok.mass_per_image, ok.curves.assign(rel_prob=0.9)),
+            [(ok.mass_per_image.assign(mass_inside_gt=1.2), ok.curves)],
+        "a full deletion curve per image and method": [(ok.mass_per_image, ok.curves.iloc[1:]),
+                                                       (ok.mass_per_image, no_random_b)],
+        "curves start at the intact prediction": [(ok.mass_per_image, ok.curves.assign(prob_sum=3.0))],
     }
-    for name, (mass, curves) in cases.items():
-        got = explain_checks.check_invariants(explain_checks.Checks(mass, None, curves, None, ""), names)
-        assert [k for k, v in got.items() if not v] == [name]
+    for name, variants in cases.items():
+        for mass, curves in variants:
+            got = explain_checks.check_invariants(explain_checks.Checks(mass, None, curves, None, ""), ex)
+            assert [k for k, v in got.items() if not v] == [name]
+    got = explain_checks.check_invariants(explain_checks.Checks(ok.mass_per_image, None, renamed, None, ""), ex)
+    assert not got["a full deletion curve per image and method"]

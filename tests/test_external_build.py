@@ -110,3 +110,16 @@ def test_committed_reference_matches_the_real_external_set(tmp_path):
     assert eb.reference_from_folder(REAL_EXTERNAL_ROOT).equals(ref)
     # the manifest the build writes is the study's, byte for byte
     assert eb.write_manifest(ref, tmp_path).read_bytes() == (REAL_EXTERNAL_ROOT / "manifest.csv").read_bytes()
+
+
+@pytest.mark.filterwarnings("ignore:Corrupt EXIF data")   # the deliberately broken TIF
+def test_unreadable_or_wrong_kind_of_source_slice_is_named(tmp_path, kaggle):
+    source, ref, _ = kaggle
+    (source / "P_A" / "P_A_2.tif").write_bytes(b"II*\x00 not really a tiff")
+    with pytest.raises(eb.ImageReadError, match=r"P_A_2\.tif"):
+        eb.build_external(source, tmp_path / "lgg", ref)
+    Image.fromarray(np.zeros((8, 8), np.uint16)).save(source / "P_A" / "P_A_2.tif")   # 16-bit gray
+    with pytest.raises(eb.BuildError, match=r"P_A_2\.tif is I;16, not the 3-channel"):
+        eb.build_external(source, tmp_path / "lgg", ref)
+    assert not (tmp_path / "lgg").exists() and not list(tmp_path.glob(".build-*"))
+    assert cli_main(["build-external", "--source", str(source), "--dest", str(tmp_path / "lgg")]) == 2

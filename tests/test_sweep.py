@@ -100,3 +100,27 @@ def test_run_sweep_passes_each_run_its_threads(tmp_path, monkeypatch):
     monkeypatch.setattr(sweep.os, "cpu_count", lambda: 8)
     sweep.run_sweep(runs, jobs=2, sweep_dir=tmp_path)
     assert got == {name_for(runs[0]): 2, name_for(runs[1]): 4}            # pinned 2; 8 cores / 2 jobs
+
+
+def test_a_run_made_with_other_threads_is_stale_only_where_the_profile_fixes_them(tmp_path):
+    run = sweep.plan("smoke", seeds=(0,), schemes=("official",), extra_losses=(), variants={})[0]
+    (tmp_path / "metrics").mkdir()
+    path = tmp_path / "metrics" / f"{name_for(run)}.json"
+    pinned = {**run, "threads": 2}
+    path.write_text(json.dumps({"config": config_from_params({**pinned, "threads": 1}).to_dict()}))
+    assert not sweep.finished(pinned, tmp_path)                  # 1 thread: other floats
+    assert sweep.finished({**run, "threads": 0}, tmp_path)       # unpinned: any count will do
+    path.write_text(json.dumps({"config": config_from_params(pinned).to_dict()}))
+    assert sweep.finished(pinned, tmp_path)
+
+
+def test_oversubscription_warning_claims_same_results_only_for_pinned_threads(tmp_path, monkeypatch, caplog):
+    runs = sweep.plan("smoke", seeds=(0, 1), schemes=("official",), extra_losses=(), variants={})
+    monkeypatch.setattr(sweep, "_papermill", lambda r, t, d: None)
+    monkeypatch.setattr(sweep.os, "cpu_count", lambda: 2)
+    sweep.run_sweep([{**r, "threads": 2} for r in runs], jobs=2, sweep_dir=tmp_path)
+    assert "with the same results" in caplog.text
+    caplog.clear()
+    three = sweep.plan("smoke", seeds=(0, 1, 2), schemes=("official",), extra_losses=(), variants={})
+    sweep.run_sweep([{**r, "threads": 0} for r in three], jobs=4, sweep_dir=tmp_path)   # 3 x 1 thread
+    assert "slower than fewer --jobs" in caplog.text and "same results" not in caplog.text

@@ -84,3 +84,21 @@ def test_leaves_the_model_in_eval_mode_and_reads_no_gradients():
     assert not model.training                         # BatchNorm statistics untouched
     for k, t in model.state_dict().items():
         assert torch.equal(t, before[k]), k
+
+
+def test_an_empty_val_is_refused():
+    empty = torch.zeros((0, 1, 8, 8), dtype=torch.uint8)
+    with pytest.raises(ValueError, match="VAL is empty"):
+        validation.validate(ConstantLogit(0.0), empty, empty, small_config())
+
+
+def test_checkpointed_optimizer_state_is_detached_on_cpu_and_keeps_its_structure():
+    from brainseg_lib.training.run_state import on_cpu
+    w = torch.ones(3, requires_grad=True)
+    state = {"state": {0: {"step": torch.tensor(2.0), "exp_avg": w * 2}},
+             "param_groups": [{"lr": 1e-3, "params": [0], "betas": (0.9, 0.999)}]}
+    got = on_cpu(state)
+    assert got["param_groups"] == state["param_groups"]
+    assert isinstance(got["param_groups"][0]["betas"], tuple)
+    t = got["state"][0]["exp_avg"]
+    assert t.device.type == "cpu" and not t.requires_grad and torch.equal(t, torch.full((3,), 2.0))

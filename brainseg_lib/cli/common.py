@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import difflib
+import re
 
 import yaml
 
@@ -24,5 +25,6 @@ def with_overrides(params: dict, sets: list[str] | None, tag_profile: bool = Fal
                              + "; params/base.yaml lists every one")
         params[k] = yaml.safe_load(v)
         if tag_profile:
-            params["profile"] = f"{params['profile']}+{k}={v}"
+            # the tag names files: keep it to characters every filesystem accepts
+            params["profile"] = f"{params['profile']}+{k}=" + re.sub(r"[^\w.,=-]", "_", v)
     return params

@@ -73,21 +73,26 @@ def reference_from_folder(root: Path) -> pd.DataFrame:
     return man.assign(image_sha256=digests["images"], mask_sha256=digests["masks"])
 
 
+def read_flair(path: Path) -> np.ndarray:
+    """The FLAIR channel of a kaggle_3m slice (an 8-bit, 3-channel TIF)."""
+    try:
+        with Image.open(path) as im:
+            if im.mode not in ("RGB", "RGBA"):
+                raise BuildError(f"{path} is {im.mode}, not the 3-channel 8-bit TIF of kaggle_3m")
+            return np.ascontiguousarray(np.asarray(im.convert("RGB"))[..., FLAIR_CHANNEL])
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise ImageReadError(f"cannot decode {path}: {e} (truncated or corrupt file?)") from e
+
+
 def read_slice(source: Path, patient: str, name: str) -> tuple[np.ndarray, np.ndarray]:
     """The FLAIR image and the 0/255 mask of slice ``name`` of ``patient`` in kaggle_3m."""
+    from brainseg_lib.data.images import read_grayscale
     image_path = source / patient / f"{name}.tif"
     mask_path = source / patient / f"{name}_mask.tif"
     for p in (image_path, mask_path):
         if not p.is_file():
             raise BuildError(f"{p} is missing from the source; {SOURCE_HINT}")
-    try:
-        with Image.open(image_path) as im:
-            rgb = np.asarray(im.convert("RGB"))
-        with Image.open(mask_path) as im:
-            mask = np.asarray(im.convert("L"))
-    except OSError as e:
-        raise ImageReadError(f"cannot read {image_path} or its mask: {e}") from e
-    return np.ascontiguousarray(rgb[..., FLAIR_CHANNEL]), mask
+    return read_flair(image_path), read_grayscale(mask_path)
 
 
 def write_slices(source: Path, ref: pd.DataFrame, out: Path) -> list[str]:

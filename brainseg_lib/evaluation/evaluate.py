@@ -154,17 +154,18 @@ def case_predictions(checkpoint: str | Path, split: str, names: list[str], thres
 
 def run_invariants(run: dict, per_image: pd.DataFrame) -> dict[str, bool]:
     """What holds for every scored run, whatever its figures (notebook 03 prints these for
-    nbval to compare): one row per scored image, native counts that cover each image's
-    pixels, tumour and predicted pixels that are tp + fn and tp + fp, and pooled figures
-    that are ``metrics_from_counts`` of the summed native counts."""
+    nbval to compare): one row per scored image (no name twice), native counts that cover
+    each image's pixels, tumour and predicted pixels that are tp + fn and tp + fp, and pooled
+    counts and figures that are the summed native counts and ``metrics_from_counts`` of them."""
     counts = per_image[list(COUNTS)]
-    pooled = metrics_from_counts(*counts.sum().tolist())
+    summed = {k: int(v) for k, v in counts.sum().items()}
+    pooled = metrics_from_counts(*summed.values())
     return {
-        "one row per scored image": len(per_image) == run["n_images"],
+        "one row per scored image": len(per_image) == run["n_images"] == per_image["name"].nunique(),
         "native counts cover every pixel": bool(
             (counts.sum(axis=1) == per_image["native_h"] * per_image["native_w"]).all()),
         "tumour pixels = tp + fn": bool((per_image["tumour_pixels"] == per_image["tp"] + per_image["fn"]).all()),
         "predicted pixels = tp + fp": bool((per_image["pred_pixels"] == per_image["tp"] + per_image["fp"]).all()),
-        "pooled figures from the summed counts": all(
+        "pooled figures from the summed counts": summed == run["counts"] and all(
             np.isclose(pooled[k], run["global"][k], equal_nan=True) for k in METRICS),
     }

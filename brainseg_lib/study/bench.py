@@ -75,10 +75,10 @@ def cpu_name() -> str:
 
 
 def device_name(device: torch.device | None = None) -> str:
-    """The GPU's name for a CUDA device (default: the first GPU when there is one), else the
-    CPU model."""
+    """The GPU's name for a CUDA device (``cuda:N``: GPU N; ``cuda`` or no device: the
+    current GPU when there is one), else the CPU model."""
     cuda = device.type == "cuda" if device is not None else torch.cuda.is_available()
-    return torch.cuda.get_device_name(0) if cuda else cpu_name()
+    return torch.cuda.get_device_name(device) if cuda else cpu_name()
 
 
 def count_flops(model: torch.nn.Module, size: int, train: bool) -> float:

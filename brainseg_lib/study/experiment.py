@@ -145,7 +145,7 @@ def write_timing(result, run_dir, epochs_to_target=None):
               "seconds_to_target": snaps.get(str(epochs_to_target)) if epochs_to_target else None,
               "threads": torch.get_num_threads(), "device": result.device, "machine": cpu_name()}
     if str(result.device).startswith("cuda"):   # the GPU, its peak memory during fit
-        timing["gpu"] = device_name(torch.device("cuda"))
+        timing["gpu"] = device_name(torch.device(result.device))
         timing["peak_gpu_mb"] = result.peak_gpu_mb
     if result.processes > 1:   # data-parallel under torchrun: threads are per process
         timing["processes"] = result.processes

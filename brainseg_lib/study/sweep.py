@@ -54,16 +54,19 @@ def plan(profile: str, seeds=DEFAULT_SEEDS, schemes=("official", "grouped"),
 
 
 def finished(params: dict, sweep_dir) -> bool:
-    """Whether ``sweep_dir`` holds this run's metrics, trained with this configuration (thread
-    count aside): a run left from an older profile is stale, and so is an unreadable file."""
+    """Whether ``sweep_dir`` holds this run's metrics, trained with this configuration: a run
+    left from an older profile is stale, and so is an unreadable file. The thread count counts
+    only where the profile fixes it (it changes the floats); with ``threads: 0`` a run made
+    with any count is finished."""
     path = Path(sweep_dir) / "metrics" / f"{name_for(params)}.json"
     try:
         recorded = json.loads(path.read_text()).get("config", {})
     except (OSError, ValueError, AttributeError):
         return False
     wanted = json.loads(json.dumps(config_from_params(params).to_dict()))  # as stored (lists)
-    return ({k: v for k, v in recorded.items() if k != "threads"}
-            == {k: v for k, v in wanted.items() if k != "threads"})
+    ignore = set() if wanted.get("threads") else {"threads"}
+    return ({k: v for k, v in recorded.items() if k not in ignore}
+            == {k: v for k, v in wanted.items() if k not in ignore})
 
 
 def planned_job(params: dict, threads: int, sweep_dir: Path) -> tuple[list[str], dict, Path]:
@@ -141,9 +144,10 @@ def run_sweep(runs: list[dict], jobs: int = 1, in_process: bool = False, skip_do
         threads = [run_threads(r, jobs) for r in todo]
         busy = min(max(1, jobs), len(todo)) * max(threads, default=1)
         if busy > (os.cpu_count() or 1):
+            pinned = all(int(r.get("threads") or 0) for r in todo)
             log.warning("%d runs at once with up to %d threads each on %d cores: slower than "
-                        "--jobs 1, with the same results (the profile fixes its threads)",
-                        min(jobs, len(todo)), max(threads), os.cpu_count() or 1)
+                        "fewer --jobs%s", min(jobs, len(todo)), max(threads), os.cpu_count() or 1,
+                        ", with the same results (the profile fixes the threads)" if pinned else "")
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
             for f in [pool.submit(_papermill, r, t, sweep_dir) for r, t in zip(todo, threads)]:
                 f.result()

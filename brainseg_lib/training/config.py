@@ -4,6 +4,7 @@ by default); it is stored in each checkpoint and run JSON.
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import asdict, dataclass, field, fields
 
 log = logging.getLogger(__name__)
@@ -47,9 +48,12 @@ class TrainConfig:
             value, kind = getattr(self, f.name), str(f.type).split(" |")[0]
             if kind in ("float", "int") and isinstance(value, str):
                 try:
-                    setattr(self, f.name, float(value) if kind == "float" else int(value))
+                    number = float(value)
                 except ValueError:
-                    raise ValueError(f"{f.name} must be a number ({kind}), not {value!r}") from None
+                    number = math.nan
+                if not math.isfinite(number) or (kind == "int" and not number.is_integer()):
+                    raise ValueError(f"{f.name} must be a finite number ({kind}), not {value!r}")
+                setattr(self, f.name, number if kind == "float" else int(number))
 
     @classmethod
     def from_dict(cls, d: dict) -> TrainConfig:

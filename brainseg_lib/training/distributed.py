@@ -255,7 +255,7 @@ class GlobalBatchNorm2d(nn.BatchNorm2d):
         dims = (0, 2, 3)
         with torch.no_grad():
             s = torch.cat([x.sum(dims, dtype=torch.float64),
-                           torch.tensor([x.numel() // x.shape[1]], dtype=torch.float64)])
+                           torch.tensor([x.numel() // x.shape[1]], dtype=torch.float64, device=x.device)])
             dist.all_reduce(s)
             count = float(s[-1])
             mean = (s[:-1] / count).to(x.dtype)

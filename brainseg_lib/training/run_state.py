@@ -89,7 +89,7 @@ def checkpoint_state(model, opt, cfg, epoch, step, train_seconds, wall_seconds, 
         "state_dict": cpu_state(model),
         "model_config": model.config(),
         "train_config": cfg.to_dict(),
-        "optimizer": opt.state_dict(),
+        "optimizer": on_cpu(opt.state_dict()),   # Adam's moments too: loads on a CPU-only machine
         "epoch": epoch, "step": step,
         "train_seconds": float(train_seconds), "wall_seconds": float(wall_seconds),
         "history": copy.deepcopy(history),
@@ -100,7 +100,21 @@ def checkpoint_state(model, opt, cfg, epoch, step, train_seconds, wall_seconds, 
 
 
 def cpu_state(module) -> dict:
+    """A copy of ``module``'s state dict on the CPU."""
     return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
+
+
+def on_cpu(obj):
+    """``obj`` (nested dicts, lists and tuples, as an optimizer's state dict) with every
+    tensor detached and on the CPU; ``load_state_dict`` moves them back to the parameters'
+    device."""
+    if isinstance(obj, torch.Tensor):
+        return obj.detach().cpu()
+    if isinstance(obj, dict):
+        return {k: on_cpu(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(on_cpu(v) for v in obj)
+    return obj
 
 
 def save_snapshot(model, cfg, run_dir: Path, epoch: int, train_seconds: float) -> Path:

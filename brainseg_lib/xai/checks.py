@@ -117,24 +117,26 @@ def records(df: pd.DataFrame) -> list[dict]:
     return json_ready(df.to_dict("records"))
 
 
-def check_invariants(checks: Checks, names: list[str]) -> dict[str, bool]:
+def check_invariants(checks: Checks, ex: Explained) -> dict[str, bool]:
     """What holds for any run of the checks, whatever the maps (notebook 05 prints these for
-    nbval to compare): a mass row per image and method, mass fractions in [0, 1] (``mass_inside``
-    gives NaN for a map with no mass), a full
-    deletion curve per image and method (the random order and the reference included), and
-    curves that start at the intact prediction."""
+    nbval to compare): a mass row for every (image, method) pair, mass fractions in [0, 1]
+    (``mass_inside`` gives NaN for a map with no mass), a full deletion curve for every
+    (image, ordering) pair (the random order and the reference included), and curves whose
+    first point (nothing deleted) is the intact image's summed probability in ``ex``."""
     from brainseg_lib.xai.deletion import DELETION_FRACTIONS, RANDOM, REFERENCE
     mass, curves = checks.mass_per_image, checks.curves
+    methods = list(METHODS) + [REFERENCE]
     sizes = curves.groupby(["name", "method"]).size()
-    start = curves.loc[curves["fraction"] == 0]     # rel_area is NaN where nothing is predicted
+    start = curves[curves["fraction"] == 0].set_index("name")["prob_sum"]
+    intact = dict(zip(ex.names, ex.probs.reshape(len(ex.names), -1).sum(axis=1)))
     return {
-        "a mass row per image and method": len(mass) == len(names) * mass["method"].nunique()
-        and set(mass["method"]) >= set(METHODS),
+        "a mass row per image and method": len(mass) == len(ex.names) * len(methods)
+        and set(zip(mass["name"], mass["method"])) == {(n, m) for n in ex.names for m in methods},
         "mass fractions in [0, 1] (NaN: an all-zero map)":
             bool(mass["mass_inside_gt"].dropna().between(0, 1).all()),
-        "a full deletion curve per image and method": bool((sizes == len(DELETION_FRACTIONS)).all())
-        and set(curves["method"]) == set(METHODS) | {RANDOM, REFERENCE}
-        and curves["name"].nunique() == len(names),
-        "curves start at the intact prediction": bool(len(start)) and bool(
-            start["rel_prob"].eq(1).all() and start["rel_area"].dropna().eq(1).all()),
+        "a full deletion curve per image and method":
+            set(sizes.index) == {(n, m) for n in ex.names for m in methods + [RANDOM]}
+            and bool((sizes == len(DELETION_FRACTIONS)).all()),
+        "curves start at the intact prediction": len(start) > 0 and all(
+            np.isclose(v, intact.get(n, np.nan), rtol=1e-3) for n, v in start.items()),
     }
