@@ -38,9 +38,9 @@
 #   sensitivity is at least 0.90 (a fixed sensitivity).
 # * **Report** on the unseen tumour scans and the healthy `report` scans: sensitivity, specificity, accuracy and ROC AUC,
 #   each with a 95% bootstrap CI (images resampled within each class).
-# * **Leakage**: unseen scans that are near-duplicates of TRAIN images (the signals of notebook 07:
-#   thumbnail correlation ≥ 0.95 or pHash distance ≤ 6) are counted, and the metrics are given with and
-#   without them.
+# * **Leakage**: unseen scans that are near-duplicates of TRAIN images, of VAL images (which chose the
+#   checkpoint and both thresholds) or of the hold-out scans (the signals of notebook 07: thumbnail
+#   correlation ≥ 0.95 or pHash distance ≤ 6) are counted, and the metrics are given with and without them.
 
 # %% jupyter={"source_hidden": true} tags=["parameters"]
 # Parameters: plain literals, the smoke profile's values (a test keeps them equal to
@@ -119,12 +119,15 @@ write_json(summary, paths.metrics_dir() / "detection.json")
 pd.DataFrame(summary["validation"]["chosen"]).T
 
 # %% [markdown]
-# ## Near-duplicates of TRAIN among the unseen scans
+# ## Near-duplicates of TRAIN, VAL and the hold-out among the unseen scans
 
 # %%
 nd = summary["near_duplicates_of_train"]
 print(f"{nd['total']} of {nd['of']} report scans are near-duplicates of a TRAIN image "
       f"({nd['positives']} tumour, {nd['negatives']} healthy; by correlation {nd['by_corr']}, by pHash {nd['by_phash']})")
+nv = summary["near_duplicates_of_val"]
+print(f"{nv['total']} of {nv['of']} report scans are near-duplicates of a VAL image "
+      f"({nv['positives']} tumour, {nv['negatives']} healthy)")
 nh = summary["near_duplicates_of_holdout"]
 print(f"{nh['total']} of {nh['of']} report scans are near-duplicates of a hold-out scan "
       f"({nh['positives']} tumour, {nh['negatives']} healthy)")

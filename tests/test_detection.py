@@ -136,7 +136,10 @@ def detection_root(tmp_path, monkeypatch):
     # unseen tumour scans: a re-sized, re-encoded TRAIN image (a near-duplicate) and two others
     y0 = data_images.read_grayscale(data_br35h.split_dir("train", root) / "y0.jpg")
     Image.fromarray(y0).resize((90, 60), Image.BILINEAR).save(yes / "y900.jpg", quality=80)
-    write_image(yes / "y901.jpg", pattern(1))
+    # and one of a VAL image (VAL chose the checkpoint and the thresholds)
+    v0 = sorted(p for p in data_br35h.split_dir("val", root).iterdir() if p.suffix != ".json")[0]
+    Image.fromarray(data_images.read_grayscale(v0)).resize((80, 70), Image.BILINEAR).save(
+        yes / "y901.jpg", quality=80)
     write_image(yes / "y902.jpg", pattern(3))
     for kind, name in zip((0, 2, 5, 6, 7), ["no0.jpg", "no1.jpg", "No2.jpg", "no3.jpg", "no10.jpg"]):
         write_image(no / name, pattern(kind))
@@ -199,6 +202,7 @@ def test_collect_summarize_and_write(detection_root, tmp_path):
     assert (scores["area_frac"] <= 1).all()
     dup = scores.loc[scores.near_dup_train, "name"].tolist()
     assert dup == ["y900.jpg"]
+    assert scores.loc[scores.near_dup_val, "name"].tolist() == ["y901.jpg"]
     assert not scores["near_dup_holdout"].any()
     # the CSV round trip the notebook relies on
     path = tmp_path / "scores.csv"
@@ -210,7 +214,8 @@ def test_collect_summarize_and_write(detection_root, tmp_path):
     assert summary["validation"] == {**summary["validation"], "positives": 2, "negatives": 2}
     assert summary["near_duplicates_of_train"]["total"] == 1
     assert summary["report"]["all"]["area_frac"]["images"] == 6
-    assert summary["report"]["without_near_duplicates"]["max_prob"]["images"] == 5
+    assert summary["near_duplicates_of_val"] == {"positives": 1, "negatives": 0, "total": 1, "of": 6}
+    assert summary["report"]["without_near_duplicates"]["max_prob"]["images"] == 4   # y900, y901 out
     t = tables.detection_table(summary)
     assert list(t.columns[:8]) == list(tables.TABLE_COLUMNS) and len(t) == 3
     assert "sensitivity >= 0.9" in t["Task"].iloc[2]

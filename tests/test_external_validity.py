@@ -293,6 +293,7 @@ def test_external_cis_resample_whole_patients():
         assert s["ci95_by_patient"][k] == pytest.approx(
             [np.nanquantile(v, 0.025), np.nanquantile(v, 0.975)], abs=1e-12), k
     assert s["n_patients"] == 5 and s["n_boot"] == 60 and s["boot_seed"] == 5
+    assert s["tumour_slices_missed"] == int((df.tumour & ~df.marked).sum()) > 0
 
 
 # --------------------------------------------------------------------------- lever table
@@ -330,7 +331,8 @@ def test_model_card_gains_boundary_healthy_and_external_lines():
         "report_at_fixed_sensitivity": {"all": {"area_frac": {**pt, "sensitivity": 0.86, "specificity": 0.99}}}}))
     half = {"n_patients": 44, "n_slices": 513, "pooled_f1": 0.671, "mean_dice_tumour": 0.378,
             "clean_marked": 16, "n_clean_slices": 176, "clean_marked_share": 0.091, "hd95_median": 12.0,
-            "nsd_mean": 0.26, "ci95_by_patient": {"pooled_f1": [0.58, 0.74]}}
+            "nsd_mean": 0.26, "ci95_by_patient": {"pooled_f1": [0.58, 0.74]}, "n_tumour_slices": 337,
+            "tumour_slices_missed": 177}
     (m / "external_validation.json").write_text(json.dumps({"test": half}))
     text = model_card._card_extras({"boundary": {"hd95": {"median": 10.2, "mean": 57.5},
                                               "nsd": {"mean": 0.39}, "nsd_tolerance_px": 2.0}})
@@ -338,3 +340,4 @@ def test_model_card_gains_boundary_healthy_and_external_lines():
     assert "false-positive rate 0.020" in text and "nan of them" in text
     assert "External test half" in text and "pooled F1 0.671 [0.580, 0.740]" in text
     assert "16 of 176" in text and "External dev half" not in text
+    assert "HD95 median 12.0 px (177 of 337 tumour slices have no prediction and count at the image diagonal)" in text

@@ -120,9 +120,14 @@ def load_healthy(role: str, size: int, seed: int = 0, n: int | None = None, root
     return arrays.head(n)
 
 
+def healthy_count(ratio: float, n_annotated: int) -> int:
+    """How many healthy scans join ``n_annotated`` images at ``healthy_ratio`` ``ratio``."""
+    return int(round((ratio or 0) * n_annotated))
+
+
 def with_healthy(arrays: SplitArrays, role: str, ratio: float, seed: int = 0, root=None) -> SplitArrays:
-    """``arrays`` followed by ``round(ratio * len(arrays))`` healthy scans of ``role``."""
-    k = int(round(ratio * len(arrays)))
+    """``arrays`` followed by ``healthy_count(ratio, len(arrays))`` healthy scans of ``role``."""
+    k = healthy_count(ratio, len(arrays))
     if k <= 0:
         return arrays
     extra = load_healthy(role, arrays.size, seed, k, root)

@@ -165,14 +165,12 @@ def detection_inputs(image_size: int, root=None, limit: int | None = None, healt
     near = near.rename(columns={"nearest": "nearest_train", "dup": "near_dup_train"})
     frame = frame.merge(near[["name", "folder", "nearest_train", "corr", "phash_dist", "near_dup_train"]],
                         on=["name", "folder"], how="left")
-    if len(held):   # report scans that repeat a hold-out scan (the threshold has seen them)
-        hnear = pd.concat([leakage.nearest_in(pos_fp, held_fp).assign(folder=YES),
-                           leakage.nearest_in(neg_fp, held_fp).assign(folder=NO)], ignore_index=True)
-        hnear = hnear.rename(columns={"dup": "near_dup_holdout"})
-        frame = frame.merge(hnear[["name", "folder", "near_dup_holdout"]], on=["name", "folder"], how="left")
-    else:
-        frame["near_dup_holdout"] = False
-    for col in ("near_dup_train", "near_dup_holdout"):
+    # report scans that repeat a VAL image (checkpoint and threshold chose on them) or a
+    # hold-out scan (the threshold has seen them)
+    for col, ref in (("near_dup_val", leakage.fingerprints(root, splits=("val",))),
+                     ("near_dup_holdout", held_fp if len(held) else None)):
+        frame = frame.merge(_near_flag(pos_fp, neg_fp, ref, col), on=["name", "folder"], how="left")
+    for col in ("near_dup_train", "near_dup_val", "near_dup_holdout"):
         frame.loc[frame["role"] == "val", col] = False
         frame[col] = frame[col].astype(bool)
     sizes = man.groupby("group").size().to_numpy()
@@ -185,6 +183,17 @@ def detection_inputs(image_size: int, root=None, limit: int | None = None, healt
                           "scans_in_such_groups": int(sizes[sizes > 1].sum()), "largest": int(sizes.max())},
             "limit_per_class": limit, "image_size": image_size}
     return frame, images, info
+
+
+def _near_flag(pos_fp, neg_fp, ref, col: str) -> pd.DataFrame:
+    """name, folder and ``col``: whether each report scan is a near-duplicate of a ``ref``
+    image (all False when ``ref`` is None)."""
+    if ref is None:
+        names = [(n, YES) for n in pos_fp.names] + [(n, NO) for n in neg_fp.names]
+        return pd.DataFrame(names, columns=["name", "folder"]).assign(**{col: False})
+    near = pd.concat([leakage.nearest_in(pos_fp, ref).assign(folder=YES),
+                      leakage.nearest_in(neg_fp, ref).assign(folder=NO)], ignore_index=True)
+    return near.rename(columns={"dup": col})[["name", "folder", col]]
 
 
 def collect_scores(model, image_size: int, root=None, limit: int | None = None, healthy_seed: int = 0,

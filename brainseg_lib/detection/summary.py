@@ -38,7 +38,10 @@ def summarize_detection(scores: pd.DataFrame, info: dict, primary: str = PRIMARY
         raise ValueError(f"unknown score {primary!r}; choose one of {tuple(SCORES)}")
     val = scores[scores["role"] == "val"]
     rep = scores[scores["role"] == "report"]
-    clean = rep[~rep["near_dup_train"]]
+    # "without near-duplicates": of nothing the model or its thresholds saw (TRAIN trained it,
+    # VAL chose its checkpoint and both thresholds, the hold-out scans the thresholds)
+    seen = rep["near_dup_train"] | rep.get("near_dup_val", False) | rep["near_dup_holdout"]
+    clean = rep[~seen]
     chosen = {k: choose_threshold(val[k], val["label"]) for k in SCORES}
     at_sens = {k: threshold_at_sensitivity(val[k], val["label"]) for k in SCORES}
     report, report_sens = {}, {}
@@ -68,12 +71,19 @@ def summarize_detection(scores: pd.DataFrame, info: dict, primary: str = PRIMARY
             "total": int(len(dup)), "of": int(len(rep)),
             "by_corr": int((rep["corr"] >= leakage.CORR_THRESHOLD).sum()),
             "by_phash": int((rep["phash_dist"] <= leakage.PHASH_THRESHOLD).sum())},
-        "near_duplicates_of_holdout": {
-            "positives": int(rep.loc[rep["near_dup_holdout"], "label"].sum()),
-            "negatives": int((rep.loc[rep["near_dup_holdout"], "label"] == 0).sum()),
-            "total": int(rep["near_dup_holdout"].sum()), "of": int(len(rep))},
+        "near_duplicates_of_val": _dup_counts(rep, "near_dup_val"),
+        "near_duplicates_of_holdout": _dup_counts(rep, "near_dup_holdout"),
+        "without_near_duplicates_rule": "report scans that are near-duplicates of none of TRAIN, VAL "
+                                        "and the hold-out scans",
         **info,
     })
+
+
+def _dup_counts(rep: pd.DataFrame, col: str) -> dict:
+    """How many report scans the boolean column ``col`` flags, by class."""
+    flagged = rep.loc[rep[col].astype(bool), "label"] if col in rep else rep["label"].iloc[:0]
+    return {"positives": int(flagged.sum()), "negatives": int((flagged == 0).sum()),
+            "total": int(len(flagged)), "of": int(len(rep))}
 
 
 def operating_points(scores: pd.DataFrame, primary: str = PRIMARY) -> dict:

@@ -43,11 +43,12 @@ TABLE_COLUMNS = ("Task", "Images", "Positives", "Negatives", "Sensitivity", "Spe
 
 def detection_table(summary: dict) -> pd.DataFrame:
     """Rows of the detection results table (primary score): all report images, then without
-    near-duplicates of TRAIN. Numeric columns, with ``<metric>_ci_low`` / ``_ci_high``."""
+    near-duplicates of TRAIN, VAL or the hold-out. Numeric columns, with ``<metric>_ci_low`` /
+    ``_ci_high``."""
     k = summary["primary_score"]
     rows = []
     points = [("report", subset, label) for subset, label in
-              (("all", "all unseen scans"), ("without_near_duplicates", "without near-duplicates of TRAIN"))]
+              (("all", "all unseen scans"), ("without_near_duplicates", "without near-duplicates of TRAIN, VAL or the hold-out"))]
     if "report_at_fixed_sensitivity" in summary:
         points.append(("report_at_fixed_sensitivity", "all",
                        f"all unseen scans, threshold for sensitivity >= {summary['fixed_sensitivity']:g} on validation"))

@@ -71,6 +71,8 @@ def summarize_half(df: pd.DataFrame, n_boot: int = N_BOOT, seed: int = 0) -> dic
     t = df["tumour"]
     return {**point, "ci95_by_patient": ci, "n_boot": n_boot, "boot_seed": seed,
             "hd95_median": float(df.loc[t, "hd95"].median()) if t.any() else None,
+            # tumour slices with nothing predicted: HD95 = the diagonal there (boundary's rule)
+            "tumour_slices_missed": int((t & ~df["marked"]).sum()),
             "n_slices": int(len(df)), "n_tumour_slices": int(t.sum()), "n_clean_slices": int((~t).sum()),
             "n_patients": int(len(sums)), "clean_marked": int((df["marked"] & ~t).sum()),
             "nsd_tolerance_px": NSD_TOLERANCE_PX}

@@ -33,9 +33,19 @@ def external_findings(ext: dict) -> str:
             f"(95% CI {ci['pooled_f1'][0]:.3f}-{ci['pooled_f1'][1]:.3f}), mean Dice on tumour slices "
             f"{e['mean_dice_tumour']:.3f} ({ci['mean_dice_tumour'][0]:.3f}-{ci['mean_dice_tumour'][1]:.3f}), "
             f"{e['clean_marked']} of {e['n_clean_slices']} clean slices marked "
-            f"({100 * e['clean_marked_share']:.1f}%), HD95 median {e['hd95_median']:.1f} px, "
-            f"NSD at {e['nsd_tolerance_px']:g} px {e['nsd_mean']:.3f}.")
+            f"({100 * e['clean_marked_share']:.1f}%), HD95 median {e['hd95_median']:.1f} px"
+            f"{hd95_missed_note(e)}, NSD at {e['nsd_tolerance_px']:g} px {e['nsd_mean']:.3f}.")
     return "\n".join(lines)
+
+
+def hd95_missed_note(e: dict) -> str:
+    """Why an HD95 median can be the image diagonal: the tumour slices with nothing predicted
+    count at the diagonal (``boundary``'s empty-prediction rule). Empty for an older JSON."""
+    missed = e.get("tumour_slices_missed")
+    if missed is None:
+        return ""
+    return (f" ({missed} of {e['n_tumour_slices']} tumour slices have no prediction and count at "
+            "the image diagonal)")
 
 
 def _pm(mean, sd):
@@ -45,8 +55,12 @@ def _pm(mean, sd):
 
 
 def _verdict(diff: float, sd_a, sd_b, a: str, b: str) -> str:
-    """'A scores higher than B by d' or 'the difference d is within seed-to-seed variation'."""
-    noise = max(x for x in (sd_a, sd_b, 0.0) if x is not None)
+    """'A scores higher than B by d' or 'the difference d is within seed-to-seed variation';
+    no verdict without a seed-to-seed sd on both sides (one seed on a side) or with a NaN."""
+    if not all(x is not None and np.isfinite(x) for x in (diff, sd_a, sd_b)):
+        return (f"with one seed on a side (or a missing figure) there is no seed-to-seed sd to "
+                f"judge the difference ({diff:+.3f}) against, so no verdict on {a} against {b}")
+    noise = max(sd_a, sd_b)
     if abs(diff) <= 2 * noise:
         return (f"the difference ({diff:+.3f}) is within twice the seed-to-seed sd, so neither "
                 f"{a} nor {b} is better on this evidence")
@@ -94,8 +108,7 @@ def findings_markdown(rep: dict) -> str:
         if gain > RECALL_GAIN:
             s += f". A tuned threshold raises test recall by {gain:.3f}"
         else:
-            s += (f". A tuned threshold does not raise test recall (change {gain:+.3f}); the recall "
-                  "gap is not a threshold artefact")
+            s += f". The F1-tuned threshold does not raise test recall (change {gain:+.3f})"
         lines.append(s + ".")
     return "\n".join(lines) + "\n" if lines else "_No sweep results yet._\n"
 
@@ -105,7 +118,7 @@ def detection_findings(summary: dict) -> str:
     k = summary["primary_score"]
     lines = []
     for subset, label in (("all", "All report scans"),
-                          ("without_near_duplicates", "Without near-duplicates of TRAIN")):
+                          ("without_near_duplicates", "Without near-duplicates of TRAIN, VAL or the hold-out")):
         m = summary["report"][subset][k]
         ci = m["ci95"]
         lines.append(
@@ -114,8 +127,9 @@ def detection_findings(summary: dict) -> str:
             f"specificity {_fmt_ci(m['specificity'], ci['specificity'])}, "
             f"accuracy {_fmt_ci(m['accuracy'], ci['accuracy'])}, AUC {_fmt_ci(m['auc'], ci['auc'])}.")
     a, b = (_num(summary["report"][s][k]["auc"]) for s in ("all", "without_near_duplicates"))
-    nd = summary["near_duplicates_of_train"]
-    lines.append(f"{nd['total']} of {nd['of']} report scans are near-duplicates of a TRAIN image; "
+    nd, nv = summary["near_duplicates_of_train"], summary.get("near_duplicates_of_val")
+    also = f" and {nv['total']} of a VAL image (some both)" if nv else ""
+    lines.append(f"{nd['total']} of {nd['of']} report scans are near-duplicates of a TRAIN image{also}; "
                  f"leaving them out changes the AUC by {b - a:+.3f}.")
     other = [s for s in SCORES if s != k][0]
     lines.append(f"The secondary score ({other}) has AUC "

@@ -17,10 +17,10 @@ On top of nbconvert's page:
 from __future__ import annotations
 
 import copy
+import hashlib
 import html
 import logging
 import re
-import uuid
 from urllib.parse import urlsplit
 
 import nbformat
@@ -118,11 +118,13 @@ def collapse_parameters(nb):
     if defaults is not None:
         parts += ["<p>The notebook's defaults (its <code>parameters</code> cell):</p>",
                   _code_html(defaults.source)]
-    marker = f"BSPARAMS{uuid.uuid4().hex}"
+    # fixed, content-derived marker and cell id: the same notebook renders to the same page
+    digest = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
+    marker = f"BSPARAMS{digest}"
     cells = []
     for i, c in enumerate(nb.cells):
         if i == first:
-            cells.append(nbformat.v4.new_markdown_cell(marker))
+            cells.append(nbformat.v4.new_markdown_cell(marker, id=f"bs-params-{digest[:8]}"))
         if c is injected or c is defaults:
             continue
         cells.append(c)
