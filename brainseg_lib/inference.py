@@ -72,7 +72,8 @@ def iter_logits(model: torch.nn.Module, images_u8: torch.Tensor, device: torch.d
         if channels_last:
             x = x.contiguous(memory_format=torch.channels_last)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp_dtype is not None):
-            yield i, model(x).float()
+            logits = model(x).float()
+        yield i, logits   # outside the autocast block: the caller's code runs as it would
 
 
 @torch.inference_mode()

@@ -340,7 +340,7 @@ def tiny_checks(names=("a", "b")) -> tuple:
     random order, and the Explained they came from (intact probability sums 2 and 4)."""
     from brainseg_lib.xai.deletion import DELETION_FRACTIONS, RANDOM, REFERENCE
     probs = np.stack([np.full((2, 2), 0.5 * (i + 1), np.float32) for i in range(len(names))])
-    ex = explain_checks.Explained(list(names), None, None, probs, [], {})
+    ex = explain_checks.Explained(list(names), None, None, probs, [], {m: None for m in explain_checks.METHODS})
     methods = list(explain_checks.METHODS) + [REFERENCE]
     mass = pd.DataFrame([{"name": n, "method": m, "mass_inside_gt": 0.5} for n in names for m in methods])
     curves = pd.DataFrame([{"name": n, "method": m, "fraction": f, "prob_sum": float(p.sum()) * (1 - f)}

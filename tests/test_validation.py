@@ -102,3 +102,25 @@ def test_checkpointed_optimizer_state_is_detached_on_cpu_and_keeps_its_structure
     assert isinstance(got["param_groups"][0]["betas"], tuple)
     t = got["state"][0]["exp_avg"]
     assert t.device.type == "cpu" and not t.requires_grad and torch.equal(t, torch.full((3,), 2.0))
+
+
+def test_fit_refuses_an_empty_val_before_training(tmp_path, monkeypatch):
+    from brainseg_lib.training import engine
+    trained = []
+    monkeypatch.setattr(engine, "train_one_epoch", lambda *a, **k: trained.append(1))
+    with pytest.raises(ValueError, match="VAL is empty"):
+        engine.fit(small_config(epochs=1, limit_val=0), tmp_path / "run",
+                   train_arrays=synthetic_arrays(8, 32), val_arrays=synthetic_arrays(4, 32, seed=1),
+                   progress=False)
+    assert trained == []
+
+
+def test_iter_logits_leaves_autocast_off_between_batches():
+    from brainseg_lib.inference import iter_logits
+    images = torch.zeros((3, 1, 8, 8), dtype=torch.uint8)
+    seen = []
+    with torch.inference_mode():
+        for _, lg in iter_logits(ConstantLogit(0.0), images, torch.device("cpu"), batch_size=2,
+                                 channels_last=False, amp_dtype=torch.bfloat16):
+            seen.append((torch.is_autocast_enabled("cpu"), lg.dtype))
+    assert seen == [(False, torch.float32)] * 2

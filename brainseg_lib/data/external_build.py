@@ -153,7 +153,7 @@ def cmd_build_external(args) -> int:
     dest = Path(args.dest) if args.dest else paths.external_dir()
     try:
         build_external(Path(args.source), dest)
-    except (BuildError, ImageReadError) as e:
+    except (BuildError, ImageReadError, OSError, pd.errors.ParserError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"external set ready at {dest} (set BRAINSEG_EXTERNAL={dest} if that is not the default)")

@@ -129,7 +129,7 @@ def detection_inputs(image_size: int, root=None, limit: int | None = None, healt
                      progress: bool | None = None) -> tuple[pd.DataFrame, np.ndarray, dict]:
     """The images every detection score is computed on, read once: (one row per image: name,
     folder, label, role and, for report images, nearest_train, corr, phash_dist,
-    near_dup_train, near_dup_holdout; the images at ``image_size``, uint8 (N, S, S); info).
+    near_dup_train, near_dup_val, near_dup_holdout; the images at ``image_size``, uint8 (N, S, S); info).
 
     Validation: the VAL tumour images and the healthy split's ``val`` scans
     (``splits/healthy_seed<k>.csv``, drawn by near-duplicate group). Report: the unseen
@@ -159,12 +159,9 @@ def detection_inputs(image_size: int, root=None, limit: int | None = None, healt
              (NO, report_neg, 0, "report")]
     frame = _image_frame(parts)
     images = np.concatenate([val.images, held_imgs, pos_imgs, neg_imgs])
-    train_fp = leakage.fingerprints(root, splits=("train",))
-    near = pd.concat([leakage.nearest_in(pos_fp, train_fp).assign(folder=YES),
-                      leakage.nearest_in(neg_fp, train_fp).assign(folder=NO)], ignore_index=True)
-    near = near.rename(columns={"nearest": "nearest_train", "dup": "near_dup_train"})
-    frame = frame.merge(near[["name", "folder", "nearest_train", "corr", "phash_dist", "near_dup_train"]],
-                        on=["name", "folder"], how="left")
+    near = _near_flag(pos_fp, neg_fp, leakage.fingerprints(root, splits=("train",)), "near_dup_train",
+                      {"nearest": "nearest_train", "corr": "corr", "phash_dist": "phash_dist"})
+    frame = frame.merge(near, on=["name", "folder"], how="left")
     # report scans that repeat a VAL image (checkpoint and threshold chose on them) or a
     # hold-out scan (the threshold has seen them)
     for col, ref in (("near_dup_val", leakage.fingerprints(root, splits=("val",))),
@@ -185,15 +182,17 @@ def detection_inputs(image_size: int, root=None, limit: int | None = None, healt
     return frame, images, info
 
 
-def _near_flag(pos_fp, neg_fp, ref, col: str) -> pd.DataFrame:
-    """name, folder and ``col``: whether each report scan is a near-duplicate of a ``ref``
-    image (all False when ``ref`` is None)."""
+def _near_flag(pos_fp, neg_fp, ref, col: str, keep: dict[str, str] | None = None) -> pd.DataFrame:
+    """name, folder, the ``keep`` columns of ``nearest_in`` (renamed as it maps them) and
+    ``col``: whether each report scan is a near-duplicate of a ``ref`` image (all False
+    when ``ref`` is None)."""
     if ref is None:
         names = [(n, YES) for n in pos_fp.names] + [(n, NO) for n in neg_fp.names]
         return pd.DataFrame(names, columns=["name", "folder"]).assign(**{col: False})
+    keep = keep or {}
     near = pd.concat([leakage.nearest_in(pos_fp, ref).assign(folder=YES),
                       leakage.nearest_in(neg_fp, ref).assign(folder=NO)], ignore_index=True)
-    return near.rename(columns={"dup": col})[["name", "folder", col]]
+    return near.rename(columns={"dup": col, **keep})[["name", "folder", *keep.values(), col]]
 
 
 def collect_scores(model, image_size: int, root=None, limit: int | None = None, healthy_seed: int = 0,

@@ -51,7 +51,6 @@ def summarize_detection(scores: pd.DataFrame, info: dict, primary: str = PRIMARY
         report_sens[subset] = {k: {**evaluate_scores(df[k], df["label"], at_sens[k]["threshold"], n_boot, seed),
                                    "roc_specificity_at_sensitivity": specificity_at_sensitivity(df[k], df["label"])}
                                for k in SCORES}
-    dup = rep[rep["near_dup_train"]]
     return json_ready({
         "kind": "detection", "primary_score": primary, "scores": SCORES,
         "threshold_rule": "Youden's J maximised on validation: VAL tumour images (positives) + "
@@ -67,8 +66,7 @@ def summarize_detection(scores: pd.DataFrame, info: dict, primary: str = PRIMARY
         "report_at_fixed_sensitivity": report_sens,
         "near_duplicates_of_train": {
             "thumbnail_corr_min": leakage.CORR_THRESHOLD, "phash_max_hamming": leakage.PHASH_THRESHOLD,
-            "positives": int(dup["label"].sum()), "negatives": int((dup["label"] == 0).sum()),
-            "total": int(len(dup)), "of": int(len(rep)),
+            **_dup_counts(rep, "near_dup_train"),
             "by_corr": int((rep["corr"] >= leakage.CORR_THRESHOLD).sum()),
             "by_phash": int((rep["phash_dist"] <= leakage.PHASH_THRESHOLD).sum())},
         "near_duplicates_of_val": _dup_counts(rep, "near_dup_val"),

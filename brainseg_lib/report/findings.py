@@ -128,9 +128,12 @@ def detection_findings(summary: dict) -> str:
             f"accuracy {_fmt_ci(m['accuracy'], ci['accuracy'])}, AUC {_fmt_ci(m['auc'], ci['auc'])}.")
     a, b = (_num(summary["report"][s][k]["auc"]) for s in ("all", "without_near_duplicates"))
     nd, nv = summary["near_duplicates_of_train"], summary.get("near_duplicates_of_val")
-    also = f" and {nv['total']} of a VAL image (some both)" if nv else ""
-    lines.append(f"{nd['total']} of {nd['of']} report scans are near-duplicates of a TRAIN image{also}; "
-                 f"leaving them out changes the AUC by {b - a:+.3f}.")
+    nh = summary["near_duplicates_of_holdout"]
+    also = f", {nv['total']} of a VAL image" if nv else ""
+    gone = summary["report"]["all"][k]["images"] - summary["report"]["without_near_duplicates"][k]["images"]
+    lines.append(f"{nd['total']} of {nd['of']} report scans are near-duplicates of a TRAIN image{also} "
+                 f"and {nh['total']} of a hold-out scan; leaving out the {gone} scans flagged by any of "
+                 f"them changes the AUC by {b - a:+.3f}.")
     other = [s for s in SCORES if s != k][0]
     lines.append(f"The secondary score ({other}) has AUC "
                  f"{_fmt_ci(summary['report']['all'][other]['auc'], summary['report']['all'][other]['ci95']['auc'])} "

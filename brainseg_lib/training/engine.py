@@ -190,6 +190,8 @@ def prepare_data(cfg: TrainConfig, train_arrays, val_arrays, data_root):
         from brainseg_lib.data.healthy import with_healthy
         train_arrays = with_healthy(train_arrays, "train", cfg.healthy_ratio, cfg.healthy_seed, data_root)
         val_arrays = with_healthy(val_arrays, "val", cfg.healthy_ratio, cfg.healthy_seed, data_root)
+    if not len(val_arrays):   # refused before training, not after the first epoch
+        raise ValueError("VAL is empty (limit_val: 0?): nothing to choose the best epoch on")
     return train_arrays, val_arrays
 
 

@@ -125,7 +125,7 @@ def check_invariants(checks: Checks, ex: Explained) -> dict[str, bool]:
     first point (nothing deleted) is the intact image's summed probability in ``ex``."""
     from brainseg_lib.xai.deletion import DELETION_FRACTIONS, RANDOM, REFERENCE
     mass, curves = checks.mass_per_image, checks.curves
-    methods = list(METHODS) + [REFERENCE]
+    methods = list(ex.maps) + [REFERENCE]   # the methods this run explained with
     sizes = curves.groupby(["name", "method"]).size()
     start = curves[curves["fraction"] == 0].set_index("name")["prob_sum"]
     intact = dict(zip(ex.names, ex.probs.reshape(len(ex.names), -1).sum(axis=1)))
