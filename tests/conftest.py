@@ -173,7 +173,6 @@ def tiny_checkpoint_state(size: int, seed: int = 0, input_norm: str = "none") ->
     'tumour', so masks are neither empty nor full.
     """
     from brainseg_lib.model.unet import UNet
-    from brainseg_lib.training.config import TrainConfig
     torch.manual_seed(seed)
     m = UNet(in_channels=1, base=4, input_norm=input_norm)
     with torch.no_grad():

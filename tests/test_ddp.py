@@ -245,7 +245,7 @@ def test_a_multi_gpu_runs_checkpoint_loads_into_the_plain_unet(tmp_path):
     the inference U-Net and predicts what the unconverted model predicts."""
     from brainseg_lib.model.checkpoint import load_checkpoint, model_from_checkpoint, save_checkpoint
     from brainseg_lib.training import run_state
-    from brainseg_lib.training.config import TrainConfig
+    from conftest import small_config
     torch.manual_seed(0)
     plain = engine.UNet(base=4)
     with torch.no_grad():                       # running statistics that are not the defaults
@@ -257,7 +257,7 @@ def test_a_multi_gpu_runs_checkpoint_loads_into_the_plain_unet(tmp_path):
     assert norms and set(norms) == {torch.nn.SyncBatchNorm}
     assert synced.state_dict().keys() == reference.keys()
     assert all(torch.equal(synced.state_dict()[k], v) for k, v in reference.items())
-    cfg = TrainConfig(image_size=32, base_width=4, device="cpu")
+    cfg = small_config()
     opt = torch.optim.Adam(synced.parameters())
     state = run_state.checkpoint_state(synced, opt, cfg, 1, 1, 0.0, 0.0, [{"val_dice": 0.5}], {})
     save_checkpoint(state, tmp_path / "last.pt")

@@ -9,7 +9,6 @@ from conftest import FAKE_LAYOUT
 
 from brainseg_lib.data.cache import native_masks_for
 from brainseg_lib.evaluation import evaluate
-from brainseg_lib.evaluation.evaluate import evaluate_checkpoint, evaluate_model
 from brainseg_lib.evaluation.metrics import metrics_from_counts
 from brainseg_lib.model.checkpoint import save_checkpoint
 from brainseg_lib.model.unet import UNet
@@ -38,7 +37,7 @@ def test_all_tumour_model_counts_every_native_pixel(fake_root, tmp_path):
     ck = save_checkpoint({"state_dict": m.state_dict(), "model_config": m.config(),
                           "train_config": TrainConfig(image_size=SIZE, base_width=4).to_dict()},
                          tmp_path / "const.pt")
-    ev = evaluate_checkpoint(ck, "test", threshold=0.5, device="cpu", data_root=fake_root)
+    ev = evaluate.evaluate_checkpoint(ck, "test", threshold=0.5, device="cpu", data_root=fake_root)
     native, model = counts(ev), counts(ev, "model_")
     assert sum(native.values()) == NATIVE_PIXELS
     assert sum(model.values()) == len(TEST) * SIZE * SIZE
@@ -50,7 +49,7 @@ def test_all_tumour_model_counts_every_native_pixel(fake_root, tmp_path):
 
 
 def test_a_probability_equal_to_the_threshold_is_tumour(fake_root):
-    ev = evaluate_model(constant_unet(0.0), "test", SIZE, threshold=0.5, device="cpu",
+    ev = evaluate.evaluate_model(constant_unet(0.0), "test", SIZE, threshold=0.5, device="cpu",
                         data_root=fake_root)                # sigmoid(0) == 0.5 exactly
     model = counts(ev, "model_")
     assert model["fn"] == model["tn"] == 0

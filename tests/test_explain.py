@@ -335,10 +335,11 @@ def test_deletion_flags_curves_that_grow():
     assert "Caution" in findings.xai_findings(mass, [summ])
 
 
-def tiny_checks(names=("a", "b")) -> tuple:
+def tiny_checks() -> tuple:
     """Checks with mass rows and full deletion curves for every method, the reference and the
     random order, and the Explained they came from (intact probability sums 2 and 4)."""
     from brainseg_lib.xai.deletion import DELETION_FRACTIONS, RANDOM, REFERENCE
+    names = ("a", "b")
     probs = np.stack([np.full((2, 2), 0.5 * (i + 1), np.float32) for i in range(len(names))])
     ex = explain_checks.Explained(list(names), None, None, probs, [], {m: None for m in explain_checks.METHODS})
     methods = list(explain_checks.METHODS) + [REFERENCE]

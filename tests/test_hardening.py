@@ -206,11 +206,8 @@ def test_cli_with_a_tampered_released_model_exits_2(released, tmp_path, monkeypa
     assert not (tmp_path / "o").exists()
 
 
-def test_release_writes_atomically(tmp_path, monkeypatch):
-    folder = tmp_path / "models"
-    folder.mkdir()                       # so that a plain torch.save into it would succeed too
-    released = predict_released.release_model(tiny_checkpoint(tmp_path / "run" / "best.pt"),
-                                              folder / "brainseg-cpu.pt")
+def test_release_writes_atomically(released, tmp_path, monkeypatch):
+    folder = released.parent
     assert sorted(p.name for p in folder.iterdir()) == ["brainseg-cpu.pt", "brainseg-cpu.pt.sha256"]
     assert predict_released.checksum_path(released).read_text().endswith("  brainseg-cpu.pt\n")
     before = {p.name: p.read_bytes() for p in folder.iterdir()}

@@ -115,8 +115,9 @@ def test_loss_from_batch_sums_is_the_loss_of_the_whole_set(name):
     logits = torch.randn(7, 1, 4, 4, generator=gen) * 3
     target = (torch.rand(7, 1, 4, 4, generator=gen) > 0.7).float()
     target[:2] = 0.0                                   # a batch with an empty mask
+    batches = ((0, 2), (2, 5), (5, 7))
     sums = [0.0] * 4
-    for lo, hi in ((0, 2), (2, 5), (5, 7)):
+    for lo, hi in batches:
         lg, t = logits[lo:hi], target[lo:hi]
         p = torch.sigmoid(lg)
         part = (torch.nn.functional.binary_cross_entropy_with_logits(lg, t, reduction="sum"),
@@ -125,7 +126,7 @@ def test_loss_from_batch_sums_is_the_loss_of_the_whole_set(name):
     whole = float(losses.get_loss(name)(logits, target))
     assert losses.loss_from_sums(name, sums[0], target.numel(), *sums[1:]) == pytest.approx(whole, rel=1e-6)
     per_batch_mean = sum(float(losses.get_loss(name)(logits[lo:hi], target[lo:hi]))
-                         for lo, hi in ((0, 2), (2, 5), (5, 7))) / 3
+                         for lo, hi in batches) / len(batches)
     assert abs(per_batch_mean - whole) > 1e-3        # the check above can tell the two apart
 
 

@@ -5,6 +5,11 @@ from brainseg_lib.study import sweep
 from brainseg_lib.study.experiment import config_from_params, name_for
 
 
+def smoke_plan(*seeds):
+    """The smoke profile's official-split runs for ``seeds``, no extra loss or variant."""
+    return sweep.plan("smoke", seeds=seeds, schemes=("official",), extra_losses=(), variants={})
+
+
 def test_sweep_skips_finished_runs_and_redoes_stale_ones(tmp_path, monkeypatch):
     runs = sweep.plan("smoke", seeds=(0, 1), schemes=("official",), extra_losses=())
     assert len(runs) == 2
@@ -36,7 +41,7 @@ def test_finished_is_false_for_missing_or_unreadable_metrics(tmp_path):
 
 
 def test_planned_lines_are_self_contained(tmp_path):
-    runs = sweep.plan("smoke", seeds=(0, 1), schemes=("official",), extra_losses=(), variants={})
+    runs = smoke_plan(0, 1)
     lines = sweep.plan_lines(runs, threads=1, sweep_dir=tmp_path)
     assert len(lines) == 2 and len(set(lines)) == 2
     for r, line in zip(runs, lines):
@@ -74,7 +79,7 @@ def test_one_planned_line_runs_as_printed(tmp_path, real_root):
     trains and writes that run's metrics into the sweep folder."""
     import os
     import subprocess
-    runs = sweep.plan("smoke", seeds=(0,), schemes=("official",), extra_losses=(), variants={})
+    runs = smoke_plan(0)
     line = sweep.plan_lines(runs, threads=1, sweep_dir=tmp_path)[0]
     env = {**os.environ, "BRAINSEG_DATA": str(real_root)}
     subprocess.run(["bash", "-c", line], check=True, env=env, timeout=600)
@@ -93,7 +98,7 @@ def test_a_profile_that_fixes_threads_keeps_them_whatever_the_jobs():
 
 
 def test_run_sweep_passes_each_run_its_threads(tmp_path, monkeypatch):
-    runs = sweep.plan("smoke", seeds=(0, 1), schemes=("official",), extra_losses=(), variants={})
+    runs = smoke_plan(0, 1)
     runs = [{**runs[0], "threads": 2}, {**runs[1], "threads": 0}]
     got = {}
     monkeypatch.setattr(sweep, "_papermill", lambda r, t, d: got.setdefault(name_for(r), t))
@@ -103,7 +108,7 @@ def test_run_sweep_passes_each_run_its_threads(tmp_path, monkeypatch):
 
 
 def test_a_run_made_with_other_threads_is_stale_only_where_the_profile_fixes_them(tmp_path):
-    run = sweep.plan("smoke", seeds=(0,), schemes=("official",), extra_losses=(), variants={})[0]
+    run = smoke_plan(0)[0]
     (tmp_path / "metrics").mkdir()
     path = tmp_path / "metrics" / f"{name_for(run)}.json"
     pinned = {**run, "threads": 2}
@@ -115,12 +120,12 @@ def test_a_run_made_with_other_threads_is_stale_only_where_the_profile_fixes_the
 
 
 def test_oversubscription_warning_claims_same_results_only_for_pinned_threads(tmp_path, monkeypatch, caplog):
-    runs = sweep.plan("smoke", seeds=(0, 1), schemes=("official",), extra_losses=(), variants={})
+    runs = smoke_plan(0, 1)
     monkeypatch.setattr(sweep, "_papermill", lambda r, t, d: None)
     monkeypatch.setattr(sweep.os, "cpu_count", lambda: 2)
     sweep.run_sweep([{**r, "threads": 2} for r in runs], jobs=2, sweep_dir=tmp_path)
     assert "with the same results" in caplog.text
     caplog.clear()
-    three = sweep.plan("smoke", seeds=(0, 1, 2), schemes=("official",), extra_losses=(), variants={})
+    three = smoke_plan(0, 1, 2)
     sweep.run_sweep([{**r, "threads": 0} for r in three], jobs=4, sweep_dir=tmp_path)   # 3 x 1 thread
     assert "slower than fewer --jobs" in caplog.text and "same results" not in caplog.text

@@ -282,14 +282,13 @@ def _tree(folder):
     return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*") if p.is_file()}
 
 
-def test_outputs_stay_in_tmp(isolated_dirs):
+def test_outputs_stay_in_tmp(isolated_dirs, train_arrays, val_arrays):
     assert paths.runs_dir() == isolated_dirs["runs"]
     assert paths.PROJECT_ROOT not in paths.runs_dir().parents
     project_results = paths.PROJECT_ROOT / "results"
     before = _tree(project_results)
     res = engine.fit(small_config(epochs=1), paths.runs_dir() / "tiny", progress=False,
-                     train_arrays=synthetic_arrays(8, seed=0),
-                     val_arrays=synthetic_arrays(8, seed=1, split="val"))
+                     train_arrays=train_arrays.head(8), val_arrays=val_arrays)
     assert _tree(project_results) == before                    # the project's results untouched
     written = [p for d in isolated_dirs.values() for p in d.rglob("*") if p.is_file()]
     assert {"history.csv", "last.pt", "best.pt", "train_log.txt"} <= {p.name for p in written}
@@ -329,9 +328,6 @@ def test_paper_profile_one_epoch_on_cpu(tmp_path):
 def test_resident_batches_match_the_dataloader_exactly():
     """fit() draws batches from device-resident tensors; they must be the very batches the
     DataLoader factory gives for the same (seed, epoch), augmentation included."""
-    import numpy as np
-    import torch
-
     from brainseg_lib.data.loaders import AugmentConfig, make_loader, resident_batches
     rng = np.random.default_rng(0)
     n, s = 21, 32

@@ -34,6 +34,7 @@ import pandas as pd
 from PIL import Image
 
 from brainseg_lib.data.errors import ImageReadError
+from brainseg_lib.data.images import DECODE_ERRORS, read_grayscale
 
 FLAIR_CHANNEL = 1        # the middle channel of kaggle_3m's RGB TIFs
 MANIFEST_COLUMNS = ("name", "patient", "half", "tumor_pixels")
@@ -65,7 +66,6 @@ def reference_from_folder(root: Path) -> pd.DataFrame:
     """The reference rows of a built set at ``root`` (its manifest plus each slice's pixel
     digests): how ``references/lgg_external.csv`` was made from the study's copy, and a
     way to compare any copy with it."""
-    from brainseg_lib.data.images import read_grayscale
     man = pd.read_csv(root / "manifest.csv", dtype={"name": str, "patient": str, "half": str})
     digests = {kind: [pixel_sha256(read_grayscale(root / half / kind / f"{name}.png"))
                       for name, half in zip(man["name"], man["half"])]
@@ -80,13 +80,12 @@ def read_flair(path: Path) -> np.ndarray:
             if im.mode not in ("RGB", "RGBA"):
                 raise BuildError(f"{path} is {im.mode}, not the 3-channel 8-bit TIF of kaggle_3m")
             return np.ascontiguousarray(np.asarray(im.convert("RGB"))[..., FLAIR_CHANNEL])
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except DECODE_ERRORS as e:
         raise ImageReadError(f"cannot decode {path}: {e} (truncated or corrupt file?)") from e
 
 
 def read_slice(source: Path, patient: str, name: str) -> tuple[np.ndarray, np.ndarray]:
     """The FLAIR image and the 0/255 mask of slice ``name`` of ``patient`` in kaggle_3m."""
-    from brainseg_lib.data.images import read_grayscale
     image_path = source / patient / f"{name}.tif"
     mask_path = source / patient / f"{name}_mask.tif"
     for p in (image_path, mask_path):
@@ -99,14 +98,15 @@ def write_slices(source: Path, ref: pd.DataFrame, out: Path) -> list[str]:
     """Write every reference slice under ``out``; the names whose pixels differ."""
     from brainseg_lib.progress import progress_bar
     differ = []
+    for half in ref["half"].unique():
+        for kind in ("images", "masks"):
+            (out / half / kind).mkdir(parents=True, exist_ok=True)
     for row in progress_bar(list(ref.itertuples(index=False)), desc="slices"):
         image, mask = read_slice(source, row.patient, row.name)
         if pixel_sha256(image) != row.image_sha256 or pixel_sha256(mask) != row.mask_sha256:
             differ.append(row.name)
         for kind, a in (("images", image), ("masks", mask)):
-            folder = out / row.half / kind
-            folder.mkdir(parents=True, exist_ok=True)
-            Image.fromarray(a, mode="L").save(folder / f"{row.name}.png")
+            Image.fromarray(a, mode="L").save(out / row.half / kind / f"{row.name}.png")
     return differ
 
 
@@ -153,7 +153,7 @@ def cmd_build_external(args) -> int:
     dest = Path(args.dest) if args.dest else paths.external_dir()
     try:
         build_external(Path(args.source), dest)
-    except (BuildError, ImageReadError, OSError, pd.errors.ParserError) as e:
+    except (BuildError, OSError, ValueError) as e:   # ImageReadError is an OSError, a bad CSV a ValueError
         print(f"error: {e}", file=sys.stderr)
         return 2
     print(f"external set ready at {dest} (set BRAINSEG_EXTERNAL={dest} if that is not the default)")

@@ -17,6 +17,10 @@ IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp"}
 
 
 # --------------------------------------------------------------------- images
+# what PIL raises for a file it cannot decode (truncated, corrupt, a decompression bomb)
+DECODE_ERRORS = (OSError, SyntaxError, ValueError, Image.DecompressionBombError)
+
+
 def read_grayscale(path: str | Path, as_displayed: bool = False) -> np.ndarray:
     """Read any supported image as a 2-D uint8 array, or raise ImageReadError naming it.
 
@@ -46,7 +50,7 @@ def read_grayscale(path: str | Path, as_displayed: bool = False) -> np.ndarray:
         raise ImageReadError(f"cannot read {path}: permission denied") from e
     except UnidentifiedImageError as e:
         raise ImageReadError(f"not a readable image (unknown or corrupt format): {path}") from e
-    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+    except DECODE_ERRORS as e:
         raise ImageReadError(f"cannot decode image {path}: {e} (truncated or corrupt file?)") from e
 
 

@@ -40,7 +40,7 @@ def summarize_detection(scores: pd.DataFrame, info: dict, primary: str = PRIMARY
     rep = scores[scores["role"] == "report"]
     # "without near-duplicates": of nothing the model or its thresholds saw (TRAIN trained it,
     # VAL chose its checkpoint and both thresholds, the hold-out scans the thresholds)
-    seen = rep["near_dup_train"] | rep.get("near_dup_val", False) | rep["near_dup_holdout"]
+    seen = rep["near_dup_train"] | rep["near_dup_val"] | rep["near_dup_holdout"]
     clean = rep[~seen]
     chosen = {k: choose_threshold(val[k], val["label"]) for k in SCORES}
     at_sens = {k: threshold_at_sensitivity(val[k], val["label"]) for k in SCORES}
@@ -79,7 +79,7 @@ def summarize_detection(scores: pd.DataFrame, info: dict, primary: str = PRIMARY
 
 def _dup_counts(rep: pd.DataFrame, col: str) -> dict:
     """How many report scans the boolean column ``col`` flags, by class."""
-    flagged = rep.loc[rep[col].astype(bool), "label"] if col in rep else rep["label"].iloc[:0]
+    flagged = rep.loc[rep[col].astype(bool), "label"]
     return {"positives": int(flagged.sum()), "negatives": int((flagged == 0).sum()),
             "total": int(len(flagged)), "of": int(len(rep))}
 

@@ -127,11 +127,10 @@ def detection_findings(summary: dict) -> str:
             f"specificity {_fmt_ci(m['specificity'], ci['specificity'])}, "
             f"accuracy {_fmt_ci(m['accuracy'], ci['accuracy'])}, AUC {_fmt_ci(m['auc'], ci['auc'])}.")
     a, b = (_num(summary["report"][s][k]["auc"]) for s in ("all", "without_near_duplicates"))
-    nd, nv = summary["near_duplicates_of_train"], summary.get("near_duplicates_of_val")
-    nh = summary["near_duplicates_of_holdout"]
-    also = f", {nv['total']} of a VAL image" if nv else ""
+    nd, nv, nh = (summary[f"near_duplicates_of_{s}"] for s in ("train", "val", "holdout"))
     gone = summary["report"]["all"][k]["images"] - summary["report"]["without_near_duplicates"][k]["images"]
-    lines.append(f"{nd['total']} of {nd['of']} report scans are near-duplicates of a TRAIN image{also} "
+    lines.append(f"{nd['total']} of {nd['of']} report scans are near-duplicates of a TRAIN image, "
+                 f"{nv['total']} of a VAL image "
                  f"and {nh['total']} of a hold-out scan; leaving out the {gone} scans flagged by any of "
                  f"them changes the AUC by {b - a:+.3f}.")
     other = [s for s in SCORES if s != k][0]

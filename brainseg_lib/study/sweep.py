@@ -64,7 +64,7 @@ def finished(params: dict, sweep_dir) -> bool:
     except (OSError, ValueError, AttributeError):
         return False
     wanted = json.loads(json.dumps(config_from_params(params).to_dict()))  # as stored (lists)
-    ignore = set() if wanted.get("threads") else {"threads"}
+    ignore = set() if fixed_threads(params) else {"threads"}
     return ({k: v for k, v in recorded.items() if k not in ignore}
             == {k: v for k, v in wanted.items() if k not in ignore})
 
@@ -123,11 +123,16 @@ def _papermill(params: dict, threads: int, sweep_dir: Path) -> Path:
     return Path(args[-1])
 
 
+def fixed_threads(params: dict) -> int:
+    """The thread count the profile fixes (the cpu profile's 2), or 0 when it leaves it open."""
+    return int(params.get("threads") or 0)
+
+
 def run_threads(params: dict, jobs: int, cores: int | None = None) -> int:
     """Threads for one run: the profile's ``threads`` when it fixes them, else the
     ``cores`` (default: this machine's) split evenly over ``jobs``."""
     cores = cores or os.cpu_count() or 1
-    return int(params.get("threads") or 0) or max(1, cores // max(1, jobs))
+    return fixed_threads(params) or max(1, cores // max(1, jobs))
 
 
 def run_sweep(runs: list[dict], jobs: int = 1, in_process: bool = False, skip_done: bool = True,
@@ -141,12 +146,12 @@ def run_sweep(runs: list[dict], jobs: int = 1, in_process: bool = False, skip_do
             for r in todo:
                 run_profile(r)
     else:
-        threads = [run_threads(r, jobs) for r in todo]
-        busy = min(max(1, jobs), len(todo)) * max(threads, default=1)
-        if busy > (os.cpu_count() or 1):
-            pinned = all(int(r.get("threads") or 0) for r in todo)
+        cores = os.cpu_count() or 1
+        threads = [run_threads(r, jobs, cores) for r in todo]
+        if min(max(1, jobs), len(todo)) * max(threads, default=1) > cores:
+            pinned = all(fixed_threads(r) for r in todo)
             log.warning("%d runs at once with up to %d threads each on %d cores: slower than "
-                        "fewer --jobs%s", min(jobs, len(todo)), max(threads), os.cpu_count() or 1,
+                        "fewer --jobs%s", min(jobs, len(todo)), max(threads), cores,
                         ", with the same results (the profile fixes the threads)" if pinned else "")
         with ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
             for f in [pool.submit(_papermill, r, t, sweep_dir) for r, t in zip(todo, threads)]:

@@ -121,8 +121,9 @@ def fit(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
 
     ``callbacks`` are called after each epoch with that epoch's history row; an
     exception raised by one stops training; ``fit(..., resume=True)`` replays from the last
-    checkpoint (``checkpoint_every``, default every epoch). ``tune_allocator`` keeps freed memory in the process on CPU (``memory.keep_freed_memory``: process-wide and
-    one-way, hence off unless asked for). Under ``torchrun`` the run is data-parallel
+    checkpoint (``checkpoint_every``, default every epoch). ``tune_allocator`` keeps freed
+    memory in the process on CPU (``memory.keep_freed_memory``: process-wide and one-way,
+    hence off unless asked for). Under ``torchrun`` the run is data-parallel
     (``distributed``): rank 0 writes everything, and every rank returns the same history.
     """
     checkpoint_every = run_state.check_cadence(checkpoint_every)
