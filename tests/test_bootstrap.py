@@ -50,11 +50,54 @@ def test_one_stratum_draws_what_the_plain_resample_draws():
 def test_strata_keep_their_sizes_and_their_own_units():
     pos = np.arange(4) + 100.0
     neg = np.arange(7) + 200.0
-    seen = bootstrap.bootstrap_stat_stratified([pos, neg], lambda r: r, n_boot=30, seed=2)
-    assert seen[0].shape == (30, 4) and seen[1].shape == (30, 7)
-    assert np.isin(seen[0], pos).all() and np.isin(seen[1], neg).all()
+    seen = bootstrap.bootstrap_clusters_stratified([pos, neg], [np.arange(4), np.arange(7)],
+                                                   lambda r: r, n_boot=30, seed=2)
+    assert len(seen[0]) == len(seen[1]) == 30
+    assert all(len(r) == 4 and np.isin(r, pos).all() for r in seen[0])
+    assert all(len(r) == 7 and np.isin(r, neg).all() for r in seen[1])
     with pytest.raises(ValueError, match="stratum"):
-        bootstrap.bootstrap_stat_stratified([pos, np.array([])], lambda r: r, n_boot=3)
+        bootstrap.bootstrap_clusters_stratified([pos, np.array([])], [np.arange(4), []], lambda r: r, n_boot=3)
+    with pytest.raises(ValueError, match="one label per row"):
+        bootstrap.bootstrap_clusters_stratified([pos], [np.arange(3)], lambda r: r, n_boot=3)
+
+
+def test_singleton_clusters_are_the_image_bootstrap_draw_for_draw():
+    """One cluster per row, in row order: each resample is exactly the rows that
+    resample_within_strata draws (the committed image-level CIs depend on it)."""
+    pos, neg = np.arange(5) * 1.0, np.arange(3) + 10.0
+    seen = bootstrap.bootstrap_clusters_stratified([pos, neg], [np.arange(5), np.arange(3)],
+                                                   lambda r: r, n_boot=25, seed=4)
+    ip, ineg = bootstrap.resample_within_strata([5, 3], 25, np.random.default_rng(4))
+    assert np.array_equal(np.stack(seen[0]), pos[ip]) and np.array_equal(np.stack(seen[1]), neg[ineg])
+    # labels are codes by first appearance, whatever they are called
+    same = bootstrap.bootstrap_clusters_stratified([pos, neg], [list("edcba"), [7, 3, 5]],
+                                                   lambda r: r, n_boot=25, seed=4)
+    assert all(np.array_equal(a, b) for a, b in zip(same[0] + same[1], seen[0] + seen[1]))
+
+
+def test_a_drawn_cluster_brings_all_its_rows_in_draw_order():
+    # rows 0 and 2 are one cluster, row 1 another, row 3 a third
+    codes = bootstrap.cluster_codes(["a", "b", "a", "c"])
+    assert codes.tolist() == [0, 1, 0, 2]
+    rows = bootstrap.cluster_rows(codes, np.array([[2, 0, 0], [1, 1, 1], [0, 2, 1]]))
+    assert [r.tolist() for r in rows] == [[3, 0, 2, 0, 2], [1, 1, 1], [0, 2, 3, 1]]
+    # the statistic sees resamples whose size follows the clusters drawn
+    vals = np.array([10.0, 20.0, 11.0, 30.0])
+    sizes = bootstrap.bootstrap_clusters_stratified([vals], [["a", "b", "a", "c"]],
+                                                    lambda r: [len(x) for x in r[0]], n_boot=200, seed=0)
+    assert set(sizes) <= set(range(3, 7)) and len(set(sizes)) > 1
+    assert bootstrap.cluster_codes([]).tolist() == []
+
+
+def test_cluster_resamples_keep_near_copies_together():
+    vals = np.array([1.0, 1.0, 1.0, 5.0, 9.0])      # a group of three copies and two singletons
+    seen = bootstrap.bootstrap_clusters_stratified([vals], [[0, 0, 0, 1, 2]], lambda r: r[0],
+                                                   n_boot=300, seed=1)
+    assert all((r == 1.0).sum() % 3 == 0 for r in seen)
+    # the image bootstrap splits them up
+    loose = bootstrap.bootstrap_clusters_stratified([vals], [np.arange(5)], lambda r: r[0],
+                                                    n_boot=300, seed=1)
+    assert any((r == 1.0).sum() % 3 for r in loose)
 
 
 # -------------------------------------------------------------------------- replicates
@@ -159,8 +202,9 @@ def test_committed_detection_cis_reproduce():
     scores = pd.read_csv(_committed("tables", "detection_scores.csv"))
     val, rep = scores[scores.role == "val"], scores[scores.role == "report"]
     t = roc.choose_threshold(val["area_frac"], val["label"])["threshold"]
-    got = roc.evaluate_scores(rep["area_frac"], rep["label"], t)
+    got = roc.evaluate_scores(rep["area_frac"], rep["label"], t, groups=rep["dup_group"])
     assert got["ci95"] == want["report"]["all"]["area_frac"]["ci95"]
+    assert got["ci95_images"] == want["report"]["all"]["area_frac"]["ci95_images"]
 
 
 def test_committed_paired_difference_cis_reproduce():

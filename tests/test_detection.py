@@ -221,7 +221,15 @@ def test_collect_summarize_and_write(detection_root, tmp_path):
     assert "sensitivity >= 0.9" in t["Task"].iloc[2]
     written = tables.write_table(t, tmp_path)
     assert written["md"].read_text().startswith("| Task | Images |")
-    assert "AUC" in findings.detection_findings(summary)
+    words = findings.detection_findings(summary)
+    assert "AUC" in words
+    bg = summary["report"]["all"]["area_frac"]["bootstrap_groups"]
+    assert f"({bg['positives']} tumour and {bg['negatives']} healthy groups" in words
+    cmp = tables.ci_comparison(summary)
+    assert len(cmp) == 2 * len(detection_scores.RATES)
+    row = cmp[(cmp.subset == "all") & (cmp.figure == "auc")].iloc[0]
+    m = summary["report"]["all"]["area_frac"]
+    assert [row["group CI low"], row["image CI high"]] == [m["ci95"]["auc"][0], m["ci95_images"]["auc"][1]]
     for fig in (figures.roc_figure(scores, summary), figures.confusion_figure(summary),
                 figures.score_histogram(scores, summary)):
         assert fig.axes and any(ax.has_data() for ax in fig.axes)   # something was drawn
@@ -244,6 +252,39 @@ def test_a_copy_of_a_negative_stays_on_its_side(detection_root):
     assert info["no_groups"]["groups_with_duplicates"] == 1 and info["no_groups"]["largest"] == 2
     summary = detection_summary.summarize_detection(scores, info, n_boot=20)
     assert summary["near_duplicates_of_holdout"]["total"] == 0
+
+
+def test_report_scans_carry_their_near_duplicate_group(detection_root):
+    """The unit the CIs resample: a re-encoded copy shares its original's group, in yes/ (groups
+    among the unseen positives) as in no/ (the healthy split's groups)."""
+    yes, no = detection_root / "yes", detection_root / "no"
+    y902 = data_images.read_grayscale(yes / "y902.jpg")
+    Image.fromarray(y902).resize((70, 75), Image.BILINEAR).save(yes / "y903.jpg", quality=85)
+    man = healthy.load_manifest(0)
+    report_neg = man.loc[man.role == "report", "name"].tolist()
+    src = data_images.read_grayscale(no / report_neg[0])
+    Image.fromarray(src).resize((70, 70), Image.BILINEAR).save(no / "no99.jpg", quality=85)
+    healthy.write_manifest(healthy.build_manifest(0, detection_root, val_size=2, train_pool=0))
+    scores, info = detection_scores.collect_scores(UNet(base=4).eval(), SIZE, root=detection_root)
+    g = scores.set_index("name")["dup_group"]
+    assert g["y902.jpg"] == g["y903.jpg"] and g["y902.jpg"].startswith("yes/")
+    assert g["y900.jpg"] != g["y902.jpg"] != g["y901.jpg"]
+    pair = [n for n in ("no1.jpg", "no99.jpg", report_neg[0]) if n in g.index and g[n] == g["no99.jpg"]]
+    assert len(pair) == 2 and g["no99.jpg"].startswith("no/")
+    val_groups = scores.loc[scores.folder == "VAL", "dup_group"]
+    assert val_groups.str.startswith("VAL/").all() and val_groups.is_unique
+    rep = scores[scores.role == "report"]
+    assert info["report_groups"]["positives"] == {"groups": 3, "groups_with_duplicates": 1,
+                                                  "scans_in_such_groups": 2, "largest": 2}
+    assert info["report_groups"]["negatives"]["groups"] == rep.loc[rep.label == 0, "dup_group"].nunique()
+    summary = detection_summary.summarize_detection(scores, info, n_boot=30)
+    m = summary["report"]["all"]["area_frac"]
+    assert m["bootstrap_groups"] == {"positives": 3, "negatives": info["report_groups"]["negatives"]["groups"]}
+    assert set(m["ci95"]) == set(m["ci95_images"]) == set(detection_scores.RATES)
+    # the group CI is the cluster bootstrap of exactly these groups; the image CI ignores them
+    want = roc.evaluate_scores(rep["area_frac"], rep["label"], m["threshold"], 30, 0, rep["dup_group"])
+    assert m["ci95"] == want["ci95"] and m["ci95_images"] == want["ci95_images"]
+    assert m["ci95_images"] == roc.evaluate_scores(rep["area_frac"], rep["label"], m["threshold"], 30)["ci95"]
 
 
 def test_limit_takes_the_first_scans_of_each_class(detection_root):
@@ -291,7 +332,27 @@ def test_run_operating_points_reads_the_healthy_split(detection_root):
     net = UNet(base=4).eval()
     p = detection_summary.run_operating_points(net, SIZE, root=detection_root)
     assert (p["report_positives"], p["report_negatives"]) == (3, 3)
+    assert (p["val_positives"], p["val_negatives"]) == (2, 2)
     assert 0 <= p["auc"] <= 1 and p["primary_score"] == "area_frac"
+
+
+def test_operating_points_choose_on_the_runs_own_val(detection_root):
+    """A grouped-split run chose its checkpoint on its own VAL: the thresholds are chosen
+    there, not on the official VAL (whose images such a run may have trained on)."""
+    from brainseg_lib.data.cache import load_named, load_split
+    own = load_named(["y0.jpg", "y1.png", "y2.jpg"], SIZE, "val", detection_root)
+    frame, images = detection_summary.operating_point_inputs(SIZE, detection_root, val_arrays=own)
+    val_pos = frame[(frame.role == "val") & (frame.label == 1)]
+    assert val_pos["name"].tolist() == own.names
+    np.testing.assert_array_equal(images[:3], own.images)
+    official = load_split("val", SIZE, root=detection_root)
+    frame, _ = detection_summary.operating_point_inputs(SIZE, detection_root)
+    assert frame.loc[(frame.role == "val") & (frame.label == 1), "name"].tolist() == official.names
+    p = detection_summary.run_operating_points(UNet(base=4).eval(), SIZE, root=detection_root, val_arrays=own)
+    assert p["val_positives"] == 3
+    with pytest.raises(ValueError, match="model's input"):
+        detection_summary.operating_point_inputs(SIZE, detection_root,
+                                                 val_arrays=load_named(["y0.jpg"], SIZE * 2, "val", detection_root))
 
 
 def test_seed_markdown_gives_mean_and_sd():
@@ -346,3 +407,30 @@ def test_evaluate_scores_cis_are_the_class_stratified_replicate_loop():
     one = roc.evaluate_scores([0.2, 0.7], [1, 1], 0.5, n_boot=20)
     assert one["sensitivity"] == 0.5 and np.isnan(one["specificity"])
     assert all(np.isnan(v).all() for v in one["ci95"].values())
+    assert all(np.isnan(v).all() for v in roc.evaluate_scores([0.2, 0.7], [1, 1], 0.5, 20, 0, [0, 0])["ci95"].values())
+
+
+def test_group_ci_resamples_whole_groups():
+    """By hand: each replicate draws, within each class, as many groups as the class has and
+    takes every scan of each drawn group."""
+    y = np.r_[np.ones(5), np.zeros(6)].astype(bool)
+    s = np.array([0.9, 0.9, 0.9, 0.2, 0.7, 0.1, 0.1, 0.8, 0.8, 0.3, 0.05])
+    g = np.array(["a", "a", "a", "b", "c", "d", "d", "e", "e", "f", "g"])
+    got = roc.evaluate_scores(s, y, 0.5, n_boot=60, seed=5, groups=g)
+    assert got["bootstrap_groups"] == {"positives": 3, "negatives": 4}
+    members = {"pos": [s[[0, 1, 2]], s[[3]], s[[4]]], "neg": [s[[5, 6]], s[[7, 8]], s[[9]], s[[10]]]}
+    draw = np.random.default_rng(5)
+    sens, spec, auc = [], [], []
+    for _ in range(60):
+        bp = np.concatenate([members["pos"][i] for i in draw.integers(0, 3, 3)])
+        bn = np.concatenate([members["neg"][i] for i in draw.integers(0, 4, 4)])
+        sens.append((bp >= 0.5).mean())
+        spec.append((bn < 0.5).mean())
+        auc.append(sklearn_metrics.roc_auc_score(np.r_[np.ones(len(bp)), np.zeros(len(bn))], np.r_[bp, bn]))
+    for k, v in (("sensitivity", sens), ("specificity", spec), ("auc", auc)):
+        assert got["ci95"][k] == pytest.approx([np.quantile(v, 0.025), np.quantile(v, 0.975)], abs=1e-12), k
+    # the point figures do not depend on the groups
+    plain = roc.evaluate_scores(s, y, 0.5, n_boot=60, seed=5)
+    assert {k: got[k] for k in ("sensitivity", "specificity", "auc", "tp", "fp")} == \
+        {k: plain[k] for k in ("sensitivity", "specificity", "auc", "tp", "fp")}
+    assert got["ci95_images"] == plain["ci95"] and "ci95_images" not in plain

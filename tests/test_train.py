@@ -493,3 +493,30 @@ def test_a_scoring_failure_on_rank_0_reaches_every_rank(monkeypatch, tmp_path, i
         experiment.run_profile(params)
     if is_main:
         assert sent["obj"] == {"error": "ValueError('disk full')"}
+
+
+def test_a_runs_detection_thresholds_are_chosen_on_its_own_val(monkeypatch, tmp_path):
+    """score_and_write hands the run's VAL (a grouped split's, here) to the detection
+    operating points, which choose their thresholds on it."""
+    from types import SimpleNamespace
+
+    from brainseg_lib.study import levers
+    seen = {}
+    own_val = SplitArrays("val", 8, np.zeros((2, 8, 8), np.uint8), np.zeros((2, 8, 8), np.uint8),
+                          ["y5.jpg", "y9.jpg"], np.full((2, 2), 8), np.zeros(2))
+    ev = SimpleNamespace(summary={"global": {"f1": 0.5}}, probs=None)
+    monkeypatch.setattr(experiment, "native_masks_for", lambda names, root=None: {})
+    monkeypatch.setattr(experiment, "evaluate_checkpoint", lambda *a, **k: ev)
+    monkeypatch.setattr(experiment, "snapshot_scores", lambda *a, **k: [])
+    monkeypatch.setattr(experiment, "detection_points",
+                        lambda ckpt, cfg, root, limit, val_arrays=None: seen.setdefault("val", val_arrays) and {})
+    monkeypatch.setattr(levers, "selection_figures", lambda *a, **k: {})
+    monkeypatch.setattr(experiment, "write_evaluation", lambda ev, name, extra: (tmp_path / "m.json", None))
+    monkeypatch.setattr(experiment, "write_timing", lambda *a, **k: {})
+    result = SimpleNamespace(run_dir=tmp_path / "run", best_path=tmp_path / "best.pt", snapshots={},
+                             history=pd.DataFrame({"epoch": [1], "val_dice": [0.4]}), n_parameters=1,
+                             device="cpu", cut_by_time=False)
+    params = {"profile": "t", "split_scheme": "grouped", "image_size": 8, "device": "cpu"}
+    experiment.score_and_write(params, experiment.config_from_params(params), result,
+                               {"train": None, "val": own_val, "test": own_val})
+    assert seen["val"] is own_val

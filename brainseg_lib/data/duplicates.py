@@ -26,7 +26,6 @@ from scipy.fft import dctn
 from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
-from brainseg_lib.data import duplicates
 from brainseg_lib.data.br35h import SPLITS, list_split
 from brainseg_lib.data.images import read_grayscale, resize_image
 from brainseg_lib.progress import progress_bar
@@ -153,9 +152,10 @@ def nearest_in(query: Fingerprints, reference: Fingerprints, chunk: int = 1024) 
     return df
 
 
-def negative_groups(fp: "duplicates.Fingerprints") -> dict[str, int]:
-    """Near-duplicate groups among negatives (connected components of the audit's links)."""
-    labels = duplicates.groups(fp, duplicates.pair_table(fp, min_corr=duplicates.CORR_THRESHOLD))
+def near_duplicate_groups(fp: Fingerprints) -> dict[str, int]:
+    """Near-duplicate group of every image of ``fp`` by name: the connected components of
+    the audit's links among these images alone."""
+    labels = groups(fp, pair_table(fp, min_corr=CORR_THRESHOLD))
     return dict(zip(fp.names, (int(x) for x in labels)))
 
 

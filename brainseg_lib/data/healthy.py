@@ -60,12 +60,12 @@ def draw_manifest(names: list[str], groups: dict[str, int], seed: int = 0,
 def build_manifest(seed: int = 0, root=None, progress: bool | None = None, val_size: int = VAL_SIZE,
                    train_pool: int = TRAIN_POOL) -> pd.DataFrame:
     """Fingerprint every ``no/`` scan, group near-duplicates and draw the roles."""
-    from brainseg_lib.data.duplicates import negative_groups, read_scans
+    from brainseg_lib.data.duplicates import near_duplicate_groups, read_scans
     from brainseg_lib.data.files import list_images
     folder = data_root(root) / NO
     names = list_images(folder)
     _, fp = read_scans(folder, names, 16, fingerprint=True, progress=progress)
-    return draw_manifest(names, negative_groups(fp), seed, val_size, train_pool)
+    return draw_manifest(names, near_duplicate_groups(fp), seed, val_size, train_pool)
 
 
 def write_manifest(man: pd.DataFrame, seed: int = 0):

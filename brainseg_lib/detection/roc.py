@@ -1,6 +1,6 @@
 """Image-level detection statistics: ROC AUC (Mann-Whitney), ROC points, confusion counts and
 rates, thresholds chosen on validation (Youden's J, fixed sensitivity), and class-stratified
-bootstrap CIs.
+bootstrap CIs over near-duplicate groups.
 """
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from scipy.stats import rankdata
 from brainseg_lib.detection.scores import N_BOOT, RATES
 from brainseg_lib.evaluation.bootstrap import (
     CI95,
-    bootstrap_stat_stratified,
+    bootstrap_clusters_stratified,
     percentile_ci,
 )
 from brainseg_lib.evaluation.metrics import confusion_counts, metrics_from_counts
@@ -108,32 +108,51 @@ def specificity_at_sensitivity(scores, labels, target: float = FIXED_SENSITIVITY
     return float(1 - fpr[ok].min()) if ok.any() else float("nan")
 
 
-def evaluate_scores(scores, labels, threshold: float, n_boot: int = N_BOOT, seed: int = 0) -> dict:
+def evaluate_scores(scores, labels, threshold: float, n_boot: int = N_BOOT, seed: int = 0,
+                    groups=None) -> dict:
     """Counts, sensitivity, specificity, accuracy and AUC at ``threshold``, with stratified
-    percentile bootstrap 95% CIs (images resampled within each class)."""
+    percentile bootstrap 95% CIs resampled within each class.
+
+    The resampling unit is the near-duplicate group of ``groups`` (one label per image):
+    a drawn group brings all its images, because near-copies are not independent evidence.
+    Without ``groups`` every image is its own group (``ci95`` is then the image bootstrap).
+    With ``groups``, ``ci95_images`` gives the image bootstrap beside it, for comparison,
+    and ``bootstrap_groups`` counts the groups of each class."""
     s = np.asarray(scores, dtype=np.float64)
     y = np.asarray(labels).astype(bool)
     c = confusion(s, y, threshold)
     out = {"images": int(len(s)), "positives": int(y.sum()), "negatives": int((~y).sum()),
            "threshold": float(threshold), **c, **rates(**c), "auc": auc_score(s, y)}
-    pos, neg = s[y], s[~y]
-    if len(pos) and len(neg):
-        boot = bootstrap_stat_stratified([pos, neg], lambda r: _boot_rates(*r, threshold), n_boot, seed)
-    else:
-        boot = {k: [] for k in RATES}
-    out["ci95"] = {k: list(percentile_ci(boot[k], CI95)) for k in RATES}
+    units = {"ci95": np.asarray(groups) if groups is not None else np.arange(len(s))}
+    if groups is not None:
+        units["ci95_images"] = np.arange(len(s))
+        g = units["ci95"]
+        out["bootstrap_groups"] = {"positives": int(len(np.unique(g[y]))),
+                                   "negatives": int(len(np.unique(g[~y])))}
+    for key, unit in units.items():
+        out[key] = _class_bootstrap_ci(s, y, unit, threshold, n_boot, seed)
     return out
 
 
-def _boot_rates(pos: np.ndarray, neg: np.ndarray, threshold: float) -> dict[str, list[float]]:
-    """Rates and AUC at ``threshold`` of each resample: row b of ``pos`` (positives' scores)
-    and of ``neg`` (negatives' scores), both ``(n_boot, n_class)``."""
+def _class_bootstrap_ci(s: np.ndarray, y: np.ndarray, unit: np.ndarray, threshold: float,
+                        n_boot: int, seed: int) -> dict[str, list[float]]:
+    """Percentile 95% CIs of the rates and AUC over class-stratified resamples of ``unit``
+    (NaN when a class is empty)."""
+    if y.all() or not y.any():
+        return {k: [float("nan"), float("nan")] for k in RATES}
+    boot = bootstrap_clusters_stratified([s[y], s[~y]], [unit[y], unit[~y]],
+                                         lambda r: _boot_rates(*r, threshold), n_boot, seed)
+    return {k: list(percentile_ci(boot[k], CI95)) for k in RATES}
+
+
+def _boot_rates(pos, neg, threshold: float) -> dict[str, list[float]]:
+    """Rates and AUC at ``threshold`` of each resample: item b of ``pos`` (positives' scores)
+    and of ``neg`` (negatives' scores), one array per resample."""
     boot = {k: [] for k in RATES}
-    ones, zeros = np.ones(pos.shape[1]), np.zeros(neg.shape[1])
     for bp, bn in zip(pos, neg):
         tp, tn = int((bp >= threshold).sum()), int((bn < threshold).sum())
         r = rates(tp, len(bn) - tn, len(bp) - tp, tn)
         for k in ("sensitivity", "specificity", "accuracy"):
             boot[k].append(r[k])
-        boot["auc"].append(auc_score(np.r_[bp, bn], np.r_[ones, zeros]))
+        boot["auc"].append(auc_score(np.r_[bp, bn], np.r_[np.ones(len(bp)), np.zeros(len(bn))]))
     return boot

@@ -28,7 +28,10 @@ scans, which a model may have trained on, are used nowhere here.
 
 **Report** on every unseen positive and every ``report`` scan of ``no/``:
 sensitivity, specificity, accuracy and ROC AUC, each with a 95% percentile bootstrap
-CI that resamples images within each class (so the class mix stays fixed). AUC is the
+CI that resamples within each class (so the class mix stays fixed) whole near-duplicate
+groups (``dup_group``: ``no/`` scans by the healthy split's groups, unseen positives by
+the groups among themselves), since near-copies are not independent evidence; the
+image-level bootstrap is stored beside it. AUC is the
 Mann-Whitney rank formula (ties count one half), checked against scikit-learn in the
 tests. Unseen scans that are near-duplicates of a TRAIN image (the signals of
 ``leakage.py``: thumbnail correlation >= 0.95 or pHash distance <= 6) are counted,
@@ -128,8 +131,8 @@ def _image_frame(parts) -> pd.DataFrame:
 def detection_inputs(image_size: int, root=None, limit: int | None = None, healthy_seed: int = 0,
                      progress: bool | None = None) -> tuple[pd.DataFrame, np.ndarray, dict]:
     """The images every detection score is computed on, read once: (one row per image: name,
-    folder, label, role and, for report images, nearest_train, corr, phash_dist,
-    near_dup_train, near_dup_val, near_dup_holdout; the images at ``image_size``, uint8 (N, S, S); info).
+    folder, label, role, for report images nearest_train, corr, phash_dist,
+    near_dup_train, near_dup_val, near_dup_holdout, and dup_group for all; the images at ``image_size``, uint8 (N, S, S); info).
 
     Validation: the VAL tumour images and the healthy split's ``val`` scans
     (``splits/healthy_seed<k>.csv``, drawn by near-duplicate group). Report: the unseen
@@ -170,16 +173,39 @@ def detection_inputs(image_size: int, root=None, limit: int | None = None, healt
     for col in ("near_dup_train", "near_dup_val", "near_dup_holdout"):
         frame.loc[frame["role"] == "val", col] = False
         frame[col] = frame[col].astype(bool)
+    frame["dup_group"] = dup_group_labels(frame, leakage.near_duplicate_groups(pos_fp), man)
     sizes = man.groupby("group").size().to_numpy()
     info = {"inventory": inv.checks,
             "holdout": {"size": len(held), "seed": healthy_seed,
                         "drawn_by": f"role 'val' of splits/healthy_seed{healthy_seed}.csv "
                                     "(whole near-duplicate groups of no/)", "names": held},
             "healthy_training_scans_excluded": int((man["role"] == "train").sum()),
-            "no_groups": {"groups": int(len(sizes)), "groups_with_duplicates": int((sizes > 1).sum()),
-                          "scans_in_such_groups": int(sizes[sizes > 1].sum()), "largest": int(sizes.max())},
+            "no_groups": _group_sizes(sizes),
+            "report_groups": {c: _group_sizes(frame.loc[(frame["role"] == "report") & (frame["label"] == lab),
+                                                        "dup_group"].value_counts().to_numpy())
+                              for c, lab in (("positives", 1), ("negatives", 0))},
             "limit_per_class": limit, "image_size": image_size}
     return frame, images, info
+
+
+def dup_group_labels(frame: pd.DataFrame, yes_groups: dict[str, int], manifest: pd.DataFrame) -> list[str]:
+    """The near-duplicate group of every row, the unit the detection CIs resample:
+    ``yes/<k>`` for unseen positives (groups among themselves), ``no/<k>`` for ``no/`` scans
+    (the healthy split's groups, drawn over all of ``no/``), ``<folder>/<name>`` otherwise."""
+    no_groups = dict(zip(manifest["name"], manifest["group"]))
+    out = []
+    for name, folder in zip(frame["name"], frame["folder"]):
+        g = yes_groups.get(name) if folder == YES else no_groups.get(name) if folder == NO else None
+        out.append(f"{folder}/{name}" if g is None else f"{folder}/{int(g)}")
+    return out
+
+
+def _group_sizes(sizes: np.ndarray) -> dict:
+    """Counts of near-duplicate groups from their sizes."""
+    sizes = np.asarray(sizes)
+    return {"groups": int(len(sizes)), "groups_with_duplicates": int((sizes > 1).sum()),
+            "scans_in_such_groups": int(sizes[sizes > 1].sum()),
+            "largest": int(sizes.max()) if len(sizes) else 0}
 
 
 def _near_flag(pos_fp, neg_fp, ref, col: str, keep: dict[str, str] | None = None) -> pd.DataFrame:

@@ -46,9 +46,11 @@ def summarize_detection(scores: pd.DataFrame, info: dict, primary: str = PRIMARY
     at_sens = {k: threshold_at_sensitivity(val[k], val["label"]) for k in SCORES}
     report, report_sens = {}, {}
     for subset, df in (("all", rep), ("without_near_duplicates", clean)):
-        report[subset] = {k: evaluate_scores(df[k], df["label"], chosen[k]["threshold"], n_boot, seed)
+        groups = df["dup_group"]
+        report[subset] = {k: evaluate_scores(df[k], df["label"], chosen[k]["threshold"], n_boot, seed, groups)
                           for k in SCORES}
-        report_sens[subset] = {k: {**evaluate_scores(df[k], df["label"], at_sens[k]["threshold"], n_boot, seed),
+        report_sens[subset] = {k: {**evaluate_scores(df[k], df["label"], at_sens[k]["threshold"], n_boot,
+                                                     seed, groups),
                                    "roc_specificity_at_sensitivity": specificity_at_sensitivity(df[k], df["label"])}
                                for k in SCORES}
     return json_ready({
@@ -60,6 +62,8 @@ def summarize_detection(scores: pd.DataFrame, info: dict, primary: str = PRIMARY
         "validation": {"positives": int(val["label"].sum()), "negatives": int((val["label"] == 0).sum()),
                        "chosen": chosen, "at_fixed_sensitivity": at_sens},
         "report": report,
+        "bootstrap_unit": "near-duplicate group (dup_group), resampled within each class (ci95); "
+                          "single images within each class (ci95_images), for comparison",
         "fixed_sensitivity": FIXED_SENSITIVITY,
         "healthy_any_pixel_share": float((rep.loc[rep["label"] == 0, "area_frac"] > 0).mean())
         if (rep["label"] == 0).any() else None,
@@ -100,14 +104,18 @@ def operating_points(scores: pd.DataFrame, primary: str = PRIMARY) -> dict:
 
 
 def operating_point_inputs(image_size: int, root=None, limit: int | None = None,
-                           healthy_seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+                           healthy_seed: int = 0, val_arrays=None) -> tuple[pd.DataFrame, np.ndarray]:
     """The validation and report images of ``detection_inputs`` without the near-duplicate
     columns, read through the healthy-scan cache: what ``operating_points`` needs, cheap
-    enough to run after every training run."""
+    enough to run after every training run. The validation positives are ``val_arrays``
+    (the VAL a run chose its checkpoint on; a grouped split's VAL is not the official one),
+    the official VAL when None."""
     from brainseg_lib.data.cache import load_split
     from brainseg_lib.data.healthy import load_healthy
     inv = inventory(root)
-    val = load_split("val", image_size, root=root)
+    val = val_arrays if val_arrays is not None else load_split("val", image_size, root=root)
+    if val.images.shape[1:] != (image_size, image_size):
+        raise ValueError(f"VAL arrays are {val.images.shape[1:]}, the model's input is {image_size}")
     held = load_healthy("val", image_size, healthy_seed, root=root)
     neg = load_healthy("report", image_size, healthy_seed, n=limit, root=root)
     pos_names = inv.positives[:limit] if limit is not None else inv.positives
@@ -118,14 +126,17 @@ def operating_point_inputs(image_size: int, root=None, limit: int | None = None,
 
 
 def run_operating_points(model, image_size: int, root=None, limit: int | None = None,
-                         healthy_seed: int = 0, threshold: float = 0.5) -> dict:
+                         healthy_seed: int = 0, threshold: float = 0.5, val_arrays=None) -> dict:
     """``operating_points`` of one trained model (recorded in every run's JSON, so the
-    seed-to-seed spread is read from files)."""
-    frame, images = operating_point_inputs(image_size, root, limit, healthy_seed)
+    seed-to-seed spread is read from files), its thresholds chosen on ``val_arrays``
+    (``operating_point_inputs``)."""
+    frame, images = operating_point_inputs(image_size, root, limit, healthy_seed, val_arrays)
     scores = pd.concat([frame, image_scores(model, images, threshold)], axis=1)
     out = operating_points(scores)
     counts = scores.groupby(["role", "label"]).size()
     return json_ready({**out, "primary_score": PRIMARY, "fixed_sensitivity": FIXED_SENSITIVITY,
+                       "val_positives": int(counts.get(("val", 1), 0)),
+                       "val_negatives": int(counts.get(("val", 0), 0)),
                        "report_positives": int(counts.get(("report", 1), 0)),
                        "report_negatives": int(counts.get(("report", 0), 0)), "limit_per_class": limit})
 

@@ -9,11 +9,16 @@ Every CI is built from three steps, and only the middle one differs between call
      (``evaluation.external``), paired differences (``xai.attribution.paired_ci``);
    * ``resample_within_strata(sizes, n_boot, rng)``: replicate by replicate, the
      indices of each stratum in turn (``rng.integers(0, n_k, n_k)``), so that each
-     resample keeps every stratum's size (the classes of ``detection.roc``).
+     resample keeps every stratum's size (the classes of ``detection.roc``);
+   * ``bootstrap_clusters_stratified``: the same draw over each stratum's *clusters*
+     (near-duplicate groups), every drawn cluster bringing all its rows, so that images
+     that are near-copies of one another move together. With one row per cluster, in
+     row order, it is the image bootstrap within strata.
 
-2. **statistic** of all replicates at once (``bootstrap_stat`` and
-   ``bootstrap_stat_stratified`` hand it the resampled rows, shape ``(n_boot, n, ...)``):
-   re-pooled counts, per-patient sums, a mean difference, sensitivity and AUC.
+2. **statistic** of all replicates at once (``bootstrap_stat`` hands it the resampled
+   rows, shape ``(n_boot, n, ...)``; ``bootstrap_clusters_stratified`` a list of
+   resamples per stratum): re-pooled counts, per-patient sums, a mean difference,
+   sensitivity and AUC.
 
 3. **percentile CI** of the replicates (``percentile_ci``): ``np.quantile``'s default
    (linear) method at the quantiles ``(lo, hi)``.
@@ -71,20 +76,50 @@ def bootstrap_stat(sample, statistic: Callable, n_boot: int = N_BOOT, seed: int 
     return statistic(s[resample_indices(len(s), n_boot, rng)])
 
 
-def bootstrap_stat_stratified(strata: Sequence, statistic: Callable, n_boot: int = N_BOOT,
-                              seed: int = 0):
-    """``statistic`` of ``n_boot`` stratified resamples: each stratum's rows are resampled
-    within the stratum, so every resample keeps each stratum's size.
+def cluster_codes(labels) -> np.ndarray:
+    """Cluster labels as codes ``0..G-1`` in order of first appearance."""
+    lab = np.asarray(labels)
+    if lab.size == 0:
+        return np.zeros(0, np.int64)
+    _, first, inverse = np.unique(lab, return_index=True, return_inverse=True)
+    rank = np.empty(len(first), np.int64)
+    rank[np.argsort(first, kind="stable")] = np.arange(len(first))
+    return rank[inverse.ravel()]
 
-    ``statistic`` is called once with a list holding, per stratum, its resamples stacked
-    (shape ``(n_boot, len(stratum), ...)``). Every stratum must be non-empty.
+
+def cluster_rows(codes: np.ndarray, draws: np.ndarray) -> list[np.ndarray]:
+    """For each row of ``draws`` (cluster codes drawn), the row indices of every drawn
+    cluster's members, cluster by cluster in draw order (members in row order)."""
+    order = np.argsort(codes, kind="stable")
+    sizes = np.bincount(codes)
+    starts = np.r_[0, np.cumsum(sizes)[:-1]]
+    out = []
+    for d in draws:
+        n = sizes[d]
+        offsets = np.repeat(np.cumsum(n) - n, n)
+        out.append(order[np.repeat(starts[d], n) + np.arange(n.sum()) - offsets])
+    return out
+
+
+def bootstrap_clusters_stratified(strata: Sequence, clusters: Sequence, statistic: Callable,
+                                  n_boot: int = N_BOOT, seed: int = 0):
+    """``statistic`` of ``n_boot`` cluster resamples within strata: in each stratum as many
+    clusters as it has are drawn with replacement (``resample_within_strata`` over the
+    cluster counts), each bringing all its rows, so a resample's size varies.
+
+    ``clusters`` holds one label per row of each stratum. ``statistic`` is called once with
+    a list holding, per stratum, the ``n_boot`` resamples as a list of arrays. Every
+    stratum must be non-empty.
     """
     arrays = [np.asarray(s) for s in strata]
     if any(len(a) == 0 for a in arrays):
         raise ValueError("every stratum needs at least one unit to resample")
+    if [len(c) for c in clusters] != [len(a) for a in arrays]:
+        raise ValueError("clusters need one label per row of each stratum")
+    codes = [cluster_codes(c) for c in clusters]
     rng = np.random.default_rng(seed)
-    idx = resample_within_strata([len(a) for a in arrays], n_boot, rng)
-    return statistic([a[i] for a, i in zip(arrays, idx)])
+    draws = resample_within_strata([int(c.max()) + 1 for c in codes], n_boot, rng)
+    return statistic([[a[r] for r in cluster_rows(c, d)] for a, c, d in zip(arrays, codes, draws)])
 
 
 # -------------------------------------------------------------------------------- CIs

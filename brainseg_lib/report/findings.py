@@ -126,6 +126,12 @@ def detection_findings(summary: dict) -> str:
             f"sensitivity {_fmt_ci(m['sensitivity'], ci['sensitivity'])}, "
             f"specificity {_fmt_ci(m['specificity'], ci['specificity'])}, "
             f"accuracy {_fmt_ci(m['accuracy'], ci['accuracy'])}, AUC {_fmt_ci(m['auc'], ci['auc'])}.")
+    bg, ci_img = summary["report"]["all"][k]["bootstrap_groups"], summary["report"]["all"][k]["ci95_images"]
+    lines.append(f"The CIs resample whole near-duplicate groups within each class ({bg['positives']} tumour "
+                 f"and {bg['negatives']} healthy groups on all report scans); counting every scan as "
+                 f"independent would give specificity [{_num(ci_img['specificity'][0]):.3f}, "
+                 f"{_num(ci_img['specificity'][1]):.3f}] and AUC [{_num(ci_img['auc'][0]):.3f}, "
+                 f"{_num(ci_img['auc'][1]):.3f}].")
     a, b = (_num(summary["report"][s][k]["auc"]) for s in ("all", "without_near_duplicates"))
     nd, nv, nh = (summary[f"near_duplicates_of_{s}"] for s in ("train", "val", "holdout"))
     gone = summary["report"]["all"][k]["images"] - summary["report"]["without_near_duplicates"][k]["images"]

@@ -124,7 +124,7 @@ def score_and_write(params: dict, cfg: TrainConfig, result, arrays: dict, data_r
                                                    data_root, test_gts, device=cfg.device, val_gts=val_gts)
     if score_test and params.get("detection_points", True):
         extra["detection"] = detection_points(result.best_path, cfg, data_root,
-                                              params.get("detection_limit"))
+                                              params.get("detection_limit"), arrays["val"])
     from brainseg_lib.study.levers import selection_figures
     extra["selection"] = selection_figures(result.best_path, val, cfg, data_root,
                                            external_dev=params.get("external_dev", True),
@@ -163,13 +163,16 @@ def load_timing(run_name: str, runs_dir=None) -> dict:
         return {}
 
 
-def detection_points(checkpoint, cfg: TrainConfig, data_root=None, limit: int | None = None) -> dict:
-    """Image-level detection operating points of a run's best checkpoint (detection.py), or
-    the reason they were skipped (no ``yes/``/``no/`` folders, no healthy split)."""
+def detection_points(checkpoint, cfg: TrainConfig, data_root=None, limit: int | None = None,
+                     val_arrays=None) -> dict:
+    """Image-level detection operating points of a run's best checkpoint (detection.py), its
+    thresholds chosen on the run's own VAL (``val_arrays``), or the reason they were skipped
+    (no ``yes/``/``no/`` folders, no healthy split)."""
     from brainseg_lib.detection.summary import run_operating_points
     try:
         model = load_model(checkpoint, cfg.device)
-        return run_operating_points(model, cfg.image_size, data_root, limit, cfg.healthy_seed, cfg.threshold)
+        return run_operating_points(model, cfg.image_size, data_root, limit, cfg.healthy_seed, cfg.threshold,
+                                    val_arrays)
     except (FileNotFoundError, ValueError) as e:
         return {"skipped": str(e)}
 
