@@ -39,7 +39,8 @@
 # * **Report** on the unseen tumour scans and the healthy `report` scans: sensitivity, specificity, accuracy and ROC AUC,
 #   each with a 95% bootstrap CI that resamples whole near-duplicate groups within each class: many `no/`
 #   scans are near-copies of one another, and a copy is not new evidence. The image-level CI is kept
-#   beside it, to show how much the grouping widens the interval.
+#   beside it, to show how much the grouping widens the interval. The CIs hold the thresholds fixed
+#   (chosen once on validation): they leave out how the thresholds would move with another validation set.
 # * **Leakage**: unseen scans that are near-duplicates of TRAIN images, of VAL images (which chose the
 #   checkpoint and both thresholds) or of the hold-out scans (the signals of notebook 07: thumbnail
 #   correlation ≥ 0.95 or pHash distance ≤ 6) are counted, and the metrics are given with and without them.
@@ -139,6 +140,7 @@ print(f"no/ itself: {ng['scans_in_such_groups']} scans in {ng['groups_with_dupli
 for cls, rg in info["report_groups"].items():
     print(f"report {cls}: {rg['groups']} near-duplicate groups, the bootstrap's units "
           f"({rg['scans_in_such_groups']} scans in {rg['groups_with_duplicates']} groups of two or more; largest {rg['largest']})")
+print("unseen tumour scans that are near-duplicates of a healthy report scan:", info["cross_class_near_duplicates"])
 
 # %% [markdown]
 # ## Report: all unseen scans, and without the near-duplicates
@@ -233,5 +235,9 @@ plots.save_figure(fig, "detection_false_alarms");
 # (notebook 07), which makes the validation positives easier than the unseen ones. Near-duplicates
 # within `no/` (and within `yes/`) remain inside the report set; the CIs resample them as whole
 # groups, but the groups rest on two similarity thresholds (notebook 07), so pairs just below them
-# still count as independent. The banner at the top
+# still count as independent. The groups are built differently for the two classes: `no/` scans by
+# links over the whole `no/` folder (the healthy split's groups), the unseen tumour scans by links among
+# themselves only, so two of them joined only through an annotated image stay apart. A tumour scan and a
+# near-copy among the healthy scans could not share a unit of a class-stratified bootstrap; their
+# number is printed above. The banner at the top
 # names the profile; with `detection_limit` set, only that many scans per class are scored.

@@ -268,7 +268,7 @@ def test_report_scans_carry_their_near_duplicate_group(detection_root):
     scores, info = detection_scores.collect_scores(UNet(base=4).eval(), SIZE, root=detection_root)
     g = scores.set_index("name")["dup_group"]
     assert g["y902.jpg"] == g["y903.jpg"] and g["y902.jpg"].startswith("yes/")
-    assert g["y900.jpg"] != g["y902.jpg"] != g["y901.jpg"]
+    assert len({g["y900.jpg"], g["y901.jpg"], g["y902.jpg"]}) == 3
     pair = [n for n in ("no1.jpg", "no99.jpg", report_neg[0]) if n in g.index and g[n] == g["no99.jpg"]]
     assert len(pair) == 2 and g["no99.jpg"].startswith("no/")
     val_groups = scores.loc[scores.folder == "VAL", "dup_group"]
@@ -277,6 +277,7 @@ def test_report_scans_carry_their_near_duplicate_group(detection_root):
     assert info["report_groups"]["positives"] == {"groups": 3, "groups_with_duplicates": 1,
                                                   "scans_in_such_groups": 2, "largest": 2}
     assert info["report_groups"]["negatives"]["groups"] == rep.loc[rep.label == 0, "dup_group"].nunique()
+    assert info["cross_class_near_duplicates"] == 0
     summary = detection_summary.summarize_detection(scores, info, n_boot=30)
     m = summary["report"]["all"]["area_frac"]
     assert m["bootstrap_groups"] == {"positives": 3, "negatives": info["report_groups"]["negatives"]["groups"]}
@@ -434,3 +435,20 @@ def test_group_ci_resamples_whole_groups():
     assert {k: got[k] for k in ("sensitivity", "specificity", "auc", "tp", "fp")} == \
         {k: plain[k] for k in ("sensitivity", "specificity", "auc", "tp", "fp")}
     assert got["ci95_images"] == plain["ci95"] and "ci95_images" not in plain
+
+
+def test_cross_class_near_duplicates_are_counted():
+    """A tumour scan and a near-copy of it among the healthy report scans cannot share a
+    bootstrap unit (the bootstrap is stratified by class); they are counted instead."""
+    a, b, c = pattern(3), pattern(5), pattern(6)
+    a_copy = np.asarray(Image.fromarray(a).resize((70, 66), Image.BILINEAR))
+    pos = leakage.fingerprint_images([a, b], ["p1", "p2"])
+    neg = leakage.fingerprint_images([a_copy, c], ["n1", "n2"])
+    frame = pd.DataFrame({"name": ["p1", "p2", "n1", "n2"], "label": [1, 1, 0, 0], "role": "report",
+                          "dup_group": ["yes/0", "yes/1", "no/0", "no/0"]})
+    got = detection_scores._report_group_info(frame, pos, neg)
+    assert got["cross_class_near_duplicates"] == 1
+    assert got["report_groups"]["negatives"] == {"groups": 1, "groups_with_duplicates": 1,
+                                                 "scans_in_such_groups": 2, "largest": 2}
+    empty = leakage.fingerprint_images([], [])
+    assert detection_scores._report_group_info(frame, pos, empty)["cross_class_near_duplicates"] == 0

@@ -309,7 +309,8 @@ def test_lever_table_reads_selection_figures(tmp_path, monkeypatch):
     sel = {"val": {"pooled_f1": 0.9, "hd95_median": 5.0, "nsd_mean": 0.6},
            "healthy_val": {"marked_share": 0.1},
            "external_dev": {"pooled_f1": 0.7, "mean_dice_tumour": 0.6, "clean_marked_share": 0.05,
-                            "hd95_median": 9.0, "nsd_mean": 0.5}}
+                            "hd95_median": 362.0, "nsd_mean": 0.5, "tumour_slices_missed": 45,
+                            "n_tumour_slices": 80}}
     (out / f"{name_for(params[0])}.json").write_text(json.dumps(
         {"run_name": name_for(params[0]), "config": {"image_size": 64, "healthy_ratio": 0.0},
          "epochs_run": 1, "selection": sel}))
@@ -320,6 +321,51 @@ def test_lever_table_reads_selection_figures(tmp_path, monkeypatch):
     assert t.loc[0, "train_seconds"] == 2.0
     md = levers.table_markdown(t)
     assert "| a | first | 64 |" in md and "ext dev Dice (tumour)" in md
+    # counts print as counts, the HD95 penalty as a number, and the note says what it means
+    assert "| 362 | 45/80 | 0.500 |" in md and "| 1 | 2.000 |" in md
+    assert levers._of(np.nan, 80) != levers._of(np.nan, 80)          # NaN: an older JSON shows blank
+    assert md.rstrip().endswith(levers.HD95_NOTE)
+
+
+def test_rescore_recomputes_selection_from_the_kept_checkpoint(tmp_path, monkeypatch):
+    plan = {"base": "smoke", "fixed": {"epochs": 1},
+            "trials": [{"tag": t, "set": {}} for t in "abcd"]}
+    from brainseg_lib.study.experiment import name_for
+    a, b, _, d = (name_for(p) for p in levers.trial_params(plan))
+    folder = tmp_path / "lv"
+    config = {"image_size": 16, "limit_val": 2}
+    # a and b and d finished; c never ran; b kept no best.pt; d's best.pt is another epoch's
+    for name in (a, b, d):
+        paths.ensure(folder / "metrics")
+        (folder / "metrics" / f"{name}.json").write_text(json.dumps(
+            {"run_name": name, "config": config, "best_epoch": 3, "selection": {"old": 1}}))
+    for name, epoch in ((a, 3), (d, 2)):
+        paths.ensure(folder / "runs" / name)
+        (folder / "runs" / name / "best.pt").write_text(str(epoch))
+    monkeypatch.setattr("brainseg_lib.model.checkpoint.load_checkpoint",
+                        lambda p: {"epoch": int(p.read_text()), "train_config": config})
+    seen = []
+
+    class Val:
+        def head(self, n):
+            return ("val", n)
+    monkeypatch.setattr("brainseg_lib.data.splits.split_arrays", lambda scheme, size, root, seed: {"val": Val()})
+
+    def figures(ckpt, val, cfg, data_root=None, external_dev=True):
+        seen.append((ckpt, val, cfg.image_size, external_dev))
+        return {"external_dev": {"tumour_slices_missed": 7}}
+    monkeypatch.setattr(levers, "selection_figures", figures)
+    done = levers.rescore_selection(plan, folder)
+    assert done == {"rescored": [a], "no_checkpoint": [b], "mismatched": [d]}
+    assert seen == [(folder / "runs" / a / "best.pt", ("val", 2), 16, True)]
+    ra = json.loads((folder / "metrics" / f"{a}.json").read_text())
+    assert ra["selection"] == {"external_dev": {"tumour_slices_missed": 7}} and ra["selection_rescored"]
+    assert ra["selection_original"] == {"old": 1}           # what the choice was made on stays
+    for name in (b, d):
+        assert json.loads((folder / "metrics" / f"{name}.json").read_text())["selection"] == {"old": 1}
+    # a second rescore keeps the first original, not the rescored figures
+    levers.rescore_selection(plan, folder)
+    assert json.loads((folder / "metrics" / f"{a}.json").read_text())["selection_original"] == {"old": 1}
 
 
 def test_model_card_gains_boundary_healthy_and_external_lines():

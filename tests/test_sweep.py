@@ -50,6 +50,7 @@ def test_planned_lines_are_self_contained(tmp_path):
         assert f"-f {tmp_path / 'params' / (name + '.yaml')}" in line
         assert line.endswith(str(tmp_path / "executed" / f"{name}.ipynb"))
         assert (tmp_path / "params" / f"{name}.yaml").is_file()
+        assert "--no-progress-bar" in line.split()      # its log reads as lines, not a redrawn bar
 
 
 def test_plan_adds_tagged_variants_on_seed_0():

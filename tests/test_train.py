@@ -517,6 +517,11 @@ def test_a_runs_detection_thresholds_are_chosen_on_its_own_val(monkeypatch, tmp_
                              history=pd.DataFrame({"epoch": [1], "val_dice": [0.4]}), n_parameters=1,
                              device="cpu", cut_by_time=False)
     params = {"profile": "t", "split_scheme": "grouped", "image_size": 8, "device": "cpu"}
-    experiment.score_and_write(params, experiment.config_from_params(params), result,
+    cfg = experiment.config_from_params(params)
+    experiment.score_and_write(params, cfg, result, {"train": None, "val": own_val, "test": own_val})
+    assert seen["val"].names == own_val.names
+    # with limit_val, the VAL the checkpoint was chosen on: its first images
+    seen.clear()
+    experiment.score_and_write(params, dataclasses.replace(cfg, limit_val=1), result,
                                {"train": None, "val": own_val, "test": own_val})
-    assert seen["val"] is own_val
+    assert seen["val"].names == ["y5.jpg"]

@@ -130,7 +130,13 @@ def _cmd_release(args) -> int:
 def _cmd_levers(args) -> int:
     from brainseg_lib.study import levers
     plan = levers.load_plan(args.plan)
-    if not args.table_only:
+    if args.rescore:
+        done = levers.rescore_selection(plan, data_root=args.data)
+        print(f"rescored {len(done['rescored'])} trial(s)")
+        for key, why in (("no_checkpoint", "no checkpoint"), ("mismatched", "checkpoint is not the JSON's best epoch")):
+            if done[key]:
+                print(f"{why}, left as they were (retrain with --force): " + ", ".join(done[key]))
+    elif not args.table_only:
         levers.run_levers(plan, force=args.force)
     table = levers.lever_table(plan)
     out = levers.write_lever_table(table)
@@ -198,6 +204,9 @@ def _add_study(sub) -> None:
     lv.add_argument("--plan", default=None, help="a levers YAML (default params/levers.yaml)")
     lv.add_argument("--force", action="store_true", help="re-run trials whose metrics exist")
     lv.add_argument("--table-only", action="store_true", help="only rebuild the table")
+    lv.add_argument("--rescore", action="store_true",
+                    help="recompute the finished trials' selection figures from their kept checkpoints "
+                         "(nothing is trained), then rebuild the table")
     lv.set_defaults(fn=_cmd_levers)
     w = sub.add_parser("sweep", help="seeds x split schemes x losses as independent papermill jobs")
     w.add_argument("--profile", help="profile to sweep (default: paper on CUDA, else cpu)")

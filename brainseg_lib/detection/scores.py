@@ -181,9 +181,7 @@ def detection_inputs(image_size: int, root=None, limit: int | None = None, healt
                                     "(whole near-duplicate groups of no/)", "names": held},
             "healthy_training_scans_excluded": int((man["role"] == "train").sum()),
             "no_groups": _group_sizes(sizes),
-            "report_groups": {c: _group_sizes(frame.loc[(frame["role"] == "report") & (frame["label"] == lab),
-                                                        "dup_group"].value_counts().to_numpy())
-                              for c, lab in (("positives", 1), ("negatives", 0))},
+            **_report_group_info(frame, pos_fp, neg_fp),
             "limit_per_class": limit, "image_size": image_size}
     return frame, images, info
 
@@ -198,6 +196,17 @@ def dup_group_labels(frame: pd.DataFrame, yes_groups: dict[str, int], manifest: 
         g = yes_groups.get(name) if folder == YES else no_groups.get(name) if folder == NO else None
         out.append(f"{folder}/{name}" if g is None else f"{folder}/{int(g)}")
     return out
+
+
+def _report_group_info(frame: pd.DataFrame, pos_fp, neg_fp) -> dict:
+    """The report set's near-duplicate groups by class (the bootstrap's units), and how many
+    unseen positives are near-duplicates of a report negative: such a pair cannot be one
+    unit of a bootstrap stratified by class, so it is counted."""
+    rep = frame[frame["role"] == "report"]
+    cross = leakage.nearest_in(pos_fp, neg_fp)["dup"] if len(pos_fp.names) and len(neg_fp.names) else []
+    return {"report_groups": {c: _group_sizes(rep.loc[rep["label"] == lab, "dup_group"].value_counts().to_numpy())
+                              for c, lab in (("positives", 1), ("negatives", 0))},
+            "cross_class_near_duplicates": int(np.sum(cross))}
 
 
 def _group_sizes(sizes: np.ndarray) -> dict:

@@ -124,7 +124,7 @@ def score_and_write(params: dict, cfg: TrainConfig, result, arrays: dict, data_r
                                                    data_root, test_gts, device=cfg.device, val_gts=val_gts)
     if score_test and params.get("detection_points", True):
         extra["detection"] = detection_points(result.best_path, cfg, data_root,
-                                              params.get("detection_limit"), arrays["val"])
+                                              params.get("detection_limit"), val)
     from brainseg_lib.study.levers import selection_figures
     extra["selection"] = selection_figures(result.best_path, val, cfg, data_root,
                                            external_dev=params.get("external_dev", True),

@@ -33,7 +33,8 @@ TABLE_COLUMNS = {
     "val_f1": "VAL F1", "val_hd95_median": "VAL HD95 med", "val_nsd": "VAL NSD",
     "healthy_val_marked": "healthy VAL marked", "ext_dev_pooled_f1": "ext dev F1",
     "ext_dev_mean_dice": "ext dev Dice (tumour)", "ext_dev_clean_marked": "ext dev clean marked",
-    "ext_dev_hd95_median": "ext dev HD95 med", "ext_dev_nsd": "ext dev NSD",
+    "ext_dev_hd95_median": "ext dev HD95 med", "ext_dev_missed": "ext dev tumour slices missed",
+    "ext_dev_nsd": "ext dev NSD",
 }
 
 
@@ -66,7 +67,8 @@ def selection_figures(checkpoint, val_arrays, cfg, data_root=None, external_dev:
         half = external_data.load_half("dev", cfg.image_size)
         s = external_eval.summarize_half(external_eval.score_half(model, half, cfg.threshold, dev), n_boot=200)
         out["external_dev"] = {k: s[k] for k in ("pooled_f1", "mean_dice_tumour", "clean_marked_share",
-                                                 "hd95_median", "nsd_mean", "n_slices", "clean_marked")}
+                                                 "hd95_median", "nsd_mean", "n_slices", "clean_marked",
+                                                 "n_tumour_slices", "tumour_slices_missed")}
     else:
         out["external_dev"] = {"skipped": f"no external set at {paths.external_dir()}"}
     return out
@@ -94,12 +96,58 @@ def run_levers(plan: dict | None = None, out_dir: str | Path | None = None, forc
                      sweep_dir=Path(out_dir) if out_dir else paths.levers_dir())
 
 
+def rescore_selection(plan: dict | None = None, out_dir: str | Path | None = None,
+                      data_root=None) -> dict[str, list[str]]:
+    """Recompute the selection figures of every finished trial from its kept best checkpoint,
+    with the config it trained under and today's scoring code, and write them into its JSON
+    (``selection_rescored: true``; the figures the choice was made on stay there as
+    ``selection_original``): a figure added after the trials ran (the external tumour slices
+    with no prediction) then reaches the table without retraining. Checkpoints stay out of
+    git, so a fresh clone has none: such trials are listed under ``no_checkpoint``, and a
+    checkpoint that is not the JSON's best epoch or config under ``mismatched``; both are
+    left as they are (retrain them with ``levers --force``)."""
+    from brainseg_lib.data.splits import split_arrays
+    from brainseg_lib.fileio import write_json
+    from brainseg_lib.model.checkpoint import load_checkpoint
+    from brainseg_lib.study.experiment import name_for
+    from brainseg_lib.training.config import TrainConfig
+    plan = plan or load_plan()
+    folder = Path(out_dir) if out_dir else paths.levers_dir()
+    done = {"rescored": [], "no_checkpoint": [], "mismatched": []}
+    for params in trial_params(plan):
+        name = name_for(params)
+        path, ckpt = folder / "metrics" / f"{name}.json", folder / "runs" / name / "best.pt"
+        if not path.is_file():
+            continue
+        if not ckpt.is_file():
+            done["no_checkpoint"].append(name)
+            continue
+        r, ck = json.loads(path.read_text()), load_checkpoint(ckpt)
+        if ck.get("epoch") != r.get("best_epoch") or json.loads(json.dumps(ck.get("train_config"))) != r["config"]:
+            done["mismatched"].append(name)
+            continue
+        cfg = TrainConfig.from_dict(r["config"])
+        val = split_arrays(r.get("split_scheme", "official"), cfg.image_size, data_root,
+                           params.get("split_seed", 0))["val"].head(cfg.limit_val)
+        original = r.get("selection_original", r.get("selection"))
+        r["selection"] = selection_figures(ckpt, val, cfg, data_root,
+                                           external_dev=params.get("external_dev", True))
+        write_json({**r, "selection_original": original, "selection_rescored": True}, path)
+        done["rescored"].append(name)
+    return done
+
+
 def _get(d: dict, *keys):
     for k in keys:
         if not isinstance(d, dict) or k not in d:
             return np.nan
         d = d[k]
     return np.nan if d is None else d
+
+
+def _of(part, whole):
+    """``'part/whole'`` of two counts, NaN when either is missing (an older JSON)."""
+    return np.nan if any(isinstance(v, float) and np.isnan(v) for v in (part, whole)) else f"{int(part)}/{int(whole)}"
 
 
 def lever_table(plan: dict | None = None, out_dir: str | Path | None = None) -> pd.DataFrame:
@@ -126,20 +174,34 @@ def lever_table(plan: dict | None = None, out_dir: str | Path | None = None) -> 
             "ext_dev_mean_dice": _get(sel, "external_dev", "mean_dice_tumour"),
             "ext_dev_clean_marked": _get(sel, "external_dev", "clean_marked_share"),
             "ext_dev_hd95_median": _get(sel, "external_dev", "hd95_median"),
+            "ext_dev_missed": _of(_get(sel, "external_dev", "tumour_slices_missed"),
+                                  _get(sel, "external_dev", "n_tumour_slices")),
             "ext_dev_nsd": _get(sel, "external_dev", "nsd_mean")})
     return pd.DataFrame(rows, columns=list(TABLE_COLUMNS))
 
 
-def table_markdown(table: pd.DataFrame) -> str:
-    shown = table.rename(columns=TABLE_COLUMNS)
-    head = "| " + " | ".join(shown.columns) + " |\n|" + "---|" * len(shown.columns) + "\n"
+COUNT_COLUMNS = ("epochs",)
+HD95_NOTE = ("An HD95 median is taken over tumour slices, and a tumour slice with nothing predicted "
+             "counts at the image diagonal (`evaluation/boundary.py`): a median at that value means "
+             "at least half of the tumour slices have no prediction (the `missed` column counts them: "
+             "missed/tumour slices of the dev half).")
 
-    def cell(v):
-        if isinstance(v, float):
-            return "" if np.isnan(v) else (f"{v:.0f}" if abs(v) >= 100 else f"{v:.3f}")
+
+def table_markdown(table: pd.DataFrame) -> str:
+    """The lever table as Markdown, with the note on HD95 medians under it."""
+    head = "| " + " | ".join(TABLE_COLUMNS[c] for c in table.columns) + " |\n|" + "---|" * len(table.columns) + "\n"
+
+    def cell(col, v):
+        if isinstance(v, (float, np.floating)) and np.isnan(v):
+            return ""
+        if col in COUNT_COLUMNS:
+            return str(int(v))
+        if isinstance(v, (float, np.floating)):
+            return f"{v:.0f}" if abs(v) >= 100 else f"{v:.3f}"
         return str(v)
-    return head + "\n".join("| " + " | ".join(cell(v) for v in row) + " |"
-                            for row in shown.itertuples(index=False)) + "\n"
+    rows = "\n".join("| " + " | ".join(cell(c, v) for c, v in zip(table.columns, row)) + " |"
+                     for row in table.itertuples(index=False))
+    return head + rows + "\n\n" + HD95_NOTE + "\n"
 
 
 def write_lever_table(table: pd.DataFrame, out_dir: str | Path | None = None) -> dict[str, Path]:

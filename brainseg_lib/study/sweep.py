@@ -77,7 +77,7 @@ def planned_job(params: dict, threads: int, sweep_dir: Path) -> tuple[list[str],
     out = paths.ensure(sweep_dir / "executed") / f"{name}.ipynb"
     pfile = paths.ensure(sweep_dir / "params") / f"{name}.yaml"
     write_profile({**params, "threads": threads}, pfile)
-    args = [sys.executable, "-m", "papermill", "-k", "python3", "--log-level", "WARNING",
+    args = [sys.executable, "-m", "papermill", "-k", "python3", "--log-level", "WARNING", "--no-progress-bar",
             "-f", str(pfile), str(paths.NOTEBOOKS_DIR / "02_training.ipynb"), str(out)]
     env = {"BRAINSEG_RESULTS": str(sweep_dir), "BRAINSEG_PROGRESS": "0", "MPLBACKEND": "Agg"}
     return args, env, paths.ensure(sweep_dir / "logs") / f"{name}.log"
