@@ -97,3 +97,16 @@ print("groups:", summary["groups"], "| with duplicates:", summary["groups_with_d
 print("grouped split sizes:", summary["grouped_split"]["sizes"])
 print("no group spans two splits:", summary["grouped_split"]["max_splits_per_group"] == 1)
 print("manifest:", path.relative_to(paths.PROJECT_ROOT))
+
+# %% [markdown]
+# ## Just below the thresholds
+# The groups rest on two thresholds, so the grouped split can still put similar images on both sides
+# of a line: pairs whose thumbnail correlation lies between a lower bound and 0.95 and that neither
+# signal flags. If the grouped split's TEST images had many TRAIN partners here, its score would
+# still carry some leakage.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+near = leakage.near_misses(pairs, manifest)
+fileio.write_csv(near, paths.tables_dir() / "leakage_near_misses.csv")
+print(near.to_string(index=False))

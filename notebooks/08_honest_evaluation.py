@@ -84,6 +84,8 @@ seed_spread.ci_table(runs).round(4)
 
 # %%
 report = seed_spread.findings(runs)
+from brainseg_lib.study import leakage
+report["grouped_near_misses"] = leakage.load_near_misses()   # notebook 07's audit of the grouped split
 from brainseg_lib.fileio import write_json
 write_json(report, paths.metrics_dir() / "honest_evaluation.json")
 (paths.tables_dir() / "findings.md").write_text(findings.findings_markdown(report))

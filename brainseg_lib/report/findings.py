@@ -71,6 +71,17 @@ def _verdict(diff: float, sd_a, sd_b, a: str, b: str) -> str:
 RECALL_GAIN = 0.01   # a tuned threshold "raises" recall when it gains more than this
 
 
+def _near_miss_sentence(rows: list[dict] | None, corr_from: float = 0.90) -> str:
+    """What the grouped split leaves just below the thresholds (``leakage.near_misses``), as a
+    sentence; empty without the audit's rows."""
+    row = next((r for r in rows or [] if r["corr_from"] == corr_from), None)
+    if row is None:
+        return ""
+    return (f" Just below the near-duplicate thresholds, {row['test_images_with_train_partner']} of "
+            f"{row['test_images']} grouped TEST images still have a TRAIN partner at thumbnail "
+            f"correlation {corr_from:.2f}-{row['corr_below']:.2f} that neither signal links (notebook 07).")
+
+
 def findings_markdown(rep: dict) -> str:
     """Sentences stating what holds and what does not, generated from the numbers."""
     o, g = rep["official"], rep["grouped"]
@@ -83,7 +94,8 @@ def findings_markdown(rep: dict) -> str:
             f"(mean ± sd over {o['n_seeds']} and {g['n_seeds']} seeds): "
             + _verdict(d, o['f1_sd'], g['f1_sd'], "the official (leaky) split", "the grouped split")
             + ". The two TEST sets hold different images, so part of a gap can be difficulty "
-            "rather than leakage; the grouped figure is the one to quote for unseen patients' slices.")
+            "rather than leakage; the grouped figure is the one to quote for unseen patients' slices."
+            + _near_miss_sentence(rep.get("grouped_near_misses")))
     l = rep["loss"]
     if l["bce_dice_minus_bce_f1"] is not None:
         d = l["bce_dice_minus_bce_f1"]

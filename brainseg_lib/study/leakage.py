@@ -1,5 +1,5 @@
 """The leakage audit of notebook 07: how many images of each split have a near-duplicate in
-another, and a summary of the grouped split.
+another, a summary of the grouped split, and what it leaves just below the thresholds.
 """
 from __future__ import annotations
 
@@ -34,6 +34,41 @@ def cross_split_counts(fp: Fingerprints, pairs: pd.DataFrame) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+NEAR_MISS_BANDS = (0.80, 0.85, 0.90)
+
+
+def near_misses(pairs: pd.DataFrame, manifest: pd.DataFrame, bands=NEAR_MISS_BANDS) -> pd.DataFrame:
+    """What a split leaves just below the near-duplicate thresholds: for each lower bound ``b``,
+    the pairs with thumbnail correlation in [b, CORR_THRESHOLD) that neither signal flags
+    (``dup`` False) and whose images sit in different splits of ``manifest`` (name, split),
+    and how many TEST and VAL images have such a partner in TRAIN. ``pairs`` is
+    ``pair_table``'s, which keeps every pair with correlation >= 0.80."""
+    where = dict(zip(manifest["name"], manifest["split"]))
+    below = pairs[~pairs["dup"]].assign(sa=lambda d: d["a"].map(where), sb=lambda d: d["b"].map(where))
+    rows = []
+    for b in bands:
+        band = below[(below["corr"] >= b) & (below["sa"] != below["sb"])]
+        row = {"corr_from": b, "corr_below": CORR_THRESHOLD, "cross_split_pairs": len(band)}
+        for q in ("test", "val"):
+            hit = set(band.loc[(band.sa == q) & (band.sb == "train"), "a"]) | \
+                set(band.loc[(band.sb == q) & (band.sa == "train"), "b"])
+            row[f"{q}_images_with_train_partner"] = len(hit)
+            row[f"{q}_images"] = int((manifest["split"] == q).sum())
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def load_near_misses(metrics_dir=None) -> list[dict] | None:
+    """The grouped split's ``below_thresholds`` rows from notebook 07's leakage.json, or None
+    when the audit has not run."""
+    import json
+    path = (metrics_dir or paths.metrics_dir()) / "leakage.json"
+    try:
+        return json.loads(path.read_text())["grouped_split"].get("below_thresholds")
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def summarize_leakage(fp: Fingerprints, pairs: pd.DataFrame, labels: np.ndarray,
               manifest: pd.DataFrame, seed: int) -> dict:
     """The figures that go to results/metrics/leakage.json."""
@@ -54,10 +89,12 @@ def summarize_leakage(fp: Fingerprints, pairs: pd.DataFrame, labels: np.ndarray,
                                                                   "either": int(r.dup),
                                                                   "of": int(r.query_images)}
                                      for r in counts.itertuples()},
-        "groups": int(len(sizes)), "groups_with_duplicates": int((sizes > 1).sum()),
+        "groups": len(sizes), "groups_with_duplicates": int((sizes > 1).sum()),
         "largest_group": int(sizes.max()),
         "grouped_split": {"seed": seed, "manifest": paths.display_path(manifest_path(seed)),
-                          "sizes": manifest["split"].value_counts().reindex(list(SPLITS)).astype(int).to_dict(),
+                          "sizes": manifest["split"].value_counts().reindex(list(SPLITS), fill_value=0)
+                                                    .astype(int).to_dict(),
                           "images_moved_from_official_split": moved,
-                          "max_splits_per_group": int(spans)},
+                          "max_splits_per_group": int(spans),
+                          "below_thresholds": near_misses(pairs, manifest).to_dict("records")},
     }

@@ -1,0 +1,69 @@
+"""brainseg_lib.study.leakage: the audit's counts, its JSON summary and the pairs just below
+the thresholds, on hand-made pair tables."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from brainseg_lib.data.duplicates import Fingerprints
+from brainseg_lib.study import leakage
+
+NAMES = ["t1", "t2", "t3", "v1", "s1", "s2"]
+OFFICIAL = ["train", "train", "train", "val", "test", "test"]
+
+
+def _fp() -> Fingerprints:
+    n = len(NAMES)
+    return Fingerprints(NAMES, OFFICIAL, np.zeros((n, 4), np.float32), np.zeros((n, 63), bool))
+
+
+def _pairs(rows) -> pd.DataFrame:
+    split = dict(zip(NAMES, OFFICIAL))
+    df = pd.DataFrame(rows, columns=["a", "b", "corr", "phash_dist"])
+    df["split_a"], df["split_b"] = df["a"].map(split), df["b"].map(split)
+    df["dup_corr"] = df["corr"] >= 0.95
+    df["dup_phash"] = df["phash_dist"] <= 6
+    df["dup"] = df["dup_corr"] | df["dup_phash"]
+    return df
+
+
+PAIRS = _pairs([("t1", "s1", 0.97, 20),     # a TEST image with a TRAIN copy, by correlation
+                ("t2", "v1", 0.50, 3),      # a VAL image with a TRAIN copy, by pHash only
+                ("t1", "t2", 0.96, 2),      # two TRAIN images, both signals
+                ("t3", "s2", 0.92, 15),     # below both thresholds: a near miss
+                ("t3", "v1", 0.86, 14),     # a further one
+                ("s1", "s2", 0.82, 30)])    # within TEST
+
+
+def test_cross_split_counts_count_images_not_pairs():
+    c = leakage.cross_split_counts(_fp(), PAIRS).set_index(["query", "reference"])
+    assert c.loc[("test", "train")].tolist() == [2, 1, 0, 1]     # query_images, corr, phash, either
+    assert c.loc[("val", "train")].tolist() == [1, 0, 1, 1]
+    assert c.loc[("train", "train"), "dup"] == 2 and c.loc[("test", "test"), "dup"] == 0
+
+
+def test_near_misses_follow_the_split_they_are_given():
+    official = pd.DataFrame({"name": NAMES, "split": OFFICIAL})
+    got = leakage.near_misses(PAIRS, official).set_index("corr_from")
+    # flagged pairs never count; within-split pairs never count
+    assert got.loc[0.80, "cross_split_pairs"] == 2 and got.loc[0.85, "cross_split_pairs"] == 2
+    assert got.loc[0.90, "cross_split_pairs"] == 1
+    assert got.loc[0.90, "test_images_with_train_partner"] == 1 and got.loc[0.90, "val_images_with_train_partner"] == 0
+    assert got.loc[0.85, "val_images_with_train_partner"] == 1
+    assert (got["test_images"] == 2).all() and (got["corr_below"] == 0.95).all()
+    # a split that keeps t3 with s2 and v1 leaves no near miss
+    moved = pd.DataFrame({"name": NAMES, "split": ["train", "train", "test", "test", "test", "test"]})
+    assert leakage.near_misses(PAIRS, moved)["cross_split_pairs"].tolist() == [0, 0, 0]
+
+
+def test_summary_records_the_grouped_split_and_its_near_misses():
+    labels = np.array([0, 0, 1, 0, 0, 2])      # t1, t2, v1, s1 linked; t3 and s2 alone
+    manifest = pd.DataFrame({"name": NAMES, "group": labels,
+                             "split": ["train", "train", "train", "train", "train", "test"]})
+    s = leakage.summarize_leakage(_fp(), PAIRS, labels, manifest, seed=3)
+    assert s["groups"] == 3 and s["groups_with_duplicates"] == 1 and s["largest_group"] == 4
+    assert s["pairs_found"] == {"corr": 2, "phash": 2, "both": 1, "either": 3}
+    g = s["grouped_split"]
+    assert g["images_moved_from_official_split"] == 2 and g["max_splits_per_group"] == 1
+    assert g["sizes"] == {"train": 5, "val": 0, "test": 1} and g["seed"] == 3
+    assert [r["cross_split_pairs"] for r in g["below_thresholds"]] == [2, 1, 1]
