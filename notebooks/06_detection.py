@@ -39,7 +39,7 @@
 # * **Report** on the unseen tumour scans and the healthy `report` scans: sensitivity, specificity, accuracy and ROC AUC,
 #   each with a 95% bootstrap CI that resamples whole near-duplicate groups within each class: many `no/`
 #   scans are near-copies of one another, and a copy is not new evidence. The image-level CI is kept
-#   beside it, to show how much the grouping widens the interval. The CIs hold the thresholds fixed
+#   beside it, to show whether and how much the grouping widens the interval. The CIs hold the thresholds fixed
 #   (chosen once on validation): they leave out how the thresholds would move with another validation set.
 # * **Leakage**: unseen scans that are near-duplicates of TRAIN images, of VAL images (which chose the
 #   checkpoint and both thresholds) or of the hold-out scans (the signals of notebook 07: thumbnail

@@ -110,19 +110,14 @@ def test_findings_say_which_differences_exceed_seed_variation():
     assert "does not raise test recall (change +0.000)" in text
 
 
-def test_findings_name_the_grouped_splits_near_misses(tmp_path):
-    import json
-
-    from brainseg_lib.study import leakage
-    rows = [{"corr_from": 0.85, "corr_below": 0.95, "test_images_with_train_partner": 9, "test_images": 100},
-            {"corr_from": 0.90, "corr_below": 0.95, "test_images_with_train_partner": 3, "test_images": 100}]
+def test_findings_name_the_grouped_splits_near_misses():
+    rows = [{"signal": "corr", "from": 0.80, "to": 0.95, "test_images_with_train_partner": 36, "test_images": 100},
+            {"signal": "corr", "from": 0.90, "to": 0.95, "test_images_with_train_partner": 3, "test_images": 100},
+            {"signal": "phash", "from": 7.0, "to": 12.0, "test_images_with_train_partner": 5, "test_images": 100}]
     text = findings.findings_markdown({**_report(), "grouped_near_misses": rows})
-    assert ("3 of 100 grouped TEST images still have a TRAIN partner at thumbnail correlation "
-            "0.90-0.95") in text
+    assert ("3 (thumbnail correlation 0.90-0.95) to 36 (0.80-0.95) of 100 grouped TEST images still have "
+            "a TRAIN partner that neither signal links, and 5 have one at pHash distance 7-12") in text
     assert "Just below" not in findings.findings_markdown(_report())       # no audit, no sentence
-    assert leakage.load_near_misses(tmp_path) is None
-    (tmp_path / "leakage.json").write_text(json.dumps({"grouped_split": {"below_thresholds": rows}}))
-    assert leakage.load_near_misses(tmp_path) == rows
 
 
 def test_findings_report_a_recall_gain_only_above_the_margin():

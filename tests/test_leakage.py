@@ -2,8 +2,11 @@
 the thresholds, on hand-made pair tables."""
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
+import pytest
 
 from brainseg_lib.data.duplicates import Fingerprints
 from brainseg_lib.study import leakage
@@ -30,9 +33,10 @@ def _pairs(rows) -> pd.DataFrame:
 PAIRS = _pairs([("t1", "s1", 0.97, 20),     # a TEST image with a TRAIN copy, by correlation
                 ("t2", "v1", 0.50, 3),      # a VAL image with a TRAIN copy, by pHash only
                 ("t1", "t2", 0.96, 2),      # two TRAIN images, both signals
-                ("t3", "s2", 0.92, 15),     # below both thresholds: a near miss
+                ("t3", "s2", 0.92, 15),     # below both thresholds: a near miss by correlation
                 ("t3", "v1", 0.86, 14),     # a further one
-                ("s1", "s2", 0.82, 30)])    # within TEST
+                ("s1", "s2", 0.82, 30),     # within TEST
+                ("t2", "s2", 0.40, 9)])     # a near miss by pHash only
 
 
 def test_cross_split_counts_count_images_not_pairs():
@@ -44,19 +48,29 @@ def test_cross_split_counts_count_images_not_pairs():
 
 def test_near_misses_follow_the_split_they_are_given():
     official = pd.DataFrame({"name": NAMES, "split": OFFICIAL})
-    got = leakage.near_misses(PAIRS, official).set_index("corr_from")
+    got = leakage.near_misses(PAIRS, official)
+    corr = got[got.signal == "corr"].set_index("from")
     # flagged pairs never count; within-split pairs never count
-    assert got.loc[0.80, "cross_split_pairs"] == 2 and got.loc[0.85, "cross_split_pairs"] == 2
-    assert got.loc[0.90, "cross_split_pairs"] == 1
-    assert got.loc[0.90, "test_images_with_train_partner"] == 1 and got.loc[0.90, "val_images_with_train_partner"] == 0
-    assert got.loc[0.85, "val_images_with_train_partner"] == 1
-    assert (got["test_images"] == 2).all() and (got["corr_below"] == 0.95).all()
-    # a split that keeps t3 with s2 and v1 leaves no near miss
-    moved = pd.DataFrame({"name": NAMES, "split": ["train", "train", "test", "test", "test", "test"]})
-    assert leakage.near_misses(PAIRS, moved)["cross_split_pairs"].tolist() == [0, 0, 0]
+    assert corr["cross_split_pairs"].to_dict() == {0.80: 2, 0.85: 2, 0.90: 1}
+    assert corr.loc[0.90, "test_images_with_train_partner"] == 1 and corr.loc[0.90, "val_images_with_train_partner"] == 0
+    assert corr.loc[0.85, "val_images_with_train_partner"] == 1
+    assert (corr["test_images"] == 2).all() and (corr["to"] == 0.95).all()
+    ph = got[got.signal == "phash"].iloc[0]
+    assert (ph["from"], ph["to"], ph["cross_split_pairs"], ph["test_images_with_train_partner"]) == (7, 12, 1, 1)
+    # a split that keeps t3 with s2 and v1, and t2 with s2, leaves no near miss
+    moved = pd.DataFrame({"name": NAMES, "split": ["train", "test", "test", "test", "test", "test"]})
+    assert leakage.near_misses(PAIRS, moved)["cross_split_pairs"].tolist() == [0, 0, 0, 0]
 
 
-def test_summary_records_the_grouped_split_and_its_near_misses():
+def test_near_misses_refuse_what_they_cannot_count():
+    official = pd.DataFrame({"name": NAMES, "split": OFFICIAL})
+    with pytest.raises(ValueError, match="no split of the manifest"):
+        leakage.near_misses(PAIRS, official[official.name != "s2"])
+    with pytest.raises(ValueError, match="down to correlation"):
+        leakage.near_misses(PAIRS, official, bands=(0.70, 0.90))
+
+
+def test_summary_records_both_splits_near_misses_and_loads_them_back(tmp_path):
     labels = np.array([0, 0, 1, 0, 0, 2])      # t1, t2, v1, s1 linked; t3 and s2 alone
     manifest = pd.DataFrame({"name": NAMES, "group": labels,
                              "split": ["train", "train", "train", "train", "train", "test"]})
@@ -66,4 +80,11 @@ def test_summary_records_the_grouped_split_and_its_near_misses():
     g = s["grouped_split"]
     assert g["images_moved_from_official_split"] == 2 and g["max_splits_per_group"] == 1
     assert g["sizes"] == {"train": 5, "val": 0, "test": 1} and g["seed"] == 3
-    assert [r["cross_split_pairs"] for r in g["below_thresholds"]] == [2, 1, 1]
+    assert [r["cross_split_pairs"] for r in g["below_thresholds"]] == [2, 1, 1, 1]
+    assert [r["cross_split_pairs"] for r in s["official_split"]["below_thresholds"]] == [2, 2, 1, 1]
+    (tmp_path / "leakage.json").write_text(json.dumps(s))
+    assert leakage.load_near_misses(3, tmp_path) == g["below_thresholds"]
+    assert leakage.load_near_misses(0, tmp_path) is None           # another split seed's audit
+    (tmp_path / "leakage.json").write_text(json.dumps({"grouped_split": None}))
+    assert leakage.load_near_misses(3, tmp_path) is None
+    assert leakage.load_near_misses(3, tmp_path / "nowhere") is None

@@ -33,6 +33,8 @@ from brainseg_lib.progress import progress_bar
 CORR_THRESHOLD = 0.95
 PHASH_THRESHOLD = 6
 THUMB = 64
+PAIR_MIN_CORR = 0.80                       # pair_table keeps pairs down to this correlation ...
+PAIR_MAX_PHASH = PHASH_THRESHOLD + 6       # ... or up to this pHash distance
 
 
 @dataclass
@@ -73,15 +75,15 @@ def fingerprints(root=None, splits=SPLITS) -> Fingerprints:
     return stack_fingerprints(names, sp, thumbs, hashes)
 
 
-def pair_table(fp: Fingerprints, min_corr: float = 0.80) -> pd.DataFrame:
-    """Every pair (i < j) with correlation >= min_corr or pHash distance <= PHASH_THRESHOLD + 6,
+def pair_table(fp: Fingerprints, min_corr: float = PAIR_MIN_CORR) -> pd.DataFrame:
+    """Every pair (i < j) with correlation >= min_corr or pHash distance <= PAIR_MAX_PHASH,
     with both distances and the near-duplicate flags."""
     corr = fp.thumbs @ fp.thumbs.T / fp.thumbs.shape[1]
     h = fp.hashes.astype(np.int32)
     ham = h @ (1 - h).T + (1 - h) @ h.T
     iu, ju = np.triu_indices(len(fp.names), k=1)
     c, d = corr[iu, ju], ham[iu, ju]
-    keep = (c >= min_corr) | (d <= PHASH_THRESHOLD + 6)
+    keep = (c >= min_corr) | (d <= PAIR_MAX_PHASH)
     df = pd.DataFrame({
         "a": np.array(fp.names)[iu[keep]], "split_a": np.array(fp.splits)[iu[keep]],
         "b": np.array(fp.names)[ju[keep]], "split_b": np.array(fp.splits)[ju[keep]],

@@ -71,15 +71,22 @@ def _verdict(diff: float, sd_a, sd_b, a: str, b: str) -> str:
 RECALL_GAIN = 0.01   # a tuned threshold "raises" recall when it gains more than this
 
 
-def _near_miss_sentence(rows: list[dict] | None, corr_from: float = 0.90) -> str:
+def _near_miss_sentence(rows: list[dict] | None) -> str:
     """What the grouped split leaves just below the thresholds (``leakage.near_misses``), as a
-    sentence; empty without the audit's rows."""
-    row = next((r for r in rows or [] if r["corr_from"] == corr_from), None)
-    if row is None:
+    sentence over every correlation band and the pHash band; empty without the audit's rows."""
+    corr = sorted((r for r in rows or [] if r["signal"] == "corr"), key=lambda r: r["from"])
+    phash = [r for r in rows or [] if r["signal"] == "phash"]
+    if not corr:
         return ""
-    return (f" Just below the near-duplicate thresholds, {row['test_images_with_train_partner']} of "
-            f"{row['test_images']} grouped TEST images still have a TRAIN partner at thumbnail "
-            f"correlation {corr_from:.2f}-{row['corr_below']:.2f} that neither signal links (notebook 07).")
+    hi, lo = corr[-1], corr[0]
+    s = (f" Just below the near-duplicate thresholds, {hi['test_images_with_train_partner']} "
+         f"(thumbnail correlation {hi['from']:.2f}-{hi['to']:.2f}) to {lo['test_images_with_train_partner']} "
+         f"({lo['from']:.2f}-{lo['to']:.2f}) of {hi['test_images']} grouped TEST images still have a TRAIN "
+         "partner that neither signal links")
+    if phash:
+        s += (f", and {phash[0]['test_images_with_train_partner']} have one at pHash distance "
+              f"{int(phash[0]['from'])}-{int(phash[0]['to'])}")
+    return s + " (notebook 07)."
 
 
 def findings_markdown(rep: dict) -> str:

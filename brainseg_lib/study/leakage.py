@@ -3,6 +3,8 @@ another, a summary of the grouped split, and what it leaves just below the thres
 """
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pandas as pd
 
@@ -10,6 +12,8 @@ from brainseg_lib import paths
 from brainseg_lib.data.br35h import SPLITS
 from brainseg_lib.data.duplicates import (
     CORR_THRESHOLD,
+    PAIR_MAX_PHASH,
+    PAIR_MIN_CORR,
     PHASH_THRESHOLD,
     THUMB,
     Fingerprints,
@@ -38,17 +42,26 @@ NEAR_MISS_BANDS = (0.80, 0.85, 0.90)
 
 
 def near_misses(pairs: pd.DataFrame, manifest: pd.DataFrame, bands=NEAR_MISS_BANDS) -> pd.DataFrame:
-    """What a split leaves just below the near-duplicate thresholds: for each lower bound ``b``,
-    the pairs with thumbnail correlation in [b, CORR_THRESHOLD) that neither signal flags
-    (``dup`` False) and whose images sit in different splits of ``manifest`` (name, split),
-    and how many TEST and VAL images have such a partner in TRAIN. ``pairs`` is
-    ``pair_table``'s, which keeps every pair with correlation >= 0.80."""
+    """What a split leaves just below the near-duplicate thresholds: among the pairs that
+    neither signal flags (``dup`` False) and whose images sit in different splits of
+    ``manifest`` (name, split), one row per thumbnail-correlation band [b, CORR_THRESHOLD)
+    and one for pHash distances PHASH_THRESHOLD+1..PAIR_MAX_PHASH, with the pairs and how
+    many TEST and VAL images have such a partner in TRAIN. ``pairs`` is ``pair_table``'s,
+    complete down to PAIR_MIN_CORR and up to PAIR_MAX_PHASH."""
+    if min(bands) < PAIR_MIN_CORR:
+        raise ValueError(f"pair_table keeps pairs down to correlation {PAIR_MIN_CORR} only; bands {bands}")
     where = dict(zip(manifest["name"], manifest["split"]))
+    unknown = (set(pairs["a"]) | set(pairs["b"])) - set(where)
+    if unknown:
+        raise ValueError(f"{len(unknown)} paired image(s) are in no split of the manifest, e.g. {sorted(unknown)[:3]}")
     below = pairs[~pairs["dup"]].assign(sa=lambda d: d["a"].map(where), sb=lambda d: d["b"].map(where))
+    below = below[below["sa"] != below["sb"]]
+    masks = [("corr", b, CORR_THRESHOLD, below["corr"] >= b) for b in bands]
+    masks.append(("phash", PHASH_THRESHOLD + 1, PAIR_MAX_PHASH, below["phash_dist"] <= PAIR_MAX_PHASH))
     rows = []
-    for b in bands:
-        band = below[(below["corr"] >= b) & (below["sa"] != below["sb"])]
-        row = {"corr_from": b, "corr_below": CORR_THRESHOLD, "cross_split_pairs": len(band)}
+    for signal, lo, hi, mask in masks:
+        band = below[mask]
+        row = {"signal": signal, "from": lo, "to": hi, "cross_split_pairs": len(band)}
         for q in ("test", "val"):
             hit = set(band.loc[(band.sa == q) & (band.sb == "train"), "a"]) | \
                 set(band.loc[(band.sb == q) & (band.sa == "train"), "b"])
@@ -58,15 +71,15 @@ def near_misses(pairs: pd.DataFrame, manifest: pd.DataFrame, bands=NEAR_MISS_BAN
     return pd.DataFrame(rows)
 
 
-def load_near_misses(metrics_dir=None) -> list[dict] | None:
+def load_near_misses(split_seed: int = 0, metrics_dir=None) -> list[dict] | None:
     """The grouped split's ``below_thresholds`` rows from notebook 07's leakage.json, or None
-    when the audit has not run."""
-    import json
+    when the audit has not run or audited another split seed."""
     path = (metrics_dir or paths.metrics_dir()) / "leakage.json"
     try:
-        return json.loads(path.read_text())["grouped_split"].get("below_thresholds")
-    except (OSError, ValueError, KeyError):
+        grouped = json.loads(path.read_text()).get("grouped_split") or {}
+    except (OSError, ValueError):
         return None
+    return grouped.get("below_thresholds") if grouped.get("seed") == split_seed else None
 
 
 def summarize_leakage(fp: Fingerprints, pairs: pd.DataFrame, labels: np.ndarray,
@@ -97,4 +110,6 @@ def summarize_leakage(fp: Fingerprints, pairs: pd.DataFrame, labels: np.ndarray,
                           "images_moved_from_official_split": moved,
                           "max_splits_per_group": int(spans),
                           "below_thresholds": near_misses(pairs, manifest).to_dict("records")},
+        "official_split": {"below_thresholds": near_misses(
+            pairs, pd.DataFrame({"name": fp.names, "split": fp.splits})).to_dict("records")},
     }
