@@ -14,7 +14,7 @@
 # ---
 
 # %% [markdown]
-# # 07 · Leakage audit: near-duplicates across the official split, and a leak-free split
+# # 07 · Leakage audit: near-duplicates across the official split, and a near-duplicate-free split
 #
 # Br35H's TRAIN / VAL / TEST folders share near-duplicate images (the same slice re-exported at
 # another size or contrast). The paper never checks. Here every pair of annotated images is

@@ -14,10 +14,10 @@
 # ---
 
 # %% [markdown]
-# # 08 · Is the claim real? Seeds, a leak-free split, confidence intervals
+# # 08 · Is the claim real? Seeds, a near-duplicate-free split, confidence intervals
 #
 # The paper reports one run on the official split. Here the profile is trained with several seeds on
-# the official split and on the leak-free grouped split (notebook 07), and each run's TEST metrics
+# the official split and on the near-duplicate-free grouped split (notebook 07), and each run's TEST metrics
 # carry a per-image bootstrap 95% CI of the pooled metric. Each run is an independent papermill job
 # (`python -m brainseg_lib sweep --profile cpu --jobs N`); with the smoke profile this notebook runs
 # its tiny sweep itself.

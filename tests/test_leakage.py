@@ -68,6 +68,8 @@ def test_near_misses_refuse_what_they_cannot_count():
         leakage.near_misses(PAIRS, official[official.name != "s2"])
     with pytest.raises(ValueError, match="down to correlation"):
         leakage.near_misses(PAIRS, official, bands=(0.70, 0.90))
+    with pytest.raises(ValueError, match="near-duplicates"):
+        leakage.near_misses(PAIRS, official, bands=(0.90, 0.95))
 
 
 def test_summary_records_both_splits_near_misses_and_loads_them_back(tmp_path):

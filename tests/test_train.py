@@ -495,7 +495,7 @@ def test_a_scoring_failure_on_rank_0_reaches_every_rank(monkeypatch, tmp_path, i
         assert sent["obj"] == {"error": "ValueError('disk full')"}
 
 
-def test_a_runs_detection_thresholds_are_chosen_on_its_own_val(monkeypatch, tmp_path):
+def test_score_and_write_hands_its_own_val_to_detection_points(monkeypatch, tmp_path):
     """score_and_write hands the run's VAL (a grouped split's, here) to the detection
     operating points, which choose their thresholds on it."""
     from types import SimpleNamespace

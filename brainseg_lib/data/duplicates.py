@@ -1,4 +1,4 @@
-"""Near-duplicate audit of the 801 annotated images, and a leak-free grouped split.
+"""Near-duplicate audit of the 801 annotated images, and a near-duplicate-free grouped split.
 
 Two independent signals compare every pair of images:
 

@@ -1,4 +1,4 @@
-"""Splits: the official Br35H split, and the leak-free grouped split that keeps each group of
+"""Splits: the official Br35H split, and the near-duplicate-free grouped split that keeps each group of
 near-duplicates inside one split (``grouped_split``, manifest in ``splits/``).
 """
 from __future__ import annotations
@@ -65,7 +65,7 @@ SPLIT_SCHEMES = ("official", "grouped")
 
 def split_arrays(scheme: str, size: int, data_root=None, split_seed: int = 0) -> dict:
     """TRAIN / VAL / TEST arrays of a split scheme: ``official`` (the dataset's folders) or
-    ``grouped`` (the leak-free manifest splits/grouped_seed<k>.csv)."""
+    ``grouped`` (the near-duplicate-free manifest splits/grouped_seed<k>.csv)."""
     from brainseg_lib.data.br35h import SPLITS
     from brainseg_lib.data.cache import load_named, load_split
     if scheme == "official":

@@ -34,7 +34,7 @@ the groups among themselves), since near-copies are not independent evidence; th
 image-level bootstrap is stored beside it. AUC is the
 Mann-Whitney rank formula (ties count one half), checked against scikit-learn in the
 tests. Unseen scans that are near-duplicates of a TRAIN image (the signals of
-``leakage.py``: thumbnail correlation >= 0.95 or pHash distance <= 6) are counted,
+``data/duplicates.py``: thumbnail correlation >= 0.95 or pHash distance <= 6) are counted,
 and every figure is reported with and without them. Report scans that are
 near-duplicates of a hold-out scan (which helped choose the threshold) are counted too.
 """

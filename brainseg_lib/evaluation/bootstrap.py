@@ -9,11 +9,12 @@ Every CI is built from three steps, and only the middle one differs between call
      (``evaluation.external``), paired differences (``xai.attribution.paired_ci``);
    * ``resample_within_strata(sizes, n_boot, rng)``: replicate by replicate, the
      indices of each stratum in turn (``rng.integers(0, n_k, n_k)``), so that each
-     resample keeps every stratum's size (the classes of ``detection.roc``);
+     resample keeps every stratum's size;
    * ``bootstrap_clusters_stratified``: the same draw over each stratum's *clusters*
      (near-duplicate groups), every drawn cluster bringing all its rows, so that images
      that are near-copies of one another move together. With one row per cluster, in
-     row order, it is the image bootstrap within strata.
+     row order, it is the image bootstrap within strata (the classes of ``detection.roc``,
+     whose clusters are near-duplicate groups).
 
 2. **statistic** of all replicates at once (``bootstrap_stat`` hands it the resampled
    rows, shape ``(n_boot, n, ...)``; ``bootstrap_clusters_stratified`` a list of

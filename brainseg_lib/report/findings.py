@@ -97,7 +97,7 @@ def findings_markdown(rep: dict) -> str:
         d = rep["official_minus_grouped_f1"]
         lines.append(
             f"- **Leakage.** Test F1 is {_pm(o['f1_mean'], o['f1_sd'])} on the official split and "
-            f"{_pm(g['f1_mean'], g['f1_sd'])} on the leak-free grouped split "
+            f"{_pm(g['f1_mean'], g['f1_sd'])} on the near-duplicate-free grouped split "
             f"(mean ± sd over {o['n_seeds']} and {g['n_seeds']} seeds): "
             + _verdict(d, o['f1_sd'], g['f1_sd'], "the official (leaky) split", "the grouped split")
             + ". The two TEST sets hold different images, so part of a gap can be difficulty "

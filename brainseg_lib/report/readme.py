@@ -297,7 +297,7 @@ def headline_markdown() -> str:
         o, gr = h["official"], h["grouped"]
         if o.get("f1_mean") is not None and gr.get("f1_mean") is not None:
             lines.append(f"- **Seeds and leakage:** F1 {_pm(o['f1_mean'], o['f1_sd'])} on the official "
-                         f"split, {_pm(gr['f1_mean'], gr['f1_sd'])} on a leak-free grouped split "
+                         f"split, {_pm(gr['f1_mean'], gr['f1_sd'])} on a near-duplicate-free grouped split "
                          f"(mean ± sd over {o['n_seeds']} and {gr['n_seeds']} seeds).")
     ext = paths.metrics_dir() / "external_validation.json"
     if ext.is_file():

@@ -165,7 +165,8 @@ def load_timing(run_name: str, runs_dir=None) -> dict:
 
 def detection_points(checkpoint, cfg: TrainConfig, data_root=None, limit: int | None = None,
                      val_arrays=None) -> dict:
-    """Image-level detection operating points of a run's best checkpoint (detection.py), its
+    """Image-level detection operating points of a run's best checkpoint
+    (``detection.summary.run_operating_points``), its
     thresholds chosen on the run's own VAL (``val_arrays``), or the reason they were skipped
     (no ``yes/``/``no/`` folders, no healthy split)."""
     from brainseg_lib.detection.summary import run_operating_points

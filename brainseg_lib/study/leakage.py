@@ -48,8 +48,10 @@ def near_misses(pairs: pd.DataFrame, manifest: pd.DataFrame, bands=NEAR_MISS_BAN
     and one for pHash distances PHASH_THRESHOLD+1..PAIR_MAX_PHASH, with the pairs and how
     many TEST and VAL images have such a partner in TRAIN. ``pairs`` is ``pair_table``'s,
     complete down to PAIR_MIN_CORR and up to PAIR_MAX_PHASH."""
-    if min(bands) < PAIR_MIN_CORR:
-        raise ValueError(f"pair_table keeps pairs down to correlation {PAIR_MIN_CORR} only; bands {bands}")
+    if min(bands) < PAIR_MIN_CORR or max(bands) >= CORR_THRESHOLD:
+        raise ValueError(f"bands must lie in [{PAIR_MIN_CORR}, {CORR_THRESHOLD}): pair_table keeps pairs "
+                         f"down to correlation {PAIR_MIN_CORR}, and from {CORR_THRESHOLD} they are "
+                         f"near-duplicates; got {bands}")
     where = dict(zip(manifest["name"], manifest["split"]))
     unknown = (set(pairs["a"]) | set(pairs["b"])) - set(where)
     if unknown:

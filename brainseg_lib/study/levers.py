@@ -7,13 +7,14 @@ data that may steer choices and on nothing else:
 * Br35H healthy validation scans (``healthy.py`` role ``val``, all 300): the share
   with any pixel predicted tumour (at the model's resolution);
 * the external ``dev`` half (``external.py``): pooled F1, mean Dice on tumour slices,
-  share of clean slices marked, HD95 median and NSD mean.
+  share of clean slices marked, HD95 median, tumour slices with no prediction, and NSD mean.
 
 ``params/levers.yaml`` lists the lever trials: each one changes one thing against the
 row it names as its base, starting from the paper's setting (annotated images only).
 ``python -m brainseg_lib levers`` trains them (results/levers/, skipped when already
-done with the same config) and writes ``results/levers/lever_table.{csv,md}``. TEST and
-the external ``test`` half are not read by any of this.
+done with the same config) and writes ``results/levers/lever_table.{csv,md}``;
+``levers --rescore`` recomputes the finished trials' figures from their kept checkpoints
+(``rescore_selection``). TEST and the external ``test`` half are not read by any of this.
 """
 from __future__ import annotations
 
@@ -183,7 +184,7 @@ def lever_table(plan: dict | None = None, out_dir: str | Path | None = None) -> 
 COUNT_COLUMNS = ("epochs",)
 HD95_NOTE = ("An HD95 median is taken over tumour slices, and a tumour slice with nothing predicted "
              "counts at the image diagonal (`evaluation/boundary.py`): a median at that value means "
-             "at least half of the tumour slices have no prediction (the `missed` column counts them: "
+             "at least half of the tumour slices have no prediction (the `ext dev tumour slices missed` column counts them: "
              "missed/tumour slices of the dev half).")
 
 
