@@ -109,7 +109,6 @@ print("manifest:", path.relative_to(paths.PROJECT_ROOT))
 
 # %%
 # NBVAL_CHECK_OUTPUT
-near = pd.concat([pd.DataFrame(summary[f"{s}_split"]["below_thresholds"]).assign(split=s)
-                  for s in ("grouped", "official")], ignore_index=True)
+near = leakage.near_miss_table(summary)
 fileio.write_csv(near, paths.tables_dir() / "leakage_near_misses.csv")
 print(near.to_string(index=False))

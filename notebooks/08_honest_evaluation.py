@@ -84,13 +84,12 @@ seed_spread.ci_table(runs).round(4)
 # ## Official vs grouped split (and BCE vs BCE+Dice, when the sweep holds BCE runs)
 
 # %%
-report = seed_spread.findings(runs)
-from brainseg_lib.study import leakage
-report["grouped_near_misses"] = leakage.load_near_misses(split_seed)   # notebook 07's audit of the grouped split
+report = seed_spread.findings(runs, split_seed=split_seed)   # with notebook 07's near-miss audit
 from brainseg_lib.fileio import write_json
 write_json(report, paths.metrics_dir() / "honest_evaluation.json")
-(paths.tables_dir() / "findings.md").write_text(findings.findings_markdown(report))
-display(Markdown(findings.findings_markdown(report)))
+words = findings.findings_markdown(report)
+(paths.tables_dir() / "findings.md").write_text(words)
+display(Markdown(words))
 
 # %%
 from brainseg_lib.evaluation.evaluate import load_run_metrics

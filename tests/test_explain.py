@@ -338,7 +338,7 @@ def test_deletion_flags_curves_that_grow():
 def tiny_checks() -> tuple:
     """Checks with mass rows and full deletion curves for every method, the reference and the
     random order, and the Explained they came from (intact probability sums 2 and 4)."""
-    from brainseg_lib.xai.deletion import DELETION_FRACTIONS, RANDOM, REFERENCE
+    DELETION_FRACTIONS, RANDOM, REFERENCE = deletion.DELETION_FRACTIONS, deletion.RANDOM, deletion.REFERENCE
     names = ("a", "b")
     probs = np.stack([np.full((2, 2), 0.5 * (i + 1), np.float32) for i in range(len(names))])
     ex = explain_checks.Explained(list(names), None, None, probs, [], {m: None for m in explain_checks.METHODS})
@@ -359,7 +359,7 @@ def test_check_invariants_hold_and_name_each_break():
     swapped = ok.mass_per_image.copy()
     swapped.loc[swapped.index[-1], "name"] = "a"                # b's last row now a duplicate of a's
     renamed = ok.curves.assign(name=ok.curves["name"].replace({"b": "c"}))
-    no_random_b = ok.curves[~((ok.curves["name"] == "b") & (ok.curves["method"] == "Random order"))]
+    no_random_b = ok.curves[~((ok.curves["name"] == "b") & (ok.curves["method"] == deletion.RANDOM))]
     cases = {
         "a mass row per image and method": [(ok.mass_per_image.iloc[1:], ok.curves), (swapped, ok.curves)],
         "mass fractions in [0, 1] (NaN: an all-zero map)":

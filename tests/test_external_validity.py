@@ -323,7 +323,7 @@ def test_lever_table_reads_selection_figures(tmp_path, monkeypatch):
     assert "| a | first | 64 |" in md and "ext dev Dice (tumour)" in md
     # counts print as counts, the HD95 penalty as a number, and the note says what it means
     assert "| 362 | 45/80 | 0.500 |" in md and "| 1 | 2.000 |" in md
-    assert levers._of(np.nan, 80) != levers._of(np.nan, 80)          # NaN: an older JSON shows blank
+    assert pd.isna(levers._of(np.nan, 80))          # NaN: an older JSON shows blank
     assert md.rstrip().endswith(levers.HD95_NOTE)
 
 
@@ -335,8 +335,8 @@ def test_rescore_recomputes_selection_from_the_kept_checkpoint(tmp_path, monkeyp
     folder = tmp_path / "lv"
     config = {"image_size": 16, "limit_val": 2}
     # a and b and d finished; c never ran; b kept no best.pt; d's best.pt is another epoch's
+    paths.ensure(folder / "metrics")
     for name in (a, b, d):
-        paths.ensure(folder / "metrics")
         (folder / "metrics" / f"{name}.json").write_text(json.dumps(
             {"run_name": name, "config": config, "best_epoch": 3, "selection": {"old": 1}}))
     for name, epoch in ((a, 3), (d, 2)):

@@ -18,7 +18,6 @@ broken files fed to ``predict``, and the released model's checksum.
 """
 from __future__ import annotations
 
-import contextlib
 import csv
 import os
 import warnings
@@ -212,12 +211,11 @@ def test_release_writes_atomically(released, tmp_path, monkeypatch):
     assert predict_released.checksum_path(released).read_text().endswith("  brainseg-cpu.pt\n")
     before = {p.name: p.read_bytes() for p in folder.iterdir()}
 
-    def disk_full(obj, f):                                   # some bytes written, then a failure
-        with open(f, "wb") if isinstance(f, (str, os.PathLike)) else contextlib.nullcontext(f) as out:
-            out.write(b"PK\x03\x04 half a checkpoint")
+    def disk_full(obj, f):          # some bytes written, then a failure (atomic_write passes an open file)
+        f.write(b"PK\x03\x04 half a checkpoint")
         raise OSError(28, "No space left on device")
 
-    src = tiny_checkpoint(tmp_path / "run2" / "best.pt")
+    src = tmp_path / "run" / "best.pt"                       # the fixture's checkpoint
     monkeypatch.setattr(torch, "save", disk_full)
     with pytest.raises(OSError, match="No space left"):
         predict_released.release_model(src, released)

@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from brainseg_lib.data.duplicates import Fingerprints
+from brainseg_lib.data.duplicates import Fingerprints, flag_pairs
 from brainseg_lib.study import leakage
 
 NAMES = ["t1", "t2", "t3", "v1", "s1", "s2"]
@@ -24,10 +24,7 @@ def _pairs(rows) -> pd.DataFrame:
     split = dict(zip(NAMES, OFFICIAL))
     df = pd.DataFrame(rows, columns=["a", "b", "corr", "phash_dist"])
     df["split_a"], df["split_b"] = df["a"].map(split), df["b"].map(split)
-    df["dup_corr"] = df["corr"] >= 0.95
-    df["dup_phash"] = df["phash_dist"] <= 6
-    df["dup"] = df["dup_corr"] | df["dup_phash"]
-    return df
+    return flag_pairs(df)          # the library's thresholds: corr >= 0.95 or pHash <= 6
 
 
 PAIRS = _pairs([("t1", "s1", 0.97, 20),     # a TEST image with a TRAIN copy, by correlation

@@ -509,7 +509,7 @@ def test_score_and_write_hands_its_own_val_to_detection_points(monkeypatch, tmp_
     monkeypatch.setattr(experiment, "evaluate_checkpoint", lambda *a, **k: ev)
     monkeypatch.setattr(experiment, "snapshot_scores", lambda *a, **k: [])
     monkeypatch.setattr(experiment, "detection_points",
-                        lambda ckpt, cfg, root, limit, val_arrays=None: seen.setdefault("val", val_arrays) and {})
+                        lambda ckpt, cfg, root, limit, val_arrays=None: seen.update(val=val_arrays) or {})
     monkeypatch.setattr(levers, "selection_figures", lambda *a, **k: {})
     monkeypatch.setattr(experiment, "write_evaluation", lambda ev, name, extra: (tmp_path / "m.json", None))
     monkeypatch.setattr(experiment, "write_timing", lambda *a, **k: {})

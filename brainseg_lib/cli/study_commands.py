@@ -133,7 +133,8 @@ def _cmd_levers(args) -> int:
     if args.rescore:
         done = levers.rescore_selection(plan, data_root=args.data)
         print(f"rescored {len(done['rescored'])} trial(s)")
-        for key, why in (("no_checkpoint", "no checkpoint"), ("mismatched", "checkpoint is not the JSON's best epoch or config")):
+        for key, why in (("no_checkpoint", "no checkpoint"),
+                         ("mismatched", "checkpoint is not the JSON's best epoch or config")):
             if done[key]:
                 print(f"{why}, left as they were (retrain with --force): " + ", ".join(done[key]))
     elif not args.table_only:

@@ -54,6 +54,7 @@ def _cmd_predict(args) -> int:
 
 
 def _add_predict(sub) -> None:
+    from brainseg_lib.apply.scans import MAX_PIXELS
     pr = sub.add_parser(
         "predict", help="segment your own scans (masks, overlays, predictions.csv)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -83,9 +84,9 @@ def _add_predict(sub) -> None:
                     help="also write <stem>_overlay.png: the scan with the tumour outline in red")
     pr.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                     help="where to run the model: auto (CUDA if available), cpu or cuda (default auto)")
-    pr.add_argument("--max-pixels", type=int, default=50_000_000, metavar="N",
+    pr.add_argument("--max-pixels", type=int, default=MAX_PIXELS, metavar="N",
                     help="refuse (per file, before decoding) scans with more than N pixels "
-                         "(default 50,000,000; the model sees each scan at its own input size anyway)")
+                         f"(default {MAX_PIXELS:,}; the model sees each scan at its own input size anyway)")
     pr.add_argument("--runtime", default="torch", choices=["torch", "onnx"],
                     help="torch (default) or onnx: run results/models/brainseg-cpu.onnx (or the .onnx "
                          "given by --checkpoint, or <stem>.onnx beside a .pt) with onnxruntime on the "

@@ -89,10 +89,16 @@ def pair_table(fp: Fingerprints, min_corr: float = PAIR_MIN_CORR) -> pd.DataFram
         "b": np.array(fp.names)[ju[keep]], "split_b": np.array(fp.splits)[ju[keep]],
         "corr": c[keep].round(4), "phash_dist": d[keep],
     })
+    return flag_pairs(df).sort_values("corr", ascending=False).reset_index(drop=True)
+
+
+def flag_pairs(df: pd.DataFrame) -> pd.DataFrame:
+    """``df`` (columns ``corr`` and ``phash_dist``) with the near-duplicate flags of this
+    module's thresholds: ``dup_corr``, ``dup_phash`` and ``dup`` (either)."""
     df["dup_corr"] = df["corr"] >= CORR_THRESHOLD
     df["dup_phash"] = df["phash_dist"] <= PHASH_THRESHOLD
     df["dup"] = df["dup_corr"] | df["dup_phash"]
-    return df.sort_values("corr", ascending=False).reset_index(drop=True)
+    return df
 
 
 def groups(fp: Fingerprints, pairs: pd.DataFrame) -> np.ndarray:
@@ -148,10 +154,7 @@ def nearest_in(query: Fingerprints, reference: Fingerprints, chunk: int = 1024) 
     df = pd.DataFrame({"name": query.names,
                        "nearest": np.array(reference.names, dtype=object)[arg] if len(arg) else [],
                        "corr": best.astype(np.float64).round(4), "phash_dist": dmin})
-    df["dup_corr"] = df["corr"] >= CORR_THRESHOLD
-    df["dup_phash"] = df["phash_dist"] <= PHASH_THRESHOLD
-    df["dup"] = df["dup_corr"] | df["dup_phash"]
-    return df
+    return flag_pairs(df)
 
 
 def near_duplicate_groups(fp: Fingerprints) -> dict[str, int]:

@@ -123,14 +123,14 @@ def evaluate_scores(scores, labels, threshold: float, n_boot: int = N_BOOT, seed
     c = confusion(s, y, threshold)
     out = {"images": int(len(s)), "positives": int(y.sum()), "negatives": int((~y).sum()),
            "threshold": float(threshold), **c, **rates(**c), "auc": auc_score(s, y)}
-    units = {"ci95": np.asarray(groups) if groups is not None else np.arange(len(s))}
-    if groups is not None:
-        units["ci95_images"] = np.arange(len(s))
-        g = units["ci95"]
-        out["bootstrap_groups"] = {"positives": int(len(np.unique(g[y]))),
-                                   "negatives": int(len(np.unique(g[~y])))}
-    for key, unit in units.items():
-        out[key] = _class_bootstrap_ci(s, y, unit, threshold, n_boot, seed)
+    images = np.arange(len(s))
+    if groups is None:
+        out["ci95"] = _class_bootstrap_ci(s, y, images, threshold, n_boot, seed)
+        return out
+    g = np.asarray(groups)
+    out["bootstrap_groups"] = {"positives": len(np.unique(g[y])), "negatives": len(np.unique(g[~y]))}
+    out["ci95"] = _class_bootstrap_ci(s, y, g, threshold, n_boot, seed)
+    out["ci95_images"] = _class_bootstrap_ci(s, y, images, threshold, n_boot, seed)
     return out
 
 

@@ -132,7 +132,8 @@ def detection_inputs(image_size: int, root=None, limit: int | None = None, healt
                      progress: bool | None = None) -> tuple[pd.DataFrame, np.ndarray, dict]:
     """The images every detection score is computed on, read once: (one row per image: name,
     folder, label, role, for report images nearest_train, corr, phash_dist,
-    near_dup_train, near_dup_val, near_dup_holdout, and dup_group for all; the images at ``image_size``, uint8 (N, S, S); info).
+    near_dup_train, near_dup_val, near_dup_holdout, and dup_group for all; the images at
+    ``image_size``, uint8 (N, S, S); info).
 
     Validation: the VAL tumour images and the healthy split's ``val`` scans
     (``splits/healthy_seed<k>.csv``, drawn by near-duplicate group). Report: the unseen

@@ -49,7 +49,8 @@ def detection_table(summary: dict) -> pd.DataFrame:
     k = summary["primary_score"]
     rows = []
     points = [("report", subset, label) for subset, label in
-              (("all", "all unseen scans"), ("without_near_duplicates", "without near-duplicates of TRAIN, VAL or the hold-out"))]
+              (("all", "all unseen scans"),
+               ("without_near_duplicates", "without near-duplicates of TRAIN, VAL or the hold-out"))]
     if "report_at_fixed_sensitivity" in summary:
         points.append(("report_at_fixed_sensitivity", "all",
                        f"all unseen scans, threshold for sensitivity >= {summary['fixed_sensitivity']:g} on validation"))

@@ -48,7 +48,7 @@ def hd95_missed_note(e: dict) -> str:
             "the image diagonal)")
 
 
-def _pm(mean, sd):
+def plus_minus(mean, sd):
     if mean is None:
         return "n/a"
     return f"{mean:.3f}" + (f" ± {sd:.3f}" if sd is not None else "")
@@ -96,8 +96,8 @@ def findings_markdown(rep: dict) -> str:
     if rep["official_minus_grouped_f1"] is not None:
         d = rep["official_minus_grouped_f1"]
         lines.append(
-            f"- **Leakage.** Test F1 is {_pm(o['f1_mean'], o['f1_sd'])} on the official split and "
-            f"{_pm(g['f1_mean'], g['f1_sd'])} on the near-duplicate-free grouped split "
+            f"- **Leakage.** Test F1 is {plus_minus(o['f1_mean'], o['f1_sd'])} on the official split and "
+            f"{plus_minus(g['f1_mean'], g['f1_sd'])} on the near-duplicate-free grouped split "
             f"(mean ± sd over {o['n_seeds']} and {g['n_seeds']} seeds): "
             + _verdict(d, o['f1_sd'], g['f1_sd'], "the official (leaky) split", "the grouped split")
             + ". The two TEST sets hold different images, so part of a gap can be difficulty "
@@ -108,8 +108,8 @@ def findings_markdown(rep: dict) -> str:
         d = l["bce_dice_minus_bce_f1"]
         lines.append(
             f"- **Loss.** Under the same budget and seeds, BCE+Dice gives test F1 "
-            f"{_pm(l['bce_dice']['f1_mean'], l['bce_dice']['f1_sd'])} and plain BCE "
-            f"{_pm(l['bce']['f1_mean'], l['bce']['f1_sd'])}: "
+            f"{plus_minus(l['bce_dice']['f1_mean'], l['bce_dice']['f1_sd'])} and plain BCE "
+            f"{plus_minus(l['bce']['f1_mean'], l['bce']['f1_sd'])}: "
             + _verdict(d, l['bce_dice']['f1_sd'], l['bce']['f1_sd'], "BCE+Dice", "plain BCE") + ".")
     t = rep["threshold"]
     if "default_0.5" in t and "val_best_f1" in t:

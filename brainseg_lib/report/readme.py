@@ -281,7 +281,7 @@ def headline_markdown() -> str:
     """The README's first result, read from the released run's JSON, the seed sweep's
     findings and the external validation JSON."""
     from brainseg_lib.paper import paper_figure
-    from brainseg_lib.report.findings import _pm
+    from brainseg_lib.report.findings import plus_minus
     from brainseg_lib.study.experiment import released_run_name
     run_json = paths.metrics_dir() / f"{released_run_name()}.json"
     if not run_json.is_file():
@@ -296,8 +296,8 @@ def headline_markdown() -> str:
         h = json.loads(honest.read_text())
         o, gr = h["official"], h["grouped"]
         if o.get("f1_mean") is not None and gr.get("f1_mean") is not None:
-            lines.append(f"- **Seeds and leakage:** F1 {_pm(o['f1_mean'], o['f1_sd'])} on the official "
-                         f"split, {_pm(gr['f1_mean'], gr['f1_sd'])} on a near-duplicate-free grouped split "
+            lines.append(f"- **Seeds and leakage:** F1 {plus_minus(o['f1_mean'], o['f1_sd'])} on the official "
+                         f"split, {plus_minus(gr['f1_mean'], gr['f1_sd'])} on a near-duplicate-free grouped split "
                          f"(mean ± sd over {o['n_seeds']} and {gr['n_seeds']} seeds).")
     ext = paths.metrics_dir() / "external_validation.json"
     if ext.is_file():

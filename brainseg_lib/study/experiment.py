@@ -54,7 +54,8 @@ def run_profile(params: dict, data_root=None, resume: bool = False, progress: bo
     holds the VAL evaluation (``"split": "val"``) and the selection figures only.
     ``tune_allocator`` (default true) keeps freed memory in the process on CPU
     (``training.memory``); ``checkpoint_every`` (default 1) is ``fit``'s checkpoint cadence.
-    Under ``torchrun`` every process trains its share of each batch (``training.distributed``); process 0 alone evaluates and writes, and every process
+    Under ``torchrun`` every process trains its share of each batch
+    (``training.distributed``); process 0 alone evaluates and writes, and every process
     returns its dict."""
     cfg = config_from_params(params)
     name = name_for(params)

@@ -73,6 +73,13 @@ def near_misses(pairs: pd.DataFrame, manifest: pd.DataFrame, bands=NEAR_MISS_BAN
     return pd.DataFrame(rows)
 
 
+def near_miss_table(summary: dict) -> pd.DataFrame:
+    """The ``below_thresholds`` rows of both splits in a ``summarize_leakage`` summary, one
+    table with a ``split`` column (results/tables/leakage_near_misses.csv)."""
+    return pd.concat([pd.DataFrame(summary[f"{s}_split"]["below_thresholds"]).assign(split=s)
+                      for s in ("grouped", "official")], ignore_index=True)
+
+
 def load_near_misses(split_seed: int = 0, metrics_dir=None) -> list[dict] | None:
     """The grouped split's ``below_thresholds`` rows from notebook 07's leakage.json, or None
     when the audit has not run or audited another split seed."""

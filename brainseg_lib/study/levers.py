@@ -111,7 +111,7 @@ def rescore_selection(plan: dict | None = None, out_dir: str | Path | None = Non
     from brainseg_lib.fileio import write_json
     from brainseg_lib.model.checkpoint import load_checkpoint
     from brainseg_lib.study.experiment import name_for
-    from brainseg_lib.training.config import TrainConfig
+    from brainseg_lib.training.config import TrainConfig, stored_config
     plan = plan or load_plan()
     folder = Path(out_dir) if out_dir else paths.levers_dir()
     done = {"rescored": [], "no_checkpoint": [], "mismatched": []}
@@ -124,7 +124,7 @@ def rescore_selection(plan: dict | None = None, out_dir: str | Path | None = Non
             done["no_checkpoint"].append(name)
             continue
         r, ck = json.loads(path.read_text()), load_checkpoint(ckpt)
-        if ck.get("epoch") != r.get("best_epoch") or json.loads(json.dumps(ck.get("train_config"))) != r["config"]:
+        if ck.get("epoch") != r.get("best_epoch") or stored_config(ck.get("train_config")) != r["config"]:
             done["mismatched"].append(name)
             continue
         cfg = TrainConfig.from_dict(r["config"])
@@ -148,7 +148,9 @@ def _get(d: dict, *keys):
 
 def _of(part, whole):
     """``'part/whole'`` of two counts, NaN when either is missing (an older JSON)."""
-    return np.nan if any(isinstance(v, float) and np.isnan(v) for v in (part, whole)) else f"{int(part)}/{int(whole)}"
+    if any(isinstance(v, float) and np.isnan(v) for v in (part, whole)):
+        return np.nan
+    return f"{int(part)}/{int(whole)}"
 
 
 def lever_table(plan: dict | None = None, out_dir: str | Path | None = None) -> pd.DataFrame:
@@ -184,13 +186,14 @@ def lever_table(plan: dict | None = None, out_dir: str | Path | None = None) -> 
 COUNT_COLUMNS = ("epochs",)
 HD95_NOTE = ("An HD95 median is taken over tumour slices, and a tumour slice with nothing predicted "
              "counts at the image diagonal (`evaluation/boundary.py`): a median at that value means "
-             "at least half of the tumour slices have no prediction (the `ext dev tumour slices missed` column counts them: "
-             "missed/tumour slices of the dev half).")
+             "at least half of the tumour slices have no prediction (the `ext dev tumour slices missed` "
+             "column counts them: missed/tumour slices of the dev half).")
 
 
 def table_markdown(table: pd.DataFrame) -> str:
     """The lever table as Markdown, with the note on HD95 medians under it."""
-    head = "| " + " | ".join(TABLE_COLUMNS[c] for c in table.columns) + " |\n|" + "---|" * len(table.columns) + "\n"
+    head = ("| " + " | ".join(TABLE_COLUMNS[c] for c in table.columns) + " |\n|"
+            + "---|" * len(table.columns) + "\n")
 
     def cell(col, v):
         if isinstance(v, (float, np.floating)) and np.isnan(v):

@@ -63,7 +63,7 @@ def finished(params: dict, sweep_dir) -> bool:
         recorded = json.loads(path.read_text()).get("config", {})
     except (OSError, ValueError, AttributeError):
         return False
-    wanted = json.loads(json.dumps(config_from_params(params).to_dict()))  # as stored (lists)
+    wanted = config_from_params(params).stored()
     ignore = set() if fixed_threads(params) else {"threads"}
     return ({k: v for k, v in recorded.items() if k not in ignore}
             == {k: v for k, v in wanted.items() if k not in ignore})

@@ -3,6 +3,7 @@ by default); it is stored in each checkpoint and run JSON.
 """
 from __future__ import annotations
 
+import json
 import logging
 import math
 from dataclasses import asdict, dataclass, field, fields
@@ -65,3 +66,13 @@ class TrainConfig:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+    def stored(self) -> dict:
+        """``to_dict`` as a run's JSON holds it (tuples as lists), for comparing with one."""
+        return stored_config(self.to_dict())
+
+
+def stored_config(config: dict) -> dict:
+    """A config dict as a run's JSON or a checkpoint holds it, after a JSON round trip
+    (tuples as lists), so two records of one config compare equal."""
+    return json.loads(json.dumps(config))

@@ -69,7 +69,7 @@ from brainseg_lib.training.config import TrainConfig
 from brainseg_lib.training.distributed import DistContext
 from brainseg_lib.training.run_state import RunState
 from brainseg_lib.training.schedule import lr_factor
-from brainseg_lib.training.validation import validate
+from brainseg_lib.training.validation import EMPTY_VAL, validate
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +192,7 @@ def prepare_data(cfg: TrainConfig, train_arrays, val_arrays, data_root):
         train_arrays = with_healthy(train_arrays, "train", cfg.healthy_ratio, cfg.healthy_seed, data_root)
         val_arrays = with_healthy(val_arrays, "val", cfg.healthy_ratio, cfg.healthy_seed, data_root)
     if not len(val_arrays):   # refused before training, not after the first epoch
-        raise ValueError("VAL is empty (limit_val: 0?): nothing to choose the best epoch on")
+        raise ValueError(EMPTY_VAL)
     return train_arrays, val_arrays
 
 

@@ -25,6 +25,8 @@ import torch.nn.functional as F
 
 from brainseg_lib.evaluation.metrics import batch_confusion_counts, metrics_from_counts
 from brainseg_lib.inference import iter_logits
+
+EMPTY_VAL = "VAL is empty (limit_val: 0?): nothing to choose the best epoch on"
 from brainseg_lib.training.config import TrainConfig
 from brainseg_lib.training.losses import loss_from_sums
 
@@ -46,7 +48,7 @@ def validate(model: torch.nn.Module, images_u8: torch.Tensor, masks_u8: torch.Te
     """Validation loss and pooled Dice / IoU of ``model`` on uint8 images and masks
     (N,1,S,S) that live on the model's device; ``amp_dtype`` as in training."""
     if images_u8.shape[0] == 0:
-        raise ValueError("VAL is empty (limit_val: 0?): nothing to choose the best epoch on")
+        raise ValueError(EMPTY_VAL)
     device = images_u8.device
     # float64 running sums where the device has them (MPS has not)
     soft_total = torch.zeros(4, device=device,
