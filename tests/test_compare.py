@@ -66,9 +66,11 @@ def test_build_table1_from_runs():
     assert paper["n_seeds"] == 2
     assert paper["F1"] == pytest.approx(0.82) and paper["IoU"] == pytest.approx(0.71)
     assert paper["F1_sd"] == pytest.approx(np.std([0.80, 0.84], ddof=1))
-    assert "paper-official-bce_dice-seed0.json" in paper["Reference"]
+    # each row names the folder its JSON files are in: results/<profile>/ for a profile other than cpu
+    assert paper["Reference"].startswith("this repository, results/paper/metrics/paper-official-bce_dice-seed0.json")
     cpu = ours.loc["Ours: cpu profile, official split, bce, annotated only (seed 0)"]
     assert cpu["n_seeds"] == 1 and cpu["F1"] == pytest.approx(0.60) and math.isnan(cpu["F1_sd"])
+    assert cpu["Reference"].startswith("this repository, results/metrics/")
     # cited blanks survive the concatenation as NaN
     assert math.isnan(t.set_index("Study").loc["[25]", "IoU"])
 

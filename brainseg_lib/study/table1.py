@@ -60,6 +60,15 @@ def runs_by_label(runs: list[dict]) -> dict[str, list[dict]]:
     return groups
 
 
+def metrics_folder_label(run: dict) -> str:
+    """Where the run's JSON is found once run_all.sh has finished: results/sweep/metrics/ for a
+    sweep run, results/metrics/ for the study's profile, results/<profile>/metrics/ for another."""
+    if run.get("_source") == "sweep":
+        return "results/sweep/metrics/"
+    profile = run.get("profile", paths.STUDY_PROFILE)
+    return "results/metrics/" if profile == paths.STUDY_PROFILE else f"results/{profile}/metrics/"
+
+
 def reproduction_rows(runs: list[dict]) -> pd.DataFrame:
     """One row per (profile, split scheme, loss): mean over seeds, with sd and seed count."""
     rows = []
@@ -67,9 +76,8 @@ def reproduction_rows(runs: list[dict]) -> pd.DataFrame:
         seeds = sorted(r.get("seed", 0) for r in rs)
         label += (f" (mean ± sd over {len(rs)} seeds)" if len(rs) > 1 else f" (seed {seeds[0]})")
         row = {"Study": label, "n_seeds": len(rs),
-               "Reference": ("this repository, " + ("results/sweep/metrics/" if rs[0].get("_source") == "sweep"
-                                                   else "results/metrics/") + ", ".join(
-                   sorted(r["run_name"] + ".json" for r in rs))),
+               "Reference": "this repository, " + metrics_folder_label(rs[0]) + ", ".join(
+                   sorted(r["run_name"] + ".json" for r in rs)),
                "Source": "measured: pooled native-resolution test metrics"}
         for col, key in KEY_OF.items():
             vals = np.array([r["global"][key] for r in rs], dtype=float)

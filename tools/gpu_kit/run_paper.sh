@@ -1,17 +1,27 @@
 #!/usr/bin/env bash
-# GPU call 2 of 2 (tools/gpu_kit/README.md): wheels, data assembled and verified against the
+# GPU call 3 of 3 (tools/gpu_kit/README.md): wheels, data assembled and verified against the
 # checksums, scripts/gpu_paper_run.sh, and the results packed into $OUT in parts of 15 MB.
 #   RUN_S (run_all.sh limit, default 420) and BENCH_S (bench limit, default 120)
 set -uo pipefail
 PY=${PY:-python3}
 t0=$(date +%s)
-[ -d /tmp/gpu_kit/.gpu_b ] || { echo "the stash of call 1 is gone (the machine was given back): run call 1 again"; exit 5; }
-rm -rf .gpu_b && cp -a /tmp/gpu_kit/.gpu_b .
+for d in .gpu_b .gpu_c; do
+  [ -d "/tmp/gpu_kit/$d" ] || { echo "the stash of $d is gone (the machine was given back): run calls 1 and 2 again"; exit 5; }
+  rm -rf "$d" && cp -a "/tmp/gpu_kit/$d" .
+done
 [ "${SKIP_WHEELS:-0}" = 1 ] || $PY -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
-  --upgrade --target /tmp/site .gpu_a/wheels_a/*.whl .gpu_b/wheels_b/*.whl || { echo "wheel install failed"; exit 3; }
+  --upgrade --target /tmp/site .gpu_c/wheels/*.whl || { echo "wheel install failed"; exit 3; }
 export PYTHONPATH=$PWD:/tmp/site${EXTRA_PYTHONPATH:+:$EXTRA_PYTHONPATH}
+# pip --target puts the wheels' data files (nbconvert's HTML templates) under /tmp/site/share
+export JUPYTER_PATH=/tmp/site/share/jupyter${JUPYTER_PATH:+:$JUPYTER_PATH}
 [ -e .venv ] || ln -sfn "$($PY -c 'import sys; print(sys.prefix)')" .venv
-mkdir -p data/br35h
+# the data folders are hard links and a link made by this script; a rerun on a warm machine
+# remakes them, but never replaces a dataset it did not make
+mark=data/br35h/.made_by_gpu_kit
+if { [ -e data/br35h ] && [ ! -e "$mark" ]; } || { [ -e data/lgg_external ] && [ ! -L data/lgg_external ]; }; then
+  echo "data/br35h or data/lgg_external exists and was not made by gpu_kit: refusing to replace it"; exit 7
+fi
+rm -rf data/br35h && mkdir -p data/br35h && touch "$mark"
 cp -al .gpu_a/br35h/. data/br35h/ && cp -al .gpu_b/br35h/. data/br35h/
 ln -f -t data/br35h/yes/ data/br35h/Br35H-Mask-RCNN/{TRAIN,VAL,TEST}/y*.jpg
 ln -sfn ../.gpu_a/lgg_external data/lgg_external

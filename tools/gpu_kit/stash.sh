@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# GPU call 1 of 2 (tools/gpu_kit/README.md): keep .gpu_b in /tmp, which outlives the call while
-# the machine stays warm; a carried folder does not (the next call's carry replaces it).
+# GPU calls 1 and 2 of 3 (tools/gpu_kit/README.md): keep this folder (.gpu_b or .gpu_c) in /tmp,
+# which outlives the call while the machine stays warm; a carried folder does not (the next
+# call's carry replaces it).
 set -euo pipefail
-mkdir -p /tmp/gpu_kit && rm -rf /tmp/gpu_kit/.gpu_b && cp -a .gpu_b /tmp/gpu_kit/
-du -sh /tmp/gpu_kit/.gpu_b
+src=$(basename "$(cd "$(dirname "$0")" && pwd)")
+mkdir -p /tmp/gpu_kit && rm -rf "/tmp/gpu_kit/$src" && cp -a "$src" /tmp/gpu_kit/
+du -sh "/tmp/gpu_kit/$src"
 command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv
 python3 -c "import sys, torch; print(sys.version.split()[0], torch.__version__, torch.cuda.is_available())"
