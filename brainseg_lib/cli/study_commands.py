@@ -142,7 +142,11 @@ def _cmd_levers(args) -> int:
     table = levers.lever_table(plan)
     out = levers.write_lever_table(table)
     print(levers.table_markdown(table))
-    print(f"written {out['md']}")
+    check = levers.write_rule_table(table, plan)
+    print((out["md"].parent / "lever_rule.md").read_text())
+    if not check["kept"]:
+        print(f"note: the '{plan['base']}' profile does not meet the rule (see lever_rule.md)")
+    print(f"written {out['md']} and lever_rule.md")
     return 0
 
 

@@ -233,7 +233,8 @@ def update_readme(readme: str | Path | None = None) -> bool:
                 (timings_markdown(), TIMINGS_START, TIMINGS_END),
                 (speed_markdown(), SPEED_START, SPEED_END)]
     sources = [(paths.tables_dir() / name, marker) for name, marker in README_SECTIONS]
-    sources.append((paths.levers_dir() / "lever_table.md", "LEVERS"))
+    sources += [(paths.levers_dir() / "lever_table.md", "LEVERS"),
+                (paths.levers_dir() / "lever_rule.md", "LEVER_RULE")]
     sections += [(path.read_text(), f"<!-- {marker}:START -->", f"<!-- {marker}:END -->")
                  for path, marker in sources if path.is_file()]
     text = new = readme.read_text()

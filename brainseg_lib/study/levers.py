@@ -14,7 +14,9 @@ row it names as its base, starting from the paper's setting (annotated images on
 ``python -m brainseg_lib levers`` trains them (results/levers/, skipped when already
 done with the same config) and writes ``results/levers/lever_table.{csv,md}``;
 ``levers --rescore`` recomputes the finished trials' figures from their kept checkpoints
-(``rescore_selection``). TEST and the external ``test`` half are not read by any of this.
+(``rescore_selection``); ``write_rule_table`` applies the plan's rule (``lever_rule.py``) and
+writes ``results/levers/lever_rule.{csv,md,json}``. TEST and the external ``test`` half are not
+read by any of this.
 """
 from __future__ import annotations
 
@@ -213,3 +215,19 @@ def write_lever_table(table: pd.DataFrame, out_dir: str | Path | None = None) ->
     out = paths.ensure(Path(out_dir) if out_dir else paths.levers_dir())
     return {"csv": write_csv(table, out / "lever_table.csv"),
             "md": atomic_write_text(out / "lever_table.md", table_markdown(table))}
+
+
+def write_rule_table(table: pd.DataFrame, plan: dict | None = None,
+                     out_dir: str | Path | None = None) -> dict:
+    """Apply the plan's rule to the lever table against the plan's base profile
+    (``lever_rule.apply_rule``); write the rule table and the profile's check."""
+    from brainseg_lib.fileio import atomic_write_text, write_csv, write_json
+    from brainseg_lib.study import lever_rule
+    from brainseg_lib.study.profiles import load_profile
+    plan = plan or load_plan()
+    rules, check = lever_rule.apply_rule(table, plan, load_profile(plan["base"]))
+    out = paths.ensure(Path(out_dir) if out_dir else paths.levers_dir())
+    write_csv(rules, out / "lever_rule.csv")
+    write_json({**check, "profile": plan["base"]}, out / "lever_rule.json")
+    atomic_write_text(out / "lever_rule.md", lever_rule.rule_markdown(rules, check, plan["base"]))
+    return check
