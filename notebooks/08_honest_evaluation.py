@@ -17,7 +17,8 @@
 # # 08 · Is the claim real? Seeds, a near-duplicate-free split, confidence intervals
 #
 # The paper reports one run on the official split. Here the profile is trained with several seeds on
-# the official split and on the near-duplicate-free grouped split (notebook 07), and each run's TEST metrics
+# the official split, on the near-duplicate-free grouped split and on a stricter grouped split (both
+# from notebook 07), and each run's TEST metrics
 # carry a per-image bootstrap 95% CI of the pooled metric. Each run is an independent papermill job
 # (`python -m brainseg_lib sweep --profile cpu --jobs N`); with the smoke profile this notebook runs
 # its tiny sweep itself.
@@ -81,7 +82,7 @@ summary.round(4)
 seed_spread.ci_table(runs).round(4)
 
 # %% [markdown]
-# ## Official vs grouped split (and BCE vs BCE+Dice, when the sweep holds BCE runs)
+# ## Official vs grouped vs stricter grouped split (and BCE vs BCE+Dice, when the sweep holds BCE runs)
 
 # %%
 report = seed_spread.findings(runs, split_seed=split_seed)   # with notebook 07's near-miss audit

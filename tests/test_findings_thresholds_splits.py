@@ -116,7 +116,8 @@ def test_findings_name_the_grouped_splits_near_misses():
             {"signal": "phash", "from": 7.0, "to": 12.0, "test_images_with_train_partner": 5, "test_images": 100}]
     text = findings.findings_markdown({**_report(), "grouped_near_misses": rows})
     assert ("3 (thumbnail correlation 0.90-0.95) to 36 (0.80-0.95) of 100 grouped TEST images still have "
-            "a TRAIN partner that neither signal links, and 5 have one at pHash distance 7-12") in text
+            "a TRAIN partner that neither signal links at the audit's thresholds, and 5 have one at pHash "
+            "distance 7-12") in text
     assert "Just below" not in findings.findings_markdown(_report())       # no audit, no sentence
 
 
@@ -140,3 +141,50 @@ def test_leakage_and_same_name_sentences_come_from_the_numbers():
     assert "0.885 in notebook 02 (2 threads), 0.895 in this sweep (1 threads)" in note
     assert "cpu-b" not in note
     assert findings.same_name_note(main, [{"run_name": "cpu-a", "global": {"f1": 0.885}}]) == ""
+
+
+def test_manifest_paths_name_the_scheme_and_refuse_the_official_split():
+    from brainseg_lib.data import splits
+    assert splits.manifest_path(2).name == "grouped_seed2.csv"
+    assert splits.manifest_path(0, "grouped_strict").name == "grouped_strict_seed0.csv"
+    with pytest.raises(ValueError, match="has no manifest"):
+        splits.manifest_path(0, "official")
+    with pytest.raises(FileNotFoundError, match="grouped_strict split manifest"):
+        splits.load_manifest(7, "grouped_strict")
+
+
+def _strict(rep, strict=(0.84, 0.01)):
+    return {**rep, "grouped_strict": {"f1_mean": strict[0], "f1_sd": strict[1], "n_seeds": 3},
+            "grouped_minus_grouped_strict_f1": rep["grouped"]["f1_mean"] - strict[0],
+            "official_minus_grouped_strict_f1": rep["official"]["f1_mean"] - strict[0]}
+
+
+def test_findings_compare_the_stricter_split_with_both_others():
+    text = findings.findings_markdown(_strict(_report()))
+    assert ("- **A stricter grouped split.** Linking images also at thumbnail correlation >= 0.90 or pHash "
+            "distance <= 10 (notebook 07), test F1 is 0.840 ± 0.010 (mean ± sd over 3 seeds)") in text
+    assert "Against the grouped split, the difference (+0.010) is within twice the seed-to-seed sd" in text
+    assert "against the official split, the official split scores higher than the stricter split by 0.060 F1" in text
+    assert "stricter grouped split" not in findings.findings_markdown(_report())
+
+
+def test_seeds_headline_adds_the_stricter_split_only_when_it_ran():
+    rep = _report()
+    assert findings.seeds_headline(rep) == ("- **Seeds and leakage:** F1 0.900 ± 0.010 on the official split, "
+                                            "0.850 ± 0.010 on a near-duplicate-free grouped split "
+                                            "(mean ± sd over 3 and 3 seeds).")
+    assert findings.seeds_headline(_strict(rep)).endswith(
+        "grouped split, 0.840 ± 0.010 on a stricter one (mean ± sd over 3, 3 and 3 seeds).")
+    assert findings.seeds_headline({**rep, "grouped": {"f1_mean": None}}) == ""
+
+
+def test_seed_spread_findings_take_the_stricter_split_runs_when_the_sweep_has_them():
+    from brainseg_lib.study import seed_spread
+    runs = pd.DataFrame({"split_scheme": ["official"] * 2 + ["grouped"] * 2 + ["grouped_strict"] * 2,
+                         "loss": "bce_dice", "f1": [0.80, 0.90, 0.70, 0.70, 0.60, 0.64]})
+    rep = seed_spread.findings(runs)
+    assert rep["grouped_strict"]["f1_mean"] == pytest.approx(0.62) and rep["grouped_strict"]["n_seeds"] == 2
+    assert rep["grouped_minus_grouped_strict_f1"] == pytest.approx(0.08)
+    assert rep["official_minus_grouped_strict_f1"] == pytest.approx(0.23)
+    assert rep["grouped_strict_near_misses"] is None                      # no audit in this folder
+    assert "grouped_strict" not in seed_spread.findings(runs[runs.split_scheme != "grouped_strict"])

@@ -87,3 +87,43 @@ def test_summary_records_both_splits_near_misses_and_loads_them_back(tmp_path):
     (tmp_path / "leakage.json").write_text(json.dumps({"grouped_split": None}))
     assert leakage.load_near_misses(3, tmp_path) is None
     assert leakage.load_near_misses(3, tmp_path / "nowhere") is None
+
+
+# ------------------------------------------------------------------ the stricter grouped split
+STRICT_PAIRS = _pairs([("t1", "s1", 0.92, 20),    # linked by the strict correlation only
+                       ("t2", "v1", 0.50, 9),     # linked by the strict pHash only
+                       ("t3", "s2", 0.50, 12),    # linked only if pHash 12 counted
+                       ("s1", "t3", 0.30, 11),    # likewise
+                       ("s1", "s2", 0.86, 30)])   # never linked
+
+
+def test_strict_split_links_at_the_lower_thresholds_and_keeps_groups_whole():
+    man, info = leakage.strict_split(_fp(), STRICT_PAIRS, seed=1, targets={"test": 2, "val": 2})
+    where = dict(zip(man["name"], man["split"]))
+    assert where["t1"] == where["s1"] and where["t2"] == where["v1"]          # each strict link kept whole
+    assert info["groups"] == 4 and info["largest_group"] == 2 and info["max_splits_per_group"] == 1
+    assert sum(info["sizes"].values()) == 6 and info["seed"] == 1
+    assert info["thresholds"] == {"thumbnail_corr_min": 0.90, "phash_max_hamming": 10}
+    # at pHash <= 12 the links would chain t1, s1, t3 and s2 into one group
+    assert info["largest_group_at_phash_max"] == {"phash_max_hamming": 12, "images": 4}
+    assert info["manifest"].endswith("grouped_strict_seed1.csv")
+    # the pairs were flagged at the audit's thresholds and stay so: the near misses are counted
+    # against those, and the 0.90-0.95 band that the strict split links is empty
+    assert not STRICT_PAIRS["dup"].any()
+    band = {(r["signal"], r["from"]): r["cross_split_pairs"] for r in info["below_thresholds"]}
+    assert band[("corr", 0.90)] == 0
+
+
+def test_summary_keeps_the_strict_split_and_the_near_miss_table_lists_it(tmp_path):
+    labels = np.zeros(len(NAMES), int)
+    manifest = pd.DataFrame({"name": NAMES, "group": labels, "split": ["train"] * 6})
+    _, strict = leakage.strict_split(_fp(), PAIRS, seed=0, targets={"test": 2, "val": 1})
+    s = leakage.summarize_leakage(_fp(), PAIRS, labels, manifest, seed=0, strict=strict)
+    assert s["grouped_strict_split"] is strict
+    table = leakage.near_miss_table(s)
+    assert table["split"].unique().tolist() == ["grouped", "grouped_strict", "official"]
+    assert "grouped_strict" not in leakage.near_miss_table(
+        leakage.summarize_leakage(_fp(), PAIRS, labels, manifest, seed=0))["split"].tolist()
+    (tmp_path / "leakage.json").write_text(json.dumps(s))
+    assert leakage.load_near_misses(0, tmp_path, "grouped_strict") == strict["below_thresholds"]
+    assert leakage.load_near_misses(0, tmp_path) == s["grouped_split"]["below_thresholds"]

@@ -1,5 +1,6 @@
-"""Splits: the official Br35H split, and the near-duplicate-free grouped split that keeps each group of
-near-duplicates inside one split (``grouped_split``, manifest in ``splits/``).
+"""Splits: the official Br35H split, and the near-duplicate-free grouped splits that keep each group of
+near-duplicates inside one split (``grouped_split``, manifests in ``splits/``): ``grouped`` at the
+audit's thresholds, ``grouped_strict`` at lower ones (``data/duplicates.py``).
 """
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ import pandas as pd
 from brainseg_lib import paths
 from brainseg_lib.data.br35h import EXPECTED_COUNTS
 from brainseg_lib.fileio import atomic_write_text
+
+GROUPED_SCHEMES = ("grouped", "grouped_strict")
+SPLIT_SCHEMES = ("official", *GROUPED_SCHEMES)
 
 
 def grouped_split(names: list[str], labels: np.ndarray, seed: int = 0,
@@ -39,40 +43,40 @@ def grouped_split(names: list[str], labels: np.ndarray, seed: int = 0,
     return pd.DataFrame({"name": names, "group": labels, "split": [assign[g] for g in labels]})
 
 
-def manifest_path(seed: int = 0) -> Path:
-    return paths.splits_dir() / f"grouped_seed{seed}.csv"
+def manifest_path(seed: int = 0, scheme: str = "grouped") -> Path:
+    """splits/<scheme>_seed<k>.csv, the manifest of a grouped scheme (``grouped`` or ``grouped_strict``)."""
+    if scheme not in GROUPED_SCHEMES:
+        raise ValueError(f"{scheme!r} has no manifest; the grouped schemes are {GROUPED_SCHEMES}")
+    return paths.splits_dir() / f"{scheme}_seed{seed}.csv"
 
 
-def load_manifest(seed: int = 0) -> pd.DataFrame:
-    path = manifest_path(seed)
+def load_manifest(seed: int = 0, scheme: str = "grouped") -> pd.DataFrame:
+    path = manifest_path(seed, scheme)
     if not path.is_file():
-        raise FileNotFoundError(f"grouped split manifest {path} not found; run notebook "
+        raise FileNotFoundError(f"{scheme} split manifest {path} not found; run notebook "
                                 "07_leakage_audit first")
     return pd.read_csv(path)
 
 
-def write_manifest(manifest: pd.DataFrame, seed: int = 0) -> Path:
-    """Write splits/grouped_seed<k>.csv (atomically; untouched when the content is the same)."""
-    path = manifest_path(seed)
+def write_manifest(manifest: pd.DataFrame, seed: int = 0, scheme: str = "grouped") -> Path:
+    """Write splits/<scheme>_seed<k>.csv (atomically; untouched when the content is the same)."""
+    path = manifest_path(seed, scheme)
     text = manifest.to_csv(index=False)
     if path.is_file() and path.read_text() == text:
         return path
     return atomic_write_text(path, text)
 
 
-SPLIT_SCHEMES = ("official", "grouped")
-
-
 def split_arrays(scheme: str, size: int, data_root=None, split_seed: int = 0) -> dict:
-    """TRAIN / VAL / TEST arrays of a split scheme: ``official`` (the dataset's folders) or
-    ``grouped`` (the near-duplicate-free manifest splits/grouped_seed<k>.csv)."""
+    """TRAIN / VAL / TEST arrays of a split scheme: ``official`` (the dataset's folders),
+    ``grouped`` (the near-duplicate-free manifest splits/grouped_seed<k>.csv) or
+    ``grouped_strict`` (the same at lower thresholds, splits/grouped_strict_seed<k>.csv)."""
     from brainseg_lib.data.br35h import SPLITS
     from brainseg_lib.data.cache import load_named, load_split
     if scheme == "official":
         return {s: load_split(s, size, root=data_root) for s in SPLITS}
-    if scheme == "grouped":
-        from brainseg_lib.data.splits import load_manifest
-        man = load_manifest(split_seed)
+    if scheme in GROUPED_SCHEMES:
+        man = load_manifest(split_seed, scheme)
         return {s: load_named(list(man.loc[man["split"] == s, "name"]), size, s, data_root)
                 for s in SPLITS}
     raise ValueError(f"unknown split_scheme {scheme!r}; choose one of {SPLIT_SCHEMES}")

@@ -71,9 +71,9 @@ def _verdict(diff: float, sd_a, sd_b, a: str, b: str) -> str:
 RECALL_GAIN = 0.01   # a tuned threshold "raises" recall when it gains more than this
 
 
-def _near_miss_sentence(rows: list[dict] | None) -> str:
-    """What the grouped split leaves just below the thresholds (``leakage.near_misses``), as a
-    sentence over every correlation band and the pHash band; empty without the audit's rows."""
+def _near_miss_sentence(rows: list[dict] | None, split: str = "grouped") -> str:
+    """What a grouped split leaves just below the audit's thresholds (``leakage.near_misses``),
+    as a sentence over every correlation band and the pHash band; empty without the audit's rows."""
     corr = sorted((r for r in rows or [] if r["signal"] == "corr"), key=lambda r: r["from"])
     phash = [r for r in rows or [] if r["signal"] == "phash"]
     if not corr:
@@ -81,12 +81,48 @@ def _near_miss_sentence(rows: list[dict] | None) -> str:
     hi, lo = corr[-1], corr[0]
     s = (f" Just below the near-duplicate thresholds, {hi['test_images_with_train_partner']} "
          f"(thumbnail correlation {hi['from']:.2f}-{hi['to']:.2f}) to {lo['test_images_with_train_partner']} "
-         f"({lo['from']:.2f}-{lo['to']:.2f}) of {hi['test_images']} grouped TEST images still have a TRAIN "
-         "partner that neither signal links")
+         f"({lo['from']:.2f}-{lo['to']:.2f}) of {hi['test_images']} {split} TEST images still have a TRAIN "
+         "partner that neither signal links at the audit's thresholds")
     if phash:
         s += (f", and {phash[0]['test_images_with_train_partner']} have one at pHash distance "
               f"{int(phash[0]['from'])}-{int(phash[0]['to'])}")
     return s + " (notebook 07)."
+
+
+def _strict_sentence(rep: dict) -> str:
+    """The stricter grouped split's F1 against the grouped and the official split's."""
+    from brainseg_lib.data.duplicates import (
+        STRICT_CORR_THRESHOLD,
+        STRICT_PHASH_THRESHOLD,
+    )
+    o, g, x = rep["official"], rep["grouped"], rep["grouped_strict"]
+    s = (f"- **A stricter grouped split.** Linking images also at thumbnail correlation >= "
+         f"{STRICT_CORR_THRESHOLD:.2f} or pHash distance <= {STRICT_PHASH_THRESHOLD} (notebook 07), test F1 is "
+         f"{plus_minus(x['f1_mean'], x['f1_sd'])} (mean ± sd over {x['n_seeds']} seeds). Against the "
+         "grouped split, ")
+    if rep.get("grouped_minus_grouped_strict_f1") is not None:
+        s += _verdict(rep["grouped_minus_grouped_strict_f1"], g["f1_sd"], x["f1_sd"], "the grouped split",
+                      "the stricter split")
+    else:
+        s += "there is no grouped figure to compare"
+    if rep.get("official_minus_grouped_strict_f1") is not None:
+        s += "; against the official split, " + _verdict(rep["official_minus_grouped_strict_f1"], o["f1_sd"],
+                                                           x["f1_sd"], "the official split", "the stricter split")
+    return s + "." + _near_miss_sentence(rep.get("grouped_strict_near_misses"), "stricter-split")
+
+
+def seeds_headline(h: dict) -> str:
+    """The README headline's seeds-and-leakage line from honest_evaluation.json (empty without
+    both the official and the grouped figure): F1 mean ± sd per split, the stricter grouped
+    split's where the sweep holds it."""
+    splits = [(h.get(k) or {}, words) for k, words in (("official", "on the official split"),
+              ("grouped", "on a near-duplicate-free grouped split"), ("grouped_strict", "on a stricter one"))]
+    if any(r.get("f1_mean") is None for r, _ in splits[:2]):
+        return ""
+    splits = [(r, words) for r, words in splits if r.get("f1_mean") is not None]
+    seeds = [str(r["n_seeds"]) for r, _ in splits]
+    return ("- **Seeds and leakage:** F1 " + ", ".join(f"{plus_minus(r['f1_mean'], r['f1_sd'])} {w}" for r, w in splits)
+            + " (mean ± sd over " + ", ".join(seeds[:-1]) + " and " + seeds[-1] + " seeds).")
 
 
 def findings_markdown(rep: dict) -> str:
@@ -103,6 +139,8 @@ def findings_markdown(rep: dict) -> str:
             + ". The two TEST sets hold different images, so part of a gap can be difficulty "
             "rather than leakage; the grouped figure is the one to quote for unseen patients' slices."
             + _near_miss_sentence(rep.get("grouped_near_misses")))
+    if (rep.get("grouped_strict") or {}).get("f1_mean") is not None:
+        lines.append(_strict_sentence(rep))
     l = rep["loss"]
     if l["bce_dice_minus_bce_f1"] is not None:
         d = l["bce_dice_minus_bce_f1"]

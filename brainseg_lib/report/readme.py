@@ -282,7 +282,7 @@ def headline_markdown() -> str:
     """The README's first result, read from the released run's JSON, the seed sweep's
     findings and the external validation JSON."""
     from brainseg_lib.paper import paper_figure
-    from brainseg_lib.report.findings import plus_minus
+    from brainseg_lib.report.findings import seeds_headline
     from brainseg_lib.study.experiment import released_run_name
     run_json = paths.metrics_dir() / f"{released_run_name()}.json"
     if not run_json.is_file():
@@ -293,13 +293,8 @@ def headline_markdown() -> str:
              f"{paper_figure('F1'):.3f}, IoU {paper_figure('IoU'):.2f}, precision "
              f"{paper_figure('Precision'):.3f}, recall {paper_figure('Recall'):.3f}."]
     honest = paths.metrics_dir() / "honest_evaluation.json"
-    if honest.is_file():
-        h = json.loads(honest.read_text())
-        o, gr = h["official"], h["grouped"]
-        if o.get("f1_mean") is not None and gr.get("f1_mean") is not None:
-            lines.append(f"- **Seeds and leakage:** F1 {plus_minus(o['f1_mean'], o['f1_sd'])} on the official "
-                         f"split, {plus_minus(gr['f1_mean'], gr['f1_sd'])} on a near-duplicate-free grouped split "
-                         f"(mean ± sd over {o['n_seeds']} and {gr['n_seeds']} seeds).")
+    if honest.is_file() and (line := seeds_headline(json.loads(honest.read_text()))):
+        lines.append(line)
     ext = paths.metrics_dir() / "external_validation.json"
     if ext.is_file():
         t = json.loads(ext.read_text()).get("test")

@@ -15,10 +15,14 @@ from brainseg_lib.data.duplicates import (
     PAIR_MAX_PHASH,
     PAIR_MIN_CORR,
     PHASH_THRESHOLD,
+    STRICT_CORR_THRESHOLD,
+    STRICT_PHASH_THRESHOLD,
     THUMB,
     Fingerprints,
+    flag_pairs,
+    groups,
 )
-from brainseg_lib.data.splits import manifest_path
+from brainseg_lib.data.splits import grouped_split, manifest_path
 
 
 def cross_split_counts(fp: Fingerprints, pairs: pd.DataFrame) -> pd.DataFrame:
@@ -74,26 +78,57 @@ def near_misses(pairs: pd.DataFrame, manifest: pd.DataFrame, bands=NEAR_MISS_BAN
 
 
 def near_miss_table(summary: dict) -> pd.DataFrame:
-    """The ``below_thresholds`` rows of both splits in a ``summarize_leakage`` summary, one
-    table with a ``split`` column (results/tables/leakage_near_misses.csv)."""
+    """The ``below_thresholds`` rows of every split in a ``summarize_leakage`` summary (grouped,
+    grouped_strict where present, official), one table with a ``split`` column
+    (results/tables/leakage_near_misses.csv)."""
     return pd.concat([pd.DataFrame(summary[f"{s}_split"]["below_thresholds"]).assign(split=s)
-                      for s in ("grouped", "official")], ignore_index=True)
+                      for s in ("grouped", "grouped_strict", "official") if f"{s}_split" in summary],
+                     ignore_index=True)
 
 
-def load_near_misses(split_seed: int = 0, metrics_dir=None) -> list[dict] | None:
-    """The grouped split's ``below_thresholds`` rows from notebook 07's leakage.json, or None
-    when the audit has not run or audited another split seed."""
+def load_near_misses(split_seed: int = 0, metrics_dir=None, scheme: str = "grouped") -> list[dict] | None:
+    """A grouped split's ``below_thresholds`` rows from notebook 07's leakage.json, or None
+    when the audit has not run, audited another split seed or has no such split."""
     path = (metrics_dir or paths.metrics_dir()) / "leakage.json"
     try:
-        grouped = json.loads(path.read_text()).get("grouped_split") or {}
+        grouped = json.loads(path.read_text()).get(f"{scheme}_split") or {}
     except (OSError, ValueError):
         return None
     return grouped.get("below_thresholds") if grouped.get("seed") == split_seed else None
 
 
+def strict_split(fp: Fingerprints, pairs: pd.DataFrame, seed: int,
+                 targets: dict[str, int] | None = None) -> tuple[pd.DataFrame, dict]:
+    """The stricter grouped split (``grouped_strict``): groups linked at
+    ``STRICT_CORR_THRESHOLD`` / ``STRICT_PHASH_THRESHOLD``, split as the grouped split is.
+    Returns its manifest and its summary for leakage.json, with what it leaves below the
+    audit's thresholds (``near_misses``; the bands it links are empty by construction) and the
+    largest group the links would make at pHash distance ``PAIR_MAX_PHASH``, the reason the
+    pHash threshold stops below it. ``targets``: the split sizes (the official ones by default)."""
+    strict = flag_pairs(pairs.copy(), STRICT_CORR_THRESHOLD, STRICT_PHASH_THRESHOLD)
+    labels = groups(fp, strict)
+    manifest = grouped_split(fp.names, labels, seed, targets)
+    sizes = np.bincount(labels)
+    looser = np.bincount(groups(fp, flag_pairs(pairs.copy(), STRICT_CORR_THRESHOLD, PAIR_MAX_PHASH)))
+    info = {"seed": seed, "manifest": paths.display_path(manifest_path(seed, "grouped_strict")),
+            "thresholds": {"thumbnail_corr_min": STRICT_CORR_THRESHOLD,
+                           "phash_max_hamming": STRICT_PHASH_THRESHOLD},
+            "groups": len(sizes), "largest_group": int(sizes.max()),
+            "largest_group_at_phash_max": {"phash_max_hamming": PAIR_MAX_PHASH, "images": int(looser.max())},
+            "sizes": _split_sizes(manifest),
+            "max_splits_per_group": int(manifest.groupby("group")["split"].nunique().max()),
+            "below_thresholds": near_misses(pairs, manifest).to_dict("records")}
+    return manifest, info
+
+
+def _split_sizes(manifest: pd.DataFrame) -> dict:
+    return manifest["split"].value_counts().reindex(list(SPLITS), fill_value=0).astype(int).to_dict()
+
+
 def summarize_leakage(fp: Fingerprints, pairs: pd.DataFrame, labels: np.ndarray,
-              manifest: pd.DataFrame, seed: int) -> dict:
-    """The figures that go to results/metrics/leakage.json."""
+              manifest: pd.DataFrame, seed: int, strict: dict | None = None) -> dict:
+    """The figures that go to results/metrics/leakage.json (``strict``: ``strict_split``'s
+    summary, kept as ``grouped_strict_split``)."""
     sizes = np.bincount(labels)
     counts = cross_split_counts(fp, pairs)
     orig = dict(zip(fp.names, fp.splits))
@@ -114,11 +149,11 @@ def summarize_leakage(fp: Fingerprints, pairs: pd.DataFrame, labels: np.ndarray,
         "groups": len(sizes), "groups_with_duplicates": int((sizes > 1).sum()),
         "largest_group": int(sizes.max()),
         "grouped_split": {"seed": seed, "manifest": paths.display_path(manifest_path(seed)),
-                          "sizes": manifest["split"].value_counts().reindex(list(SPLITS), fill_value=0)
-                                                    .astype(int).to_dict(),
+                          "sizes": _split_sizes(manifest),
                           "images_moved_from_official_split": moved,
                           "max_splits_per_group": int(spans),
                           "below_thresholds": near_misses(pairs, manifest).to_dict("records")},
+        **({"grouped_strict_split": strict} if strict else {}),
         "official_split": {"below_thresholds": near_misses(
             pairs, pd.DataFrame({"name": fp.names, "split": fp.splits})).to_dict("records")},
     }

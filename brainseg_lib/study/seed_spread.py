@@ -60,7 +60,8 @@ def _mean(runs, scheme, loss, col="f1"):
 def findings(runs: pd.DataFrame, main_loss: str = "bce_dice", split_seed: int = 0) -> dict:
     """The three answers (leakage, loss, threshold) as numbers, for JSON and the README, with
     what the grouped split (seed ``split_seed``) leaves just below the near-duplicate
-    thresholds, from notebook 07's audit (``leakage.load_near_misses``; None before it ran)."""
+    thresholds, from notebook 07's audit (``leakage.load_near_misses``; None before it ran);
+    where the sweep holds ``grouped_strict`` runs, their F1 and its differences too."""
     from brainseg_lib.study.leakage import load_near_misses
     off, off_sd, n_off = _mean(runs, "official", main_loss)
     grp, grp_sd, n_grp = _mean(runs, "grouped", main_loss)
@@ -81,6 +82,12 @@ def findings(runs: pd.DataFrame, main_loss: str = "bce_dice", split_seed: int = 
                            zip(("threshold", "f1", "precision", "recall"), cols)}
     rep["threshold"] = tune
     rep["grouped_near_misses"] = load_near_misses(split_seed)
+    strict, strict_sd, n_strict = _mean(runs, "grouped_strict", main_loss)
+    if n_strict:
+        rep["grouped_strict"] = {"f1_mean": strict, "f1_sd": strict_sd, "n_seeds": n_strict}
+        rep["grouped_minus_grouped_strict_f1"] = None if grp is None else grp - strict
+        rep["official_minus_grouped_strict_f1"] = None if off is None else off - strict
+        rep["grouped_strict_near_misses"] = load_near_misses(split_seed, scheme="grouped_strict")
     return rep
 
 

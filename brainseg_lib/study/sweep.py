@@ -23,6 +23,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from brainseg_lib import paths
+from brainseg_lib.data.splits import SPLIT_SCHEMES
 from brainseg_lib.study.experiment import config_from_params, name_for, run_profile
 from brainseg_lib.study.profiles import load_profile, write_profile
 
@@ -31,9 +32,10 @@ DEFAULT_SEEDS = (0, 1, 2)
 log = logging.getLogger(__name__)
 
 
-def plan(profile: str, seeds=DEFAULT_SEEDS, schemes=("official", "grouped"),
+def plan(profile: str, seeds=DEFAULT_SEEDS, schemes=SPLIT_SCHEMES,
          extra_losses=None, variants=None) -> list[dict]:
-    """Parameter dicts: every scheme x seed with the profile's loss; each extra loss on the
+    """Parameter dicts: every scheme (official, grouped, grouped_strict by default) x seed with
+    the profile's loss; each extra loss on the
     official split with the same seeds (the paper's loss question); and each variant (a
     tagged set of overrides, e.g. the paper's annotated-only setting) on the official split
     with seed 0. ``extra_losses`` and ``variants`` default to the profile's
