@@ -98,7 +98,7 @@ print("groups:", summary["groups"], "| with duplicates:", summary["groups_with_d
       "| largest:", summary["largest_group"])
 print("grouped split sizes:", summary["grouped_split"]["sizes"])
 print("no group spans two splits:", summary["grouped_split"]["max_splits_per_group"] == 1)
-print("manifest:", path.relative_to(paths.PROJECT_ROOT))
+print("manifest:", paths.display_path(path))
 
 # %% [markdown]
 # ## A stricter grouped split
@@ -113,7 +113,7 @@ print("manifest:", path.relative_to(paths.PROJECT_ROOT))
 # NBVAL_CHECK_OUTPUT
 print("thresholds:", strict["thresholds"], "| groups:", strict["groups"], "| largest:", strict["largest_group"])
 print("stricter split sizes:", strict["sizes"], "| no group spans two splits:", strict["max_splits_per_group"] == 1)
-print("manifest:", strict_path.relative_to(paths.PROJECT_ROOT))
+print("manifest:", paths.display_path(strict_path))
 print("largest group at pHash <= {phash_max_hamming}: {images} images".format(**strict["largest_group_at_phash_max"]))
 
 # %% [markdown]

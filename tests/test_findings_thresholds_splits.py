@@ -116,8 +116,7 @@ def test_findings_name_the_grouped_splits_near_misses():
             {"signal": "phash", "from": 7.0, "to": 12.0, "test_images_with_train_partner": 5, "test_images": 100}]
     text = findings.findings_markdown({**_report(), "grouped_near_misses": rows})
     assert ("3 (thumbnail correlation 0.90-0.95) to 36 (0.80-0.95) of 100 grouped TEST images still have "
-            "a TRAIN partner that neither signal links at the audit's thresholds, and 5 have one at pHash "
-            "distance 7-12") in text
+            "a TRAIN partner that neither signal links, and 5 have one at pHash distance 7-12") in text
     assert "Just below" not in findings.findings_markdown(_report())       # no audit, no sentence
 
 
@@ -163,9 +162,32 @@ def test_findings_compare_the_stricter_split_with_both_others():
     text = findings.findings_markdown(_strict(_report()))
     assert ("- **A stricter grouped split.** Linking images also at thumbnail correlation >= 0.90 or pHash "
             "distance <= 10 (notebook 07), test F1 is 0.840 ± 0.010 (mean ± sd over 3 seeds)") in text
-    assert "Against the grouped split, the difference (+0.010) is within twice the seed-to-seed sd" in text
-    assert "against the official split, the official split scores higher than the stricter split by 0.060 F1" in text
+    assert ("Against the other two splits, the difference (+0.010) is within twice the seed-to-seed sd, so "
+            "neither the grouped split nor the stricter one is better") in text
+    assert ("and for the official split against the stricter one, the official split scores higher than the "
+            "stricter one by 0.060 F1") in text
+    assert "The official-vs-grouped verdict holds at the stricter thresholds." in text    # both: official higher
     assert "stricter grouped split" not in findings.findings_markdown(_report())
+
+
+def test_findings_say_when_the_official_vs_grouped_verdict_does_not_hold_at_the_stricter_thresholds():
+    rep = _strict(_report(off=(0.86, 0.01), grp=(0.91, 0.01)), strict=(0.87, 0.01))   # grouped higher; strict ties
+    text = findings.findings_markdown(rep)
+    assert "So the official-vs-grouped verdict does not hold at the stricter thresholds" in text
+    assert "the two grouped figures together, not the first alone, are the range to quote" in text
+    one_seed = {**rep, "grouped_strict": {**rep["grouped_strict"], "f1_sd": None, "n_seeds": 1}}
+    text = findings.findings_markdown(one_seed)
+    assert "(mean ± sd over 1 seed)" in text and "verdict holds" not in text and "does not hold" not in text
+
+
+def test_findings_name_the_stricter_splits_own_near_misses():
+    rows = [{"signal": "corr", "from": 0.80, "to": 0.90, "test_images_with_train_partner": 30, "test_images": 100},
+            {"signal": "corr", "from": 0.85, "to": 0.90, "test_images_with_train_partner": 8, "test_images": 100},
+            {"signal": "phash", "from": 11.0, "to": 12.0, "test_images_with_train_partner": 20, "test_images": 100}]
+    text = findings.findings_markdown({**_strict(_report()), "grouped_strict_near_misses": rows})
+    assert ("tested. Just below the stricter split's thresholds, 8 (thumbnail correlation 0.85-0.90) to 30 "
+            "(0.80-0.90) of 100 stricter-split TEST images still have a TRAIN partner that neither signal links, "
+            "and 20 have one at pHash distance 11-12 (notebook 07).") in text
 
 
 def test_seeds_headline_adds_the_stricter_split_only_when_it_ran():

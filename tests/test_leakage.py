@@ -107,11 +107,24 @@ def test_strict_split_links_at_the_lower_thresholds_and_keeps_groups_whole():
     # at pHash <= 12 the links would chain t1, s1, t3 and s2 into one group
     assert info["largest_group_at_phash_max"] == {"phash_max_hamming": 12, "images": 4}
     assert info["manifest"].endswith("grouped_strict_seed1.csv")
-    # the pairs were flagged at the audit's thresholds and stay so: the near misses are counted
-    # against those, and the 0.90-0.95 band that the strict split links is empty
-    assert not STRICT_PAIRS["dup"].any()
-    band = {(r["signal"], r["from"]): r["cross_split_pairs"] for r in info["below_thresholds"]}
-    assert band[("corr", 0.90)] == 0
+    assert not STRICT_PAIRS["dup"].any()            # the caller's flags (the audit's) are left as they were
+    # its near misses are counted below its own thresholds
+    assert [(r["signal"], r["from"], r["to"]) for r in info["below_thresholds"]] == [
+        ("corr", 0.80, 0.90), ("corr", 0.85, 0.90), ("phash", 11, 12)]
+
+
+def test_near_misses_at_other_thresholds_skip_the_pairs_those_link():
+    official = pd.DataFrame({"name": NAMES, "split": OFFICIAL})
+    audit = leakage.near_misses(STRICT_PAIRS, official).set_index(["signal", "from"])["cross_split_pairs"]
+    assert audit[("corr", 0.90)] == 1 and audit[("phash", 7)] == 3        # t1-s1 at 0.92; t2-v1, t3-s2, s1-t3
+    strict = flag_pairs(STRICT_PAIRS.copy(), 0.90, 10)
+    got = leakage.near_misses(strict, official, (0.80, 0.85), 0.90, 10).set_index(["signal", "from"])
+    assert got["to"].tolist() == [0.90, 0.90, 12]
+    # t1-s1 (0.92) and t2-v1 (pHash 9) are links now; s1-s2 is within TEST; t3-s2 and s1-t3 remain
+    assert got["cross_split_pairs"].tolist() == [0, 0, 2]
+    assert got.loc[("phash", 11), "test_images_with_train_partner"] == 2
+    with pytest.raises(ValueError, match=r"bands must lie in \[0.8, 0.9\)"):
+        leakage.near_misses(strict, official, (0.80, 0.90), 0.90, 10)
 
 
 def test_summary_keeps_the_strict_split_and_the_near_miss_table_lists_it(tmp_path):

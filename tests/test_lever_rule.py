@@ -60,6 +60,19 @@ def test_apply_rule_compares_each_trial_with_the_one_it_names():
     assert list(r["in_profile"]) == ["yes", "yes", "", ""]
     assert check["profile_trial"] == "b" and check["chain"] == ["b", "a"]
     assert check["chain_passes"] and check["healthy_ok"] and check["kept"]
+    assert check["allowed"] == ["b"]                      # a marks 30% of healthy scans; c and d fail
+    assert check["val_f1_change_from_first"] == pytest.approx(-0.005)
+
+
+@pytest.mark.parametrize("against, message", [
+    ({"a": None, "b": "a", "c": None, "d": "b"}, "trial 'c' must name an earlier trial"),   # no comparison
+    ({"a": None, "b": "d", "c": "a", "d": "b"}, "trial 'b' must name an earlier trial"),    # a later one
+    ({"a": None, "b": "a", "c": "x", "d": "b"}, "trial 'c' must name an earlier trial"),    # misspelt
+    ({"a": "b", "b": "a", "c": "a", "d": "b"}, "the first trial 'a' has no base"),
+])
+def test_a_plan_whose_trials_do_not_name_earlier_bases_is_refused(against, message):
+    with pytest.raises(ValueError, match=message):
+        lever_rule.apply_rule(TABLE, _plan(against), {"image_size": 96})
 
 
 @pytest.mark.parametrize("size, healthy_marked, why", [
@@ -108,13 +121,15 @@ def test_rule_markdown_states_the_limits_from_the_plan():
     assert "trial d (chain d <- b <- a); every trial on it passes: no" in md
 
 
-def test_the_committed_cpu_profile_is_the_one_the_rule_keeps():
+def test_the_committed_cpu_profile_is_one_the_rule_allows():
     """params/cpu.yaml against the committed lever trials (results/levers/metrics): the profile
-    is a trial whose whole chain passes and which marks few enough healthy VAL scans."""
+    is a trial whose whole chain passes and which marks few enough healthy VAL scans. The rule
+    allows three trials (l1, l4 and the 96x96 l5; l2 and l3 mark over 5% of the healthy VAL
+    scans, so only as steps on a chain); the README gives why l4 was taken."""
     plan = levers.load_plan()
     table = levers.lever_table(plan, paths.PROJECT_ROOT / "results" / "levers")
     assert len(table) == len(plan["trials"])
-    rules, check = lever_rule.apply_rule(table, plan, load_profile(plan["base"]))
+    _, check = lever_rule.apply_rule(table, plan, load_profile(plan["base"]))
     assert check["kept"], check
-    assert check["chain"][-1] == plan["trials"][0]["tag"]          # back to the paper's setting
-    assert (rules["verdict"] == "passes").sum() >= len(check["chain"]) - 1
+    assert check["profile_trial"] == "l4-healthy1.0" and check["chain"][-1] == plan["trials"][0]["tag"]
+    assert check["allowed"] == ["l1-healthy0.5", "l4-healthy1.0", "l5-size96"]

@@ -17,9 +17,9 @@ seed, so no group spans two splits.
 A **stricter grouped split** (scheme ``grouped_strict``) links pairs at lower thresholds:
 r >= ``STRICT_CORR_THRESHOLD`` (0.90, the top band of the near-miss audit) or pHash
 distance <= ``STRICT_PHASH_THRESHOLD`` (10). They were set from the images alone, before any
-run on that split: at a pHash distance of 12 the links chain into one component of 448 of the
-801 images, which no split of the official sizes can keep whole; at 10 the largest group
-holds 18.
+run on that split: at a pHash distance of 12 the links chain most images into one component,
+which no split of the official sizes can keep whole (``leakage.json``'s
+``grouped_strict_split`` records that component's size and the largest group at 10).
 """
 from __future__ import annotations
 

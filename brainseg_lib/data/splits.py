@@ -51,6 +51,7 @@ def manifest_path(seed: int = 0, scheme: str = "grouped") -> Path:
 
 
 def load_manifest(seed: int = 0, scheme: str = "grouped") -> pd.DataFrame:
+    """A grouped scheme's manifest (name, group, split), written by notebook 07."""
     path = manifest_path(seed, scheme)
     if not path.is_file():
         raise FileNotFoundError(f"{scheme} split manifest {path} not found; run notebook "

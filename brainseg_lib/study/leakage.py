@@ -43,18 +43,21 @@ def cross_split_counts(fp: Fingerprints, pairs: pd.DataFrame) -> pd.DataFrame:
 
 
 NEAR_MISS_BANDS = (0.80, 0.85, 0.90)
+STRICT_BANDS = (0.80, 0.85)       # the near-miss bands below the stricter split's correlation threshold
 
 
-def near_misses(pairs: pd.DataFrame, manifest: pd.DataFrame, bands=NEAR_MISS_BANDS) -> pd.DataFrame:
-    """What a split leaves just below the near-duplicate thresholds: among the pairs that
-    neither signal flags (``dup`` False) and whose images sit in different splits of
-    ``manifest`` (name, split), one row per thumbnail-correlation band [b, CORR_THRESHOLD)
-    and one for pHash distances PHASH_THRESHOLD+1..PAIR_MAX_PHASH, with the pairs and how
-    many TEST and VAL images have such a partner in TRAIN. ``pairs`` is ``pair_table``'s,
-    complete down to PAIR_MIN_CORR and up to PAIR_MAX_PHASH."""
-    if min(bands) < PAIR_MIN_CORR or max(bands) >= CORR_THRESHOLD:
-        raise ValueError(f"bands must lie in [{PAIR_MIN_CORR}, {CORR_THRESHOLD}): pair_table keeps pairs "
-                         f"down to correlation {PAIR_MIN_CORR}, and from {CORR_THRESHOLD} they are "
+def near_misses(pairs: pd.DataFrame, manifest: pd.DataFrame, bands=NEAR_MISS_BANDS,
+                corr: float = CORR_THRESHOLD, phash: int = PHASH_THRESHOLD) -> pd.DataFrame:
+    """What a split leaves just below its near-duplicate thresholds (``corr``, ``phash``: the
+    audit's by default): among the pairs that neither signal flags (``dup`` False, flagged at
+    those thresholds) and whose images sit in different splits of ``manifest`` (name, split),
+    one row per thumbnail-correlation band [b, corr) and one for pHash distances
+    phash+1..PAIR_MAX_PHASH, with the pairs and how many TEST and VAL images have such a
+    partner in TRAIN. ``pairs`` is ``pair_table``'s, complete down to PAIR_MIN_CORR and up to
+    PAIR_MAX_PHASH."""
+    if min(bands) < PAIR_MIN_CORR or max(bands) >= corr:
+        raise ValueError(f"bands must lie in [{PAIR_MIN_CORR}, {corr}): pair_table keeps pairs "
+                         f"down to correlation {PAIR_MIN_CORR}, and from {corr} they are "
                          f"near-duplicates; got {bands}")
     where = dict(zip(manifest["name"], manifest["split"]))
     unknown = (set(pairs["a"]) | set(pairs["b"])) - set(where)
@@ -62,8 +65,8 @@ def near_misses(pairs: pd.DataFrame, manifest: pd.DataFrame, bands=NEAR_MISS_BAN
         raise ValueError(f"{len(unknown)} paired image(s) are in no split of the manifest, e.g. {sorted(unknown)[:3]}")
     below = pairs[~pairs["dup"]].assign(sa=lambda d: d["a"].map(where), sb=lambda d: d["b"].map(where))
     below = below[below["sa"] != below["sb"]]
-    masks = [("corr", b, CORR_THRESHOLD, below["corr"] >= b) for b in bands]
-    masks.append(("phash", PHASH_THRESHOLD + 1, PAIR_MAX_PHASH, below["phash_dist"] <= PAIR_MAX_PHASH))
+    masks = [("corr", b, corr, below["corr"] >= b) for b in bands]
+    masks.append(("phash", phash + 1, PAIR_MAX_PHASH, below["phash_dist"] <= PAIR_MAX_PHASH))
     rows = []
     for signal, lo, hi, mask in masks:
         band = below[mask]
@@ -101,10 +104,11 @@ def strict_split(fp: Fingerprints, pairs: pd.DataFrame, seed: int,
                  targets: dict[str, int] | None = None) -> tuple[pd.DataFrame, dict]:
     """The stricter grouped split (``grouped_strict``): groups linked at
     ``STRICT_CORR_THRESHOLD`` / ``STRICT_PHASH_THRESHOLD``, split as the grouped split is.
-    Returns its manifest and its summary for leakage.json, with what it leaves below the
-    audit's thresholds (``near_misses``; the bands it links are empty by construction) and the
-    largest group the links would make at pHash distance ``PAIR_MAX_PHASH``, the reason the
-    pHash threshold stops below it. ``targets``: the split sizes (the official ones by default)."""
+    Returns its manifest and its summary for leakage.json, with what it leaves below its own
+    thresholds (``near_misses`` at the strict thresholds: correlation bands from 0.80 and 0.85,
+    pHash distances above ``STRICT_PHASH_THRESHOLD``) and the largest group the links would make
+    at pHash distance ``PAIR_MAX_PHASH``, the reason the pHash threshold stops below it.
+    ``targets``: the split sizes (the official ones by default)."""
     strict = flag_pairs(pairs.copy(), STRICT_CORR_THRESHOLD, STRICT_PHASH_THRESHOLD)
     labels = groups(fp, strict)
     manifest = grouped_split(fp.names, labels, seed, targets)
@@ -117,7 +121,8 @@ def strict_split(fp: Fingerprints, pairs: pd.DataFrame, seed: int,
             "largest_group_at_phash_max": {"phash_max_hamming": PAIR_MAX_PHASH, "images": int(looser.max())},
             "sizes": _split_sizes(manifest),
             "max_splits_per_group": int(manifest.groupby("group")["split"].nunique().max()),
-            "below_thresholds": near_misses(pairs, manifest).to_dict("records")}
+            "below_thresholds": near_misses(strict, manifest, STRICT_BANDS, STRICT_CORR_THRESHOLD,
+                                            STRICT_PHASH_THRESHOLD).to_dict("records")}
     return manifest, info
 
 

@@ -1,4 +1,5 @@
-"""The rule that chose the cpu profile from the lever table, as code (``levers.yaml``'s ``rule``).
+"""The rule that says which lever trials the cpu profile may be built from, as code
+(``levers.yaml``'s ``rule``).
 
 Each trial names the trial it changes one thing of (``against``). Its external ``dev`` score is
 pooled F1 + mean Dice on tumour slices - share of clean slices marked (``dev_score``). A trial
@@ -12,7 +13,9 @@ then that trial's base, and so on) passes, and its trial marks at most ``max_hea
 the healthy VAL scans. The rule reads VAL, the healthy VAL scans and the external ``dev`` half
 only, as the lever table does. It was written down after the trials had run (a post-hoc rule),
 and it decides which levers may be kept, not which of two passing alternatives is (the README
-gives that reason: training time as a cost). Time is never a limit in it.
+gives that reason: training time as a cost; ``allowed`` lists every trial the rule would allow
+as a profile). Time is never a limit in it. The VAL F1 limit applies per step; the profile's
+change from the first trial is reported beside it.
 """
 from __future__ import annotations
 
@@ -54,6 +57,21 @@ def verdict(gain: float, val_change: float, rule: dict) -> str:
     return "passes" if not misses else "fails: " + "; ".join(misses)
 
 
+def check_plan(plan: dict) -> dict[str, str | None]:
+    """Each trial's base by tag, checked: only the first trial has none, and every other names
+    an earlier trial (so no trial passes without a comparison, and chains end at the first)."""
+    against, seen = {}, []
+    for i, t in enumerate(plan["trials"]):
+        base = t.get("against")
+        if (i == 0) != (base is None) or (base is not None and base not in seen):
+            raise ValueError(f"params/levers.yaml: trial {t['tag']!r} must name an earlier trial in 'against'"
+                             if i else f"params/levers.yaml: the first trial {t['tag']!r} has no base; "
+                             "remove its 'against'")
+        against[t["tag"]] = base
+        seen.append(t["tag"])
+    return against
+
+
 def chain(tag: str, against: dict[str, str | None]) -> list[str]:
     """The trial and its bases, back to the first trial (which has none)."""
     out = []
@@ -79,7 +97,7 @@ def apply_rule(table: pd.DataFrame, plan: dict, profile: dict) -> tuple[pd.DataF
     verdict and whether the profile's chain holds it) and the profile's check: its trial, its
     chain, whether every trial on it passes and whether it marks few enough healthy VAL scans."""
     rule = rule_of(plan)
-    against = {t["tag"]: t.get("against") for t in plan["trials"]}
+    against = check_plan(plan)
     t = table.set_index("tag")
     score, rows = dev_score(t), []
     p_tag = profile_trial(table, profile)
@@ -101,7 +119,23 @@ def apply_rule(table: pd.DataFrame, plan: dict, profile: dict) -> tuple[pd.DataF
              "healthy_val_marked": marked,
              "healthy_ok": marked is not None and marked <= rule["max_healthy_marked"]}
     check["kept"] = check["chain_passes"] and check["healthy_ok"]
+    first = table["tag"].iloc[0] if len(table) else None
+    check["val_f1_change_from_first"] = (float(t.loc[p_tag, "val_f1"] - t.loc[first, "val_f1"])
+                                         if p_tag and first else None)
+    check["allowed"] = allowed(out, t, against, rule)
     return out, check
+
+
+def allowed(rules: pd.DataFrame, t: pd.DataFrame, against: dict, rule: dict) -> list[str]:
+    """Every trial the rule would allow as a profile: its whole chain passes and it marks at
+    most ``max_healthy_marked`` of the healthy VAL scans (``t``: the lever table by tag)."""
+    ok = {tag for tag, v in zip(rules["tag"], rules["verdict"]) if v in ("passes", "first trial")}
+    return [tag for tag in rules["tag"] if set(chain(tag, against)) <= ok
+            and t.loc[tag, "healthy_val_marked"] <= rule["max_healthy_marked"]]
+
+
+def _signed(v) -> str:
+    return "not scored" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:+.3f}"
 
 
 def rule_markdown(rules: pd.DataFrame, check: dict, profile_name: str) -> str:
@@ -123,5 +157,8 @@ def rule_markdown(rules: pd.DataFrame, check: dict, profile_name: str) -> str:
                 f"on its chain passes and it marks at most {r['max_healthy_marked'] * 100:g}% of the healthy "
                 f"VAL scans. The `{profile_name}` profile is trial {check['profile_trial'] or 'none'} "
                 f"(chain {chain_text}); every trial on it passes: {'yes' if check['chain_passes'] else 'no'}; "
-                f"healthy VAL marked {marked}: {'within' if check['healthy_ok'] else 'not within'} the limit.")
+                f"healthy VAL marked {marked}: {'within' if check['healthy_ok'] else 'not within'} the limit; "
+                f"VAL F1 change from the first trial {_signed(check['val_f1_change_from_first'])}. "
+                f"Trials the rule allows as a profile: {', '.join(check['allowed']) or 'none'} (the README "
+                f"says how the profile was chosen among them).")
     return head + body + "\n\n" + sentence + "\n"

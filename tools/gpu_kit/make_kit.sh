@@ -25,16 +25,18 @@ mapfile -t pkgs < <(grep -v '^#' tools/gpu_kit/wheels.txt | grep .)
 .venv/bin/python -m pip download -q --no-deps --only-binary=:all: --python-version 3.12 \
   --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 \
   --platform manylinux2014_x86_64 --platform manylinux1_x86_64 -d .gpu_c/wheels "${pkgs[@]}"
-n=$(ls .gpu_c/wheels/*.whl | wc -l)
+n=$(find .gpu_c/wheels -name '*.whl' | wc -l)
 [ "$n" = "${#pkgs[@]}" ] || { echo "error: $n wheels for ${#pkgs[@]} pinned packages" >&2; exit 1; }
 cp tools/gpu_kit/run_paper.sh .gpu_a/
 cp tools/gpu_kit/stash.sh .gpu_b/ && cp tools/gpu_kit/stash.sh .gpu_c/
 # the tree that travels is what git tracks plus what it does not ignore
-tracked=$( { git ls-files -z; git ls-files -z --others --exclude-standard; } | du -cb --files0-from=- | tail -1 | cut -f1)
+tracked=$( { git ls-files -z; git ls-files -z --others --exclude-standard; } \
+  | du -cb --files0-from=- | tail -1 | cut -f1)
 rc=0
 for d in .gpu_a .gpu_b .gpu_c; do
   s=$(( $(du -sb "$d" | cut -f1) + tracked ))
   echo "$d: $((s / 1000000)) MB with the tree (kit limit $((limit / 1000000)) MB per call)"
-  [ "$s" -le "$limit" ] || { echo "error: $d is too big for one call: make the tree slimmer (README step 1)" >&2; rc=1; }
+  [ "$s" -le "$limit" ] || { echo "error: $d is too big for one call: make the tree slimmer" \
+    "(README step 1)" >&2; rc=1; }
 done
 exit "$rc"
