@@ -167,6 +167,9 @@ def test_findings_compare_the_stricter_split_with_both_others():
     assert ("and for the official split against the stricter one, the official split scores higher than the "
             "stricter one by 0.060 F1") in text
     assert "The official-vs-grouped verdict holds at the stricter thresholds." in text    # both: official higher
+    assert "the grouped figure is the one to quote for unseen patients' slices" in text
+    assert findings.strict_verdict_holds(_strict(_report())) is True
+    assert findings.strict_verdict_holds(_report()) is None                             # no stricter runs
     assert "stricter grouped split" not in findings.findings_markdown(_report())
 
 
@@ -175,6 +178,10 @@ def test_findings_say_when_the_official_vs_grouped_verdict_does_not_hold_at_the_
     text = findings.findings_markdown(rep)
     assert "So the official-vs-grouped verdict does not hold at the stricter thresholds" in text
     assert "the two grouped figures together, not the first alone, are the range to quote" in text
+    # the leakage point then leaves the advice to it instead of contradicting it
+    assert "the grouped figure is the one to quote" not in text
+    assert "the next point, a stricter grouped split, says which figure to quote for unseen patients' slices." in text
+    assert findings.strict_verdict_holds(rep) is False
     one_seed = {**rep, "grouped_strict": {**rep["grouped_strict"], "f1_sd": None, "n_seeds": 1}}
     text = findings.findings_markdown(one_seed)
     assert "(mean ± sd over 1 seed)" in text and "verdict holds" not in text and "does not hold" not in text
