@@ -34,6 +34,11 @@ TABLE = _table([("a", 64, 0.50, 0.30, 0.20, 0.90, 0.30),    # score 0.60
 PLAN = _plan({"a": None, "b": "a", "c": "a", "d": "b"})
 
 
+def _profile(size):
+    """A profile with the hand-made trials' settings at input size ``size`` (which picks the trial)."""
+    return {"image_size": size, "healthy_ratio": 1.0, "input_norm": "zscore", "augment_level": "full"}
+
+
 def test_dev_score_adds_f1_and_dice_and_subtracts_clean_marked():
     np.testing.assert_allclose(lever_rule.dev_score(TABLE), [0.60, 0.62, 0.80, 0.61])
 
@@ -50,8 +55,7 @@ def test_verdict_names_each_condition_missed(gain, change, expected):
 
 
 def test_apply_rule_compares_each_trial_with_the_one_it_names():
-    rules, check = lever_rule.apply_rule(TABLE, PLAN, {"image_size": 96, "healthy_ratio": 1.0,
-                                                       "input_norm": "zscore", "augment_level": "full"})
+    rules, check = lever_rule.apply_rule(TABLE, PLAN, _profile(96))
     r = rules.set_index("tag")
     assert list(r["verdict"]) == ["first trial", "passes", "fails: VAL F1 -0.020 < -0.01",
                                   "fails: score gain -0.010 < 0.02"]     # d against b, not against a
@@ -83,8 +87,7 @@ def test_a_plan_whose_trials_do_not_name_earlier_bases_is_refused(against, messa
 def test_a_profile_is_not_kept_when_its_chain_fails_or_it_marks_too_many(size, healthy_marked, why):
     table = TABLE.copy()
     table.loc[table.tag == "b", "healthy_val_marked"] = healthy_marked
-    _, check = lever_rule.apply_rule(table, PLAN, {"image_size": size, "healthy_ratio": 1.0,
-                                                   "input_norm": "zscore", "augment_level": "full"})
+    _, check = lever_rule.apply_rule(table, PLAN, _profile(size))
     assert not check[why] and not check["kept"]
 
 
@@ -113,8 +116,7 @@ def test_rule_of_names_the_missing_limits():
 
 def test_rule_markdown_states_the_limits_from_the_plan():
     rules, check = lever_rule.apply_rule(TABLE, {**PLAN, "rule": {**RULE, "min_score_gain": 0.015}},
-                                         {"image_size": 32, "healthy_ratio": 1.0, "input_norm": "zscore",
-                                          "augment_level": "full"})
+                                         _profile(32))
     md = lever_rule.rule_markdown(rules, check, "cpu")
     assert "by at least 0.015 and" in md                                # the limit as written, not rounded
     assert "costs VAL F1 no more than 0.01" in md and "at most 5% of the healthy" in md

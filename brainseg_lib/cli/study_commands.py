@@ -142,8 +142,8 @@ def _cmd_levers(args) -> int:
     table = levers.lever_table(plan)
     out = levers.write_lever_table(table)
     print(levers.table_markdown(table))
-    check = levers.write_rule_table(table, plan)
-    print((out["md"].parent / "lever_rule.md").read_text())
+    check, rule_md = levers.write_rule_table(table, plan)
+    print(rule_md)
     if not check["kept"]:
         print(f"note: the '{plan['base']}' profile does not meet the rule (see lever_rule.md)")
     print(f"written {out['md']} and lever_rule.md")

@@ -68,16 +68,18 @@ def write_manifest(manifest: pd.DataFrame, seed: int = 0, scheme: str = "grouped
     return atomic_write_text(path, text)
 
 
-def split_arrays(scheme: str, size: int, data_root=None, split_seed: int = 0) -> dict:
+def split_arrays(scheme: str, size: int, data_root=None, split_seed: int = 0, only=None) -> dict:
     """TRAIN / VAL / TEST arrays of a split scheme: ``official`` (the dataset's folders),
     ``grouped`` (the near-duplicate-free manifest splits/grouped_seed<k>.csv) or
-    ``grouped_strict`` (the same at lower thresholds, splits/grouped_strict_seed<k>.csv)."""
+    ``grouped_strict`` (the same at lower thresholds, splits/grouped_strict_seed<k>.csv);
+    ``only``: the splits to load (all three by default)."""
     from brainseg_lib.data.br35h import SPLITS
     from brainseg_lib.data.cache import load_named, load_split
+    wanted = tuple(only or SPLITS)
     if scheme == "official":
-        return {s: load_split(s, size, root=data_root) for s in SPLITS}
+        return {s: load_split(s, size, root=data_root) for s in wanted}
     if scheme in GROUPED_SCHEMES:
         man = load_manifest(split_seed, scheme)
         return {s: load_named(list(man.loc[man["split"] == s, "name"]), size, s, data_root)
-                for s in SPLITS}
+                for s in wanted}
     raise ValueError(f"unknown split_scheme {scheme!r}; choose one of {SPLIT_SCHEMES}")

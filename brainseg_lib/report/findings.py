@@ -111,9 +111,9 @@ def strict_verdict_holds(rep: dict) -> bool | None:
     return None if None in (before, after) else before == after
 
 
-def _strict_sentence(rep: dict) -> str:
+def _strict_sentence(rep: dict, holds: bool | None) -> str:
     """The stricter grouped split's F1 against the grouped and the official split's, and whether
-    the official-vs-grouped verdict survives it."""
+    the official-vs-grouped verdict survives it (``holds``: ``strict_verdict_holds``)."""
     from brainseg_lib.data.duplicates import STRICT_CORR_THRESHOLD as CORR
     from brainseg_lib.data.duplicates import STRICT_PHASH_THRESHOLD as PHASH
     o, g, x = rep["official"], rep["grouped"], rep["grouped_strict"]
@@ -127,7 +127,6 @@ def _strict_sentence(rep: dict) -> str:
     if ox is not None:
         s += ("; and for the official split against the stricter one, "
               + _verdict(ox, o["f1_sd"], x["f1_sd"], "the official split", "the stricter one"))
-        holds = strict_verdict_holds(rep)
         if holds is not None:
             s += (". The official-vs-grouped verdict holds at the stricter thresholds" if holds else
                   ". So the official-vs-grouped verdict does not hold at the stricter thresholds: it depends on "
@@ -154,7 +153,7 @@ def seeds_headline(h: dict) -> str:
 def findings_markdown(rep: dict) -> str:
     """Sentences stating what holds and what does not, generated from the numbers."""
     o, g = rep["official"], rep["grouped"]
-    lines = []
+    lines, holds = [], strict_verdict_holds(rep)
     if rep["official_minus_grouped_f1"] is not None:
         d = rep["official_minus_grouped_f1"]
         lines.append(
@@ -165,11 +164,11 @@ def findings_markdown(rep: dict) -> str:
             + ". The two TEST sets hold different images, so part of a gap can be difficulty "
             "rather than leakage; "
             + ("the next point, a stricter grouped split, says which figure to quote for unseen patients' slices"
-               if strict_verdict_holds(rep) is False else
+               if holds is False else
                "the grouped figure is the one to quote for unseen patients' slices") + "."
             + _near_miss_sentence(rep.get("grouped_near_misses")))
     if (rep.get("grouped_strict") or {}).get("f1_mean") is not None:
-        lines.append(_strict_sentence(rep))
+        lines.append(_strict_sentence(rep, holds))
     l = rep["loss"]
     if l["bce_dice_minus_bce_f1"] is not None:
         d = l["bce_dice_minus_bce_f1"]

@@ -114,20 +114,22 @@ def strict_split(fp: Fingerprints, pairs: pd.DataFrame, seed: int,
     manifest = grouped_split(fp.names, labels, seed, targets)
     sizes = np.bincount(labels)
     looser = np.bincount(groups(fp, flag_pairs(pairs.copy(), STRICT_CORR_THRESHOLD, PAIR_MAX_PHASH)))
-    info = {"seed": seed, "manifest": paths.display_path(manifest_path(seed, "grouped_strict")),
+    info = {**_split_block(manifest, seed, "grouped_strict"),
             "thresholds": {"thumbnail_corr_min": STRICT_CORR_THRESHOLD,
                            "phash_max_hamming": STRICT_PHASH_THRESHOLD},
             "groups": len(sizes), "largest_group": int(sizes.max()),
             "largest_group_at_phash_max": {"phash_max_hamming": PAIR_MAX_PHASH, "images": int(looser.max())},
-            "sizes": _split_sizes(manifest),
-            "max_splits_per_group": int(manifest.groupby("group")["split"].nunique().max()),
             "below_thresholds": near_misses(strict, manifest, STRICT_BANDS, STRICT_CORR_THRESHOLD,
                                             STRICT_PHASH_THRESHOLD).to_dict("records")}
     return manifest, info
 
 
-def _split_sizes(manifest: pd.DataFrame) -> dict:
-    return manifest["split"].value_counts().reindex(list(SPLITS), fill_value=0).astype(int).to_dict()
+def _split_block(manifest: pd.DataFrame, seed: int, scheme: str) -> dict:
+    """What leakage.json records of every grouped split: its seed, manifest, sizes and the
+    most splits any group spans (1 when no group is split)."""
+    return {"seed": seed, "manifest": paths.display_path(manifest_path(seed, scheme)),
+            "sizes": manifest["split"].value_counts().reindex(list(SPLITS), fill_value=0).astype(int).to_dict(),
+            "max_splits_per_group": int(manifest.groupby("group")["split"].nunique().max())}
 
 
 def summarize_leakage(fp: Fingerprints, pairs: pd.DataFrame, labels: np.ndarray,
@@ -138,7 +140,6 @@ def summarize_leakage(fp: Fingerprints, pairs: pd.DataFrame, labels: np.ndarray,
     counts = cross_split_counts(fp, pairs)
     orig = dict(zip(fp.names, fp.splits))
     moved = int(sum(orig[n] != s for n, s in zip(manifest["name"], manifest["split"])))
-    spans = manifest.groupby("group")["split"].nunique().max()
     return {
         "images": len(fp.names),
         "thresholds": {"thumbnail_corr_min": CORR_THRESHOLD, "phash_max_hamming": PHASH_THRESHOLD,
@@ -153,10 +154,8 @@ def summarize_leakage(fp: Fingerprints, pairs: pd.DataFrame, labels: np.ndarray,
                                      for r in counts.itertuples()},
         "groups": len(sizes), "groups_with_duplicates": int((sizes > 1).sum()),
         "largest_group": int(sizes.max()),
-        "grouped_split": {"seed": seed, "manifest": paths.display_path(manifest_path(seed)),
-                          "sizes": _split_sizes(manifest),
+        "grouped_split": {**_split_block(manifest, seed, "grouped"),
                           "images_moved_from_official_split": moved,
-                          "max_splits_per_group": int(spans),
                           "below_thresholds": near_misses(pairs, manifest).to_dict("records")},
         **({"grouped_strict_split": strict} if strict else {}),
         "official_split": {"below_thresholds": near_misses(

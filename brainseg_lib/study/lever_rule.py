@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 RULE_KEYS = ("min_score_gain", "max_val_f1_loss", "max_healthy_marked")
+PASSING = ("passes", "first trial")     # the verdicts a trial on a kept chain may have
 SETTING_KEYS = ("image_size", "healthy_ratio", "input_norm", "augment_level")
 RULE_COLUMNS = {"tag": "trial", "against": "against", "dev_score": "ext dev score",
                 "score_gain": "score gain", "val_f1_change": "VAL F1 change",
@@ -111,26 +112,26 @@ def apply_rule(table: pd.DataFrame, plan: dict, profile: dict) -> tuple[pd.DataF
                      "verdict": "first trial" if base is None else verdict(gain, change, rule),
                      "in_profile": "yes" if tag in p_chain else ""})
     out = pd.DataFrame(rows, columns=list(RULE_COLUMNS))
-    verdicts = out.set_index("tag")["verdict"]
+    ok = set(out.loc[out["verdict"].isin(PASSING), "tag"])
     marked = float(t.loc[p_tag, "healthy_val_marked"]) if p_tag else np.nan
     marked = None if np.isnan(marked) else marked
     check = {"profile_trial": p_tag, "chain": p_chain, "rule": rule,
-             "chain_passes": bool(p_chain) and all(verdicts.get(x) in ("passes", "first trial") for x in p_chain),
+             "chain_passes": bool(p_chain) and set(p_chain) <= ok,
              "healthy_val_marked": marked,
              "healthy_ok": marked is not None and marked <= rule["max_healthy_marked"]}
     check["kept"] = check["chain_passes"] and check["healthy_ok"]
     first = table["tag"].iloc[0] if len(table) else None
     check["val_f1_change_from_first"] = (float(t.loc[p_tag, "val_f1"] - t.loc[first, "val_f1"])
                                          if p_tag and first else None)
-    check["allowed"] = allowed(out, t, against, rule)
+    check["allowed"] = allowed(ok, t, against, rule)
     return out, check
 
 
-def allowed(rules: pd.DataFrame, t: pd.DataFrame, against: dict, rule: dict) -> list[str]:
-    """Every trial the rule would allow as a profile: its whole chain passes and it marks at
-    most ``max_healthy_marked`` of the healthy VAL scans (``t``: the lever table by tag)."""
-    ok = {tag for tag, v in zip(rules["tag"], rules["verdict"]) if v in ("passes", "first trial")}
-    return [tag for tag in rules["tag"] if set(chain(tag, against)) <= ok
+def allowed(ok: set[str], t: pd.DataFrame, against: dict, rule: dict) -> list[str]:
+    """Every trial the rule would allow as a profile: its whole chain is in ``ok`` (the trials
+    that pass) and it marks at most ``max_healthy_marked`` of the healthy VAL scans (``t``:
+    the lever table by tag)."""
+    return [tag for tag in t.index if set(chain(tag, against)) <= ok
             and t.loc[tag, "healthy_val_marked"] <= rule["max_healthy_marked"]]
 
 

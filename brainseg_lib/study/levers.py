@@ -131,7 +131,7 @@ def rescore_selection(plan: dict | None = None, out_dir: str | Path | None = Non
             continue
         cfg = TrainConfig.from_dict(r["config"])
         val = split_arrays(r.get("split_scheme", "official"), cfg.image_size, data_root,
-                           params.get("split_seed", 0))["val"].head(cfg.limit_val)
+                           params.get("split_seed", 0), only=("val",))["val"].head(cfg.limit_val)
         original = r.get("selection_original", r.get("selection"))
         r["selection"] = selection_figures(ckpt, val, cfg, data_root,
                                            external_dev=params.get("external_dev", True))
@@ -171,7 +171,8 @@ def lever_table(plan: dict | None = None, out_dir: str | Path | None = None) -> 
             "tag": t["tag"], "lever": t.get("lever", ""), "image_size": cfg["image_size"],
             "healthy_ratio": cfg.get("healthy_ratio", 0.0), "input_norm": cfg.get("input_norm", "none"),
             "augment_level": cfg.get("augment_level", "basic"), "epochs": r["epochs_run"],
-            "train_seconds": load_timing(r["run_name"], folder / "runs").get("train_seconds", r.get("train_seconds", np.nan)),
+            "train_seconds": load_timing(r["run_name"], folder / "runs").get("train_seconds",
+                                                                             r.get("train_seconds", np.nan)),
             "val_f1": _get(sel, "val", "pooled_f1"), "val_hd95_median": _get(sel, "val", "hd95_median"),
             "val_nsd": _get(sel, "val", "nsd_mean"),
             "healthy_val_marked": _get(sel, "healthy_val", "marked_share"),
@@ -218,9 +219,10 @@ def write_lever_table(table: pd.DataFrame, out_dir: str | Path | None = None) ->
 
 
 def write_rule_table(table: pd.DataFrame, plan: dict | None = None,
-                     out_dir: str | Path | None = None) -> dict:
+                     out_dir: str | Path | None = None) -> tuple[dict, str]:
     """Apply the plan's rule to the lever table against the plan's base profile
-    (``lever_rule.apply_rule``); write the rule table and the profile's check."""
+    (``lever_rule.apply_rule``); write the rule table and the profile's check, and return the
+    check and the Markdown written."""
     from brainseg_lib.fileio import atomic_write_text, write_csv, write_json
     from brainseg_lib.study import lever_rule
     from brainseg_lib.study.profiles import load_profile
@@ -229,5 +231,6 @@ def write_rule_table(table: pd.DataFrame, plan: dict | None = None,
     out = paths.ensure(Path(out_dir) if out_dir else paths.levers_dir())
     write_csv(rules, out / "lever_rule.csv")
     write_json({**check, "profile": plan["base"]}, out / "lever_rule.json")
-    atomic_write_text(out / "lever_rule.md", lever_rule.rule_markdown(rules, check, plan["base"]))
-    return check
+    md = lever_rule.rule_markdown(rules, check, plan["base"])
+    atomic_write_text(out / "lever_rule.md", md)
+    return check, md

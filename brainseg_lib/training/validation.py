@@ -25,10 +25,10 @@ import torch.nn.functional as F
 
 from brainseg_lib.evaluation.metrics import batch_confusion_counts, metrics_from_counts
 from brainseg_lib.inference import iter_logits
-
-EMPTY_VAL = "VAL is empty (limit_val: 0?): nothing to choose the best epoch on"
 from brainseg_lib.training.config import TrainConfig
 from brainseg_lib.training.losses import loss_from_sums
+
+EMPTY_VAL = "VAL is empty (limit_val: 0?): nothing to choose the best epoch on"
 
 
 def batch_sums(logits: torch.Tensor, target_u8: torch.Tensor,
