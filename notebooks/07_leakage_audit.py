@@ -17,10 +17,12 @@
 # # 07 · Leakage audit: near-duplicates across the official split, and a near-duplicate-free split
 #
 # Br35H's TRAIN / VAL / TEST folders share near-duplicate images (the same slice re-exported at
-# another size or contrast). The paper never checks. Here every pair of annotated images is
-# compared with two independent signals (thumbnail correlation and a perceptual hash, definitions
-# in `brainseg_lib/data/duplicates.py`); linked images form groups, and a **grouped split** keeps each
-# group inside one split.
+# another size or contrast, often mirrored left-right or up-down). The paper never checks. Here every
+# pair of annotated images is compared with two independent signals (thumbnail correlation and a
+# perceptual hash, definitions in `brainseg_lib/data/duplicates.py`), each image also against the
+# mirror images of the other, since training flips images and a mirrored copy in TRAIN is the same
+# training example; linked images form groups, and a **grouped split** keeps each group inside one
+# split.
 
 # %% jupyter={"source_hidden": true} tags=["parameters"]
 # Parameters: plain literals, the smoke profile's values (a test keeps them equal to
@@ -68,6 +70,18 @@ from brainseg_lib.report import findings
 display(Markdown(findings.leakage_findings(counts)))
 
 # %% [markdown]
+# ## What mirroring adds
+# The same audit without mirror images (each pair's plain figures, `corr_plain` and `phash_plain`)
+# finds far fewer pairs: most cross-split copies are mirrored.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+official = pd.DataFrame({"name": fp.names, "split": fp.splits})
+mirrored = leakage.mirrored_counts(pairs, official)
+print(pd.Series(mirrored).to_string())
+print("pairs by the mirror image that matched best:", pairs.loc[pairs.dup, "flip"].value_counts().to_dict())
+
+# %% [markdown]
 # ## Do the two signals agree?
 
 # %%
@@ -98,6 +112,8 @@ print("groups:", summary["groups"], "| with duplicates:", summary["groups_with_d
       "| largest:", summary["largest_group"])
 print("grouped split sizes:", summary["grouped_split"]["sizes"])
 print("no group spans two splits:", summary["grouped_split"]["max_splits_per_group"] == 1)
+print("images with a plain or mirrored near-duplicate in another split:",
+      summary["grouped_split"]["images_with_near_duplicate_in_another_split"])
 print("manifest:", paths.display_path(path))
 
 # %% [markdown]
@@ -113,6 +129,8 @@ print("manifest:", paths.display_path(path))
 # NBVAL_CHECK_OUTPUT
 print("thresholds:", strict["thresholds"], "| groups:", strict["groups"], "| largest:", strict["largest_group"])
 print("stricter split sizes:", strict["sizes"], "| no group spans two splits:", strict["max_splits_per_group"] == 1)
+print("images with a plain or mirrored near-duplicate in another split:",
+      strict["images_with_near_duplicate_in_another_split"])
 print("manifest:", paths.display_path(strict_path))
 print("largest group at pHash <= {phash_max_hamming}: {images} images".format(**strict["largest_group_at_phash_max"]))
 

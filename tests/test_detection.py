@@ -141,7 +141,7 @@ def detection_root(tmp_path, monkeypatch):
     Image.fromarray(data_images.read_grayscale(v0)).resize((80, 70), Image.BILINEAR).save(
         yes / "y901.jpg", quality=80)
     write_image(yes / "y902.jpg", pattern(3))
-    for kind, name in zip((0, 2, 5, 6, 7), ["no0.jpg", "no1.jpg", "No2.jpg", "no3.jpg", "no10.jpg"]):
+    for kind, name in zip((0, 8, 5, 6, 7), ["no0.jpg", "no1.jpg", "No2.jpg", "no3.jpg", "no10.jpg"]):
         write_image(no / name, pattern(kind))
     monkeypatch.setenv("BRAINSEG_SPLITS", str(tmp_path / "splits"))
     healthy.write_manifest(healthy.build_manifest(0, root, val_size=2, train_pool=0))

@@ -17,14 +17,18 @@ OFFICIAL = ["train", "train", "train", "val", "test", "test"]
 
 def _fp() -> Fingerprints:
     n = len(NAMES)
-    return Fingerprints(NAMES, OFFICIAL, np.zeros((n, 4), np.float32), np.zeros((n, 63), bool))
+    return Fingerprints(NAMES, OFFICIAL, np.zeros((n, 4), np.float32), np.zeros((n, 4, 63), bool))
 
 
-def _pairs(rows) -> pd.DataFrame:
+def _pairs(rows, mirrored=()) -> pd.DataFrame:
+    """A pair table at the library's thresholds (corr >= 0.95 or pHash <= 6); the pairs of
+    ``mirrored`` (a, b) are near-duplicates only against a mirror image (``dup_plain`` False)."""
     split = dict(zip(NAMES, OFFICIAL))
     df = pd.DataFrame(rows, columns=["a", "b", "corr", "phash_dist"])
     df["split_a"], df["split_b"] = df["a"].map(split), df["b"].map(split)
-    return flag_pairs(df)          # the library's thresholds: corr >= 0.95 or pHash <= 6
+    df = flag_pairs(df)
+    df["dup_plain"] = df["dup"] & ~pd.Series([(a, b) in mirrored for a, b in zip(df["a"], df["b"])])
+    return df
 
 
 PAIRS = _pairs([("t1", "s1", 0.97, 20),     # a TEST image with a TRAIN copy, by correlation
@@ -75,7 +79,7 @@ def test_summary_records_both_splits_near_misses_and_loads_them_back(tmp_path):
                              "split": ["train", "train", "train", "train", "train", "test"]})
     s = leakage.summarize_leakage(_fp(), PAIRS, labels, manifest, seed=3)
     assert s["groups"] == 3 and s["groups_with_duplicates"] == 1 and s["largest_group"] == 4
-    assert s["pairs_found"] == {"corr": 2, "phash": 2, "both": 1, "either": 3}
+    assert s["pairs_found"] == {"corr": 2, "phash": 2, "both": 1, "either": 3, "either_without_mirroring": 3}
     g = s["grouped_split"]
     assert g["images_moved_from_official_split"] == 2 and g["max_splits_per_group"] == 1
     assert g["sizes"] == {"train": 5, "val": 0, "test": 1} and g["seed"] == 3
@@ -140,3 +144,69 @@ def test_summary_keeps_the_strict_split_and_the_near_miss_table_lists_it(tmp_pat
     (tmp_path / "leakage.json").write_text(json.dumps(s))
     assert leakage.load_near_misses(0, tmp_path, "grouped_strict") == strict["below_thresholds"]
     assert leakage.load_near_misses(0, tmp_path) == s["grouped_split"]["below_thresholds"]
+
+
+# ------------------------------------------------------------------ mirrored copies
+def _slice(seed: int = 0) -> np.ndarray:
+    """An asymmetric 'scan': smooth noise plus a bright blob in one quadrant."""
+    rng = np.random.default_rng(seed)
+    img = rng.normal(0, 1, (96, 80)).cumsum(0).cumsum(1)
+    img[10:30, 50:70] += 400
+    img = (img - img.min()) / (img.max() - img.min()) * 255
+    return img.astype(np.uint8)
+
+
+@pytest.mark.parametrize("flip, mirror", [("lr", np.fliplr), ("ud", np.flipud),
+                                          ("lrud", lambda a: np.flipud(np.fliplr(a)))])
+def test_mirrored_copy_is_a_near_duplicate(flip, mirror):
+    """A mirrored copy of a slice (Br35H holds many) scores far below the thresholds against
+    the plain image, and is found against its mirror image."""
+    from brainseg_lib.data.duplicates import fingerprint_images, nearest_in, pair_table
+    a, other = _slice(0), _slice(5)
+    fp = fingerprint_images([a, np.ascontiguousarray(mirror(a)), other], ["a", "a_mirror", "b"], "train")
+    pairs = pair_table(fp, min_corr=-1.0).set_index(["a", "b"])
+    row = pairs.loc[("a", "a_mirror")]
+    assert row["corr_plain"] < 0.95 and not row["dup_plain"]       # what the old audit saw
+    assert row["corr"] > 0.999 and row["phash_dist"] == 0 and row["dup"] and row["flip"] == flip
+    assert not pairs.loc[("a", "b"), "dup"]                         # a different slice stays apart
+    near = nearest_in(fingerprint_images([np.ascontiguousarray(mirror(a))], ["q"]),
+                      fingerprint_images([other, a], ["b", "a"])).iloc[0]
+    assert near["nearest"] == "a" and near["dup"]
+
+
+def test_mirrored_counts_and_partners_across_count_what_mirroring_adds():
+    pairs = _pairs([("t1", "s1", 0.97, 20), ("t2", "v1", 0.99, 0), ("t3", "s2", 0.96, 2),
+                    ("t1", "t2", 0.96, 2)], mirrored={("t2", "v1"), ("t3", "s2")})
+    official = pd.DataFrame({"name": NAMES, "split": OFFICIAL})
+    got = leakage.mirrored_counts(pairs, official)
+    assert got == {"cross_split_pairs": 3, "cross_split_pairs_added_by_mirroring": 2,
+                   "test_images_with_train_partner": 2, "test_images_with_only_mirrored_train_partner": 1,
+                   "val_images_with_train_partner": 1, "val_images_with_only_mirrored_train_partner": 1}
+    assert leakage.partners_across(pairs, official) == {"test": 2, "train": 3, "val": 1}
+    assert leakage.partners_across(pairs, official, "dup_plain") == {"test": 1, "train": 1, "val": 0}
+    whole = pd.DataFrame({"name": NAMES, "split": ["train", "train", "test", "train", "train", "test"]})
+    assert leakage.partners_across(pairs, whole) == {"test": 0, "train": 0}
+
+
+@pytest.mark.realdata
+def test_committed_splits_have_no_plain_or_mirrored_partner_across(real_root):
+    """After the flip-aware regrouping, no image of a committed grouped split has a plain or
+    mirrored near-duplicate (at that split's thresholds) in another of its splits, and no
+    healthy val or report scan has one among the healthy train scans (or val, for report)."""
+    from brainseg_lib.data import duplicates, healthy, splits
+    from brainseg_lib.data.br35h import NO, data_root
+    fp = duplicates.fingerprints(real_root)
+    pairs = duplicates.pair_table(fp)
+    strict = duplicates.flag_pairs(pairs.copy(), duplicates.STRICT_CORR_THRESHOLD,
+                                   duplicates.STRICT_PHASH_THRESHOLD)
+    for scheme, flagged in (("grouped", pairs), ("grouped_strict", strict)):
+        man = splits.load_manifest(0, scheme)
+        assert set(man["name"]) == set(fp.names)
+        assert set(leakage.partners_across(flagged, man).values()) == {0}, scheme
+    man = healthy.load_manifest(0)
+    _, hfp = duplicates.read_scans(data_root(real_root) / NO, list(man["name"]), 16, fingerprint=True,
+                                   progress=False)
+    hpairs = duplicates.flag_pairs(duplicates.pair_table(hfp), healthy.LINK_CORR, healthy.LINK_PHASH)
+    roles = man.rename(columns={"role": "split"})
+    assert set(leakage.partners_across(hpairs, roles).values()) == {0}
+    assert (roles["split"].value_counts()[["train", "val"]] >= [500, 300]).all()

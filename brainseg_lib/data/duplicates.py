@@ -9,6 +9,13 @@ Two independent signals compare every pair of images:
   frequencies without the DC term against their median = 63 bits; a pair at
   Hamming distance <= ``PHASH_THRESHOLD`` (6) is a near-duplicate.
 
+Both signals are **flip-aware**: each image is also compared with the left-right, up-down and
+both-ways mirrored versions of every other (``ORIENTATIONS``), and a pair's figures are the
+closest of the four (highest correlation, smallest pHash distance). Br35H holds mirrored copies
+of the same slice, and training flips images, so a mirrored copy in TRAIN is the same training
+example; a plain comparison misses it (the pair's plain figures are kept beside it, as
+``corr_plain`` / ``phash_plain``, so the audit counts what the flips add).
+
 A pair flagged by either signal links two images; the connected components
 of these links are the **groups**. The grouped split assigns whole groups to
 TRAIN / VAL / TEST with the official sizes as targets, deterministically from a
@@ -44,6 +51,7 @@ PAIR_MIN_CORR = 0.80                       # pair_table keeps pairs down to this
 PAIR_MAX_PHASH = PHASH_THRESHOLD + 6       # ... or up to this pHash distance
 STRICT_CORR_THRESHOLD = 0.90               # the stricter grouped split's links (module docstring)
 STRICT_PHASH_THRESHOLD = 10
+ORIENTATIONS = ("none", "lr", "ud", "lrud")  # the mirror images compared (training flips both ways)
 
 
 @dataclass
@@ -51,13 +59,20 @@ class Fingerprints:
     names: list[str]
     splits: list[str]
     thumbs: np.ndarray      # (N, THUMB*THUMB) z-normalised float32
-    hashes: np.ndarray      # (N, 63) bool
+    hashes: np.ndarray      # (N, 4, 63) bool: the pHash of each of ORIENTATIONS
 
     def subset(self, idx) -> "Fingerprints":
         """The fingerprints at positions ``idx``, in that order."""
         idx = list(idx)
         return Fingerprints([self.names[i] for i in idx], [self.splits[i] for i in idx],
                             self.thumbs[idx], self.hashes[idx])
+
+    def oriented_thumbs(self, k: int) -> np.ndarray:
+        """The thumbnails mirrored as ``ORIENTATIONS[k]`` (z-normalisation commutes with it)."""
+        t = self.thumbs.reshape(-1, THUMB, THUMB)
+        t = t[:, :, ::-1] if ORIENTATIONS[k] in ("lr", "lrud") else t
+        t = t[:, ::-1, :] if ORIENTATIONS[k] in ("ud", "lrud") else t
+        return np.ascontiguousarray(t).reshape(len(t), -1)
 
 
 def _thumb(img: np.ndarray, side: int) -> np.ndarray:
@@ -66,8 +81,42 @@ def _thumb(img: np.ndarray, side: int) -> np.ndarray:
 
 def phash_bits(img: np.ndarray) -> np.ndarray:
     """63-bit pHash of a uint8 grayscale image."""
-    d = dctn(_thumb(img, 32).astype(np.float64), norm="ortho")[:8, :8].ravel()[1:]
+    return _phash_of_thumb(_thumb(img, 32))
+
+
+def _phash_of_thumb(t: np.ndarray) -> np.ndarray:
+    d = dctn(t.astype(np.float64), norm="ortho")[:8, :8].ravel()[1:]
     return d > np.median(d)
+
+
+def oriented_phash_bits(img: np.ndarray) -> np.ndarray:
+    """(4, 63) pHashes of ``img`` as each of ``ORIENTATIONS`` (mirroring the 32x32 thumbnail,
+    which equals the thumbnail of the mirrored image)."""
+    t = _thumb(img, 32)
+    return np.stack([_phash_of_thumb(t), _phash_of_thumb(t[:, ::-1]),
+                     _phash_of_thumb(t[::-1, :]), _phash_of_thumb(t[::-1, ::-1])])
+
+
+def _hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Hamming distances between the bit rows of ``a`` and ``b`` (0/1 as float32 for BLAS:
+    exact for 63 bits)."""
+    a, b = a.astype(np.float32), b.astype(np.float32)
+    return np.rint(a @ (1 - b).T + (1 - a) @ b.T).astype(np.int64)
+
+
+def _similarity(q: Fingerprints, ref: Fingerprints):
+    """(plain correlation, plain pHash distance, flip-aware correlation, orientation index of
+    it, flip-aware pHash distance), each (len(q), len(ref)): ``q``'s images against ``ref``'s
+    in every orientation."""
+    n = q.thumbs.shape[1]
+    corrs, hams = [], []
+    for k in range(len(ORIENTATIONS)):
+        corrs.append(q.thumbs @ ref.oriented_thumbs(k).T / n)
+        # the hash is not mirror-equivariant: mirror either side, keep the closer
+        hams.append(np.minimum(_hamming(q.hashes[:, 0], ref.hashes[:, k]),
+                               _hamming(q.hashes[:, k], ref.hashes[:, 0])))
+    corrs, hams = np.stack(corrs), np.stack(hams)
+    return corrs[0], hams[0], corrs.max(axis=0), corrs.argmax(axis=0), hams.min(axis=0)
 
 
 def fingerprints(root=None, splits=SPLITS) -> Fingerprints:
@@ -85,11 +134,11 @@ def fingerprints(root=None, splits=SPLITS) -> Fingerprints:
 
 
 def pair_table(fp: Fingerprints, min_corr: float = PAIR_MIN_CORR) -> pd.DataFrame:
-    """Every pair (i < j) with correlation >= min_corr or pHash distance <= PAIR_MAX_PHASH,
-    with both distances and the near-duplicate flags."""
-    corr = fp.thumbs @ fp.thumbs.T / fp.thumbs.shape[1]
-    h = fp.hashes.astype(np.int32)
-    ham = h @ (1 - h).T + (1 - h) @ h.T
+    """Every pair (i < j) with flip-aware correlation >= min_corr or flip-aware pHash distance
+    <= PAIR_MAX_PHASH: both flip-aware figures (``corr``, ``phash_dist``), the orientation of
+    the best correlation (``flip``), the plain figures (``corr_plain``, ``phash_plain``) and the
+    near-duplicate flags (flip-aware; ``dup_plain``: flagged without mirroring)."""
+    corr0, ham0, corr, arg, ham = _similarity(fp, fp)
     iu, ju = np.triu_indices(len(fp.names), k=1)
     c, d = corr[iu, ju], ham[iu, ju]
     keep = (c >= min_corr) | (d <= PAIR_MAX_PHASH)
@@ -97,8 +146,12 @@ def pair_table(fp: Fingerprints, min_corr: float = PAIR_MIN_CORR) -> pd.DataFram
         "a": np.array(fp.names)[iu[keep]], "split_a": np.array(fp.splits)[iu[keep]],
         "b": np.array(fp.names)[ju[keep]], "split_b": np.array(fp.splits)[ju[keep]],
         "corr": c[keep].round(4), "phash_dist": d[keep],
+        "flip": np.array(ORIENTATIONS)[arg[iu[keep], ju[keep]]],
+        "corr_plain": corr0[iu[keep], ju[keep]].round(4), "phash_plain": ham0[iu[keep], ju[keep]],
     })
-    return flag_pairs(df).sort_values("corr", ascending=False).reset_index(drop=True)
+    df = flag_pairs(df)
+    df["dup_plain"] = (df["corr_plain"] >= CORR_THRESHOLD) | (df["phash_plain"] <= PHASH_THRESHOLD)
+    return df.sort_values("corr", ascending=False, kind="stable").reset_index(drop=True)
 
 
 def flag_pairs(df: pd.DataFrame, corr: float = CORR_THRESHOLD, phash: int = PHASH_THRESHOLD) -> pd.DataFrame:
@@ -124,18 +177,19 @@ def groups(fp: Fingerprints, pairs: pd.DataFrame) -> np.ndarray:
 
 # --------------------------------------------------------------------- other images vs a reference set
 def fingerprint_image(img: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """(z-normalised THUMB x THUMB thumbnail, flattened float32; 63-bit pHash) of one uint8
-    grayscale image at its native size: the recipe of ``fingerprints``."""
+    """(z-normalised THUMB x THUMB thumbnail, flattened float32; (4, 63) pHashes, one per
+    ``ORIENTATIONS``) of one uint8 grayscale image at its native size: the recipe of
+    ``fingerprints``."""
     t = _thumb(img, THUMB).ravel()
     t = (t - t.mean()) / (t.std() + 1e-6)
-    return t.astype(np.float32), phash_bits(img)
+    return t.astype(np.float32), oriented_phash_bits(img)
 
 
 def stack_fingerprints(names: list[str], splits: list[str], thumbs, hashes) -> Fingerprints:
     """Fingerprints from per-image ``fingerprint_image`` parts (any number, zero included)."""
     return Fingerprints(list(names), list(splits),
                         np.stack(thumbs) if len(thumbs) else np.zeros((0, THUMB * THUMB), np.float32),
-                        np.stack(hashes) if len(hashes) else np.zeros((0, 63), bool))
+                        np.stack(hashes) if len(hashes) else np.zeros((0, len(ORIENTATIONS), 63), bool))
 
 
 def fingerprint_images(images, names: list[str], split: str = "query") -> Fingerprints:
@@ -145,16 +199,14 @@ def fingerprint_images(images, names: list[str], split: str = "query") -> Finger
 
 
 def nearest_in(query: Fingerprints, reference: Fingerprints, chunk: int = 1024) -> pd.DataFrame:
-    """For every query image: its most correlated reference image (``nearest``, ``corr``), the
-    smallest pHash distance to any reference image (``phash_dist``) and the near-duplicate
-    flags with this module's thresholds (``dup_corr``, ``dup_phash``, ``dup`` = either)."""
-    ref_h = reference.hashes.astype(np.int32)
+    """For every query image: its most correlated reference image in any orientation
+    (``nearest``, ``corr``), the smallest pHash distance to any reference image in any
+    orientation (``phash_dist``) and the near-duplicate flags with this module's thresholds
+    (``dup_corr``, ``dup_phash``, ``dup`` = either)."""
     best, arg, dmin = [], [], []
     for i in range(0, len(query.names), chunk):
-        q = query.thumbs[i:i + chunk]
-        corr = q @ reference.thumbs.T / q.shape[1]
-        h = query.hashes[i:i + chunk].astype(np.int32)
-        ham = h @ (1 - ref_h).T + (1 - h) @ ref_h.T
+        _, _, corr, _, ham = _similarity(query.subset(range(i, min(i + chunk, len(query.names)))),
+                                         reference)
         arg.append(corr.argmax(axis=1))
         best.append(corr.max(axis=1))
         dmin.append(ham.min(axis=1))
@@ -166,10 +218,13 @@ def nearest_in(query: Fingerprints, reference: Fingerprints, chunk: int = 1024) 
     return flag_pairs(df)
 
 
-def near_duplicate_groups(fp: Fingerprints) -> dict[str, int]:
+def near_duplicate_groups(fp: Fingerprints, corr: float = CORR_THRESHOLD,
+                          phash: int = PHASH_THRESHOLD) -> dict[str, int]:
     """Near-duplicate group of every image of ``fp`` by name: the connected components of
-    the audit's links among these images alone."""
-    labels = groups(fp, pair_table(fp, min_corr=CORR_THRESHOLD))
+    the (flip-aware) links among these images alone, at these thresholds (the audit's by
+    default)."""
+    pairs = flag_pairs(pair_table(fp, min_corr=min(corr, PAIR_MIN_CORR)), corr, phash)
+    labels = groups(fp, pairs)
     return dict(zip(fp.names, (int(x) for x in labels)))
 
 

@@ -2,9 +2,10 @@
 
 Every annotated TRAIN image holds a tumour, so a model trained on them alone has never
 seen a healthy scan. ``no/`` holds tumour-free scans, with many near-duplicates of each
-other. They are split once, by the near-duplicate groups of ``leakage.py``
-(thumbnail correlation >= 0.95 or pHash distance <= 6, joined into connected
-components), into three disjoint roles written to ``splits/healthy_seed<k>.csv``:
+other, many of them mirrored. They are split once, by the stricter near-duplicate groups of
+``data/duplicates.py`` (flip-aware: each scan is also compared with the mirror images of the
+others; thumbnail correlation >= 0.90 or pHash distance <= 6, joined into connected
+components: ``LINK_CORR``, ``LINK_PHASH``), into three disjoint roles written to ``splits/healthy_seed<k>.csv``:
 
 * ``val`` (``VAL_SIZE`` scans): the negative validation set. It chooses the detection
   threshold (notebook 06) and, at the run's ratio, joins VAL during training;
@@ -26,9 +27,15 @@ from brainseg_lib import paths
 from brainseg_lib.data import splits as leakage
 from brainseg_lib.data.br35h import NO, data_root
 from brainseg_lib.data.cache import SplitArrays, sha256_file
+from brainseg_lib.data.duplicates import PHASH_THRESHOLD, STRICT_CORR_THRESHOLD
 from brainseg_lib.data.images import read_grayscale, resize_image
 from brainseg_lib.fileio import atomic_write_text
 
+# the links that group no/ scans: the stricter split's correlation threshold (0.90) with the
+# audit's pHash distance (6); the stricter split's pHash distance (10) chains 890 of the
+# 1,500 no/ scans into one component, which leaves no training pool (tests/test_leakage.py)
+LINK_CORR = STRICT_CORR_THRESHOLD
+LINK_PHASH = PHASH_THRESHOLD
 VAL_SIZE = 300
 TRAIN_POOL = 600
 ROLES = ("train", "val", "report")
@@ -65,7 +72,7 @@ def build_manifest(seed: int = 0, root=None, progress: bool | None = None, val_s
     folder = data_root(root) / NO
     names = list_images(folder)
     _, fp = read_scans(folder, names, 16, fingerprint=True, progress=progress)
-    return draw_manifest(names, near_duplicate_groups(fp), seed, val_size, train_pool)
+    return draw_manifest(names, near_duplicate_groups(fp, LINK_CORR, LINK_PHASH), seed, val_size, train_pool)
 
 
 def write_manifest(man: pd.DataFrame, seed: int = 0):

@@ -320,10 +320,11 @@ def leakage_findings(counts: pd.DataFrame) -> str:
                          "near-duplicate in TRAIN")
     if not parts:
         return ""
-    return ("; ".join(parts) + " (thumbnail correlation >= 0.95 or pHash distance <= 6). A model "
-            "scored on them is partly scored on images it has already seen, so the official "
-            "split's test figures are optimistic; the grouped split below keeps each group of "
-            "near-duplicates inside one split.")
+    return ("; ".join(parts) + " (thumbnail correlation >= 0.95 or pHash distance <= 6, against "
+            "the image or its left-right, up-down or both-ways mirror image: training flips "
+            "images, so a mirrored copy is the same training example). A model scored on them is "
+            "partly scored on images it has already seen; the grouped split below keeps each "
+            "group of near-duplicates inside one split.")
 
 
 def same_name_note(main_runs: list[dict], sweep_runs: list[dict]) -> str:

@@ -12,6 +12,7 @@ from brainseg_lib import paths
 from brainseg_lib.data.br35h import SPLITS
 from brainseg_lib.data.duplicates import (
     CORR_THRESHOLD,
+    ORIENTATIONS,
     PAIR_MAX_PHASH,
     PAIR_MIN_CORR,
     PHASH_THRESHOLD,
@@ -40,6 +41,34 @@ def cross_split_counts(fp: Fingerprints, pairs: pd.DataFrame) -> pd.DataFrame:
             row[col] = len(hit)
         rows.append(row)
     return pd.DataFrame(rows)
+
+
+def partners_across(pairs: pd.DataFrame, manifest: pd.DataFrame, flag: str = "dup") -> dict:
+    """How many images of each split of ``manifest`` (name, split) have a partner flagged in
+    ``pairs[flag]`` (``dup``: flip-aware, ``dup_plain``: without mirroring) in another split:
+    0 everywhere for a split that keeps every group whole."""
+    where = dict(zip(manifest["name"], manifest["split"]))
+    p = pairs[pairs[flag]].assign(sa=lambda d: d["a"].map(where), sb=lambda d: d["b"].map(where))
+    p = p[p["sa"] != p["sb"]]
+    return {s: len(set(p.loc[p.sa == s, "a"]) | set(p.loc[p.sb == s, "b"]))
+            for s in sorted(set(manifest["split"]))}
+
+
+def mirrored_counts(pairs: pd.DataFrame, manifest: pd.DataFrame) -> dict:
+    """What the flip-aware comparison adds on ``manifest``'s split: the cross-split
+    near-duplicate pairs found only against a mirror image, and the TEST and VAL images whose
+    only TRAIN near-duplicates are mirrored (a plain comparison calls them clean)."""
+    where = dict(zip(manifest["name"], manifest["split"]))
+    p = pairs[pairs["dup"]].assign(sa=lambda d: d["a"].map(where), sb=lambda d: d["b"].map(where))
+    cross = p[p["sa"] != p["sb"]]
+    out = {"cross_split_pairs": int(len(cross)),
+           "cross_split_pairs_added_by_mirroring": int((~cross["dup_plain"]).sum())}
+    for q in ("test", "val"):
+        tr = cross[((cross.sa == q) & (cross.sb == "train")) | ((cross.sb == q) & (cross.sa == "train"))]
+        img = lambda d: set(d.loc[d.sa == q, "a"]) | set(d.loc[d.sb == q, "b"])   # noqa: E731
+        out[f"{q}_images_with_train_partner"] = len(img(tr))
+        out[f"{q}_images_with_only_mirrored_train_partner"] = len(img(tr) - img(tr[tr["dup_plain"]]))
+    return out
 
 
 NEAR_MISS_BANDS = (0.80, 0.85, 0.90)
@@ -118,6 +147,7 @@ def strict_split(fp: Fingerprints, pairs: pd.DataFrame, seed: int,
             "thresholds": {"thumbnail_corr_min": STRICT_CORR_THRESHOLD,
                            "phash_max_hamming": STRICT_PHASH_THRESHOLD},
             "groups": len(sizes), "largest_group": int(sizes.max()),
+            "images_with_near_duplicate_in_another_split": partners_across(strict, manifest),
             "largest_group_at_phash_max": {"phash_max_hamming": PAIR_MAX_PHASH, "images": int(looser.max())},
             "below_thresholds": near_misses(strict, manifest, STRICT_BANDS, STRICT_CORR_THRESHOLD,
                                             STRICT_PHASH_THRESHOLD).to_dict("records")}
@@ -140,13 +170,15 @@ def summarize_leakage(fp: Fingerprints, pairs: pd.DataFrame, labels: np.ndarray,
     counts = cross_split_counts(fp, pairs)
     orig = dict(zip(fp.names, fp.splits))
     moved = int(sum(orig[n] != s for n, s in zip(manifest["name"], manifest["split"])))
+    official = pd.DataFrame({"name": fp.names, "split": fp.splits})
     return {
         "images": len(fp.names),
         "thresholds": {"thumbnail_corr_min": CORR_THRESHOLD, "phash_max_hamming": PHASH_THRESHOLD,
-                       "thumbnail_side": THUMB},
+                       "thumbnail_side": THUMB, "mirror_images_compared": list(ORIENTATIONS[1:])},
         "pairs_found": {"corr": int(pairs["dup_corr"].sum()), "phash": int(pairs["dup_phash"].sum()),
                         "both": int((pairs["dup_corr"] & pairs["dup_phash"]).sum()),
-                        "either": int(pairs["dup"].sum())},
+                        "either": int(pairs["dup"].sum()),
+                        "either_without_mirroring": int(pairs["dup_plain"].sum())},
         "images_with_duplicate_in": {f"{r.query}->{r.reference}": {"corr": int(r.dup_corr),
                                                                   "phash": int(r.dup_phash),
                                                                   "either": int(r.dup),
@@ -156,8 +188,9 @@ def summarize_leakage(fp: Fingerprints, pairs: pd.DataFrame, labels: np.ndarray,
         "largest_group": int(sizes.max()),
         "grouped_split": {**_split_block(manifest, seed, "grouped"),
                           "images_moved_from_official_split": moved,
+                          "images_with_near_duplicate_in_another_split": partners_across(pairs, manifest),
                           "below_thresholds": near_misses(pairs, manifest).to_dict("records")},
         **({"grouped_strict_split": strict} if strict else {}),
-        "official_split": {"below_thresholds": near_misses(
-            pairs, pd.DataFrame({"name": fp.names, "split": fp.splits})).to_dict("records")},
+        "official_split": {"below_thresholds": near_misses(pairs, official).to_dict("records"),
+                           "mirrored": mirrored_counts(pairs, official)},
     }
