@@ -18,8 +18,9 @@
 #
 # The paper reports one run on the official split. Here the profile is trained with several seeds on
 # the official split, on the near-duplicate-free grouped split and on a stricter grouped split (both
-# from notebook 07), and each run's TEST metrics
-# carry a per-image bootstrap 95% CI of the pooled metric. Each run is an independent papermill job
+# from notebook 07, mirror images included in the near-duplicate links), and each run's TEST metrics
+# carry a per-image bootstrap 95% CI of the pooled metric. The verdicts compare sets of runs with a CI
+# that resamples seeds and near-duplicate groups together. Each run is an independent papermill job
 # (`python -m brainseg_lib sweep --profile cpu --jobs N`); with the smoke profile this notebook runs
 # its tiny sweep itself.
 #
@@ -91,6 +92,19 @@ write_json(report, paths.metrics_dir() / "honest_evaluation.json")
 words = findings.findings_markdown(report)
 (paths.tables_dir() / "findings.md").write_text(words)
 display(Markdown(words))
+
+# %% [markdown]
+# Each difference with its 95% CI from a hierarchical bootstrap that resamples the seeds of each side and
+# the near-duplicate groups of its TEST images (`brainseg_lib/study/verdicts.py`); a CI that crosses 0
+# is no evidence of a difference. The last row compares, within the official TEST set and with the
+# same models, the images whose near-duplicate group holds a TRAIN image against those whose group
+# does not.
+
+# %%
+from brainseg_lib.report import plots
+if report["contrasts"]:
+    fig = plots.contrast_forest(report["contrasts"], report.get("within_test"))
+    plots.save_figure(fig, "verdict_cis");
 
 # %%
 from brainseg_lib.evaluation.evaluate import load_run_metrics

@@ -214,3 +214,20 @@ def test_committed_paired_difference_cis_reproduce():
     got = attribution.mass_summary(per)
     assert [[r["diff_vs_expected"], r["diff_ci_low"], r["diff_ci_high"]] for r in want] == \
         got[["diff_vs_expected", "diff_ci_low", "diff_ci_high"]].to_numpy().tolist()
+
+
+def test_group_ci_moves_copies_together_and_is_wider_than_the_image_ci():
+    """Ten slices each copied four times: the image bootstrap treats 40 images as independent
+    evidence, the group bootstrap 10; its CI must be wider, and with each image its own group
+    it must agree with the image CI to within bootstrap noise."""
+    import pandas as pd
+    from brainseg_lib.evaluation.bootstrap import bootstrap_ci, bootstrap_ci_groups
+    rng = np.random.default_rng(0)
+    fn = np.repeat(rng.integers(0, 60, 10), 4).astype(float)
+    df = pd.DataFrame({"tp": 100 - fn, "fp": np.full(40, 5.0), "fn": fn, "tn": np.full(40, 1000.0)})
+    groups = np.repeat(np.arange(10), 4)
+    lo_i, hi_i = bootstrap_ci(df, "f1")
+    lo_g, hi_g = bootstrap_ci_groups(df, groups, "f1")
+    assert hi_g - lo_g > 1.5 * (hi_i - lo_i)
+    lo_1, hi_1 = bootstrap_ci_groups(df, np.arange(40), "f1")
+    assert abs((hi_1 - lo_1) - (hi_i - lo_i)) < 0.25 * (hi_i - lo_i)

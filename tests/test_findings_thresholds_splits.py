@@ -90,8 +90,17 @@ def test_grouped_split_never_splits_a_group_and_respects_the_targets():
     assert len({tuple(o) for o in other}) > 1                   # the seed matters
 
 
-def _report(off=(0.90, 0.01), grp=(0.85, 0.01), bce=(0.89, 0.02), gain=0.0):
+def _contrast(diff, lo, hi, seeds=(3, 3)):
+    """A comparison as ``seed_spread.contrasts`` records it (hand-made CI)."""
+    from brainseg_lib.study.verdicts import verdict
+    return {"diff": diff, "ci95": [lo, hi], "verdict": verdict(lo, hi), "seeds": list(seeds),
+            "units": "seeds x near-duplicate groups"}
+
+
+def _report(off=(0.90, 0.01), grp=(0.85, 0.01), bce=(0.89, 0.02), gain=0.0, og_ci=(0.02, 0.08)):
     return {"main_loss": "bce_dice",
+            "contrasts": {"official_minus_grouped": _contrast(off[0] - grp[0], *og_ci),
+                          "bce_dice_minus_bce": _contrast(off[0] - bce[0], -0.02, 0.04)},
             "official": {"f1_mean": off[0], "f1_sd": off[1], "n_seeds": 3},
             "grouped": {"f1_mean": grp[0], "f1_sd": grp[1], "n_seeds": 3},
             "official_minus_grouped_f1": off[0] - grp[0],
@@ -103,11 +112,38 @@ def _report(off=(0.90, 0.01), grp=(0.85, 0.01), bce=(0.89, 0.02), gain=0.0):
                                           "recall": 0.80 + gain}}}
 
 
-def test_findings_say_which_differences_exceed_seed_variation():
+def test_findings_say_which_differences_have_a_ci_clear_of_zero():
     text = findings.findings_markdown(_report())
-    assert "the official (leaky) split scores higher than the grouped split by 0.050 F1" in text
-    assert "within twice the seed-to-seed sd" in text                 # loss: 0.01 < 2 * 0.02
+    assert ("the official (leaky) split scores higher than the grouped split (+0.050 F1, 95% CI +0.020 to "
+            "+0.080, resampling seeds x near-duplicate groups)") in text
+    assert ("the difference (+0.010 F1, 95% CI -0.020 to +0.040, resampling seeds x near-duplicate groups) "
+            "spans 0, so there is no evidence that BCE+Dice and plain BCE differ") in text
     assert "does not raise test recall (change +0.000)" in text
+    lower = findings.findings_markdown(_report(off=(0.85, 0.01), grp=(0.90, 0.01), og_ci=(-0.08, -0.02)))
+    assert "the grouped split scores higher than the official (leaky) split (-0.050 F1" in lower
+    bare = {**_report(), "contrasts": {}}
+    assert "no CI for the difference (+0.050), so no verdict" in findings.findings_markdown(bare)
+
+
+def test_no_published_verdict_depends_on_the_seed_sd_convention(monkeypatch):
+    """The mutation the review found: the seed sd's ddof flipped a verdict. Verdicts now rest on
+    the CI alone: the same contrasts with population or sample sds give the same verdicts."""
+    import re
+    from brainseg_lib.study import seed_spread
+    runs = pd.DataFrame({"split_scheme": ["official"] * 3 + ["grouped"] * 3, "loss": "bce_dice",
+                         "seed": [0, 1, 2] * 2, "f1": [0.86, 0.87, 0.85, 0.885, 0.89, 0.887]})
+
+    def words(ddof):
+        monkeypatch.setattr(pd.Series, "std", lambda self, ddof_=ddof, **kw: float(np.std(self.to_numpy(float), ddof=ddof_)))
+        rep = seed_spread.findings(runs)
+        rep["contrasts"] = {"official_minus_grouped": _contrast(-0.0243, -0.050, 0.0001)}
+        text = findings.findings_markdown(rep)
+        return re.sub(r"± \d\.\d{3}", "± sd", text), rep["official"]["f1_sd"]
+
+    (sample, sd1), (population, sd0) = words(1), words(0)
+    assert sd1 != sd0                                 # the convention did change the sds ...
+    assert sample == population                       # ... and no sentence changed with it
+    assert "no evidence that the official (leaky) split and the grouped split differ" in sample
 
 
 def test_findings_name_the_grouped_splits_near_misses():
@@ -152,8 +188,12 @@ def test_manifest_paths_name_the_scheme_and_refuse_the_official_split():
         splits.load_manifest(7, "grouped_strict")
 
 
-def _strict(rep, strict=(0.84, 0.01)):
-    return {**rep, "grouped_strict": {"f1_mean": strict[0], "f1_sd": strict[1], "n_seeds": 3},
+def _strict(rep, strict=(0.84, 0.01), gx_ci=(-0.02, 0.04), ox_ci=(0.03, 0.09), seeds=3):
+    gx, ox = rep["grouped"]["f1_mean"] - strict[0], rep["official"]["f1_mean"] - strict[0]
+    return {**rep, "grouped_strict": {"f1_mean": strict[0], "f1_sd": strict[1], "n_seeds": seeds},
+            "contrasts": {**rep["contrasts"],
+                          "grouped_minus_grouped_strict": _contrast(gx, *gx_ci, seeds=(3, seeds)),
+                          "official_minus_grouped_strict": _contrast(ox, *ox_ci, seeds=(3, seeds))},
             "grouped_minus_grouped_strict_f1": rep["grouped"]["f1_mean"] - strict[0],
             "official_minus_grouped_strict_f1": rep["official"]["f1_mean"] - strict[0]}
 
@@ -162,10 +202,11 @@ def test_findings_compare_the_stricter_split_with_both_others():
     text = findings.findings_markdown(_strict(_report()))
     assert ("- **A stricter grouped split.** Linking images also at thumbnail correlation >= 0.90 or pHash "
             "distance <= 10 (notebook 07), test F1 is 0.840 ± 0.010 (mean ± sd over 3 seeds)") in text
-    assert ("Against the other two splits, the difference (+0.010) is within twice the seed-to-seed sd, so "
-            "neither the grouped split nor the stricter one is better") in text
+    assert ("Against the other two splits, the difference (+0.010 F1, 95% CI -0.020 to +0.040, resampling "
+            "seeds x near-duplicate groups) spans 0, so there is no evidence that the grouped split and the "
+            "stricter one differ") in text
     assert ("and for the official split against the stricter one, the official split scores higher than the "
-            "stricter one by 0.060 F1") in text
+            "stricter one (+0.060 F1, 95% CI +0.030 to +0.090") in text
     assert "The official-vs-grouped verdict holds at the stricter thresholds." in text    # both: official higher
     assert "the grouped figure is the one to quote for unseen patients' slices" in text
     assert findings.strict_verdict_holds(_strict(_report())) is True
@@ -174,7 +215,8 @@ def test_findings_compare_the_stricter_split_with_both_others():
 
 
 def test_findings_say_when_the_official_vs_grouped_verdict_does_not_hold_at_the_stricter_thresholds():
-    rep = _strict(_report(off=(0.86, 0.01), grp=(0.91, 0.01)), strict=(0.87, 0.01))   # grouped higher; strict ties
+    rep = _strict(_report(off=(0.86, 0.01), grp=(0.91, 0.01), og_ci=(-0.08, -0.02)), strict=(0.87, 0.01),
+                  ox_ci=(-0.04, 0.02))                                 # grouped higher; strict: no evidence
     text = findings.findings_markdown(rep)
     assert "So the official-vs-grouped verdict does not hold at the stricter thresholds" in text
     assert "the two grouped figures together, not the first alone, are the range to quote" in text
@@ -182,9 +224,13 @@ def test_findings_say_when_the_official_vs_grouped_verdict_does_not_hold_at_the_
     assert "the grouped figure is the one to quote" not in text
     assert "the next point, a stricter grouped split, says which figure to quote for unseen patients' slices." in text
     assert findings.strict_verdict_holds(rep) is False
-    one_seed = {**rep, "grouped_strict": {**rep["grouped_strict"], "f1_sd": None, "n_seeds": 1}}
+    one_seed = _strict(_report(off=(0.86, 0.01), grp=(0.91, 0.01), og_ci=(-0.08, -0.02)), strict=(0.87, None),
+                       ox_ci=(-0.04, 0.02), seeds=1)
     text = findings.findings_markdown(one_seed)
-    assert "(mean ± sd over 1 seed)" in text and "verdict holds" not in text and "does not hold" not in text
+    assert "(mean ± sd over 1 seed)" in text and "one seed on a side, so test-set sampling only there" in text
+    no_ci = {**rep, "contrasts": {"official_minus_grouped": rep["contrasts"]["official_minus_grouped"]}}
+    text = findings.findings_markdown(no_ci)
+    assert "verdict holds" not in text and "does not hold" not in text
 
 
 def test_findings_name_the_stricter_splits_own_near_misses():

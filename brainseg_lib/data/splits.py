@@ -68,6 +68,18 @@ def write_manifest(manifest: pd.DataFrame, seed: int = 0, scheme: str = "grouped
     return atomic_write_text(path, text)
 
 
+def near_duplicate_labels(names: list[str], split_seed: int = 0) -> list[str] | None:
+    """The near-duplicate group of each of ``names`` (flip-aware, at the audit's thresholds:
+    the ``group`` column of the grouped manifest, which lists every annotated image), an image
+    outside it its own group; None before notebook 07 wrote the manifest."""
+    path = manifest_path(split_seed, "grouped")
+    if not path.is_file():
+        return None
+    man = pd.read_csv(path)
+    groups = dict(zip(man["name"], man["group"].astype(int)))
+    return [f"g{groups[n]}" if n in groups else f"image:{n}" for n in names]
+
+
 def split_arrays(scheme: str, size: int, data_root=None, split_seed: int = 0, only=None) -> dict:
     """TRAIN / VAL / TEST arrays of a split scheme: ``official`` (the dataset's folders),
     ``grouped`` (the near-duplicate-free manifest splits/grouped_seed<k>.csv) or

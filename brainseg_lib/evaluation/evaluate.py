@@ -10,7 +10,8 @@ Metrics are computed at two resolutions:
 
 The aggregate JSON holds ``global`` (pooled) and ``per_image_mean`` /
 ``per_image_sd`` blocks for the native resolution, the same under
-``model_resolution``, bootstrap 95% CIs of the pooled metrics, the training
+``model_resolution``, bootstrap 95% CIs of the pooled metrics (resampling images, and
+resampling near-duplicate groups, ``bootstrap_ci95_groups``: the unit to quote), the training
 config, checkpoint path and device. Clock times are not in it (``experiment.write_timing``
 keeps them beside the run), so the same run gives the same JSON on any machine.
 """
@@ -25,7 +26,8 @@ import pandas as pd
 
 from brainseg_lib import paths
 from brainseg_lib.data.cache import SplitArrays, load_split, native_masks_for
-from brainseg_lib.evaluation.bootstrap import bootstrap_ci
+from brainseg_lib.data.splits import near_duplicate_labels
+from brainseg_lib.evaluation.bootstrap import bootstrap_ci, bootstrap_ci_groups
 from brainseg_lib.evaluation.boundary import boundary_metrics, summarize_boundary
 from brainseg_lib.evaluation.metrics import (
     COUNTS,
@@ -87,11 +89,23 @@ def evaluate_model(model, split: str, image_size: int, threshold: float = 0.5, d
         "per_image_sd": native_summary["per_image_sd"],
         "counts": native_summary["counts"],
         "bootstrap_ci95": {m: list(bootstrap_ci(df, m)) for m in METRICS},
+        **group_cis(df),
         "model_resolution": {k: v for k, v in summarize_per_image(model_df).items() if k != "n_images"},
     }
     if boundary:
         summary["boundary"] = summarize_boundary(df)
     return Evaluation(df, summary, probs)
+
+
+def group_cis(per_image: pd.DataFrame) -> dict:
+    """``bootstrap_ci95_groups``: the pooled metrics' CIs resampling near-duplicate groups
+    (``splits.near_duplicate_labels``) instead of images, and how many groups there were;
+    {} before the audit wrote its groups."""
+    labels = near_duplicate_labels(list(per_image["name"]))
+    if labels is None:
+        return {}
+    return {"bootstrap_ci95_groups": {m: list(bootstrap_ci_groups(per_image, labels, m)) for m in METRICS},
+            "near_duplicate_groups": len(set(labels))}
 
 
 def evaluate_checkpoint(checkpoint: str | Path, split: str = "test", threshold: float = 0.5,

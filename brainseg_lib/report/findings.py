@@ -54,26 +54,33 @@ def plus_minus(mean, sd):
     return f"{mean:.3f}" + (f" ± {sd:.3f}" if sd is not None else "")
 
 
-def _side(diff, sd_a, sd_b) -> int | None:
-    """+1 when A scores higher than B by more than twice the larger seed-to-seed sd, -1 when
-    lower, 0 within it; None without an sd on both sides (one seed) or with a missing figure."""
-    if not all(x is not None and np.isfinite(x) for x in (diff, sd_a, sd_b)):
-        return None
-    return 0 if abs(diff) <= 2 * max(sd_a, sd_b) else int(np.sign(diff))
+VERDICT_SIDE = {"higher": 1, "lower": -1, "no evidence": 0}
 
 
-def _verdict(diff: float, sd_a, sd_b, a: str, b: str) -> str:
-    """'A scores higher than B by d' or 'the difference d is within seed-to-seed variation';
-    no verdict without a seed-to-seed sd on both sides (one seed on a side) or with a NaN."""
-    side = _side(diff, sd_a, sd_b)
-    if side is None:
-        return (f"with one seed on a side (or a missing figure) there is no seed-to-seed sd to "
-                f"judge the difference ({diff:+.3f}) against, so no verdict on {a} against {b}")
+def _side(contrast: dict | None) -> int | None:
+    """+1 when A's whole CI of the difference lies above 0, -1 below, 0 when it spans 0
+    (``study.verdicts``); None without a CI (no per-image results on a side)."""
+    return VERDICT_SIDE[contrast["verdict"]] if contrast else None
+
+
+def _verdict(contrast: dict | None, a: str, b: str, diff: float | None = None) -> str:
+    """'A scores higher than B (d, CI)' or 'no evidence that A and B differ (d, CI)', from the
+    hierarchical-bootstrap CI over seeds and near-duplicate groups (``seed_spread.contrasts``);
+    no verdict without one."""
+    if not contrast:
+        d = "" if diff is None else f" ({diff:+.3f})"
+        return (f"without per-image results on both sides there is no CI for the difference{d}, so "
+                f"no verdict on {a} against {b}")
+    lo, hi = contrast["ci95"]
+    ci = (f"{contrast['diff']:+.3f} F1, 95% CI {lo:+.3f} to {hi:+.3f}, resampling "
+          f"{contrast.get('units', 'seeds x near-duplicate groups')}")
+    if 1 in contrast.get("seeds", ()):
+        ci += "; one seed on a side, so test-set sampling only there"
+    side = _side(contrast)
     if side == 0:
-        return (f"the difference ({diff:+.3f}) is within twice the seed-to-seed sd, so neither "
-                f"{a} nor {b} is better on this evidence")
-    hi, lo = (a, b) if diff > 0 else (b, a)
-    return f"{hi} scores higher than {lo} by {abs(diff):.3f} F1"
+        return f"the difference ({ci}) spans 0, so there is no evidence that {a} and {b} differ"
+    top, bottom = (a, b) if side > 0 else (b, a)
+    return f"{top} scores higher than {bottom} ({ci})"
 
 
 RECALL_GAIN = 0.01   # a tuned threshold "raises" recall when it gains more than this
@@ -100,14 +107,11 @@ def _near_miss_sentence(rows: list[dict] | None, split: str = "grouped",
 
 
 def strict_verdict_holds(rep: dict) -> bool | None:
-    """Whether the official-vs-grouped verdict (higher, lower or within seed variation) is the
-    same with the stricter grouped split in the grouped split's place; None when either side
-    has no verdict (no stricter runs, one seed, a missing figure)."""
-    o, g, x = rep.get("official") or {}, rep.get("grouped") or {}, rep.get("grouped_strict") or {}
-    og, ox = rep.get("official_minus_grouped_f1"), rep.get("official_minus_grouped_strict_f1")
-    if og is None or ox is None:
-        return None
-    before, after = _side(og, o.get("f1_sd"), g.get("f1_sd")), _side(ox, o.get("f1_sd"), x.get("f1_sd"))
+    """Whether the official-vs-grouped verdict (higher, lower or no evidence of a difference) is
+    the same with the stricter grouped split in the grouped split's place; None when either
+    comparison has no CI (no stricter runs, no per-image results)."""
+    c = rep.get("contrasts") or {}
+    before, after = _side(c.get("official_minus_grouped")), _side(c.get("official_minus_grouped_strict"))
     return None if None in (before, after) else before == after
 
 
@@ -116,17 +120,17 @@ def _strict_sentence(rep: dict, holds: bool | None) -> str:
     the official-vs-grouped verdict survives it (``holds``: ``strict_verdict_holds``)."""
     from brainseg_lib.data.duplicates import STRICT_CORR_THRESHOLD as CORR
     from brainseg_lib.data.duplicates import STRICT_PHASH_THRESHOLD as PHASH
-    o, g, x = rep["official"], rep["grouped"], rep["grouped_strict"]
+    x, c = rep["grouped_strict"], rep.get("contrasts") or {}
     seeds = f"{x['n_seeds']} seed" + ("s" if x["n_seeds"] != 1 else "")
     s = (f"- **A stricter grouped split.** Linking images also at thumbnail correlation >= {CORR:.2f} or "
          f"pHash distance <= {PHASH} (notebook 07), test F1 is {plus_minus(x['f1_mean'], x['f1_sd'])} "
          f"(mean ± sd over {seeds}). Against the other two splits, ")
     gx, ox = rep.get("grouped_minus_grouped_strict_f1"), rep.get("official_minus_grouped_strict_f1")
     s += ("there is no grouped figure" if gx is None else
-          _verdict(gx, g["f1_sd"], x["f1_sd"], "the grouped split", "the stricter one"))
+          _verdict(c.get("grouped_minus_grouped_strict"), "the grouped split", "the stricter one", gx))
     if ox is not None:
         s += ("; and for the official split against the stricter one, "
-              + _verdict(ox, o["f1_sd"], x["f1_sd"], "the official split", "the stricter one"))
+              + _verdict(c.get("official_minus_grouped_strict"), "the official split", "the stricter one", ox))
         if holds is not None:
             s += (". The official-vs-grouped verdict holds at the stricter thresholds" if holds else
                   ". So the official-vs-grouped verdict does not hold at the stricter thresholds: it depends on "
@@ -134,6 +138,28 @@ def _strict_sentence(rep: dict, holds: bool | None) -> str:
                   "quote for unseen patients' slices")
     return (s + ". Its TEST set holds other images again, so part of any shift is which images are tested."
             + _near_miss_sentence(rep.get("grouped_strict_near_misses"), "stricter-split", "the stricter split's"))
+
+
+def within_test_sentence(w: dict) -> str:
+    """The within-TEST contrast (``seed_spread.within_test_contrast``): the same models on one
+    TEST set, images with and without a TRAIN near-duplicate, by per-image Dice."""
+    lo, hi = w["ci95"]
+    s = (f"- **Within one TEST set.** The same models (official split, {w['seeds']} seed"
+         + ("s" if w["seeds"] != 1 else "") + f"), per-image Dice averaged over seeds: the {w['flagged']} "
+         f"TEST images whose near-duplicate group (mirror images included) holds a TRAIN image score "
+         f"{w['mean_flagged']:.3f}, the {w['unflagged']} without one {w['mean_unflagged']:.3f} (difference "
+         f"{w['diff']:+.3f}, 95% CI {lo:+.3f} to {hi:+.3f} resampling groups, permutation p = "
+         f"{w['p_value']:.3g} shuffling the flag over {w['flagged_groups'] + w['unflagged_groups']} groups). ")
+    if lo > 0:
+        s += ("Images the model has seen as a copy score higher, so the official split's figures rest partly "
+              "on memorised slices")
+    elif hi < 0:
+        s += "Images with a TRAIN copy score lower, which leakage alone does not explain"
+    else:
+        s += "There is no evidence that a TRAIN copy changes an image's score"
+    if min(w["flagged"], w["unflagged"]) < 10:
+        s += f"; with {min(w['flagged'], w['unflagged'])} images on one side the contrast is coarse"
+    return s + "."
 
 
 def seeds_headline(h: dict) -> str:
@@ -160,7 +186,8 @@ def findings_markdown(rep: dict) -> str:
             f"- **Leakage.** Test F1 is {plus_minus(o['f1_mean'], o['f1_sd'])} on the official split and "
             f"{plus_minus(g['f1_mean'], g['f1_sd'])} on the near-duplicate-free grouped split "
             f"(mean ± sd over {o['n_seeds']} and {g['n_seeds']} seeds): "
-            + _verdict(d, o['f1_sd'], g['f1_sd'], "the official (leaky) split", "the grouped split")
+            + _verdict((rep.get("contrasts") or {}).get("official_minus_grouped"),
+                       "the official (leaky) split", "the grouped split", d)
             + ". The two TEST sets hold different images, so part of a gap can be difficulty "
             "rather than leakage; "
             + ("the next point, a stricter grouped split, says which figure to quote for unseen patients' slices"
@@ -169,6 +196,8 @@ def findings_markdown(rep: dict) -> str:
             + _near_miss_sentence(rep.get("grouped_near_misses")))
     if (rep.get("grouped_strict") or {}).get("f1_mean") is not None:
         lines.append(_strict_sentence(rep, holds))
+    if (rep.get("within_test") or {}).get("diff") is not None:
+        lines.append(within_test_sentence(rep["within_test"]))
     l = rep["loss"]
     if l["bce_dice_minus_bce_f1"] is not None:
         d = l["bce_dice_minus_bce_f1"]
@@ -176,7 +205,7 @@ def findings_markdown(rep: dict) -> str:
             f"- **Loss.** Under the same budget and seeds, BCE+Dice gives test F1 "
             f"{plus_minus(l['bce_dice']['f1_mean'], l['bce_dice']['f1_sd'])} and plain BCE "
             f"{plus_minus(l['bce']['f1_mean'], l['bce']['f1_sd'])}: "
-            + _verdict(d, l['bce_dice']['f1_sd'], l['bce']['f1_sd'], "BCE+Dice", "plain BCE") + ".")
+            + _verdict((rep.get("contrasts") or {}).get("bce_dice_minus_bce"), "BCE+Dice", "plain BCE", d) + ".")
     t = rep["threshold"]
     if "default_0.5" in t and "val_best_f1" in t:
         a, b = t["default_0.5"], t["val_best_f1"]

@@ -207,3 +207,33 @@ def time_to_accuracy(history: pd.DataFrame, f1_at_seconds: dict, target: float):
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
     return fig
+
+
+CONTRAST_LABELS = {"official_minus_grouped": "official − grouped",
+                   "official_minus_grouped_strict": "official − stricter grouped",
+                   "grouped_minus_grouped_strict": "grouped − stricter grouped",
+                   "bce_dice_minus_bce": "BCE+Dice − BCE"}
+
+
+def contrast_forest(contrasts: dict, within_test: dict | None = None):
+    """Each comparison's difference in test F1 with its 95% CI (``seed_spread.contrasts``) as
+    a point and a bar against a line at 0, and the within-TEST contrast (per-image Dice) below
+    it when given: a CI that crosses the line is no evidence of a difference."""
+    rows = [(CONTRAST_LABELS.get(k, k), c["diff"], *c["ci95"], "test F1") for k, c in contrasts.items()]
+    if within_test and within_test.get("diff") is not None:
+        rows.append(("TEST images with − without\na TRAIN near-duplicate", within_test["diff"],
+                     *within_test["ci95"], "per-image Dice"))
+    fig, ax = plt.subplots(figsize=(9, 1.2 + 0.55 * max(len(rows), 1)))
+    for i, (label, d, lo, hi, unit) in enumerate(rows):
+        clear = lo > 0 or hi < 0
+        ax.plot([lo, hi], [i, i], color="black" if clear else "0.55", lw=2)
+        ax.plot(d, i, "o", color="tab:red" if clear else "0.55", ms=7)
+        ax.text(1.02, i, f"{d:+.3f} [{lo:+.3f}, {hi:+.3f}]\n{unit}", transform=ax.get_yaxis_transform(),
+                va="center", fontsize=8)
+    ax.axvline(0, color="0.3", ls="--", lw=1)
+    ax.set_yticks(range(len(rows)), [r[0] for r in rows])
+    ax.invert_yaxis()
+    ax.set_xlabel("difference (95% CI; red: the CI excludes 0)")
+    ax.set_title("Which differences survive seeds and test-set sampling?")
+    fig.tight_layout(rect=(0, 0, 0.82, 1))
+    return fig

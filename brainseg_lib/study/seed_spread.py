@@ -21,6 +21,7 @@ def load_sweep(profile: str, sweep_dir=None) -> pd.DataFrame:
             continue
         row = {"run_name": r["run_name"], "split_scheme": r.get("split_scheme", "official"),
                "loss": r["loss"], "seed": r["seed"], "n_images": r["n_images"],
+               "per_image_csv": str(folder / r["per_image_csv"]) if r.get("per_image_csv") else None,
                **{m: r["global"][m] for m in METRICS},
                **{f"{m}_ci_lo": r["bootstrap_ci95"][m][0] for m in METRICS},
                **{f"{m}_ci_hi": r["bootstrap_ci95"][m][1] for m in METRICS}}
@@ -28,7 +29,7 @@ def load_sweep(profile: str, sweep_dir=None) -> pd.DataFrame:
             for k in ("threshold", "f1", "precision", "recall"):
                 row[f"{label}:{k}"] = t[k]
         rows.append(row)
-    cols = ["run_name", "split_scheme", "loss", "seed", "n_images", *METRICS,
+    cols = ["run_name", "split_scheme", "loss", "seed", "n_images", "per_image_csv", *METRICS,
             *(f"{m}_ci_{e}" for m in METRICS for e in ("lo", "hi"))]
     return pd.DataFrame(rows) if rows else pd.DataFrame(columns=cols)
 
@@ -88,7 +89,68 @@ def findings(runs: pd.DataFrame, main_loss: str = "bce_dice", split_seed: int = 
         rep["grouped_minus_grouped_strict_f1"] = None if grp is None else grp - strict
         rep["official_minus_grouped_strict_f1"] = None if off is None else off - strict
         rep["grouped_strict_near_misses"] = load_near_misses(split_seed, scheme="grouped_strict")
+    rep["contrasts"] = contrasts(runs, main_loss, split_seed)
+    rep["within_test"] = within_test_contrast(runs, main_loss, split_seed)
     return rep
+
+
+# the comparisons the findings make: (key, side A, side B), a side being (split scheme, loss)
+CONTRASTS = (("official_minus_grouped", ("official", None), ("grouped", None)),
+             ("official_minus_grouped_strict", ("official", None), ("grouped_strict", None)),
+             ("grouped_minus_grouped_strict", ("grouped", None), ("grouped_strict", None)),
+             ("bce_dice_minus_bce", ("official", None), ("official", "bce")))
+
+
+def near_duplicate_groups(split_seed: int = 0) -> dict[str, int] | None:
+    """The near-duplicate group of every annotated image (flip-aware, at the audit's
+    thresholds), from the grouped split's manifest; None before notebook 07 wrote it."""
+    from brainseg_lib.data.splits import load_manifest
+    try:
+        man = load_manifest(split_seed, "grouped")
+    except FileNotFoundError:
+        return None
+    return dict(zip(man["name"], man["group"].astype(int)))
+
+
+def contrasts(runs: pd.DataFrame, main_loss: str = "bce_dice", split_seed: int = 0,
+              n_boot: int | None = None) -> dict:
+    """Every comparison of ``CONTRASTS`` whose two sides have runs with per-image tables:
+    the difference in mean pooled F1 with its hierarchical-bootstrap CI over seeds and
+    near-duplicate groups of TEST images (``study.verdicts``)."""
+    from brainseg_lib.study import verdicts
+    groups = near_duplicate_groups(split_seed)
+    out = {}
+    for key, (sa, la), (sb, lb) in CONTRASTS:
+        sides = []
+        for scheme, loss in ((sa, la or main_loss), (sb, lb or main_loss)):
+            g = runs[(runs.split_scheme == scheme) & (runs.loss == loss)]
+            if "per_image_csv" not in g or not len(g) or g["per_image_csv"].isna().any():
+                break
+            sides.append([pd.read_csv(p) for p in g.sort_values("seed")["per_image_csv"]])
+        if len(sides) == 2:
+            out[key] = {**verdicts.compare(*sides, groups, n_boot=n_boot or verdicts.N_BOOT),
+                        "units": "seeds x near-duplicate groups" if groups else "seeds x images"}
+    return out
+
+
+def within_test_contrast(runs: pd.DataFrame, main_loss: str = "bce_dice", split_seed: int = 0,
+                         data_root=None) -> dict | None:
+    """Same models, same TEST set: the official split's TEST images whose near-duplicate group
+    (flip-aware) holds an official TRAIN image against those whose group does not, by
+    per-image Dice averaged over the official-split seeds (``verdicts.flag_contrast``: group
+    permutation p-value, group bootstrap CI). None without the runs or the audit's groups."""
+    from brainseg_lib.data.br35h import list_split
+    from brainseg_lib.study import verdicts
+    groups = near_duplicate_groups(split_seed)
+    g = runs[(runs.split_scheme == "official") & (runs.loss == main_loss)]
+    if groups is None or not len(g) or "per_image_csv" not in g or g["per_image_csv"].isna().any():
+        return None
+    dice = pd.concat([pd.read_csv(p).set_index("name")["f1"] for p in g["per_image_csv"]], axis=1).mean(axis=1)
+    train_groups = {groups[a.filename] for a in list_split("train", data_root)[0] if a.filename in groups}
+    grp = pd.Series({n: groups.get(n, f"image:{n}") for n in dice.index})
+    flagged = grp.map(lambda x: x in train_groups)
+    return {**verdicts.flag_contrast(dice, flagged, grp), "seeds": int(len(g)),
+            "value": "per-image Dice, mean over seeds"}
 
 
 def threshold_table(runs: pd.DataFrame) -> pd.DataFrame:
