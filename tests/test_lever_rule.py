@@ -1,5 +1,6 @@
-"""The lever rule (study/lever_rule.py): hand-made lever tables, and the committed trials
-against the committed cpu profile."""
+"""The lever rule (study/lever_rule.py) on hand-made lever tables only. The rule was written
+after the trials it judges had run (README, "How the cpu profile was chosen"), so a test that
+it keeps the committed profile would only restate what it was written to do."""
 from __future__ import annotations
 
 import json
@@ -8,9 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from brainseg_lib import paths
-from brainseg_lib.study import lever_rule, levers
-from brainseg_lib.study.profiles import load_profile
+from brainseg_lib.study import lever_rule
 
 RULE = {"min_score_gain": 0.02, "max_val_f1_loss": 0.01, "max_healthy_marked": 0.05}
 
@@ -122,16 +121,3 @@ def test_rule_markdown_states_the_limits_from_the_plan():
     assert "costs VAL F1 no more than 0.01" in md and "at most 5% of the healthy" in md
     assert "trial d (chain d <- b <- a); every trial on it passes: no" in md
 
-
-def test_the_committed_cpu_profile_is_one_the_rule_allows():
-    """params/cpu.yaml against the committed lever trials (results/levers/metrics): the profile
-    is a trial whose whole chain passes and which marks few enough healthy VAL scans. The rule
-    allows three trials (l1, l4 and the 96x96 l5; l2 and l3 mark over 5% of the healthy VAL
-    scans, so only as steps on a chain); the README gives why l4 was taken."""
-    plan = levers.load_plan()
-    table = levers.lever_table(plan, paths.PROJECT_ROOT / "results" / "levers")
-    assert len(table) == len(plan["trials"])
-    _, check = lever_rule.apply_rule(table, plan, load_profile(plan["base"]))
-    assert check["kept"], check
-    assert check["profile_trial"] == "l4-healthy1.0" and check["chain"][-1] == plan["trials"][0]["tag"]
-    assert check["allowed"] == ["l1-healthy0.5", "l4-healthy1.0", "l5-size96"]
