@@ -174,6 +174,24 @@ pd.DataFrame({f"{sub} / {k}": {"threshold": m["threshold"], "sensitivity": m["se
               for sub, by in fs.items() for k, m in by.items()}).T.round(3)
 
 # %% [markdown]
+# ## Does the shape of a scan give its class away?
+# Every scan is resized to a square, so a scan that is not square is stretched, and tumour and healthy
+# scans differ in shape. Two controls (`brainseg_lib/detection/shortcut.py`): the aspect ratio alone as a
+# score (its direction chosen on the validation scans), and the same model scoring every scan padded
+# with black to a square first, so nothing is stretched. Thresholds are chosen on validation, CIs
+# resample near-duplicate groups.
+
+# %%
+from brainseg_lib.detection import shortcut
+control, control_scans = shortcut.shortcut_control(net, size, scores)
+write_csv(control_scans, paths.tables_dir() / "detection_shortcut.csv")
+summary["shortcut_control"] = control
+write_json(summary, paths.metrics_dir() / "detection.json")
+pd.DataFrame({k: {"AUC": c["auc"], "AUC CI low": c["ci95"]["auc"][0], "AUC CI high": c["ci95"]["auc"][1],
+                  "sensitivity": c["sensitivity"], "specificity": c["specificity"]}
+              for k, c in control.items() if isinstance(c, dict) and "auc" in c}).T.round(3)
+
+# %% [markdown]
 # ## Seed to seed
 # Every training run records both operating points of its own model (`detection` in its JSON). The rows below are the official-split BCE+Dice runs of the seed sweep (notebook 08's runs) and this notebook's run; mean and sd over the sweep's seeds.
 

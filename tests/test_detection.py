@@ -452,3 +452,32 @@ def test_cross_class_near_duplicates_are_counted():
                                                  "scans_in_such_groups": 2, "largest": 2}
     empty = leakage.fingerprint_images([], [])
     assert detection_scores._report_group_info(frame, pos, empty)["cross_class_near_duplicates"] == 0
+
+
+def test_pad_to_square_centres_without_stretch():
+    from brainseg_lib.detection.shortcut import pad_to_square
+    img = np.arange(6, dtype=np.uint8).reshape(2, 3) + 1
+    out = pad_to_square(img)
+    assert out.shape == (3, 3) and (out[0] == img[0]).all() and (out[1] == img[1]).all() and not out[2].any()
+    assert pad_to_square(img.T).shape == (3, 3) and (pad_to_square(img.T)[:, 0] == img.T[:, 0]).all()
+
+
+def test_shortcut_control_scores_shape_alone_and_padded_scans(detection_root):
+    """Tumour scans made wide and healthy ones square: the aspect ratio alone separates them
+    (its direction taken from validation), and the padded scores come from the same model."""
+    from brainseg_lib.detection import shortcut
+    for p in (detection_root / "yes").iterdir():
+        Image.fromarray(data_images.read_grayscale(p)).resize((90, 45)).save(p)
+    for p in (detection_root / "no").iterdir():
+        Image.fromarray(data_images.read_grayscale(p)).resize((50, 50)).save(p)
+    healthy.write_manifest(healthy.build_manifest(0, detection_root, val_size=2, train_pool=0))
+    net = UNet(base=4).eval()
+    scores, _ = detection_scores.collect_scores(net, SIZE, root=detection_root)
+    control, frame = shortcut.shortcut_control(net, SIZE, scores, root=detection_root, n_boot=20)
+    rep = frame[frame["role"] == "report"]
+    assert (rep.loc[rep["folder"] == "yes", "aspect"] == 2.0).all() and (rep.loc[rep["folder"] == "no", "aspect"] == 1.0).all()
+    a = control["aspect_ratio_only"]      # the shape alone separates the report scans perfectly, in the
+    assert a["auc"] == (1.0 if a["score"] == "width / height" else 0.0)   # direction validation chose
+    assert control["model"]["auc"] == pytest.approx(roc.auc_score(rep["area_frac"], rep["label"]))
+    assert len(frame) == len(scores) and frame["area_frac_padded"].between(0, 1).all()
+    assert "Shortcut control: the aspect ratio alone" in findings.shortcut_sentence(control)

@@ -80,6 +80,8 @@ def detection_findings(summary: dict) -> str:
                  f"{nv['total']} of a VAL image "
                  f"and {nh['total']} of a hold-out scan; leaving out the {gone} scans flagged by any of "
                  f"them changes the AUC by {b - a:+.3f}.")
+    lines += [x for x in (fixed_sensitivity_note(summary), shortcut_sentence(summary.get("shortcut_control")))
+              if x]
     other = [s for s in SCORES if s != k][0]
     lines.append(f"The secondary score ({other}) has AUC "
                  f"{_fmt_ci(summary['report']['all'][other]['auc'], summary['report']['all'][other]['ci95']['auc'])} "
@@ -89,6 +91,35 @@ def detection_findings(summary: dict) -> str:
     lines.append("Scores whose AUC is above chance (95% CI above 0.5): "
                  + (", ".join(chance) if chance else "none") + ".")
     return "\n".join(lines)
+
+
+def fixed_sensitivity_note(summary: dict) -> str:
+    """A flag when the threshold chosen on validation for sensitivity >= the target misses the
+    target on the unseen report scans (all of them, or those without near-duplicates)."""
+    k, target = summary["primary_score"], summary.get("fixed_sensitivity")
+    misses = []
+    for sub, label in (("all", "all unseen tumour scans"),
+                       ("without_near_duplicates", "those without near-duplicates")):
+        m = (summary.get("report_at_fixed_sensitivity") or {}).get(sub, {}).get(k)
+        if m and target is not None and m["sensitivity"] < target:
+            misses.append(f"{_fmt_ci(m['sensitivity'], m['ci95']['sensitivity'])} on {label}")
+    if not misses:
+        return ""
+    return (f"**The operating point chosen on validation for sensitivity >= {target:.2f} misses its target on "
+            f"unseen scans:** sensitivity " + " and ".join(misses) + ".")
+
+
+def shortcut_sentence(control: dict | None) -> str:
+    """The shortcut control (``detection.shortcut``) in a sentence; empty without it."""
+    if not control:
+        return ""
+    a, m, p = (control[x] for x in ("aspect_ratio_only", "model", "model_padded_to_square"))
+    return (f"Shortcut control: the aspect ratio alone ({a['score']}) separates the classes with AUC "
+            f"{_fmt_ci(a['auc'], a['ci95']['auc'])}; the model scores AUC {_fmt_ci(m['auc'], m['ci95']['auc'])} "
+            f"on the scans as they are and {_fmt_ci(p['auc'], p['ci95']['auc'])} on the same scans padded to a "
+            "square, where no scan is stretched"
+            + (", so its detection does not rest on the stretch." if p["ci95"]["auc"][0] > a["auc"] else
+               ", which does not rule out that part of its detection rests on the stretch."))
 
 
 # ----------------------------------------------------------------------- verdict
