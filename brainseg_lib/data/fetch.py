@@ -1,9 +1,11 @@
 """``fetch-data``: download Br35H, verify every file against a manifest, install atomically.
 
 The manifest (``references/br35h.sha256``, ``sha256sum`` format, paths relative to the
-dataset root) is the contract; unlisted extras are kept unchecked. Sources: ``github`` (the
-author's repository at a pinned commit: one zip via pooch, checked per file since GitHub
-zips are not byte-stable) or ``kaggle`` (a pinned version via the optional kagglehub).
+dataset root) is the contract: only the files it lists are installed (anything else in the
+download is left out and reported), and the caps on entries and bytes come from it
+(``extract.limits_for``). Sources: ``github`` (the author's repository at a pinned commit: one
+zip, checked per file since GitHub zips are not byte-stable; the download has an overall
+deadline and a stall timeout) or ``kaggle`` (a pinned version via the optional kagglehub).
 """
 from __future__ import annotations
 
@@ -14,12 +16,15 @@ import shutil
 import sys
 import tempfile
 import time
-import zipfile
-import zlib
 from collections import Counter
 from pathlib import Path
 
 from brainseg_lib.data.cache import sha256_file
+from brainseg_lib.data.download import (  # noqa: F401 -- the errors are fetch's API too
+    BadDownload, Clock, DeadlineError, FetchError, NetworkError, OfflineError, StalledError,
+    download, offline)
+from brainseg_lib.data.extract import (ArchiveDamaged, ExtractRefused, Limits, copy_listed,
+                                       extract_zip, limits_for)
 from brainseg_lib.fileio import exclusive_lock
 
 GITHUB_REPO = "AhmedHamada0/Brain-Tumor-Detection-Dataset"
@@ -28,8 +33,8 @@ GITHUB_ARCHIVE_BASE = f"https://github.com/{GITHUB_REPO}/archive"
 KAGGLE_DATASET = "ahmedhamada0/brain-tumor-detection"
 KAGGLE_VERSION = 12
 ANCHOR = "Br35H-Mask-RCNN/TRAIN/annotations_train.json"
-_REASONS = (("timed out", ("timeout", "timed out")), ("connection refused", ("refused",)),
-            ("DNS lookup failed", ("resolution", "name or service", "getaddrinfo")))
+DEADLINE_S = 3600.0       # the whole download, retry included (--deadline)
+STALL_TIMEOUT_S = 60.0    # no byte for this long from a server that answered (--stall-timeout)
 MANUAL_STEPS = f"""To install Br35H by hand:
   1. where there is internet, get the Kaggle dataset {KAGGLE_DATASET} (version {KAGGLE_VERSION}),
        https://www.kaggle.com/datasets/{KAGGLE_DATASET}/versions/{KAGGLE_VERSION}
@@ -40,21 +45,6 @@ MANUAL_STEPS = f"""To install Br35H by hand:
   4. check it: python -m brainseg_lib fetch-data --dest <folder>  (verifies, downloads nothing)"""
 
 log = logging.getLogger(__name__)
-
-
-class FetchError(Exception):
-    """A fetch that failed; ``problems`` names each missing or mismatched file."""
-    def __init__(self, message: str, problems: list[str] | tuple = ()):
-        super().__init__(message)
-        self.problems = list(problems)
-
-
-class OfflineError(FetchError):
-    """The download location could not be reached (DNS, refused connection, timeout)."""
-
-
-class _BadDownload(FetchError):
-    """A download that may succeed when repeated (cut transfer, archive that won't unzip)."""
 
 
 def read_manifest(path: Path) -> dict[str, str]:
@@ -68,6 +58,9 @@ def read_manifest(path: Path) -> dict[str, str]:
         if len(digest) != 64 or not name or rel.is_absolute() or ".." in rel.parts:
             raise ValueError(f"{path}:{n}: not a 'sha256  relative/path' line: {line!r}")
         entries[rel.as_posix()] = digest.lower()
+    folders = {"/".join(k.split("/")[:i]) for k in entries for i in range(1, k.count("/") + 1)}
+    if clash := sorted(folders & entries.keys()):
+        raise ValueError(f"{path}: {clash[0]} is listed both as a file and as a folder")
     return entries
 
 
@@ -104,45 +97,41 @@ def find_dataset_root(tree: Path, entries: dict[str, str]) -> Path:
     return tree.joinpath(*best)
 
 
-def _offline(url: str, exc: BaseException) -> OfflineError:
-    text, host = repr(exc).lower(), url.partition("://")[2].split("/")[0] or url
-    why = next((r for r, keys in _REASONS if any(k in text for k in keys)), "connection failed")
-    return OfflineError(f"offline: could not reach {host} ({why})")
-
-
-def _obtain_github(work: Path, url: str, cache: Path, fresh: bool) -> Path:
-    """Unzip the archive at ``url`` into ``work``, downloading it unless ``cache`` holds it
-    and not ``fresh`` (pooch writes the download atomically); returns ``work``."""
+def _obtain_github(work: Path, url: str, cache: Path, fresh: bool, entries: dict[str, str],
+                   limits: Limits, clock: Clock, manifest_name: str) -> Path:
+    """Unzip the listed files of the archive at ``url`` into ``work/dataset``, downloading it
+    unless ``cache`` holds it and not ``fresh``; returns that folder."""
     try:
         import pooch
-        import requests
     except ImportError:
         raise FetchError("fetching from GitHub needs pooch: pip install pooch") from None
     archive = cache / pooch.utils.unique_file_name(url)
     if fresh:
         archive.unlink(missing_ok=True)
-    pooch.get_logger().setLevel(logging.WARNING)  # no "use this as known_hash" hint
-    log.info("%s %s", "reusing cached" if archive.exists() else "downloading", url)
+    if archive.exists():
+        log.info("reusing cached %s", url)
+    else:
+        log.info("downloading %s", url)
+        try:
+            cache.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise FetchError(f"could not create {cache}: {e.strerror or e}") from None
+        download(url, archive, clock, limits.max_download_bytes)
     try:
-        pooch.retrieve(url, known_hash=None, fname=archive.name, path=cache,
-                       downloader=pooch.HTTPDownloader(progressbar=sys.stderr.isatty(),
-                                                       timeout=60))
-        with zipfile.ZipFile(archive) as z:
-            z.extractall(work)  # extractall drops absolute paths and '..'
-    except (requests.exceptions.SSLError, requests.HTTPError) as e:  # SSLError: before its base
-        raise FetchError(f"download of {url} failed: {e}") from None
-    except (requests.ConnectionError, requests.Timeout) as e:
-        raise _offline(url, e) from None
-    except requests.RequestException as e:
-        raise _BadDownload(f"download of {url} was cut short ({type(e).__name__})") from None
-    except (zipfile.BadZipFile, zlib.error, EOFError) as e:
+        return extract_zip(archive, work / "dataset", entries, limits, manifest_name)
+    except ArchiveDamaged as e:
         archive.unlink(missing_ok=True)  # never reuse it
-        raise _BadDownload(f"the downloaded archive is damaged or incomplete ({e})") from None
-    return work
+        raise BadDownload(str(e)) from None
+    except ExtractRefused as e:
+        if e.discard:
+            archive.unlink(missing_ok=True)
+        raise FetchError(str(e)) from None
 
 
-def _obtain_kaggle(work: Path, fresh: bool) -> Path:
-    """Download the pinned Kaggle version (kagglehub keeps its own cache) and copy it."""
+def _obtain_kaggle(work: Path, fresh: bool, entries: dict[str, str], limits: Limits,
+                   manifest_name: str) -> Path:
+    """Download the pinned Kaggle version (kagglehub keeps its own cache; the deadline and
+    stall timeout are kagglehub's own) and copy its listed files to ``work/dataset``."""
     try:
         import kagglehub
     except ImportError:
@@ -153,35 +142,45 @@ def _obtain_kaggle(work: Path, fresh: bool) -> Path:
     try:
         src = kagglehub.dataset_download(handle, force_download=fresh)
     except (requests.ConnectionError, requests.Timeout) as e:
-        raise _offline("https://www.kaggle.com", e) from None
+        raise offline("https://www.kaggle.com", e) from None
     except Exception as e:  # noqa: BLE001 -- kagglehub's own errors (not found, auth)
         raise FetchError(f"kagglehub could not download {handle}: {e}") from None
-    shutil.copytree(src, work / "kaggle")
-    return work
+    try:
+        return copy_listed(find_dataset_root(Path(src), entries), work / "dataset", entries,
+                           limits, manifest_name)
+    except ExtractRefused as e:
+        raise FetchError(str(e)) from None
 
 
-def _fetch_verified(work: Path, source: str, url: str, cache: Path,
-                    entries: dict[str, str]) -> Path:
+def _fetch_verified(work: Path, source: str, url: str, cache: Path, entries: dict[str, str],
+                    limits: Limits, clock: Clock, manifest_name: str) -> Path:
     """Obtain a copy under ``work`` and return its dataset root once every file verifies;
-    one fresh retry after a damaged archive, a cut transfer or mismatching files."""
+    one fresh retry after a damaged archive, a cut or stalled transfer or mismatching files
+    (within the same deadline)."""
     for attempt in (1, 2):
         (sub := work / f"try{attempt}").mkdir()
         try:
-            tree = (_obtain_kaggle(sub, attempt == 2) if source == "kaggle"
-                    else _obtain_github(sub, url, cache, attempt == 2))
-            root = find_dataset_root(tree, entries)
+            root = (_obtain_kaggle(sub, attempt == 2, entries, limits, manifest_name)
+                    if source == "kaggle" else
+                    _obtain_github(sub, url, cache, attempt == 2, entries, limits, clock,
+                                   manifest_name))
             log.info("verifying %d files", len(entries))
             problems = verify_tree(root, entries)
             if not problems:
                 return root
             error: FetchError = FetchError(f"the downloaded copy does not match the manifest "
                                            f"({len(problems)} files)", problems)
-        except _BadDownload as e:
+        except BadDownload as e:
             error = e
         if attempt == 2:
-            raise FetchError(str(error), error.problems)
+            raise error
         log.warning("%s; downloading once more", error)
         shutil.rmtree(sub, ignore_errors=True)
+
+
+def _unlisted_in(root: Path, entries: dict[str, str]) -> list[str]:
+    return sorted(rel for p in Path(root).rglob("*")
+                  if (rel := p.relative_to(root).as_posix()) not in entries and not p.is_dir())
 
 
 def _existing_ok(dest: Path, entries: dict[str, str], force: bool) -> bool:
@@ -191,8 +190,14 @@ def _existing_ok(dest: Path, entries: dict[str, str], force: bool) -> bool:
     if not dest.exists() or not any(dest.iterdir()):
         return False
     problems = verify_tree(dest, entries)
-    if not problems or force:
-        return not problems
+    if not problems:
+        if extra := _unlisted_in(dest, entries):
+            log.warning("%s also holds %d file%s the manifest does not list (not verified): %s",
+                        dest, len(extra), "s" * (len(extra) != 1),
+                        ", ".join(extra[:5]) + (", ..." if len(extra) > 5 else ""))
+        return True
+    if force:
+        return False
     raise FetchError(f"{dest} does not match the manifest ({len(problems)} files); left as is "
                      "(--force: fetch anew, keeping it as <dest>.replaced-<time>)", problems)
 
@@ -215,7 +220,9 @@ def _install(root: Path, dest: Path) -> None:
 
 def fetch_data(dest: Path, source: str = "github", *, base_url: str | None = None,
                manifest: Path | None = None, force: bool = False,
-               cache: Path | None = None) -> Path:
+               cache: Path | None = None, deadline: float = DEADLINE_S,
+               stall_timeout: float = STALL_TIMEOUT_S, max_entries: int | None = None,
+               max_bytes: int | None = None) -> Path:
     """Put a verified Br35H copy at ``dest`` and return it.
 
     A ``dest`` that verifies is left alone. One that exists but does not verify is refused,
@@ -223,13 +230,18 @@ def fetch_data(dest: Path, source: str = "github", *, base_url: str | None = Non
     never deleted, to ``<dest>.replaced-<time>``; an empty ``dest`` counts as absent.
     Downloads unpack and verify in ``<parent>/.fetch-<name>-tmp-*`` and move into place with
     one ``os.replace``: no run leaves a partial ``dest``, and the next run removes such temp
-    folders (a second fetch of the same ``dest`` is refused while one runs: a lock file). A damaged zip, a cut transfer
-    or mismatching files cause one fresh download; a second failure is an error.
+    folders (a second fetch of the same ``dest`` is refused while one runs: a lock file).
+    Only the manifest's files are unpacked; an archive with more entries or bytes than the
+    manifest allows (``extract.limits_for``; ``max_entries``/``max_bytes`` override) is
+    refused before anything is written. A damaged zip, a cut or stalled transfer or
+    mismatching files cause one fresh download; a second failure is an error.
 
-    ``base_url``: the archive folder instead of GitHub's (``<base_url>/<commit>.zip``; a URL
-    ending in ``.zip`` is used as is). ``manifest``: default references/br35h.sha256.
-    ``cache``: keeps the zip until the copy is installed, so a rerun need not download it
-    (default ``<parent>/.fetch-<name>-cache``). Raises FetchError (with ``problems``)."""
+    ``deadline``: seconds for the whole download, retry included; ``stall_timeout``: seconds
+    without a byte from a server that was reached. ``base_url``: the archive folder instead of
+    GitHub's (``<base_url>/<commit>.zip``; a URL ending in ``.zip`` is used as is).
+    ``manifest``: default references/br35h.sha256. ``cache``: keeps the zip until the copy is
+    installed, so a rerun need not download it (default ``<parent>/.fetch-<name>-cache``).
+    Raises FetchError (with ``problems``)."""
     if source not in ("github", "kaggle"):
         raise ValueError(f"unknown source {source!r} (github or kaggle)")
     if base_url and source != "github":
@@ -237,11 +249,16 @@ def fetch_data(dest: Path, source: str = "github", *, base_url: str | None = Non
     if manifest is None:
         from brainseg_lib import paths
         manifest = paths.BR35H_CHECKSUMS
-    entries = read_manifest(manifest)
+    try:
+        entries = read_manifest(manifest)
+    except (OSError, ValueError, UnicodeDecodeError) as e:
+        raise FetchError(f"cannot read the manifest {manifest}: {e}") from None
+    limits = limits_for(entries, max_entries, max_bytes)
     dest = Path(dest).expanduser().absolute()
     if _existing_ok(dest, entries, force):
         log.info("%s is already in place and verified (%d files)", dest, len(entries))
         return dest
+    clock = Clock(deadline, stall_timeout)
     base = (base_url or GITHUB_ARCHIVE_BASE).rstrip("/")
     url = base if base.endswith(".zip") else f"{base}/{GITHUB_COMMIT}.zip"
     own_cache, cache = cache is None, Path(cache or dest.parent / f".fetch-{dest.name}-cache")
@@ -251,7 +268,8 @@ def fetch_data(dest: Path, source: str = "github", *, base_url: str | None = Non
             shutil.rmtree(stale, ignore_errors=True)
         work = Path(tempfile.mkdtemp(prefix=f".fetch-{dest.name}-tmp-", dir=dest.parent))
         try:
-            _install(_fetch_verified(work, source, url, cache, entries), dest)
+            _install(_fetch_verified(work, source, url, cache, entries, limits, clock,
+                                     Path(manifest).name), dest)
             if own_cache:  # installed: the archive is no longer needed
                 shutil.rmtree(cache, ignore_errors=True)
         finally:
@@ -268,14 +286,28 @@ def cmd_fetch_data(args) -> int:
     dest = Path(args.dest or getattr(args, "data", None) or paths.data_dir())
     try:
         fetch_data(dest, args.source, base_url=args.base_url, manifest=args.manifest,
-                   force=args.force)
+                   force=args.force, deadline=getattr(args, "deadline", DEADLINE_S),
+                   stall_timeout=getattr(args, "stall_timeout", STALL_TIMEOUT_S))
     except FetchError as e:  # one line, then the manual steps or the files at fault
-        more = MANUAL_STEPS.format(dest=dest) if isinstance(e, OfflineError) else \
+        more = MANUAL_STEPS.format(dest=dest) if isinstance(e, NetworkError) else \
             format_problems(e.problems)
         print(f"error: {e}\n{more}".rstrip(), file=sys.stderr)
         return 2
+    except OSError as e:  # the lock, the temp folder or the final rename
+        print(f"error: {e.strerror or e}: {e.filename or dest}", file=sys.stderr)
+        return 2
     print(f"Br35H ready at {dest}")
     return 0
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = float("nan")
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a number of seconds > 0, got {text!r}")
+    return value
 
 
 def add_fetch_parser(subparsers) -> argparse.ArgumentParser:
@@ -287,6 +319,11 @@ def add_fetch_parser(subparsers) -> argparse.ArgumentParser:
                    f"(default) or kaggle (v{KAGGLE_VERSION}; needs kagglehub)")
     f.add_argument("--force", action="store_true", help="replace a dest that fails "
                    "verification (the old folder is renamed, not deleted)")
+    f.add_argument("--deadline", type=_seconds, default=DEADLINE_S, metavar="SECONDS",
+                   help=f"give up a download that takes longer (default {DEADLINE_S:g}; github)")
+    f.add_argument("--stall-timeout", type=_seconds, default=STALL_TIMEOUT_S, metavar="SECONDS",
+                   help="give up when the server sends nothing for this long "
+                   f"(default {STALL_TIMEOUT_S:g}; github)")
     f.add_argument("--base-url", help=argparse.SUPPRESS)  # tests, mirrors
     f.add_argument("--manifest", type=Path, help=argparse.SUPPRESS)
     f.set_defaults(fn=cmd_fetch_data)
