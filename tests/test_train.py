@@ -516,7 +516,7 @@ def test_score_and_write_hands_its_own_val_to_detection_points(monkeypatch, tmp_
     result = SimpleNamespace(run_dir=tmp_path / "run", best_path=tmp_path / "best.pt", snapshots={},
                              history=pd.DataFrame({"epoch": [1], "val_dice": [0.4]}), n_parameters=1,
                              device="cpu", cut_by_time=False)
-    params = {"profile": "t", "split_scheme": "grouped", "image_size": 8, "device": "cpu"}
+    params = {"profile": "t", "split_scheme": "grouped", "image_size": 16, "device": "cpu"}
     cfg = experiment.config_from_params(params)
     experiment.score_and_write(params, cfg, result, {"train": None, "val": own_val, "test": own_val})
     assert seen["val"].names == own_val.names

@@ -6,6 +6,11 @@ profile (``params/smoke.yaml``, ``cpu.yaml``, ``paper.yaml``) lists only the key
 never passes silently. Everything downstream (papermill, the CLI, the sweep, the lever
 trials) sees the merged profile: ``write_profile`` writes it as one flat YAML file for
 ``papermill -f`` (each planned sweep job gets one).
+
+Both files are read by ``params_yaml.read_params_file`` (safe YAML, size and alias limits)
+and checked against ``params_schema.ParamsSchema``, each file on its own and then merged, so
+a bad value is refused in one line naming the key and the file before any work starts. The
+values are returned as written (the schema checks, it does not convert).
 """
 from __future__ import annotations
 
@@ -17,6 +22,8 @@ import yaml
 from brainseg_lib import paths
 from brainseg_lib.fileio import atomic_write_text
 from brainseg_lib.study.experiment import RUN_KEYS
+from brainseg_lib.study.params_schema import check_params
+from brainseg_lib.study.params_yaml import read_params_file
 
 BASE = "base"
 NOT_PROFILES = {BASE, "levers"}   # params/ files that are not runnable profiles
@@ -33,25 +40,23 @@ def known_profiles() -> list[str]:
     return sorted(p.stem for p in paths.PARAMS_DIR.glob("*.yaml") if p.stem not in NOT_PROFILES)
 
 
-def _read_yaml(path: Path) -> dict:
-    data = yaml.safe_load(path.read_text()) or {}
-    if not isinstance(data, dict):
-        raise ValueError(f"{path} must hold a mapping of parameter: value")
-    return data
-
-
 def load_profile(name: str) -> dict:
-    """``params/base.yaml`` with ``params/<name>.yaml`` merged over it (keys in base order)."""
+    """``params/base.yaml`` with ``params/<name>.yaml`` merged over it (keys in base order),
+    every value checked (see the module docstring)."""
     path = paths.PARAMS_DIR / f"{name}.yaml"
     if name in NOT_PROFILES or not path.is_file():
         raise FileNotFoundError(f"no profile {name!r} ({path}); known profiles: {known_profiles()}")
-    base = _read_yaml(paths.PARAMS_DIR / f"{BASE}.yaml")
-    override = _read_yaml(path)
+    base_path = paths.PARAMS_DIR / f"{BASE}.yaml"
+    base, override = read_params_file(base_path), read_params_file(path)
     unknown = sorted(set(override) - set(base))
     if unknown:
         raise ValueError(f"{path}: unknown parameter(s) {unknown}; every parameter must be "
-                         f"declared in {paths.PARAMS_DIR / (BASE + '.yaml')}")
-    return {**base, **override}
+                         f"declared in {base_path}")
+    check_params(base, str(base_path))
+    check_params(override, str(path))
+    merged = {**base, **override}
+    check_params(merged, f"{path} merged over {base_path}")
+    return merged
 
 
 def write_profile(params: dict, path: str | Path) -> Path:

@@ -1,5 +1,7 @@
 """``TrainConfig``: every setting that defines a training run (the paper's optimiser settings
-by default); it is stored in each checkpoint and run JSON.
+by default); it is stored in each checkpoint and run JSON. ``TrainConfig.from_dict``, the way
+parameters (a profile, a notebook's, a run's record) become a config, checks them against
+``training.schema.TrainSchema`` first: types, ranges and choices, before any data is read.
 """
 from __future__ import annotations
 
@@ -7,6 +9,8 @@ import json
 import logging
 import math
 from dataclasses import asdict, dataclass, field, fields
+
+from brainseg_lib.training.schema import TrainSchema, check
 
 log = logging.getLogger(__name__)
 
@@ -57,11 +61,15 @@ class TrainConfig:
                 setattr(self, f.name, number if kind == "float" else int(number))
 
     @classmethod
-    def from_dict(cls, d: dict) -> TrainConfig:
+    def from_dict(cls, d: dict, source: str = "training parameters") -> TrainConfig:
+        """The config of parameters ``d``, after checking them against ``TrainSchema`` (a
+        ValueError in one line naming ``source`` and each bad key); the values themselves go
+        to the config as given (numbers written as text become numbers in __post_init__)."""
         known = {f.name for f in fields(cls)}
         unknown = set(d) - known
         if unknown:
             raise ValueError(f"unknown TrainConfig keys: {sorted(unknown)}")
+        check(TrainSchema, d, source)
         return cls(**d)
 
     def to_dict(self) -> dict:

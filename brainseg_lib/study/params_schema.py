@@ -1,0 +1,87 @@
+"""The schema of every study parameter (``params/base.yaml``) and of the lever plan.
+
+``ParamsSchema`` extends ``training.schema.TrainSchema`` (strict types, the same rules for
+numbers written as text) with the run-level keys ``run_profile`` reads (``RUN_KEYS``) and the
+keys only notebooks or the sweep read. ``check_params`` is called on each profile file, on
+the merged profile, on each ``--set`` value and on the result of all of them, so a bad value
+is refused in one line naming the key and the file before any cache is built.
+``check_plan`` does the same for ``params/levers.yaml``: its shape, ``fixed`` and each
+trial's ``set``.
+
+The names of the explainability choices are stated here and kept equal to ``xai``'s by a
+test (importing ``xai`` would load captum for every profile read).
+"""
+from __future__ import annotations
+
+from typing import Annotated, Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from brainseg_lib.data.splits import SPLIT_SCHEMES
+from brainseg_lib.training.losses import LOSSES
+from brainseg_lib.training.schema import TUPLE_AS_LIST, Count, Float, Seed, TrainSchema, check
+
+XAI_TARGETS = ("pred", "gt")       # xai.attribution.TARGETS
+XAI_FILLS = ("mean", "zero")       # xai.deletion.FILLS
+
+
+class ParamsSchema(TrainSchema):
+    """Every parameter of the study; all optional (a profile file lists only what it changes)."""
+    profile: str = None
+    split_scheme: Literal[SPLIT_SCHEMES] = None
+    split_seed: Seed = None
+    tune_threshold: bool = None
+    limit_test: Optional[Count] = None
+    run_tag: Optional[str] = None
+    external_dev: bool = None
+    score_test: bool = None
+    detection_points: bool = None
+    detection_limit: Optional[Count] = None
+    tune_allocator: bool = None
+    checkpoint_every: Count = None
+    n_examples: Count = None
+    gallery_pairs: Count = None
+    run_sweep: bool = None
+    sweep_seeds: Annotated[list[Seed], TUPLE_AS_LIST] = None
+    sweep_extra_losses: Annotated[list[Literal[LOSSES]], TUPLE_AS_LIST] = None
+    sweep_variants: dict[str, "ParamsSchema"] = None
+    xai_images: Count = None
+    xai_ig_steps: Count = None
+    xai_occlusion_frac: Annotated[Float, Field(gt=0, le=1)] = None
+    xai_target: Literal[XAI_TARGETS] = None
+    xai_fill: Literal[XAI_FILLS] = None
+    external_boot: Count = None
+    detection_gallery: Count = None
+
+
+ParamsSchema.model_rebuild()
+
+
+class TrialSchema(BaseModel):
+    """One lever trial: its tag, what it changes (``set``) and the trial it is compared with."""
+    model_config = ConfigDict(strict=True, extra="forbid")
+    tag: str
+    lever: str = ""
+    against: Optional[str] = None
+    set: ParamsSchema = None
+
+
+class PlanSchema(BaseModel):
+    """``params/levers.yaml``: the base profile, the keys fixed for every trial, the rule, the trials."""
+    model_config = ConfigDict(strict=True, extra="forbid")
+    base: str
+    fixed: ParamsSchema = None
+    rule: dict[str, Float] = None
+    trials: list[TrialSchema]
+
+
+def check_params(values, source: str) -> None:
+    """``values`` (any subset of the parameters) against ``ParamsSchema``; ValueError in one
+    line naming ``source`` and each bad key."""
+    check(ParamsSchema, values, source)
+
+
+def check_plan(plan, source: str):
+    """``plan`` (a lever plan) against ``PlanSchema``; returns it unchanged."""
+    check(PlanSchema, plan, source)
+    return plan
