@@ -179,7 +179,8 @@ def test_boundary_metrics_by_hand():
     assert m["hd95"] == pytest.approx(3.0)
     assert 0 < m["nsd"] < 1
     same = boundary.boundary_metrics(gt, gt)
-    assert same == {"hd95": 0.0, "nsd": 1.0}
+    assert same == {"hd95": 0.0, "nsd": 1.0, "hd95_diag": 0.0, "nsd_diag": 1.0}
+    assert m["hd95_diag"] == pytest.approx(3.0 / np.hypot(40, 40))
     # within the tolerance: a 2 px shift keeps every outline point within 2 px
     assert boundary.boundary_metrics(np.roll(gt, 2, axis=1), gt, tolerance=2.0)["nsd"] == pytest.approx(1.0)
 
@@ -190,11 +191,30 @@ def test_boundary_empty_mask_rule():
     assert all(math.isnan(v) for v in boundary.boundary_metrics(~gt, gt).values())
     gt[5:9, 5:9] = True
     m = boundary.boundary_metrics(np.zeros_like(gt), gt)
-    assert m == {"hd95": pytest.approx(50.0), "nsd": 0.0}        # the diagonal of 30x40
+    assert m["hd95"] == pytest.approx(50.0) and m["nsd"] == 0.0          # the diagonal of 30x40
+    assert math.isnan(m["hd95_diag"]) and m["nsd_diag"] == 0.0          # a miss is counted apart
     with pytest.raises(ValueError, match="shape"):
         boundary.boundary_metrics(np.zeros((3, 3)), gt)
     s = boundary.summarize_boundary(pd.DataFrame({"hd95": [1.0, 3.0, np.nan], "nsd": [1.0, 0.5, np.nan]}))
     assert s["hd95"] == {"mean": 2.0, "median": 2.0, "n_images": 2} and s["nsd"]["mean"] == 0.75
+    s = boundary.summarize_boundary(pd.DataFrame({"hd95": [0.1, 50.0, np.nan], "nsd": [1.0, 0.0, np.nan],
+                                                  "hd95_diag": [0.002, np.nan, np.nan],
+                                                  "nsd_diag": [1.0, 0.0, np.nan]}))
+    assert s["missed"] == 1 and s["hd95_diag"] == {"mean": 0.002, "median": 0.002, "n_images": 1}
+
+
+def test_scale_free_boundary_metrics_do_not_depend_on_image_size():
+    """The same shape and error drawn at 1x and 4x: pixel HD95 grows 4x, the diagonal share
+    does not; NSD at 2 px changes with size, NSD at 1% of the diagonal does not."""
+    def case(k):
+        gt = np.zeros((60 * k, 60 * k), bool)
+        gt[20 * k:40 * k, 20 * k:40 * k] = True
+        return boundary.boundary_metrics(np.roll(gt, 2 * k, axis=0), gt)
+    small, big = case(1), case(4)
+    assert big["hd95"] == pytest.approx(4 * small["hd95"])
+    assert big["hd95_diag"] == pytest.approx(small["hd95_diag"])
+    assert big["nsd_diag"] == pytest.approx(small["nsd_diag"], abs=0.05)
+    assert big["nsd"] < small["nsd"] - 0.2
 
 
 # --------------------------------------------------------------------------- external set
@@ -266,6 +286,9 @@ def test_external_figures_by_hand(tmp_path):
     assert lo <= 0.5 <= hi
     text = findings.external_findings({"test": s})
     assert "pooled F1 0.500" in text and "0 of 1 clean slices" in text
+    # on a common scale: 4 px of a 32x32 slice's diagonal, NSD at 1% of it (0.45 px)
+    assert s["hd95_diag_median_detected"] == pytest.approx(4.0 / np.hypot(32, 32))
+    assert f"HD95 median {100 * 4.0 / np.hypot(32, 32):.1f}% of the image diagonal" in text
 
 
 def test_external_cis_resample_whole_patients():

@@ -9,11 +9,19 @@ pixels of the image's own (native) resolution:
   other outline (``monai.metrics.compute_surface_dice``, Nikolov et al. 2021); 1 is
   perfect. ``NSD_TOLERANCE_PX`` = 2 pixels.
 
+**On a common scale.** Br35H's images run from under 200 to over 1,200 pixels a side, so a
+distance in native pixels, and a tolerance of 2 pixels, partly measure image size. Beside the
+pixel figures every image therefore gets two scale-free ones: ``hd95_diag``, HD95 as a share of
+the image diagonal, and ``nsd_diag``, NSD at a tolerance of ``NSD_TOLERANCE_DIAG`` (1%) of the
+diagonal.
+
 **Empty-mask rule.** Boundary metrics are computed for every image whose true mask
 holds a tumour. An image without tumour has no outline to compare with: both metrics
 are left empty (NaN) and no aggregate counts it (its false alarms are counted by the
 pixel metrics and the clean-slice rate instead). A tumour image with an empty
-prediction gets the worst values: HD95 = the image diagonal in pixels, NSD = 0.
+prediction gets the worst values: HD95 = the image diagonal in pixels, NSD = 0; its
+``hd95_diag`` is left empty instead, and ``summarize_boundary`` counts such **missed** tumours
+apart, so a miss never hides inside an HD95 average (``nsd_diag`` is 0, as ``nsd``).
 """
 from __future__ import annotations
 
@@ -24,7 +32,9 @@ import numpy as np
 import torch
 
 NSD_TOLERANCE_PX = 2.0
-BOUNDARY_METRICS = ("hd95", "nsd")
+NSD_TOLERANCE_DIAG = 0.01          # the scale-free NSD's tolerance, a share of the image diagonal
+BOUNDARY_METRICS = ("hd95", "nsd", "hd95_diag", "nsd_diag")
+EMPTY = dict.fromkeys(BOUNDARY_METRICS, math.nan)
 
 
 def _one_hot(mask: np.ndarray) -> torch.Tensor:
@@ -33,31 +43,38 @@ def _one_hot(mask: np.ndarray) -> torch.Tensor:
 
 
 def boundary_metrics(pred, truth, tolerance: float = NSD_TOLERANCE_PX) -> dict[str, float]:
-    """``{"hd95", "nsd"}`` of one binary prediction against its truth (same 2-D shape),
-    with the empty-mask rule of the module docstring."""
+    """``{"hd95", "nsd", "hd95_diag", "nsd_diag"}`` of one binary prediction against its truth
+    (same 2-D shape), with the empty-mask rule of the module docstring."""
     from monai.metrics import compute_hausdorff_distance, compute_surface_dice
     p, t = np.asarray(pred).astype(bool), np.asarray(truth).astype(bool)
     if p.shape != t.shape:
         raise ValueError(f"prediction shape {p.shape} != truth shape {t.shape}")
     if not t.any():
-        return {"hd95": math.nan, "nsd": math.nan}
+        return dict(EMPTY)
+    diag = float(math.hypot(*t.shape))
     if not p.any():
-        return {"hd95": float(math.hypot(*t.shape)), "nsd": 0.0}
+        return {"hd95": diag, "nsd": 0.0, "hd95_diag": math.nan, "nsd_diag": 0.0}
     yp, yt = _one_hot(p), _one_hot(t)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")      # MONAI's deprecation notes on its own internals
         hd = float(compute_hausdorff_distance(yp, yt, include_background=False, percentile=95)[0, 0])
-        nsd = float(compute_surface_dice(yp, yt, class_thresholds=[float(tolerance)],
-                                         include_background=False)[0, 0])
-    return {"hd95": hd, "nsd": nsd}
+        nsd = compute_surface_dice(yp, yt, class_thresholds=[float(tolerance)], include_background=False)
+        nsd_rel = compute_surface_dice(yp, yt, class_thresholds=[NSD_TOLERANCE_DIAG * diag],
+                                       include_background=False)
+    return {"hd95": hd, "nsd": float(nsd[0, 0]), "hd95_diag": hd / diag, "nsd_diag": float(nsd_rel[0, 0])}
 
 
 def summarize_boundary(per_image) -> dict:
-    """Mean, median and count of HD95 and NSD over the images where they are defined."""
+    """Mean, median and count of each boundary metric over the images where it is defined
+    (``hd95_diag``: tumour images with a prediction only), and ``missed``: the tumour images
+    with nothing predicted (a defined ``nsd`` and an empty ``hd95_diag``)."""
     out = {}
     for k in BOUNDARY_METRICS:
         v = per_image[k].dropna().to_numpy(dtype=float) if k in per_image else np.array([])
         out[k] = {"mean": float(v.mean()) if len(v) else None,
                   "median": float(np.median(v)) if len(v) else None, "n_images": int(len(v))}
+    if "hd95_diag" in per_image:
+        out["missed"] = int((per_image["nsd"].notna() & per_image["hd95_diag"].isna()).sum())
     out["nsd_tolerance_px"] = NSD_TOLERANCE_PX
+    out["nsd_tolerance_diag"] = NSD_TOLERANCE_DIAG
     return out

@@ -13,7 +13,7 @@ from brainseg_lib.evaluation.bootstrap import (
     bootstrap_stat,
     percentile_ci,
 )
-from brainseg_lib.evaluation.boundary import NSD_TOLERANCE_PX, boundary_metrics
+from brainseg_lib.evaluation.boundary import EMPTY, NSD_TOLERANCE_DIAG, NSD_TOLERANCE_PX, boundary_metrics
 from brainseg_lib.evaluation.metrics import (
     COUNTS,
     confusion_counts,
@@ -31,7 +31,7 @@ def score_half(model, half: ExternalHalf, threshold: float = 0.5, device=None,
     for i, (name, truth, patient) in enumerate(zip(half.arrays.names, half.truths, half.patients)):
         pred = to_native(probs[i], *truth.shape) >= threshold
         c = confusion_counts(pred, truth)
-        b = boundary_metrics(pred, truth) if boundary else {"hd95": np.nan, "nsd": np.nan}
+        b = boundary_metrics(pred, truth) if boundary else dict(EMPTY)
         rows.append({"name": name, "patient": patient, "tumour": bool(truth.any()),
                      "tumour_pixels": int(truth.sum()), "pred_pixels": int(pred.sum()),
                      "marked": bool(pred.any()), **c,
@@ -71,8 +71,20 @@ def summarize_half(df: pd.DataFrame, n_boot: int = N_BOOT, seed: int = 0) -> dic
     t = df["tumour"]
     return {**point, "ci95_by_patient": ci, "n_boot": n_boot, "boot_seed": seed,
             "hd95_median": float(df.loc[t, "hd95"].median()) if t.any() else None,
+            # on a common scale: HD95 as a share of the diagonal over the tumour slices with a
+            # prediction (the missed ones are counted apart), NSD at 1% of the diagonal
+            **_scale_free(df[t]),
             # tumour slices with nothing predicted: HD95 = the diagonal there (boundary's rule)
             "tumour_slices_missed": int((t & ~df["marked"]).sum()),
             "n_slices": int(len(df)), "n_tumour_slices": int(t.sum()), "n_clean_slices": int((~t).sum()),
             "n_patients": int(len(sums)), "clean_marked": int((df["marked"] & ~t).sum()),
-            "nsd_tolerance_px": NSD_TOLERANCE_PX}
+            "nsd_tolerance_px": NSD_TOLERANCE_PX, "nsd_tolerance_diag": NSD_TOLERANCE_DIAG}
+
+
+def _scale_free(tumour: pd.DataFrame) -> dict:
+    """The scale-free boundary figures of the tumour slices (``boundary``'s module docstring)."""
+    if "hd95_diag" not in tumour or not len(tumour):
+        return {"hd95_diag_median_detected": None, "nsd_diag_mean": None}
+    hd = tumour["hd95_diag"].dropna()
+    return {"hd95_diag_median_detected": float(hd.median()) if len(hd) else None,
+            "nsd_diag_mean": float(tumour["nsd_diag"].mean())}

@@ -40,7 +40,8 @@ def external_findings(ext: dict) -> str:
             f"{e['mean_dice_tumour']:.3f} ({ci['mean_dice_tumour'][0]:.3f}-{ci['mean_dice_tumour'][1]:.3f}), "
             f"{e['clean_marked']} of {e['n_clean_slices']} clean slices marked "
             f"({100 * e['clean_marked_share']:.1f}%), HD95 median {e['hd95_median']:.1f} px"
-            f"{hd95_missed_note(e)}, NSD at {e['nsd_tolerance_px']:g} px {e['nsd_mean']:.3f}.")
+            f"{hd95_missed_note(e)}, NSD at {e['nsd_tolerance_px']:g} px {e['nsd_mean']:.3f}"
+            f"{scale_free_note(e)}.")
     return "\n".join(lines)
 
 
@@ -52,6 +53,17 @@ def hd95_missed_note(e: dict) -> str:
         return ""
     return (f" ({missed} of {e['n_tumour_slices']} tumour slices have no prediction and count at "
             "the image diagonal)")
+
+
+def scale_free_note(e: dict) -> str:
+    """The boundary figures on a common scale (``evaluation/boundary.py``): HD95 as a share of
+    the image diagonal over the tumour slices with a prediction, NSD at a tolerance of a share
+    of the diagonal. Empty for an older JSON."""
+    if e.get("hd95_diag_median_detected") is None:
+        return ""
+    return (f"; on a common scale, HD95 median {100 * e['hd95_diag_median_detected']:.1f}% of the image "
+            f"diagonal over the tumour slices with a prediction, NSD at {100 * e['nsd_tolerance_diag']:g}% "
+            f"of the diagonal {e['nsd_diag_mean']:.3f}")
 
 
 def detection_findings(summary: dict) -> str:
