@@ -25,6 +25,14 @@ done
 
 # 1. the data: checked before installing anything heavy
 data="${BRAINSEG_DATA:-data/br35h}"
+case "$data" in   # a leading ~ or ~user is expanded, as the Python side does (paths._from_env)
+  "~"|"~/"*) data="$HOME${data#\~}" ;;
+  "~"*) user="${data%%/*}"; user="${user#\~}"
+        if [[ "$user" =~ ^[A-Za-z0-9._][A-Za-z0-9._-]*$ ]]; then   # a plain user name only
+          home=$(eval "printf '%s' ~$user")       # an unknown user stays ~user, as in Python
+          data="$home${data#\~"$user"}"
+        fi ;;
+esac
 case "$data" in /*) ;; *) data="$root/$data" ;; esac
 if [ ! -f "$data/Br35H-Mask-RCNN/TRAIN/annotations_train.json" ] && [ "$fetch" = 0 ]; then
   cat >&2 <<MSG

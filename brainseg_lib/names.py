@@ -30,7 +30,7 @@ def check_name(value, what: str = "name") -> str:
     if not isinstance(value, str):
         raise UnsafeName(f"{what} must be text (letters, digits, '._-'), not {type(value).__name__} {value!r}")
     if len(value) > MAX_NAME or not NAME_RE.fullmatch(value) or value in (".", ".."):
-        raise UnsafeName(f"{what} {value!r} is not allowed: use letters, digits and '._-' only "
+        raise UnsafeName(f"{what} {value!r} is not allowed: use letters, digits and '._-+=,' only "
                          f"(starting with a letter or digit, at most {MAX_NAME} characters); "
                          "a name never holds a path")
     return value

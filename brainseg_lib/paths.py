@@ -36,7 +36,10 @@ def _from_env(var: str, default: Path) -> Path:
     value = os.environ.get(var)
     if not value:
         return default
-    p = Path(value).expanduser()
+    try:
+        p = Path(value).expanduser()
+    except RuntimeError:          # ~user of an unknown user: kept as written, like the shell
+        p = Path(value)
     return p if p.is_absolute() else (PROJECT_ROOT / p).resolve()
 
 
@@ -163,13 +166,30 @@ def smoke_results_dir() -> Path:
 
 
 STUDY_PROFILE = "cpu"   # the study's own profile: results/ itself, and the released model
+GPU_PROFILE = "paper"   # the paper's configuration: its committed GPU run, results/paper
 
 
 def profile_results_dir(profile: str) -> Path:
-    """Where ``./run_all.sh <profile>`` writes: ``results/`` for the study's profile (cpu),
-    ``results/<profile>/`` for any other (smoke, git-ignored; paper, the GPU run, committed),
-    so a second profile never replaces the study's figures, report or released model."""
+    """Where a profile's results go, for ``./run_all.sh <profile>`` and ``train --profile``
+    alike: ``results/`` for the study's profile (cpu), ``results/<profile>/`` for any other
+    (smoke, git-ignored; paper, the GPU run, committed), so a second profile never replaces
+    the study's figures, metrics, report or released model. Callers check the name first
+    (``names.check_name``, as ``run_all.destination`` does): a profile never names a path."""
     return results_dir() if profile == STUDY_PROFILE else results_dir() / profile
+
+
+def is_scratch_profile(profile) -> bool:
+    """Whether runs of ``profile`` are scratch: every profile but the study's (cpu) and the
+    paper's GPU run (paper), e.g. smoke. Their results live in ``profile_results_dir``, and the
+    study's Table I, headline and README leave them out wherever they are found."""
+    return profile not in (STUDY_PROFILE, GPU_PROFILE)
+
+
+def sweep_dir_for(profile: str) -> Path:
+    """Where the sweep of ``profile`` writes: ``sweep_dir()`` (``results/sweep``) for the
+    study's profiles, ``results/<profile>/sweep`` for a scratch one (smoke), as
+    ``./run_all.sh smoke`` and ``sweep --profile smoke`` both do."""
+    return profile_results_dir(profile) / "sweep" if is_scratch_profile(profile) else sweep_dir()
 
 
 def gpu_run_dir() -> Path:

@@ -97,8 +97,9 @@ def test_torchrun_trains_one_run_like_a_single_process(tmp_path, via, isolated_d
     assert r.returncode == 0, r.stdout[-6000:]
     name = experiment.name_for(params)
     assert single["json_path"].endswith(f"{name}.json")
-    # exactly one set of results, written once
-    assert sorted(p.name for p in (out / "metrics").iterdir()) == [f"{name}.json", f"{name}_per_image.csv"]
+    # exactly one set of results, written once, in the smoke profile's own folder
+    metrics = out / "smoke" / "metrics"
+    assert sorted(p.name for p in metrics.iterdir()) == [f"{name}.json", f"{name}_per_image.csv"]
     assert [p.name for p in (out / "runs").iterdir()] == [name]
     run = out / "runs" / name
     assert {"history.csv", "last.pt", "best.pt", "train_log.txt", "timing.json"} <= {p.name for p in run.iterdir()}

@@ -40,11 +40,18 @@ def _cmd_check_data(args) -> int:
 
 
 def _cmd_train(args) -> int:
-    from brainseg_lib.study.experiment import run_profile
+    """Train one run. Its results go to its profile's folder (``paths.profile_results_dir``):
+    results/ for the study's profile (cpu), results/<profile>/ for any other, so a smoke run
+    never lands among the study's metrics."""
+    from brainseg_lib import paths
+    from brainseg_lib.names import check_name
+    from brainseg_lib.study.experiment import name_for, run_profile
     from brainseg_lib.study.profiles import default_profile, load_profile
-    name = args.profile or default_profile()
+    name = check_name(args.profile or default_profile(), "--profile")
     params = with_overrides(load_profile(name), args.set)
-    out = run_profile(params, data_root=args.data, resume=args.resume)
+    name_for(params)                                   # every part of the run name, before any work
+    with paths.env_override(BRAINSEG_RESULTS=paths.profile_results_dir(params.get("profile"))):
+        out = run_profile(params, data_root=args.data, resume=args.resume)
     from brainseg_lib.training.distributed import world_from_env
     if world_from_env()[1] != 0:                    # under torchrun, rank 0 reports
         return 0
@@ -58,7 +65,8 @@ def _cmd_train(args) -> int:
 def _cmd_evaluate(args) -> int:
     from brainseg_lib.evaluation.evaluate import evaluate_checkpoint, write_evaluation
     ev = evaluate_checkpoint(args.checkpoint, args.split, args.threshold, args.device, args.data)
-    name = args.name or f"eval-{args.split}"
+    from brainseg_lib.names import check_name
+    name = check_name(args.name or f"eval-{args.split}", "--name")
     j, c = write_evaluation(ev, name, {"profile": "custom"}, out_dir=args.out)
     print(json.dumps(ev.summary["global"], indent=1))
     print(f"wrote {j} and {c}")
@@ -66,8 +74,8 @@ def _cmd_evaluate(args) -> int:
 
 
 def _cmd_table(args) -> int:
-    from brainseg_lib.study.table1 import build_table1, to_markdown, write_table1
-    table = build_table1()
+    from brainseg_lib.study.table1 import build_table1, study_runs, to_markdown, write_table1
+    table = build_table1(study_runs(scratch=False))    # the study's table: no smoke rows
     written = write_table1(table)
     print(to_markdown(table))
     print("wrote " + ", ".join(str(p) for p in written.values()))
@@ -85,10 +93,13 @@ def _cmd_headline(args) -> int:
 
 
 def _headline_lines(profile: str | None) -> list[str]:
+    from brainseg_lib import paths
     from brainseg_lib.evaluation.evaluate import load_run_metrics
     from brainseg_lib.study.experiment import load_timing
     lines = []
     for r in load_run_metrics():
+        if profile is None and paths.is_scratch_profile(r.get("profile")):
+            continue                               # the study's headline: no scratch runs
         if profile not in (None, r.get("profile")):
             continue
         r = {**r, **load_timing(r["run_name"])}
@@ -101,21 +112,23 @@ def _headline_lines(profile: str | None) -> list[str]:
 
 
 def _cmd_sweep(args) -> int:
+    from brainseg_lib import paths
     from brainseg_lib.study.profiles import default_profile
     from brainseg_lib.study.sweep import plan, plan_lines, run_sweep
-    runs = plan(args.profile or default_profile(), seeds=tuple(args.seeds))
-    if args.plan:
-        lines = plan_lines(runs)
+    profile = args.profile or default_profile()
+    runs = plan(profile, seeds=tuple(args.seeds))          # every name checked before any work
+    folder = paths.sweep_dir_for(profile)                   # a smoke sweep stays in results/smoke/
+    if args.plan:                                           # print-only, but for the sbatch file
+        lines = plan_lines(runs, sweep_dir=folder)
         if args.format == "slurm":
-            from brainseg_lib import paths
             from brainseg_lib.fileio import atomic_write_text
             from brainseg_lib.study.sweep import slurm_script
-            out = atomic_write_text(paths.ensure(paths.sweep_dir()) / "sweep.sbatch", slurm_script(lines))
+            out = atomic_write_text(paths.ensure(folder) / "sweep.sbatch", slurm_script(lines))
             print(f"wrote {out} ({len(lines)} array tasks); submit with: sbatch {out}")
         else:
             print("\n".join(lines))
         return 0
-    names = run_sweep(runs, jobs=args.jobs, skip_done=not args.force)
+    names = run_sweep(runs, jobs=args.jobs, skip_done=not args.force, sweep_dir=folder)
     print("finished:", ", ".join(names))
     return 0
 

@@ -225,9 +225,11 @@ def update_readme(readme: str | Path | None = None) -> bool:
 
     Table I, the headline, the run_all timings and the speed figures, the findings, detection,
     boundary, external-validation and lever tables: each lives between ``<!-- NAME:START -->``
-    and ``<!-- NAME:END -->`` and is copied from the file the study wrote."""
+    and ``<!-- NAME:END -->`` and is copied from the file the study wrote (the two tables of
+    runs without rows of scratch profiles, ``table1.study_rows_only``)."""
+    from brainseg_lib.study.table1 import study_rows_only
     readme = Path(readme or paths.readme())
-    sections = [((paths.tables_dir() / "table1.md").read_text(), README_START, README_END),
+    sections = [(study_rows_only((paths.tables_dir() / "table1.md").read_text()), README_START, README_END),
                 (headline_markdown(), HEADLINE_START, HEADLINE_END),
                 (profiles_markdown(), PROFILES_START, PROFILES_END),
                 (timings_markdown(), TIMINGS_START, TIMINGS_END),
@@ -235,7 +237,8 @@ def update_readme(readme: str | Path | None = None) -> bool:
     sources = [(paths.tables_dir() / name, marker) for name, marker in README_SECTIONS]
     sources += [(paths.levers_dir() / "lever_table.md", "LEVERS"),
                 (paths.levers_dir() / "lever_rule.md", "LEVER_RULE")]
-    sections += [(path.read_text(), f"<!-- {marker}:START -->", f"<!-- {marker}:END -->")
+    sections += [(study_rows_only(path.read_text()) if marker == "BOUNDARY" else path.read_text(),
+                  f"<!-- {marker}:START -->", f"<!-- {marker}:END -->")
                  for path, marker in sources if path.is_file()]
     text = new = readme.read_text()
     for markdown, start, end in sections:

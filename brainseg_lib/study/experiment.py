@@ -5,11 +5,9 @@ nothing here prints numbers that are not also written to ``results/``.
 """
 from __future__ import annotations
 
-import shutil
-
 import torch
 
-from brainseg_lib import paths
+from brainseg_lib import names, paths
 from brainseg_lib.data.cache import native_masks_for
 from brainseg_lib.data.splits import split_arrays
 from brainseg_lib.evaluation.evaluate import (
@@ -38,8 +36,14 @@ def config_from_params(params: dict) -> TrainConfig:
 
 
 def run_name(profile: str, seed: int, loss: str, split_scheme: str = "official", tag: str = "") -> str:
-    """``<profile>-<split>-<loss>-seed<k>``, with ``-<tag>`` for a tagged variant (a lever trial)."""
-    return f"{profile}-{split_scheme}-{loss}-seed{seed}" + (f"-{tag}" if tag else "")
+    """``<profile>-<split>-<loss>-seed<k>``, with ``-<tag>`` for a tagged variant (a lever trial).
+    The name becomes a folder and file names, so each part and the whole are checked
+    (``names.check_name``): a profile or tag holding ``..``, a separator or NUL is refused."""
+    names.check_name(profile, "profile")
+    if tag:
+        names.check_name(tag, "run_tag")
+    return names.check_name(f"{profile}-{split_scheme}-{loss}-seed{seed}" + (f"-{tag}" if tag else ""),
+                            "run name")
 
 
 def released_run_name() -> str:
@@ -60,10 +64,14 @@ def run_profile(params: dict, data_root=None, resume: bool = False, progress: bo
     cfg = config_from_params(params)
     name = name_for(params)
     run_dir = paths.runs_dir() / name
+    names.inside(paths.runs_dir(), run_dir, "run folder")
     with distributed.session(resolve_device(cfg.device)) as ddp:
+        if resume and not ddp.broadcast((run_dir / "last.pt").is_file()):
+            raise FileNotFoundError(f"--resume: run {name} has no checkpoint to resume from "
+                                    f"({display_path(run_dir / 'last.pt')}); drop --resume to start it fresh")
         with ddp.main_first():
-            if ddp.is_main and run_dir.exists() and not resume:
-                shutil.rmtree(run_dir)  # a fresh run starts clean; results are regenerated, not mixed
+            if ddp.is_main and not resume:
+                start_fresh(name, run_dir)
             arrays = split_arrays(params.get("split_scheme", "official"), cfg.image_size, data_root,
                                   params.get("split_seed", 0))
         result = fit(cfg, run_dir, resume=resume, data_root=data_root, progress=progress,
@@ -82,6 +90,20 @@ def run_profile(params: dict, data_root=None, resume: bool = False, progress: bo
         if isinstance(out, dict) and set(out) == {"error"}:
             raise RuntimeError(f"rank 0 failed while scoring the run: {out['error']}")
         return out
+
+
+RUN_OUTPUTS = (".json", "_per_image.csv", "_threshold_sweep.csv")   # a run's files in results/metrics
+
+
+def start_fresh(name: str, run_dir) -> None:
+    """A fresh run starts clean: its run folder and its old metric files go (each checked to
+    lie under its root first), so an interrupted run never leaves an old result beside a
+    wiped run folder; results are regenerated, not mixed."""
+    if run_dir.exists() or run_dir.is_symlink():
+        names.remove_tree(run_dir, paths.runs_dir())
+    metrics = paths.metrics_dir()
+    for suffix in RUN_OUTPUTS:
+        names.remove_file(metrics / f"{name}{suffix}", metrics)
 
 
 def score_and_write(params: dict, cfg: TrainConfig, result, arrays: dict, data_root=None) -> dict:
@@ -157,10 +179,10 @@ def write_timing(result, run_dir, epochs_to_target=None):
 def load_timing(run_name: str, runs_dir=None) -> dict:
     """The clock measurements of a run (``write_timing``), or {} when absent."""
     import json
-    path = (runs_dir or paths.runs_dir()) / run_name / "timing.json"
     try:
+        path = names.child(runs_dir or paths.runs_dir(), run_name, "run name") / "timing.json"
         return json.loads(path.read_text())
-    except (OSError, ValueError):
+    except (OSError, ValueError):             # UnsafeName is a ValueError: a name from a JSON
         return {}
 
 

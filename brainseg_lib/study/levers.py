@@ -25,7 +25,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from brainseg_lib import paths
 
@@ -78,18 +77,33 @@ def selection_figures(checkpoint, val_arrays, cfg, data_root=None, external_dev:
 
 
 def load_plan(path: str | Path | None = None) -> dict:
-    """``params/levers.yaml``: {base: profile, fixed: {...}, trials: [{tag, lever, set}]}."""
-    return yaml.safe_load(Path(path or LEVERS_YAML).read_text())
+    """``params/levers.yaml``: {base: profile, fixed: {...}, trials: [{tag, lever, set}]}, read
+    safely (``params_yaml``) and checked (``params_schema.check_plan``: its shape, and ``fixed``
+    and each trial's ``set`` against the parameter schema); ValueError in one line otherwise."""
+    from brainseg_lib.study.params_schema import check_plan
+    from brainseg_lib.study.params_yaml import read_params_file
+    path = Path(path or LEVERS_YAML)
+    return check_plan(read_params_file(path), str(path))
 
 
 def trial_params(plan: dict) -> list[dict]:
     """Parameter dicts of every trial: the base profile, the plan's fixed keys, then the
-    trial's own settings (each trial lists its full difference from the base profile)."""
+    trial's own settings (each trial lists its full difference from the base profile).
+    Every trial's tag and run name are checked first (``names.check_name``): a tag names
+    files, never a path."""
+    from brainseg_lib.names import check_name
+    from brainseg_lib.study.experiment import name_for
     from brainseg_lib.study.profiles import load_profile
+    check_name(plan["base"], "levers base profile")
+    for t in plan["trials"]:
+        check_name(t.get("tag"), "lever trial tag")
     base = {**load_profile(plan["base"]), **plan.get("fixed", {})}
-    return [{**base, **t.get("set", {}), "run_tag": t["tag"], "tune_threshold": False,
-             "score_test": False, "snapshot_epochs": []}
-            for t in plan["trials"]]
+    trials = [{**base, **t.get("set", {}), "run_tag": t["tag"], "tune_threshold": False,
+               "score_test": False, "snapshot_epochs": []}
+              for t in plan["trials"]]
+    for params in trials:
+        name_for(params)
+    return trials
 
 
 def run_levers(plan: dict | None = None, out_dir: str | Path | None = None, force: bool = False) -> list[str]:

@@ -19,12 +19,11 @@ check or the GPU run never touches the study's results. README.md is updated fro
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import tempfile
 from pathlib import Path
 
-from brainseg_lib import paths
+from brainseg_lib import names, paths
 from brainseg_lib.study import staging
 from brainseg_lib.study.notebooks import NotebookFailed, run_notebooks
 from brainseg_lib.study.profiles import load_profile
@@ -34,8 +33,8 @@ log = logging.getLogger(__name__)
 
 def destination(profile: str) -> Path:
     """Where a profile's results go: results/ for the study (cpu), results/<profile>/ for any
-    other (``paths.profile_results_dir``)."""
-    return paths.profile_results_dir(profile)
+    other (``paths.profile_results_dir``); a profile that is not a plain name is refused."""
+    return paths.profile_results_dir(names.check_name(profile, "profile"))
 
 
 def build_stage(profile: dict, stage: Path) -> dict:
@@ -83,11 +82,11 @@ def _swap_in(stage: Path, dest: Path) -> None:
 
 def run_study(profile_name: str) -> dict:
     """Run a whole profile and promote it (see the module docstring); returns the timings."""
+    names.check_name(profile_name, "profile")
     profile = load_profile(profile_name)
     dest = destination(profile_name)
-    sweep = dest / "sweep" if profile_name == "smoke" else None   # 08's tiny sweep stays with smoke
     with staging.exclusive_lock(dest), paths.env_override(
-            BRAINSEG_SWEEP=sweep or os.environ.get("BRAINSEG_SWEEP"),
+            BRAINSEG_SWEEP=paths.sweep_dir_for(profile_name),   # 08's tiny sweep stays with smoke
             PYTHONPATH=paths.kernel_pythonpath()):
         for note in filter(None, [staging.recover(dest)]):
             log.warning("[run_all] %s", note)
@@ -100,7 +99,7 @@ def run_study(profile_name: str) -> dict:
         except NotebookFailed as e:
             raise keep_failed_notebook(stage, dest, e) from None
         finally:
-            shutil.rmtree(stage, ignore_errors=True)
+            names.remove_tree(stage, dest, ignore_errors=True)
     if dest == paths.results_dir():
         from brainseg_lib.report.readme import update_readme
         update_readme()

@@ -15,6 +15,11 @@ back at once (``run_all._swap_in``). So ``<dest>`` never stays a mix of old and 
 is fsynced: this guards against a killed or failing run, not against a power cut.)
 ``exclusive_lock`` keeps two runs on the same folder from overlapping; while it is held,
 any other ``.staging-*`` folder is the leftover of a killed run and is removed.
+
+Every command of the CLI, not only ``run-study``, first calls ``recover_results``: a swap a
+crash interrupted is finished or rolled back (under the same lock) before anything reads
+``results/``. Every folder the journal names is checked to lie directly under ``<dest>``
+(``names.child``) before it is moved or deleted.
 """
 from __future__ import annotations
 
@@ -22,9 +27,11 @@ import contextlib
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 from brainseg_lib.fileio import Locked, atomic_write_text
+from brainseg_lib.names import child, remove_tree
 from brainseg_lib.fileio import exclusive_lock as fileio_lock
 
 JOURNAL = ".promote-journal.json"
@@ -54,7 +61,7 @@ def remove_stale_stages(dest: Path) -> list[str]:
     """Delete ``.staging-*`` folders left by killed runs (call only while holding the lock)."""
     stale = sorted(p for p in dest.glob(STAGING_PREFIX + "*") if p.is_dir())
     for p in stale:
-        shutil.rmtree(p, ignore_errors=True)
+        remove_tree(p, dest, ignore_errors=True)
     return [p.name for p in stale]
 
 
@@ -82,7 +89,7 @@ def promote(stage: Path, dest: Path) -> list[str]:
     for f in folders:
         os.replace(stage / f, dest / f)
     atomic_write_text(dest / JOURNAL, json.dumps({**journal, "done": True}))
-    shutil.rmtree(backup, ignore_errors=True)
+    remove_tree(backup, dest, ignore_errors=True)
     (dest / JOURNAL).unlink()
     return folders
 
@@ -93,17 +100,60 @@ def recover(dest: Path) -> str | None:
     if not path.is_file():
         return None
     j = json.loads(path.read_text())
-    backup = dest / j["backup"]
+    backup = child(dest, j["backup"], "journal backup folder")
     if j["done"]:
-        shutil.rmtree(backup, ignore_errors=True)
+        remove_tree(backup, dest, ignore_errors=True)
         path.unlink()
         return "finished an interrupted clean-up"
     for f in j["folders"]:
-        if (backup / f).exists():                 # old copy aside: whatever is in dest is new
-            shutil.rmtree(dest / f, ignore_errors=True)
-            os.replace(backup / f, dest / f)
-        elif f not in j["had_old"] and (dest / f).exists():
-            shutil.rmtree(dest / f, ignore_errors=True)   # a new folder with no old one
-    shutil.rmtree(backup, ignore_errors=True)
+        new, old = child(dest, f, "journal folder"), child(backup, f, "journal folder")
+        if old.exists():                          # old copy aside: whatever is in dest is new
+            remove_tree(new, dest, ignore_errors=True)
+            os.replace(old, new)
+        elif f not in j["had_old"] and new.exists():
+            remove_tree(new, dest, ignore_errors=True)   # a new folder with no old one
+    remove_tree(backup, dest, ignore_errors=True)
     path.unlink()
     return "rolled back an interrupted promotion; the previous results are in place"
+
+
+SWAP_WAIT_S = 30.0   # how long a command waits for another process's swap to finish
+
+
+def recover_results(root: Path | None = None, wait_s: float = SWAP_WAIT_S) -> list[str]:
+    """``recover`` the results folder and each profile folder in it (``results/paper``,
+    ``results/smoke``) that holds a journal, under its lock; one line per folder repaired.
+    Without a journal it only checks that none is there. A journal whose lock another
+    process holds is a swap in progress (milliseconds to seconds): wait up to ``wait_s`` for
+    it, then raise ``RunInProgress``."""
+    from brainseg_lib import paths
+    root = Path(root) if root else paths.results_dir()
+    done = []
+    for dest in [root, *sorted(p.parent for p in root.glob(f"*/{JOURNAL}"))]:
+        note = _recover_locked(dest, wait_s) if (dest / JOURNAL).is_file() else None
+        if note:
+            done.append(f"{paths.display_path(dest)}: {note}")
+    return done
+
+
+def recover_for_command() -> None:
+    """What the CLI runs before every command: ``recover_results``, each repair said on
+    stderr in one line."""
+    import sys
+    for note in recover_results():
+        print(f"note: {note}", file=sys.stderr)
+
+
+def _recover_locked(dest: Path, wait_s: float) -> str | None:
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            with exclusive_lock(dest):
+                return recover(dest)
+        except RunInProgress:
+            if not (dest / JOURNAL).is_file():
+                return None                       # the other process finished its swap
+            if time.monotonic() > deadline:
+                raise RunInProgress(f"another run is swapping new results into {dest}; "
+                                    "try again when it has finished") from None
+            time.sleep(0.2)

@@ -22,7 +22,7 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from brainseg_lib import paths
+from brainseg_lib import names, paths
 from brainseg_lib.data.splits import SPLIT_SCHEMES
 from brainseg_lib.study.experiment import config_from_params, name_for, run_profile
 from brainseg_lib.study.profiles import load_profile, write_profile
@@ -39,12 +39,16 @@ def plan(profile: str, seeds=DEFAULT_SEEDS, schemes=SPLIT_SCHEMES,
     official split with the same seeds (the paper's loss question); and each variant (a
     tagged set of overrides, e.g. the paper's annotated-only setting) on the official split
     with seed 0. ``extra_losses`` and ``variants`` default to the profile's
-    ``sweep_extra_losses`` and ``sweep_variants``."""
+    ``sweep_extra_losses`` and ``sweep_variants``. Every run's name is checked here, before
+    any work (``names.check_name``): a variant named ``../x`` is refused, never a path."""
+    names.check_name(profile, "profile")
     base = load_profile(profile)
     base["max_train_seconds"] = None
     base["snapshot_epochs"] = []
     extra_losses = base.get("sweep_extra_losses", ["bce"]) if extra_losses is None else extra_losses
     variants = base.get("sweep_variants") or {} if variants is None else variants
+    for tag in variants:
+        names.check_name(tag, f"sweep_variants key of profile {profile!r}")
     runs = [{**base, "split_scheme": s, "seed": k} for s in schemes for k in seeds]
     runs += [{**base, **overrides, "split_scheme": "official", "seed": 0, "run_tag": tag}
              for tag, overrides in variants.items()]
@@ -52,6 +56,7 @@ def plan(profile: str, seeds=DEFAULT_SEEDS, schemes=SPLIT_SCHEMES,
              for loss in extra_losses if loss != base["loss"] for k in seeds]
     for r in runs:
         r["tune_threshold"] = True
+        name_for(r)                       # refuses an unsafe profile, tag, loss or split name
     return runs
 
 
@@ -71,28 +76,57 @@ def finished(params: dict, sweep_dir) -> bool:
             == {k: v for k, v in wanted.items() if k not in ignore})
 
 
-def planned_job(params: dict, threads: int, sweep_dir: Path) -> tuple[list[str], dict, Path]:
-    """One self-contained job of the sweep: (papermill arguments, environment additions,
-    log path). Writes the run's own params file; the output notebook and the results
-    folder are the run's own, so the line can run anywhere (a cluster array task)."""
+def job_files(params: dict, sweep_dir: Path) -> dict[str, Path]:
+    """The files of one sweep run, each checked to lie under ``sweep_dir``: its params file,
+    output notebook and log (nothing is written here)."""
     name = name_for(params)
-    out = paths.ensure(sweep_dir / "executed") / f"{name}.ipynb"
-    pfile = paths.ensure(sweep_dir / "params") / f"{name}.yaml"
-    write_profile({**params, "threads": threads}, pfile)
+    files = {"params": sweep_dir / "params" / f"{name}.yaml",
+             "notebook": sweep_dir / "executed" / f"{name}.ipynb",
+             "log": sweep_dir / "logs" / f"{name}.log"}
+    for what, path in files.items():
+        names.inside(sweep_dir, path, f"sweep {what} file")
+    return files
+
+
+def job_command(params: dict, sweep_dir: Path) -> tuple[list[str], dict]:
+    """(papermill arguments, environment additions) of one sweep run: its own params file,
+    output notebook and results folder (``sweep_dir``), so it can run anywhere."""
+    files = job_files(params, sweep_dir)
     args = [sys.executable, "-m", "papermill", "-k", "python3", "--log-level", "WARNING", "--no-progress-bar",
-            "-f", str(pfile), str(paths.NOTEBOOKS_DIR / "02_training.ipynb"), str(out)]
+            "-f", str(files["params"]), str(paths.NOTEBOOKS_DIR / "02_training.ipynb"), str(files["notebook"])]
     env = {"BRAINSEG_RESULTS": str(sweep_dir), "BRAINSEG_PROGRESS": "0", "MPLBACKEND": "Agg"}
-    return args, env, paths.ensure(sweep_dir / "logs") / f"{name}.log"
+    return args, env
+
+
+def planned_job(params: dict, threads: int, sweep_dir: Path) -> tuple[list[str], dict, Path]:
+    """One job of the sweep, ready to run here: (papermill arguments, environment additions,
+    log path), after writing the run's own params file and making its folders."""
+    files = job_files(params, sweep_dir)
+    for f in files.values():
+        paths.ensure(f.parent)
+    write_profile({**params, "threads": threads}, files["params"])
+    args, env = job_command(params, sweep_dir)
+    return args, env, files["log"]
 
 
 def plan_lines(runs: list[dict], threads: int = 0, sweep_dir=None) -> list[str]:
-    """Shell lines, one per run, each runnable on its own (``sweep --plan``)."""
+    """Shell lines, one per run, each runnable on its own (``sweep --plan``). Planning writes
+    nothing: each line makes its own folders and writes its own params file (one-line YAML)
+    when it runs, then runs papermill."""
     import shlex
+
+    import yaml
     sweep_dir = Path(sweep_dir) if sweep_dir else paths.sweep_dir()
     lines = []
     for r in runs:
-        args, env, _ = planned_job(r, threads or r.get("threads", 0), sweep_dir)
-        lines.append(" ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + " "
+        files = job_files(r, sweep_dir)
+        args, env = job_command(r, sweep_dir)
+        text = yaml.safe_dump({**r, "threads": threads or r.get("threads", 0)}, sort_keys=False,
+                              default_flow_style=True, width=float("inf")).strip()
+        folders = " ".join(shlex.quote(str(files[k].parent)) for k in ("params", "notebook"))
+        lines.append(f"mkdir -p {folders} && printf '%s\\n' {shlex.quote(text)} > "
+                     f"{shlex.quote(str(files['params']))} && "
+                     + " ".join(f"{k}={shlex.quote(v)}" for k, v in env.items()) + " "
                      + " ".join(shlex.quote(a) for a in args))
     return lines
 

@@ -5,7 +5,10 @@ The cited and paper rows are data, read from ``references/khadra2026_table1.csv`
 (``study_runs``: ``results/metrics``, ``results/paper/metrics`` and
 ``results/sweep/metrics``): the pooled (``global``) native-resolution test metrics,
 averaged over seeds when a configuration was run with several. A value a
-study does not report stays empty (NaN in pandas, blank in CSV), never 0.
+study does not report stays empty (NaN in pandas, blank in CSV), never 0. The study's own
+table (``python -m brainseg_lib table``, the README) leaves out runs of scratch profiles
+(``paths.is_scratch_profile``: smoke) wherever they are found; a smoke run's notebooks keep
+them, as its table is about them.
 """
 from __future__ import annotations
 
@@ -32,24 +35,49 @@ def training_data_label(run: dict) -> str:
     return "annotated only" if not ratio else f"+ healthy scans x{ratio:g}"
 
 
+LABEL_PREFIX = "Ours: "
+
+
 def run_label(run: dict) -> str:
-    label = (f"Ours: {run.get('profile', '?')} profile, {run.get('split_scheme', 'official')} split, "
+    label = (f"{LABEL_PREFIX}{run.get('profile', '?')} profile, {run.get('split_scheme', 'official')} split, "
              f"{run.get('loss', '?')}, {training_data_label(run)}")
     if run.get("run_tag"):
         label += f" [{run['run_tag']}]"
     return label + (", seed sweep" if run.get("_source") == "sweep" else "")
 
 
-def study_runs(metrics_dir=None) -> list[dict]:
+def label_profile(label: str) -> str | None:
+    """The profile a Table I row (``run_label``) is of, or None for a cited or paper row."""
+    if not label.startswith(LABEL_PREFIX) or " profile, " not in label:
+        return None
+    return label[len(LABEL_PREFIX):].split(" profile, ", 1)[0]
+
+
+def is_scratch_row(label: str) -> bool:
+    """Whether a Table I row (by its Study label) is a run of a scratch profile (smoke)."""
+    profile = label_profile(label)
+    return profile is not None and paths.is_scratch_profile(profile)
+
+
+def study_rows_only(markdown: str) -> str:
+    """A Markdown table of runs (Table I, its boundary companion) without the rows of scratch
+    profiles: a smoke run found in the study's folders is never the study's result (README)."""
+    return "".join(line for line in markdown.splitlines(keepends=True)
+                   if not (line.startswith("| ") and is_scratch_row(line[2:].split(" | ", 1)[0])))
+
+
+def study_runs(metrics_dir=None, scratch: bool = True) -> list[dict]:
     """Every run JSON of the study: results/metrics, the paper profile's committed GPU run
     (``paths.gpu_run_dir()``; skipped when a run of the same name is read already, as while
-    ``run_all.sh paper`` re-runs it in its staging folder), then the sweep's (marked ``_source``)."""
+    ``run_all.sh paper`` re-runs it in its staging folder), then the sweep's (marked ``_source``).
+    With ``scratch=False`` runs of scratch profiles (smoke) are left out."""
     own = load_run_metrics(metrics_dir)
     names = {r.get("run_name") for r in own}
     gpu = paths.gpu_run_dir() / "metrics"
     gpu_runs = [r for r in load_run_metrics(gpu) if r.get("run_name") not in names] if gpu.is_dir() else []
-    return own + gpu_runs + [
+    runs = own + gpu_runs + [
         {**r, "_source": "sweep"} for r in load_run_metrics(paths.sweep_dir() / "metrics")]
+    return runs if scratch else [r for r in runs if not paths.is_scratch_profile(r.get("profile"))]
 
 
 def runs_by_label(runs: list[dict]) -> dict[str, list[dict]]:
