@@ -15,19 +15,20 @@ from brainseg_lib.study import table1 as compare_table1
 
 CITED = ["[23]", "[24]", "[25]", "[26]", "[27]", "[19]"]
 COLUMNS = ["Study", "F1", "IoU", "Precision", "Recall", "Specificity", "Accuracy"]
+SHOWN = ["Study", "F1", "Dice per image", "IoU", "Precision", "Recall", "Specificity", "Accuracy"]
 
 
 def fake_run(name, profile="paper", loss="bce_dice", split="official", f1=0.8, iou=0.7,
-             precision=0.9, recall=0.75, specificity=0.99, accuracy=0.98):
+             precision=0.9, recall=0.75, specificity=0.99, accuracy=0.98, dice=0.7):
     return {"kind": "segmentation_run", "run_name": name, "profile": profile, "loss": loss,
-            "split_scheme": split,
+            "split_scheme": split, "per_image_mean": {"f1": dice},
             "global": {"f1": f1, "iou": iou, "precision": precision, "recall": recall,
                        "specificity": specificity, "accuracy": accuracy}}
 
 
 RUNS = [
-    fake_run("paper-official-bce_dice-seed0", f1=0.80, iou=0.70),
-    fake_run("paper-official-bce_dice-seed1", f1=0.84, iou=0.72),
+    fake_run("paper-official-bce_dice-seed0", f1=0.80, iou=0.70, dice=0.74),
+    fake_run("paper-official-bce_dice-seed1", f1=0.84, iou=0.72, dice=0.78),
     fake_run("cpu-official-bce-seed0", profile="cpu", loss="bce", f1=0.60, iou=0.45),
 ]
 
@@ -66,6 +67,10 @@ def test_build_table1_from_runs():
     assert paper["n_seeds"] == 2
     assert paper["F1"] == pytest.approx(0.82) and paper["IoU"] == pytest.approx(0.71)
     assert paper["F1_sd"] == pytest.approx(np.std([0.80, 0.84], ddof=1))
+    # per-image Dice beside pooled F1, over the same seeds; the cited and paper rows have none
+    assert paper["Dice per image"] == pytest.approx(0.76)
+    assert paper["Dice per image_sd"] == pytest.approx(np.std([0.74, 0.78], ddof=1))
+    assert t.set_index("Study")["Dice per image"].iloc[:7].isna().all()
     # each row names the folder its JSON files are in: results/<profile>/ for a profile other than cpu
     assert paper["Reference"].startswith("this repository, results/paper/metrics/paper-official-bce_dice-seed0.json")
     cpu = ours.loc["Ours: cpu profile, official split, bce, annotated only (seed 0)"]
@@ -97,22 +102,23 @@ def test_write_table1(tmp_path):
     for p in written.values():
         assert p.is_file() and p.parent == tmp_path
     tab = pd.read_csv(tmp_path / "table1.csv")
-    assert list(tab.columns) == COLUMNS
+    assert list(tab.columns) == SHOWN
     assert len(tab) == 9
     header = (tmp_path / "table1.csv").read_text().splitlines()[0]
-    assert header == ",".join(COLUMNS)
+    assert header == ",".join(SHOWN)
     # a blank stays blank in the CSV, not 0
     line25 = next(l for l in (tmp_path / "table1.csv").read_text().splitlines() if l.startswith("[25]"))
-    assert line25 == "[25],0.79,,,,,"
+    assert line25 == "[25],0.79,,,,,,"
     assert math.isnan(tab.set_index("Study").loc["[25]", "IoU"])
     md = (tmp_path / "table1.md").read_text().splitlines()
-    assert md[0] == "| " + " | ".join(COLUMNS) + " |"
+    assert md[0] == "| " + " | ".join(SHOWN) + " |"
     assert len(md) == 2 + 9
     assert "0.820 ± 0.028" in (tmp_path / "table1.md").read_text()
     assert "| [25] | 0.79 |  |" in (tmp_path / "table1.md").read_text()   # cited as printed
+    assert "| 0.820 ± 0.028 | 0.760 ± 0.028 |" in (tmp_path / "table1.md").read_text()
     tex = (tmp_path / "table1.tex").read_text()
     assert r"\begin{tabular}" in tex and r"\end{tabular}" in tex
-    assert " & ".join(COLUMNS) + r" \\" in tex and r"$\pm$" in tex
+    assert " & ".join(SHOWN) + r" \\" in tex and r"$\pm$" in tex
     assert r"bce\_dice" in tex
     detail = pd.read_csv(tmp_path / "table1_detail.csv")
     assert {"Reference", "n_seeds", "F1_sd"} <= set(detail.columns)

@@ -290,8 +290,10 @@ def headline_markdown() -> str:
     run_json = paths.metrics_dir() / f"{released_run_name()}.json"
     if not run_json.is_file():
         return "_No finished run yet: run `./run_all.sh`._\n"
-    g = json.loads(run_json.read_text())["global"]
-    lines = [f"- **Br35H TEST (official split), released model:** F1 {g['f1']:.3f}, IoU {g['iou']:.3f}, "
+    run = json.loads(run_json.read_text())
+    g, dice = run["global"], run.get("per_image_mean", {}).get("f1")
+    lines = [f"- **Br35H TEST (official split), released model:** F1 {g['f1']:.3f} pooled over pixels"
+             + (f" (mean Dice per image {dice:.3f})" if dice is not None else "") + f", IoU {g['iou']:.3f}, "
              f"precision {g['precision']:.3f}, recall {g['recall']:.3f}; the paper reports F1 "
              f"{paper_figure('F1'):.3f}, IoU {paper_figure('IoU'):.2f}, precision "
              f"{paper_figure('Precision'):.3f}, recall {paper_figure('Recall'):.3f}."]

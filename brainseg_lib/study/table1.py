@@ -4,7 +4,11 @@ The cited and paper rows are data, read from ``references/khadra2026_table1.csv`
 (each row gives its source). Reproduction rows are read from the run JSONs of the study
 (``study_runs``: ``results/metrics``, ``results/paper/metrics`` and
 ``results/sweep/metrics``): the pooled (``global``) native-resolution test metrics,
-averaged over seeds when a configuration was run with several. A value a
+averaged over seeds when a configuration was run with several, and beside them the
+**per-image Dice** (``Dice per image``: the mean over TEST images of each image's Dice, the
+primary figure of Metrics Reloaded and nnU-Net). The paper does not say how it aggregates its
+F1, so the comparison with its row uses pooled F1 (our Table I column ``F1``) and shows the
+per-image figure beside it: the two differ, pooled F1 weighting large tumours more. A value a
 study does not report stays empty (NaN in pandas, blank in CSV), never 0. The study's own
 table (``python -m brainseg_lib table``, the README) leaves out runs of scratch profiles
 (``paths.is_scratch_profile``: smoke) wherever they are found; a smoke run's notebooks keep
@@ -25,6 +29,9 @@ from brainseg_lib.fileio import atomic_write_text, write_csv
 from brainseg_lib.paper import COLUMNS, PAPER_ROW, cited_rows
 
 METRIC_COLUMNS = COLUMNS[1:]
+PER_IMAGE_DICE = "Dice per image"
+TABLE_COLUMNS = [COLUMNS[0], COLUMNS[1], PER_IMAGE_DICE, *COLUMNS[2:]]   # what the table shows
+SHOWN = TABLE_COLUMNS[1:]
 KEY_OF = {"F1": "f1", "IoU": "iou", "Precision": "precision", "Recall": "recall",
           "Specificity": "specificity", "Accuracy": "accuracy"}
 
@@ -111,6 +118,9 @@ def reproduction_rows(runs: list[dict]) -> pd.DataFrame:
             vals = np.array([r["global"][key] for r in rs], dtype=float)
             row[col] = float(vals.mean())
             row[f"{col}_sd"] = float(vals.std(ddof=1)) if len(vals) > 1 else math.nan
+        dice = np.array([(r.get("per_image_mean") or {}).get("f1", math.nan) for r in rs], dtype=float)
+        row[PER_IMAGE_DICE] = float(dice.mean())
+        row[f"{PER_IMAGE_DICE}_sd"] = float(dice.std(ddof=1)) if len(dice) > 1 else math.nan
         rows.append(row)
     return pd.DataFrame(rows)
 
@@ -121,6 +131,8 @@ def build_table1(runs: list[dict] | None = None, metrics_dir=None) -> pd.DataFra
         runs = study_runs(metrics_dir)
     ours = reproduction_rows(runs)
     table = pd.concat([cited_rows(), ours], ignore_index=True)
+    if PER_IMAGE_DICE not in table:
+        table[PER_IMAGE_DICE] = math.nan
     return table
 
 
@@ -178,7 +190,7 @@ def _display_rows(table: pd.DataFrame) -> list[list[str]]:
     for _, r in table.iterrows():
         cells = [str(r["Study"])]
         ours = str(r["Study"]).startswith("Ours")
-        for c in METRIC_COLUMNS:
+        for c in SHOWN:
             v = r[c]
             if not ours and not (isinstance(v, float) and math.isnan(v)):
                 cells.append(f"{v:g}")
@@ -189,7 +201,7 @@ def _display_rows(table: pd.DataFrame) -> list[list[str]]:
 
 
 def to_markdown(table: pd.DataFrame) -> str:
-    lines = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
+    lines = ["| " + " | ".join(TABLE_COLUMNS) + " |", "|" + "---|" * len(TABLE_COLUMNS)]
     lines += ["| " + " | ".join(cells) + " |" for cells in _display_rows(table)]
     return "\n".join(lines) + "\n"
 
@@ -199,18 +211,18 @@ def _tex_escape(s: str) -> str:
 
 
 def to_latex(table: pd.DataFrame) -> str:
-    out = [r"\begin{tabular}{l" + "r" * len(METRIC_COLUMNS) + "}", r"\hline",
-           " & ".join(COLUMNS) + r" \\", r"\hline"]
+    out = [r"\begin{tabular}{l" + "r" * len(SHOWN) + "}", r"\hline",
+           " & ".join(TABLE_COLUMNS) + r" \\", r"\hline"]
     out += [" & ".join(_tex_escape(c) for c in cells) + r" \\" for cells in _display_rows(table)]
     out += [r"\hline", r"\end{tabular}"]
     return "\n".join(out) + "\n"
 
 
 def write_table1(table: pd.DataFrame, out_dir: str | Path | None = None) -> dict[str, Path]:
-    """table1.csv (exactly COLUMNS), table1_detail.csv, table1.md and table1.tex."""
+    """table1.csv (exactly TABLE_COLUMNS), table1_detail.csv, table1.md and table1.tex."""
     out = paths.ensure(Path(out_dir) if out_dir else paths.tables_dir())
     written = {
-        "csv": write_csv(table[COLUMNS], out / "table1.csv"),
+        "csv": write_csv(table[TABLE_COLUMNS], out / "table1.csv"),
         "detail": write_csv(table, out / "table1_detail.csv"),
     }
     for key, text in (("md", to_markdown(table)), ("tex", to_latex(table))):
