@@ -77,7 +77,7 @@ summary.to_csv(paths.tables_dir() / "honest_summary.csv", index=False)
 summary.round(4)
 
 # %% [markdown]
-# ## Per-run bootstrap 95% CIs over test images
+# ## Per-run bootstrap 95% CIs over test images (and over near-duplicate groups of them)
 
 # %%
 seed_spread.ci_table(runs).round(4)

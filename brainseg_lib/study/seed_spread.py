@@ -24,7 +24,10 @@ def load_sweep(profile: str, sweep_dir=None) -> pd.DataFrame:
                "per_image_csv": str(folder / r["per_image_csv"]) if r.get("per_image_csv") else None,
                **{m: r["global"][m] for m in METRICS},
                **{f"{m}_ci_lo": r["bootstrap_ci95"][m][0] for m in METRICS},
-               **{f"{m}_ci_hi": r["bootstrap_ci95"][m][1] for m in METRICS}}
+               **{f"{m}_ci_hi": r["bootstrap_ci95"][m][1] for m in METRICS},
+               # resampling near-duplicate groups (runs scored since the audit's groups exist)
+               **{f"f1_group_ci_{e}": (r.get("bootstrap_ci95_groups") or {}).get("f1", [np.nan, np.nan])[i]
+                  for i, e in enumerate(("lo", "hi"))}}
         for label, t in (r.get("threshold_tuning") or {}).get("test", {}).items():
             for k in ("threshold", "f1", "precision", "recall"):
                 row[f"{label}:{k}"] = t[k]
@@ -47,8 +50,11 @@ def summarize_runs(runs: pd.DataFrame) -> pd.DataFrame:
 
 
 def ci_table(runs: pd.DataFrame) -> pd.DataFrame:
-    """F1 and IoU with their per-image bootstrap 95% CIs, one row per run."""
-    t = runs[["run_name", "f1", "f1_ci_lo", "f1_ci_hi", "iou", "iou_ci_lo", "iou_ci_hi"]]
+    """F1 and IoU with their per-image bootstrap 95% CIs, and F1's CI resampling near-duplicate
+    groups where the run has it, one row per run."""
+    cols = ["run_name", "f1", "f1_ci_lo", "f1_ci_hi", "f1_group_ci_lo", "f1_group_ci_hi",
+            "iou", "iou_ci_lo", "iou_ci_hi"]
+    t = runs[[c for c in cols if c in runs]]
     return t.sort_values("run_name").reset_index(drop=True).round(4)
 
 
