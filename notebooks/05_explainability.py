@@ -62,7 +62,7 @@ from brainseg_lib.xai import attribution as xai_attribution
 from brainseg_lib.xai import figures
 from brainseg_lib.xai import checks as xai_checks
 from brainseg_lib.report import plots
-from brainseg_lib.fileio import write_json
+from brainseg_lib.fileio import write_csv, write_json
 from brainseg_lib.study import experiment
 from brainseg_lib.inference import load_run_model
 PARAMS = dict(profile=profile, seed=seed, loss=loss)
@@ -155,11 +155,34 @@ plots.save_figure(fig, 'xai_deletion');
 
 # %%
 display(Markdown(checks.text))
+
+# %% [markdown]
+# ## Sanity checks: does a map depend on what the model learnt, and does it beat the prediction itself?
+# Beating a random map is a low bar. The model-randomisation test (Adebayo et al. 2018) recomputes each
+# method's maps with the same network after re-drawing every weight, for the same images and target
+# regions: a method whose maps hardly change (mean Spearman rank correlation with a 95% CI not below
+# 0.5) explains the image or the architecture, not the model. The second table compares each method's
+# mass inside the tumour with that of the model's own probability map, which any user already has.
+# Rules and thresholds: `brainseg_lib/xai/sanity.py`.
+
+# %%
+from brainseg_lib.xai import sanity
+regions, _ = xai_attribution.target_regions(ex.probs, ex.gts, xai_target)
+rand_per_image, randomisation = sanity.randomisation_test(
+    net, xai_attribution.as_input(ex.images), regions, ex.maps, ex.names, xai_ig_steps, xai_occlusion_frac, seed)
+reference = sanity.against_reference(checks.mass_per_image)
+write_csv(randomisation, paths.tables_dir() / "xai_randomisation.csv")
+write_csv(rand_per_image, paths.tables_dir() / "xai_randomisation_per_image.csv")
+write_csv(reference, paths.tables_dir() / "xai_against_reference.csv")
+sanity_text = sanity.sanity_sentence(randomisation, reference)
+display(randomisation.round(3), reference.round(3), Markdown(sanity_text))
 write_json({"kind": "explainability", "run_name": run["run_name"], "images": names,
             "targets_used": ex.targets, "ig_steps": xai_ig_steps, "occlusion_frac": xai_occlusion_frac,
             "fill": xai_fill, "tables": files,
             "attribution_mass": xai_checks.records(checks.mass),
-            "deletion": xai_checks.records(checks.deletion), "verdict": checks.text},
+            "deletion": xai_checks.records(checks.deletion), "verdict": checks.text,
+            "randomisation": xai_checks.records(randomisation),
+            "against_reference": xai_checks.records(reference), "sanity": sanity_text},
            paths.metrics_dir() / "xai.json");
 
 # %% [markdown]
