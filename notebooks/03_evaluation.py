@@ -114,3 +114,31 @@ plots.save_figure(fig, "pr_curve");
 best = sweep.loc[sweep.f1.idxmax()]
 print(f"F1 at the 0.5 threshold: {run['global']['f1']:.3f}; best F1 over thresholds on TEST "
       f"(for reference only, not a tuned result): {best.f1:.3f} at {best.threshold:.2f}")
+
+# %% [markdown]
+# ## Are the probabilities calibrated?
+# Pixel probabilities at the model's resolution against the resized masks, on TEST: the expected
+# calibration error (ECE, 15 equal-width bins) and the Brier score, before and after temperature
+# scaling fitted on VAL (one number that divides the logits; it moves no pixel across the 0.5
+# threshold, so the segmentation metrics above stay the same). Definitions:
+# `brainseg_lib/evaluation/calibration.py`. Notebooks 06 and 09 add the image-level score and the
+# external set to the same file.
+
+# %%
+from brainseg_lib.evaluation import calibration
+val = cache.load_split("val", run["config"]["image_size"]).head(run["config"]["limit_val"])
+val_probs = inference.predict_probs(net, val)
+temperature = calibration.fit_temperature(calibration.logits_of(val_probs), val.masks)
+calib = {"temperature_fitted_on": "VAL pixels", "temperature": temperature,
+         "br35h_test_pixels": calibration.summary(probs, arrays.masks, temperature),
+         "br35h_val_pixels": calibration.summary(val_probs, val.masks, temperature)}
+fileio.write_json(calib, paths.metrics_dir() / "calibration.json")
+pd.DataFrame({k: {m: v[m] for m in ("ece", "ece_scaled", "brier", "brier_scaled")}
+              for k, v in calib.items() if isinstance(v, dict)}).T.round(4)
+
+# %%
+scaled_test = calibration.summary(calibration.scaled(calibration.logits_of(probs), temperature), arrays.masks)
+fig = plots.reliability_diagram({"TEST pixels": calib["br35h_test_pixels"],
+                                 f"TEST pixels, T = {temperature:.2f}": scaled_test})
+plots.save_figure(fig, "calibration_pixels");
+

@@ -192,6 +192,24 @@ pd.DataFrame({k: {"AUC": c["auc"], "AUC CI low": c["ci95"]["auc"][0], "AUC CI hi
               for k, c in control.items() if isinstance(c, dict) and "auc" in c}).T.round(3)
 
 # %% [markdown]
+# ### Is the image-level score a calibrated probability?
+# The highest pixel probability of a scan read as the probability that it holds a tumour, on the report
+# scans: ECE and Brier score, and the same after the temperature notebook 03 fitted on VAL pixels
+# (`results/metrics/calibration.json`; the maximum of the rescaled pixels is the rescaled maximum).
+
+# %%
+import json
+from brainseg_lib.evaluation import calibration
+calib_path = paths.metrics_dir() / "calibration.json"
+calib = json.loads(calib_path.read_text()) if calib_path.is_file() else {}
+rep_scans = scores[scores["role"] == "report"]
+calib["image_level_report"] = calibration.summary(rep_scans["max_prob"], rep_scans["label"], calib.get("temperature"))
+write_json(calib, calib_path)
+fig = plots.reliability_diagram({"max_prob, report scans": calib["image_level_report"]})
+plots.save_figure(fig, "calibration_image_level")
+pd.Series({k: v for k, v in calib["image_level_report"].items() if k != "reliability"}).round(4)
+
+# %% [markdown]
 # ## Seed to seed
 # Every training run records both operating points of its own model (`detection` in its JSON). The rows below are the official-split BCE+Dice runs of the seed sweep (notebook 08's runs) and this notebook's run; mean and sd over the sweep's seeds.
 

@@ -119,6 +119,28 @@ if ext_ok:
     plots.save_figure(fig, "external_dice_by_size");
 
 # %% [markdown]
+# ## Are the probabilities calibrated on another source?
+# Pixel probabilities of each half against its masks, at the model's resolution: ECE and Brier score,
+# before and after the temperature fitted on Br35H VAL (notebook 03, `results/metrics/calibration.json`).
+
+# %%
+if ext_ok:
+    import json
+    from brainseg_lib.evaluation import calibration
+    from brainseg_lib.inference import predict_probs
+    calib_path = paths.metrics_dir() / "calibration.json"
+    calib = json.loads(calib_path.read_text()) if calib_path.is_file() else {}
+    for h, half in halves.items():
+        calib[f"external_{h}_pixels"] = calibration.summary(predict_probs(net, half.arrays), half.arrays.masks,
+                                                            calib.get("temperature"))
+    write_json(calib, calib_path)
+    fig = plots.reliability_diagram({k: v for k, v in calib.items()
+                                     if k in ("br35h_test_pixels", "external_dev_pixels", "external_test_pixels")})
+    plots.save_figure(fig, "calibration_external")
+    display(pd.DataFrame({k: {m: v.get(m) for m in ("ece", "ece_scaled", "brier", "brier_scaled")}
+                          for k, v in calib.items() if isinstance(v, dict)}).T.round(4))
+
+# %% [markdown]
 # ## Where the model fails
 # On tumour images only: Dice and the share missed outright (nothing predicted) by tumour size (the
 # tumour's share of the image, cut at each set's quartiles), Br35H TEST against the external test half

@@ -237,3 +237,22 @@ def contrast_forest(contrasts: dict, within_test: dict | None = None):
     ax.set_title("Which differences survive seeds and test-set sampling?")
     fig.tight_layout(rect=(0, 0, 0.82, 1))
     return fig
+
+
+def reliability_diagram(summaries: dict[str, dict]):
+    """Observed frequency against mean predicted probability per bin (``calibration.summary``'s
+    reliability table), one line per labelled summary, with the diagonal of perfect calibration."""
+    fig, ax = plt.subplots(figsize=(4.8, 4.4))
+    ax.plot([0, 1], [0, 1], color="0.6", ls="--", lw=1, label="perfectly calibrated")
+    for label, s in summaries.items():
+        r = s["reliability"]
+        pts = [(m, f) for m, f, c in zip(r["mean_p"], r["frequency"], r["count"]) if c and m is not None]
+        if pts:
+            ax.plot(*zip(*pts), "o-", ms=4, label=f"{label} (ECE {s['ece']:.3f})")
+    ax.set_xlabel("mean predicted probability (bin)")
+    ax.set_ylabel("observed frequency")
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.legend(fontsize=7, loc="upper left")
+    fig.tight_layout()
+    return fig
