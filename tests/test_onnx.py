@@ -255,6 +255,45 @@ def test_non_brainseg_onnx_is_refused(tmp_path):
         onnx_runtime.load_onnx_model(path)
 
 
+def fake_export(path, node_type: str, size: int = SIZE, **attrs):
+    """An ONNX file that passes the brainseg checks of inputs, outputs and metadata but whose
+    ``probability`` is ``node_type`` of the image (MaxPool: smaller; Div by 0: NaN/inf)."""
+    from onnx import TensorProto, helper, numpy_helper
+    x = helper.make_tensor_value_info("image", TensorProto.FLOAT, ["N", 1, size, size])
+    y = helper.make_tensor_value_info("probability", TensorProto.FLOAT, None)
+    inits = []
+    if node_type == "Div":
+        inits = [numpy_helper.from_array(np.zeros((1,), np.float32), "zero")]
+        node = helper.make_node("Div", ["image", "zero"], ["probability"])
+    else:
+        node = helper.make_node(node_type, ["image"], ["probability"], **attrs)
+    model = helper.make_model(helper.make_graph([node], "g", [x], [y], initializer=inits),
+                              opset_imports=[helper.make_opsetid("", 18)], ir_version=8)
+    helper.set_model_props(model, {"image_size": str(size)})
+    path.write_bytes(model.SerializeToString())
+    return path
+
+
+def test_onnx_wrong_output_shape_refused(tmp_path, capsys):
+    """An export whose output is 8x8 for a 32x32 input is refused at load, in one line."""
+    bad = fake_export(tmp_path / "small.onnx", "MaxPool", kernel_shape=[4, 4], strides=[4, 4])
+    with pytest.raises(PredictError, match=r"shape \(1, 1, 8, 8\) where \(1, 1, 32, 32\) was expected"):
+        onnx_runtime.load_onnx_model(bad)
+    scans = write_scans(tmp_path / "scans")
+    from brainseg_lib import cli
+    assert cli.main(["predict", "--runtime", "onnx", "--checkpoint", str(bad), "--input", str(scans),
+                     "--output", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert [line for line in err if not line.startswith("WARNING")][0].startswith("error: refusing the model")
+    assert not (tmp_path / "o").exists()
+
+
+def test_onnx_nan_output_refused(tmp_path):
+    bad = fake_export(tmp_path / "nan.onnx", "Div")
+    with pytest.raises(PredictError, match="NaN or infinite"):
+        onnx_runtime.load_onnx_model(bad)
+
+
 # ----------------------------------------------------------------------------- the real model, real scans
 @pytest.mark.realdata
 def test_released_onnx_agrees_with_pytorch_on_real_test_images(real_root, tmp_path):

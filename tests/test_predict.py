@@ -217,6 +217,45 @@ def test_overlay_outline(side, width):
     assert not (predict_scans.overlay_image(gray, np.zeros_like(mask)) == [255, 0, 0]).all(-1).any()
 
 
+def whole_image_overlay(gray, mask):
+    """The outline drawn over the whole image, as predict did before it looked only at the
+    tumour's box: the reference the faster drawing must equal pixel for pixel."""
+    from scipy.ndimage import maximum_filter1d
+    p = np.pad(mask, 1)
+    edge = mask & ~(p[:-2, 1:-1] & p[2:, 1:-1] & p[1:-1, :-2] & p[1:-1, 2:])
+    width = max(1, round(min(mask.shape) / 256))
+    if width > 1:
+        size = 2 * width - 1
+        edge = maximum_filter1d(maximum_filter1d(edge.view(np.uint8), size, axis=0), size, axis=1) > 0
+    rgb = np.repeat(gray[..., None], 3, axis=2)
+    rgb[edge] = predict_scans.OUTLINE_RGB
+    return rgb
+
+
+@pytest.mark.parametrize("shape", [(90, 130), (700, 520), (1300, 40), (1, 1)])
+def test_overlay_in_the_tumour_box_equals_the_whole_image_outline(shape):
+    rng = np.random.default_rng(shape[0])
+    h, w = shape
+    yy, xx = np.mgrid[:h, :w]
+    masks = [np.zeros(shape, bool), np.ones(shape, bool), rng.random(shape) < 0.02,
+             (yy - h / 3) ** 2 + (xx - w / 2) ** 2 < (min(h, w) / 4) ** 2, (yy == h - 1) | (xx < 2)]
+    gray = rng.integers(0, 256, shape, dtype=np.uint8)
+    for mask in masks:
+        assert np.array_equal(predict_scans.overlay_image(gray, mask), whole_image_overlay(gray, mask))
+
+
+def test_overlay_benchmark_reports_the_real_scan(tmp_path, tiny_ckpt):
+    from brainseg_lib.study.bench_predict import time_predict_overlay
+    scan = tmp_path / "y1.jpg"
+    Image.fromarray(scan_image(40, 50)).convert("RGB").save(scan)
+    r = time_predict_overlay(96, checkpoint=tiny_ckpt, repeats=1, scan=scan)
+    assert r["kind"] == "predict_overlay" and r["side"] == 96 and len(r["seconds_runs"]) == 1
+    assert r["scan"].startswith("Br35H y1.jpg (RGB) scaled to 96x96")
+    assert set(r["stages_seconds"]) == {"load_model", "read_scan", "network_and_resize_back",
+                                        "draw_outline", "mask_png", "overlay_png"}
+    assert r["synthetic_seconds_median"] > 0 and 0 < r["tumour_fraction"] < 1
+
+
 def test_single_file_ok_exit_zero(tmp_path, tiny_ckpt, capsys):
     img = tmp_path / "one.jpg"
     Image.fromarray(scan_image(40, 24)).save(img)
@@ -487,9 +526,13 @@ def test_ctrl_c_stops_at_once_and_leaves_no_half_written_file(tmp_path, tiny_ckp
         return real(*a, **k)
     monkeypatch.setattr(predict_predict, "predict_file", interrupt_on_second)
     assert run_cli("--checkpoint", tiny_ckpt, "--input", scans, "--output", tmp_path / "o") == 130
-    assert "interrupted" in capsys.readouterr().err and len(calls) == 2
-    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["s0_mask.png"]   # complete, no temp files
+    err = capsys.readouterr().err
+    assert "interrupted" in err and len(calls) == 2
+    assert "1 of 3 rows" in err and "--resume" in err and len(err.strip().splitlines()) == 1
+    # complete, no temp files: the finished scan's mask and its row
+    assert sorted(p.name for p in (tmp_path / "o").iterdir()) == ["predictions.csv", "s0_mask.png"]
     assert Image.open(tmp_path / "o" / "s0_mask.png").size == (30, 30)
+    assert [(r["file"], r["status"]) for r in read_csv(tmp_path / "o" / "predictions.csv")] == [("s0.png", "ok")]
 
 
 # ----------------------------------------------------------------------------- --runtime onnx

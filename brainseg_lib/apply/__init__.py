@@ -1,3 +1,5 @@
 """Applications for users: segment their own scans with the released model (``predict``),
-through PyTorch or onnxruntime (``onnx_runtime``), with hardened input handling (``scans``).
+through PyTorch or onnxruntime (``models``, ``onnx_runtime``: every output checked before it
+is trusted), with hardened input handling (``scans``) and a predictions table kept row by row
+and resumable (``table``).
 """

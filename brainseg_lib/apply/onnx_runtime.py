@@ -9,7 +9,10 @@ both runtimes differ only by floating-point rounding inside the network (the
 export is checked to agree within 1e-4 in probability).
 
 onnxruntime is optional: without it, or without the exported file, loading
-raises ``PredictError`` saying what to install or run.
+raises ``PredictError`` saying what to install or run. Every output is checked like the
+PyTorch path's (``apply.models.check_output``: the input's shape, finite values), and a
+model is probed once at load: an export whose output does not match its input (an 8x8 map
+for a 64x64 image) or is NaN is refused with one line.
 """
 from __future__ import annotations
 
@@ -19,6 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from brainseg_lib.apply.models import ModelOutputError, check_output, probe
 from brainseg_lib.apply.scans import PredictError
 from brainseg_lib.data import images
 from brainseg_lib.data.loaders import to_float
@@ -124,11 +128,19 @@ class OnnxPredictor:
     source: Path
     metadata: dict = field(default_factory=dict)
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+    sha256: str = ""
 
     def batch_probabilities(self, images_u8: np.ndarray) -> np.ndarray:
-        """Tumour probabilities (N, S, S) float32 of uint8 images (N, S, S) at the model's size."""
+        """Tumour probabilities (N, S, S) float32 of uint8 images (N, S, S) at the model's size,
+        checked (``check_output``)."""
         x = to_float(torch.tensor(np.asarray(images_u8, dtype=np.uint8))[:, None])   # a copy, as Predictor
-        return self.session.run([OUTPUT_NAMES[0]], {INPUT_NAME: x.numpy()})[0][:, 0]
+        try:
+            out = self.session.run([OUTPUT_NAMES[0]], {INPUT_NAME: x.numpy()})[0]
+        except MemoryError:
+            raise ModelOutputError("out of memory while running the model on this scan") from None
+        except Exception as e:      # onnxruntime's own (pybind) exception types
+            raise ModelOutputError(f"onnxruntime failed on this scan: {str(e).splitlines()[0][:200]}") from None
+        return check_output(out, tuple(x.shape), self.source)[:, 0]
 
     def probabilities(self, image: np.ndarray, native_hw=None) -> np.ndarray:
         """Tumour probability (float32, ``native_hw`` or the image's own height x width) of one
@@ -138,7 +150,8 @@ class OnnxPredictor:
 
 
 def load_onnx_model(path: str | Path, threads: int | None = None) -> OnnxPredictor:
-    """An OnnxPredictor for an exported file (its checksum is the caller's business)."""
+    """An OnnxPredictor for an exported file (its checksum is the caller's business), probed
+    (``apply.models.probe``) before it is returned."""
     path = Path(path)
     if not path.is_file():
         raise PredictError(missing_model_message(path, None))
@@ -146,4 +159,6 @@ def load_onnx_model(path: str | Path, threads: int | None = None) -> OnnxPredict
     meta = dict(session.get_modelmeta().custom_metadata_map)
     size = _image_size(session, meta, path)
     check_not_stale(path, meta)
-    return OnnxPredictor(session, size, path, meta)
+    predictor = OnnxPredictor(session, size, path, meta)
+    probe(predictor)
+    return predictor

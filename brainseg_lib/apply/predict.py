@@ -15,7 +15,7 @@ Outputs, in the output folder, per input ``<stem>.<ext>``:
 * one row of ``predictions.csv``: file, width, height, tumour_pixels,
   tumour_fraction, max_prob (the highest native-size probability), tumour
   (``yes`` when any pixel reaches the threshold), status (``ok``/``error``),
-  error (the reason).
+  error (the reason), threshold, model_sha256, file_escaped (``apply.table``).
 
 If several inputs share a stem (``scan.jpg`` and ``scan.png``), each of them
 uses its whole name with dots made underscores instead (``scan_jpg_mask.png``).
@@ -24,9 +24,18 @@ dot-files are ignored), in natural order. A file that is not an image of a
 supported type, or cannot be decoded, is reported on stderr and in the CSV;
 the other files are still processed.
 
-Every file is written to a temp file and renamed into place. Existing outputs
-are never overwritten unless ``force=True``; otherwise the run is refused
-before anything is written.
+Every file is written to a temp file and renamed into place, and each row of
+``predictions.csv`` is appended and flushed as soon as its scan's outputs
+are in place (``apply.table``): an interrupt, a crash or a full disk keeps every
+finished row, and a scan whose outputs could not all be written has its partial
+outputs removed, so a row's status always matches what is on disk. Existing
+outputs are never overwritten unless ``force=True`` (redo every scan) or
+``resume=True`` (keep the scans whose row says ``ok`` and whose outputs exist, do
+the others); otherwise the run is refused before anything is written.
+
+Model outputs are checked before they are trusted (``apply.models``): a NaN,
+infinite or misshapen probability map is an error row, and a model that gives
+one on a probe image is refused at load.
 
 The released model (``results/models/brainseg-cpu.pt``) is a slim checkpoint
 (weights in fp16, the model and training configs, the metrics of the run it
@@ -43,128 +52,51 @@ instead of PyTorch; the resizing, thresholding and outputs are the same
 """
 from __future__ import annotations
 
-import csv
-import io
+import errno
 import sys
-import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import torch
 
-from brainseg_lib import paths
-from brainseg_lib.apply import onnx_runtime
-from brainseg_lib.apply.scans import (
+from brainseg_lib.apply import table as ptable
+from brainseg_lib.apply.models import (  # noqa: F401  (re-exported: predict's public names)
+    RUNTIMES,
+    ModelOutputError,
+    Predictor,
+    UnverifiedCheckpoint,
+    load_onnx_predictor,
+    load_predictor,
+    verify_or_warn,
+)
+from brainseg_lib.apply.scans import (  # noqa: F401
     CSV_COLUMNS,
     MAX_PIXELS,
+    OVERLAY_PNG_LEVEL,
     SUPPORTED_SUFFIXES,
+    Plan,
     PredictError,
     _fmt,
     _save_png,
     check_outputs,
     check_pixels,
-    csv_safe,
     list_inputs,
-    overlay_image,
+    overlay_pil,
     plan_outputs,
     printable,
+    shown,
 )
 from brainseg_lib.data import images
 from brainseg_lib.data.errors import ImageReadError
-from brainseg_lib.fileio import atomic_write as _atomic_write
-from brainseg_lib.inference import predict_logits, resolve_device, to_native
-from brainseg_lib.model.checkpoint import (
-    load_checkpoint,
-    model_from_checkpoint,
-    validate_image_size,
-    validate_model_config,
-)
-from brainseg_lib.model.released import checksum_path, load_released, verify_checksum
 from brainseg_lib.progress import progress_bar
 
-
-class UnverifiedCheckpoint(UserWarning):
-    """A checkpoint was loaded without a SHA-256 sidecar to verify it against."""
-
-
-# ----------------------------------------------------------------------------- the predictor
-@dataclass
-class Predictor:
-    """A U-Net ready for inference, with the input size it was trained at."""
-    model: torch.nn.Module
-    image_size: int
-    device: torch.device
-    source: Path
-
-    def probabilities(self, image: np.ndarray, native_hw=None) -> np.ndarray:
-        """Tumour probability (float32, ``native_hw`` or the image's own height x width) of one
-        uint8 image."""
-        x = torch.tensor(images.resize_image(image, self.image_size))[None]
-        logits = predict_logits(self.model, x, self.device, batch_size=1,
-                                channels_last=self.device.type != "mps")
-        prob = torch.sigmoid(logits[0, 0]).numpy()
-        return to_native(prob, *(native_hw or image.shape))
+# a write that fails with one of these stops the run (the next scans would fail alike)
+FATAL_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS}
+PER_FILE_ERRORS = (ImageReadError, ModelOutputError, MemoryError, OSError)
 
 
-def _device(name: str) -> torch.device:
-    if name not in ("auto", "cpu", "cuda"):
-        raise PredictError(f"unknown device {name!r}; choose auto, cpu or cuda")
-    if name == "cuda" and not torch.cuda.is_available():
-        raise PredictError("--device cuda was asked for but CUDA is not available here; "
-                           "use --device cpu (or auto)")
-    return resolve_device(name)
-
-
-def verify_or_warn(path: Path) -> bool:
-    """True when ``path`` has a ``.sha256`` beside it (the caller verifies it); otherwise warn
-    loudly (``UnverifiedCheckpoint``) that its integrity is not verified, and return False.
-    The documented choice: such a file is still used."""
-    if checksum_path(path).is_file():
-        return True
-    warnings.warn(f"{path} has no {checksum_path(path).name} beside it, so its integrity was NOT "
-                  "verified; use it only if you trust where it came from", UnverifiedCheckpoint,
-                  stacklevel=3)
-    return False
-
-
-def load_predictor(checkpoint: str | Path | None = None, device: str = "auto") -> Predictor:
-    """The released model (checksum verified) when ``checkpoint`` is None, else that file.
-
-    A given checkpoint with a ``.sha256`` file next to it is verified too.
-    """
-    dev = _device(device)
-    if checkpoint is None:
-        path = paths.released_model()
-        ck = load_released(path)
-    else:
-        path = Path(checkpoint)
-        ck = load_released(path) if verify_or_warn(path) else load_checkpoint(path)
-    validate_model_config(ck.get("model_config"), path)      # before anything is allocated
-    size = validate_image_size(ck.get("train_config"), path)
-    model = model_from_checkpoint(ck, path).to(dev)
-    return Predictor(model, size, dev, path)
-
-
-RUNTIMES = ("torch", "onnx")
-
-
-def load_onnx_predictor(checkpoint: str | Path | None = None, device: str = "auto"
-                        ) -> onnx_runtime.OnnxPredictor:
-    """The ONNX export (``onnx_runtime.onnx_model_path``) in an onnxruntime CPU session, its
-    ``.sha256`` verified when present (else an UnverifiedCheckpoint warning)."""
-    if device not in ("auto", "cpu", "cuda"):
-        _device(device)                                   # an unknown name: the same message
-    if device == "cuda":
-        raise PredictError("--runtime onnx runs on the CPU (onnxruntime's CPU provider); "
-                           "use --device cpu (or auto), or --runtime torch for CUDA")
-    onnx_runtime.require_onnxruntime()
-    path = onnx_runtime.onnx_model_path(checkpoint)
-    if not path.is_file():
-        raise PredictError(onnx_runtime.missing_model_message(path, checkpoint))
-    if verify_or_warn(path):
-        verify_checksum(path)
-    return onnx_runtime.load_onnx_model(path, threads=torch.get_num_threads())
+class PredictInterrupted(KeyboardInterrupt):
+    """Ctrl-C during a run; the message says how many rows were written and how to resume."""
 
 
 @dataclass
@@ -173,7 +105,7 @@ class PredictionRun:
     csv_path: Path
     out_dir: Path
     model: Path
-    written: list[Path] = field(default_factory=list)
+    kept: int = 0                   # rows of scans finished by an earlier run (--resume)
 
     @property
     def n_failed(self) -> int:
@@ -184,11 +116,12 @@ class PredictionRun:
         return len(self.rows) - self.n_failed
 
 
-def predict_file(predictor: Predictor, path: Path, threshold: float,
-                 max_pixels: int | None = None, full_image: bool = True) -> tuple[np.ndarray, np.ndarray, dict]:
+def predict_file(predictor, path: Path, threshold: float, max_pixels: int | None = None,
+                 full_image: bool = True) -> tuple[np.ndarray, np.ndarray, dict]:
     """(gray image, bool mask, CSV row) of one file; raises ImageReadError if unreadable
-    or larger than ``max_pixels`` (default MAX_PIXELS). Without ``full_image`` (no overlay to
-    draw) a large JPEG is decoded at a reduced scale; the mask is still at native size."""
+    or larger than ``max_pixels`` (default MAX_PIXELS), ModelOutputError if the model's
+    output cannot be trusted. Without ``full_image`` (no overlay to draw) a large JPEG is
+    decoded at a reduced scale; the mask is still at native size."""
     if path.suffix.lower() not in images.IMAGE_SUFFIXES:
         raise ImageReadError(f"unsupported file type {path.suffix or '(none)'!r}: {path} "
                                   f"(supported: {', '.join(SUPPORTED_SUFFIXES)})")
@@ -200,24 +133,125 @@ def predict_file(predictor: Predictor, path: Path, threshold: float,
         image, (h, w) = images.read_for_prediction(path, reduce_to=predictor.image_size)
     prob = predictor.probabilities(image, (h, w))
     mask = prob >= threshold
-    n = int(mask.sum())
+    n = int(np.count_nonzero(mask))
     row = {"file": path.name, "width": w, "height": h, "tumour_pixels": n,
            "tumour_fraction": _fmt(n / mask.size), "max_prob": _fmt(float(prob.max())),
-           "tumour": "yes" if n else "no", "status": "ok", "error": ""}
+           "tumour": "yes" if n else "no", "status": "ok", "error": "",
+           "threshold": float(threshold), "model_sha256": getattr(predictor, "sha256", "")}
     return image, mask, row
+
+
+def _remove(paths: list[Path]) -> None:
+    for p in paths:
+        try:
+            p.unlink(missing_ok=True)
+        except OSError:
+            pass        # a mask without its row is done again by --resume
+
+
+def segment(predictor, f: Path, plan: Plan, threshold: float, overlay: bool, max_pixels: int) -> dict:
+    """Segment one scan and write its mask (and overlay); its row. On any failure, interrupts
+    included, the outputs of this scan are removed, so no mask outlives a failed scan."""
+    outputs = [o[f] for o in (plan.masks, plan.overlays) if f in o]
+    try:
+        image, mask, row = predict_file(predictor, f, threshold, max_pixels, full_image=overlay)
+        _save_png(mask.astype(np.uint8) * 255, plan.masks[f])
+        if overlay:
+            _save_png(overlay_pil(image, mask), plan.overlays[f], OVERLAY_PNG_LEVEL)
+        return row
+    except BaseException:
+        _remove(outputs)
+        raise
+
+
+def error_row(f: Path, e: BaseException, threshold: float, sha256: str) -> dict:
+    """The ``error`` row of a scan that failed with ``e``."""
+    if isinstance(e, MemoryError):
+        reason = "out of memory while segmenting this scan"
+    else:
+        reason = (str(e) or type(e).__name__).replace("\n", " ")
+    return {"file": f.name, **{c: "" for c in CSV_COLUMNS[1:7]}, "status": "error",
+            "error": reason, "threshold": float(threshold), "model_sha256": sha256}
+
+
+def _predict_all(predictor, todo: list[Path], plan: Plan, table: ptable.Table, threshold: float,
+                 overlay: bool, max_pixels: int, stderr, progress) -> None:
+    """Segment ``todo`` in order, appending each row to ``table`` as its scan finishes."""
+    from tqdm import tqdm
+    disable = True if progress is False or len(todo) < 2 else None
+    for f in progress_bar(todo, desc="predicting", disable=disable):
+        try:
+            row = segment(predictor, f, plan, threshold, overlay, max_pixels)
+        except PER_FILE_ERRORS as e:
+            if isinstance(e, OSError) and e.errno in FATAL_ERRNOS:
+                raise
+            row = error_row(f, e, threshold, getattr(predictor, "sha256", ""))
+            tqdm.write(f"error: {printable(shown(f.name))}: {printable(shown(row['error']))}",
+                       file=stderr)
+        try:
+            table.append(row)
+        except BaseException:
+            _remove([o[f] for o in (plan.masks, plan.overlays) if f in o])   # no mask without its row
+            raise
+
+
+def _resume_rows(plan: Plan, resume: bool, overlay: bool, threshold: float, sha256: str, stderr
+                 ) -> tuple[list[dict], list[Path]]:
+    """(rows kept from the existing table, inputs still to do): everything to do unless
+    ``resume`` finds a table (``apply.table.finished``)."""
+    if not resume:
+        return [], list(plan.files)
+    if not plan.csv_path.exists():
+        print(f"--resume: no {plan.csv_path.name} in {plan.out_dir} yet, so nothing to resume; "
+              "starting with the first scan", file=stderr)
+        return [], list(plan.files)
+    done, foreign = ptable.finished(ptable.read_rows(plan.csv_path), plan, overlay, threshold, sha256)
+    return foreign + [done[f] for f in plan.files if f in done], [f for f in plan.files if f not in done]
+
+
+def _open_table(plan: Plan, rows: list[dict]) -> ptable.Table:
+    """Create the output folder and start the table there; an OS error names the folder."""
+    try:
+        plan.out_dir.mkdir(parents=True, exist_ok=True)
+        return ptable.Table(plan.csv_path, rows)
+    except PermissionError:
+        raise                           # the CLI's "permission denied" line
+    except OSError as e:
+        raise OSError(e.errno, e.strerror, str(plan.out_dir)) from None
+
+
+def _stopped(table: ptable.Table, total: int, how: str) -> str:
+    left = total - len(table.rows)
+    return (f"{how}; {len(table.rows)} of {total} rows are in {table.path} (each finished scan "
+            f"has its row and its outputs); run the same command with --resume to do the other {left}")
+
+
+def _in_input_order(table: ptable.Table, plan: Plan, n_foreign: int, stderr) -> list[dict]:
+    """The table's rows, rewritten in input order if a resume appended them out of it."""
+    by_name = {r["file"]: r for r in table.rows[n_foreign:]}
+    ordered = table.rows[:n_foreign] + [by_name[f.name] for f in plan.files]
+    if [id(r) for r in ordered] != [id(r) for r in table.rows]:
+        try:
+            ptable.write_rows(table.path, ordered)
+        except OSError as e:
+            print(f"note: {table.path} keeps its rows in the order they were done ({e.strerror})",
+                  file=stderr)
+    return ordered
 
 
 def run_predict(input_path: str | Path, output_dir: str | Path, checkpoint: str | Path | None = None,
                 threshold: float = 0.5, overlay: bool = False, device: str = "auto",
                 force: bool = False, progress: bool | None = None, stderr=None,
-                max_pixels: int = MAX_PIXELS, runtime: str = "torch") -> PredictionRun:
-    """Predict every input, write masks (and overlays) and ``predictions.csv``.
+                max_pixels: int = MAX_PIXELS, runtime: str = "torch", resume: bool = False) -> PredictionRun:
+    """Predict every input, write masks (and overlays) and ``predictions.csv``, row by row.
 
-    Raises PredictError (before writing anything) for a bad threshold, a missing
-    input, existing outputs without ``force``; CheckpointError for a model that
-    is missing or fails its checksum. Per-file failures are reported on
-    ``stderr`` and in the CSV and do not stop the run. ``runtime="onnx"`` runs the ONNX
-    export with onnxruntime (see the module docstring); PredictError when it is missing.
+    Raises PredictError (before writing anything) for a bad threshold, a missing input,
+    existing outputs without ``force`` or ``resume``, a model refused at load or a resume
+    with another threshold or model; CheckpointError for a model that is missing or fails its
+    checksum. Per-file failures are reported on ``stderr`` and in the CSV and do not stop the
+    run; a full disk stops it with PredictError, an interrupt with PredictInterrupted, both
+    saying how many rows were written. ``runtime="onnx"`` runs the ONNX export with
+    onnxruntime (see the module docstring); PredictError when it is missing.
     """
     stderr = stderr if stderr is not None else sys.stderr
     if not 0.0 <= float(threshold) <= 1.0:
@@ -225,32 +259,19 @@ def run_predict(input_path: str | Path, output_dir: str | Path, checkpoint: str 
     if runtime not in RUNTIMES:
         raise PredictError(f"unknown runtime {runtime!r}; choose torch or onnx")
     input_path, out_dir = Path(input_path), Path(output_dir)
-    files = list_inputs(input_path)
-    plan = plan_outputs(files, out_dir, overlay)
-    check_outputs(plan, input_path, out_dir, force)
+    plan = plan_outputs(list_inputs(input_path), out_dir, overlay)
+    check_outputs(plan, input_path, out_dir, force, resume)
     predictor = (load_onnx_predictor if runtime == "onnx" else load_predictor)(checkpoint, device)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    run = PredictionRun([], plan.csv_path, out_dir, predictor.source)
-    bar = progress_bar(files, desc="predicting", disable=None if len(files) > 1 else True)
-    for f in bar:
+    kept, todo = _resume_rows(plan, resume, overlay, threshold, getattr(predictor, "sha256", ""), stderr)
+    n_foreign, total = len(kept) - (len(plan.files) - len(todo)), len(kept) + len(todo)
+    with _open_table(plan, kept) as table:
         try:
-            image, mask, row = predict_file(predictor, f, threshold, max_pixels, full_image=overlay)
-            run.written.append(_save_png(mask.astype(np.uint8) * 255, plan.masks[f]))
-            if overlay:
-                run.written.append(_save_png(overlay_image(image, mask), plan.overlays[f]))
-        except (ImageReadError, OSError) as e:
-            reason = str(e).replace("\n", " ")
-            row = {"file": f.name, **{c: "" for c in CSV_COLUMNS[1:7]},
-                   "status": "error", "error": reason}
-            from tqdm import tqdm
-            tqdm.write(f"error: {printable(f.name)}: {printable(reason)}", file=stderr)
-        run.rows.append(row)
-
-    def write_csv(fh):
-        text = io.StringIO(newline="")
-        w = csv.DictWriter(text, fieldnames=CSV_COLUMNS, lineterminator="\n")
-        w.writeheader()
-        w.writerows({k: csv_safe(v) for k, v in r.items()} for r in run.rows)
-        fh.write(text.getvalue().encode("utf-8"))
-    run.written.append(_atomic_write(plan.csv_path, write_csv))
-    return run
+            _predict_all(predictor, todo, plan, table, threshold, overlay, max_pixels, stderr, progress)
+        except KeyboardInterrupt:
+            raise PredictInterrupted(_stopped(table, total, "interrupted")) from None
+        except OSError as e:
+            where = e.filename or table.path
+            raise PredictError(_stopped(table, total, f"cannot write {where}: {e.strerror or e}")) from e
+    rows = _in_input_order(table, plan, n_foreign, stderr)
+    return PredictionRun(rows, plan.csv_path, out_dir, predictor.source,
+                         kept=len(plan.files) - len(todo))

@@ -49,14 +49,32 @@ def main(argv=None) -> int:
     from brainseg_lib.fileio import Locked
     from brainseg_lib.model.checkpoint import CheckpointError
     try:
+        from brainseg_lib.study.staging import recover_for_command
+        recover_for_command()        # finish or undo a results swap a crash interrupted, first
         return args.fn(args)
     except (DataError, CheckpointError, FileNotFoundError, ValueError, Locked) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
-        print("interrupted; every file written so far is complete (writes are atomic)", file=sys.stderr)
+    except KeyboardInterrupt as e:          # predict's own says how many rows it wrote
+        print(str(e) or "interrupted; every file written so far is complete (writes are atomic)",
+              file=sys.stderr)
         return 130
     except PermissionError as e:
         print(f"error: permission denied: {e.filename or e}; choose a folder you can "
               "write to (or read from)", file=sys.stderr)
         return 2
+    except OSError as e:                    # read-only file system, not a folder, no space, ...
+        print(f"error: {os_error_line(e)}", file=sys.stderr)
+        return 2
+
+
+def os_error_line(e: OSError) -> str:
+    """One line for an OS error: the path(s) it names and the system's reason."""
+    import errno
+    import os
+    where = " -> ".join(str(f) for f in (e.filename, e.filename2) if f is not None)
+    reason = e.strerror or str(e) or type(e).__name__
+    if e.errno == errno.ENOTDIR or (e.errno == errno.EEXIST and e.filename is not None
+                                    and os.path.lexists(e.filename) and not os.path.isdir(e.filename)):
+        reason += " (a file stands where a folder is needed)"
+    return f"{where}: {reason}" if where else reason

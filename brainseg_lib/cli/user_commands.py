@@ -15,10 +15,10 @@ def _cmd_bench(args) -> int:
         from brainseg_lib import paths
         from brainseg_lib.fileio import write_json
         from brainseg_lib.study.bench_predict import time_predict_overlay
-        r = time_predict_overlay(args.overlay_side)
+        r = time_predict_overlay(args.overlay_side, scan=args.overlay_scan)
         out = write_json(r, paths.ensure(paths.benchmarks_dir()) / f"predict_overlay_{args.overlay_side}.json")
-        print(f"predict --overlay on a {r['side']}x{r['side']} scan: {r['seconds_median']} s "
-              f"(outline {r['outline_seconds_median']} s); {out}")
+        print(f"predict --overlay on {r['scan']}: {r['seconds_median']} s (outline "
+              f"{r['outline_seconds_median']} s; a flat synthetic scan: {r['synthetic_seconds_median']} s); {out}")
         return 0
     params = with_overrides(load_profile(args.profile or default_profile()), args.set,
                              tag_profile=True)
@@ -36,17 +36,19 @@ def _cmd_predict(args) -> int:
     import warnings
 
     from brainseg_lib.apply.predict import UnverifiedCheckpoint, run_predict
-    from brainseg_lib.apply.scans import printable
+    from brainseg_lib.apply.scans import printable, shown
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UnverifiedCheckpoint)
         run = run_predict(args.input, args.output, checkpoint=args.checkpoint, threshold=args.threshold,
                           overlay=args.overlay, device=args.device, force=args.force,
-                          max_pixels=args.max_pixels, runtime=args.runtime)
+                          max_pixels=args.max_pixels, runtime=args.runtime, resume=args.resume)
     for w in caught:
         print(f"WARNING: {printable(str(w.message))}", file=sys.stderr)
     kinds = "mask and overlay" if args.overlay else "mask"
-    print(f"model {run.model}: {run.n_ok} of {len(run.rows)} file(s) segmented "
-          f"({kinds} PNGs in {run.out_dir}), table {run.csv_path}")
+    kept = f", {run.kept} of them finished by the earlier run" if run.kept else ""
+    out, table = (printable(shown(p)) for p in (run.out_dir, run.csv_path))   # any folder name prints
+    print(f"model {run.model}: {run.n_ok} of {len(run.rows)} file(s) segmented{kept} "
+          f"({kinds} PNGs in {out}); {len(run.rows)} rows written to {table}")
     if run.n_failed:
         print(f"{run.n_failed} file(s) failed; see the errors above and the 'error' column of "
               f"{run.csv_path.name}", file=sys.stderr)
@@ -64,11 +66,15 @@ def _add_predict(sub) -> None:
         "Per input <stem>.<ext> the output folder gets <stem>_mask.png (0 = background,\n"
         "255 = tumour, at the input's own size), with --overlay <stem>_overlay.png (the\n"
         "scan with the tumour outlined in red), and one row of predictions.csv (file, width,\n"
-        "height, tumour_pixels, tumour_fraction, max_prob, tumour yes/no, status, error).",
-        epilog="Exit status: 0 every file segmented; 1 some file failed (unreadable or not a\n"
-        "supported image; reported on stderr and in predictions.csv, the others are still\n"
-        "processed); 2 nothing done (missing model or input, existing outputs without --force,\n"
-        "bad option).")
+        "height, tumour_pixels, tumour_fraction, max_prob, tumour yes/no, status, error,\n"
+        "threshold, model_sha256, file_escaped), appended and synced to disk as each scan\n"
+        "finishes: after Ctrl-C, a crash or a full disk, --resume finishes the rest.",
+        epilog="Exit status: 0 every file segmented; 1 some file failed (unreadable, not a\n"
+        "supported image, or a model output that is not finite; reported on stderr and in\n"
+        "predictions.csv, the others are still processed); 2 nothing done or the run stopped\n"
+        "(missing model or input, existing outputs without --force or --resume, a model refused\n"
+        "at load, an output folder that cannot be written, a full disk, bad option); 130\n"
+        "interrupted (the message says how many rows were written).")
     pr.add_argument("--checkpoint", default=None, metavar="PATH",
                     help="model checkpoint (.pt) written by training or release_model "
                          "(default: the released model results/models/brainseg-cpu.pt, "
@@ -92,8 +98,12 @@ def _add_predict(sub) -> None:
                          "given by --checkpoint, or <stem>.onnx beside a .pt) with onnxruntime on the "
                          "CPU; create it with `python -m brainseg_lib export --format onnx`")
     pr.add_argument("--force", action="store_true",
-                    help="overwrite existing output files (without it, existing outputs stop the run "
-                         "before anything is written)")
+                    help="redo every scan, overwriting existing output files (without it or --resume, "
+                         "existing outputs stop the run before anything is written)")
+    pr.add_argument("--resume", action="store_true",
+                    help="finish an interrupted run in the same --output: keep the scans whose row in "
+                         "predictions.csv says ok and whose mask (and overlay) exist, do the others "
+                         "(refused if the table was made with another --threshold or model)")
     pr.set_defaults(fn=_cmd_predict)
 
 
@@ -105,7 +115,10 @@ def _add_bench(sub) -> None:
                    help="timed blocks per pipeline; images/s is their median")
     b.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a profile value")
     b.add_argument("--overlay-side", type=int, default=0, metavar="N",
-                   help="instead: time predict --overlay on one synthetic NxN scan (e.g. 5000)")
+                   help="instead: time predict --overlay on a real Br35H scan scaled to NxN (e.g. 5000), "
+                        "and on a flat synthetic one")
+    b.add_argument("--overlay-scan", default=None, metavar="PATH",
+                   help="the scan --overlay-side scales (default: yes/y0.jpg of the Br35H data)")
     b.add_argument("--no-onnx", action="store_true",
                    help="skip the onnxruntime vs PyTorch inference timing")
     b.set_defaults(fn=_cmd_bench)
