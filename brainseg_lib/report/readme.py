@@ -1,7 +1,5 @@
-"""README.md's generated sections: Table I, run_all timings, speed figures, findings,
-detection, boundary, external and lever tables, each copied between its
-``<!-- NAME:START -->`` / ``<!-- NAME:END -->`` markers from the file the study wrote.
-"""
+"""README.md's generated sections (Table I, run_all timings, speed figures, findings, detection, boundary,
+external and lever tables), each copied between its ``<!-- NAME:START/END -->`` markers from its file."""
 from __future__ import annotations
 
 import json
@@ -187,9 +185,11 @@ def speed_markdown(run_name: str | None = None) -> str:
     for p in sorted((paths.benchmarks_dir()).glob("*.json")):
         b = json.loads(p.read_text())
         if b.get("kind") == "predict_overlay":
-            lines.append(f"- **`predict --overlay` on a {b['side']}x{b['side']} scan** (`{p.name}`, "
-                         f"{b['threads']} threads): {b['seconds_median']} s per scan (median of "
-                         f"{len(b['seconds_runs'])}), of which {b['outline_seconds_median']} s draw the outline.")
+            lines.append(f"- **`predict --overlay` on a {b['side']}x{b['side']} scan** ({b.get('scan', 'synthetic')}; "
+                         f"`{p.name}`, {b['threads']} threads): {b['seconds_median']} s per scan (median of "
+                         f"{len(b['seconds_runs'])}), of which {b['outline_seconds_median']} s draw the outline"
+                         + (f"; a flat synthetic image of that size: {b['synthetic_seconds_median']} s."
+                            if "synthetic_seconds_median" in b else "."))
             continue
         lines.append(
             f"- **Benchmark `{p.name}`** ({b['device_name']}, {b['threads']} threads, "

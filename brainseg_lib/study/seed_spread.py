@@ -151,8 +151,12 @@ def within_test_contrast(runs: pd.DataFrame, main_loss: str = "bce_dice", split_
     g = runs[(runs.split_scheme == "official") & (runs.loss == main_loss)]
     if groups is None or not len(g) or "per_image_csv" not in g or g["per_image_csv"].isna().any():
         return None
+    try:
+        train = list_split("train", data_root)[0]
+    except FileNotFoundError:             # no dataset here: the contrast needs the official TRAIN names
+        return None
     dice = pd.concat([pd.read_csv(p).set_index("name")["f1"] for p in g["per_image_csv"]], axis=1).mean(axis=1)
-    train_groups = {groups[a.filename] for a in list_split("train", data_root)[0] if a.filename in groups}
+    train_groups = {groups[a.filename] for a in train if a.filename in groups}
     grp = pd.Series({n: groups.get(n, f"image:{n}") for n in dice.index})
     flagged = grp.map(lambda x: x in train_groups)
     return {**verdicts.flag_contrast(dice, flagged, grp), "seeds": int(len(g)),
