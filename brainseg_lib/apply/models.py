@@ -12,7 +12,6 @@ of that scan only.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ import torch
 from brainseg_lib import paths
 from brainseg_lib.apply.scans import PredictError
 from brainseg_lib.data import images
+from brainseg_lib.data.cache import sha256_file
 from brainseg_lib.inference import predict_logits, resolve_device, to_native
 from brainseg_lib.model.checkpoint import (
     load_checkpoint,
@@ -83,15 +83,6 @@ def probe(predictor) -> None:
         predictor.probabilities(probe_image(predictor.image_size))
     except ModelOutputError as e:
         raise PredictError(f"refusing the model {predictor.source}: on a probe image {e}") from None
-
-
-def file_sha256(path: Path) -> str:
-    """The SHA-256 (hex) of a model file, recorded in every row of predictions.csv."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 # ----------------------------------------------------------------------------- the predictor
@@ -155,7 +146,7 @@ def load_predictor(checkpoint: str | Path | None = None, device: str = "auto") -
     validate_model_config(ck.get("model_config"), path)      # before anything is allocated
     size = validate_image_size(ck.get("train_config"), path)
     model = model_from_checkpoint(ck, path).to(dev)
-    predictor = Predictor(model, size, dev, path, file_sha256(path))
+    predictor = Predictor(model, size, dev, path, sha256_file(path))
     probe(predictor)
     return predictor
 
@@ -176,5 +167,5 @@ def load_onnx_predictor(checkpoint: str | Path | None = None, device: str = "aut
     if verify_or_warn(path):
         verify_checksum(path)
     predictor = onnx_runtime.load_onnx_model(path, threads=torch.get_num_threads())
-    predictor.sha256 = file_sha256(path)
+    predictor.sha256 = sha256_file(path)
     return predictor
