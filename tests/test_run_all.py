@@ -42,7 +42,7 @@ def results(tmp_path, monkeypatch):
     monkeypatch.setenv("BRAINSEG_RESULTS", str(res))
     state = {"fail": None}
 
-    def fake_run_notebooks(profile, out_dir, nbs=None):
+    def fake_run_notebooks(profile, out_dir, nbs=None, before=None):
         for nb in NOTEBOOKS:
             for sub in ("metrics", "figures"):
                 paths.ensure(out_dir / sub).joinpath(f"{nb}.txt").write_text("new")
@@ -54,6 +54,7 @@ def results(tmp_path, monkeypatch):
         return {"profile": profile["profile"]}
 
     monkeypatch.setattr(run_all, "run_notebooks", fake_run_notebooks)
+    monkeypatch.setattr(run_all, "sweep_first", lambda profile: None)
     monkeypatch.setattr(run_all, "destination", lambda name: res)
     import brainseg_lib.report.html as html
     monkeypatch.setattr(html, "render_report", lambda *a, **k: paths.ensure(Path(os.environ["BRAINSEG_RESULTS"]) / "report") / "index.html")
@@ -228,3 +229,18 @@ def test_only_the_study_profile_writes_to_results(isolated_dirs):
     assert run_all.destination("cpu") == paths.results_dir()
     assert run_all.destination("paper") == paths.results_dir() / "paper"
     assert run_all.destination("smoke") == paths.smoke_results_dir() == paths.results_dir() / "smoke"
+
+
+def test_a_profile_that_sweeps_runs_its_sweep_before_any_notebook(monkeypatch):
+    """Notebooks 04 and 06 read the sweep's runs, which notebook 08 used to make: a first smoke
+    run then gave other tables than a second. The sweep now runs first; a profile without
+    ``run_sweep`` runs none."""
+    from brainseg_lib.study import sweep
+    calls = []
+    monkeypatch.setattr(sweep, "plan", lambda name, seeds: [f"{name}-{s}" for s in seeds])
+    monkeypatch.setattr(sweep, "run_sweep", lambda runs, in_process: calls.append((runs, in_process)))
+    got = run_all.sweep_first({"profile": "smoke", "run_sweep": True, "sweep_seeds": [0, 1]})
+    assert calls == [(["smoke-0", "smoke-1"], True)] and set(got) == {"sweep"}
+    assert run_all.sweep_first({"profile": "cpu", "run_sweep": False, "sweep_seeds": [0]}) is None
+    assert len(calls) == 1
+

@@ -140,7 +140,6 @@ TIMINGS_START, TIMINGS_END = "<!-- TIMINGS:START -->", "<!-- TIMINGS:END -->"
 def timings_markdown(timings_dir: str | Path | None = None) -> str:
     """A table of the run_all.sh wall times recorded in results/timings/*.json and in the
     paper profile's GPU run (``paths.gpu_run_dir()/timings``)."""
-    import json
     folder = Path(timings_dir) if timings_dir else paths.timings_dir()
     files = sorted(folder.glob("run_all_*.json"))
     files += [p for p in sorted((paths.gpu_run_dir() / "timings").glob("run_all_*.json"))
@@ -148,7 +147,8 @@ def timings_markdown(timings_dir: str | Path | None = None) -> str:
     rows = []
     for p in files:
         t = json.loads(p.read_text())
-        nbs = ", ".join(f"{k.split('_')[0]}: {v} s" for k, v in t["notebooks"].items())
+        nbs = ", ".join([f"{k} first: {v} s" for k, v in t.get("before_notebooks", {}).items()]
+                        + [f"{k.split('_')[0]}: {v} s" for k, v in t["notebooks"].items()])
         rows.append(f"| `{t['profile']}` | {t['total_seconds']} s | {nbs} | {t['machine']} | {t['date']} |")
     if not rows:
         return "_No timed run yet: run `./run_all.sh`._\n"

@@ -107,9 +107,11 @@ def run_notebook(path: Path, params: dict, out_path: Path) -> float:
     return time.perf_counter() - t0
 
 
-def run_notebooks(profile: dict, out_dir: Path, notebooks: list[Path] | None = None) -> dict:
+def run_notebooks(profile: dict, out_dir: Path, notebooks: list[Path] | None = None,
+                  before: dict | None = None) -> dict:
     """Run the study's notebooks in order into ``out_dir/executed``; write and return the
-    timings (``out_dir/timings/run_all_<profile>.json``)."""
+    timings (``out_dir/timings/run_all_<profile>.json``), with the seconds of any step run
+    ``before`` them (e.g. ``{"sweep": s}``) beside the notebooks'."""
     executed = paths.ensure(Path(out_dir) / "executed")
     seconds = {}
     for nb in notebooks or study_notebooks():
@@ -117,8 +119,9 @@ def run_notebooks(profile: dict, out_dir: Path, notebooks: list[Path] | None = N
         seconds[nb.stem] = round(run_notebook(nb, notebook_parameters(nb, profile),
                                               executed / nb.name))
         log.info("[run_all] %s done in %.0f s", nb.name, seconds[nb.stem])
-    timings = {"profile": profile["profile"], "total_seconds": sum(seconds.values()),
-               "notebooks": seconds, "machine": machine_description(),
+    timings = {"profile": profile["profile"], "total_seconds": sum(seconds.values()) + sum((before or {}).values()),
+               "notebooks": seconds, **({"before_notebooks": before} if before else {}),
+               "machine": machine_description(),
                "date": datetime.date.today().isoformat()}
     path = paths.ensure(Path(out_dir) / "timings") / f"run_all_{profile['profile']}.json"
     atomic_write_text(path, json.dumps(timings, indent=1) + "\n")

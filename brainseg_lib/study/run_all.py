@@ -6,7 +6,9 @@
    a promotion a crash interrupted, and removes staging folders of killed runs;
 2. runs the notebooks in study order with papermill into ``<dest>/.staging-XXXX`` (each
    notebook gets only the parameters it declares, from ``params/base.yaml`` + the profile),
-   and writes the timings JSON there;
+   and writes the timings JSON there; a profile whose notebook 08 runs its own sweep (smoke)
+   runs that sweep first (``sweep_first``), so every notebook sees the same runs on a first
+   run as on a second;
 3. for the ``cpu`` profile, releases the model (``results/models``, with its model card)
    and exports it to ONNX, inside the stage;
 4. renders the HTML report of the executed notebooks (``report/``) inside the stage;
@@ -41,7 +43,7 @@ def build_stage(profile: dict, stage: Path) -> dict:
     """Steps 2-4 with the results folder pointed at the stage (and ``BRAINSEG_MODEL``
     unset, so the release lands in the stage too); returns the timings."""
     with paths.env_override(BRAINSEG_RESULTS=stage, BRAINSEG_MODEL=None):
-        timings = run_notebooks(profile, stage)
+        timings = run_notebooks(profile, stage, before=sweep_first(profile))
         if profile["profile"] == paths.STUDY_PROFILE:   # its seed-0 run is the released model
             from brainseg_lib.model.onnx import export_onnx
             from brainseg_lib.study.release import release
@@ -54,6 +56,20 @@ def build_stage(profile: dict, stage: Path) -> dict:
     if broken:
         raise RuntimeError("the HTML report has broken links or images:\n" + "\n".join(broken[:20]))
     return timings
+
+
+def sweep_first(profile: dict) -> dict | None:
+    """For a profile whose notebook 08 runs its own sweep (``run_sweep``: smoke), run that sweep
+    before any notebook, so notebooks 04 and 06, which read the sweep's runs, see the same runs
+    on a first run as on a second (notebook 08 then finds them finished); its seconds, or None."""
+    if not profile.get("run_sweep"):
+        return None
+    import time
+
+    from brainseg_lib.study.sweep import plan, run_sweep
+    t0 = time.perf_counter()
+    run_sweep(plan(profile["profile"], seeds=tuple(profile["sweep_seeds"])), in_process=True)
+    return {"sweep": round(time.perf_counter() - t0)}
 
 
 def keep_failed_notebook(stage: Path, dest: Path, err: NotebookFailed) -> NotebookFailed:
