@@ -178,7 +178,13 @@ def test_overlay_timing_has_its_own_line_and_is_left_out_of_the_training_table(t
         {"kind": "predict_overlay", "side": 5000, "seconds_median": 0.9, "seconds_runs": [0.9, 1.0, 0.8],
          "outline_seconds_median": 0.08, "threads": 2}))
     assert "predict_overlay" not in bench_readme.benchmarks_readme(folder)
-    assert "on a 5000x5000 scan** (`predict_overlay_5000.json`, 2 threads): 0.9 s" in compare.speed_markdown()
+    assert "on a 5000x5000 scan** (synthetic; `predict_overlay_5000.json`, 2 threads): 0.9 s" in compare.speed_markdown()
+    (folder / "predict_overlay_5000.json").write_text(json.dumps(
+        {"kind": "predict_overlay", "side": 5000, "seconds_median": 1.4, "seconds_runs": [1.4, 1.5, 1.3],
+         "outline_seconds_median": 0.05, "threads": 2, "scan": "Br35H yes/y0.jpg scaled", "synthetic_seconds_median": 0.7}))
+    line = compare.speed_markdown()
+    assert "scan** (Br35H yes/y0.jpg scaled; `predict_overlay_5000.json`, 2 threads): 1.4 s" in line
+    assert "a flat synthetic image of that size: 0.7 s." in line
 
 
 def test_peak_dtype_follows_the_training_compute():
