@@ -47,7 +47,11 @@ MSG
 fi
 export BRAINSEG_DATA="$data"
 
-# 2. environment (the project's own files install everything)
+# 2. environment (the project's own files install everything); a first run in a fresh clone
+#    also creates .venv and every cache: its whole wall time is recorded apart (wall_<profile>.json)
+fresh_venv=0; [ -x .venv/bin/python ] || fresh_venv=1
+cache="${BRAINSEG_CACHE:-.cache}"; case "$cache" in /*) ;; *) cache="$root/$cache" ;; esac
+cold_cache=0; [ -n "$(ls -A "$cache" 2>/dev/null)" ] || cold_cache=1
 source scripts/setup_env.sh "test,lab"
 if [ "$fetch" = 1 ]; then
   python -m brainseg_lib fetch-data --dest "$data"
@@ -63,6 +67,8 @@ echo "[run_all] profile: $profile   data: $BRAINSEG_DATA"
 export BRAINSEG_PROGRESS=0 MPLBACKEND=Agg
 python -m brainseg_lib run-study --profile "$profile"
 
+wall=$(( $(date +%s) - t_start ))
+python -c "import sys; from brainseg_lib.report.timings import record_wall_time; from brainseg_lib.study.run_all import destination; from brainseg_lib import paths; p = sys.argv[1]; print('[run_all] wall time recorded in', record_wall_time(p, int(sys.argv[2]), sys.argv[3] == '1', sys.argv[4] == '1', paths.ensure(destination(p) / 'timings')))" "$profile" "$wall" "$fresh_venv" "$cold_cache"
 echo
-echo "[run_all] finished profile '$profile' in $(( $(date +%s) - t_start )) s"
+echo "[run_all] finished profile '$profile' in $wall s"
 python -m brainseg_lib headline --profile "$profile"

@@ -241,3 +241,17 @@ def test_timings_table_includes_the_gpu_run(isolated_dirs):
                paths.ensure(paths.gpu_run_dir() / "timings") / "run_all_paper.json")
     table = timings_markdown()
     assert "| `cpu` |" in table and "| `paper` |" in table and "NVIDIA H200" in table
+
+
+def test_whole_run_wall_times_start_anew_on_a_fresh_clone_and_are_listed(tmp_path):
+    import json
+
+    from brainseg_lib.report.timings import record_wall_time, wall_lines
+    record_wall_time("smoke", 900, True, True, tmp_path)
+    record_wall_time("smoke", 150, False, False, tmp_path)
+    w = json.loads((tmp_path / "wall_smoke.json").read_text())
+    assert [(r["label"], r["seconds"]) for r in w["runs"]] == [
+        ("fresh clone (new .venv, empty cache)", 900), ("a later run (warm cache)", 150)]
+    assert "fresh clone (new .venv, empty cache): 900 s; a later run (warm cache): 150 s." in wall_lines(tmp_path)
+    record_wall_time("smoke", 800, True, True, tmp_path)                 # a new clone starts the list anew
+    assert len(json.loads((tmp_path / "wall_smoke.json").read_text())["runs"]) == 1

@@ -9,6 +9,7 @@ import pandas as pd
 
 from brainseg_lib import paths
 from brainseg_lib.fileio import atomic_write_text
+from brainseg_lib.report.timings import timings_markdown  # noqa: F401  (update_readme's TIMINGS section)
 
 
 def benchmarks_readme(folder=None) -> str:
@@ -135,25 +136,6 @@ def embed_in_readme(markdown: str, readme: str | Path | None = None,
 
 
 TIMINGS_START, TIMINGS_END = "<!-- TIMINGS:START -->", "<!-- TIMINGS:END -->"
-
-
-def timings_markdown(timings_dir: str | Path | None = None) -> str:
-    """A table of the run_all.sh wall times recorded in results/timings/*.json and in the
-    paper profile's GPU run (``paths.gpu_run_dir()/timings``)."""
-    folder = Path(timings_dir) if timings_dir else paths.timings_dir()
-    files = sorted(folder.glob("run_all_*.json"))
-    files += [p for p in sorted((paths.gpu_run_dir() / "timings").glob("run_all_*.json"))
-              if p.name not in {f.name for f in files}]
-    rows = []
-    for p in files:
-        t = json.loads(p.read_text())
-        nbs = ", ".join([f"{k} first: {v} s" for k, v in t.get("before_notebooks", {}).items()]
-                        + [f"{k.split('_')[0]}: {v} s" for k, v in t["notebooks"].items()])
-        rows.append(f"| `{t['profile']}` | {t['total_seconds']} s | {nbs} | {t['machine']} | {t['date']} |")
-    if not rows:
-        return "_No timed run yet: run `./run_all.sh`._\n"
-    head = ["| profile | notebooks total | per notebook | machine | date |", "|---|---|---|---|---|"]
-    return "\n".join(head + rows) + "\n"
 
 
 SPEED_START, SPEED_END = "<!-- SPEED:START -->", "<!-- SPEED:END -->"
