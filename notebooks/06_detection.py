@@ -183,7 +183,8 @@ pd.DataFrame({f"{sub} / {k}": {"threshold": m["threshold"], "sensitivity": m["se
 
 # %%
 from brainseg_lib.detection import shortcut
-control, control_scans = shortcut.shortcut_control(net, size, scores)
+control, control_scans = shortcut.shortcut_control(net, size, scores,
+                                                   model_figures=summary["report"]["all"][summary["primary_score"]])
 write_csv(control_scans, paths.tables_dir() / "detection_shortcut.csv")
 summary["shortcut_control"] = control
 write_json(summary, paths.metrics_dir() / "detection.json")
@@ -198,13 +199,10 @@ pd.DataFrame({k: {"AUC": c["auc"], "AUC CI low": c["ci95"]["auc"][0], "AUC CI hi
 # (`results/metrics/calibration.json`; the maximum of the rescaled pixels is the rescaled maximum).
 
 # %%
-import json
 from brainseg_lib.evaluation import calibration
-calib_path = paths.metrics_dir() / "calibration.json"
-calib = json.loads(calib_path.read_text()) if calib_path.is_file() else {}
 rep_scans = scores[scores["role"] == "report"]
-calib["image_level_report"] = calibration.summary(rep_scans["max_prob"], rep_scans["label"], calib.get("temperature"))
-write_json(calib, calib_path)
+calib = calibration.add_to_file(paths.metrics_dir() / "calibration.json",
+                                {"image_level_report": (rep_scans["max_prob"], rep_scans["label"])})
 fig = plots.reliability_diagram({"max_prob, report scans": calib["image_level_report"]})
 plots.save_figure(fig, "calibration_image_level")
 pd.Series({k: v for k, v in calib["image_level_report"].items() if k != "reliability"}).round(4)

@@ -87,8 +87,11 @@ if ext_ok:
 # %%
 if ext_ok:
     ext = {"run_name": run["run_name"], "checkpoint": run["checkpoint"], "threshold": run["threshold"]}
+    from brainseg_lib.inference import predict_probs
+    probs_of = {}
     for h, half in halves.items():
-        per_slice = ext_eval.score_half(net, half, run["threshold"])
+        probs_of[h] = predict_probs(net, half.arrays)     # once: scored here, calibrated below
+        per_slice = ext_eval.score_half(net, half, run["threshold"], probs=probs_of[h])
         csv = write_csv(per_slice, paths.metrics_dir() / f"external_{h}_per_slice.csv")
         ext[h] = {**ext_eval.summarize_half(pd.read_csv(csv), n_boot=external_boot), "per_slice_csv": csv.name}
     write_json(ext, paths.metrics_dir() / "external_validation.json")
@@ -125,17 +128,12 @@ if ext_ok:
 
 # %%
 if ext_ok:
-    import json
     from brainseg_lib.evaluation import calibration
-    from brainseg_lib.inference import predict_probs
-    calib_path = paths.metrics_dir() / "calibration.json"
-    calib = json.loads(calib_path.read_text()) if calib_path.is_file() else {}
-    for h, half in halves.items():
-        calib[f"external_{h}_pixels"] = calibration.summary(predict_probs(net, half.arrays), half.arrays.masks,
-                                                            calib.get("temperature"))
-    write_json(calib, calib_path)
-    fig = plots.reliability_diagram({k: v for k, v in calib.items()
-                                     if k in ("br35h_test_pixels", "external_dev_pixels", "external_test_pixels")})
+    calib = calibration.add_to_file(paths.metrics_dir() / "calibration.json",
+                                    {f"external_{h}_pixels": (probs_of[h], half.arrays.masks) for h, half in halves.items()})
+    shown = {"br35h_test_pixels": "Br35H TEST pixels", "external_dev_pixels": "external dev pixels",
+             "external_test_pixels": "external test pixels"}
+    fig = plots.reliability_diagram({label: calib[k] for k, label in shown.items() if k in calib})
     plots.save_figure(fig, "calibration_external")
     display(pd.DataFrame({k: {m: v.get(m) for m in ("ece", "ece_scaled", "brier", "brier_scaled")}
                           for k, v in calib.items() if isinstance(v, dict)}).T.round(4))
@@ -150,35 +148,19 @@ if ext_ok:
 
 # %%
 if ext_ok:
-    from brainseg_lib.data.splits import near_duplicate_labels
+    from brainseg_lib.data.splits import audit_groups
     from brainseg_lib.study import failures
-    labels = near_duplicate_labels(list(per_image["name"]))
-    br = failures.br35h_frame(per_image, dict(zip(per_image["name"], labels)) if labels else None)
-    ex_t = failures.external_frame(per)
-    size_table = pd.concat({"Br35H TEST": failures.by_size(br), "external test": failures.by_size(ex_t)},
-                           names=["set"]).reset_index()
-    matched = failures.size_matched(br, ex_t, n_boot=external_boot)
-    sites = failures.by_site(ex_t)
-    (worst_br, common_br), (worst_ex, common_ex) = failures.worst_cases(br), failures.worst_cases(ex_t)
-    write_csv(size_table, paths.tables_dir() / "failures_by_size.csv")
+    fa = failures.analyse(per_image, per, audit_groups(), n_boot=external_boot)
+    matched = fa["matched"]
+    write_csv(fa["by_size"], paths.tables_dir() / "failures_by_size.csv")
     write_csv(matched["table"].reset_index(), paths.tables_dir() / "failures_size_matched.csv")
-    write_csv(sites, paths.tables_dir() / "failures_by_site.csv")
-    write_csv(pd.concat({"Br35H TEST": worst_br, "external test": worst_ex}, names=["set"]).reset_index(),
-              paths.tables_dir() / "failures_worst.csv")
-    failure_words = [failures.failure_sentence("Br35H TEST", failures.by_size(br), common_br),
-                     failures.failure_sentence("External test half", failures.by_size(ex_t), common_ex),
-                     f"Within the same size bins, Br35H TEST scores a mean Dice {matched['gap']:+.3f} above the "
-                     f"external test half (95% CI {matched['ci95'][0]:+.3f} to {matched['ci95'][1]:+.3f}, standardised "
-                     "to the external size mix): size alone does not explain the drop."
-                     if matched["ci95"][0] > 0 else
-                     f"Within the same size bins the Br35H-minus-external gap in mean Dice is {matched['gap']:+.3f} "
-                     f"(95% CI {matched['ci95'][0]:+.3f} to {matched['ci95'][1]:+.3f}): no evidence of a drop beyond size."]
-    write_json({"size_matched_gap": matched["gap"], "size_matched_ci95": matched["ci95"],
-                "worst_br35h": common_br, "worst_external": common_ex, "sentences": failure_words},
-               paths.metrics_dir() / "failures.json")
-    display(size_table.round(3), matched["table"].round(3), sites.round(3), Markdown("\n\n".join(failure_words)))
+    write_csv(fa["sites"], paths.tables_dir() / "failures_by_site.csv")
+    write_csv(fa["worst"], paths.tables_dir() / "failures_worst.csv")
+    write_json(fa["json"], paths.metrics_dir() / "failures.json")
+    display(fa["by_size"].round(3), matched["table"].round(3), fa["sites"].round(3), Markdown("\n\n".join(fa["sentences"])))
     fig, ax = plt.subplots(figsize=(6.5, 3.2))
-    matched["table"][["br35h_dice", "external_dice"]].plot.bar(ax=ax, rot=0)
+    matched["table"][["br35h_dice", "external_dice"]].set_axis(["Br35H TEST", "external test half"], axis=1).plot.bar(
+        ax=ax, rot=0)
     ax.set_xlabel("tumour size bin (quartiles of the external test half)"); ax.set_ylabel("mean Dice")
     ax.set_ylim(0, 1); ax.set_title("Same tumour sizes, two sources")
     plots.save_figure(fig, "failures_size_matched");
@@ -195,8 +177,8 @@ if ext_ok:
     clean = per[~per.tumour].sort_values("pred_pixels")
     if len(clean) and clean.iloc[-1].pred_pixels > 0:
         picks.append(("false alarm", clean.iloc[-1]))
-    from brainseg_lib.inference import predict_probs, to_native
-    probs = predict_probs(net, half.arrays)
+    from brainseg_lib.inference import to_native
+    probs = probs_of["test"]
     imgs, truths, preds, titles = [], [], [], []
     for label, r in picks:
         i = idx[r["name"]]

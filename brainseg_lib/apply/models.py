@@ -164,8 +164,7 @@ def load_onnx_predictor(checkpoint: str | Path | None = None, device: str = "aut
     path = onnx_runtime.onnx_model_path(checkpoint)
     if not path.is_file():
         raise PredictError(onnx_runtime.missing_model_message(path, checkpoint))
-    if verify_or_warn(path):
-        verify_checksum(path)
+    digest = verify_checksum(path) if verify_or_warn(path) else sha256_file(path)
     predictor = onnx_runtime.load_onnx_model(path, threads=torch.get_num_threads())
-    predictor.sha256 = sha256_file(path)
+    predictor.sha256 = digest
     return predictor

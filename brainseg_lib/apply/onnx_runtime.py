@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from brainseg_lib.apply.models import ModelOutputError, check_output, probe
+from brainseg_lib.apply.models import ModelOutputError, check_output, memory_guard, probe
 from brainseg_lib.apply.scans import PredictError
 from brainseg_lib.data import images
 from brainseg_lib.data.loaders import to_float
@@ -135,9 +135,10 @@ class OnnxPredictor:
         checked (``check_output``)."""
         x = to_float(torch.tensor(np.asarray(images_u8, dtype=np.uint8))[:, None])   # a copy, as Predictor
         try:
-            out = self.session.run([OUTPUT_NAMES[0]], {INPUT_NAME: x.numpy()})[0]
-        except MemoryError:
-            raise ModelOutputError("out of memory while running the model on this scan") from None
+            with memory_guard():    # MemoryError, or an allocator's words (MEMORY_WORDS)
+                out = self.session.run([OUTPUT_NAMES[0]], {INPUT_NAME: x.numpy()})[0]
+        except ModelOutputError:
+            raise
         except Exception as e:      # onnxruntime's own (pybind) exception types
             raise ModelOutputError(f"onnxruntime failed on this scan: {str(e).splitlines()[0][:200]}") from None
         return check_output(out, tuple(x.shape), self.source)[:, 0]

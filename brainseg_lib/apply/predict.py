@@ -63,11 +63,9 @@ from brainseg_lib.apply import table as ptable
 from brainseg_lib.apply.models import (  # noqa: F401  (re-exported: predict's public names)
     RUNTIMES,
     ModelOutputError,
-    Predictor,
     UnverifiedCheckpoint,
     load_onnx_predictor,
     load_predictor,
-    verify_or_warn,
 )
 from brainseg_lib.apply.scans import (  # noqa: F401
     CSV_COLUMNS,

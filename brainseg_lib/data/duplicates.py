@@ -69,19 +69,18 @@ class Fingerprints:
 
     def oriented_thumbs(self, k: int) -> np.ndarray:
         """The thumbnails mirrored as ``ORIENTATIONS[k]`` (z-normalisation commutes with it)."""
-        t = self.thumbs.reshape(-1, THUMB, THUMB)
-        t = t[:, :, ::-1] if ORIENTATIONS[k] in ("lr", "lrud") else t
-        t = t[:, ::-1, :] if ORIENTATIONS[k] in ("ud", "lrud") else t
+        t = mirror(self.thumbs.reshape(-1, THUMB, THUMB), k)
         return np.ascontiguousarray(t).reshape(len(t), -1)
+
+
+def mirror(a: np.ndarray, k: int) -> np.ndarray:
+    """``a`` (..., H, W) mirrored as ``ORIENTATIONS[k]``: the one place their order is defined."""
+    a = a[..., :, ::-1] if ORIENTATIONS[k] in ("lr", "lrud") else a
+    return a[..., ::-1, :] if ORIENTATIONS[k] in ("ud", "lrud") else a
 
 
 def _thumb(img: np.ndarray, side: int) -> np.ndarray:
     return np.asarray(Image.fromarray(img).resize((side, side), Image.BILINEAR), dtype=np.float32)
-
-
-def phash_bits(img: np.ndarray) -> np.ndarray:
-    """63-bit pHash of a uint8 grayscale image."""
-    return _phash_of_thumb(_thumb(img, 32))
 
 
 def _phash_of_thumb(t: np.ndarray) -> np.ndarray:
@@ -93,8 +92,7 @@ def oriented_phash_bits(img: np.ndarray) -> np.ndarray:
     """(4, 63) pHashes of ``img`` as each of ``ORIENTATIONS`` (mirroring the 32x32 thumbnail,
     which equals the thumbnail of the mirrored image)."""
     t = _thumb(img, 32)
-    return np.stack([_phash_of_thumb(t), _phash_of_thumb(t[:, ::-1]),
-                     _phash_of_thumb(t[::-1, :]), _phash_of_thumb(t[::-1, ::-1])])
+    return np.stack([_phash_of_thumb(mirror(t, k)) for k in range(len(ORIENTATIONS))])
 
 
 def _hamming(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -113,8 +111,8 @@ def _similarity(q: Fingerprints, ref: Fingerprints):
     for k in range(len(ORIENTATIONS)):
         corrs.append(q.thumbs @ ref.oriented_thumbs(k).T / n)
         # the hash is not mirror-equivariant: mirror either side, keep the closer
-        hams.append(np.minimum(_hamming(q.hashes[:, 0], ref.hashes[:, k]),
-                               _hamming(q.hashes[:, k], ref.hashes[:, 0])))
+        ham = _hamming(q.hashes[:, 0], ref.hashes[:, k])
+        hams.append(ham if k == 0 else np.minimum(ham, _hamming(q.hashes[:, k], ref.hashes[:, 0])))
     corrs, hams = np.stack(corrs), np.stack(hams)
     return corrs[0], hams[0], corrs.max(axis=0), corrs.argmax(axis=0), hams.min(axis=0)
 
@@ -223,7 +221,7 @@ def near_duplicate_groups(fp: Fingerprints, corr: float = CORR_THRESHOLD,
     """Near-duplicate group of every image of ``fp`` by name: the connected components of
     the (flip-aware) links among these images alone, at these thresholds (the audit's by
     default)."""
-    pairs = flag_pairs(pair_table(fp, min_corr=min(corr, PAIR_MIN_CORR)), corr, phash)
+    pairs = flag_pairs(pair_table(fp, min_corr=corr), corr, phash)
     labels = groups(fp, pairs)
     return dict(zip(fp.names, (int(x) for x in labels)))
 

@@ -99,9 +99,9 @@ def _special(mode: int) -> str | None:
     return None
 
 
-def _dataset_prefix(paths: list[tuple[str, ...]], entries: dict[str, str]) -> tuple[str, ...]:
+def dataset_prefix(paths: list[tuple[str, ...]], entries: dict[str, str]) -> tuple[str, ...]:
     """The folder holding the most listed files at their listed paths (shallowest on a tie),
-    whatever the archive's top folder is called (as ``fetch.find_dataset_root`` on a tree)."""
+    whatever the archive's top folder is called; ``fetch.find_dataset_root`` uses it on a tree."""
     votes: Counter = Counter()
     for full in paths:
         for k in range(len(full)):
@@ -139,7 +139,7 @@ def plan_zip(infos: list[zipfile.ZipInfo], entries: dict[str, str], limits: Limi
             files.append((_parts(info.filename), info))
     for parts, _ in files:
         folders.update(parts[:k] for k in range(1, len(parts)))
-    prefix = _dataset_prefix([p for p, _ in files], entries)
+    prefix = dataset_prefix([p for p, _ in files], entries)
     take: dict[str, zipfile.ZipInfo] = {}
     unlisted: list[str] = []
     for parts, info in files:

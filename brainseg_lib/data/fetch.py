@@ -16,15 +16,14 @@ import shutil
 import sys
 import tempfile
 import time
-from collections import Counter
 from pathlib import Path
 
 from brainseg_lib.data.cache import sha256_file
 from brainseg_lib.data.download import (  # noqa: F401 -- the errors are fetch's API too
     BadDownload, Clock, DeadlineError, FetchError, NetworkError, OfflineError, StalledError,
     download, offline)
-from brainseg_lib.data.extract import (ArchiveDamaged, ExtractRefused, Limits, copy_listed,
-                                       extract_zip, limits_for)
+from brainseg_lib.data.extract import (ArchiveDamaged, ExtractRefused, Limits, dataset_prefix,
+                                       copy_listed, extract_zip, limits_for)
 from brainseg_lib.fileio import exclusive_lock
 
 GITHUB_REPO = "AhmedHamada0/Brain-Tumor-Detection-Dataset"
@@ -85,16 +84,8 @@ def find_dataset_root(tree: Path, entries: dict[str, str]) -> Path:
     shallowest on a tie), whatever the archive's top folder is called; ``tree`` itself
     when there is none, so that verification names every file as missing."""
     tree = Path(tree)
-    votes: Counter = Counter()
-    for dirpath, _, files in os.walk(tree):
-        parts = Path(dirpath).relative_to(tree).parts
-        for f in files:
-            full = (*parts, f)
-            for k in range(len(full)):
-                if "/".join(full[k:]) in entries:
-                    votes[full[:k]] += 1
-    best = max(votes.items(), key=lambda kv: (kv[1], -len(kv[0])), default=((), 0))[0]
-    return tree.joinpath(*best)
+    found = [(*Path(dirpath).relative_to(tree).parts, f) for dirpath, _, files in os.walk(tree) for f in files]
+    return tree.joinpath(*dataset_prefix(found, entries))
 
 
 def _obtain_github(work: Path, url: str, cache: Path, fresh: bool, entries: dict[str, str],

@@ -68,15 +68,22 @@ def write_manifest(manifest: pd.DataFrame, seed: int = 0, scheme: str = "grouped
     return atomic_write_text(path, text)
 
 
-def near_duplicate_labels(names: list[str], split_seed: int = 0) -> list[str] | None:
-    """The near-duplicate group of each of ``names`` (flip-aware, at the audit's thresholds:
-    the ``group`` column of the grouped manifest, which lists every annotated image), an image
-    outside it its own group; None before notebook 07 wrote the manifest."""
-    path = manifest_path(split_seed, "grouped")
-    if not path.is_file():
+def audit_groups(split_seed: int = 0) -> dict[str, int] | None:
+    """The near-duplicate group of every annotated image (flip-aware, at the audit's thresholds:
+    the ``group`` column of the grouped manifest, which lists them all); None before notebook
+    07 wrote the manifest."""
+    if not manifest_path(split_seed, "grouped").is_file():
         return None
-    man = pd.read_csv(path)
-    groups = dict(zip(man["name"], man["group"].astype(int)))
+    man = load_manifest(split_seed, "grouped")
+    return dict(zip(man["name"], man["group"].astype(int)))
+
+
+def near_duplicate_labels(names: list[str], split_seed: int = 0) -> list[str] | None:
+    """``audit_groups`` as one label per name, an image outside the manifest its own
+    group; None before notebook 07 wrote the manifest."""
+    groups = audit_groups(split_seed)
+    if groups is None:
+        return None
     return [f"g{groups[n]}" if n in groups else f"image:{n}" for n in names]
 
 

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 
 from brainseg_lib.data.br35h import data_root, list_split
 from brainseg_lib.data.images import read_grayscale, resize_image
@@ -36,15 +35,6 @@ def scan_paths(frame: pd.DataFrame, root=None) -> list[Path]:
     return [(val_dir if f == "VAL" else base / f) / n for n, f in zip(frame["name"], frame["folder"])]
 
 
-def aspect_ratios(paths: list[Path]) -> np.ndarray:
-    """Width / height of each image, from its header."""
-    out = []
-    for p in paths:
-        with Image.open(p) as im:
-            out.append(im.width / im.height)
-    return np.array(out, dtype=np.float64)
-
-
 def pad_to_square(image: np.ndarray) -> np.ndarray:
     """``image`` centred on a black square of its longer side (no stretch when resized)."""
     h, w = image.shape
@@ -55,10 +45,15 @@ def pad_to_square(image: np.ndarray) -> np.ndarray:
     return out
 
 
-def padded_images(paths: list[Path], size: int) -> np.ndarray:
-    """Each scan padded to a square, then resized to the model's input (uint8 (N, S, S))."""
-    return np.stack([resize_image(pad_to_square(read_grayscale(p)), size) for p in paths]) if paths \
-        else np.zeros((0, size, size), np.uint8)
+def read_padded(paths: list[Path], size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(width / height of each scan, the scans padded to a square and resized to the model's
+    input, uint8 (N, S, S)), each file read once."""
+    aspect, images = np.zeros(len(paths)), np.zeros((len(paths), size, size), np.uint8)
+    for i, p in enumerate(paths):
+        img = read_grayscale(p)
+        aspect[i] = img.shape[1] / img.shape[0]
+        images[i] = resize_image(pad_to_square(img), size)
+    return aspect, images
 
 
 def _on_report(score: pd.Series, frame: pd.DataFrame, n_boot: int, seed: int) -> dict:
@@ -70,21 +65,23 @@ def _on_report(score: pd.Series, frame: pd.DataFrame, n_boot: int, seed: int) ->
 
 
 def shortcut_control(model, image_size: int, scores: pd.DataFrame, root=None, primary: str = PRIMARY,
-                     threshold: float = 0.5, n_boot: int = N_BOOT, seed: int = 0) -> tuple[dict, pd.DataFrame]:
+                     threshold: float = 0.5, n_boot: int = N_BOOT, seed: int = 0,
+                     model_figures: dict | None = None) -> tuple[dict, pd.DataFrame]:
     """(summary for detection.json, per-scan frame: name, folder, role, label, aspect,
     ``<primary>`` and ``<primary>_padded``) of the two controls of the module docstring, on
-    the rows of a detection score frame (``scores.collect_scores``)."""
+    the rows of a detection score frame (``scores.collect_scores``). ``model_figures``: the
+    model's own figures on the report scans where already computed (``summarize_detection``'s
+    ``report["all"][primary]``, the same rule), else they are computed here."""
     frame = scores[["name", "folder", "role", "label", "dup_group", primary]].reset_index(drop=True)
-    paths = scan_paths(frame, root)
-    frame["aspect"] = aspect_ratios(paths)
+    frame["aspect"], padded = read_padded(scan_paths(frame, root), image_size)
     val = frame["role"] == "val"
     wider_is_tumour = auc_score(frame.loc[val, "aspect"], frame.loc[val, "label"]) >= 0.5
     aspect_score = frame["aspect"] if wider_is_tumour else 1 / frame["aspect"]
-    frame[f"{primary}_padded"] = image_scores(model, padded_images(paths, image_size), threshold)[primary].to_numpy()
+    frame[f"{primary}_padded"] = image_scores(model, padded, threshold)[primary].to_numpy()
     out = {"aspect_ratio_only": {**_on_report(aspect_score, frame, n_boot, seed),
                                  "score": "width / height" if wider_is_tumour else "height / width",
                                  "direction_chosen_on": "validation scans"},
-           "model": _on_report(frame[primary], frame, n_boot, seed),
+           "model": model_figures or _on_report(frame[primary], frame, n_boot, seed),
            "model_padded_to_square": _on_report(frame[f"{primary}_padded"], frame, n_boot, seed),
            "score": primary,
            "aspect_median": {c: float(frame.loc[frame["label"] == lab, "aspect"].median())

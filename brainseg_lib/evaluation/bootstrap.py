@@ -154,16 +154,23 @@ def bootstrap_ci(per_image, metric: str = "f1", n_boot: int = N_BOOT, seed: int 
     return percentile_ci(bootstrap_stat(counts, pooled, n_boot, seed), ci_quantiles(level))
 
 
-def bootstrap_ci_groups(per_image, groups: Sequence, metric: str = "f1", n_boot: int = N_BOOT,
-                        seed: int = 0, level: float = 0.95) -> tuple[float, float]:
-    """Percentile CI of a pooled metric resampling whole near-duplicate ``groups`` (one label
+def bootstrap_cis_groups(per_image, groups: Sequence, metrics: Sequence[str], n_boot: int = N_BOOT,
+                         seed: int = 0, level: float = 0.95) -> dict[str, tuple[float, float]]:
+    """Percentile CIs of pooled metrics resampling whole near-duplicate ``groups`` (one label
     per row of ``per_image``): copies of one slice move together, so they do not count as
-    independent evidence (``bootstrap_clusters_stratified`` with one stratum)."""
+    independent evidence (``bootstrap_clusters_stratified`` with one stratum). One draw serves
+    every metric."""
     counts = per_image[list(COUNTS)].to_numpy(dtype=np.float64)
 
     def pooled(strata):
-        return np.array([metrics_from_counts(*r.sum(axis=0))[metric] for r in strata[0]])
+        return [metrics_from_counts(*r.sum(axis=0)) for r in strata[0]]
 
-    return percentile_ci(bootstrap_clusters_stratified([counts], [list(groups)], pooled, n_boot, seed),
-                         ci_quantiles(level))
+    reps = bootstrap_clusters_stratified([counts], [list(groups)], pooled, n_boot, seed)
+    return {m: percentile_ci([r[m] for r in reps], ci_quantiles(level)) for m in metrics}
+
+
+def bootstrap_ci_groups(per_image, groups: Sequence, metric: str = "f1", n_boot: int = N_BOOT,
+                        seed: int = 0, level: float = 0.95) -> tuple[float, float]:
+    """``bootstrap_cis_groups`` for one metric."""
+    return bootstrap_cis_groups(per_image, groups, [metric], n_boot, seed, level)[metric]
 

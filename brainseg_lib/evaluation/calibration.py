@@ -89,3 +89,19 @@ def summary(p, y, temperature: float | None = None, n_bins: int = N_BINS) -> dic
         q = scaled(logits_of(p), temperature)
         out.update({"temperature": temperature, "ece_scaled": ece(q, y, n_bins), "brier_scaled": brier(q, y)})
     return out
+
+
+def add_to_file(path, items: dict) -> dict:
+    """Add ``summary`` of each ``key: (p, y)`` of ``items`` to the calibration JSON at ``path``
+    (notebook 03 writes it with the temperature fitted on VAL; later notebooks add their sets,
+    rescaled by that temperature); returns the whole file's content."""
+    import json
+    from pathlib import Path
+
+    from brainseg_lib.fileio import write_json
+    path = Path(path)
+    calib = json.loads(path.read_text()) if path.is_file() else {}
+    calib.update({k: summary(p, y, calib.get("temperature")) for k, (p, y) in items.items()})
+    write_json(calib, path)
+    return calib
+

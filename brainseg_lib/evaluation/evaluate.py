@@ -27,7 +27,7 @@ import pandas as pd
 from brainseg_lib import paths
 from brainseg_lib.data.cache import SplitArrays, load_split, native_masks_for
 from brainseg_lib.data.splits import near_duplicate_labels
-from brainseg_lib.evaluation.bootstrap import bootstrap_ci, bootstrap_ci_groups
+from brainseg_lib.evaluation.bootstrap import bootstrap_ci, bootstrap_cis_groups
 from brainseg_lib.evaluation.boundary import boundary_metrics, summarize_boundary
 from brainseg_lib.evaluation.metrics import (
     COUNTS,
@@ -104,7 +104,8 @@ def group_cis(per_image: pd.DataFrame) -> dict:
     labels = near_duplicate_labels(list(per_image["name"]))
     if labels is None:
         return {}
-    return {"bootstrap_ci95_groups": {m: list(bootstrap_ci_groups(per_image, labels, m)) for m in METRICS},
+    cis = bootstrap_cis_groups(per_image, labels, METRICS)
+    return {"bootstrap_ci95_groups": {m: list(cis[m]) for m in METRICS},
             "near_duplicate_groups": len(set(labels))}
 
 

@@ -23,10 +23,11 @@ from brainseg_lib.evaluation.metrics import (
 
 
 def score_half(model, half: ExternalHalf, threshold: float = 0.5, device=None,
-               boundary: bool = True) -> pd.DataFrame:
-    """One row per slice: counts, Dice, whether any pixel is predicted, HD95 and NSD."""
+               boundary: bool = True, probs=None) -> pd.DataFrame:
+    """One row per slice: counts, Dice, whether any pixel is predicted, HD95 and NSD
+    (``probs``: the model's probabilities of the half, where already computed)."""
     from brainseg_lib.inference import predict_probs, to_native
-    probs = predict_probs(model, half.arrays, device)
+    probs = predict_probs(model, half.arrays, device) if probs is None else probs
     rows = []
     for i, (name, truth, patient) in enumerate(zip(half.arrays.names, half.truths, half.patients)):
         pred = to_native(probs[i], *truth.shape) >= threshold

@@ -130,8 +130,10 @@ def shortcut_sentence(control: dict | None) -> str:
             f"{_fmt_ci(a['auc'], a['ci95']['auc'])}; the model scores AUC {_fmt_ci(m['auc'], m['ci95']['auc'])} "
             f"on the scans as they are and {_fmt_ci(p['auc'], p['ci95']['auc'])} on the same scans padded to a "
             "square, where no scan is stretched"
-            + (", so its detection does not rest on the stretch." if p["ci95"]["auc"][0] > a["auc"] else
-               ", which does not rule out that part of its detection rests on the stretch."))
+            + ("; with the stretch removed, its AUC's 95% CI still lies above what the aspect ratio alone "
+               "reaches." if p["ci95"]["auc"][0] > a["auc"] else
+               "; with the stretch removed, its AUC's 95% CI reaches down to what the aspect ratio alone "
+               "reaches, so part of its detection may rest on the stretch."))
 
 
 # ----------------------------------------------------------------------- verdict

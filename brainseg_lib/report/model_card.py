@@ -17,7 +17,7 @@ def model_card(run: dict, info: dict) -> str:
                    f"{healthy_count(ratio, info['val_images'])} in VAL)" if ratio else "")
     leak_path = paths.metrics_dir() / "leakage.json"
     leak = json.loads(leak_path.read_text()) if leak_path.is_file() else None
-    grouped = "bootstrap_ci95_groups" in run      # resampling near-duplicate groups, the unit to quote
+    grouped = bool(run.get("bootstrap_ci95_groups"))   # resampling near-duplicate groups, the unit to quote
     ci = run.get("bootstrap_ci95_groups") or run.get("bootstrap_ci95", {})
     rows = "\n".join(
         f"| {m} | {g[m]:.3f} | {ci[m][0]:.3f} – {ci[m][1]:.3f} | {run['per_image_mean'][m]:.3f} |"

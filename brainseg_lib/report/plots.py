@@ -241,15 +241,19 @@ def contrast_forest(contrasts: dict, within_test: dict | None = None):
 
 def reliability_diagram(summaries: dict[str, dict]):
     """Observed frequency against mean predicted probability per bin (``calibration.summary``'s
-    reliability table), one line per labelled summary, with the diagonal of perfect calibration."""
+    reliability table), one line per labelled summary, with the diagonal of perfect calibration.
+    A marker's area grows with its bin's share of the items, so a bin of a few items, whose
+    frequency jumps, does not look as certain as a full one."""
     fig, ax = plt.subplots(figsize=(4.8, 4.4))
     ax.plot([0, 1], [0, 1], color="0.6", ls="--", lw=1, label="perfectly calibrated")
     for label, s in summaries.items():
         r = s["reliability"]
-        pts = [(m, f) for m, f, c in zip(r["mean_p"], r["frequency"], r["count"]) if c and m is not None]
+        pts = [(m, f, c) for m, f, c in zip(r["mean_p"], r["frequency"], r["count"]) if c and m is not None]
         if pts:
-            ax.plot(*zip(*pts), "o-", ms=4, label=f"{label} (ECE {s['ece']:.3f})")
-    ax.set_xlabel("mean predicted probability (bin)")
+            m, f, c = (np.array(v, dtype=float) for v in zip(*pts))
+            line, = ax.plot(m, f, "-", lw=1, label=f"{label} (ECE {s['ece']:.3f})")
+            ax.scatter(m, f, s=8 + 300 * np.sqrt(c / c.sum()), color=line.get_color(), alpha=0.8, zorder=3)
+    ax.set_xlabel("mean predicted probability (bin; marker area: share of items)")
     ax.set_ylabel("observed frequency")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)

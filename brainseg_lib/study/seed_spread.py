@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 
 from brainseg_lib import paths
+from brainseg_lib.data.splits import audit_groups
 from brainseg_lib.evaluation.evaluate import load_run_metrics
 from brainseg_lib.evaluation.metrics import METRICS
 
@@ -107,24 +108,13 @@ CONTRASTS = (("official_minus_grouped", ("official", None), ("grouped", None)),
              ("bce_dice_minus_bce", ("official", None), ("official", "bce")))
 
 
-def near_duplicate_groups(split_seed: int = 0) -> dict[str, int] | None:
-    """The near-duplicate group of every annotated image (flip-aware, at the audit's
-    thresholds), from the grouped split's manifest; None before notebook 07 wrote it."""
-    from brainseg_lib.data.splits import load_manifest
-    try:
-        man = load_manifest(split_seed, "grouped")
-    except FileNotFoundError:
-        return None
-    return dict(zip(man["name"], man["group"].astype(int)))
-
-
 def contrasts(runs: pd.DataFrame, main_loss: str = "bce_dice", split_seed: int = 0,
               n_boot: int | None = None) -> dict:
     """Every comparison of ``CONTRASTS`` whose two sides have runs with per-image tables:
     the difference in mean pooled F1 with its hierarchical-bootstrap CI over seeds and
     near-duplicate groups of TEST images (``study.verdicts``)."""
     from brainseg_lib.study import verdicts
-    groups = near_duplicate_groups(split_seed)
+    groups = audit_groups(split_seed)
     out = {}
     for key, (sa, la), (sb, lb) in CONTRASTS:
         sides = []
@@ -147,7 +137,7 @@ def within_test_contrast(runs: pd.DataFrame, main_loss: str = "bce_dice", split_
     permutation p-value, group bootstrap CI). None without the runs or the audit's groups."""
     from brainseg_lib.data.br35h import list_split
     from brainseg_lib.study import verdicts
-    groups = near_duplicate_groups(split_seed)
+    groups = audit_groups(split_seed)
     g = runs[(runs.split_scheme == "official") & (runs.loss == main_loss)]
     if groups is None or not len(g) or "per_image_csv" not in g or g["per_image_csv"].isna().any():
         return None

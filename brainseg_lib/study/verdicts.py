@@ -23,6 +23,7 @@ import numpy as np
 import pandas as pd
 
 from brainseg_lib.evaluation.bootstrap import ci_quantiles, cluster_codes
+from brainseg_lib.evaluation.metrics import rate
 
 N_BOOT = 2000
 COUNTS = ("tp", "fp", "fn")
@@ -48,8 +49,7 @@ def group_counts(per_image: list[pd.DataFrame], groups: dict[str, object] | None
 
 
 def _pooled_f1(tp, fp, fn):
-    den = 2 * tp + fp + fn
-    return np.divide(2 * tp, den, out=np.ones_like(den, dtype=float), where=den > 0)
+    return rate(2 * tp, 2 * tp + fp + fn, 1.0)      # no pixel at all: no error
 
 
 def side_draws(counts: np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
