@@ -8,6 +8,8 @@ same paths.
 Environment variables:
   BRAINSEG_DATA     the Br35H folder (default: <root>/data/br35h)
   BRAINSEG_EXTERNAL the external TCGA-LGG FLAIR test set (default: <root>/data/lgg_external)
+  BRAINSEG_FIGSHARE the second external set, Figshare T1 contrast-enhanced slices
+                    (default: <root>/data/figshare_external)
   BRAINSEG_CACHE    preprocessed-array cache (default: <root>/.cache)
   BRAINSEG_RESULTS  figures, tables, metrics, runs (default: <root>/results);
                     run_all.sh points it at a staging folder while it runs.
@@ -51,6 +53,12 @@ def data_dir() -> Path:
 def external_dir() -> Path:
     """The external validation set (``dev/``, ``test/``, ``manifest.csv``)."""
     return _from_env("BRAINSEG_EXTERNAL", PROJECT_ROOT / "data" / "lgg_external")
+
+
+def figshare_dir() -> Path:
+    """The second external set, Figshare T1 contrast-enhanced slices (``dev/``, ``test/``,
+    ``manifest.csv``)."""
+    return _from_env("BRAINSEG_FIGSHARE", PROJECT_ROOT / "data" / "figshare_external")
 
 
 def cache_dir() -> Path:

@@ -1,7 +1,9 @@
-"""External validation on TCGA-LGG FLAIR slices (Buda et al. 2019), a set no model trains on.
+"""External validation sets no model trains on: TCGA-LGG FLAIR slices (Buda et al. 2019) and
+Figshare T1 contrast-enhanced slices (Cheng et al. 2015; ``SETS``).
 
-Layout (``paths.external_dir()``, set by ``BRAINSEG_EXTERNAL``, default
-``data/lgg_external``)::
+Layout of the LGG set (``paths.external_dir()``, set by ``BRAINSEG_EXTERNAL``, default
+``data/lgg_external``; the Figshare set, ``paths.figshare_dir()`` / ``BRAINSEG_FIGSHARE``, is laid
+out alike, with ``block`` and ``label`` in its manifest instead of ``patient``)::
 
     dev/images/<case>_<slice>.png   dev/masks/<case>_<slice>.png     choices only
     test/images/...                 test/masks/...                   scored once, at the end
@@ -17,7 +19,7 @@ back, as for Br35H):
 * ``hd95`` / ``nsd``: boundary metrics over tumour slices (``boundary.py``, with its
   empty-mask rule).
 
-95% CIs resample **patients** with replacement (slices of one patient are not
+95% CIs resample **patients** (LGG) or index **blocks** (Figshare) with replacement (slices of one patient are not
 independent) and recompute each figure from the resampled patients' slices.
 """
 from __future__ import annotations
@@ -41,23 +43,55 @@ HOW_TO_GET = (
     "Build it from the unpacked kaggle_3m folder with 'python -m brainseg_lib build-external "
     "--source <kaggle_3m>' (every slice is checked against references/lgg_external.csv), or "
     "set BRAINSEG_EXTERNAL=<folder> (default: data/lgg_external inside the project).")
+HOW_TO_GET_FIGSHARE = (
+    "The second external set is T1 contrast-enhanced slices of the Figshare brain-tumour set of "
+    "Jun Cheng (doi 10.6084/m9.figshare.1512427, CC BY 4.0), laid out as "
+    "<folder>/{dev,test}/{images,masks}/fig_<index>.png with <folder>/manifest.csv (name, block, "
+    "half, label); set BRAINSEG_FIGSHARE=<folder> (default: data/figshare_external inside the project).")
+
+
+@dataclass(frozen=True)
+class ExternalSet:
+    """One external set: where it is found, its resampling unit and how to get it."""
+    key: str              # "lgg" or "figshare"
+    title: str            # how a reader is told which set it is
+    env: str              # the environment variable that points at it
+    unit: str             # the manifest column a bootstrap resamples (patient or block)
+    how_to_get: str
+
+    def root(self) -> Path:
+        return paths.external_dir() if self.key == "lgg" else paths.figshare_dir()
+
+
+SETS = {
+    "lgg": ExternalSet("lgg", "TCGA-LGG FLAIR (4 TCGA sites)", "BRAINSEG_EXTERNAL", "patient", HOW_TO_GET),
+    "figshare": ExternalSet("figshare", "Figshare T1 contrast-enhanced (2 Chinese hospitals)",
+                            "BRAINSEG_FIGSHARE", "block", HOW_TO_GET_FIGSHARE),
+}
 
 
 class ExternalDataNotFound(DatasetNotFoundError):
     """The external folder, a half or its manifest is missing."""
 
 
-def available(root=None) -> bool:
+def external_set(which: str) -> ExternalSet:
+    if which not in SETS:
+        raise ValueError(f"unknown external set {which!r}; choose one of {sorted(SETS)}")
+    return SETS[which]
+
+
+def available(root=None, which: str = "lgg") -> bool:
     """Whether the external set is there (both halves and the manifest)."""
-    base = Path(root) if root else paths.external_dir()
+    base = Path(root) if root else external_set(which).root()
     return (base / "manifest.csv").is_file() and all((base / h / "images").is_dir() for h in HALVES)
 
 
-def check_external(root=None) -> Path:
-    base = Path(root) if root else paths.external_dir()
-    if not available(base):
+def check_external(root=None, which: str = "lgg") -> Path:
+    spec = external_set(which)
+    base = Path(root) if root else spec.root()
+    if not available(base, which):
         raise ExternalDataNotFound(f"external validation set not found at {base} "
-                                   f"(BRAINSEG_EXTERNAL). {HOW_TO_GET}")
+                                   f"({spec.env}). {spec.how_to_get}")
     return base
 
 
@@ -65,29 +99,44 @@ def check_external(root=None) -> Path:
 class ExternalHalf:
     arrays: SplitArrays                # images and masks at the model's size
     truths: list[np.ndarray]           # native masks (bool)
-    patients: list[str]
+    patients: list[str]                # the resampling unit: patient (LGG) or block (Figshare)
+    labels: list[str] | None = None    # tumour type per slice (Figshare), else None
 
 
-def load_half(half: str, size: int, root=None) -> ExternalHalf:
-    """One half of the external set, resized to ``size``, with native masks and patients."""
+def read_mask(mask_path: Path, image_shape: tuple[int, ...], img_path: Path) -> np.ndarray:
+    """A binary mask (0/255 or 0/1) of its image's size as bool, or ImageReadError naming it."""
+    raw = read_grayscale(mask_path)
+    if raw.shape != image_shape:
+        raise ImageReadError(f"mask {mask_path} is {raw.shape[1]}x{raw.shape[0]} but its image "
+                             f"{img_path} is {image_shape[1]}x{image_shape[0]}; they must match")
+    values = np.unique(raw)
+    if not (set(values.tolist()) <= {0, 255} or set(values.tolist()) <= {0, 1}):
+        shown = ", ".join(str(v) for v in values[:6]) + (", ..." if len(values) > 6 else "")
+        raise ImageReadError(f"mask {mask_path} is not binary (values {shown}); a mask must hold "
+                             "0 for background and 255 (or 1) for tumour only")
+    return raw > 0
+
+
+def load_half(half: str, size: int, root=None, which: str = "lgg") -> ExternalHalf:
+    """One half of an external set (``which``: lgg or figshare), resized to ``size``, with
+    native masks, the resampling unit of each slice and, for Figshare, its tumour type."""
     if half not in HALVES:
         raise ValueError(f"unknown external half {half!r}; choose one of {HALVES}")
-    base = check_external(root)
+    base, spec = check_external(root, which), external_set(which)
     man = pd.read_csv(base / "manifest.csv")
     man = man[man["half"] == half].reset_index(drop=True)
     images, masks, truths, hw = [], [], [], []
     for name in man["name"]:
         img_path, mask_path = base / half / "images" / f"{name}.png", base / half / "masks" / f"{name}.png"
         img = read_grayscale(img_path)
-        truth = read_grayscale(mask_path) > 127
-        if truth.shape != img.shape:
-            raise ImageReadError(f"mask {mask_path} is {truth.shape[1]}x{truth.shape[0]} but its image "
-                                 f"{img_path} is {img.shape[1]}x{img.shape[0]}; they must match")
+        truth = read_mask(mask_path, img.shape, img_path)
         images.append(resize_image(img, size))
         masks.append(resize_mask(truth, size))
         truths.append(truth)
         hw.append(img.shape)
-    arrays = SplitArrays(f"external-{half}", size, np.stack(images), np.stack(masks).astype(np.uint8),
+    prefix = "external" if which == "lgg" else f"external-{which}"
+    arrays = SplitArrays(f"{prefix}-{half}", size, np.stack(images), np.stack(masks).astype(np.uint8),
                          list(man["name"]), np.array(hw, np.int64),
                          np.array([t.mean() for t in truths]))
-    return ExternalHalf(arrays, truths, list(man["patient"]))
+    labels = list(man["label"].astype(str)) if "label" in man else None
+    return ExternalHalf(arrays, truths, list(man[spec.unit].astype(str)), labels)

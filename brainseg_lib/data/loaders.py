@@ -32,6 +32,12 @@ class AugmentConfig:
     blur_sigma: float = 1.0     # ... with sigma uniform in [0.25, blur_sigma] pixels
     noise_p: float = 0.0        # probability of additive Gaussian noise ...
     noise_sd: float = 0.05      # ... with sd uniform in [0, noise_sd]
+    hist_p: float = 0.0         # probability of a random histogram shift (``intensity.py``) ...
+    hist_points: int = 6        # ... through this many control points ...
+    hist_jitter: float = 0.6    # ... each moved by up to this share of their gap
+    bias_p: float = 0.0         # probability of a smooth multiplicative bias field ...
+    bias_coeff: float = 0.3     # ... exp(poly2) with coefficients uniform in [-c, c]
+    invert_p: float = 0.0       # probability of inverting the intensities inside the head
 
 
 # Named augmentation levels (the profile key ``augment_level``). ``basic`` is the original
@@ -47,6 +53,12 @@ AUGMENT_LEVELS = {
     "full_zoom": {"vflip": 0.5, "rotate_deg": 20.0, "scale": 0.40, "translate": 0.10,
                   "brightness": 0.15, "contrast": 0.25, "gamma": 0.4,
                   "blur_p": 0.25, "blur_sigma": 1.2, "noise_p": 0.25, "noise_sd": 0.04},
+    # ``full`` plus intensity changes that span MRI sequences (``intensity.py``): histogram
+    # shift, bias field and inversion inside the head (issue 24's lever against other scanners)
+    "mri": {"vflip": 0.5, "rotate_deg": 20.0, "scale": 0.20, "translate": 0.08,
+            "brightness": 0.15, "contrast": 0.25, "gamma": 0.4,
+            "blur_p": 0.25, "blur_sigma": 1.2, "noise_p": 0.25, "noise_sd": 0.04,
+            "hist_p": 0.4, "bias_p": 0.3, "invert_p": 0.2},
 }
 
 
@@ -117,7 +129,19 @@ def augment_batch(x: torch.Tensor, y: torch.Tensor, cfg: AugmentConfig,
         sd = _uniform(b, 0.0, cfg.noise_sd, gen) * on
         noise = torch.randn(xa.shape, generator=gen).to(x.device, x.dtype)
         xa = (xa + noise * sd.to(x.device, x.dtype).view(b, 1, 1, 1)).clamp_(0, 1)
-    return xa, ya
+    return sequence_intensity(xa, cfg, gen), ya
+
+
+def sequence_intensity(x: torch.Tensor, cfg: AugmentConfig, gen: torch.Generator) -> torch.Tensor:
+    """The ``intensity.py`` transforms a level enables (each draws only when enabled)."""
+    from brainseg_lib.data import intensity
+    if cfg.hist_p > 0:
+        x = intensity.histogram_shift(x, cfg.hist_p, cfg.hist_points, cfg.hist_jitter, gen)
+    if cfg.bias_p > 0:
+        x = intensity.bias_field(x, cfg.bias_p, cfg.bias_coeff, gen)
+    if cfg.invert_p > 0:
+        x = intensity.invert_head(x, cfg.invert_p, gen)
+    return x
 
 
 def gaussian_blur(x: torch.Tensor, sigma: torch.Tensor) -> torch.Tensor:

@@ -1,5 +1,6 @@
-"""Scoring the external TCGA-LGG set: per-slice Dice, HD95 and NSD, and the pooled figures with
-95% CIs that resample whole patients (``summarize_half``).
+"""Scoring an external set: per-slice Dice, HD95 and NSD, and the pooled figures with 95% CIs
+that resample whole patients (LGG) or index blocks (Figshare; the ``patient`` column then holds
+the block) (``summarize_half``).
 """
 from __future__ import annotations
 
@@ -33,7 +34,8 @@ def score_half(model, half: ExternalHalf, threshold: float = 0.5, device=None,
         pred = to_native(probs[i], *truth.shape) >= threshold
         c = confusion_counts(pred, truth)
         b = boundary_metrics(pred, truth) if boundary else dict(EMPTY)
-        rows.append({"name": name, "patient": patient, "tumour": bool(truth.any()),
+        rows.append({"name": name, "patient": patient, **({"label": half.labels[i]} if half.labels else {}),
+                     "tumour": bool(truth.any()),
                      "tumour_pixels": int(truth.sum()), "pred_pixels": int(pred.sum()),
                      "marked": bool(pred.any()), **c,
                      "dice": metrics_from_counts(*(c[k] for k in COUNTS))["f1"], **b})

@@ -7,7 +7,13 @@ BCE + soft-Dice sum (equal weights), and offer both:
 * ``bce``      mean binary cross-entropy over all pixels of the batch;
 * ``dice``     1 - soft Dice, with the sums taken over the whole batch and
                smoothing ``eps=1`` in numerator and denominator;
-* ``bce_dice`` ``bce + dice``.
+* ``bce_dice`` ``bce + dice``;
+* ``bce_dice_img`` ``bce`` + the mean over the batch's tumour images of each image's own soft
+               Dice loss (eps 1): a 30-pixel tumour weighs as much as a 3,000-pixel one, where the
+               batch-wide Dice lets large tumours dominate (a lever against missed small
+               tumours, issue 24). Tumour-free images enter through the BCE only; a batch
+               without a tumour adds no Dice term. Not available for data-parallel training;
+               its validation loss (``loss_from_sums``) is reported with the batch-wide Dice.
 
 Logits are cast to float32 before any reduction: under CUDA autocast the
 soft-Dice sums over 50 x 256 x 256 pixels overflow float16.
@@ -19,7 +25,7 @@ import functools
 import torch
 import torch.nn.functional as F
 
-LOSSES = ("bce", "dice", "bce_dice")
+LOSSES = ("bce", "dice", "bce_dice", "bce_dice_img")
 
 
 def bce_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -47,12 +53,32 @@ def bce_dice_loss(logits: torch.Tensor, target: torch.Tensor, reduce_sums=None) 
     return bce_loss(logits, target) + soft_dice_loss(logits, target, reduce_sums=reduce_sums)
 
 
+def per_image_dice_loss(logits: torch.Tensor, target: torch.Tensor, eps: float = 1.0) -> torch.Tensor:
+    """Mean over the images with any tumour pixel of 1 - soft Dice of that image (0 when the
+    batch holds no tumour image)."""
+    p = torch.sigmoid(logits.float()).flatten(1)
+    t = target.float().flatten(1)
+    has = t.sum(1) > 0
+    if not bool(has.any()):
+        return p.sum() * 0.0
+    p, t = p[has], t[has]
+    return dice_from_sums((p * t).sum(1), p.sum(1), t.sum(1), eps).mean()
+
+
+def bce_dice_img_loss(logits: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    return bce_loss(logits, target) + per_image_dice_loss(logits, target)
+
+
 def get_loss(name: str, reduce_sums=None):
     """The loss function called ``name`` (one of LOSSES); with ``reduce_sums`` (see
     ``soft_dice_loss``) its Dice sums are those of the global batch (BCE, a mean, needs none)."""
-    table = {"bce": bce_loss, "dice": soft_dice_loss, "bce_dice": bce_dice_loss}
+    table = {"bce": bce_loss, "dice": soft_dice_loss, "bce_dice": bce_dice_loss,
+             "bce_dice_img": bce_dice_img_loss}
     if name not in table:
         raise ValueError(f"unknown loss {name!r}; choose one of {LOSSES}")
+    if name == "bce_dice_img" and reduce_sums is not None:
+        raise ValueError("loss bce_dice_img (per-image Dice) is not available for data-parallel "
+                         "training; train it on one device or choose bce_dice")
     if reduce_sums is None or name == "bce":
         return table[name]
     return functools.partial(table[name], reduce_sums=reduce_sums)
@@ -67,4 +93,4 @@ def loss_from_sums(name: str, bce_sum: float, n_pixels: int, inter: float, p_sum
         raise ValueError(f"unknown loss {name!r}; choose one of {LOSSES}")
     bce = bce_sum / n_pixels if n_pixels else float("nan")
     dice = dice_from_sums(inter, p_sum, t_sum)
-    return {"bce": bce, "dice": dice, "bce_dice": bce + dice}[name]
+    return {"bce": bce, "dice": dice, "bce_dice": bce + dice, "bce_dice_img": bce + dice}[name]
