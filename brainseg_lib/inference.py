@@ -118,3 +118,34 @@ def to_native(prob: np.ndarray, height: int, width: int) -> np.ndarray:
     t = torch.from_numpy(np.ascontiguousarray(prob, dtype=np.float32))[None, None]
     return F.interpolate(t, size=(int(height), int(width)), mode="bilinear",
                          align_corners=False)[0, 0].numpy()
+
+
+def predict_probabilities_tta(model: torch.nn.Module, images_u8, device: torch.device | None = None,
+                              batch_size: int = BATCH) -> np.ndarray:
+    """Test-time augmentation: the mean of the probabilities (N,S,S) of the images, of their
+    left-right flips and of their up-down flips, each flipped back (training flips both ways)."""
+    images = np.asarray(images_u8)
+    out = predict_probabilities(model, images, device, batch_size)
+    for axis in (-1, -2):
+        flipped = predict_probabilities(model, np.ascontiguousarray(np.flip(images, axis)), device,
+                                        batch_size)
+        out = out + np.flip(flipped, axis)
+    return (out / 3.0).astype(np.float32)
+
+
+def drop_small_components(probs: np.ndarray, threshold: float, min_fraction: float) -> np.ndarray:
+    """``probs`` (N,S,S) with every predicted component (8-connected, at ``threshold``) smaller
+    than ``min_fraction`` of the image's pixels set to 0; a copy, the input is kept."""
+    from scipy import ndimage
+    out = np.array(probs, dtype=np.float32, copy=True)
+    if min_fraction <= 0:
+        return out
+    min_pixels = min_fraction * probs.shape[-1] * probs.shape[-2]
+    for i in range(out.shape[0]):
+        labels, n = ndimage.label(out[i] >= threshold, structure=np.ones((3, 3), bool))
+        if n:
+            sizes = np.bincount(labels.ravel())
+            small = np.flatnonzero(sizes < min_pixels)
+            small = small[small > 0]
+            out[i][np.isin(labels, small)] = 0.0
+    return out

@@ -17,6 +17,8 @@ Environment variables:
   BRAINSEG_SWEEP    seed x split x loss sweep (default: <root>/results/sweep)
   BRAINSEG_SPLITS   split manifests (default: <root>/splits)
   BRAINSEG_LEVERS   lever trials that chose the cpu profile (default: <root>/results/levers)
+  BRAINSEG_RELEASE_LEVERS  lever trials that choose the released model
+                    (default: <root>/results/release_levers)
   BRAINSEG_GPU_RUN  the paper profile's committed GPU run, a Table I row (default: <root>/results/paper)
 """
 from __future__ import annotations
@@ -55,6 +57,11 @@ def external_dir() -> Path:
     return _from_env("BRAINSEG_EXTERNAL", PROJECT_ROOT / "data" / "lgg_external")
 
 
+def external_volumes_dir() -> Path:
+    """The external set's ``test`` patients as whole NIfTI volumes (``<external>/volumes``)."""
+    return external_dir() / "volumes"
+
+
 def figshare_dir() -> Path:
     """The second external set, Figshare T1 contrast-enhanced slices (``dev/``, ``test/``,
     ``manifest.csv``)."""
@@ -88,6 +95,12 @@ def levers_dir() -> Path:
     """Lever trials that chose the cpu profile (``python -m brainseg_lib levers``); not
     replaced by run_all.sh."""
     return _from_env("BRAINSEG_LEVERS", PROJECT_ROOT / "results" / "levers")
+
+
+def release_levers_dir() -> Path:
+    """Lever trials that choose the released model (``python -m brainseg_lib release-levers``;
+    params/release_levers.yaml); not replaced by run_all.sh."""
+    return _from_env("BRAINSEG_RELEASE_LEVERS", PROJECT_ROOT / "results" / "release_levers")
 
 
 def figures_dir() -> Path:

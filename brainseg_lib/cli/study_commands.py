@@ -212,6 +212,17 @@ def _add_training(sub) -> None:
     hs.set_defaults(fn=_cmd_healthy_split)
 
 
+def _cmd_release_levers(args) -> int:
+    from brainseg_lib.study import release_choice
+    from brainseg_lib.study import release_levers as rl
+    plan = rl.load_plan(args.plan)
+    decision = release_choice.choose(plan)
+    print((rl.folder() / "lever_table.md").read_text())
+    print(f"release trial: {decision['release_trial']} (set {decision['release_set']}), inference "
+          f"{decision['release_inference']}; written {rl.folder() / 'decision.json'}")
+    return 0
+
+
 def _add_study(sub) -> None:
     rs = sub.add_parser("run-study", help="run every notebook of a profile and swap the results "
                         "in (what ./run_all.sh calls)")
@@ -226,6 +237,11 @@ def _add_study(sub) -> None:
                     help="recompute the finished trials' selection figures from their kept checkpoints "
                          "(nothing is trained), then rebuild the table")
     lv.set_defaults(fn=_cmd_levers)
+    rv = sub.add_parser("release-levers", help="train and judge the lever trials of "
+                        "params/release_levers.yaml that choose the released model (VAL and the "
+                        "external dev halves only; finished trials are kept)")
+    rv.add_argument("--plan", default=None, help="a release lever YAML (default params/release_levers.yaml)")
+    rv.set_defaults(fn=_cmd_release_levers)
     w = sub.add_parser("sweep", help="seeds x split schemes x losses as independent papermill jobs")
     w.add_argument("--profile", help="profile to sweep (default: paper on CUDA, else cpu)")
     w.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])

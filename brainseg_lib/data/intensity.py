@@ -8,7 +8,7 @@ an image with its own probability and drawing every random number from the batch
 
 * ``histogram_shift``: a random monotone piecewise-linear remapping of intensities through
   ``n_points`` control points whose outputs are jittered by up to ``jitter`` of their gap,
-  the ends kept at 0 and 1 (as MONAI's ``RandHistogramShift``; re-written here so the draws come
+  then sorted (so the mapping stays monotone), the ends kept at 0 and 1 (as MONAI's ``RandHistogramShift``; re-written here so the draws come
   from our generator);
 * ``bias_field``: a smooth multiplicative field ``exp(poly2(x, y))`` with coefficients uniform
   in [-coeff, coeff] (as MONAI's ``RandBiasField`` of degree 2);
@@ -37,7 +37,7 @@ def histogram_shift(x: torch.Tensor, p: float, n_points: int, jitter: float,
     shift = (torch.rand(b, n_points, generator=gen) * 2 - 1) * jitter * gap
     shift[:, 0] = 0.0
     shift[:, -1] = 0.0
-    out_pts = (ref + shift).clamp(0, 1).to(x.device, x.dtype)             # (B, n) monotone
+    out_pts = torch.sort((ref + shift).clamp(0, 1), dim=1).values.to(x.device, x.dtype)  # monotone
     flat = x.reshape(b, -1).clamp(0, 1)
     idx = torch.clamp((flat / gap).long(), max=n_points - 2)              # segment of each pixel
     lo, hi = torch.gather(out_pts, 1, idx), torch.gather(out_pts, 1, idx + 1)

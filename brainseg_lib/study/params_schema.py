@@ -75,6 +75,39 @@ class PlanSchema(BaseModel):
     trials: list[TrialSchema]
 
 
+class InferenceLeverSchema(BaseModel):
+    """One inference lever of the release plan: test-time flips and/or small-component removal."""
+    model_config = ConfigDict(strict=True, extra="forbid")
+    tag: str
+    lever: str = ""
+    tta: bool = False
+    min_component: Annotated[Float, Field(ge=0, lt=1)] = 0.0
+
+
+class ReleaseRuleSchema(BaseModel):
+    """The rule of ``params/release_levers.yaml`` (its comments say what each key does)."""
+    model_config = ConfigDict(strict=True, extra="forbid")
+    screen_gain: Float
+    max_val_f1_loss: Float
+    max_healthy_marked: Float
+    max_lgg_clean_marked: Float
+    n_boot: Count = 2000
+    lgg_held_out_sites: list[str] = []
+
+
+class ReleasePlanSchema(PlanSchema):
+    """``params/release_levers.yaml``: a lever plan with its seeds and inference levers."""
+    rule: ReleaseRuleSchema
+    seeds: Annotated[list[Seed], TUPLE_AS_LIST]
+    inference: list[InferenceLeverSchema] = None
+
+
+def check_release_plan(plan, source: str):
+    """``plan`` (the release lever plan) against ``ReleasePlanSchema``; returns it unchanged."""
+    check(ReleasePlanSchema, plan, source)
+    return plan
+
+
 def check_params(values, source: str) -> None:
     """``values`` (any subset of the parameters) against ``ParamsSchema``; ValueError in one
     line naming ``source`` and each bad key."""

@@ -1,0 +1,99 @@
+"""Steps 3 and 4 of the release plan's rule, and the files they leave.
+
+Step 3: the release profile is r0 plus every adopted training lever; two or more are combined
+in one trial (``COMBINED_TAG``, seed 0) that must itself beat r0; otherwise the adopted lever
+with the highest gain is released alone (ties to the simpler one). Step 4: each inference
+lever is scored on the release trial's checkpoints (``<release>+<lever>``) and judged against
+the release trial by the same verdict, paired on the same seeds.
+
+``write_outputs`` writes ``decision.json`` and ``lever_table.{csv,md}`` under the plan's folder.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from brainseg_lib.study import release_levers as rl
+from brainseg_lib.study import release_rule as rr
+
+COMBINED_TAG = "r9-combined"
+
+
+def with_combination(plan: dict, adopted: list[str]) -> dict:
+    """The plan with the trial that combines the adopted levers (when there are two or more)."""
+    if len(adopted) < 2:
+        return plan
+    merged = {}
+    for tag in adopted:
+        merged.update(rl.trial(plan, tag).get("set") or {})
+    combo = {"tag": COMBINED_TAG, "against": plan["trials"][0]["tag"], "set": merged,
+             "lever": "the adopted levers together: " + ", ".join(adopted)}
+    return {**plan, "trials": [*plan["trials"], combo]}
+
+
+def release_trial(plan: dict, decision: dict, out_dir=None) -> tuple[str, dict]:
+    """(the trial released, the plan it is in), training the combination when step 3 needs it."""
+    adopted, reference = decision["adopted"], plan["trials"][0]["tag"]
+    if not adopted:
+        return reference, plan
+    if len(adopted) >= 2:
+        full = with_combination(plan, adopted)
+        rl._train_and_score(full, COMBINED_TAG, full["seeds"][:1], out_dir)
+        v = rr.verdict(full, COMBINED_TAG, reference, out_dir, require_all_seeds=False)
+        decision["combined"] = v
+        if v["adopted"]:
+            return COMBINED_TAG, full
+    gains = {t["tag"]: t["gain"] for t in decision["trials"] if t.get("adopted")}
+    order = sorted(adopted, key=lambda t: (-round(gains[t], 3), len(rl.trial(plan, t).get("set") or {})))
+    return order[0], plan
+
+
+def inference_tag(release: str, lever: dict) -> str:
+    return f"{release}+{lever['tag']}"
+
+
+def judge_inference(plan: dict, release: str, out_dir=None) -> list[dict]:
+    """Step 4: each inference lever on the release trial's checkpoints, against it."""
+    out = []
+    for lever in plan.get("inference") or []:
+        tag = inference_tag(release, lever)
+        for s in rr.seeds_of(release, plan, out_dir):
+            if not all(rl.per_slice_path(tag, s, w, out_dir).is_file() for w in rl.SETS):
+                rl.score_trial(plan, tag, s, out_dir, ckpt_tag=release, tta=lever["tta"],
+                               min_component=lever["min_component"])
+        v = rr.verdict({**plan, "trials": [*plan["trials"], {"tag": tag}]}, tag, release, out_dir,
+                       require_all_seeds=False)
+        v["all_seeds_of_release"] = rr.seeds_of(tag, plan, out_dir) == rr.seeds_of(release, plan, out_dir)
+        v["adopted"] = v["adopted"] and v["all_seeds_of_release"]
+        out.append({**v, "lever": lever["lever"], "tta": lever["tta"], "min_component": lever["min_component"]})
+    return out
+
+
+def choose(plan: dict | None = None, out_dir=None) -> dict:
+    """The whole rule: verdicts, the release trial, the inference levers; written to files."""
+    plan = plan or rl.load_plan()
+    decision = rl.run_plan(plan, out_dir)
+    release, full = release_trial(plan, decision, out_dir)
+    decision["release_trial"] = release
+    decision["release_set"] = rl.trial(full, release).get("set") or {}
+    decision["inference"] = judge_inference(full, release, out_dir)
+    decision["release_inference"] = {"tta": any(v["adopted"] and v["tta"] for v in decision["inference"]),
+                                     "min_component": max([v["min_component"] for v in decision["inference"]
+                                                           if v["adopted"]], default=0.0)}
+    write_outputs(full, decision, out_dir)
+    return decision
+
+
+def write_outputs(plan: dict, decision: dict, out_dir=None) -> dict[str, Path]:
+    from brainseg_lib import paths
+    from brainseg_lib.fileio import atomic_write_text, write_csv, write_json
+    from brainseg_lib.study.release_table import lever_table, table_markdown
+    out = paths.ensure(rl.folder(out_dir))
+    table = lever_table(plan, decision, out_dir)
+    return {"json": write_json(json.loads(json.dumps(decision, default=_plain)), out / "decision.json"),
+            "csv": write_csv(table, out / "lever_table.csv"),
+            "md": atomic_write_text(out / "lever_table.md", table_markdown(table))}
+
+
+def _plain(v):
+    return v.item() if hasattr(v, "item") else str(v)

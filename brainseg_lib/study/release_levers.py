@@ -1,0 +1,110 @@
+"""Choosing the released model: the lever trials of ``params/release_levers.yaml`` (issue 24).
+
+``python -m brainseg_lib release-levers`` trains every trial's seed 0, then the seeds 1 and 2
+of the reference trial and of each trial that passes the plan's screen
+(``release_rule.screen``), into ``paths.release_levers_dir()`` (finished runs are skipped). Each
+trained checkpoint is then scored slice by slice on the data a choice may rest on
+(``score_trial``): Br35H VAL, the healthy VAL scans, the TCGA-LGG ``dev`` half and the Figshare
+``dev`` half, written to ``per_slice/<trial>-seed<k>-<set>.csv``; the inference levers are
+scored the same way on the checkpoints they name. ``release_rule`` turns those files into the
+verdicts. TEST and the external ``test`` halves are not read by any of this.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+
+from brainseg_lib import paths
+
+PLAN_YAML = paths.PARAMS_DIR / "release_levers.yaml"
+SETS = ("val", "healthy", "lgg", "figshare")
+
+
+def load_plan(path: str | Path | None = None) -> dict:
+    from brainseg_lib.study.params_schema import check_release_plan
+    from brainseg_lib.study.params_yaml import read_params_file
+    path = Path(path or PLAN_YAML)
+    return check_release_plan(read_params_file(path), str(path))
+
+
+def trial(plan: dict, tag: str) -> dict:
+    for t in plan["trials"]:
+        if t["tag"] == tag:
+            return t
+    raise KeyError(f"no trial {tag!r} in the release plan")
+
+
+def trial_params(plan: dict, tag: str, seed: int) -> dict:
+    """The parameters of one trial's run with ``seed`` (base profile, fixed keys, the trial's
+    ``set``); a tag names files, never a path."""
+    from brainseg_lib.names import check_name
+    from brainseg_lib.study.profiles import load_profile
+    check_name(tag, "release lever tag")
+    t = trial(plan, tag)
+    return {**load_profile(plan["base"]), **plan.get("fixed", {}), **(t.get("set") or {}),
+            "seed": int(seed), "run_tag": tag, "tune_threshold": False, "score_test": False,
+            "snapshot_epochs": [], "external_dev": False}
+
+
+def folder(out_dir=None) -> Path:
+    return Path(out_dir) if out_dir else paths.release_levers_dir()
+
+
+def checkpoint(plan: dict, tag: str, seed: int, out_dir=None) -> Path:
+    from brainseg_lib.study.experiment import name_for
+    return folder(out_dir) / "runs" / name_for(trial_params(plan, tag, seed)) / "best.pt"
+
+
+def train(plan: dict, tag: str, seeds, out_dir=None) -> None:
+    from brainseg_lib.study.sweep import run_sweep
+    run_sweep([trial_params(plan, tag, s) for s in seeds], in_process=True, skip_done=True,
+              sweep_dir=folder(out_dir))
+
+
+def per_slice_path(tag: str, seed: int, which: str, out_dir=None) -> Path:
+    return folder(out_dir) / "per_slice" / f"{tag}-seed{seed}-{which}.csv"
+
+
+def scored(tag: str, seed: int, out_dir=None) -> bool:
+    return all(per_slice_path(tag, seed, w, out_dir).is_file() for w in SETS)
+
+
+def score_trial(plan: dict, tag: str, seed: int, out_dir=None, ckpt_tag: str | None = None,
+                tta: bool = False, min_component: float = 0.0) -> dict[str, pd.DataFrame]:
+    """Per-slice rows of one checkpoint (``ckpt_tag``'s, default ``tag``'s) on VAL, the healthy
+    VAL scans and both external dev halves, written under ``per_slice/`` with ``tag``'s name."""
+    from brainseg_lib.fileio import write_csv
+    from brainseg_lib.study.release_scoring import score_checkpoint
+    ckpt = checkpoint(plan, ckpt_tag or tag, seed, out_dir)
+    if not ckpt.is_file():
+        raise FileNotFoundError(f"no checkpoint {ckpt}; train it first with "
+                                "`python -m brainseg_lib release-levers`")
+    frames = score_checkpoint(ckpt, tta=tta, min_component=min_component)
+    for which, df in frames.items():
+        write_csv(df, paths.ensure(per_slice_path(tag, seed, which, out_dir).parent)
+                  / per_slice_path(tag, seed, which, out_dir).name)
+    return frames
+
+
+def run_plan(plan: dict | None = None, out_dir=None) -> dict:
+    """Train and score what the plan asks for, in its order: every trial's seed 0, then the
+    seeds the screen earns; then the inference levers on the release profile's checkpoints.
+    Returns the rule's verdicts (``release_rule.decide``)."""
+    from brainseg_lib.study import release_rule
+    plan = plan or load_plan()
+    seeds = list(plan["seeds"])
+    for t in plan["trials"]:
+        _train_and_score(plan, t["tag"], seeds[:1], out_dir)
+    for t in plan["trials"]:
+        if t.get("against") is None or release_rule.screen(plan, t["tag"], out_dir):
+            _train_and_score(plan, t["tag"], seeds[1:], out_dir)
+    return release_rule.decide(plan, out_dir)
+
+
+def _train_and_score(plan: dict, tag: str, seeds, out_dir=None) -> None:
+    todo = [s for s in seeds if not scored(tag, s, out_dir)]
+    if todo:
+        train(plan, tag, todo, out_dir)
+    for s in todo:
+        score_trial(plan, tag, s, out_dir)

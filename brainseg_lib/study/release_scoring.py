@@ -1,0 +1,91 @@
+"""Per-slice figures of one checkpoint on the data that may steer the release choice: Br35H VAL,
+the healthy VAL scans, the TCGA-LGG ``dev`` half and the Figshare ``dev`` half, with or without
+the inference levers (test-time flips, small-component removal). Never TEST, never an external
+``test`` half.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from brainseg_lib.evaluation.metrics import COUNTS, confusion_counts, metrics_from_counts
+
+
+def probabilities(model, images_u8, device, threshold: float, tta: bool, min_component: float):
+    """The model's probabilities (N,S,S) with the inference levers applied."""
+    from brainseg_lib.inference import drop_small_components, predict_probabilities, predict_probabilities_tta
+    probs = (predict_probabilities_tta(model, images_u8, device) if tta
+             else predict_probabilities(model, images_u8, device))
+    return drop_small_components(probs, threshold, min_component) if min_component > 0 else probs
+
+
+def native_rows(probs, truths, names, threshold: float, extra: dict | None = None) -> pd.DataFrame:
+    """One row per image: confusion counts and Dice at the image's native size."""
+    from brainseg_lib.inference import to_native
+    rows = []
+    for i, (name, truth) in enumerate(zip(names, truths)):
+        pred = to_native(probs[i], *truth.shape) >= threshold
+        c = confusion_counts(pred, truth)
+        rows.append({"name": name, **{k: v[i] for k, v in (extra or {}).items()},
+                     "tumour": bool(truth.any()), "tumour_pixels": int(truth.sum()),
+                     "pred_pixels": int(pred.sum()), "marked": bool(pred.any()), **c,
+                     "dice": metrics_from_counts(*(c[k] for k in COUNTS))["f1"]})
+    return pd.DataFrame(rows)
+
+
+def score_checkpoint(ckpt, tta: bool = False, min_component: float = 0.0, data_root=None,
+                     device: str = "cpu") -> dict[str, pd.DataFrame]:
+    """{val, healthy, lgg, figshare}: per-slice rows of the checkpoint (see the module doc).
+    An external set that is not there is refused (the rule needs both)."""
+    from brainseg_lib.data import external as ext
+    from brainseg_lib.data.cache import native_masks_for
+    from brainseg_lib.data.healthy import load_healthy
+    from brainseg_lib.data.splits import split_arrays
+    from brainseg_lib.inference import load_model, resolve_device
+    from brainseg_lib.model.checkpoint import load_checkpoint
+    ck = load_checkpoint(ckpt)
+    tcfg = ck["train_config"]
+    size, thr = int(tcfg["image_size"]), float(tcfg.get("threshold", 0.5))
+    dev = resolve_device(device)
+    model = load_model(ckpt, dev)
+    out = {}
+    val = split_arrays("official", size, data_root, only=("val",))["val"]
+    gts = native_masks_for(val.names, root=data_root)
+    out["val"] = native_rows(probabilities(model, val.images, dev, thr, tta, min_component),
+                             [gts[n] for n in val.names], val.names, thr)
+    h = load_healthy("val", size, int(tcfg.get("healthy_seed", 0)), root=data_root)
+    hp = probabilities(model, h.images, dev, thr, tta, min_component)
+    out["healthy"] = pd.DataFrame({"name": h.names,
+                                   "marked": (hp >= thr).reshape(len(h), -1).any(1)})
+    for which in ("lgg", "figshare"):
+        half = ext.load_half("dev", size, which=which)
+        probs = probabilities(model, half.arrays.images, dev, thr, tta, min_component)
+        extra = {"unit": half.patients, **({"label": half.labels} if half.labels else {})}
+        out[which] = native_rows(probs, half.truths, half.arrays.names, thr, extra)
+    return out
+
+
+def unit_sums(df: pd.DataFrame) -> pd.DataFrame:
+    """Per resampling unit (patient or block): the sums every external figure is a ratio of."""
+    t = df["tumour"]
+    parts = pd.DataFrame({"unit": df["unit"], "tp": df["tp"], "fp": df["fp"], "fn": df["fn"],
+                          "dice_t": df["dice"].where(t, 0.0), "n_t": t.astype(float),
+                          "missed_t": (t & ~df["marked"]).astype(float),
+                          "marked_c": (df["marked"] & ~t).astype(float), "n_c": (~t).astype(float)})
+    return parts.groupby("unit", sort=True).sum()
+
+
+SUM_COLUMNS = ("tp", "fp", "fn", "dice_t", "n_t", "missed_t", "marked_c", "n_c")
+
+
+def set_figures(s: np.ndarray) -> dict[str, np.ndarray]:
+    """Pooled F1, mean tumour Dice, missed share, clean-marked share and the set's score from
+    summed columns (last axis in SUM_COLUMNS order); a set without clean slices scores no
+    clean-marked penalty."""
+    tp, fp, fn, dice_t, n_t, missed_t, marked_c, n_c = np.moveaxis(np.asarray(s, float), -1, 0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = np.where(2 * tp + fp + fn > 0, 2 * tp / np.maximum(2 * tp + fp + fn, 1e-12), 1.0)
+        dice = dice_t / n_t
+        clean = np.where(n_c > 0, marked_c / np.maximum(n_c, 1e-12), 0.0)
+    return {"pooled_f1": f1, "mean_dice_tumour": dice, "missed_share": missed_t / n_t,
+            "clean_marked_share": clean, "score": (f1 + dice) / 2 - clean}

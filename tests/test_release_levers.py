@@ -1,0 +1,249 @@
+"""Issue 24's levers and rule, on tiny hand-made inputs: the per-image Dice loss, the MRI
+intensity augmentation, test-time flips, small-component removal, the Figshare loader's
+refusals, and the release rule's paired verdict on hand-made per-slice tables."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from PIL import Image
+
+from brainseg_lib.data import external as ext
+from brainseg_lib.data import intensity
+from brainseg_lib.data.errors import ImageReadError
+from brainseg_lib.data.loaders import augment_batch, augment_config
+from brainseg_lib.inference import drop_small_components, predict_probabilities, predict_probabilities_tta
+from brainseg_lib.training.losses import get_loss, per_image_dice_loss
+
+
+# ------------------------------------------------------------------ loss
+def test_per_image_dice_weighs_each_tumour_image_equally():
+    big, small = torch.zeros(1, 1, 10, 10), torch.zeros(1, 1, 10, 10)
+    big[..., :8, :8] = 1      # 64 tumour pixels
+    small[..., 0, 0] = 1      # 1 tumour pixel
+    target = torch.cat([big, small])
+    # a prediction that finds the big tumour exactly and misses the small one
+    logits = torch.where(torch.cat([big, torch.zeros_like(small)]) > 0, 30.0, -30.0)
+    per_image = per_image_dice_loss(logits, target).item()
+    # image 1: Dice (2*64+1)/(64+64+1) = 1 -> loss 0; image 2: (0+1)/(0+1+1) -> loss 0.5
+    assert per_image == pytest.approx(0.25, abs=1e-6)
+    batch = get_loss("dice")(logits, target).item()          # the batch-wide soft Dice
+    assert batch == pytest.approx(1 - (2 * 64 + 1) / (64 + 65 + 1), abs=1e-6)
+    assert per_image > 10 * batch      # the missed small tumour weighs far more per image
+
+
+def test_per_image_dice_ignores_tumour_free_images_and_empty_batches():
+    empty = torch.zeros(2, 1, 4, 4)
+    logits = torch.full((2, 1, 4, 4), 5.0)
+    assert per_image_dice_loss(logits, empty).item() == 0.0
+    loss = get_loss("bce_dice_img")(logits, empty)
+    assert loss.item() == pytest.approx(get_loss("bce")(logits, empty).item())
+
+
+def test_per_image_dice_refuses_data_parallel():
+    with pytest.raises(ValueError, match="data-parallel"):
+        get_loss("bce_dice_img", reduce_sums=lambda t: t)
+
+
+# ------------------------------------------------------------------ augmentation
+def test_histogram_shift_is_monotone_and_keeps_ends():
+    x = torch.linspace(0, 1, 101).view(1, 1, 1, 101).repeat(4, 1, 1, 1)
+    y = intensity.histogram_shift(x, 1.0, 6, 0.9, torch.Generator().manual_seed(3))
+    assert torch.all(y[..., 1:] >= y[..., :-1] - 1e-6)
+    assert torch.allclose(y[..., 0], torch.zeros(4, 1, 1)) and torch.allclose(y[..., -1], torch.ones(4, 1, 1))
+    assert not torch.allclose(y, x)
+
+
+def test_invert_head_keeps_background_black_and_flips_tissue():
+    x = torch.tensor([[[[0.0, 0.02, 0.3, 0.9]]]])
+    y = intensity.invert_head(x, 1.0, torch.Generator().manual_seed(0))
+    assert y[0, 0, 0, :2].tolist() == [0.0, 0.0]
+    assert y[0, 0, 0, 2] > y[0, 0, 0, 3]           # bright became dark, dark became bright
+
+
+def test_bias_field_is_smooth_and_off_when_p_is_zero():
+    x = torch.full((2, 1, 16, 16), 0.5)
+    g = torch.Generator().manual_seed(1)
+    assert torch.equal(intensity.bias_field(x, 0.0, 0.3, g), x)
+    y = intensity.bias_field(x, 1.0, 0.3, torch.Generator().manual_seed(1))
+    assert not torch.allclose(y, x)
+    assert (y[..., 1:, :] - y[..., :-1, :]).abs().max() < 0.05   # no jumps between neighbours
+
+
+def test_mri_level_changes_images_not_masks_and_full_level_replays():
+    x = torch.rand(6, 1, 32, 32)
+    y = (torch.rand(6, 1, 32, 32) > 0.8).float()
+    full_a = augment_batch(x, y, augment_config("full"), torch.Generator().manual_seed(5))
+    mri = augment_batch(x, y, augment_config("mri"), torch.Generator().manual_seed(5))
+    assert torch.equal(full_a[1], mri[1])              # same geometry, same masks
+    assert not torch.allclose(full_a[0], mri[0])       # other intensities
+    full_b = augment_batch(x, y, augment_config("full"), torch.Generator().manual_seed(5))
+    assert torch.equal(full_a[0], full_b[0])
+
+
+# ------------------------------------------------------------------ inference levers
+class _LeftBias(torch.nn.Module):
+    """A 'model' whose logit rises to the right: not flip-invariant."""
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros(1))
+
+    def forward(self, x):
+        ramp = torch.linspace(-3, 3, x.shape[-1]).view(1, 1, 1, -1)
+        return ramp.expand_as(x) + 0 * self.w
+
+
+def test_tta_averages_the_flips_back_into_place():
+    imgs = np.zeros((2, 8, 8), np.uint8)
+    plain = predict_probabilities(_LeftBias(), imgs, torch.device("cpu"))
+    tta = predict_probabilities_tta(_LeftBias(), imgs, torch.device("cpu"))
+    # plain, its left-right mirror and the up-down flip (the same as plain): (2p + mirror)/3
+    assert np.allclose(tta, (2 * plain + plain[..., ::-1]) / 3, atol=1e-6)
+
+
+def test_drop_small_components_removes_only_the_small_ones():
+    p = np.zeros((1, 20, 20), np.float32)
+    p[0, 0:2, 0:2] = 0.9          # 4 pixels
+    p[0, 10:16, 10:16] = 0.9      # 36 pixels
+    out = drop_small_components(p, 0.5, 10 / 400)
+    assert out[0, 0:2, 0:2].max() == 0 and out[0, 10:16, 10:16].min() == pytest.approx(0.9)
+    assert np.array_equal(drop_small_components(p, 0.5, 0.0), p)
+    assert p[0, 0, 0] == pytest.approx(0.9)      # input kept
+
+
+# ------------------------------------------------------------------ Figshare loader
+def _figshare(tmp_path, mask_values=(0, 255), mask_size=(8, 8)):
+    root = tmp_path / "fig"
+    for half in ("dev", "test"):
+        (root / half / "images").mkdir(parents=True)
+        (root / half / "masks").mkdir(parents=True)
+    img = np.full((8, 8), 100, np.uint8)
+    mask = np.zeros(mask_size[::-1], np.uint8)
+    mask[2:5, 2:5] = mask_values[1]
+    mask[0, 0] = mask_values[0]
+    Image.fromarray(img).save(root / "dev" / "images" / "fig_0001.png")
+    Image.fromarray(mask).save(root / "dev" / "masks" / "fig_0001.png")
+    pd.DataFrame({"name": ["fig_0001"], "block": ["men0001-0017"], "half": ["dev"],
+                  "label": ["meningioma"]}).to_csv(root / "manifest.csv", index=False)
+    return root
+
+
+def test_figshare_half_loads_with_blocks_and_labels(tmp_path):
+    half = ext.load_half("dev", 4, root=_figshare(tmp_path), which="figshare")
+    assert half.patients == ["men0001-0017"] and half.labels == ["meningioma"]
+    assert half.truths[0].sum() == 9
+
+
+def test_non_binary_mask_is_named_and_refused(tmp_path):
+    with pytest.raises(ImageReadError, match=r"fig_0001\.png is not binary"):
+        ext.load_half("dev", 4, root=_figshare(tmp_path, mask_values=(0, 128)), which="figshare")
+
+
+def test_mask_of_another_size_is_named_and_refused(tmp_path):
+    with pytest.raises(ImageReadError, match="they must match"):
+        ext.load_half("dev", 4, root=_figshare(tmp_path, mask_size=(9, 8)), which="figshare")
+
+
+def test_missing_figshare_folder_names_its_variable(tmp_path, monkeypatch):
+    monkeypatch.setenv("BRAINSEG_FIGSHARE", str(tmp_path / "absent"))
+    assert not ext.available(which="figshare")
+    with pytest.raises(ext.ExternalDataNotFound, match="BRAINSEG_FIGSHARE") as e:
+        ext.check_external(which="figshare")
+    assert "\n" not in str(e.value) and "figshare.1512427" in str(e.value)
+
+
+# ------------------------------------------------------------------ the rule, on hand-made tables
+def _write_arm(out, tag, seed, dice_scale, val_fp=0, healthy_marked=0):
+    """Per-slice files of one trial and seed: 4 LGG patients and 3 Figshare blocks, each with
+    tumour slices whose overlap scales with ``dice_scale`` (1 = perfect), one clean LGG slice."""
+    from brainseg_lib.study.release_levers import per_slice_path
+    rows = {"lgg": [], "figshare": []}
+    for which, units in (("lgg", ["p1", "p2", "p3", "p4"]), ("figshare", ["b1", "b2", "b3"])):
+        for u in units:
+            tp = int(round(100 * dice_scale))
+            rows[which].append({"name": f"{u}_t", "unit": u, "tumour": True, "marked": tp > 0,
+                                "tp": tp, "fp": 0, "fn": 100 - tp, "tn": 900,
+                                "dice": 2 * tp / (2 * tp + 100 - tp) if tp else 0.0})
+            if which == "lgg":
+                rows[which].append({"name": f"{u}_c", "unit": u, "tumour": False, "marked": False,
+                                    "tp": 0, "fp": 0, "fn": 0, "tn": 1000, "dice": 1.0})
+    frames = {**{w: pd.DataFrame(r) for w, r in rows.items()},
+              "val": pd.DataFrame({"name": ["v1"], "tumour": [True], "marked": [True], "tp": [90],
+                                   "fp": [val_fp], "fn": [10], "tn": [900], "dice": [0.9]}),
+              "healthy": pd.DataFrame({"name": [f"h{i}" for i in range(10)],
+                                       "marked": [i < healthy_marked for i in range(10)]})}
+    for w, df in frames.items():
+        p = per_slice_path(tag, seed, w, out)
+        p.parent.mkdir(parents=True, exist_ok=True)
+        df.to_csv(p, index=False)
+
+
+PLAN = {"seeds": [0, 1, 2], "rule": {"screen_gain": 0.01, "max_val_f1_loss": 0.02,
+                                     "max_healthy_marked": 0.05, "max_lgg_clean_marked": 0.1,
+                                     "n_boot": 500},
+        "trials": [{"tag": "r0"}, {"tag": "r1", "against": "r0"}]}
+
+
+def test_identical_arms_gain_nothing(tmp_path):
+    from brainseg_lib.study import release_rule as rr
+    for s in (0, 1, 2):
+        _write_arm(tmp_path, "r0", s, 0.5)
+        _write_arm(tmp_path, "r1", s, 0.5)
+    g = rr.paired_gain("r1", "r0", [0, 1, 2], [0, 1, 2], 200, out_dir=tmp_path)
+    assert g["gain"] == pytest.approx(0) and g["ci95"] == pytest.approx([0, 0])
+    assert not rr.verdict(PLAN, "r1", "r0", tmp_path)["adopted"]     # CI does not exclude 0
+
+
+def test_better_arm_is_adopted_and_its_gain_is_the_score_difference(tmp_path):
+    from brainseg_lib.study import release_rule as rr
+    for s in (0, 1, 2):
+        _write_arm(tmp_path, "r0", s, 0.5)
+        _write_arm(tmp_path, "r1", s, 0.8)
+    v = rr.verdict(PLAN, "r1", "r0", tmp_path)
+    # per set: (pooled F1 + mean Dice)/2 with F1 = Dice = 2d/(1+d) on every slice
+    expected = 2 * 0.8 / 1.8 - 2 * 0.5 / 1.5
+    assert v["gain"] == pytest.approx(expected, abs=1e-9)
+    assert v["ci95"][0] > 0 and v["adopted"] and rr.screen(PLAN, "r1", tmp_path)
+
+
+def test_verdict_needs_every_seed_and_the_limits(tmp_path):
+    from brainseg_lib.study import release_rule as rr
+    for s in (0, 1, 2):
+        _write_arm(tmp_path, "r0", s, 0.5)
+    _write_arm(tmp_path, "r1", 0, 0.8)
+    v = rr.verdict(PLAN, "r1", "r0", tmp_path)
+    assert v["checks"]["ci_above_0"] and not v["checks"]["all_seeds"] and not v["adopted"]
+    for s in (1, 2):
+        _write_arm(tmp_path, "r1", s, 0.8, val_fp=40, healthy_marked=1)
+    v = rr.verdict(PLAN, "r1", "r0", tmp_path)
+    assert not v["checks"]["val_f1"] and not v["checks"]["healthy_marked"] and not v["adopted"]
+
+
+def test_screen_stops_a_trial_whose_seed0_gain_is_small(tmp_path):
+    from brainseg_lib.study import release_rule as rr
+    _write_arm(tmp_path, "r0", 0, 0.5)
+    _write_arm(tmp_path, "r1", 0, 0.505)
+    assert not rr.screen(PLAN, "r1", tmp_path)
+    d = rr.decide(PLAN, tmp_path)
+    assert d["trials"][0]["screened_out"] and d["adopted"] == []
+
+
+def test_held_out_site_is_left_out_of_every_figure_the_rule_reads(tmp_path):
+    from brainseg_lib.study import release_rule as rr
+    from brainseg_lib.study.release_levers import per_slice_path
+    _write_arm(tmp_path, "r0", 0, 0.5)
+    p = per_slice_path("r0", 0, "lgg", tmp_path)
+    df = pd.read_csv(p)
+    df.loc[df["unit"] == "p1", "unit"] = "TCGA_DU_1_2"
+    df.loc[df["unit"] == "p2", "unit"] = "TCGA_CS_1_2"
+    df.to_csv(p, index=False)
+    kept = rr.read("r0", 0, "lgg", tmp_path, held_out=["DU"])
+    assert "TCGA_DU_1_2" not in set(kept["unit"]) and "TCGA_CS_1_2" in set(kept["unit"])
+    assert len(kept) == len(df) - 2
+    rr.use_plan({"rule": {"lgg_held_out_sites": ["DU"]}})
+    try:
+        assert len(rr.read("r0", 0, "lgg", tmp_path)) == len(df) - 2
+    finally:
+        rr.use_plan({"rule": {}})
+    assert rr.site_of("TCGA_DU_5853_19950823") == "DU" and rr.site_of("men0001-0017") == ""
