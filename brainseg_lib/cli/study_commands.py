@@ -223,6 +223,20 @@ def _cmd_release_levers(args) -> int:
     return 0
 
 
+def _cmd_evaluate_release(args) -> int:
+    from brainseg_lib.report.release_card import release_summary_table, where_it_fails
+    from brainseg_lib.study.release import write_card
+    from brainseg_lib.study.release_eval import evaluate_release, missing_sets
+    ev = evaluate_release(args.model, n_boot=args.boot, data_root=args.data)
+    print(release_summary_table(ev))
+    print(where_it_fails(ev))
+    if missing_sets(ev):
+        print("note: no figures for " + ", ".join(missing_sets(ev)) + "; the model card is left as it is")
+    elif args.model is None:
+        print(f"model card rewritten: {write_card()}")
+    return 0
+
+
 def _add_study(sub) -> None:
     rs = sub.add_parser("run-study", help="run every notebook of a profile and swap the results "
                         "in (what ./run_all.sh calls)")
@@ -242,6 +256,12 @@ def _add_study(sub) -> None:
                         "external dev halves only; finished trials are kept)")
     rv.add_argument("--plan", default=None, help="a release lever YAML (default params/release_levers.yaml)")
     rv.set_defaults(fn=_cmd_release_levers)
+    ev = sub.add_parser("evaluate-release", help="score the released model on Br35H TEST, the healthy "
+                        "report scans and both halves of both external sets (results/metrics/release_eval.json) "
+                        "and rewrite its model card")
+    ev.add_argument("--model", default=None, help="a released model file (default: the released model)")
+    ev.add_argument("--boot", type=int, default=2000, help="bootstrap resamples for the CIs (default 2000)")
+    ev.set_defaults(fn=_cmd_evaluate_release)
     w = sub.add_parser("sweep", help="seeds x split schemes x losses as independent papermill jobs")
     w.add_argument("--profile", help="profile to sweep (default: paper on CUDA, else cpu)")
     w.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -269,8 +289,32 @@ def _add_outputs(sub) -> None:
     h.set_defaults(fn=_cmd_headline)
 
 
+def _cmd_score_volumes(args) -> int:
+    from brainseg_lib.study.external_volumes import score_volumes, summary_line
+    print(summary_line(score_volumes(args.volumes, args.checkpoint, args.runtime, args.threshold,
+                                     args.device, args.n_boot)))
+    return 0
+
+
+def _add_volumes(sub) -> None:
+    s = sub.add_parser("score-volumes", help="per-patient 3-D Dice and volume error on the external "
+                       "set's whole volumes, segmented through predict (results/metrics/"
+                       "external_volumes.json)")
+    s.add_argument("--volumes", default=None, metavar="DIR",
+                   help="folder of <patient>_flair.nii.gz + <patient>_mask.nii.gz "
+                        "(default: $BRAINSEG_EXTERNAL/volumes)")
+    s.add_argument("--checkpoint", default=None, metavar="PATH",
+                   help="model (default: the released model)")
+    s.add_argument("--runtime", default="torch", choices=["torch", "onnx"])
+    s.add_argument("--threshold", type=float, default=0.5)
+    s.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
+    s.add_argument("--n-boot", type=int, default=2000, help="bootstrap replicates (default 2000)")
+    s.set_defaults(fn=_cmd_score_volumes)
+
+
 def register(sub) -> None:
     """Add the study's sub-commands to ``sub`` (an argparse sub-parser action)."""
     _add_training(sub)
     _add_study(sub)
     _add_outputs(sub)
+    _add_volumes(sub)

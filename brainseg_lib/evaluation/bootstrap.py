@@ -174,3 +174,13 @@ def bootstrap_ci_groups(per_image, groups: Sequence, metric: str = "f1", n_boot:
     """``bootstrap_cis_groups`` for one metric."""
     return bootstrap_cis_groups(per_image, groups, [metric], n_boot, seed, level)[metric]
 
+
+
+def wilson_ci(k: int, n: int, z: float = 1.959964) -> tuple[float, float]:
+    """Wilson score 95% interval of a proportion k/n ((nan, nan) when n is 0)."""
+    if n <= 0:
+        return float("nan"), float("nan")
+    p = k / n
+    centre = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z * np.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))

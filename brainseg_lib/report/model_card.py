@@ -8,7 +8,10 @@ import json
 from brainseg_lib import paths
 
 
-def model_card(run: dict, info: dict) -> str:
+def model_card(run: dict, info: dict, ev: dict | None = None) -> str:
+    """The card: provenance and Br35H TEST metrics from the run JSON and ``info`` (release.json),
+    then every evaluation set, by site and type, and where not to use it, from ``ev``
+    (release_eval.json)."""
     from brainseg_lib.data.healthy import healthy_count
     g, cfg = run["global"], run["config"]
     ratio = cfg.get("healthy_ratio")
@@ -30,7 +33,7 @@ def model_card(run: dict, info: dict) -> str:
         "on splits without such duplicates, and the README's findings compare them, and the TEST "
         "images with and without a TRAIN near-duplicate, with confidence intervals."
         if leak else "See notebook 07 for the leakage audit of the official split.")
-    extra = _card_extras(run)
+    extra = _card_extras(run, external=ev is None) + ("\n\n" + _release_sections(ev) if ev else "")
     return f"""# Model card: brainseg-cpu
 
 A U-Net (Khadra et al. 2026 architecture, base width {cfg['base_width']}) that segments brain
@@ -64,13 +67,24 @@ paper does not say how it aggregates, and Table I compares its F1 with the poole
 - **Known limits:**
   - {leak_txt}
   - Trained on one public dataset of JPEG slices of unknown provenance and acquisition; the
-    external figures above are one other source (TCGA-LGG FLAIR), not every scanner.
+    external figures above are two other sources (TCGA-LGG FLAIR from 4 TCGA sites, Figshare T1
+    contrast-enhanced from 2 hospitals), not every scanner.
   - 2-D slices only. Training {f"included {healthy_train} tumour-free scans" if ratio else "held no tumour-free scan"}.
   - Inputs are resized to {cfg['image_size']}x{cfg['image_size']}; small lesions lose detail.
 """
 
 
-def _card_extras(run: dict) -> str:
+def _release_sections(ev: dict) -> str:
+    from brainseg_lib.report.release_card import breakdown_table, release_summary_table, where_it_fails
+    lgg, fig = ev["lgg"]["test"], ev["figshare"]["test"]
+    return ("## Every evaluation set (notebook 10, `results/metrics/release_eval.json`)\n\n"
+            + release_summary_table(ev) + "\n"
+            + "### Figshare test half, by tumour type\n\n" + breakdown_table(fig["by_label"], "type") + "\n"
+            + "### TCGA-LGG test half, by acquisition site\n\n" + breakdown_table(lgg["by_site"], "site") + "\n"
+            + "### Where the model should not be used\n\n" + where_it_fails(ev) + "\n")
+
+
+def _card_extras(run: dict, external: bool = True) -> str:
     """Boundary, healthy-scan and external-validation lines of the model card, read from the
     run JSON, results/metrics/detection.json and results/metrics/external_validation.json."""
     from brainseg_lib.report.findings import hd95_missed_note
@@ -95,7 +109,7 @@ def _card_extras(run: dict) -> str:
             f"{any_px:.3f} of them have at least one pixel "
             f"marked; AUC {y['auc']:.3f}.")
     ext_path = paths.metrics_dir() / "external_validation.json"
-    if ext_path.is_file():
+    if external and ext_path.is_file():
         e = json.loads(ext_path.read_text())
         for half in ("test", "dev"):
             h = e.get(half)

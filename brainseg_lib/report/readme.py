@@ -22,7 +22,7 @@ def benchmarks_readme(folder=None) -> str:
     rows = []
     for p in sorted(folder.glob("*.json")):
         r = json.loads(p.read_text())
-        if r.get("kind") == "predict_overlay":
+        if r.get("kind") in ("predict_overlay", "predict_volume"):
             continue
         rows.append(f"| `{p.name}` | {r['device_name']} | {r['image_size']} / {r['base_width']} / "
                     f"{r['batch_size']} | " + " | ".join(str(r.get(k, "")) for k in keys) + " |")
@@ -166,6 +166,12 @@ def speed_markdown(run_name: str | None = None) -> str:
             f"at or above the paper's {r['target_f1']}: {first}.")
     for p in sorted((paths.benchmarks_dir()).glob("*.json")):
         b = json.loads(p.read_text())
+        if b.get("kind") == "predict_volume":
+            lines.append(f"- **`predict` on a {'x'.join(map(str, b['shape']))} {b['dtype']} NIfTI volume** "
+                         f"(`{p.name}`, {b['runtime']}, {b['threads']} threads, nice {b['nice']}, load "
+                         f"average {b['load_average_1min']}): {b['seconds_median']} s per volume (median of "
+                         f"{len(b['seconds_runs'])} whole runs; target {b['target_seconds']} s).")
+            continue
         if b.get("kind") == "predict_overlay":
             lines.append(f"- **`predict --overlay` on a {b['side']}x{b['side']} scan** ({b.get('scan', 'synthetic')}; "
                          f"`{p.name}`, {b['threads']} threads): {b['seconds_median']} s per scan (median of "
@@ -282,14 +288,10 @@ def headline_markdown() -> str:
     honest = paths.metrics_dir() / "honest_evaluation.json"
     if honest.is_file() and (line := seeds_headline(json.loads(honest.read_text()))):
         lines.append(line)
-    ext = paths.metrics_dir() / "external_validation.json"
-    if ext.is_file():
-        t = json.loads(ext.read_text()).get("test")
-        if t:
-            lines.append(f"- **Another hospital's scans (TCGA-LGG FLAIR, external test half, scored "
-                         f"once):** pooled F1 {t['pooled_f1']:.3f}, mean Dice on tumour slices "
-                         f"{t['mean_dice_tumour']:.3f}, {100 * t['clean_marked_share']:.1f}% of clean "
-                         f"slices marked, against pooled F1 {g['f1']:.3f} on Br35H TEST (see below).")
+    from brainseg_lib.report.release_card import headline_line, load
+    ev = load()
+    if ev and (line := headline_line(ev)):
+        lines.append(line)
     return "\n".join(lines + gpu_run_lines()) + "\n"
 
 

@@ -1,14 +1,19 @@
-"""Release the default cpu run's best checkpoint for users, with a model card.
+"""Release a run's best checkpoint for users, with a model card.
 
-``python -m brainseg_lib release`` (called by ``./run_all.sh cpu``):
+``python -m brainseg_lib release [--run NAME]`` (an explicit step; ``./run_all.sh`` never
+re-releases, it scores the committed file):
 
-1. copies the best checkpoint of ``cpu-official-bce_dice-seed0`` to
-   ``results/models/brainseg-cpu.pt`` (fp16 weights) with its SHA-256;
+1. copies the best checkpoint of the run (default ``cpu-official-bce_dice-seed0``) to
+   ``results/models/brainseg-cpu.pt`` (fp16 weights) with its SHA-256, and exports it to ONNX;
 2. runs the released file through the ``predict`` pipeline on the official
    TEST images and checks that the pooled F1 of the written masks agrees with
    the native-resolution pooled F1 in ``results/metrics`` (within 0.01);
-3. writes ``results/models/MODEL_CARD.md`` and ``release.json`` from those
-   files: no figure in the card is typed by hand.
+3. scores it on every evaluation set (``release_eval``; a release without figures for both
+   external sets is refused) and writes ``results/models/MODEL_CARD.md`` and ``release.json``
+   from those files: no figure in the card is typed by hand.
+
+``write_card`` rewrites the card from the committed ``release.json``, the run's metrics JSON and
+``release_eval.json``; ``./run_all.sh cpu`` calls it after notebook 10 has scored the file.
 """
 from __future__ import annotations
 
@@ -96,9 +101,31 @@ def release(run_name: str | None = None, dest: Path | None = None, data_root=Non
             "test_f1_native_reported": run["global"]["f1"],
             "test_f1_via_predict": check["f1"], "abs_difference": diff,
             "within_tolerance": bool(diff <= TOLERANCE), "tolerance": TOLERANCE}
-    write_json(info, dest.parent / "release.json")
-    atomic_write_text(dest.parent / "MODEL_CARD.md", model_card(run, info))
     if diff > TOLERANCE:
         raise RuntimeError(f"released model disagrees with the reported metrics: F1 {check['f1']:.4f} "
                            f"via predict vs {run['global']['f1']:.4f} reported")
+    write_json(info, dest.parent / "release.json")
+    from brainseg_lib.model.onnx import export_onnx
+    from brainseg_lib.study.release_eval import evaluate_release
+    export_onnx(model)
+    evaluate_release(model, data_root=data_root)
+    write_card(dest.parent)
     return info
+
+
+def write_card(models_dir: Path | None = None) -> Path:
+    """MODEL_CARD.md from ``release.json``, the run's metrics JSON (in ``paths.metrics_dir()``) and
+    ``release_eval.json``; ReleaseRefused when the evaluation lacks an external set."""
+    from brainseg_lib.report.release_card import load
+    from brainseg_lib.study.release_eval import missing_sets
+    models_dir = Path(models_dir) if models_dir else paths.models_dir()
+    info = json.loads((models_dir / "release.json").read_text())
+    ev = load()
+    missing = missing_sets(ev or {})
+    if ev is None or missing:
+        raise ReleaseRefused(
+            "the released model has no evaluation figures for " + (", ".join(missing) or "any set")
+            + " (results/metrics/release_eval.json); point BRAINSEG_EXTERNAL and BRAINSEG_FIGSHARE at "
+            "both external sets and run `python -m brainseg_lib evaluate-release` first")
+    run = json.loads((paths.metrics_dir() / Path(info["metrics_json"]).name).read_text())
+    return atomic_write_text(models_dir / "MODEL_CARD.md", model_card(run, info, ev))

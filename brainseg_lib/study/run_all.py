@@ -9,8 +9,9 @@
    and writes the timings JSON there; a profile whose notebook 08 runs its own sweep (smoke)
    runs that sweep first (``sweep_first``), so every notebook sees the same runs on a first
    run as on a second;
-3. for the ``cpu`` profile, releases the model (``results/models``, with its model card)
-   and exports it to ONNX, inside the stage;
+3. for the ``cpu`` profile, scores the committed released model (``results/models``, copied
+   into the stage first; notebook 10) and rewrites its model card there; the model itself is
+   never re-released here (``python -m brainseg_lib release`` does that, as its own step);
 4. renders the HTML report of the executed notebooks (``report/``) inside the stage;
 5. promotes the stage into ``<dest>`` in one crash-safe swap (``staging.promote``).
 
@@ -41,15 +42,18 @@ def destination(profile: str) -> Path:
 
 def build_stage(profile: dict, stage: Path) -> dict:
     """Steps 2-4 with the results folder pointed at the stage (and ``BRAINSEG_MODEL``
-    unset, so the release lands in the stage too); returns the timings."""
+    unset, so notebook 10 scores the stage's copy of the release); returns the timings."""
+    study, committed = profile["profile"] == paths.STUDY_PROFILE, paths.models_dir()
     with paths.env_override(BRAINSEG_RESULTS=stage, BRAINSEG_MODEL=None):
+        if study and committed.is_dir():   # notebook 10 scores the committed release in the stage
+            shutil.copytree(committed, stage / "models")
         timings = run_notebooks(profile, stage, before=sweep_first(profile))
-        if profile["profile"] == paths.STUDY_PROFILE:   # its seed-0 run is the released model
-            from brainseg_lib.model.onnx import export_onnx
-            from brainseg_lib.study.release import release
-            release()
-            export_onnx()
-            log.info("[run_all] released results/models/brainseg-cpu.pt and its ONNX export")
+        if study and (stage / "models" / "release.json").is_file():
+            from brainseg_lib.study.release import ReleaseRefused, write_card
+            try:
+                log.info("[run_all] model card rewritten: %s", write_card(stage / "models"))
+            except ReleaseRefused as e:    # an external set is absent: the committed card stays
+                log.warning("[run_all] model card kept as committed: %s", e)
         from brainseg_lib.report.html import check_report, render_report
         index = render_report()
     broken = check_report(index.parent)
@@ -87,6 +91,9 @@ def keep_failed_notebook(stage: Path, dest: Path, err: NotebookFailed) -> Notebo
 def _swap_in(stage: Path, dest: Path) -> None:
     """Promote the stage; if that fails in this process, put the previous results back at once."""
     staging.carry_over(dest, stage, "timings")
+    from brainseg_lib.report.html import keep_screenshots
+    report = paths.report_dir().name          # results/report, in dest and in the stage
+    keep_screenshots(dest / report, stage / report)
     try:
         staging.promote(stage, dest)
     except BaseException:

@@ -1,0 +1,158 @@
+"""The released model on every evaluation set, scored from its committed file (issue 24):
+``python -m brainseg_lib evaluate-release`` and notebook 10.
+
+Sets: Br35H TEST (official split; CIs resample near-duplicate groups), the healthy ``report``
+scans (share marked), and both halves of both external sets: TCGA-LGG FLAIR (CIs by patient)
+and Figshare T1 contrast-enhanced (CIs by index block). Each external half is broken down by
+acquisition site (LGG), tumour type (Figshare) and tumour-size quartile (quartile edges from
+the half's own tumour slices). The LGG sites the release plan held out (``lgg_held_out_sites``)
+get their own view, both halves together: a site no choice looked at.
+
+The released file's inference settings (``inference``: test-time flips, small-component
+removal) are applied exactly as ``predict`` applies them. Per-slice rows go to
+``results/metrics/release_<set>_per_slice.csv``; every figure to ``release_eval.json``.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from brainseg_lib import paths
+
+KEEP = ("pooled_f1", "mean_dice_tumour", "clean_marked_share", "ci95_by_patient",
+        "tumour_slices_missed", "n_tumour_slices", "n_slices", "n_clean_slices", "clean_marked",
+        "n_patients", "hd95_diag_median_detected", "nsd_diag_mean")
+
+
+def released_settings(path=None) -> tuple[object, dict, dict]:
+    """(model, train_config, inference settings) of the released file, checksum verified."""
+    from brainseg_lib.model.checkpoint import model_from_checkpoint
+    from brainseg_lib.model.released import load_released
+    path = path or paths.released_model()
+    ck = load_released(path)
+    model = model_from_checkpoint(ck, path).float().eval()
+    inf = {"tta": False, "min_component": 0.0, **(ck.get("inference") or {})}
+    return model, ck["train_config"], inf
+
+
+def summary(df: pd.DataFrame, n_boot: int) -> dict:
+    from brainseg_lib.evaluation.external import summarize_half
+    s = summarize_half(df, n_boot=n_boot)
+    out = {k: s[k] for k in KEEP if k in s}
+    t = df[df["tumour"]]
+    out["dice_quantiles_tumour"] = {str(q): float(t["dice"].quantile(q)) for q in (0.1, 0.25, 0.5, 0.75, 0.9)} if len(t) else {}
+    out["missed_share"] = out["tumour_slices_missed"] / out["n_tumour_slices"] if out["n_tumour_slices"] else None
+    return out
+
+
+def breakdown(df: pd.DataFrame, key: str, n_boot: int) -> dict:
+    """``summary`` per value of column ``key`` (rows of every slice with that value)."""
+    return {str(v): summary(part, n_boot) for v, part in df.groupby(key, sort=True)}
+
+
+def size_quartiles(df: pd.DataFrame) -> pd.Series:
+    """Q1..Q4 of the tumour slices by native tumour pixels (clean slices: none)."""
+    t = df["tumour"]
+    q = pd.Series(pd.NA, index=df.index, dtype="object")
+    if t.sum() >= 4:
+        q[t] = pd.qcut(df.loc[t, "tumour_pixels"].rank(method="first"), 4, labels=["Q1", "Q2", "Q3", "Q4"]).astype(str)
+    return q
+
+
+def score_set(model, half, thr: float, inf: dict) -> pd.DataFrame:
+    """Per-slice rows (``evaluation.external.score_half``) with the inference settings applied."""
+    from brainseg_lib.evaluation.external import score_half
+    from brainseg_lib.study.release_scoring import probabilities
+    probs = probabilities(model, half.arrays.images, None, thr, inf["tta"], inf["min_component"])
+    return score_half(model, half, thr, probs=probs)
+
+
+def br35h_test_half(size: int, data_root=None):
+    """Br35H TEST (official) as an ``ExternalHalf`` whose unit is the near-duplicate group."""
+    from brainseg_lib.data.cache import native_masks_for
+    from brainseg_lib.data.external import ExternalHalf
+    from brainseg_lib.data.splits import near_duplicate_labels, split_arrays
+    arr = split_arrays("official", size, data_root, only=("test",))["test"]
+    gts = native_masks_for(arr.names, root=data_root)
+    groups = near_duplicate_labels(arr.names) or list(arr.names)
+    return ExternalHalf(arr, [gts[n] for n in arr.names], [str(g) for g in groups])
+
+
+def healthy_report(model, size: int, thr: float, inf: dict, seed: int = 0, data_root=None) -> dict:
+    from brainseg_lib.data.healthy import load_healthy
+    from brainseg_lib.evaluation.bootstrap import wilson_ci
+    from brainseg_lib.study.release_scoring import probabilities
+    h = load_healthy("report", size, seed, root=data_root)
+    marked = (probabilities(model, h.images, None, thr, inf["tta"], inf["min_component"]) >= thr
+              ).reshape(len(h), -1).any(1)
+    return {"n_scans": int(len(h)), "marked": int(marked.sum()), "marked_share": float(marked.mean()),
+            "ci95_wilson": list(wilson_ci(int(marked.sum()), int(len(h))))}
+
+
+def external_views(model, size: int, thr: float, inf: dict, n_boot: int, held_out) -> dict:
+    """Both halves of both external sets with their breakdowns, and the held-out LGG sites."""
+    from brainseg_lib.data import external as ext
+    from brainseg_lib.fileio import write_csv
+    from brainseg_lib.study.release_rule import site_of
+    out, lgg_rows = {}, []
+    for which in ("lgg", "figshare"):
+        if not ext.available(which=which):
+            spec = ext.external_set(which)
+            out[which] = {"skipped": f"not found at {spec.root()} ({spec.env})"}
+            continue
+        out[which] = {"title": ext.external_set(which).title, "unit": ext.external_set(which).unit}
+        for half_name in ext.HALVES:
+            df = score_set(model, ext.load_half(half_name, size, which=which), thr, inf)
+            df["size_quartile"] = size_quartiles(df)
+            if which == "lgg":
+                df["site"] = df["patient"].map(site_of)
+                lgg_rows.append(df.assign(half=half_name))
+            write_csv(df, paths.metrics_dir() / f"release_{which}_{half_name}_per_slice.csv")
+            key = "site" if which == "lgg" else "label"
+            out[which][half_name] = {**summary(df, n_boot), f"by_{key}": breakdown(df, key, n_boot),
+                                     "by_size_quartile": breakdown(df[df["tumour"]], "size_quartile", n_boot)}
+    if lgg_rows and held_out:
+        both = pd.concat(lgg_rows, ignore_index=True)
+        part = both[both["site"].isin(held_out)]
+        out["lgg_held_out_sites"] = {"sites": list(held_out), "halves": "dev and test together",
+                                     **summary(part, n_boot)}
+    return out
+
+
+def evaluate_release(path=None, n_boot: int = 2000, data_root=None) -> dict:
+    """Score the released file on every set (see the module doc); write and return the figures."""
+    from brainseg_lib.fileio import write_csv, write_json
+    from brainseg_lib.model.released import checksum_path
+    from brainseg_lib.study.release_levers import load_plan
+    path = path or paths.released_model()
+    model, tcfg, inf = released_settings(path)
+    size, thr = int(tcfg["image_size"]), float(tcfg.get("threshold", 0.5))
+    test = score_set(model, br35h_test_half(size, data_root), thr, inf)
+    write_csv(test, paths.metrics_dir() / "release_br35h_test_per_slice.csv")
+    held_out = load_plan()["rule"].get("lgg_held_out_sites") or []
+    result = {
+        "model": paths.display_path(path),
+        "sha256": checksum_path(path).read_text().split()[0], "image_size": size, "threshold": thr,
+        "inference": inf, "br35h_test": {**summary(test, n_boot), "unit": "near-duplicate group",
+                                         "per_image_mean_dice": float(test["dice"].mean())},
+        "healthy_report": healthy_report(model, size, thr, inf, int(tcfg.get("healthy_seed", 0)), data_root),
+        **external_views(model, size, thr, inf, n_boot, held_out), "n_boot": n_boot}
+    result = finite(result)
+    write_json(result, paths.metrics_dir() / "release_eval.json")
+    return result
+
+
+def finite(value):
+    """``value`` with every NaN or infinite float (a group without tumour slices) as None."""
+    if isinstance(value, dict):
+        return {k: finite(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [finite(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    return value
+
+
+def missing_sets(result: dict) -> list[str]:
+    """The external sets a release evaluation lacks figures for (a release is refused then)."""
+    return [w for w in ("lgg", "figshare") if "test" not in (result.get(w) or {})]
