@@ -33,6 +33,10 @@ outputs are never overwritten unless ``force=True`` (redo every scan) or
 ``resume=True`` (keep the scans whose row says ``ok`` and whose outputs exist, do
 the others); otherwise the run is refused before anything is written.
 
+NIfTI files (``.nii``, ``.nii.gz``) and DICOM series (a folder's DICOM files, one input per
+SeriesInstanceUID) are volumes: each is segmented slice by slice and gets a NIfTI mask with its
+geometry, ``<stem>_mask.nii.gz``, a montage as its overlay, and one row (``apply.volumes``).
+
 Model outputs are checked before they are trusted (``apply.models``): a NaN,
 infinite or misshapen probability map is an error row, and a model that gives
 one on a probe image is refused at load.
@@ -70,6 +74,7 @@ from brainseg_lib.apply.models import (  # noqa: F401  (re-exported: predict's p
 from brainseg_lib.apply.scans import (  # noqa: F401
     CSV_COLUMNS,
     MAX_PIXELS,
+    MAX_SLICES,
     OVERLAY_PNG_LEVEL,
     SUPPORTED_SUFFIXES,
     Plan,
@@ -84,6 +89,7 @@ from brainseg_lib.apply.scans import (  # noqa: F401
     printable,
     shown,
 )
+from brainseg_lib.apply.volumes import SLICE_AXES, is_volume_input, segment_volume_input
 from brainseg_lib.data import images
 from brainseg_lib.data.errors import ImageReadError
 from brainseg_lib.progress import progress_bar
@@ -152,6 +158,8 @@ def segment(predictor, f: Path, plan: Plan, threshold: float, overlay: bool, max
     included, the outputs of this scan are removed, so no mask outlives a failed scan."""
     outputs = [o[f] for o in (plan.masks, plan.overlays) if f in o]
     try:
+        if is_volume_input(f):          # a NIfTI file or a DICOM series: apply.volumes
+            return segment_volume_input(predictor, f, plan, threshold, overlay, max_pixels)
         image, mask, row = predict_file(predictor, f, threshold, max_pixels, full_image=overlay)
         _save_png(mask.astype(np.uint8) * 255, plan.masks[f])
         if overlay:
@@ -240,7 +248,8 @@ def _in_input_order(table: ptable.Table, plan: Plan, n_foreign: int, stderr) -> 
 def run_predict(input_path: str | Path, output_dir: str | Path, checkpoint: str | Path | None = None,
                 threshold: float = 0.5, overlay: bool = False, device: str = "auto",
                 force: bool = False, progress: bool | None = None, stderr=None,
-                max_pixels: int = MAX_PIXELS, runtime: str = "torch", resume: bool = False) -> PredictionRun:
+                max_pixels: int = MAX_PIXELS, runtime: str = "torch", resume: bool = False,
+                slice_axis: str = "auto", max_slices: int = MAX_SLICES) -> PredictionRun:
     """Predict every input, write masks (and overlays) and ``predictions.csv``, row by row.
 
     Raises PredictError (before writing anything) for a bad threshold, a missing input,
@@ -249,7 +258,9 @@ def run_predict(input_path: str | Path, output_dir: str | Path, checkpoint: str 
     checksum. Per-file failures are reported on ``stderr`` and in the CSV and do not stop the
     run; a full disk stops it with PredictError, an interrupt with PredictInterrupted, both
     saying how many rows were written. ``runtime="onnx"`` runs the ONNX export with
-    onnxruntime (see the module docstring); PredictError when it is missing.
+    onnxruntime (see the module docstring); PredictError when it is missing. NIfTI files
+    and DICOM series are cut along ``slice_axis`` and refused past ``max_slices`` slices
+    (``apply.volumes``).
     """
     stderr = stderr if stderr is not None else sys.stderr
     if not 0.0 <= float(threshold) <= 1.0:
@@ -257,7 +268,10 @@ def run_predict(input_path: str | Path, output_dir: str | Path, checkpoint: str 
     if runtime not in RUNTIMES:
         raise PredictError(f"unknown runtime {runtime!r}; choose torch or onnx")
     input_path, out_dir = Path(input_path), Path(output_dir)
+    if str(slice_axis) not in SLICE_AXES:
+        raise PredictError(f"unknown --slice-axis {slice_axis!r}; choose one of {', '.join(SLICE_AXES)}")
     plan = plan_outputs(list_inputs(input_path), out_dir, overlay)
+    plan.slice_axis, plan.max_slices = str(slice_axis), int(max_slices)
     check_outputs(plan, input_path, out_dir, force, resume)
     predictor = (load_onnx_predictor if runtime == "onnx" else load_predictor)(checkpoint, device)
     kept, todo = _resume_rows(plan, resume, overlay, threshold, getattr(predictor, "sha256", ""), stderr)

@@ -19,9 +19,12 @@ from brainseg_lib.fileio import atomic_write as _atomic_write
 
 CSV_NAME = "predictions.csv"
 CSV_COLUMNS = ["file", "width", "height", "tumour_pixels", "tumour_fraction", "max_prob",
-               "tumour", "status", "error", "threshold", "model_sha256", "file_escaped"]
+               "tumour", "status", "error", "threshold", "model_sha256", "file_escaped",
+               # volumes only (apply.volumes): empty for 2-D scans
+               "slices", "slice_axis", "tumour_ml", "slices_with_tumour", "largest_slice"]
 SUPPORTED_SUFFIXES = tuple(sorted(data_images.IMAGE_SUFFIXES))
 MAX_PIXELS = 50_000_000    # default --max-pixels: larger scans are refused per file, before decoding
+MAX_SLICES = 2_000         # default --max-slices: volumes with more slices are refused per file
 OUTLINE_RGB = (255, 0, 0)
 
 
@@ -50,26 +53,29 @@ def _save_png(image: np.ndarray | Image.Image, path: Path, compress_level: int |
 
 # ----------------------------------------------------------------------------- inputs and outputs
 def list_inputs(input_path: str | Path) -> list[Path]:
-    """The file itself, or every non-hidden file directly in a folder, in natural order."""
+    """The file itself, or every non-hidden file directly in a folder, in natural order; the
+    DICOM files among them as one input per series (``apply.dicom_series.group_series``)."""
+    from brainseg_lib.apply.dicom_series import group_series
     p = Path(input_path)
     if p.is_file():
-        return [p]
+        return group_series([p], p.stem)
     if p.is_dir():
         files = data_files.list_files(p)
         if not files:
             raise PredictError(f"no files to predict in {p}")
-        return files
+        return group_series(files, p.resolve().name or "series")
     raise FileNotFoundError(f"input not found: {p}")
 
 
 def output_stems(files: list[Path]) -> dict[Path, str]:
     """Output stem per input: its stem, or its name with '.' -> '_' where stems collide."""
+    from brainseg_lib.apply.volumes import volume_stem
     counts: dict[str, int] = {}
     for f in files:
-        counts[f.stem.casefold()] = counts.get(f.stem.casefold(), 0) + 1
+        counts[volume_stem(f).casefold()] = counts.get(volume_stem(f).casefold(), 0) + 1
     stems, used = {}, set()
     for f in files:
-        s = f.stem if counts[f.stem.casefold()] == 1 else f.name.replace(".", "_")
+        s = volume_stem(f) if counts[volume_stem(f).casefold()] == 1 else f.name.replace(".", "_")
         base, i = s, 2
         while s.casefold() in used:
             s, i = f"{base}_{i}", i + 1
@@ -84,6 +90,8 @@ class Plan:
     masks: dict[Path, Path]
     overlays: dict[Path, Path]
     csv_path: Path
+    slice_axis: str = "auto"            # volumes: --slice-axis and --max-slices (apply.volumes)
+    max_slices: int = MAX_SLICES
 
     @property
     def out_dir(self) -> Path:
@@ -94,9 +102,12 @@ class Plan:
 
 
 def plan_outputs(files: list[Path], out_dir: Path, overlay: bool) -> Plan:
+    """Where each input's mask (``.png``; ``.nii.gz`` for a volume) and overlay go."""
+    from brainseg_lib.apply.volumes import is_volume_input
     stems = output_stems(files)
-    images = [f for f in files if f.suffix.lower() in data_images.IMAGE_SUFFIXES]
-    masks = {f: out_dir / f"{stems[f]}_mask.png" for f in images}
+    volumes = {f for f in files if is_volume_input(f)}
+    images = [f for f in files if f.suffix.lower() in data_images.IMAGE_SUFFIXES or f in volumes]
+    masks = {f: out_dir / f"{stems[f]}_mask.{'nii.gz' if f in volumes else 'png'}" for f in images}
     overlays = {f: out_dir / f"{stems[f]}_overlay.png" for f in images} if overlay else {}
     return Plan(files, masks, overlays, out_dir / CSV_NAME)
 

@@ -55,6 +55,8 @@ def write_rows(path: Path, rows: list[dict]) -> Path:
     return atomic_write(path, lambda f: f.write(to_csv(rows, header=True)))
 
 
+# the columns of tables written before volumes were read: still resumed (volume cells empty)
+LEGACY_COLUMNS = CSV_COLUMNS[:CSV_COLUMNS.index("file_escaped") + 1]
 SYNC_SECONDS = 1.0      # the table is synced to disk at least this often (fsync: ~3 ms each)
 
 
@@ -105,7 +107,9 @@ def read_rows(path: Path) -> list[dict]:
             rows = list(reader)
     except UnicodeDecodeError as e:
         raise PredictError(f"{path} is not UTF-8 text ({e.reason}); use --force to start again") from None
-    if reader.fieldnames != CSV_COLUMNS:
+    if reader.fieldnames == CSV_COLUMNS[:len(LEGACY_COLUMNS)] == LEGACY_COLUMNS:
+        rows = [{**r, **{c: "" for c in CSV_COLUMNS[len(LEGACY_COLUMNS):]}} for r in rows]
+    elif reader.fieldnames != CSV_COLUMNS:
         raise PredictError(f"{path} was not written by this version of predict (columns "
                            f"{reader.fieldnames}); use --force to redo every scan, or another --output")
     return [{**r, "file": exact_name(r)} for r in rows]

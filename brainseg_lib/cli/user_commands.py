@@ -11,6 +11,8 @@ from brainseg_lib.cli.common import with_overrides
 def _cmd_bench(args) -> int:
     from brainseg_lib.study.bench import format_table, run_benchmark
     from brainseg_lib.study.profiles import default_profile, load_profile
+    if args.volume:
+        return _bench_volume()
     if args.overlay_side:
         from brainseg_lib import paths
         from brainseg_lib.fileio import write_json
@@ -32,6 +34,16 @@ def _cmd_bench(args) -> int:
     return 0
 
 
+def _bench_volume() -> int:
+    from brainseg_lib import paths
+    from brainseg_lib.fileio import write_json
+    from brainseg_lib.study.bench_volume import time_predict_volume
+    r = time_predict_volume()
+    out = write_json(r, paths.ensure(paths.benchmarks_dir()) / "predict_volume.json")
+    print(f"predict on a {'x'.join(map(str, r['shape']))} NIfTI ({r['runtime']}): {r['seconds_median']} s; {out}")
+    return 0
+
+
 def _cmd_predict(args) -> int:
     import warnings
 
@@ -41,14 +53,15 @@ def _cmd_predict(args) -> int:
         warnings.simplefilter("always", UnverifiedCheckpoint)
         run = run_predict(args.input, args.output, checkpoint=args.checkpoint, threshold=args.threshold,
                           overlay=args.overlay, device=args.device, force=args.force,
-                          max_pixels=args.max_pixels, runtime=args.runtime, resume=args.resume)
+                          max_pixels=args.max_pixels, runtime=args.runtime, resume=args.resume,
+                          slice_axis=args.slice_axis, max_slices=args.max_slices)
     for w in caught:
         print(f"WARNING: {printable(str(w.message))}", file=sys.stderr)
     kinds = "mask and overlay" if args.overlay else "mask"
     kept = f", {run.kept} of them finished by the earlier run" if run.kept else ""
     out, table = (printable(shown(p)) for p in (run.out_dir, run.csv_path))   # any folder name prints
     print(f"model {run.model}: {run.n_ok} of {len(run.rows)} file(s) segmented{kept} "
-          f"({kinds} PNGs in {out}); {len(run.rows)} rows written to {table}")
+          f"({kinds} files in {out}); {len(run.rows)} rows written to {table}")
     if run.n_failed:
         print(f"{run.n_failed} file(s) failed; see the errors above and the 'error' column of "
               f"{run.csv_path.name}", file=sys.stderr)
@@ -56,13 +69,16 @@ def _cmd_predict(args) -> int:
 
 
 def _add_predict(sub) -> None:
-    from brainseg_lib.apply.scans import MAX_PIXELS
+    from brainseg_lib.apply.scans import MAX_PIXELS, MAX_SLICES
+    from brainseg_lib.apply.volumes import SLICE_AXES
     pr = sub.add_parser(
         "predict", help="segment your own scans (masks, overlays, predictions.csv)",
         formatter_class=argparse.RawDescriptionHelpFormatter,
         description="Segment brain MRI scans with a trained U-Net.\n\n"
         "Inputs: JPEG, PNG, TIFF or BMP files of any size, colour mode (RGB, L, LA, P, RGBA,\n"
-        "CMYK) and bit depth (8 or 16); a folder means every file directly in it.\n"
+        "CMYK) and bit depth (8 or 16); NIfTI volumes (.nii, .nii.gz) and DICOM series (a\n"
+        "folder's DICOM files, one volume per SeriesInstanceUID), segmented slice by slice into\n"
+        "<stem>_mask.nii.gz with the input's geometry; a folder means every file directly in it.\n"
         "Per input <stem>.<ext> the output folder gets <stem>_mask.png (0 = background,\n"
         "255 = tumour, at the input's own size), with --overlay <stem>_overlay.png (the\n"
         "scan with the tumour outlined in red), and one row of predictions.csv (file, width,\n"
@@ -76,8 +92,8 @@ def _add_predict(sub) -> None:
         "at load, an output folder that cannot be written, a full disk, bad option); 130\n"
         "interrupted (the message says how many rows were written).")
     pr.add_argument("--checkpoint", default=None, metavar="PATH",
-                    help="model checkpoint (.pt) written by training or release_model "
-                         "(default: the released model results/models/brainseg-cpu.pt, "
+                    help="model checkpoint (.pt) written by training or by `release` "
+                         "(default: the released model, results/models/brainseg-cpu.pt, "
                          "checked against its .sha256 file)")
     pr.add_argument("--input", required=True, metavar="FILE_OR_DIR",
                     help="an image file, or a folder whose files are all segmented (not recursive)")
@@ -93,6 +109,12 @@ def _add_predict(sub) -> None:
     pr.add_argument("--max-pixels", type=int, default=MAX_PIXELS, metavar="N",
                     help="refuse (per file, before decoding) scans with more than N pixels "
                          f"(default {MAX_PIXELS:,}; the model sees each scan at its own input size anyway)")
+    pr.add_argument("--slice-axis", default="auto", choices=SLICE_AXES,
+                    help="volumes: the axis to cut into slices: auto (default: the acquisition axis the "
+                         "header names, else axial), axial, coronal, sagittal (by the affine), or a "
+                         "voxel axis 0, 1, 2")
+    pr.add_argument("--max-slices", type=int, default=MAX_SLICES, metavar="N",
+                    help=f"refuse (per volume) volumes with more than N slices (default {MAX_SLICES:,})")
     pr.add_argument("--runtime", default="torch", choices=["torch", "onnx"],
                     help="torch (default) or onnx: run results/models/brainseg-cpu.onnx (or the .onnx "
                          "given by --checkpoint, or <stem>.onnx beside a .pt) with onnxruntime on the "
@@ -119,6 +141,8 @@ def _add_bench(sub) -> None:
                         "and on a flat synthetic one")
     b.add_argument("--overlay-scan", default=None, metavar="PATH",
                    help="the scan --overlay-side scales (default: yes/y0.jpg of the Br35H data)")
+    b.add_argument("--volume", action="store_true",
+                   help="instead: time predict --runtime onnx on a synthetic 256x256x40 NIfTI volume")
     b.add_argument("--no-onnx", action="store_true",
                    help="skip the onnxruntime vs PyTorch inference timing")
     b.set_defaults(fn=_cmd_bench)
