@@ -8,7 +8,7 @@
 #       format_version: '1.3'
 #       jupytext_version: 1.19.7
 #   kernelspec:
-#     display_name: Python 3
+#     display_name: Python 3 (brainseg)
 #     language: python
 #     name: python3
 # ---

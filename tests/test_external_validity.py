@@ -344,8 +344,12 @@ def test_lever_table_reads_selection_figures(tmp_path, monkeypatch):
     assert t.loc[0, "train_seconds"] == 2.0
     md = levers.table_markdown(t)
     assert "| a | first | 64 |" in md and "ext dev Dice (tumour)" in md
-    # counts print as counts, the HD95 penalty as a number, and the note says what it means
-    assert "| 362 | 45/80 | 0.500 |" in md and "| 1 | 2.000 |" in md
+    # counts print as counts; with 45 of 80 tumour slices missed the HD95 median is the diagonal
+    # given to a miss, not a distance: the cell says so, and the note says what it means
+    assert f"| {levers.UNMEASURED} | 45/80 | 0.500 |" in md and "| 1 | 2.000 |" in md
+    assert "| 362 |" not in md
+    t.loc[0, "ext_dev_missed"] = "39/80"                     # under half missed: the median is measured
+    assert "| 362 | 39/80 | 0.500 |" in levers.table_markdown(t)
     assert pd.isna(levers._of(np.nan, 80))          # NaN: an older JSON shows blank
     assert md.rstrip().endswith(levers.HD95_NOTE)
 

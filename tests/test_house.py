@@ -105,7 +105,7 @@ def test_every_module_says_what_it_is_for(module):
 
 
 def test_the_study_has_its_notebooks():
-    assert [nb.stem[:2] for nb in NOTEBOOKS] == [f"{i:02d}" for i in range(1, 10)]
+    assert [nb.stem[:2] for nb in NOTEBOOKS] == [f"{i:02d}" for i in range(1, 11)]
 
 
 @pytest.mark.parametrize("nb", NOTEBOOKS, ids=lambda p: p.stem)

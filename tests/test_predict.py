@@ -167,9 +167,9 @@ def test_mask_matches_an_independent_computation(tmp_path, tiny_ckpt):
     assert disagree.sum() <= 2                     # float rounding at the threshold only
     row = run.rows[0]
     assert row["max_prob"] == pytest.approx(float(prob.max()), abs=1e-5)
-    # the overlay: gray scan, red exactly on the outline of the mask
+    # the overlay: gray scan, cyan (the report's prediction colour) exactly on the outline of the mask
     ov = np.asarray(Image.open(tmp_path / "out" / "scan_overlay.png"))
-    red = (ov == [255, 0, 0]).all(-1)
+    red = (ov == predict_scans.PRED_RGB).all(-1)
     assert red.any() and not red[~mask].any() and red[mask].sum() < mask.sum()
 
 
@@ -208,13 +208,14 @@ def test_overlay_outline(side, width):
     mask[:q, -q:] = True                                   # and one touching the image edge
     ov = predict_scans.overlay_image(gray, mask)
     assert ov.shape == (*gray.shape, 3) and ov.dtype == np.uint8
-    red = (ov == [255, 0, 0]).all(-1)
+    red = (ov == predict_scans.PRED_RGB).all(-1)           # the outline ("red" before: now cyan)
     assert (ov[~red] == 90).all()                          # the scan elsewhere, unchanged gray
     row = red[side // 2]                                   # a row through the square
     assert row[q:q + width].all() and not row[q + width:3 * q - width].any()
     assert not row[:q - width].any()                       # outline stays within ~width of the edge
     assert red[0, -q:].all() and red[:q, -1].all()         # the image border closes the outline
-    assert not (predict_scans.overlay_image(gray, np.zeros_like(mask)) == [255, 0, 0]).all(-1).any()
+    empty = predict_scans.overlay_image(gray, np.zeros_like(mask), mark_empty=False)
+    assert not (empty == predict_scans.PRED_RGB).all(-1).any()
 
 
 def whole_image_overlay(gray, mask):
@@ -241,7 +242,8 @@ def test_overlay_in_the_tumour_box_equals_the_whole_image_outline(shape):
              (yy - h / 3) ** 2 + (xx - w / 2) ** 2 < (min(h, w) / 4) ** 2, (yy == h - 1) | (xx < 2)]
     gray = rng.integers(0, 256, shape, dtype=np.uint8)
     for mask in masks:
-        assert np.array_equal(predict_scans.overlay_image(gray, mask), whole_image_overlay(gray, mask))
+        assert np.array_equal(predict_scans.overlay_image(gray, mask, mark_empty=False),
+                              whole_image_overlay(gray, mask))
 
 
 def test_overlay_benchmark_reports_the_real_scan(tmp_path, tiny_ckpt):

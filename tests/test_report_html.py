@@ -4,7 +4,9 @@ from __future__ import annotations
 import argparse
 import base64
 import io
+import json
 import re
+import shutil
 
 import nbformat
 import pytest
@@ -172,3 +174,55 @@ def test_collapse_parameters_leaves_notebooks_without_them_alone():
     nb.cells = [nbformat.v4.new_code_cell("x = 1")]
     same, details = html_notebook.collapse_parameters(nb)
     assert same.cells == nb.cells and details is None
+
+
+def test_a_rerun_with_other_timings_changes_only_the_run_times_page(study):
+    """Run times (papermill metadata of old copies, or timings/run_all_<profile>.json) and the
+    render time appear on run_times.html only: the index and notebook pages of a re-run with
+    identical results are byte-identical."""
+    timings = study / "timings"
+    timings.mkdir()
+    (timings / "run_all_smoke-test.json").write_text(json.dumps(
+        {"notebooks": {"01_alpha": 3, "02_beta": 125}, "machine": "2 cores", "date": "2026-01-02"}))
+    out = render_report().parent
+    first = {p.name: p.read_bytes() for p in out.glob("*.html")}
+    assert "2 min 05 s" in (out / "run_times.html").read_text()
+    assert 'href="run_times.html"' in (out / "index.html").read_text()
+    (timings / "run_all_smoke-test.json").write_text(json.dumps({"notebooks": {"01_alpha": 4, "02_beta": 99}}))
+    out = render_report().parent
+    changed = {p.name for p in out.glob("*.html") if p.read_bytes() != first.get(p.name)}
+    assert changed == {"run_times.html"}
+    assert check_report(out) == []
+
+
+def test_wide_outputs_scroll_with_a_visible_scrollbar(study):
+    out = render_report().parent
+    css = (out / "notebook.css").read_text()
+    assert "min-width: 0" in css and ".jp-RenderedHTMLCommon { overflow-x: auto" in css
+    for text in (css, (out / "index.html").read_text()):
+        assert "::-webkit-scrollbar-thumb" in text and "scrollbar-color" in text
+
+
+def test_screenshots_without_chromium_fail_in_one_line(study, monkeypatch, capsys):
+    from brainseg_lib.cli import main
+    render_report()
+    monkeypatch.setenv("PATH", str(study))          # no browser on it
+    monkeypatch.delenv("BRAINSEG_CHROMIUM", raising=False)
+    assert main(["screenshots"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "Chromium not found" in err
+
+
+@pytest.mark.skipif(not any(shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome")),
+                    reason="no headless Chromium here")
+def test_screenshots_find_a_page_wider_than_the_window(study):
+    from brainseg_lib.report.screenshots import run_screenshots
+    out = render_report().parent
+    wide = out / "02_beta.html"
+    wide.write_text(wide.read_text().replace(
+        "</body>", '<div id="too-wide" style="width:3000px">wide</div></body>', 1))
+    summary = run_screenshots(out, size=(800, 600))
+    assert summary["pages"]["01_alpha.html"]["ok"] and summary["pages"]["index.html"]["ok"]
+    assert not summary["pages"]["02_beta.html"]["ok"] and not summary["ok"]
+    assert (out / "screenshots" / "01_alpha.png").is_file()
+    assert json.loads((out / "screenshots" / "summary.json").read_text())["window"] == "800x600"

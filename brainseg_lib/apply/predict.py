@@ -10,8 +10,10 @@ Outputs, in the output folder, per input ``<stem>.<ext>``:
 
 * ``<stem>_mask.png``: the binary mask at the input's size, 0 = background,
   255 = tumour (8-bit grayscale PNG);
-* ``<stem>_overlay.png`` (with ``overlay=True``): the scan in gray with the
-  tumour outline in red;
+* ``<stem>_overlay.png`` (with ``overlay=True``): the scan in gray in the report's colours:
+  the predicted tumour outlined in cyan, the truth (a mask of the scan in ``truth``, if
+  given: ``<stem>_mask.png``, ``<stem>.png`` or the scan's own name) in red, and a scan
+  where nothing was found marked "no tumour found" (``scans.overlay_pil``);
 * one row of ``predictions.csv``: file, width, height, tumour_pixels,
   tumour_fraction, max_prob (the highest native-size probability), tumour
   (``yes`` when any pixel reaches the threshold), status (``ok``/``error``),
@@ -87,6 +89,7 @@ from brainseg_lib.apply.scans import (  # noqa: F401
     overlay_pil,
     plan_outputs,
     printable,
+    read_truth,
     shown,
 )
 from brainseg_lib.apply.volumes import SLICE_AXES, is_volume_input, segment_volume_input
@@ -118,6 +121,19 @@ class PredictionRun:
     @property
     def n_ok(self) -> int:
         return len(self.rows) - self.n_failed
+
+    @property
+    def n_tumour(self) -> int:
+        return sum(r["status"] == "ok" and r["tumour"] == "yes" for r in self.rows)
+
+
+def summary_line(run: PredictionRun) -> str:
+    """The closing line of a run: scans read, with tumour, without, refused."""
+    without = run.n_ok - run.n_tumour
+    refused = f"; see the 'error' column of {run.csv_path.name}" if run.n_failed else ""
+    return (f"summary: {len(run.rows)} scan(s) read: {run.n_tumour} with tumour found, "
+            f"{without} without (marked \"no tumour found\" on any overlay), "
+            f"{run.n_failed} refused{refused}")
 
 
 def predict_file(predictor, path: Path, threshold: float, max_pixels: int | None = None,
@@ -161,9 +177,10 @@ def segment(predictor, f: Path, plan: Plan, threshold: float, overlay: bool, max
         if is_volume_input(f):          # a NIfTI file or a DICOM series: apply.volumes
             return segment_volume_input(predictor, f, plan, threshold, overlay, max_pixels)
         image, mask, row = predict_file(predictor, f, threshold, max_pixels, full_image=overlay)
+        truth = read_truth(plan.truth_dir, f, image.shape) if overlay else None
         _save_png(mask.astype(np.uint8) * 255, plan.masks[f])
         if overlay:
-            _save_png(overlay_pil(image, mask), plan.overlays[f], OVERLAY_PNG_LEVEL)
+            _save_png(overlay_pil(image, mask, truth=truth), plan.overlays[f], OVERLAY_PNG_LEVEL)
         return row
     except BaseException:
         _remove(outputs)
@@ -245,11 +262,23 @@ def _in_input_order(table: ptable.Table, plan: Plan, n_foreign: int, stderr) -> 
     return ordered
 
 
+def _truth_dir(truth, overlay: bool) -> Path | None:
+    """The ``--truth`` folder, checked: it exists, and only an overlay shows it."""
+    if truth is None:
+        return None
+    if not overlay:
+        raise PredictError("--truth draws the truth on the overlays: add --overlay")
+    if not Path(truth).is_dir():
+        raise PredictError(f"--truth {truth} is not a folder of masks")
+    return Path(truth)
+
+
 def run_predict(input_path: str | Path, output_dir: str | Path, checkpoint: str | Path | None = None,
                 threshold: float = 0.5, overlay: bool = False, device: str = "auto",
                 force: bool = False, progress: bool | None = None, stderr=None,
                 max_pixels: int = MAX_PIXELS, runtime: str = "torch", resume: bool = False,
-                slice_axis: str = "auto", max_slices: int = MAX_SLICES) -> PredictionRun:
+                slice_axis: str = "auto", max_slices: int = MAX_SLICES,
+                truth: str | Path | None = None) -> PredictionRun:
     """Predict every input, write masks (and overlays) and ``predictions.csv``, row by row.
 
     Raises PredictError (before writing anything) for a bad threshold, a missing input,
@@ -260,7 +289,7 @@ def run_predict(input_path: str | Path, output_dir: str | Path, checkpoint: str 
     saying how many rows were written. ``runtime="onnx"`` runs the ONNX export with
     onnxruntime (see the module docstring); PredictError when it is missing. NIfTI files
     and DICOM series are cut along ``slice_axis`` and refused past ``max_slices`` slices
-    (``apply.volumes``).
+    (``apply.volumes``). ``truth``: a folder of truth masks drawn in red on the overlays.
     """
     stderr = stderr if stderr is not None else sys.stderr
     if not 0.0 <= float(threshold) <= 1.0:
@@ -272,6 +301,7 @@ def run_predict(input_path: str | Path, output_dir: str | Path, checkpoint: str 
         raise PredictError(f"unknown --slice-axis {slice_axis!r}; choose one of {', '.join(SLICE_AXES)}")
     plan = plan_outputs(list_inputs(input_path), out_dir, overlay)
     plan.slice_axis, plan.max_slices = str(slice_axis), int(max_slices)
+    plan.truth_dir = _truth_dir(truth, overlay)
     check_outputs(plan, input_path, out_dir, force, resume)
     predictor = (load_onnx_predictor if runtime == "onnx" else load_predictor)(checkpoint, device)
     kept, todo = _resume_rows(plan, resume, overlay, threshold, getattr(predictor, "sha256", ""), stderr)

@@ -25,7 +25,11 @@ CSV_COLUMNS = ["file", "width", "height", "tumour_pixels", "tumour_fraction", "m
 SUPPORTED_SUFFIXES = tuple(sorted(data_images.IMAGE_SUFFIXES))
 MAX_PIXELS = 50_000_000    # default --max-pixels: larger scans are refused per file, before decoding
 MAX_SLICES = 2_000         # default --max-slices: volumes with more slices are refused per file
-OUTLINE_RGB = (255, 0, 0)
+# the report's colours (``report.plots``: TUMOUR, PRED): the truth in red, the prediction in cyan
+TRUTH_RGB = (0xff, 0x3b, 0x30)
+PRED_RGB = (0x30, 0xd5, 0xff)
+OUTLINE_RGB = PRED_RGB      # the predicted outline (its older name)
+NOTHING_FOUND = "no tumour found"
 
 
 class PredictError(ValueError):
@@ -92,6 +96,7 @@ class Plan:
     csv_path: Path
     slice_axis: str = "auto"            # volumes: --slice-axis and --max-slices (apply.volumes)
     max_slices: int = MAX_SLICES
+    truth_dir: Path | None = None       # --truth: masks drawn in red on the overlays
 
     @property
     def out_dir(self) -> Path:
@@ -183,20 +188,83 @@ def _spread(a: np.ndarray, reach: int, axis: int) -> np.ndarray:
     return np.moveaxis(out, 0, axis)
 
 
-def overlay_pil(gray: np.ndarray, mask: np.ndarray, color=OUTLINE_RGB) -> Image.Image:
-    """The scan as an RGB PIL image with the mask's outline (``outline``) drawn in ``color``."""
-    rgb = Image.fromarray(np.asarray(gray, dtype=np.uint8)).convert("RGB")
+def _paste_outline(rgb: Image.Image, mask: np.ndarray, color) -> bool:
+    """Draw the outline of ``mask`` on ``rgb`` in ``color``; False for an empty mask."""
     found = outline(mask)
-    if found is not None:
-        edge, (top, left) = found
-        stamp = Image.fromarray(edge.view(np.uint8) * np.uint8(255))
-        rgb.paste(tuple(color), (left, top, left + edge.shape[1], top + edge.shape[0]), stamp)
+    if found is None:
+        return False
+    edge, (top, left) = found
+    stamp = Image.fromarray(edge.view(np.uint8) * np.uint8(255))
+    rgb.paste(tuple(color), (left, top, left + edge.shape[1], top + edge.shape[0]), stamp)
+    return True
+
+
+def mark_nothing_found(rgb: Image.Image, text: str = NOTHING_FOUND) -> Image.Image:
+    """Write ``text`` in the prediction's colour on a black banner framed in that colour at the
+    top left of ``rgb`` (in place), its font scaled to the image: a scan where the model found
+    nothing says so, instead of looking like an overlay that failed to draw. A scan under 16
+    pixels a side, too small for words, gets a frame in that colour instead."""
+    from PIL import ImageDraw, ImageFont
+    w, h = rgb.size
+    draw = ImageDraw.Draw(rgb)
+    if min(w, h) < 16:
+        draw.rectangle((0, 0, w - 1, h - 1), outline=PRED_RGB)
+        return rgb
+    size = max(6, min(w, h) // 14)
+    while True:
+        font = ImageFont.load_default(size=size)
+        x0, y0, x1, y1 = draw.textbbox((0, 0), text, font=font)
+        if x1 - x0 + size <= w - 2 or size <= 6:
+            break
+        size -= 1
+    pad = max(1, size // 3)
+    box = (1, 1, min(w - 2, x1 - x0 + 2 * pad + 1), min(h - 2, y1 + 2 * pad + 1))
+    draw.rectangle(box, fill=(0, 0, 0), outline=PRED_RGB, width=max(1, size // 10))
+    draw.text((1 + pad - x0, 1 + pad), text, font=font, fill=PRED_RGB)
     return rgb
 
 
-def overlay_image(gray: np.ndarray, mask: np.ndarray, color=OUTLINE_RGB) -> np.ndarray:
+def overlay_pil(gray: np.ndarray, mask: np.ndarray, color=OUTLINE_RGB, truth: np.ndarray | None = None,
+                mark_empty: bool = True) -> Image.Image:
+    """The scan as an RGB PIL image in the report's colours: the outline (``outline``) of the
+    ``truth`` mask, if given, in red (``TRUTH_RGB``), then the predicted ``mask``'s in ``color``
+    (cyan, ``PRED_RGB``); an empty ``mask`` gets the "no tumour found" banner unless
+    ``mark_empty`` is False (``mark_nothing_found``)."""
+    rgb = Image.fromarray(np.asarray(gray, dtype=np.uint8)).convert("RGB")
+    if truth is not None:
+        _paste_outline(rgb, truth, TRUTH_RGB)
+    if not _paste_outline(rgb, mask, color) and mark_empty:
+        mark_nothing_found(rgb)
+    return rgb
+
+
+def overlay_image(gray: np.ndarray, mask: np.ndarray, color=OUTLINE_RGB, truth: np.ndarray | None = None,
+                  mark_empty: bool = True) -> np.ndarray:
     """``overlay_pil`` as a uint8 H x W x 3 array."""
-    return np.array(overlay_pil(gray, mask, color))
+    return np.array(overlay_pil(gray, mask, color, truth, mark_empty))
+
+
+def truth_path(truth_dir: Path, f: Path) -> Path | None:
+    """The truth mask of input ``f`` in ``truth_dir``: ``<stem>_mask.png``, ``<stem>.png`` or a
+    file of the input's own name, the first that exists; None when there is none."""
+    for name in (f"{f.stem}_mask.png", f"{f.stem}.png", f.name):
+        p = truth_dir / name
+        if p.is_file() and p.resolve() != f.resolve():
+            return p
+    return None
+
+
+def read_truth(truth_dir: Path | None, f: Path, shape: tuple[int, int]) -> np.ndarray | None:
+    """The truth mask of ``f`` (any pixel above 0 is tumour) at the scan's ``shape``, or None
+    without ``truth_dir`` or a mask for ``f``; ImageReadError when its size differs."""
+    p = truth_path(truth_dir, f) if truth_dir is not None else None
+    if p is None:
+        return None
+    m = data_images.read_grayscale(p, as_displayed=True) > 0
+    if m.shape != tuple(shape):
+        raise ImageReadError(f"the truth mask {p} is {m.shape[1]}x{m.shape[0]} but the scan is "
+                             f"{shape[1]}x{shape[0]}; give a mask of the scan's size")
+    return m
 
 
 CSV_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")

@@ -21,7 +21,7 @@ input's own header geometry (sform, qform and their codes, zooms, units), so its
 back bit for bit and a viewer (3D Slicer, ITK-SNAP, FSLeyes) overlays it as it is; for a
 DICOM series the series' geometry (``dicom_series.read_series``). The header marks it a label
 map and its ``dim_info`` names the slice axis. ``--overlay`` writes ``<stem>_overlay.png``, a
-montage of the slices with tumour (at most ``MONTAGE_TILES``, evenly chosen, each numbered by
+montage of the slices with tumour, outlined in cyan (at most ``MONTAGE_TILES``, evenly chosen, each numbered by
 its slice index; the middle slice where there is none). The row of ``predictions.csv`` holds
 the slice size as ``width`` x ``height``, tumour voxels in ``tumour_pixels``, and ``slices``,
 ``slice_axis``, ``tumour_ml`` (empty where the header gives no spatial unit),
@@ -40,7 +40,7 @@ from pathlib import Path
 
 import numpy as np
 
-from brainseg_lib.apply.scans import OVERLAY_PNG_LEVEL, _fmt, _save_png, overlay_pil
+from brainseg_lib.apply.scans import OVERLAY_PNG_LEVEL, _fmt, _save_png, mark_nothing_found, overlay_pil
 from brainseg_lib.data.errors import ImageReadError
 from brainseg_lib.fileio import atomic_write
 
@@ -232,7 +232,8 @@ def mask_bytes(mask: np.ndarray, vol: Volume, axis: int, gz: bool = True) -> byt
 
 
 def montage(tiles: list) -> object:
-    """The slices with tumour, outlined in red and numbered, on one PIL image."""
+    """The slices with tumour, outlined in cyan and numbered, on one PIL image; a volume with
+    none shows its middle slice marked "no tumour found"."""
     from PIL import Image, ImageDraw
     with_tumour = [t for t in tiles if t[2].any()] or tiles[len(tiles) // 2:][:1]
     if len(with_tumour) > MONTAGE_TILES:
@@ -240,9 +241,12 @@ def montage(tiles: list) -> object:
         with_tumour = [with_tumour[i] for i in pick]
     ims = []
     for k, gray, m in with_tumour:
-        im = overlay_pil(gray, m)
+        im = overlay_pil(gray, m, mark_empty=False)
         im.thumbnail((TILE_SIDE, TILE_SIDE))
-        ImageDraw.Draw(im).text((2, 1), str(k) if m.any() else f"{k} (no tumour)", fill=(255, 255, 0))
+        if m.any():
+            ImageDraw.Draw(im).text((2, 1), str(k), fill=(255, 255, 0))
+        else:
+            mark_nothing_found(im, f"slice {k}: no tumour found")
         ims.append(im)
     cols = min(MONTAGE_COLUMNS, math.ceil(math.sqrt(len(ims))))
     tw, th = max(i.width for i in ims), max(i.height for i in ims)

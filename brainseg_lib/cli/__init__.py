@@ -5,6 +5,7 @@ Run the study
   train [--profile P]       train and evaluate one run (cpu by default, paper on CUDA; DDP under torchrun)
   sweep [--plan] [--jobs N] seeds x splits x losses -> results/sweep/ (or a job-array plan)
   levers                    the lever trials that chose the cpu profile -> results/levers/
+  release-levers            the lever trials that choose the released model (VAL, external dev)
   healthy-split             split Br35H's no/ scans by near-duplicate group (splits/)
 Results
   evaluate --checkpoint C   score a checkpoint on a split, write CSV + JSON
@@ -12,7 +13,10 @@ Results
   headline [--profile P]    print the headline metrics of finished runs
   update-readme             rewrite README.md's generated sections from the result files
   release                   publish results/models/brainseg-cpu.pt with its model card
+  evaluate-release          score the released model on TEST, healthy and external scans
   report                    render results/report/ (HTML) from the executed notebooks
+  score-volumes             per-patient 3-D Dice and volume error on the external volumes
+  screenshots               screenshot the report in headless Chromium, check nothing overflows
 Use the model and the data
   fetch-data [--dest D]     download Br35H and verify every file against references/br35h.sha256
   build-external --source S build the external TCGA-LGG set from Kaggle's kaggle_3m, verified
@@ -20,6 +24,8 @@ Use the model and the data
   predict --input ...       segment your own scans (masks, overlays, predictions.csv)
   export --format onnx      write results/models/brainseg-cpu.onnx for onnxruntime
   bench [--profile P]       speed benchmark -> results/benchmarks/<device>-<profile>.json
+
+`python -m brainseg_lib <command> --help` gives a command's options.
 """
 from __future__ import annotations
 
@@ -28,22 +34,54 @@ import logging
 import sys
 
 from brainseg_lib.cli import study_commands, user_commands
+from brainseg_lib.report.screenshots import add_screenshots_parser
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The ``brainseg`` argument parser with every sub-command."""
+# the commands user_commands.register adds: registering them imports torch, nbformat and
+# PIL (their parsers live beside their code), so they are registered only when one of them
+# is asked for (``main``); ``--help`` and every other command stay light (tests/test_cli_help.py)
+USER_COMMANDS = ("predict", "bench", "fetch-data", "build-external", "report", "export")
+
+
+def build_parser(command: str | None = "") -> argparse.ArgumentParser:
+    """The ``brainseg`` argument parser. ``command=""`` (the default): every sub-command with
+    its options; a command name or None (none given): that command's options only, the others
+    as bare names, so nothing heavy is imported for a parser that will not run them. The
+    commands are listed once, by the description above, not again by argparse."""
     p = argparse.ArgumentParser(prog="brainseg", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=None, help="Br35H folder (default: $BRAINSEG_DATA or data/br35h)")
-    sub = p.add_subparsers(dest="cmd", required=True)
+    sub = p.add_subparsers(dest="cmd", required=True, metavar="<command>",
+                           help="one of the commands listed above")
     study_commands.register(sub)
-    user_commands.register(sub)
+    add_screenshots_parser(sub)
+    if command == "" or command in USER_COMMANDS:
+        user_commands.register(sub)
+    else:
+        for name in USER_COMMANDS:
+            sub.add_parser(name, add_help=False)
+    sub._choices_actions.clear()     # argparse would list every command a second time
     return p
+
+
+def command_in(argv: list[str]) -> str | None:
+    """The sub-command named in ``argv`` (the first word that is not an option or the value
+    of ``--data``), or None."""
+    skip = False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word == "--data":
+            skip = True
+        elif not word.startswith("-"):
+            return word
+    return None
 
 
 def main(argv=None) -> int:
     """Run one command; returns its exit status (2 for a problem the message explains)."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    args = build_parser(command_in(argv)).parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stdout)
     from brainseg_lib.data.errors import DataError
     from brainseg_lib.fileio import Locked

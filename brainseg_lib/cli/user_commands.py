@@ -47,14 +47,14 @@ def _bench_volume() -> int:
 def _cmd_predict(args) -> int:
     import warnings
 
-    from brainseg_lib.apply.predict import UnverifiedCheckpoint, run_predict
+    from brainseg_lib.apply.predict import UnverifiedCheckpoint, run_predict, summary_line
     from brainseg_lib.apply.scans import printable, shown
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", UnverifiedCheckpoint)
         run = run_predict(args.input, args.output, checkpoint=args.checkpoint, threshold=args.threshold,
                           overlay=args.overlay, device=args.device, force=args.force,
                           max_pixels=args.max_pixels, runtime=args.runtime, resume=args.resume,
-                          slice_axis=args.slice_axis, max_slices=args.max_slices)
+                          slice_axis=args.slice_axis, max_slices=args.max_slices, truth=args.truth)
     for w in caught:
         print(f"WARNING: {printable(str(w.message))}", file=sys.stderr)
     kinds = "mask and overlay" if args.overlay else "mask"
@@ -65,6 +65,8 @@ def _cmd_predict(args) -> int:
     if run.n_failed:
         print(f"{run.n_failed} file(s) failed; see the errors above and the 'error' column of "
               f"{run.csv_path.name}", file=sys.stderr)
+        sys.stderr.flush()
+    print(summary_line(run), flush=True)
     return 1 if run.n_failed else 0
 
 
@@ -81,10 +83,13 @@ def _add_predict(sub) -> None:
         "<stem>_mask.nii.gz with the input's geometry; a folder means every file directly in it.\n"
         "Per input <stem>.<ext> the output folder gets <stem>_mask.png (0 = background,\n"
         "255 = tumour, at the input's own size), with --overlay <stem>_overlay.png (the\n"
-        "scan with the tumour outlined in red), and one row of predictions.csv (file, width,\n"
+        "scan with the predicted tumour outlined in cyan, the truth of --truth in red, as in\n"
+        "the report, and \"no tumour found\" written on a scan where nothing was found), and\n"
+        "one row of predictions.csv (file, width,\n"
         "height, tumour_pixels, tumour_fraction, max_prob, tumour yes/no, status, error,\n"
         "threshold, model_sha256, file_escaped), appended and synced to disk as each scan\n"
-        "finishes: after Ctrl-C, a crash or a full disk, --resume finishes the rest.",
+        "finishes: after Ctrl-C, a crash or a full disk, --resume finishes the rest. The last\n"
+        "line counts the scans read, with tumour found, without, and refused.",
         epilog="Exit status: 0 every file segmented; 1 some file failed (unreadable, not a\n"
         "supported image, or a model output that is not finite; reported on stderr and in\n"
         "predictions.csv, the others are still processed); 2 nothing done or the run stopped\n"
@@ -103,22 +108,28 @@ def _add_predict(sub) -> None:
     pr.add_argument("--threshold", type=float, default=0.5, metavar="T",
                     help="tumour where the probability is >= T, 0..1 (default 0.5)")
     pr.add_argument("--overlay", action="store_true",
-                    help="also write <stem>_overlay.png: the scan with the tumour outline in red")
+                    help="also write <stem>_overlay.png: the scan with the predicted tumour outlined "
+                         "in cyan (the report's colours), or \"no tumour found\" written on it")
+    pr.add_argument("--truth", default=None, metavar="DIR",
+                    help="with --overlay: a folder of truth masks (<stem>_mask.png, <stem>.png or the "
+                         "scan's own name; any pixel above 0 is tumour) outlined in red on the overlays")
     pr.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"],
                     help="where to run the model: auto (CUDA if available), cpu or cuda (default auto)")
     pr.add_argument("--max-pixels", type=int, default=MAX_PIXELS, metavar="N",
                     help="refuse (per file, before decoding) scans with more than N pixels "
                          f"(default {MAX_PIXELS:,}; the model sees each scan at its own input size anyway)")
-    pr.add_argument("--slice-axis", default="auto", choices=SLICE_AXES,
-                    help="volumes: the axis to cut into slices: auto (default: the acquisition axis the "
-                         "header names, else axial), axial, coronal, sagittal (by the affine), or a "
-                         "voxel axis 0, 1, 2")
-    pr.add_argument("--max-slices", type=int, default=MAX_SLICES, metavar="N",
-                    help=f"refuse (per volume) volumes with more than N slices (default {MAX_SLICES:,})")
+    _add_volume_args(pr)
     pr.add_argument("--runtime", default="torch", choices=["torch", "onnx"],
                     help="torch (default) or onnx: run results/models/brainseg-cpu.onnx (or the .onnx "
                          "given by --checkpoint, or <stem>.onnx beside a .pt) with onnxruntime on the "
                          "CPU; create it with `python -m brainseg_lib export --format onnx`")
+    pr.set_defaults(fn=_cmd_predict)
+
+
+def _add_volume_args(pr) -> None:
+    """predict's options for NIfTI and DICOM volumes, and for re-running into one output."""
+    from brainseg_lib.apply.scans import MAX_SLICES
+    from brainseg_lib.apply.volumes import SLICE_AXES
     pr.add_argument("--force", action="store_true",
                     help="redo every scan, overwriting existing output files (without it or --resume, "
                          "existing outputs stop the run before anything is written)")
@@ -126,7 +137,12 @@ def _add_predict(sub) -> None:
                     help="finish an interrupted run in the same --output: keep the scans whose row in "
                          "predictions.csv says ok and whose mask (and overlay) exist, do the others "
                          "(refused if the table was made with another --threshold or model)")
-    pr.set_defaults(fn=_cmd_predict)
+    pr.add_argument("--slice-axis", default="auto", choices=SLICE_AXES,
+                    help="volumes: the axis to cut into slices: auto (default: the acquisition axis the "
+                         "header names, else axial), axial, coronal, sagittal (by the affine), or a "
+                         "voxel axis 0, 1, 2")
+    pr.add_argument("--max-slices", type=int, default=MAX_SLICES, metavar="N",
+                    help=f"refuse (per volume) volumes with more than N slices (default {MAX_SLICES:,})")
 
 
 def _add_bench(sub) -> None:

@@ -3,6 +3,8 @@ missed tumours and false alarms.
 """
 from __future__ import annotations
 
+import math
+
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
@@ -15,26 +17,42 @@ from brainseg_lib.detection.tables import _num
 from brainseg_lib.inference import predict_probabilities
 from brainseg_lib.report import plots
 
+SCORE_WORDS = {"area_frac": "predicted tumour area", "max_prob": "highest tumour probability"}
+
 
 # --------------------------------------------------------------------- figures (from the CSV)
 def roc_figure(scores: pd.DataFrame, summary: dict):
     """ROC curves of both scores on the report images, with each val-chosen operating point."""
     rep = scores[scores["role"] == "report"]
-    fig, ax = plt.subplots(figsize=(5.2, 5))
+    fig, ax = plt.subplots(figsize=(6, 6.2))
     for k, color in zip(SCORES, ("#4a90d9", "#e67e22")):
         fpr, tpr, _ = roc_points(rep[k], rep["label"])
         m = summary["report"]["all"][k]
-        tag = " (primary)" if k == summary["primary_score"] else ""
-        ax.plot(fpr, tpr, color=color, label=f"{k}{tag}: AUC {_num(m['auc']):.3f}")
+        tag = " (the score used)" if k == summary["primary_score"] else ""
+        ax.plot(fpr, tpr, color=color, label=f"{SCORE_WORDS.get(k, k)}{tag}: AUC {_num(m['auc']):.3f}")
         ax.scatter([1 - _num(m["specificity"])], [_num(m["sensitivity"])], color=color, edgecolor="k", zorder=3,
-                   label=f"threshold {m['threshold']:.4g} (chosen on validation)")
+                   label=f"cut-off chosen on validation:\n{threshold_words(k, m['threshold'], summary.get('image_size'))}")
     ax.plot([0, 1], [0, 1], color="gray", ls=":", lw=0.8)
     ax.set_xlabel("1 - specificity (false-alarm rate)")
     ax.set_ylabel("sensitivity")
     ax.set_title(f"{len(rep)} unseen scans ({int(rep['label'].sum())} tumour)", fontsize=9)
-    ax.legend(fontsize=7, loc="lower right")
+    ax.legend(fontsize=8, loc="upper center", bbox_to_anchor=(0.5, -0.12), frameon=False)
     fig.tight_layout()
     return fig
+
+
+def threshold_words(score: str, t: float, image_size: int | None = None) -> str:
+    """A detection cut-off in words: ``area_frac`` as the fewest pixels predicted tumour of the
+    ``image_size`` x ``image_size`` the model sees (and its share), ``max_prob`` as a probability."""
+    if score == "area_frac" and image_size:
+        n = max(1, math.ceil(t * image_size * image_size - 1e-9))
+        return (f"tumour if {n} or more of its {image_size}x{image_size} pixels are predicted "
+                f"tumour ({100 * t:.2g}%)")
+    if score == "area_frac":
+        return f"tumour if {100 * t:.2g}% or more of its pixels are predicted tumour"
+    if score == "max_prob":
+        return f"tumour if any pixel's probability reaches {t:.3g}"
+    return f"{score} >= {t:.4g}"
 
 
 def confusion_figure(summary: dict, subset: str = "all"):
@@ -49,7 +67,8 @@ def confusion_figure(summary: dict, subset: str = "all"):
     ax.set_yticks([0, 1], ["tumour", "no tumour"])
     ax.set_xlabel("predicted")
     ax.set_ylabel("true")
-    ax.set_title(f"{summary['primary_score']} >= {m['threshold']:.4g}", fontsize=9)
+    ax.set_title(threshold_words(summary["primary_score"], m["threshold"], summary.get("image_size")),
+                 fontsize=9, wrap=True)
     fig.tight_layout()
     return fig
 
@@ -101,7 +120,9 @@ def gallery(rows: pd.DataFrame, model, image_size: int, title: str, root=None, n
         img = read_grayscale(base / r.folder / r.name)
         p = predict_probabilities(model, resize_image(img, image_size)[None], channels_last=False)[0]
         ax.imshow(img, cmap="gray")
-        plots.draw_contours(ax, to_native(p, *img.shape) >= threshold, plots.PRED)
+        pred = to_native(p, *img.shape) >= threshold
+        plots.draw_contours(ax, pred, plots.PRED)
+        plots.note_no_prediction(ax, pred)
         dup = " near-dup" if getattr(r, "near_dup_train", False) else ""
         ax.set_title(f"{r.folder}/{r.name}{dup}\narea {r.area_frac:.4f}, max p {r.max_prob:.3f}", fontsize=7)
     fig.suptitle(title, fontsize=9)

@@ -39,10 +39,24 @@ def external_findings(ext: dict) -> str:
             f"(95% CI {ci['pooled_f1'][0]:.3f}-{ci['pooled_f1'][1]:.3f}), mean Dice on tumour slices "
             f"{e['mean_dice_tumour']:.3f} ({ci['mean_dice_tumour'][0]:.3f}-{ci['mean_dice_tumour'][1]:.3f}), "
             f"{e['clean_marked']} of {e['n_clean_slices']} clean slices marked "
-            f"({100 * e['clean_marked_share']:.1f}%), HD95 median {e['hd95_median']:.1f} px"
-            f"{hd95_missed_note(e)}, NSD at {e['nsd_tolerance_px']:g} px {e['nsd_mean']:.3f}"
-            f"{scale_free_note(e)}.")
+            f"({100 * e['clean_marked_share']:.1f}%), {boundary_sentence(e)}.")
     return "\n".join(lines)
+
+
+def boundary_sentence(e: dict) -> str:
+    """HD95 and NSD of an external half, HD95 as measured only: a tumour slice with nothing
+    predicted has no boundary to measure (``boundary`` gives it the image diagonal, which is no
+    measurement), so it is counted, not averaged in; HD95 on the common scale of the image
+    diagonal, as the sets' images differ in size. An older JSON keeps the pixel figures."""
+    missed, share = e.get("tumour_slices_missed"), e.get("hd95_diag_median_detected")
+    if missed is None or share is None:
+        return (f"HD95 median {e['hd95_median']:.1f} px{hd95_missed_note(e)}, NSD at "
+                f"{e['nsd_tolerance_px']:g} px {e['nsd_mean']:.3f}{scale_free_note(e)}")
+    n = e["n_tumour_slices"]
+    return (f"{missed} of {n} tumour slices get no prediction, so no boundary to measure; over the "
+            f"{n - missed} with one, HD95 median {100 * share:.1f}% of the image diagonal; NSD (misses "
+            f"scoring 0) at {e['nsd_tolerance_px']:g} px {e['nsd_mean']:.3f}, at "
+            f"{100 * e['nsd_tolerance_diag']:g}% of the diagonal {e['nsd_diag_mean']:.3f}")
 
 
 def hd95_missed_note(e: dict) -> str:

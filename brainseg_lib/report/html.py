@@ -31,6 +31,8 @@ from brainseg_lib.report.html_notebook import (
     nav_bar,
     render_notebook,
 )
+from brainseg_lib.report.html_timings import PAGE as RUN_TIMES_PAGE
+from brainseg_lib.report.html_timings import run_times_html
 
 __all__ = [
     "KEY_FIGURES",
@@ -58,10 +60,24 @@ def _build(out: Path, notebooks: list[NotebookInfo], results: Path) -> None:
     if sheets:
         fileio.atomic_write_text(out / SHARED_CSS, sheets.pop())
     fileio.atomic_write_text(out / "index.html", index_html(notebooks, results, out))
+    fileio.atomic_write_text(out / RUN_TIMES_PAGE, run_times_html(notebooks, results))
+
+
+SCREENSHOTS = "screenshots"   # report/screenshots/: made by hand (``screenshots``), kept
+
+
+def keep_screenshots(old_report: Path, new_report: Path) -> None:
+    """Copy ``old_report/screenshots`` into ``new_report`` when the new one has none: they are
+    taken by ``python -m brainseg_lib screenshots``, not by a render, and a re-render must
+    not delete the committed ones."""
+    old, new = Path(old_report) / SCREENSHOTS, Path(new_report) / SCREENSHOTS
+    if old.is_dir() and not new.exists() and Path(new_report).is_dir():
+        shutil.copytree(old, new)
 
 
 def _publish(tmp: Path, out_dir: Path) -> None:
     """Rename ``tmp`` to ``out_dir``, replacing a previous report (kept until the swap is done)."""
+    keep_screenshots(out_dir, tmp)
     old = None
     if out_dir.exists() or out_dir.is_symlink():
         old = out_dir.with_name(f".{out_dir.name}.old-{uuid.uuid4().hex[:8]}")

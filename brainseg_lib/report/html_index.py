@@ -7,14 +7,13 @@ import html
 import re
 import shutil
 from dataclasses import dataclass
-from datetime import datetime
 from pathlib import Path
 
 import nbformat
 
 from brainseg_lib import fileio
 from brainseg_lib.data.files import list_files
-from brainseg_lib.report.html_notebook import profile_of
+from brainseg_lib.report.html_notebook import SCROLL_CSS, profile_of
 
 # (file stem in results/figures, caption): shown on the index when the file exists
 KEY_FIGURES = [
@@ -53,7 +52,8 @@ figure img { display: block; max-width: 100%; max-height: 680px; width: auto; he
 ol.notebooks { padding-left: 0; list-style: none; }
 ol.notebooks li { margin: 0.9em 0; }
 ol.notebooks .title { font-weight: 600; }
-"""
+img { max-width: 100%; height: auto; }
+""" + SCROLL_CSS
 
 
 @dataclass
@@ -150,7 +150,8 @@ def _producer(stem: str, notebooks: list[NotebookInfo]) -> NotebookInfo | None:
 
 # ---- the index page -----------------------------------------------------------------------
 
-def _duration(seconds: float | None) -> str:
+def duration_text(seconds: float | None) -> str:
+    """``7 s`` or ``4 min 58 s``; "" for None."""
     if seconds is None:
         return ""
     s = round(seconds)
@@ -202,30 +203,25 @@ def _intro_html(notebooks: list[NotebookInfo]) -> str:
         prof = "with the profiles " + ", ".join(f"<code>{html.escape(p)}</code>" for p in profiles)
     else:
         prof = "outside papermill (no profile recorded)"
-    ends = sorted(n.end_time for n in notebooks if n.end_time)
-    when = f", finished {html.escape(ends[-1][:10])}" if ends else ""
-    total = sum(n.duration or 0 for n in notebooks)
-    took = f" in {_duration(total)}" if total else ""
     return (
         "<p>This is the executed study of <strong>brainseg</strong>, a reproduction of Khadra "
         "et al. (2026): a plain U-Net that segments brain tumours in the Br35H MRI dataset, "
         "checked against the paper's Table I and taken beyond it (explanations, detection, "
         "a leakage audit, seeds and confidence intervals, external validation). "
         f"The {len(notebooks)} notebooks below were run by <code>./run_all.sh</code> "
-        f"{prof}{took}{when}; each page shows their code and outputs exactly as they ran.</p>")
+        f"{prof}; each page shows their code and outputs exactly as they ran "
+        '(how long each took: <a href="run_times.html">run times</a>).</p>')
 
 
 def index_html(notebooks: list[NotebookInfo], results: Path, out: Path) -> str:
     rows = []
     mixed = len({n.profile for n in notebooks}) > 1  # name the profile only where it varies
     for n in notebooks:
-        meta = ", ".join(x for x in (f"ran {_duration(n.duration)}" if n.duration is not None
-                                     else "", mixed and f"profile {n.profile or 'unknown'}") if x)
+        meta = f"profile {n.profile or 'unknown'}" if mixed else ""
         rows.append(f'<li><a class="title" href="{n.page}">{_inline_html(n.title)}</a>'
                     + (f"<br>{_inline_html(n.description)}" if n.description else "")
                     + (f' <span class="meta">({html.escape(meta)})</span>' if meta else "")
                     + "</li>")
-    stamp = datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     return f"""<!DOCTYPE html>
 <html lang="en">
 <head>
@@ -248,7 +244,8 @@ def index_html(notebooks: list[NotebookInfo], results: Path, out: Path) -> str:
 <ol class="notebooks">
 {chr(10).join(rows)}
 </ol>
-<p class="note">Rendered {html.escape(stamp)} by <code>python -m brainseg_lib report</code>.</p>
+<p class="note">Rendered by <code>python -m brainseg_lib report</code>; run times and the
+date of the run: <a href="run_times.html">run times</a>.</p>
 </main>
 </body>
 </html>

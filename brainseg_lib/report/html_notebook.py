@@ -29,7 +29,26 @@ from brainseg_lib.study.notebooks import parse_parameters
 
 PARAM_TAGS = ("parameters", "injected-parameters")
 
-PAGE_CSS = """
+# boxes that scroll sideways show a scrollbar that stays visible (macOS and headless Chromium
+# hide plain ones until the reader scrolls, so a cut-off table looked complete): WebKit and
+# Blink draw these styled bars always; Firefox gets a coloured standard one
+SCROLL_CSS = """
+.bs-scroll::-webkit-scrollbar, .jp-OutputArea-output::-webkit-scrollbar,
+.jp-RenderedHTMLCommon::-webkit-scrollbar, .jp-RenderedMarkdown table::-webkit-scrollbar,
+.table-wrap::-webkit-scrollbar { height: 12px; width: 12px; }
+.bs-scroll::-webkit-scrollbar-thumb, .jp-OutputArea-output::-webkit-scrollbar-thumb,
+.jp-RenderedHTMLCommon::-webkit-scrollbar-thumb, .jp-RenderedMarkdown table::-webkit-scrollbar-thumb,
+.table-wrap::-webkit-scrollbar-thumb { background: #8c959f; border-radius: 6px;
+  border: 2px solid #eaeef2; }
+.bs-scroll::-webkit-scrollbar-track, .jp-OutputArea-output::-webkit-scrollbar-track,
+.jp-RenderedHTMLCommon::-webkit-scrollbar-track, .jp-RenderedMarkdown table::-webkit-scrollbar-track,
+.table-wrap::-webkit-scrollbar-track { background: #eaeef2; }
+@supports (-moz-appearance: none) {
+  .bs-scroll, .jp-OutputArea-output, .jp-RenderedHTMLCommon, .jp-RenderedMarkdown table,
+  .table-wrap { scrollbar-color: #8c959f #eaeef2; } }
+"""
+
+PAGE_CSS = SCROLL_CSS + """
 /* brainseg report: overrides of nbconvert's lab template */
 body.jp-Notebook { max-width: 1200px; margin: 0 auto; padding: 0 16px 48px; }
 .bs-nav { position: sticky; top: 0; z-index: 100; display: flex; flex-wrap: wrap; gap: 4px 18px;
@@ -44,8 +63,11 @@ body.jp-Notebook { max-width: 1200px; margin: 0 auto; padding: 0 16px 48px; }
 .jp-RenderedText[data-mime-type="application/vnd.jupyter.stderr"] {
   background: #f6f8fa; border-left: 3px solid #d0d7de; padding-left: 6px; color: #3d444d; }
 
-/* wide outputs scroll sideways; digits never break */
-.jp-OutputArea-output { overflow-x: auto; max-width: 100%; }
+/* wide outputs (DataFrames, long lines) scroll sideways inside the page, never past it:
+   min-width 0 lets the flex item shrink to the page, so its own scrollbar takes over */
+.jp-OutputArea-output { overflow-x: auto; max-width: 100%; min-width: 0; }
+.jp-OutputArea-child, .jp-Cell-outputWrapper, .jp-OutputArea { min-width: 0; max-width: 100%; }
+.jp-RenderedHTMLCommon { overflow-x: auto; max-width: 100%; }
 /* text wraps at spaces, never inside a number (lab's break-all did); only a token longer
    than the line is broken */
 .jp-OutputArea-output pre { white-space: pre-wrap; word-break: normal; overflow-wrap: anywhere; }
@@ -55,7 +77,7 @@ body.jp-Notebook { max-width: 1200px; margin: 0 auto; padding: 0 16px 48px; }
 .jp-RenderedHTMLCommon td:first-child, .jp-RenderedHTMLCommon th:first-child {
   white-space: normal; min-width: 10em; text-align: left; }
 .jp-RenderedMarkdown table { display: block; overflow-x: auto; max-width: 100%; }
-.jp-OutputArea-output img { max-width: 100%; height: auto; }
+.jp-OutputArea-output img, .jp-RenderedMarkdown img { max-width: 100%; height: auto; }
 /* the collapsed parameters */
 details.bs-params { margin: 4px 0; padding: 6px 10px; border: 1px solid #d0d7de;
   border-radius: 6px; background: #f6f8fa; }

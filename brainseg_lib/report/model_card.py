@@ -18,21 +18,12 @@ def model_card(run: dict, info: dict, ev: dict | None = None) -> str:
     healthy_train = healthy_count(ratio, info["train_images"])
     healthy_txt = (f" (each joined by tumour-free scans: {healthy_train} in TRAIN, "
                    f"{healthy_count(ratio, info['val_images'])} in VAL)" if ratio else "")
-    leak_path = paths.metrics_dir() / "leakage.json"
-    leak = json.loads(leak_path.read_text()) if leak_path.is_file() else None
     grouped = bool(run.get("bootstrap_ci95_groups"))   # resampling near-duplicate groups, the unit to quote
     ci = run.get("bootstrap_ci95_groups") or run.get("bootstrap_ci95", {})
     rows = "\n".join(
         f"| {m} | {g[m]:.3f} | {ci[m][0]:.3f} – {ci[m][1]:.3f} | {run['per_image_mean'][m]:.3f} |"
         for m in ("f1", "iou", "precision", "recall", "specificity", "accuracy"))
-    leak_txt = ("The official split leaks: " + ", ".join(
-        f"{v['either']} of {v['of']} {k.split('->')[0].upper()} images have a near-duplicate (mirror "
-        f"images included) in {k.split('->')[1].upper()}" for k, v in leak["images_with_duplicate_in"].items()
-        if k in ("test->train", "val->train")) + " (results/metrics/leakage.json). What that does to "
-        "the test metrics above is measured, not assumed: the grouped-split rows of Table I re-train "
-        "on splits without such duplicates, and the README's findings compare them, and the TEST "
-        "images with and without a TRAIN near-duplicate, with confidence intervals."
-        if leak else "See notebook 07 for the leakage audit of the official split.")
+    leak_txt = _leak_text()
     extra = _card_extras(run, external=ev is None) + ("\n\n" + _release_sections(ev) if ev else "")
     return f"""# Model card: brainseg-cpu
 
@@ -72,6 +63,20 @@ paper does not say how it aggregates, and Table I compares its F1 with the poole
   - 2-D slices only. Training {f"included {healthy_train} tumour-free scans" if ratio else "held no tumour-free scan"}.
   - Inputs are resized to {cfg['image_size']}x{cfg['image_size']}; small lesions lose detail.
 """
+
+
+def _leak_text() -> str:
+    """The card's sentence on the official split's near-duplicates, from leakage.json."""
+    leak_path = paths.metrics_dir() / "leakage.json"
+    leak = json.loads(leak_path.read_text()) if leak_path.is_file() else None
+    return ("The official split leaks: " + ", ".join(
+        f"{v['either']} of {v['of']} {k.split('->')[0].upper()} images have a near-duplicate (mirror "
+        f"images included) in {k.split('->')[1].upper()}" for k, v in leak["images_with_duplicate_in"].items()
+        if k in ("test->train", "val->train")) + " (results/metrics/leakage.json). What that does to "
+        "the test metrics above is measured, not assumed: the grouped-split rows of Table I re-train "
+        "on splits without such duplicates, and the README's findings compare them, and the TEST "
+        "images with and without a TRAIN near-duplicate, with confidence intervals."
+        if leak else "See notebook 07 for the leakage audit of the official split.")
 
 
 def _release_sections(ev: dict) -> str:

@@ -22,9 +22,23 @@ def save_figure(fig, name: str, out_dir: str | Path | None = None) -> Path:
     return path
 
 
+NO_PREDICTION = "no prediction:\nno pixel reached\nthe threshold"
+
+
 def draw_contours(ax, mask: np.ndarray, color: str, lw: float = 1.2, label: str | None = None):
+    """The outline of ``mask`` on ``ax`` in ``color``."""
     for i, c in enumerate(measure.find_contours(mask.astype(float), 0.5)):
         ax.plot(c[:, 1], c[:, 0], color=color, lw=lw, label=label if i == 0 else None)
+
+
+def note_no_prediction(ax, pred: np.ndarray, text: str = NO_PREDICTION) -> bool:
+    """Write ``text`` on the panel ``ax`` when the prediction ``pred`` is empty, so a blank panel
+    reads as "nothing predicted" rather than as a drawing that failed; True when it wrote it."""
+    if np.asarray(pred).any():
+        return False
+    ax.text(0.5, 0.06, text, transform=ax.transAxes, ha="center", va="bottom", fontsize=9,
+            color=PRED, bbox=dict(facecolor="black", edgecolor=PRED, alpha=0.8, boxstyle="round,pad=0.3"))
+    return True
 
 
 def sample_grid(images, masks, titles, ncols: int = 4):
@@ -93,6 +107,7 @@ def learning_curves(history: pd.DataFrame):
     b.plot(history["epoch"], history["val_dice"], label="val Dice (pooled)", color=TUMOUR)
     b.plot(history["epoch"], history["val_iou"], label="val IoU (pooled)", color="#4a90d9")
     b.set_xlabel("epoch")
+    b.set_ylabel("validation score (pooled over pixels, 0-1)")
     b.set_ylim(0, 1)
     b.legend()
     fig.tight_layout()
@@ -110,6 +125,7 @@ def overlay_panels(images, gts, preds, titles):
         draw_contours(row[1], g, TUMOUR)
         draw_contours(row[2], g, TUMOUR, lw=0.8)
         draw_contours(row[2], p, PRED)
+        note_no_prediction(row[2], p)
         row[0].set_title(t, fontsize=9)
         row[1].set_title("ground truth", fontsize=9)
         row[2].set_title("prediction (cyan) vs truth (red)", fontsize=9)

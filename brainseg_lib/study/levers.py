@@ -202,9 +202,22 @@ def lever_table(plan: dict | None = None, out_dir: str | Path | None = None) -> 
 
 COUNT_COLUMNS = ("epochs",)
 HD95_NOTE = ("An HD95 median is taken over tumour slices, and a tumour slice with nothing predicted "
-             "counts at the image diagonal (`evaluation/boundary.py`): a median at that value means "
-             "at least half of the tumour slices have no prediction (the `ext dev tumour slices missed` "
+             "counts at the image diagonal (`evaluation/boundary.py`), which is no measurement: where at "
+             "least half of the tumour slices have no prediction the median would be that diagonal, so "
+             "the `ext dev HD95 med` cell says `not measured` instead (the `ext dev tumour slices missed` "
              "column counts them: missed/tumour slices of the dev half).")
+UNMEASURED = "not measured (half or more missed)"
+
+
+def _hd95_measured(row: dict):
+    """The row's external HD95 median, or ``UNMEASURED`` when half or more of the tumour slices
+    got no prediction (the median is then the diagonal given to a miss, not a distance)."""
+    v, missed = row.get("ext_dev_hd95_median"), row.get("ext_dev_missed")
+    if isinstance(missed, str) and "/" in missed:
+        part, whole = (int(x) for x in missed.split("/"))
+        if whole and 2 * part >= whole:
+            return UNMEASURED
+    return v
 
 
 def table_markdown(table: pd.DataFrame) -> str:
@@ -220,8 +233,9 @@ def table_markdown(table: pd.DataFrame) -> str:
         if isinstance(v, (float, np.floating)):
             return f"{v:.0f}" if abs(v) >= 100 else f"{v:.3f}"
         return str(v)
-    rows = "\n".join("| " + " | ".join(cell(c, v) for c, v in zip(table.columns, row)) + " |"
-                     for row in table.itertuples(index=False))
+    def cells(row: dict):
+        return [cell(c, _hd95_measured(row) if c == "ext_dev_hd95_median" else row[c]) for c in table.columns]
+    rows = "\n".join("| " + " | ".join(cells(row)) + " |" for row in table.to_dict("records"))
     return head + rows + "\n\n" + HD95_NOTE + "\n"
 
 

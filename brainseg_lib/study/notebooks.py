@@ -9,6 +9,12 @@
 * ``strip_execution_metadata`` removes papermill's timestamps and durations from a
   notebook (and, for the committed copies, every output nbval does not check), so the
   committed notebooks change only when their content does.
+* ``clean_executed_copy`` does the same for an executed copy (``results/executed/``), keeps
+  only the parameters papermill injected, gives that injected cell a fixed id and drops the
+  jupytext pairing (saving the copy in JupyterLab must not create a stray ``.py``): a re-run
+  with identical results rewrites it byte for byte. Run times live in ``timings/`` only.
+* Every notebook stores ``KERNELSPEC``, the kernel ``scripts/setup_env.sh`` installs, so
+  JupyterLab does not mark it modified on opening (``tests/test_notebook_kernelspec.py``).
 """
 from __future__ import annotations
 
@@ -27,6 +33,17 @@ from brainseg_lib.fileio import atomic_write_text
 
 log = logging.getLogger(__name__)
 KERNEL = "python3"
+# the kernel scripts/setup_env.sh installs (`ipykernel install --name ... --display-name ...`)
+KERNELSPEC = {"display_name": "Python 3 (brainseg)", "language": "python", "name": KERNEL}
+INJECTED_ID = "injected-parameters"   # the id of the cell papermill injects (else random)
+
+
+def _kernel_config():
+    """Kernel-manager config for papermill: CurveZMQ encryption of the kernel's sockets where
+    the kernel supports it, so the kernel does not warn, once per notebook, that it runs over
+    TCP without encryption."""
+    from traitlets.config import Config
+    return Config({"KernelManager": {"transport_encryption": "auto"}})
 
 
 class NotebookFailed(RuntimeError):
@@ -99,12 +116,15 @@ def run_notebook(path: Path, params: dict, out_path: Path) -> float:
     t0 = time.perf_counter()
     try:
         pm.execute_notebook(str(path), str(out_path), parameters=params, kernel_name=KERNEL,
-                            cwd=str(paths.NOTEBOOKS_DIR), progress_bar=False, log_output=False)
+                            cwd=str(paths.NOTEBOOKS_DIR), progress_bar=False, log_output=False,
+                            config=_kernel_config())
     except pm.PapermillExecutionError as e:
         summary = f"{path.name} failed in cell {e.exec_count}: {e.ename}: {e.evalue}"
         raise NotebookFailed(f"{summary}\nthe executed copy, with the failing cell, is {out_path}",
                              out_path.name, summary) from None
-    return time.perf_counter() - t0
+    seconds = time.perf_counter() - t0
+    clean_executed_copy(out_path)
+    return seconds
 
 
 def run_notebooks(profile: dict, out_dir: Path, notebooks: list[Path] | None = None,
@@ -131,6 +151,22 @@ def run_notebooks(profile: dict, out_dir: Path, notebooks: list[Path] | None = N
 CHECK_MARKER = "NBVAL_CHECK_OUTPUT"
 
 
+def _strip_cells(nb) -> None:
+    """Drop papermill's and the kernel's per-cell timestamps and durations, and empty tags."""
+    for cell in nb.cells:
+        cell.metadata.pop("papermill", None)
+        cell.metadata.pop("execution", None)
+        if cell.metadata.get("tags") == []:
+            del cell.metadata["tags"]
+
+
+def _write_if_changed(path: str | Path, nb, before: str) -> bool:
+    after = nbformat.writes(nb)
+    if after != before:
+        atomic_write_text(path, after)
+    return after != before
+
+
 def strip_execution_metadata(path: str | Path, keep_unchecked_outputs: bool = True) -> bool:
     """Remove papermill/execution timestamps from a notebook in place; True if it changed.
 
@@ -140,16 +176,30 @@ def strip_execution_metadata(path: str | Path, keep_unchecked_outputs: bool = Tr
     nb = nbformat.read(str(path), as_version=4)
     before = nbformat.writes(nb)
     nb.metadata.pop("papermill", None)
+    nb.metadata["kernelspec"] = dict(KERNELSPEC)
     for cell in nb.cells:
         if (not keep_unchecked_outputs and cell.cell_type == "code"
                 and CHECK_MARKER not in cell.source):
             cell.outputs, cell.execution_count = [], None
+    _strip_cells(nb)
+    return _write_if_changed(path, nb, before)
+
+
+def clean_executed_copy(path: str | Path) -> bool:
+    """Make an executed copy reproducible byte for byte (see the module docstring): no
+    timestamps, durations or paths, ``metadata.papermill`` reduced to the injected
+    ``parameters``, a fixed id for the injected cell, no jupytext pairing, and ``KERNELSPEC``.
+    True if the file changed."""
+    nb = nbformat.read(str(path), as_version=4)
+    before = nbformat.writes(nb)
+    params = (nb.metadata.get("papermill") or {}).get("parameters")
+    nb.metadata.pop("papermill", None)
+    if params is not None:
+        nb.metadata["papermill"] = {"parameters": params}
+    nb.metadata.pop("jupytext", None)
+    nb.metadata["kernelspec"] = dict(KERNELSPEC)
     for cell in nb.cells:
-        cell.metadata.pop("papermill", None)
-        cell.metadata.pop("execution", None)
-        if cell.metadata.get("tags") == []:
-            del cell.metadata["tags"]
-    after = nbformat.writes(nb)
-    if after != before:
-        atomic_write_text(path, after)
-    return after != before
+        if "injected-parameters" in cell.metadata.get("tags", []):
+            cell["id"] = INJECTED_ID
+    _strip_cells(nb)
+    return _write_if_changed(path, nb, before)

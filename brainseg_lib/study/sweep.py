@@ -156,6 +156,8 @@ def _papermill(params: dict, threads: int, sweep_dir: Path) -> Path:
         rc = subprocess.call(args, env={**os.environ, **env}, stdout=fh, stderr=subprocess.STDOUT)
     if rc:
         raise RuntimeError(f"sweep run {name_for(params)} failed (exit {rc}); see {log}")
+    from brainseg_lib.study.notebooks import clean_executed_copy
+    clean_executed_copy(args[-1])     # no timestamps: a re-run with the same results is identical
     return Path(args[-1])
 
 

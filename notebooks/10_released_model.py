@@ -1,0 +1,125 @@
+# ---
+# jupyter:
+#   jupytext:
+#     formats: ipynb,py:percent
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.7
+#   kernelspec:
+#     display_name: Python 3 (brainseg)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 10 · The released model on other scanners and sequences
+#
+# The model a user downloads is `results/models/` (its card: `MODEL_CARD.md`). It was chosen by the
+# release lever trials (`params/release_levers.yaml`, rule committed before the trials ran) on Br35H
+# VAL, the healthy VAL scans and the `dev` halves of two external sets; this page scores the committed
+# file, through the same settings `predict` uses, on every evaluation set:
+#
+# - **Br35H TEST** (official split; CIs resample near-duplicate groups);
+# - **TCGA-LGG FLAIR** (4 TCGA sites; CIs resample patients), both halves, by site;
+# - **Figshare T1 contrast-enhanced** (2 hospitals in China, 512x512, three tumour types; CIs resample
+#   index blocks), both halves, by tumour type;
+# - the LGG **DU** site, both halves together: the plan left it out of every figure the choice read.
+#
+# A tumour slice with no predicted pixel is **missed** (Dice 0); every Dice below counts it.
+# Definitions: `brainseg_lib/study/release_eval.py`. The external `test` halves are scored here once,
+# for the final choice.
+
+# %% jupyter={"source_hidden": true} tags=["parameters"]
+# Parameters: plain literals, the smoke profile's values (a test keeps them equal to
+# params/smoke.yaml). ./run_all.sh injects the chosen profile's values for these names only.
+profile = 'smoke'
+external_boot = 200
+
+# %%
+# NBVAL_CHECK_OUTPUT
+from IPython.display import Markdown, display
+
+from brainseg_lib.report.findings import profile_banner
+
+display(Markdown(profile_banner(profile)))
+
+# %%
+# %matplotlib inline
+import pandas as pd
+
+from brainseg_lib import paths
+from brainseg_lib.data import external as ext_data
+from brainseg_lib.report import plots, release_plots
+from brainseg_lib.report.release_card import release_summary_table, where_it_fails
+from brainseg_lib.study import release_eval
+
+ok = all(ext_data.available(which=w) for w in ext_data.SETS)
+print("external sets:", {w: ext_data.available(which=w) for w in ext_data.SETS})
+if ok:
+    ev = release_eval.evaluate_release(n_boot=external_boot)   # writes results/metrics/release_eval.json
+    print("released model:", ev["model"], "| input", ev["image_size"], "px | inference", ev["inference"])
+
+# %% [markdown]
+# ## Every set at a glance
+# Pooled F1 over all pixels, mean Dice over tumour slices, tumour slices with no prediction and clean
+# slices marked, each with its 95% CI.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+if ok:
+    display(Markdown(release_summary_table(ev)))
+
+# %% [markdown]
+# ## Per-slice Dice, set by set
+# Box and points: the tumour slices of each set; under each label, how many got no prediction.
+
+# %%
+if ok:
+    m = paths.metrics_dir()
+    per = {k: pd.read_csv(m / f"release_{k}_per_slice.csv") for k in release_plots.SET_LABELS}
+    fig = release_plots.dice_strips({release_plots.SET_LABELS[k]: v for k, v in per.items()},
+                                    "Released model: Dice per tumour slice")
+    plots.save_figure(fig, "release_dice_by_set");
+
+# %% [markdown]
+# ## By tumour type (Figshare), by site (TCGA-LGG) and by tumour size
+# Size quartiles are cut within each test half, on the tumour's pixels at native size.
+
+# %%
+if ok:
+    import matplotlib.pyplot as plt
+    fig, axes = plt.subplots(1, 3, figsize=(15, 4))
+    release_plots.dice_strips(release_plots.by_column(per["figshare_test"], "label"), "Figshare test: by type", axes[0])
+    release_plots.dice_strips(release_plots.by_column(per["lgg_test"], "site"), "TCGA-LGG test: by site", axes[1])
+    both = pd.concat([per["lgg_test"].assign(s="LGG"), per["figshare_test"].assign(s="Figshare")])
+    both["group"] = both["s"] + " " + both["size_quartile"].astype(str)
+    order = [f"{s} Q{q}" for s in ("LGG", "Figshare") for q in range(1, 5)]
+    release_plots.dice_strips(release_plots.by_column(both, "group", order), "By tumour-size quartile (Q1 smallest)", axes[2])
+    axes[2].tick_params(axis="x", labelsize=7)
+    fig.tight_layout()
+    plots.save_figure(fig, "release_dice_by_group");
+
+# %% [markdown]
+# ## Where the model should not be used
+# Generated from the figures above (`report/release_card.py`); the model card repeats it.
+
+# %%
+# NBVAL_CHECK_OUTPUT
+if ok:
+    display(Markdown(where_it_fails(ev)))
+
+# %% [markdown]
+# ## How the release was chosen
+# The release lever table (`python -m brainseg_lib release-levers`): every trial on Br35H VAL, the healthy
+# VAL scans and both external `dev` halves (the LGG DU site left out), seed means, the gain in combined
+# score over the reference with its CI over seeds, patients and blocks. TEST and the `test` halves
+# played no part in it.
+
+# %%
+table_md = paths.release_levers_dir() / "lever_table.md"
+table_csv = paths.release_levers_dir() / "lever_table.csv"
+display(Markdown(table_md.read_text()) if table_md.is_file() else "no release lever trials recorded yet")
+if table_csv.is_file():
+    plots.save_figure(release_plots.lever_ci_plot(pd.read_csv(table_csv)), "release_levers_ci");
