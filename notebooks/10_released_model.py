@@ -52,7 +52,7 @@ import pandas as pd
 from brainseg_lib import paths
 from brainseg_lib.data import external as ext_data
 from brainseg_lib.report import plots, release_plots
-from brainseg_lib.report.release_card import release_summary_table, where_it_fails
+from brainseg_lib.report.release_card import release_markdown, release_summary_table, volumes_markdown, where_it_fails
 from brainseg_lib.study import release_eval
 
 ok = all(ext_data.available(which=w) for w in ext_data.SETS)
@@ -102,12 +102,26 @@ if ok:
     plots.save_figure(fig, "release_dice_by_group");
 
 # %% [markdown]
+# ## Per patient, in 3-D
+# The 44 TCGA-LGG test patients as whole volumes, read through `predict` (`python -m brainseg_lib
+# score-volumes`, `results/metrics/external_volumes.json`): per-patient Dice and volume error.
+
+# %%
+import json
+vol_json = paths.metrics_dir() / "external_volumes.json"
+vol = json.loads(vol_json.read_text()) if vol_json.is_file() else None
+display(Markdown(volumes_markdown(vol)))
+
+# %% [markdown]
 # ## Where the model should not be used
-# Generated from the figures above (`report/release_card.py`); the model card repeats it.
+# Generated from the figures above (`report/release_card.py`); the model card and the README repeat it
+# (`results/tables/release_eval.md`).
 
 # %%
 # NBVAL_CHECK_OUTPUT
 if ok:
+    from brainseg_lib.fileio import atomic_write_text
+    atomic_write_text(paths.tables_dir() / "release_eval.md", release_markdown(ev, vol))
     display(Markdown(where_it_fails(ev)))
 
 # %% [markdown]

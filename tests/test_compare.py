@@ -157,11 +157,15 @@ def test_readme_headline_is_written_from_the_result_files():
     assert "No finished run yet" in headline_markdown()
     g = {"f1": 0.851, "iou": 0.74, "precision": 0.9, "recall": 0.8}
     write_json({"global": g}, paths.metrics_dir() / f"{released_run_name()}.json")
-    write_json({"test": {"pooled_f1": 0.6123, "mean_dice_tumour": 0.3, "clean_marked_share": 0.125}},
-               paths.metrics_dir() / "external_validation.json")
+    half = {"pooled_f1": 0.6123, "mean_dice_tumour": 0.3, "tumour_slices_missed": 17, "n_tumour_slices": 68,
+            "missed_share": 0.25, "dice_quantiles_tumour": {"0.5": 0.41},
+            "by_site": {"DU": {"mean_dice_tumour": 0.2, "missed_share": 0.5}}}
+    write_json({"lgg": {"test": half}, "figshare": {"test": {**half, "pooled_f1": 0.2, "by_site": {}}}},
+               paths.metrics_dir() / "release_eval.json")
     text = headline_markdown()
     assert "F1 0.851" in text and "the paper reports F1 0.826" in text
-    assert "pooled F1 0.612" in text and "12.5% of clean slices" in text and "0.851 on Br35H TEST" in text
+    assert "17 of 68 tumour slices (25%) get no prediction at all" in text and "pooled F1 0.612" in text
+    assert "median Dice per tumour slice 0.41" in text and "TCGA-LGG sites DU" in text
     doc = f"top\n{HEADLINE_START}\nold\n{HEADLINE_END}\nbottom\n"
     assert replace_section(doc, text, HEADLINE_START, HEADLINE_END) == \
         f"top\n{HEADLINE_START}\n{text}{HEADLINE_END}\nbottom\n"

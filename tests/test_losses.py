@@ -15,7 +15,8 @@ def test_names():
     assert losses.get_loss("bce") is losses.bce_loss
     assert losses.get_loss("dice") is losses.soft_dice_loss
     assert losses.get_loss("bce_dice") is losses.bce_dice_loss
-    assert set(losses.LOSSES) == {"bce", "dice", "bce_dice"}
+    assert losses.get_loss("bce_dice_img") is losses.bce_dice_img_loss
+    assert set(losses.LOSSES) == {"bce", "dice", "bce_dice", "bce_dice_img"}
     with pytest.raises(ValueError, match="unknown loss 'focal'"):
         losses.get_loss("focal")
 
@@ -108,7 +109,13 @@ def test_low_precision_logits_computed_in_fp32(dtype, name):
     assert low.grad.dtype == dtype and torch.isfinite(low.grad.float()).all()
 
 
-@pytest.mark.parametrize("name", losses.LOSSES)
+def test_per_image_loss_is_reported_with_the_batch_dice():
+    """bce_dice_img's validation loss is reported as BCE + batch-wide Dice (its docstring)."""
+    args = (3.0, 10, 2.0, 4.0, 5.0)
+    assert losses.loss_from_sums("bce_dice_img", *args) == losses.loss_from_sums("bce_dice", *args)
+
+
+@pytest.mark.parametrize("name", [n for n in losses.LOSSES if n != "bce_dice_img"])
 def test_loss_from_batch_sums_is_the_loss_of_the_whole_set(name):
     # three uneven batches; a mean of per-batch losses would differ (Dice is a ratio of sums)
     gen = torch.Generator().manual_seed(0)

@@ -247,3 +247,32 @@ def test_held_out_site_is_left_out_of_every_figure_the_rule_reads(tmp_path):
     finally:
         rr.use_plan({"rule": {}})
     assert rr.site_of("TCGA_DU_5853_19950823") == "DU" and rr.site_of("men0001-0017") == ""
+
+
+def test_a_trial_beyond_reach_of_a_limit_is_named_and_not_adopted(tmp_path):
+    from brainseg_lib.study import release_rule as rr
+    for s in (0, 1, 2):
+        _write_arm(tmp_path, "r0", s, 0.5)
+    _write_arm(tmp_path, "r1", 0, 0.8, healthy_marked=2)     # 20% > 3 x 5%: no seeds can save it
+    assert rr.beyond_reach(PLAN, "r1", tmp_path) == ["healthy_marked"]
+    v = rr.verdict(PLAN, "r1", "r0", tmp_path)
+    assert not v["adopted"] and v["beyond_reach"] == ["healthy_marked"]
+    _write_arm(tmp_path, "r1", 0, 0.8, healthy_marked=1)     # 10% <= 15%: the other seeds could
+    assert rr.beyond_reach(PLAN, "r1", tmp_path) == []
+
+
+def test_the_committed_release_plan_validates_and_a_bad_one_is_refused(tmp_path):
+    import yaml
+
+    from brainseg_lib.study import release_levers as rl
+    plan = rl.load_plan()
+    assert plan["trials"][0]["tag"] == "r0-cpu" and plan["seeds"] == [0, 1, 2]
+    assert plan["rule"]["lgg_held_out_sites"] == ["DU"]
+    for t in plan["trials"]:
+        p = rl.trial_params(plan, t["tag"], 1)
+        assert p["score_test"] is False and p["seed"] == 1 and p["epochs"] == 30 and p["threads"] == 2
+    bad = {**plan, "rule": {**plan["rule"], "max_val_f1_los": 0.1}}
+    path = tmp_path / "plan.yaml"
+    path.write_text(yaml.safe_dump(bad))
+    with pytest.raises(ValueError, match="max_val_f1_los"):
+        rl.load_plan(path)

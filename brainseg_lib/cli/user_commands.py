@@ -89,7 +89,7 @@ def _add_predict(sub) -> None:
         "height, tumour_pixels, tumour_fraction, max_prob, tumour yes/no, status, error,\n"
         "threshold, model_sha256, file_escaped), appended and synced to disk as each scan\n"
         "finishes: after Ctrl-C, a crash or a full disk, --resume finishes the rest. The last\n"
-        "line counts the scans read, with tumour found, without, and refused.",
+        "line counts the scans read, with tumour found, without, and refused." + _release_help(),
         epilog="Exit status: 0 every file segmented; 1 some file failed (unreadable, not a\n"
         "supported image, or a model output that is not finite; reported on stderr and in\n"
         "predictions.csv, the others are still processed); 2 nothing done or the run stopped\n"
@@ -124,6 +124,14 @@ def _add_predict(sub) -> None:
                          "given by --checkpoint, or <stem>.onnx beside a .pt) with onnxruntime on the "
                          "CPU; create it with `python -m brainseg_lib export --format onnx`")
     pr.set_defaults(fn=_cmd_predict)
+
+
+def _release_help() -> str:
+    import textwrap
+
+    from brainseg_lib.report.release_card import help_text
+    text = help_text()
+    return ("\n\n" + textwrap.fill(text.strip(), 88)) if text else ""
 
 
 def _add_volume_args(pr) -> None:

@@ -136,3 +136,48 @@ def headline_line(ev: dict) -> str | None:
             + "; ".join(parts) + ". It fails (mean Dice < " + f"{FAIL_DICE} or > {FAIL_MISSED:.0%} missed) on: "
             + (fails or "no group")
             + " (notebook 10, `results/models/MODEL_CARD.md`).")
+
+
+def volumes_markdown(vol: dict | None) -> str:
+    """The per-patient 3-D figures of ``results/metrics/external_volumes.json`` in one paragraph."""
+    if not vol:
+        return "_Per-patient volumes not scored yet: `python -m brainseg_lib score-volumes`._\n"
+    d, e = vol["dice"], vol["abs_volume_error_voxels"]
+    buda = (vol.get("cited") or {}).get("buda2019") or {}
+    return (f"**Per patient, in 3-D** ({vol['n_patients']} TCGA-LGG test volumes, {vol['n_slices']} slices, "
+            f"read through `predict` as a user would): Dice median {d['median']:.3f} (95% CI "
+            f"{d['median_ci95'][0]:.3f} to {d['median_ci95'][1]:.3f}), mean {d['mean']:.3f}, quartiles "
+            f"{d['q1']:.3f} and {d['q3']:.3f}; absolute volume error median {e['median']:,.0f} voxels "
+            f"({vol['spacing']}). Buda et al. 2019 report {buda.get('figure', 'a mean Dice of about 0.82')} "
+            f"({buda.get('status', 'cited')}; {buda.get('caveat', '')}). The goal of a median of at least "
+            f"{vol['target_median_dice']:.2f} is {'met' if vol['meets_target'] else 'not met'}.\n")
+
+
+def release_markdown(ev: dict, vol: dict | None = None) -> str:
+    """Everything a reader needs about the released model on other data, in one Markdown text."""
+    parts = [release_summary_table(ev)]
+    for key, by, title in (("figshare", "by_label", "Figshare test half, by tumour type"),
+                           ("lgg", "by_site", "TCGA-LGG test half, by acquisition site")):
+        groups = (_part(ev, key, "test") or {}).get(by)
+        if groups:
+            parts.append(f"**{title}**\n\n" + breakdown_table(groups, by.removeprefix("by_")))
+    parts.append(volumes_markdown(vol))
+    parts.append(where_it_fails(ev) + "\n")
+    return "\n".join(parts)
+
+
+def help_text() -> str:
+    """``predict --help``'s paragraph on how the released model does on other scanners, read from
+    release_eval.json (empty when it is absent)."""
+    ev = load()
+    facts = headline_facts(ev) if ev else {}
+    if not facts:
+        return ""
+    names = {"lgg": "TCGA-LGG FLAIR", "figshare": "Figshare T1 contrast-enhanced"}
+    said = "; ".join(f"{names[k]}: {f['missed']} of {f['n_tumour']} tumour slices ({f['missed_share']:.0%}) "
+                     f"get no prediction, mean Dice on tumour slices {f['mean_dice_tumour']:.2f}"
+                     for k, f in facts.items())
+    kinds = "; ".join(f"{k} {', '.join(v)}" for k, v in failing_kinds(ev).items())
+    return ("\n\nOn scans from elsewhere the released model often finds nothing (external test halves, "
+            f"results/models/MODEL_CARD.md): {said}. It fails on: {kinds or 'no group'}. "
+            "A mask without tumour is not evidence of no tumour.")

@@ -89,7 +89,8 @@ def score_trial(plan: dict, tag: str, seed: int, out_dir=None, ckpt_tag: str | N
 
 def run_plan(plan: dict | None = None, out_dir=None) -> dict:
     """Train and score what the plan asks for, in its order: every trial's seed 0, then the
-    seeds the screen earns; then the inference levers on the release profile's checkpoints.
+    seeds the screen earns (not for a trial whose seed 0 already breaks an absolute limit of the
+    seed means whatever the other seeds give: ``release_rule.beyond_reach``).
     Returns the rule's verdicts (``release_rule.decide``)."""
     from brainseg_lib.study import release_rule
     plan = plan or load_plan()
@@ -97,7 +98,8 @@ def run_plan(plan: dict | None = None, out_dir=None) -> dict:
     for t in plan["trials"]:
         _train_and_score(plan, t["tag"], seeds[:1], out_dir)
     for t in plan["trials"]:
-        if t.get("against") is None or release_rule.screen(plan, t["tag"], out_dir):
+        if t.get("against") is None or (release_rule.screen(plan, t["tag"], out_dir)
+                                        and not release_rule.beyond_reach(plan, t["tag"], out_dir)):
             _train_and_score(plan, t["tag"], seeds[1:], out_dir)
     return release_rule.decide(plan, out_dir)
 

@@ -117,6 +117,24 @@ def screen(plan: dict, tag: str, out_dir=None) -> bool:
     return mine[COMBINED] - theirs[COMBINED] >= plan["rule"]["screen_gain"]
 
 
+LIMITS = (("healthy_marked", "max_healthy_marked"), ("lgg_clean_marked_share", "max_lgg_clean_marked"))
+
+
+def beyond_reach(plan: dict, tag: str, out_dir=None) -> list[str]:
+    """The absolute limits (on seed means) that the seeds already run break whatever the missing
+    seeds give (their sum alone exceeds limit x number of seeds; shares are never below 0): such
+    a trial cannot be adopted, so its missing seeds are not trained."""
+    use_plan(plan)
+    seeds = seeds_of(tag, plan, out_dir)
+    n, rule = len(plan["seeds"]), plan["rule"]
+    out = []
+    for figure, limit in LIMITS:
+        total = sum(arm_figures(tag, [s], out_dir)[figure] for s in seeds)
+        if total > rule[limit] * n:
+            out.append(figure)
+    return out
+
+
 def verdict(plan: dict, tag: str, against: str, out_dir=None, require_all_seeds: bool = True) -> dict:
     """The plan's step-2 verdict on ``tag`` against ``against``."""
     use_plan(plan)
@@ -129,7 +147,10 @@ def verdict(plan: dict, tag: str, against: str, out_dir=None, require_all_seeds:
               "val_f1": fa["val_f1"] >= fb["val_f1"] - rule["max_val_f1_loss"],
               "healthy_marked": fa["healthy_marked"] <= rule["max_healthy_marked"],
               "lgg_clean_marked": fa["lgg_clean_marked_share"] <= rule["max_lgg_clean_marked"]}
-    return {"tag": tag, "against": against, **g, "checks": checks, "adopted": all(checks.values())}
+    out = {"tag": tag, "against": against, **g, "checks": checks, "adopted": all(checks.values())}
+    if not checks["all_seeds"]:
+        out["beyond_reach"] = beyond_reach(plan, tag, out_dir)
+    return out
 
 
 def decide(plan: dict, out_dir=None) -> dict:

@@ -28,7 +28,10 @@ def _verdict_text(v: dict | None) -> str:
     if v["adopted"]:
         return "adopted"
     failed = [k for k, ok in v["checks"].items() if not ok]
-    return "not adopted: " + ", ".join(failed)
+    reach = v.get("beyond_reach")
+    return "not adopted: " + ", ".join(failed) + (
+        f" (seed 0 alone puts the seed mean of {', '.join(reach)} over its limit: other seeds not trained)"
+        if reach else "")
 
 
 def _row(tag: str, lever: str, plan: dict, v: dict | None, out_dir=None) -> dict:
