@@ -169,7 +169,10 @@ def release_markdown(ev: dict, vol: dict | None = None) -> str:
 def help_text() -> str:
     """``predict --help``'s paragraph on how the released model does on other scanners, read from
     release_eval.json (empty when it is absent)."""
-    ev = load()
+    try:
+        ev = load()
+    except (OSError, ValueError):          # no readable results folder: the help stays plain
+        return ""
     facts = headline_facts(ev) if ev else {}
     if not facts:
         return ""

@@ -52,7 +52,7 @@ def _map_colour_bar(fig):
     from matplotlib.cm import ScalarMappable
     from matplotlib.colors import Normalize
     w = fig.get_figwidth()
-    cax = fig.add_axes((1 - 0.75 / w, 0.2, 0.12 / w, 0.6))
+    cax = fig.add_axes((1 - 0.75 / w, 0.2, 0.12 / w, 0.6), label="<colorbar>")
     bar = fig.colorbar(ScalarMappable(Normalize(0, 1), cmap=MAP_CMAP), cax=cax)
     bar.set_label(f"|attribution| / the map's maximum (drawn at {MAP_ALPHA:.0%} opacity)", fontsize=TEXT_PT)
     bar.ax.tick_params(labelsize=TEXT_PT)
