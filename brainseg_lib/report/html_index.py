@@ -213,6 +213,19 @@ def _intro_html(notebooks: list[NotebookInfo]) -> str:
         '(how long each took: <a href="run_times.html">run times</a>).</p>')
 
 
+def _findings_html(results: Path, notebooks: list[NotebookInfo]) -> str:
+    """The study's key findings (``key_findings``), each linked to the page that shows it."""
+    from brainseg_lib.report.key_findings import key_findings, page_label
+    pages = {n.page.removesuffix(".html") for n in notebooks}
+    items = []
+    for f in key_findings(results):
+        link = (f' (<a href="{html.escape(f["page"])}.html">{html.escape(page_label(f["page"]))}</a>)'
+                if f["page"] in pages else "")
+        items.append(f"<li>{_inline_html(f['sentence'])}{link}</li>")
+    return (f'<ol class="findings">{"".join(items)}</ol>' if items
+            else '<p class="note">No results yet: run <code>./run_all.sh</code>.</p>')
+
+
 def index_html(notebooks: list[NotebookInfo], results: Path, out: Path) -> str:
     rows = []
     mixed = len({n.profile for n in notebooks}) > 1  # name the profile only where it varies
@@ -233,9 +246,11 @@ def index_html(notebooks: list[NotebookInfo], results: Path, out: Path) -> str:
 <body>
 <main>
 <h1>Brain tumour segmentation on Br35H: report of the executed study</h1>
+<h2 id="findings">What the study found</h2>
+{_findings_html(results, notebooks)}
 {_intro_html(notebooks)}
-<p class="meta">Contents: <a href="#table1">Table I</a> · <a href="#figures">Key figures</a>
- · <a href="#notebooks">The notebooks</a></p>
+<p class="meta">Contents: <a href="#findings">Findings</a> · <a href="#table1">Table I</a>
+ · <a href="#figures">Key figures</a> · <a href="#notebooks">The notebooks</a></p>
 <h2 id="table1">Table I: segmentation results against the paper</h2>
 {_table1_html(results, notebooks)}
 <h2 id="figures">Key figures</h2>

@@ -215,13 +215,16 @@ def update_readme(readme: str | Path | None = None) -> bool:
     boundary, external-validation and lever tables: each lives between ``<!-- NAME:START -->``
     and ``<!-- NAME:END -->`` and is copied from the file the study wrote (the two tables of
     runs without rows of scratch profiles, ``table1.study_rows_only``)."""
+    from brainseg_lib.report.key_findings import key_findings_markdown
     from brainseg_lib.study.table1 import study_rows_only
     readme = Path(readme or paths.readme())
     sections = [(study_rows_only((paths.tables_dir() / "table1.md").read_text()), README_START, README_END),
                 (headline_markdown(), HEADLINE_START, HEADLINE_END),
                 (profiles_markdown(), PROFILES_START, PROFILES_END),
                 (timings_markdown(), TIMINGS_START, TIMINGS_END),
-                (speed_markdown(), SPEED_START, SPEED_END)]
+                (speed_markdown(), SPEED_START, SPEED_END),
+                (key_findings_markdown(page_href="results/report/{page}.html") or "_No results yet._\n",
+                 "<!-- KEY_FINDINGS:START -->", "<!-- KEY_FINDINGS:END -->")]
     sources = [(paths.tables_dir() / name, marker) for name, marker in README_SECTIONS]
     sources += [(paths.levers_dir() / "lever_table.md", "LEVERS"),
                 (paths.levers_dir() / "lever_rule.md", "LEVER_RULE"),
