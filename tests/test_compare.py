@@ -93,7 +93,20 @@ def test_differences_from_paper():
     d = compare_table1.differences_from_paper(compare_table1.build_table1(RUNS))
     row = d.set_index("Study").loc["Ours: paper profile, official split, bce_dice, annotated only (mean ± sd over 2 seeds)"]
     assert row["F1"] == pytest.approx(0.82 - 0.826)
-    assert math.isnan(row["Specificity"])                # the paper reports none
+    assert "Specificity" not in d.columns                # the paper reports none: no all-empty column
+
+
+def test_differences_from_paper_show_full_labels_and_no_empty_column():
+    """Page 04's "ours − paper" table: pandas cut labels at 50 characters, so two rows that
+    differ only at the end looked alike, and the paper's empty Specificity gave a NaN column."""
+    runs = RUNS + [fake_run("cpu-official-bce-seed0-x", profile="cpu", loss="bce") | {"run_tag": "x" * 60}]
+    d = compare_table1.differences_from_paper(compare_table1.build_table1(runs)).round(3)
+    assert list(d.columns) == ["Study", "F1", "IoU", "Precision", "Recall", "Accuracy"]
+    assert not d.drop(columns="Study").isna().all().any()
+    html, text = d._repr_html_(), repr(d)
+    for label in d["Study"]:
+        assert len(label) > 50 and label in html and label in text
+    assert pd.get_option("display.max_colwidth") == 50    # the notebook's own setting is untouched
 
 
 def test_write_table1(tmp_path):

@@ -98,7 +98,8 @@ def test_notebook_pages(study):
     assert 'href="index.html"' in alpha and 'href="02_beta.html"' in alpha
     assert 'href="01_alpha.html"' in beta and "cdnjs.cloudflare.com/ajax/libs/require" not in beta
     # links written for the notebooks folder: to a notebook -> its page; elsewhere -> text
-    assert beta.count('href="01_alpha.html"') == 2 and 'href="../params' not in beta
+    # (the markdown link, and the prev link of the top and of the bottom navigation bar)
+    assert beta.count('href="01_alpha.html"') == 3 and 'href="../params' not in beta
     assert 'title="../params/smoke.yaml (not part of the report)">quickly</span>' in beta
     # parameters: one collapsed <details>, no code wall; the profile named in its summary
     details = re.findall(r'<details class="bs-params">.*?</details>', beta, flags=re.DOTALL)

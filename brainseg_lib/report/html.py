@@ -46,13 +46,16 @@ __all__ = [
 # ---- building and publishing --------------------------------------------------------------
 
 def _build(out: Path, notebooks: list[NotebookInfo], results: Path) -> None:
+    from brainseg_lib.report.key_findings import key_findings
+    findings = key_findings(results)   # each page's "what this page shows"
     sheets = set()
     for i, n in enumerate(notebooks):
         prev = (notebooks[i - 1].page, notebooks[i - 1].title) if i > 0 else None
         nxt = (notebooks[i + 1].page, notebooks[i + 1].title) if i + 1 < len(notebooks) else None
         nav = nav_bar(f"notebook {i + 1} of {len(notebooks)}", prev, nxt)
         page, css = move_head_css(render_notebook(n.nb, n.title, nav, pages={m.page for m in notebooks},
-                                                  source_dir=paths.NOTEBOOKS_DIR))
+                                                  source_dir=paths.NOTEBOOKS_DIR, page=n.path.stem,
+                                                  findings=findings))
         sheets.add(css)
         fileio.atomic_write_text(out / n.page, page)
     if len(sheets) > 1:

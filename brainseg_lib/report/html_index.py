@@ -20,7 +20,7 @@ KEY_FIGURES = [
     ("fig1_samples", "Fig. 1: Br35H scans with their tumour masks."),
     ("learning_curves", "Learning curves of the training run."),
     ("fig3_best_median_worst", "Best, median and worst TEST predictions."),
-    ("table1_comparison", "Table I as a chart: our runs against the paper and the cited studies."),
+    ("table1_comparison", "Table I as a dot plot with 95% CIs: our runs and the paper's row, the cited studies apart."),
     ("xai_cases", "What the U-Net looks at: attribution maps on TEST images."),
     ("detection_roc", "Tumour scans vs healthy scans: ROC of the segmentation used as a detector."),
     ("external_dice_by_size", "External validation on TCGA-LGG FLAIR slices: Dice by tumour size."),

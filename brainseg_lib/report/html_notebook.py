@@ -10,7 +10,10 @@ On top of nbconvert's page:
   numbers never wrap mid-digit;
 * relative links to other notebooks point to their pages; other relative links (to
   files outside the report) become plain text;
-* a top bar links back to ``index.html`` and to the previous/next notebook;
+* a top bar links back to ``index.html`` and to the previous/next notebook, and shows again
+  at the foot of the page;
+* test markers are removed from the code, imports folded away and a "what this page shows"
+  box follows the title (``html_study.py``);
 * the scripts nbconvert adds to the head (require.js, MathJax, mermaid, all from a CDN) are
   dropped so the page opens offline (``move_head_css``).
 """
@@ -25,6 +28,7 @@ from urllib.parse import urlsplit
 
 import nbformat
 
+from brainseg_lib.report.html_study import STUDY_CSS, bottom_nav, code_html, prepare_cells, put_blocks
 from brainseg_lib.study.notebooks import parse_parameters
 
 PARAM_TAGS = ("parameters", "injected-parameters")
@@ -96,14 +100,6 @@ def profile_of(nb) -> str | None:
     return str(value) if value is not None else None
 
 
-def _code_html(source: str) -> str:
-    from pygments import highlight
-    from pygments.formatters import HtmlFormatter
-    from pygments.lexers import PythonLexer
-
-    return highlight(source.rstrip() + "\n", PythonLexer(), HtmlFormatter(cssclass="highlight"))
-
-
 def collapse_parameters(nb):
     """``(copy of nb, details_html)``: the ``parameters``/``injected-parameters`` cells are
     replaced, at the position of the first, by a markdown cell holding only a marker paragraph,
@@ -136,10 +132,10 @@ def collapse_parameters(nb):
     parts = [f'<details class="bs-params"><summary>{summary}</summary>']
     if injected is not None:
         parts += ["<p>Injected by papermill (these override the defaults below):</p>",
-                  _code_html(injected.source)]
+                  code_html(injected.source)]
     if defaults is not None:
         parts += ["<p>The notebook's defaults (its <code>parameters</code> cell):</p>",
-                  _code_html(defaults.source)]
+                  code_html(defaults.source)]
     # fixed, content-derived marker and cell id: the same notebook renders to the same page
     digest = hashlib.sha256("\n".join(parts).encode()).hexdigest()[:16]
     marker = f"BSPARAMS{digest}"
@@ -221,25 +217,26 @@ def fix_links(body: str, pages: set[str]) -> str:
 
 
 def render_notebook(nb, title: str, nav: str, pages: set[str] = frozenset(),
-                    source_dir: str | None = None) -> str:
+                    source_dir: str | None = None, page: str | None = None, findings=()) -> str:
     """The HTML page of one executed notebook (``nb`` is not modified). ``pages``: the page
     names of the report, for links between notebooks; ``source_dir``: the folder relative
-    image paths in markdown cells start from (they are embedded)."""
+    image paths in markdown cells start from (they are embedded); ``page``: the notebook's
+    stem, and ``findings``: the study's key findings, for the page's summary box
+    (``html_study.prepare_cells``); ``nav`` shows at the top and again at the foot."""
     exporter = _exporter()
     nb, params = collapse_parameters(nb)
+    nb, blocks = prepare_cells(nb, page or "", findings)
     meta = {"name": title, **({"path": str(source_dir)} if source_dir else {})}
     body, _ = exporter.from_notebook_node(nb, resources={"metadata": meta})
-    body = fix_links(body, set(pages))
     if params is not None:
-        marker, details = params
-        body, n = re.subn(r"<p>\s*" + marker + r"\s*</p>", lambda m: details, body, count=1)
-        if not n:
-            raise ValueError("the parameters marker did not survive nbconvert")
-    body = body.replace("</head>", f'<style type="text/css">{PAGE_CSS}</style>\n</head>', 1)
+        blocks = {params[0]: params[1], **blocks}
+    body = fix_links(put_blocks(body, blocks), set(pages) | {"index.html"})
+    body = body.replace("</head>", f'<style type="text/css">{PAGE_CSS}{STUDY_CSS}</style>\n</head>', 1)
     body, n = re.subn(r"(<body[^>]*>)", lambda m: m.group(1) + "\n" + nav, body, count=1)
     if not n:
         raise ValueError("nbconvert produced a page without <body>")
-    return body
+    head, tail = body.rsplit("</body>", 1)
+    return head + bottom_nav(nav) + "\n</body>" + tail
 
 
 SHARED_CSS = "notebook.css"   # the notebook pages' stylesheet, written once per report

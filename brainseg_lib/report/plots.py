@@ -161,25 +161,14 @@ def pr_curve(sweep: pd.DataFrame, threshold: float = 0.5):
     return fig
 
 
-def comparison_bars(table: pd.DataFrame, metrics=("F1", "IoU", "Precision", "Recall", "Accuracy")):
-    """Grouped bars, one group per metric, one bar per study; missing values are skipped."""
-    fig, ax = plt.subplots(figsize=(11, 5.2))
-    n = len(table)
-    width = 0.8 / n
-    cmap = plt.get_cmap("tab20")
-    for i, (_, r) in enumerate(table.iterrows()):
-        xs = [j + (i - n / 2 + 0.5) * width for j in range(len(metrics))]
-        vals = [r[m] for m in metrics]
-        ok = [not pd.isna(v) for v in vals]
-        ax.bar([x for x, k in zip(xs, ok) if k], [v for v, k in zip(vals, ok) if k], width,
-               label=str(r["Study"]), color=cmap(i % 20),
-               edgecolor="k" if str(r["Study"]).startswith("Ours") else None)
-    ax.set_xticks(range(len(metrics)), metrics)
-    ax.set_ylim(0, 1.05)
-    ax.set_ylabel("value (blank = not reported)")
-    ax.legend(fontsize=7, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.08), frameon=False)
-    fig.tight_layout()
-    return fig
+def comparison_bars(table: pd.DataFrame,
+                    metrics=("F1", "IoU", "Precision", "Recall", "Specificity", "Accuracy"),
+                    released: str | None = "auto"):
+    """Table I as a dot plot with CIs (``table1_plot.table1_dot_plot``; the name stays, as
+    notebook 04 calls it): one panel per metric, the axis zoomed to the data, our rows and the
+    paper's on the left, the cited studies apart, the released model marked."""
+    from brainseg_lib.report.table1_plot import table1_dot_plot
+    return table1_dot_plot(table, metrics=metrics, released=released)
 
 
 GALLERY_BINS = ((0.99, 1.01, "r >= 0.99"), (0.95, 0.99, "0.95 <= r < 0.99"),

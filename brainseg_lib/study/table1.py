@@ -104,13 +104,31 @@ def metrics_folder_label(run: dict) -> str:
     return "results/metrics/" if profile == paths.STUDY_PROFILE else f"results/{profile}/metrics/"
 
 
+def ci_columns(col: str) -> tuple[str, str]:
+    """The detail table's columns holding the low and high end of ``col``'s 95% CI."""
+    return f"{col}_ci95_lo", f"{col}_ci95_hi"
+
+
+def run_ci(rs: list[dict]) -> dict[str, float]:
+    """The 95% bootstrap CI of each metric of a single run (resampling near-duplicate groups
+    where the run has it, else images), as ``ci_columns``; NaN for a mean over several seeds,
+    whose rows carry the sd over seeds instead."""
+    out = {}
+    boot = (rs[0].get("bootstrap_ci95_groups") or rs[0].get("bootstrap_ci95") or {}) if len(rs) == 1 else {}
+    for col, key in KEY_OF.items():
+        lo, hi = boot.get(key) or (math.nan, math.nan)
+        out.update(zip(ci_columns(col), (float(lo), float(hi))))
+    return out
+
+
 def reproduction_rows(runs: list[dict]) -> pd.DataFrame:
-    """One row per (profile, split scheme, loss): mean over seeds, with sd and seed count."""
+    """One row per (profile, split scheme, loss): mean over seeds, with sd and seed count; a
+    single run's row has its bootstrap CIs (``run_ci``). ``Runs`` names the run(s)."""
     rows = []
     for label, rs in runs_by_label(runs).items():
         seeds = sorted(r.get("seed", 0) for r in rs)
         label += (f" (mean ± sd over {len(rs)} seeds)" if len(rs) > 1 else f" (seed {seeds[0]})")
-        row = {"Study": label, "n_seeds": len(rs),
+        row = {"Study": label, "n_seeds": len(rs), "Runs": ", ".join(sorted(r["run_name"] for r in rs)),
                "Reference": "this repository, " + metrics_folder_label(rs[0]) + ", ".join(
                    sorted(r["run_name"] + ".json" for r in rs)),
                "Source": "measured: pooled native-resolution test metrics"}
@@ -121,7 +139,7 @@ def reproduction_rows(runs: list[dict]) -> pd.DataFrame:
         dice = np.array([(r.get("per_image_mean") or {}).get("f1", math.nan) for r in rs], dtype=float)
         row[PER_IMAGE_DICE] = float(dice.mean())
         row[f"{PER_IMAGE_DICE}_sd"] = float(dice.std(ddof=1)) if len(dice) > 1 else math.nan
-        rows.append(row)
+        rows.append({**row, **run_ci(rs)})
     return pd.DataFrame(rows)
 
 
@@ -167,12 +185,31 @@ def write_boundary_table(runs: list[dict] | None = None, out_dir=None) -> dict[s
             "md": atomic_write_text(out / "table1_boundary.md", "\n".join(lines) + "\n" + note)}
 
 
+class FullText(pd.DataFrame):
+    """A DataFrame whose text cells show in full in a notebook and on the console: pandas cuts
+    them at 50 characters, and two long row labels that differ only at the end looked alike."""
+
+    @property
+    def _constructor(self):
+        return FullText
+
+    def _repr_html_(self):
+        with pd.option_context("display.max_colwidth", None):
+            return super()._repr_html_()
+
+    def __repr__(self):
+        with pd.option_context("display.max_colwidth", None):
+            return super().__repr__()
+
+
 def differences_from_paper(table: pd.DataFrame) -> pd.DataFrame:
-    """Each reproduction row minus the paper's row, per metric (empty where the paper is)."""
+    """Each reproduction row minus the paper's row, per metric the paper reports (a column
+    the paper leaves empty would be empty throughout, so it is left out), the rows under their
+    full Table I labels (``FullText``)."""
     paper = table.loc[table["Study"] == PAPER_ROW, METRIC_COLUMNS].iloc[0]
     ours = table[table["Study"].str.startswith("Ours")]
-    diff = ours[METRIC_COLUMNS].astype(float) - paper.astype(float)
-    return pd.concat([ours[["Study"]], diff], axis=1).reset_index(drop=True)
+    diff = (ours[METRIC_COLUMNS].astype(float) - paper.astype(float)).dropna(axis=1, how="all")
+    return FullText(pd.concat([ours[["Study"]], diff], axis=1).reset_index(drop=True))
 
 
 def _fmt(v, sd=math.nan) -> str:
