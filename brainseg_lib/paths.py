@@ -123,6 +123,12 @@ def models_dir() -> Path:
     return results_dir() / "models"
 
 
+def committed_released_model() -> Path:
+    """The released model as committed with the project (``results/models/brainseg-cpu.pt`` under
+    the project root, whatever ``BRAINSEG_RESULTS`` says): what a scratch run scores."""
+    return PROJECT_ROOT / "results" / "models" / "brainseg-cpu.pt"
+
+
 def released_model() -> Path:
     """The released model, ``results/models/brainseg-cpu.pt`` (``BRAINSEG_MODEL`` overrides)."""
     return _from_env("BRAINSEG_MODEL", models_dir() / "brainseg-cpu.pt")

@@ -79,7 +79,7 @@ def test_update_readme_leaves_scratch_rows_out(tmp_path):
     table1.write_table1(table1.build_table1(metrics_dir=tmp_path / "m"))   # a smoke row in table1.md
     assert "Ours: smoke profile" in (paths.tables_dir() / "table1.md").read_text()
     text = "\n".join(f"<!-- {m}:START -->\n<!-- {m}:END -->" for m in
-                     ("TABLE1", "HEADLINE", "PROFILES", "TIMINGS", "SPEED")) + "\n"
+                     ("TABLE1", "HEADLINE", "PROFILES", "TIMINGS", "SPEED", "KEY_FINDINGS")) + "\n"
     target = tmp_path / "README.md"
     target.write_text(text)
     assert readme.update_readme(target)

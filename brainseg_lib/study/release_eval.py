@@ -124,7 +124,8 @@ def evaluate_release(path=None, n_boot: int = 2000, data_root=None) -> dict:
     from brainseg_lib.fileio import write_csv, write_json
     from brainseg_lib.model.released import checksum_path
     from brainseg_lib.study.release_levers import load_plan
-    path = path or paths.released_model()
+    path = path or (paths.released_model() if paths.released_model().is_file()
+                    else paths.committed_released_model())
     model, tcfg, inf = released_settings(path)
     size, thr = int(tcfg["image_size"]), float(tcfg.get("threshold", 0.5))
     test = score_set(model, br35h_test_half(size, data_root), thr, inf)
