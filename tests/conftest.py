@@ -39,7 +39,7 @@ def isolated_dirs(tmp_path_factory, monkeypatch):
     dirs = {}
     for var, sub in (("BRAINSEG_CACHE", "cache"), ("BRAINSEG_RESULTS", "results"),
                      ("BRAINSEG_RUNS", "runs"), ("BRAINSEG_SWEEP", "sweep"), ("BRAINSEG_LEVERS", "levers"),
-                     ("BRAINSEG_GPU_RUN", "gpu_run")):
+                     ("BRAINSEG_RELEASE_LEVERS", "release_levers"), ("BRAINSEG_GPU_RUN", "gpu_run")):
         d = base / sub
         d.mkdir()
         monkeypatch.setenv(var, str(d))
