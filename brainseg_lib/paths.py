@@ -123,15 +123,18 @@ def models_dir() -> Path:
     return results_dir() / "models"
 
 
+RELEASED_NAME = "brainseg-cpu.pt"   # the released model's file name, in results/models/
+
+
 def committed_released_model() -> Path:
     """The released model as committed with the project (``results/models/brainseg-cpu.pt`` under
     the project root, whatever ``BRAINSEG_RESULTS`` says): what a scratch run scores."""
-    return PROJECT_ROOT / "results" / "models" / "brainseg-cpu.pt"
+    return PROJECT_ROOT / "results" / "models" / RELEASED_NAME
 
 
 def released_model() -> Path:
     """The released model, ``results/models/brainseg-cpu.pt`` (``BRAINSEG_MODEL`` overrides)."""
-    return _from_env("BRAINSEG_MODEL", models_dir() / "brainseg-cpu.pt")
+    return _from_env("BRAINSEG_MODEL", models_dir() / RELEASED_NAME)
 
 
 def benchmarks_dir() -> Path:

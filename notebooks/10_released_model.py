@@ -97,7 +97,6 @@ if ok:
     both["group"] = both["s"] + " " + both["size_quartile"].astype(str)
     order = [f"{s} Q{q}" for s in ("LGG", "Figshare") for q in range(1, 5)]
     release_plots.dice_strips(release_plots.by_column(both, "group", order), "By tumour-size quartile (Q1 smallest)", axes[2])
-    axes[2].tick_params(axis="x", labelsize=7)
     fig.tight_layout()
     plots.save_figure(fig, "release_dice_by_group");
 

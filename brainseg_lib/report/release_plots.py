@@ -28,7 +28,9 @@ def dice_strips(groups: dict[str, pd.DataFrame], title: str, ax=None):
     for i, d in enumerate(data, start=1):
         ax.scatter(i + rng.uniform(-0.18, 0.18, len(d)), d, s=6, alpha=0.35, color="tab:cyan",
                    edgecolors="none")
-    ax.set_xticks(range(1, len(labels) + 1), labels, fontsize=9)
+    many = len(labels) > 5            # long labels side by side overlap: slant them
+    ax.set_xticks(range(1, len(labels) + 1), labels, fontsize=9,
+                  rotation=35 if many else 0, ha="right" if many else "center")
     ax.set_ylabel("Dice per tumour slice")
     ax.set_ylim(-0.03, 1.03)
     ax.set_title(title, fontsize=11)

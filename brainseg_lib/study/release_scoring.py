@@ -8,7 +8,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from brainseg_lib.evaluation.metrics import COUNTS, confusion_counts, metrics_from_counts
 
 
 def probabilities(model, images_u8, device, threshold: float, tta: bool, min_component: float):
@@ -19,18 +18,13 @@ def probabilities(model, images_u8, device, threshold: float, tta: bool, min_com
     return drop_small_components(probs, threshold, min_component) if min_component > 0 else probs
 
 
-def native_rows(probs, truths, names, threshold: float, extra: dict | None = None) -> pd.DataFrame:
-    """One row per image: confusion counts and Dice at the image's native size."""
-    from brainseg_lib.inference import to_native
-    rows = []
-    for i, (name, truth) in enumerate(zip(names, truths)):
-        pred = to_native(probs[i], *truth.shape) >= threshold
-        c = confusion_counts(pred, truth)
-        rows.append({"name": name, **{k: v[i] for k, v in (extra or {}).items()},
-                     "tumour": bool(truth.any()), "tumour_pixels": int(truth.sum()),
-                     "pred_pixels": int(pred.sum()), "marked": bool(pred.any()), **c,
-                     "dice": metrics_from_counts(*(c[k] for k in COUNTS))["f1"]})
-    return pd.DataFrame(rows)
+def native_rows(probs, half, threshold: float) -> pd.DataFrame:
+    """One row per slice of ``half`` (an ``ExternalHalf``): ``evaluation.external.score_half``'s
+    counts and Dice at native size, without boundary metrics, its ``patient`` column as ``unit``."""
+    from brainseg_lib.evaluation.boundary import EMPTY
+    from brainseg_lib.evaluation.external import score_half
+    return (score_half(None, half, threshold, boundary=False, probs=probs)
+            .drop(columns=list(EMPTY)).rename(columns={"patient": "unit"}))
 
 
 def score_checkpoint(ckpt, tta: bool = False, min_component: float = 0.0, data_root=None,
@@ -51,8 +45,9 @@ def score_checkpoint(ckpt, tta: bool = False, min_component: float = 0.0, data_r
     out = {}
     val = split_arrays("official", size, data_root, only=("val",))["val"]
     gts = native_masks_for(val.names, root=data_root)
+    val_half = ext.ExternalHalf(val, [gts[n] for n in val.names], list(val.names))
     out["val"] = native_rows(probabilities(model, val.images, dev, thr, tta, min_component),
-                             [gts[n] for n in val.names], val.names, thr)
+                             val_half, thr).drop(columns="unit")
     h = load_healthy("val", size, int(tcfg.get("healthy_seed", 0)), root=data_root)
     hp = probabilities(model, h.images, dev, thr, tta, min_component)
     out["healthy"] = pd.DataFrame({"name": h.names,
@@ -60,8 +55,7 @@ def score_checkpoint(ckpt, tta: bool = False, min_component: float = 0.0, data_r
     for which in ("lgg", "figshare"):
         half = ext.load_half("dev", size, which=which)
         probs = probabilities(model, half.arrays.images, dev, thr, tta, min_component)
-        extra = {"unit": half.patients, **({"label": half.labels} if half.labels else {})}
-        out[which] = native_rows(probs, half.truths, half.arrays.names, thr, extra)
+        out[which] = native_rows(probs, half, thr)
     return out
 
 
