@@ -77,3 +77,12 @@ def remove_file(path: str | Path, root: str | Path) -> bool:
     except FileNotFoundError:
         return False
     return True
+
+
+def split_seed_of(run: dict) -> int:
+    """The grouped-split draw a run's metric JSON was trained on: its ``split_seed`` (written
+    for draws other than 0), else the ``-split<d>`` part ``run_name`` gives its name, else 0."""
+    if run.get("split_seed") is not None:
+        return int(run["split_seed"])
+    m = re.search(r"-seed\d+-split(\d+)(?:-|$)", run.get("run_name") or "")
+    return int(m.group(1)) if m else 0

@@ -19,8 +19,11 @@
 # The paper reports one run on the official split. Here the profile is trained with several seeds on
 # the official split, on the near-duplicate-free grouped split and on a stricter grouped split (both
 # from notebook 07, mirror images included in the near-duplicate links), and each run's TEST metrics
-# carry a per-image bootstrap 95% CI of the pooled metric. The verdicts compare sets of runs with a CI
-# that resamples seeds and near-duplicate groups together. Each run is an independent papermill job
+# carry a per-image bootstrap 95% CI of the pooled metric. The grouped split is one random draw of
+# whole groups; the profile's `sweep_split_draws` (5 for the cpu profile) draws it again with other
+# split seeds (`splits/grouped_seed<d>.csv`) and trains every seed on each draw, so that which images
+# happened to land in TEST is measured too. The verdicts compare sets of runs with a CI that resamples
+# split draws, seeds and near-duplicate groups together (`brainseg_lib/study/split_draws.py`). Each run is an independent papermill job
 # (`python -m brainseg_lib sweep --profile cpu --jobs N`); with the smoke profile this notebook runs
 # its tiny sweep itself.
 #
@@ -77,6 +80,17 @@ summary.to_csv(paths.tables_dir() / "honest_summary.csv", index=False)
 summary.round(4)
 
 # %% [markdown]
+# ## Every run: seeds and split draws
+# One dot per run's pooled TEST F1. The spread between the grouped split's draws is which images
+# landed in TEST; the verdicts below resample it.
+
+# %%
+from brainseg_lib.report import sweep_plots
+from brainseg_lib.report import plots
+fig = sweep_plots.runs_strip(runs)
+plots.save_figure(fig, "sweep_runs");
+
+# %% [markdown]
 # ## Per-run bootstrap 95% CIs over test images (and over near-duplicate groups of them)
 
 # %%
@@ -94,14 +108,14 @@ words = findings.findings_markdown(report)
 display(Markdown(words))
 
 # %% [markdown]
-# Each difference with its 95% CI from a hierarchical bootstrap that resamples the seeds of each side and
-# the near-duplicate groups of its TEST images (`brainseg_lib/study/verdicts.py`); a CI that crosses 0
+# Each difference with its 95% CI from a hierarchical bootstrap that resamples the split draws of each
+# side (where it has several), the seeds of each draw and the near-duplicate groups of its TEST images
+# (`brainseg_lib/study/split_draws.py`, `verdicts.py`); a CI that crosses 0
 # is no evidence of a difference. The last row compares, within the official TEST set and with the
 # same models, the images whose near-duplicate group holds a TRAIN image against those whose group
 # does not.
 
 # %%
-from brainseg_lib.report import plots
 if report["contrasts"]:
     fig = plots.contrast_forest(report["contrasts"], report.get("within_test"))
     plots.save_figure(fig, "verdict_cis");

@@ -132,7 +132,7 @@ def test_parameters_cell_holds_the_smoke_profile(nb):
 
 
 # keys the library reads from the profile file itself (study.sweep.plan), not from a notebook
-READ_BY_THE_SWEEP = {"sweep_extra_losses", "sweep_variants"}
+READ_BY_THE_SWEEP = {"sweep_extra_losses", "sweep_variants", "sweep_split_draws"}
 
 
 def test_every_profile_key_is_used_by_some_notebook():

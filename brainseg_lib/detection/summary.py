@@ -146,11 +146,12 @@ def seed_table(profile: str, loss: str = "bce_dice", split_scheme: str = "offici
     """The ``detection`` figures recorded by each seed-sweep run of (profile, split, loss)."""
     from brainseg_lib import paths
     from brainseg_lib.evaluation.evaluate import load_run_metrics
+    from brainseg_lib.names import split_seed_of
     rows = []
     for r in load_run_metrics((sweep_dir or paths.sweep_dir()) / "metrics"):
         d = r.get("detection") or {}
         if (r.get("profile"), r.get("split_scheme", "official"), r.get("loss")) != (profile, split_scheme, loss) \
-                or "auc" not in d or r.get("run_tag"):
+                or "auc" not in d or r.get("run_tag") or split_seed_of(r):   # draw 0 only
             continue
         rows.append({"run_name": r["run_name"], "seed": r["seed"],
                      **{k: d[k] for k in ("auc", "youden_sensitivity", "youden_specificity",

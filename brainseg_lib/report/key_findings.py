@@ -29,6 +29,7 @@ import math
 from pathlib import Path
 
 from brainseg_lib import paths
+from brainseg_lib.report.seed_findings import runs_words
 
 PAGES = {"reproduction": "04_comparison_table", "leakage": "07_leakage_audit",
          "seeds": "08_honest_evaluation", "external": "09_external_validation",
@@ -133,8 +134,11 @@ VERDICT_WORDS = {
     "no evidence": "spans 0, so there is no evidence that the near-duplicates raise the official score"}
 
 
-def _seed_means(a: int, b: int) -> str:
-    return f"means over {a} seeds each" if a == b else f"means over {a} and {b} seeds"
+def _seed_means(o: dict, g: dict) -> str:
+    if int(o.get("n_draws") or 1) == int(g.get("n_draws") or 1) == 1:
+        a, b = o["n_seeds"], g["n_seeds"]
+        return f"means over {a} seeds each" if a == b else f"means over {a} and {b} seeds"
+    return f"means over {runs_words(o)} and {runs_words(g)}"
 
 
 def seeds_and_splits(d: dict) -> dict:
@@ -145,7 +149,7 @@ def seeds_and_splits(d: dict) -> dict:
     lo, hi = c["ci95"]
     return _finding("seeds", (
         f"Test F1 is {o['f1_mean']:.3f} on the official split and {g['f1_mean']:.3f} on a "
-        f"near-duplicate-free grouped split ({_seed_means(o['n_seeds'], g['n_seeds'])}); their "
+        f"near-duplicate-free grouped split ({_seed_means(o, g)}); their "
         f"difference, {c['diff']:+.3f} ({_ci(lo, hi, signed=True)}, resampling "
         f"{c.get('units', 'seeds x near-duplicate groups')}), {VERDICT_WORDS[c['verdict']]}."),
         c["diff"], [lo, hi])

@@ -43,6 +43,15 @@ def _verdict(contrast: dict | None, a: str, b: str, diff: float | None = None) -
     return f"{top} scores higher than {bottom} ({ci})"
 
 
+def runs_words(x: dict) -> str:
+    """What a side's mean ± sd is over: '3 seeds', or '5 split draws x 3 seeds' for a side
+    trained on several draws of the grouped split (``n_seeds`` counts its runs)."""
+    n, d = int(x["n_seeds"]), int(x.get("n_draws") or 1)
+    if d > 1:
+        return f"{d} split draws × {n // d} seeds" if n % d == 0 else f"{n} runs over {d} split draws"
+    return f"{n} seed" + ("s" if n != 1 else "")
+
+
 def _seed_means(rep: dict) -> str:
     """What the recall figures are: means over the official split's seeds (a released model's
     own figures differ from them)."""
@@ -88,7 +97,7 @@ def _strict_sentence(rep: dict, holds: bool | None) -> str:
     from brainseg_lib.data.duplicates import STRICT_CORR_THRESHOLD as CORR
     from brainseg_lib.data.duplicates import STRICT_PHASH_THRESHOLD as PHASH
     x, c = rep["grouped_strict"], rep.get("contrasts") or {}
-    seeds = f"{x['n_seeds']} seed" + ("s" if x["n_seeds"] != 1 else "")
+    seeds = runs_words(x)
     s = (f"- **A stricter grouped split.** Linking images also at thumbnail correlation >= {CORR:.2f} or "
          f"pHash distance <= {PHASH} (notebook 07), test F1 is {plus_minus(x['f1_mean'], x['f1_sd'])} "
          f"(mean ± sd over {seeds}). Against the other two splits, ")
@@ -138,9 +147,17 @@ def seeds_headline(h: dict) -> str:
     if any(r.get("f1_mean") is None for r, _ in splits[:2]):
         return ""
     splits = [(r, words) for r, words in splits if r.get("f1_mean") is not None]
-    seeds = [str(r["n_seeds"]) for r, _ in splits]
     return ("- **Seeds and leakage:** F1 " + ", ".join(f"{plus_minus(r['f1_mean'], r['f1_sd'])} {w}" for r, w in splits)
-            + " (mean ± sd over " + ", ".join(seeds[:-1]) + " and " + seeds[-1] + " seeds).")
+            + " (mean ± sd over " + _over([r for r, _ in splits]) + ").")
+
+
+def _over(sides: list[dict]) -> str:
+    """'3 and 3 seeds', or '3 seeds and 5 split draws × 3 seeds' where a side has draws."""
+    if all(int(r.get("n_draws") or 1) == 1 for r in sides):
+        n = [str(r["n_seeds"]) for r in sides]
+        return ", ".join(n[:-1]) + " and " + n[-1] + " seeds"
+    w = [runs_words(r) for r in sides]
+    return ", ".join(w[:-1]) + " and " + w[-1]
 
 
 def findings_markdown(rep: dict) -> str:
@@ -152,7 +169,7 @@ def findings_markdown(rep: dict) -> str:
         lines.append(
             f"- **Leakage.** Test F1 is {plus_minus(o['f1_mean'], o['f1_sd'])} on the official split and "
             f"{plus_minus(g['f1_mean'], g['f1_sd'])} on the near-duplicate-free grouped split "
-            f"(mean ± sd over {o['n_seeds']} and {g['n_seeds']} seeds): "
+            f"(mean ± sd over {_over([o, g])}): "
             + _verdict((rep.get("contrasts") or {}).get("official_minus_grouped"),
                        "the official (leaky) split", "the grouped split", d)
             + ". The two TEST sets hold different images, so part of a gap can be difficulty "

@@ -35,14 +35,17 @@ def config_from_params(params: dict) -> TrainConfig:
     return TrainConfig.from_dict({k: v for k, v in params.items() if k in TRAIN_KEYS})
 
 
-def run_name(profile: str, seed: int, loss: str, split_scheme: str = "official", tag: str = "") -> str:
-    """``<profile>-<split>-<loss>-seed<k>``, with ``-<tag>`` for a tagged variant (a lever trial).
+def run_name(profile: str, seed: int, loss: str, split_scheme: str = "official", tag: str = "",
+             split_seed: int = 0) -> str:
+    """``<profile>-<split>-<loss>-seed<k>``, with ``-split<d>`` for a grouped split drawn with
+    split seed ``d`` > 0 (the split-draw sweep) and ``-<tag>`` for a tagged variant (a lever trial).
     The name becomes a folder and file names, so each part and the whole are checked
     (``names.check_name``): a profile or tag holding ``..``, a separator or NUL is refused."""
     names.check_name(profile, "profile")
     if tag:
         names.check_name(tag, "run_tag")
-    return names.check_name(f"{profile}-{split_scheme}-{loss}-seed{seed}" + (f"-{tag}" if tag else ""),
+    draw = f"-split{int(split_seed)}" if split_seed and split_scheme != "official" else ""
+    return names.check_name(f"{profile}-{split_scheme}-{loss}-seed{seed}{draw}" + (f"-{tag}" if tag else ""),
                             "run name")
 
 
@@ -131,6 +134,7 @@ def score_and_write(params: dict, cfg: TrainConfig, result, arrays: dict, data_r
     extra = {
         "profile": profile, "split_scheme": split_scheme, "seed": cfg.seed, "loss": cfg.loss,
         "run_tag": params.get("run_tag") or None,
+        **({"split_seed": int(params["split_seed"])} if params.get("split_seed") else {}),
         "n_parameters": result.n_parameters, "device": result.device,
         "malloc_tuned": memory.MALLOC_TUNED,
         "threads": torch.get_num_threads(),
@@ -218,7 +222,8 @@ def name_for(params: dict) -> str:
     """The run name that ``run_profile(params)`` uses."""
     cfg = config_from_params(params)
     return run_name(params.get("profile", "custom"), cfg.seed, cfg.loss,
-                    params.get("split_scheme", "official"), params.get("run_tag") or "")
+                    params.get("split_scheme", "official"), params.get("run_tag") or "",
+                    params.get("split_seed") or 0)
 
 
 def load_run(params: dict):

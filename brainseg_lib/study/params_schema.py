@@ -42,6 +42,7 @@ class ParamsSchema(TrainSchema):
     n_examples: Count = None
     gallery_pairs: Count = None
     run_sweep: bool = None
+    sweep_split_draws: Count = None
     sweep_seeds: Annotated[list[Seed], TUPLE_AS_LIST] = None
     sweep_extra_losses: Annotated[list[Literal[LOSSES]], TUPLE_AS_LIST] = None
     sweep_variants: dict[str, "ParamsSchema"] = None

@@ -11,6 +11,7 @@ from brainseg_lib import paths
 from brainseg_lib.data.splits import audit_groups
 from brainseg_lib.evaluation.evaluate import load_run_metrics
 from brainseg_lib.evaluation.metrics import METRICS
+from brainseg_lib.study.split_draws import split_seed_of
 
 
 def load_sweep(profile: str, sweep_dir=None) -> pd.DataFrame:
@@ -21,6 +22,7 @@ def load_sweep(profile: str, sweep_dir=None) -> pd.DataFrame:
         if r.get("profile") != profile or r.get("run_tag"):   # tagged variants are Table I rows only
             continue
         row = {"run_name": r["run_name"], "split_scheme": r.get("split_scheme", "official"),
+               "split_seed": split_seed_of(r),
                "loss": r["loss"], "seed": r["seed"], "n_images": r["n_images"],
                "per_image_csv": str(folder / r["per_image_csv"]) if r.get("per_image_csv") else None,
                **{m: r["global"][m] for m in METRICS},
@@ -33,16 +35,18 @@ def load_sweep(profile: str, sweep_dir=None) -> pd.DataFrame:
             for k in ("threshold", "f1", "precision", "recall"):
                 row[f"{label}:{k}"] = t[k]
         rows.append(row)
-    cols = ["run_name", "split_scheme", "loss", "seed", "n_images", "per_image_csv", *METRICS,
+    cols = ["run_name", "split_scheme", "split_seed", "loss", "seed", "n_images", "per_image_csv", *METRICS,
             *(f"{m}_ci_{e}" for m in METRICS for e in ("lo", "hi"))]
     return pd.DataFrame(rows) if rows else pd.DataFrame(columns=cols)
 
 
 def summarize_runs(runs: pd.DataFrame) -> pd.DataFrame:
-    """Mean and sd (ddof=1) of each pooled metric per (split scheme, loss)."""
+    """Mean and sd (ddof=1) of each pooled metric per (split scheme, loss), over every run
+    (every seed of every split draw: ``n_runs``, ``n_draws``)."""
     out = []
     for (scheme, loss), g in runs.groupby(["split_scheme", "loss"]):
-        row = {"split_scheme": scheme, "loss": loss, "n_seeds": len(g)}
+        row = {"split_scheme": scheme, "loss": loss, "n_runs": len(g),
+               "n_draws": int(g["split_seed"].nunique()) if "split_seed" in g else 1}
         for m in METRICS:
             row[m] = g[m].mean()
             row[f"{m}_sd"] = g[m].std(ddof=1) if len(g) > 1 else np.nan
@@ -65,6 +69,12 @@ def _mean(runs, scheme, loss, col="f1"):
         if len(g) else (None, None, 0)
 
 
+def _draws(runs, scheme, loss) -> int:
+    """How many draws of the split the runs of (scheme, loss) were trained on (1 at least)."""
+    g = runs[(runs.split_scheme == scheme) & (runs.loss == loss)]
+    return max(1, int(g["split_seed"].nunique())) if "split_seed" in g and len(g) else 1
+
+
 def findings(runs: pd.DataFrame, main_loss: str = "bce_dice", split_seed: int = 0) -> dict:
     """The three answers (leakage, loss, threshold) as numbers, for JSON and the README, with
     what the grouped split (seed ``split_seed``) leaves just below the near-duplicate
@@ -76,7 +86,8 @@ def findings(runs: pd.DataFrame, main_loss: str = "bce_dice", split_seed: int = 
     bce, bce_sd, n_bce = _mean(runs, "official", "bce")
     rep = {"main_loss": main_loss,
            "official": {"f1_mean": off, "f1_sd": off_sd, "n_seeds": n_off},
-           "grouped": {"f1_mean": grp, "f1_sd": grp_sd, "n_seeds": n_grp},
+           "grouped": {"f1_mean": grp, "f1_sd": grp_sd, "n_seeds": n_grp,
+                       "n_draws": _draws(runs, "grouped", main_loss)},
            "official_minus_grouped_f1": None if off is None or grp is None else off - grp,
            "loss": {"bce_dice": {"f1_mean": off, "f1_sd": off_sd, "n_seeds": n_off},
                     "bce": {"f1_mean": bce, "f1_sd": bce_sd, "n_seeds": n_bce},
@@ -111,22 +122,32 @@ CONTRASTS = (("official_minus_grouped", ("official", None), ("grouped", None)),
 def contrasts(runs: pd.DataFrame, main_loss: str = "bce_dice", split_seed: int = 0,
               n_boot: int | None = None) -> dict:
     """Every comparison of ``CONTRASTS`` whose two sides have runs with per-image tables:
-    the difference in mean pooled F1 with its hierarchical-bootstrap CI over seeds and
-    near-duplicate groups of TEST images (``study.verdicts``)."""
+    the difference in mean pooled F1 with its hierarchical-bootstrap CI over split draws (a
+    side trained on several draws of the grouped split), seeds and near-duplicate groups of
+    TEST images (``study.split_draws.compare_draws``)."""
     from brainseg_lib.study import verdicts
+    from brainseg_lib.study.split_draws import compare_draws
     groups = audit_groups(split_seed)
     out = {}
     for key, (sa, la), (sb, lb) in CONTRASTS:
-        sides = []
-        for scheme, loss in ((sa, la or main_loss), (sb, lb or main_loss)):
-            g = runs[(runs.split_scheme == scheme) & (runs.loss == loss)]
-            if "per_image_csv" not in g or not len(g) or g["per_image_csv"].isna().any():
-                break
-            sides.append([pd.read_csv(p) for p in g.sort_values("seed")["per_image_csv"]])
-        if len(sides) == 2:
-            out[key] = {**verdicts.compare(*sides, groups, n_boot=n_boot or verdicts.N_BOOT),
-                        "units": "seeds x near-duplicate groups" if groups else "seeds x images"}
+        sides = [_side(runs, scheme, loss) for scheme, loss in ((sa, la or main_loss), (sb, lb or main_loss))]
+        if all(sides):
+            many = max(len(s) for s in sides) > 1
+            out[key] = {**compare_draws(*sides, groups, n_boot=n_boot or verdicts.N_BOOT),
+                        "units": ("split draws x " if many else "") +
+                                 ("seeds x near-duplicate groups" if groups else "seeds x images")}
     return out
+
+
+def _side(runs: pd.DataFrame, scheme: str, loss: str) -> list[list[pd.DataFrame]] | None:
+    """One side of a contrast: per split draw, the per-image tables of its seeds (None when a
+    run lacks its table)."""
+    g = runs[(runs.split_scheme == scheme) & (runs.loss == loss)]
+    if "per_image_csv" not in g or not len(g) or g["per_image_csv"].isna().any():
+        return None
+    draws = g["split_seed"] if "split_seed" in g else pd.Series(0, index=g.index)
+    return [[pd.read_csv(p) for p in d.sort_values("seed")["per_image_csv"]]
+            for _, d in g.groupby(draws, sort=True)]
 
 
 def within_test_contrast(runs: pd.DataFrame, main_loss: str = "bce_dice", split_seed: int = 0,

@@ -35,7 +35,9 @@ log = logging.getLogger(__name__)
 def plan(profile: str, seeds=DEFAULT_SEEDS, schemes=SPLIT_SCHEMES,
          extra_losses=None, variants=None) -> list[dict]:
     """Parameter dicts: every scheme (official, grouped, grouped_strict by default) x seed with
-    the profile's loss; each extra loss on the
+    the profile's loss; the grouped split drawn again with split seeds 1 .. n-1 for the
+    profile's ``sweep_split_draws: n`` (each draw x every seed: the split-draw sweep whose
+    spread enters the leakage verdict, ``study.split_draws``); each extra loss on the
     official split with the same seeds (the paper's loss question); and each variant (a
     tagged set of overrides, e.g. the paper's annotated-only setting) on the official split
     with seed 0. ``extra_losses`` and ``variants`` default to the profile's
@@ -50,6 +52,9 @@ def plan(profile: str, seeds=DEFAULT_SEEDS, schemes=SPLIT_SCHEMES,
     for tag in variants:
         names.check_name(tag, f"sweep_variants key of profile {profile!r}")
     runs = [{**base, "split_scheme": s, "seed": k} for s in schemes for k in seeds]
+    runs += [{**base, "split_scheme": "grouped", "split_seed": d, "seed": k}
+             for d in range(1, int(base.get("sweep_split_draws") or 1)) if "grouped" in schemes
+             for k in seeds]
     runs += [{**base, **overrides, "split_scheme": "official", "seed": 0, "run_tag": tag}
              for tag, overrides in variants.items()]
     runs += [{**base, "split_scheme": "official", "seed": k, "loss": loss}
@@ -176,9 +181,13 @@ def run_threads(params: dict, jobs: int, cores: int | None = None) -> int:
 def run_sweep(runs: list[dict], jobs: int = 1, in_process: bool = False, skip_done: bool = True,
               sweep_dir: str | Path | None = None) -> list[str]:
     """Execute ``runs``; returns the run names. Finished runs (see ``finished``) are skipped
-    unless ``skip_done`` is False."""
+    unless ``skip_done`` is False. The grouped manifests of the split draws that the runs
+    train on are written first where missing (``split_draws.write_draw_manifests``)."""
+    from brainseg_lib.study.split_draws import split_seeds_of, write_draw_manifests
     sweep_dir = Path(sweep_dir) if sweep_dir else paths.sweep_dir()
     todo = [r for r in runs if not (skip_done and finished(r, sweep_dir))]
+    for path in write_draw_manifests(split_seeds_of(todo)):
+        log.warning("wrote the split draw %s", paths.display_path(path))
     if in_process:
         with paths.env_override(BRAINSEG_RESULTS=sweep_dir):
             for r in todo:

@@ -25,6 +25,7 @@ import pandas as pd
 
 from brainseg_lib import paths
 from brainseg_lib.evaluation.evaluate import load_run_metrics
+from brainseg_lib.study.split_draws import split_seed_of
 from brainseg_lib.fileio import atomic_write_text, write_csv
 from brainseg_lib.paper import COLUMNS, PAPER_ROW, cited_rows
 
@@ -127,7 +128,9 @@ def reproduction_rows(runs: list[dict]) -> pd.DataFrame:
     rows = []
     for label, rs in runs_by_label(runs).items():
         seeds = sorted(r.get("seed", 0) for r in rs)
-        label += (f" (mean ± sd over {len(rs)} seeds)" if len(rs) > 1 else f" (seed {seeds[0]})")
+        draws = {split_seed_of(r) for r in rs}
+        label += (f" (mean ± sd over {len(rs)} runs: {len(draws)} split draws × seeds)" if len(draws) > 1
+                  else f" (mean ± sd over {len(rs)} seeds)" if len(rs) > 1 else f" (seed {seeds[0]})")
         row = {"Study": label, "n_seeds": len(rs), "Runs": ", ".join(sorted(r["run_name"] for r in rs)),
                "Reference": "this repository, " + metrics_folder_label(rs[0]) + ", ".join(
                    sorted(r["run_name"] + ".json" for r in rs)),

@@ -1,0 +1,43 @@
+"""Figures of the seed and split-draw sweep (notebook 08): every run's TEST F1 where a reader
+can see the spread that the verdicts' CIs resample."""
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+SCHEME_WORDS = {"official": "official", "grouped": "grouped", "grouped_strict": "stricter grouped"}
+
+
+def run_columns(runs: pd.DataFrame, loss: str = "bce_dice") -> list[tuple[str, pd.DataFrame]]:
+    """(label, runs) per split scheme and draw of ``loss``'s runs, in reading order: the
+    official split, each draw of the grouped split, the stricter grouped split."""
+    g = runs[runs["loss"] == loss]
+    draws = g["split_seed"] if "split_seed" in g else pd.Series(0, index=g.index)
+    out = []
+    for scheme in SCHEME_WORDS:
+        s = g[g["split_scheme"] == scheme]
+        for d in sorted(draws[s.index].unique()):
+            label = SCHEME_WORDS[scheme] + (f"\ndraw {d}" if (draws[g["split_scheme"] == scheme] > 0).any() else "")
+            out.append((label, s[draws[s.index] == d]))
+    return out
+
+
+def runs_strip(runs: pd.DataFrame, loss: str = "bce_dice", metric: str = "f1"):
+    """One column per split (and per draw of the grouped split), a dot per seed's pooled TEST
+    ``metric`` and a bar at the column's mean."""
+    cols = run_columns(runs, loss)
+    fig, ax = plt.subplots(figsize=(max(5.5, 1.0 + 0.9 * len(cols)), 3.8))
+    colours = {"official": "tab:blue", "grouped": "tab:orange", "stricter grouped": "tab:green"}
+    for i, (label, r) in enumerate(cols):
+        colour = colours[label.split("\n")[0]]
+        v = r[metric].to_numpy(dtype=float)
+        jitter = np.linspace(-0.12, 0.12, len(v)) if len(v) > 1 else np.zeros(1)
+        ax.scatter(i + jitter, v, color=colour, s=28, zorder=3, label=None)
+        ax.plot([i - 0.28, i + 0.28], [v.mean()] * 2, color=colour, lw=2.5)
+    ax.set_xticks(range(len(cols)), [c[0] for c in cols], fontsize=9)
+    ax.set_ylabel(f"pooled TEST {metric.upper()} (one dot per seed)")
+    ax.set_title("Every run of the sweep: seeds and split draws (bar: mean)")
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig

@@ -1,0 +1,84 @@
+"""Several draws of the grouped split, and the leakage verdict over them.
+
+The grouped split (``splits/grouped_seed0.csv``, notebook 07) is one random assignment of
+whole near-duplicate groups (mirror images included) to TRAIN / VAL / TEST. Another split
+seed gives another assignment of the same groups; the split-draw sweep
+(``sweep_split_draws`` in a profile, ``study.sweep.plan``) trains every seed on each draw,
+so that the official-minus-grouped verdict can carry which TEST set was drawn as well as
+which seed trained (``compare_draws``).
+
+``write_draw_manifests`` writes ``splits/grouped_seed<d>.csv`` for the draws the sweep needs,
+from the same groups notebook 07 forms; a manifest already there with the same content is
+left untouched (``splits.write_manifest``).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+from brainseg_lib.evaluation.bootstrap import ci_quantiles
+from brainseg_lib.names import split_seed_of  # noqa: F401  (re-exported: the sweep's runs)
+from brainseg_lib.study.verdicts import N_BOOT, group_counts, point_f1, side_draws, verdict
+
+
+def draw_manifests(split_seeds) -> dict[int, pd.DataFrame]:
+    """The grouped manifest of each split seed, from notebook 07's groups (flip-aware
+    near-duplicate links over every Br35H annotated image)."""
+    from brainseg_lib.data import duplicates, splits
+    fp = duplicates.fingerprints()
+    labels = duplicates.groups(fp, duplicates.pair_table(fp))
+    return {int(d): splits.grouped_split(fp.names, labels, int(d)) for d in split_seeds}
+
+
+def write_draw_manifests(split_seeds) -> list:
+    """Write the grouped manifest of every split seed in ``split_seeds`` that is missing
+    (``splits/grouped_seed<d>.csv``); returns the paths written. Each manifest is checked to
+    keep every group inside one split before it is written."""
+    from brainseg_lib.data import splits
+    missing = [d for d in split_seeds if not splits.manifest_path(d, "grouped").is_file()]
+    if not missing:
+        return []
+    written = []
+    for d, man in draw_manifests(missing).items():
+        if man.groupby("group")["split"].nunique().max() != 1:
+            raise RuntimeError(f"split draw {d} splits a near-duplicate group; this is a bug "
+                               "in splits.grouped_split")
+        written.append(splits.write_manifest(man, d))
+    return written
+
+
+def split_seeds_of(runs: list[dict]) -> list[int]:
+    """The grouped split seeds a sweep plan trains on (0 included when it trains on it)."""
+    return sorted({int(r.get("split_seed") or 0) for r in runs if r.get("split_scheme") == "grouped"})
+
+
+def draws_of(a_draws: list[np.ndarray], n_boot: int, rng: np.random.Generator) -> np.ndarray:
+    """``n_boot`` draws of a side's mean pooled F1 over split draws: the draws resampled with
+    replacement, and within each drawn draw its seeds and its TEST groups
+    (``verdicts.side_draws``). ``a_draws``: one ``group_counts`` array per split draw."""
+    per_draw = np.stack([side_draws(c, n_boot, rng) for c in a_draws])       # (D, B)
+    pick = rng.integers(0, len(a_draws), size=(n_boot, len(a_draws)))
+    return np.take_along_axis(per_draw.T, pick, axis=1).mean(axis=1)
+
+
+def compare_draws(a: list[list[pd.DataFrame]], b: list[list[pd.DataFrame]], groups: dict | None,
+                  n_boot: int = N_BOOT, seed: int = 0, level: float = 0.95) -> dict:
+    """Mean pooled TEST F1 of side ``a`` minus side ``b``, each a list of split draws, each
+    draw a list of per-image tables (one per training seed). The CI comes from a three-level
+    bootstrap: split draws, then seeds and near-duplicate groups within each draw. A side with
+    one draw (the official split) has nothing to resample at the top level. Returns the
+    difference, its CI, the verdict (``verdicts.verdict``) and the counts that went in."""
+    if not a or not b or not all(a) or not all(b):
+        raise ValueError("a comparison needs at least one run in every draw of each side")
+    ca = [group_counts(d, groups) for d in a]
+    cb = [group_counts(d, groups) for d in b]
+    rng = np.random.default_rng(seed)
+    diffs = draws_of(ca, n_boot, rng) - draws_of(cb, n_boot, rng)
+    lo, hi = np.quantile(diffs, ci_quantiles(level))
+    point = float(np.mean([point_f1(c) for c in ca]) - np.mean([point_f1(c) for c in cb]))
+    return {"diff": point, "ci95": [float(lo), float(hi)], "verdict": verdict(float(lo), float(hi)),
+            "n_boot": n_boot, "draws": [len(a), len(b)],
+            "seeds": [sum(len(d) for d in a), sum(len(d) for d in b)],     # runs per side
+            "groups": [max(c.shape[1] for c in ca), max(c.shape[1] for c in cb)],
+            "seeds_per_draw": [[len(d) for d in a], [len(d) for d in b]],
+            "per_draw_f1": [[point_f1(c) for c in ca], [point_f1(c) for c in cb]]}
