@@ -250,17 +250,20 @@ plots.save_figure(fig, 'detection_score_histogram');
 
 # %% [markdown]
 # ## Missed tumours and false alarms
-# The scans the primary score gets most wrong, with the predicted tumour outline (cyan).
+# The scans the primary score gets most wrong, with the predicted tumour outline (cyan), one scan per
+# near-duplicate group; the line under each gallery says how many scans each group stands for.
 
 # %%
 missed = detection_figures.gallery_rows(scores, summary, "missed", detection_gallery)
 fig = detection_figures.gallery(missed, net, size, f"missed tumours (lowest {summary['primary_score']} first)")
 plots.save_figure(fig, "detection_missed");
+display(Markdown(detection_figures.gallery_note(scores, summary, "missed")))
 
 # %%
 alarms = detection_figures.gallery_rows(scores, summary, "false_alarms", detection_gallery)
 fig = detection_figures.gallery(alarms, net, size, f"false alarms (highest {summary['primary_score']} first)")
 plots.save_figure(fig, "detection_false_alarms");
+display(Markdown(detection_figures.gallery_note(scores, summary, "false_alarms")))
 
 # %% [markdown]
 # **Caveats.** The positives (`yes/`) and negatives (`no/`) were collected separately, so a detector

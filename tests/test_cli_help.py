@@ -75,3 +75,17 @@ def test_help_imports_no_heavy_module():
     assert r.returncode == 0, r.stderr
     loaded = json.loads(r.stdout.strip().splitlines()[-1])
     assert not loaded, f"python -m brainseg_lib --help imports {loaded}"
+
+
+@pytest.mark.parametrize("command, not_loaded", [("predict", ("torch", "nbformat", "onnx")),
+                                                 ("fetch-data", ("torch", "nbformat"))])
+def test_a_user_commands_help_builds_its_own_parser_only(command, not_loaded):
+    """``predict --help`` answers without torch, or the report's nbformat: the other user
+    commands' parsers are bare names then (user_commands.register(sub, only))."""
+    code = ("import sys, json\nfrom brainseg_lib.__main__ import main\n"
+            f"try:\n    main([{command!r}, '--help'])\nexcept SystemExit:\n    pass\n"
+            f"print(json.dumps([m for m in {not_loaded!r} if m in sys.modules]))")
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    loaded = json.loads(r.stdout.strip().splitlines()[-1])
+    assert not loaded, f"python -m brainseg_lib {command} --help imports {loaded}"

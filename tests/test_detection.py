@@ -481,3 +481,20 @@ def test_shortcut_control_scores_shape_alone_and_padded_scans(detection_root):
     assert control["model"]["auc"] == pytest.approx(roc.auc_score(rep["area_frac"], rep["label"]))
     assert len(frame) == len(scores) and frame["area_frac_padded"].between(0, 1).all()
     assert "Shortcut control: the aspect ratio alone" in findings.shortcut_sentence(control)
+
+
+def test_galleries_show_one_scan_per_group_and_say_what_the_largest_holds():
+    from brainseg_lib.detection import figures
+    summary = {"primary_score": "area_frac", "report": {"all": {"area_frac": {"threshold": 0.5}}}}
+    scores = pd.DataFrame({"name": [f"no{i}.jpg" for i in range(6)] + ["y0.jpg"],
+                           "role": "report", "label": [0] * 6 + [1],
+                           "area_frac": [0.9, 0.95, 0.8, 0.7, 0.6, 0.1, 0.2], "max_prob": 0.9,
+                           "dup_group": ["no/1", "no/1", "no/1", "no/1", "no/2", "no/3", "yes/0"]})
+    rows = figures.gallery_rows(scores, summary, "false_alarms", 8)
+    assert list(rows["name"]) == ["no1.jpg", "no4.jpg"]                    # one per group, highest first
+    note = figures.gallery_note(scores, summary, "false_alarms")
+    assert note.startswith("5 false alarms on the report scans, in 2 near-duplicate groups")
+    assert "holds 4 of them (80%)" in note and "`no1.jpg` is shown" in note and "wrong label" in note
+    assert figures.gallery_note(scores, summary, "missed").startswith("1 missed tumours on the report scans, in 1")
+    spread = scores.assign(dup_group=[f"no/{i}" for i in range(6)] + ["yes/0"])
+    assert "largest" not in figures.gallery_note(spread, summary, "false_alarms")

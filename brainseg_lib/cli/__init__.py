@@ -56,7 +56,7 @@ def build_parser(command: str | None = "") -> argparse.ArgumentParser:
     study_commands.register(sub)
     add_screenshots_parser(sub)
     if command == "" or command in USER_COMMANDS:
-        user_commands.register(sub)
+        user_commands.register(sub, None if command == "" else command)
     else:
         for name in USER_COMMANDS:
             sub.add_parser(name, add_help=False)

@@ -172,15 +172,33 @@ def _add_bench(sub) -> None:
     b.set_defaults(fn=_cmd_bench)
 
 
-def register(sub) -> None:
-    """Add the user-facing sub-commands to ``sub`` (an argparse sub-parser action)."""
-    from brainseg_lib.data.external_build import add_build_external_parser
-    from brainseg_lib.data.fetch import add_fetch_parser
-    from brainseg_lib.model.onnx import add_export_parser
-    from brainseg_lib.report.html import add_report_parser
-    _add_predict(sub)
-    _add_bench(sub)
-    add_fetch_parser(sub)
-    add_build_external_parser(sub)
-    add_report_parser(sub)
-    add_export_parser(sub)
+def _adders() -> dict:
+    """Each user command's parser builder; each imports only what its own parser needs."""
+    def fetch(sub):
+        from brainseg_lib.data.fetch import add_fetch_parser
+        add_fetch_parser(sub)
+
+    def build_external(sub):
+        from brainseg_lib.data.external_build import add_build_external_parser
+        add_build_external_parser(sub)
+
+    def report(sub):
+        from brainseg_lib.report.html import add_report_parser
+        add_report_parser(sub)
+
+    def export(sub):
+        from brainseg_lib.model.onnx import add_export_parser
+        add_export_parser(sub)
+    return {"predict": _add_predict, "bench": _add_bench, "fetch-data": fetch,
+            "build-external": build_external, "report": report, "export": export}
+
+
+def register(sub, only: str | None = None) -> None:
+    """Add the user-facing sub-commands to ``sub`` (an argparse sub-parser action): all of
+    them, or with ``only`` that one with its options and the others as bare names (a parser
+    imports torch, nbformat or PIL, so ``predict --help`` loads predict's alone)."""
+    for name, add in _adders().items():
+        if only is None or name == only:
+            add(sub)
+        else:
+            sub.add_parser(name, add_help=False)

@@ -89,19 +89,50 @@ def score_histogram(scores: pd.DataFrame, summary: dict):
     return fig
 
 
-def gallery_rows(scores: pd.DataFrame, summary: dict, kind: str, n: int = 8) -> pd.DataFrame:
-    """Report images the primary score gets wrong: ``missed`` tumours (lowest scores first) or
-    ``false_alarms`` (highest scores first)."""
+def wrong_rows(scores: pd.DataFrame, summary: dict, kind: str) -> pd.DataFrame:
+    """Every report image the primary score gets wrong: ``missed`` tumours (lowest scores
+    first) or ``false_alarms`` (highest scores first)."""
     k = summary["primary_score"]
     t = summary["report"]["all"][k]["threshold"]
     rep = scores[scores["role"] == "report"]
     if kind == "missed":
-        sel = rep[(rep["label"] == 1) & (rep[k] < t)].sort_values([k, "max_prob"], ascending=True)
-    elif kind == "false_alarms":
-        sel = rep[(rep["label"] == 0) & (rep[k] >= t)].sort_values([k, "max_prob"], ascending=False)
-    else:
-        raise ValueError("kind is 'missed' or 'false_alarms'")
+        return rep[(rep["label"] == 1) & (rep[k] < t)].sort_values([k, "max_prob"], ascending=True)
+    if kind == "false_alarms":
+        return rep[(rep["label"] == 0) & (rep[k] >= t)].sort_values([k, "max_prob"], ascending=False)
+    raise ValueError("kind is 'missed' or 'false_alarms'")
+
+
+def gallery_rows(scores: pd.DataFrame, summary: dict, kind: str, n: int = 8) -> pd.DataFrame:
+    """The first ``n`` of ``wrong_rows``, one scan per near-duplicate group (``dup_group``,
+    where the table has it): copies of one slice would otherwise fill the gallery."""
+    sel = wrong_rows(scores, summary, kind)
+    if "dup_group" in sel:
+        sel = sel.drop_duplicates("dup_group")
     return sel.head(n)
+
+
+def gallery_note(scores: pd.DataFrame, summary: dict, kind: str) -> str:
+    """A sentence under a gallery: how many scans are wrong, in how many near-duplicate groups
+    (the gallery shows one per group), and how much the largest group holds."""
+    rows = wrong_rows(scores, summary, kind)
+    what = "missed tumours" if kind == "missed" else "false alarms"
+    if not len(rows):
+        return f"There are no {what} at this threshold."
+    if "dup_group" not in rows:
+        return f"{len(rows)} {what}."
+    sizes = rows["dup_group"].value_counts()
+    s = (f"{len(rows)} {what} on the report scans, in {len(sizes)} near-duplicate group"
+         + ("s" if len(sizes) != 1 else "") + "; the gallery shows one scan per group.")
+    top, share = int(sizes.iloc[0]), sizes.iloc[0] / len(rows)
+    if top > 1:
+        first = rows.loc[rows["dup_group"] == sizes.index[0], "name"].iloc[0]
+        s += (f" The largest group holds {top} of them ({share:.0%}), copies of one slice (`{first}` "
+              "is shown)" + (", so the count rests largely on that slice." if share >= 1 / 3 else "."))
+        if share >= 1 / 3:
+            verb = "marks" if kind == "false_alarms" else "misses"
+            s += (f" A slice the model {verb} in every copy is worth checking for a wrong label: Br35H's "
+                  "labels are its folder names, with no record of who assigned them.")
+    return s
 
 
 def gallery(rows: pd.DataFrame, model, image_size: int, title: str, root=None, ncols: int = 4,
