@@ -272,3 +272,24 @@ def test_whole_run_wall_times_start_anew_on_a_fresh_clone_and_are_listed(tmp_pat
     assert "fresh clone (new .venv, empty cache): 900 s; a later run (warm cache): 150 s." in wall_lines(tmp_path)
     record_wall_time("smoke", 800, True, True, tmp_path)                 # a new clone starts the list anew
     assert len(json.loads((tmp_path / "wall_smoke.json").read_text())["runs"]) == 1
+
+
+def test_clock_figures_go_to_the_timings_page_and_the_readme_points_there(isolated_dirs, tmp_path):
+    """update-readme writes results/timings/timings.md (run_all wall times, How fast) and puts a
+    fixed pointer in the README: a re-run on a faster machine changes no line of the README."""
+    from brainseg_lib.report import readme
+    from brainseg_lib.report.timings import POINTER, TIMINGS_PAGE
+    t = {"total_seconds": 1234, "notebooks": {"01_x": 1234}, "machine": "m", "date": "d", "profile": "cpu"}
+    write_json(t, paths.ensure(paths.timings_dir()) / "run_all_cpu.json")
+    target = tmp_path / "README.md"
+    target.write_text("\n".join(f"<!-- {m}:START -->\nold\n<!-- {m}:END -->" for m in
+                                ("TABLE1", "HEADLINE", "PROFILES", "TIMINGS", "SPEED", "KEY_FINDINGS")) + "\n")
+    paths.ensure(paths.tables_dir()).joinpath("table1.md").write_text("| t |\n")
+    readme.update_readme(target)
+    first = target.read_text()
+    page = (paths.timings_dir() / TIMINGS_PAGE).read_text()
+    assert "1234 s" in page and "## How fast" in page and "1234" not in first
+    assert POINTER["TIMINGS"].strip() in first and POINTER["SPEED"].strip() in first
+    write_json({**t, "total_seconds": 617, "notebooks": {"01_x": 617}}, paths.timings_dir() / "run_all_cpu.json")
+    assert not readme.update_readme(target)                               # README unchanged
+    assert "617 s" in (paths.timings_dir() / TIMINGS_PAGE).read_text()

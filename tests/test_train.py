@@ -525,3 +525,38 @@ def test_score_and_write_hands_its_own_val_to_detection_points(monkeypatch, tmp_
     experiment.score_and_write(params, dataclasses.replace(cfg, limit_val=1), result,
                                {"train": None, "val": own_val, "test": own_val})
     assert seen["val"].names == ["y5.jpg"]
+
+
+def test_history_keeps_its_clock_columns_in_a_timing_file(tmp_path):
+    """Two runs that train the same weights write the same history.csv: the seconds go to
+    history_timing.csv, and read_history merges them back (an old inline history reads as is)."""
+    from brainseg_lib.training.run_state import read_history, write_history
+    rows = [{"epoch": e, "train_loss": 1.0 / e, "val_dice": 0.1 * e, "epoch_seconds": 7.0 + e,
+             "train_seconds": 8.0 * e, "wall_seconds": 9.0 * e} for e in (1, 2)]
+    write_history(tmp_path, rows)
+    plain = (tmp_path / "history.csv").read_text()
+    assert "seconds" not in plain
+    write_history(tmp_path, [{**r, "train_seconds": r["train_seconds"] * 2} for r in rows])   # a slower machine
+    assert (tmp_path / "history.csv").read_text() == plain
+    back = read_history(tmp_path)
+    assert list(back["train_seconds"]) == [16.0, 32.0] and list(back["val_dice"]) == [0.1, 0.2]
+    old = tmp_path / "old"
+    old.mkdir()
+    pd.DataFrame(rows).to_csv(old / "history.csv", index=False)
+    assert list(read_history(old)["wall_seconds"]) == [9.0, 18.0]
+
+
+def test_epoch_lines_carry_seconds_to_the_log_file_and_a_terminal_only(tmp_path, capsys):
+    import logging
+
+    from brainseg_lib.training.run_state import ClockFormatter, run_logger
+    rec = logging.LogRecord("x", logging.INFO, "f", 1, "epoch %3d  loss %.4f%s", (3, 0.5, ""), None)
+    rec.clock = "  7.5s (train 20s)"
+    assert ClockFormatter("%(message)s").format(rec) == "epoch   3  loss 0.5000  7.5s (train 20s)"
+    assert ClockFormatter("%(message)s", clock=False).format(rec) == "epoch   3  loss 0.5000"
+    log = run_logger(tmp_path, main=True, epochs=3)       # stdout here is captured: not a terminal
+    log.info("epoch %3d  loss %.4f%s", 1, 0.25, "  *best*", extra={"clock": "  1.0s (train 1s)"})
+    for h in log.handlers:
+        h.flush()
+    assert capsys.readouterr().out.strip() == "epoch   1  loss 0.2500  *best*"
+    assert (tmp_path / "train_log.txt").read_text().rstrip().endswith("*best*  1.0s (train 1s)")

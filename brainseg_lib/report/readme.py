@@ -9,7 +9,7 @@ import pandas as pd
 
 from brainseg_lib import paths
 from brainseg_lib.fileio import atomic_write_text
-from brainseg_lib.report.timings import timings_markdown  # noqa: F401  (update_readme's TIMINGS section)
+from brainseg_lib.report.timings import POINTER, timings_markdown, write_timings_page
 
 
 def benchmarks_readme(folder=None) -> str:
@@ -86,10 +86,11 @@ def profile_trials_markdown(folder=None) -> str:
             "test F1 (final) | detection AUC, area / max prob | seed sweep: official vs grouped F1 | "
             "note |\n"
             "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+    from brainseg_lib.training.run_state import read_history
     rows = []
     for t in pd.read_csv(index).itertuples():
         run = json.loads((folder / t.trial / "metrics.json").read_text())
-        hist = pd.read_csv(folder / t.trial / "history.csv")
+        hist = read_history(folder / t.trial)
         cfg, snap = run["config"], run.get("test_f1_at_seconds", {})
 
         def val_at(s):
@@ -221,8 +222,8 @@ def update_readme(readme: str | Path | None = None) -> bool:
     sections = [(study_rows_only((paths.tables_dir() / "table1.md").read_text()), README_START, README_END),
                 (headline_markdown(), HEADLINE_START, HEADLINE_END),
                 (profiles_markdown(), PROFILES_START, PROFILES_END),
-                (timings_markdown(), TIMINGS_START, TIMINGS_END),
-                (speed_markdown(), SPEED_START, SPEED_END),
+                (POINTER["TIMINGS"], TIMINGS_START, TIMINGS_END),    # clock figures: timings.md
+                (POINTER["SPEED"], SPEED_START, SPEED_END),
                 (key_findings_markdown(page_href="results/report/{page}.html") or "_No results yet._\n",
                  "<!-- KEY_FINDINGS:START -->", "<!-- KEY_FINDINGS:END -->")]
     sources = [(paths.tables_dir() / name, marker) for name, marker in README_SECTIONS]
@@ -232,6 +233,7 @@ def update_readme(readme: str | Path | None = None) -> bool:
     sections += [(study_rows_only(path.read_text()) if marker == "BOUNDARY" else path.read_text(),
                   f"<!-- {marker}:START -->", f"<!-- {marker}:END -->")
                  for path, marker in sources if path.is_file()]
+    write_timings_page(timings_markdown(), speed_markdown())
     text = new = readme.read_text()
     for markdown, start, end in sections:
         new = replace_section(new, markdown, start, end, str(readme))
@@ -309,12 +311,13 @@ def gpu_run_lines(profile: str = "paper") -> list[str]:
     from brainseg_lib.paper import paper_figure
     from brainseg_lib.study.experiment import load_timing, name_for
     from brainseg_lib.study.profiles import load_profile
+    from brainseg_lib.training.run_state import read_history
     run_name = name_for(load_profile(profile))
     run_json = paths.gpu_run_dir() / "metrics" / f"{run_name}.json"
     history = paths.gpu_run_dir() / "runs" / run_name / "history.csv"
     if not (run_json.is_file() and history.is_file()):
         return []
-    r, h = json.loads(run_json.read_text()), pd.read_csv(history).iloc[-1]
+    r, h = json.loads(run_json.read_text()), read_history(history.parent).iloc[-1]
     timing = load_timing(run_name, paths.gpu_run_dir() / "runs")
     device = str(r.get("device") or "an unrecorded device")
     where = timing.get("gpu") or ("a GPU" if device.startswith("cuda") else f"{device}, not a GPU")

@@ -55,3 +55,27 @@ def record_wall_time(profile: str, seconds: int, fresh_venv: bool, cold_cache: b
     data = {"profile": profile, "machine": machine_description(), "date": datetime.date.today().isoformat(),
             "runs": old["runs"] + [{"label": label, "seconds": int(seconds)}]}
     return atomic_write_text(path, json.dumps(data, indent=1) + "\n")
+
+
+TIMINGS_PAGE = "timings.md"     # in paths.timings_dir(): every clock figure the README points to
+POINTER = {"TIMINGS": "The wall times of `./run_all.sh` are in [`results/timings/timings.md`]"
+                      "(results/timings/timings.md); they live apart "
+                      "from the results so that a re-run that trains the same weights changes only "
+                      "timing files.\n",
+           "SPEED": "The time to accuracy of the released run and the benchmarks' figures are in "
+                    "[`results/timings/timings.md`](results/timings/timings.md) (How fast).\n"}
+
+
+def write_timings_page(run_times: str, speed: str, timings_dir: str | Path | None = None) -> Path:
+    """``results/timings/timings.md``: the run_all.sh wall times (``timings_markdown``) and the
+    How fast figures (``readme.speed_markdown``), the study's clock figures in one timing file."""
+    folder = paths.ensure(Path(timings_dir) if timings_dir else paths.timings_dir())
+    text = ("# Clock figures of the study\n\nWritten by `python -m brainseg_lib update-readme` (run by "
+            "`./run_all.sh`) from `results/timings/*.json`, each run's `timing.json` and "
+            "`results/benchmarks/`. Wall-clock time never decides what is trained: the budget is "
+            "epochs, and these machines vary about 2x in speed, so compare speeds only as ratios "
+            "within one run.\n\n## Wall times of `./run_all.sh`\n\nPer notebook, set-up excluded, "
+            "written by the last run of each profile; below the table, the whole command's wall time, "
+            "set-up included, in a fresh clone and on the run after it.\n\n" + run_times +
+            "\n## How fast\n\n" + speed)
+    return atomic_write_text(folder / TIMINGS_PAGE, text)

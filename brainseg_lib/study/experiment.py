@@ -231,6 +231,8 @@ def load_run(params: dict):
     import json
 
     import pandas as pd
+
+    from brainseg_lib.training.run_state import read_history
     name = name_for(params)
     path = paths.metrics_dir() / f"{name}.json"
     if not path.is_file():
@@ -238,5 +240,5 @@ def load_run(params: dict):
                                 "(or `python -m brainseg_lib train`) with the same parameters first")
     run = {**json.loads(path.read_text()), **load_timing(name)}
     per_image = pd.read_csv(paths.metrics_dir() / run["per_image_csv"])
-    history = pd.read_csv(paths.runs_dir() / name / "history.csv")
+    history = read_history(paths.runs_dir() / name)
     return run, per_image, history

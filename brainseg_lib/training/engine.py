@@ -315,9 +315,10 @@ def end_epoch(tr: Trainer, cfg: TrainConfig, st: RunState, trained: tuple[float,
         if run_state.checkpoint_due(st.epoch, cfg.epochs, tr.checkpoint_every, is_best, stop):
             run_state.save_checkpoints(st, cfg, tr.eval_model, tr.model, tr.opt, tr.ema, run_dir, is_best)
         run_state.write_history(run_dir, st.history)
-        logger.info("epoch %3d  loss %.4f  val_dice %.4f  val_iou %.4f  lr %.2e  %.1fs (train %.0fs)%s",
+        logger.info("epoch %3d  loss %.4f  val_dice %.4f  val_iou %.4f  lr %.2e%s",
                     st.epoch, row["train_loss"], row["val_dice"], row["val_iou"], row["lr"],
-                    epoch_s, st.train_seconds, "  *best*" if is_best else "")
+                    "  *best*" if is_best else "",
+                    extra={"clock": f"  {epoch_s:.1f}s (train {st.train_seconds:.0f}s)"})
     row, st.snapshots, st.best_dice = ddp.broadcast((row, st.snapshots, st.best_dice))
     if not ddp.is_main:
         st.history.append(row)

@@ -125,8 +125,29 @@ def save_snapshot(model, cfg, run_dir: Path, epoch: int, train_seconds: float) -
     return path
 
 
+# the clock columns of a run's history: kept in history_timing.csv, apart from history.csv, so
+# that two runs that train the same weights write the same history.csv (only timing files differ)
+TIMING_COLUMNS = ("epoch_seconds", "train_seconds", "wall_seconds")
+
+
 def write_history(run_dir: Path, history: list[dict]) -> None:
-    atomic_write_text(run_dir / "history.csv", pd.DataFrame(history).to_csv(index=False))
+    """``history.csv`` (epoch, step, losses, lr, validation figures) and ``history_timing.csv``
+    (epoch and the clock columns, ``TIMING_COLUMNS``)."""
+    df = pd.DataFrame(history)
+    clock = [c for c in TIMING_COLUMNS if c in df]
+    atomic_write_text(run_dir / "history.csv", df.drop(columns=clock).to_csv(index=False))
+    if clock:
+        atomic_write_text(run_dir / "history_timing.csv", df[["epoch", *clock]].to_csv(index=False))
+
+
+def read_history(run_dir: Path) -> pd.DataFrame:
+    """A run's history with its clock columns merged back (``write_history``); a history
+    written before the split, with the clock columns inline, reads as it is."""
+    df = pd.read_csv(Path(run_dir) / "history.csv")
+    timing = Path(run_dir) / "history_timing.csv"
+    if timing.is_file() and not any(c in df for c in TIMING_COLUMNS):
+        df = df.merge(pd.read_csv(timing), on="epoch", how="left")
+    return df
 
 
 class EpochThinning(logging.Filter):
@@ -144,6 +165,21 @@ class EpochThinning(logging.Filter):
         return epoch == 1 or epoch == self.epochs or epoch % self.every == 0
 
 
+class ClockFormatter(logging.Formatter):
+    """Appends a record's clock figures (``extra={"clock": ...}``, the epoch lines' seconds)
+    when ``clock`` is true: in ``train_log.txt`` and on a terminal, not in a notebook's or a CI
+    log's output, so that an executed notebook of a re-run with the same weights is identical."""
+
+    def __init__(self, fmt: str, datefmt: str | None = None, clock: bool = True):
+        super().__init__(fmt, datefmt)
+        self.clock = clock
+
+    def format(self, record: logging.LogRecord) -> str:
+        text = super().format(record)
+        extra = getattr(record, "clock", "")
+        return text + extra if self.clock and extra else text
+
+
 def run_logger(run_dir: Path, main: bool = True, epochs: int | None = None) -> logging.Logger:
     """The run's logger: ``train_log.txt`` (every line) and stdout on rank 0, where the
     per-epoch lines are thinned (``EpochThinning``) when ``epochs`` is given; warnings only,
@@ -156,10 +192,11 @@ def run_logger(run_dir: Path, main: bool = True, epochs: int | None = None) -> l
         h.close()
     if main:
         fh = logging.FileHandler(run_dir / "train_log.txt")
-        fh.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+        fh.setFormatter(ClockFormatter("%(asctime)s %(message)s", "%H:%M:%S"))
         logger.addHandler(fh)
-    sh = logging.StreamHandler(sys.stdout if main else sys.stderr)
-    sh.setFormatter(logging.Formatter("%(message)s"))
+    stream = sys.stdout if main else sys.stderr
+    sh = logging.StreamHandler(stream)
+    sh.setFormatter(ClockFormatter("%(message)s", clock=bool(getattr(stream, "isatty", lambda: False)())))
     sh.setLevel(logging.INFO if main else logging.WARNING)
     if main and epochs:
         sh.addFilter(EpochThinning(epochs))
