@@ -207,3 +207,10 @@ if ext_ok:
 # %%
 lever_md = paths.levers_dir() / "lever_table.md"
 display(Markdown(lever_md.read_text()) if lever_md.is_file() else "no lever trials recorded yet")
+
+# %%
+lever_csv = paths.levers_dir() / "lever_table.csv"
+if lever_csv.is_file():
+    from brainseg_lib.report import sweep_plots
+    fig = sweep_plots.lever_panels(pd.read_csv(lever_csv))
+    plots.save_figure(fig, "lever_table");

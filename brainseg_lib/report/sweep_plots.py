@@ -1,5 +1,6 @@
-"""Figures of the seed and split-draw sweep (notebook 08): every run's TEST F1 where a reader
-can see the spread that the verdicts' CIs resample."""
+"""Figures of the seed and split-draw sweep (notebook 08: every run's TEST F1, where a reader
+can see the spread that the verdicts' CIs resample) and of the lever trials that chose the cpu
+profile (notebook 09: the lever table as panels, one per selection figure)."""
 from __future__ import annotations
 
 import matplotlib.pyplot as plt
@@ -39,5 +40,37 @@ def runs_strip(runs: pd.DataFrame, loss: str = "bce_dice", metric: str = "f1"):
     ax.set_ylabel(f"pooled TEST {metric.upper()} (one dot per seed)")
     ax.set_title("Every run of the sweep: seeds and split draws (bar: mean)")
     ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+# the lever table's selection figures: column, axis label, whether higher is better
+LEVER_PANELS = (("val_f1", "Br35H VAL F1", True),
+                ("healthy_val_marked", "healthy VAL scans marked (share)", False),
+                ("ext_dev_pooled_f1", "TCGA-LGG dev pooled F1", True),
+                ("ext_dev_missed_share", "TCGA-LGG dev tumour slices missed (share)", False))
+
+
+def lever_panels(table: pd.DataFrame):
+    """The lever table (``results/levers/lever_table.csv``) as one panel per selection figure,
+    a row per trial (forward selection from the paper's setting, top to bottom); the share of
+    missed tumour slices comes from the table's ``missed/tumour`` column."""
+    t = table.copy()
+    parts = t["ext_dev_missed"].astype(str).str.split("/", expand=True).astype(float)
+    t["ext_dev_missed_share"] = parts[0] / parts[1]
+    fig, axes = plt.subplots(1, len(LEVER_PANELS), figsize=(3.1 * len(LEVER_PANELS) + 1.6, 0.9 + 0.42 * len(t)),
+                             sharey=True)
+    y = np.arange(len(t))
+    for ax, (col, label, higher) in zip(axes, LEVER_PANELS):
+        v = t[col].to_numpy(dtype=float)
+        best = np.nanargmax(v) if higher else np.nanargmin(v)
+        ax.hlines(y, np.nanmin(v), v, color="0.85", lw=1)
+        ax.scatter(v, y, color=["tab:red" if i == best else "tab:blue" for i in range(len(v))], s=30, zorder=3)
+        ax.set_xlabel(label + ("\n(higher is better)" if higher else "\n(lower is better)"), fontsize=8)
+        ax.grid(axis="x", alpha=0.3)
+        ax.tick_params(labelsize=8)
+    axes[0].set_yticks(y, t["tag"])
+    axes[0].invert_yaxis()
+    fig.suptitle("Lever trials (one seed each; red: the best trial on each figure)", fontsize=10)
     fig.tight_layout()
     return fig
