@@ -128,3 +128,11 @@ def test_seed_spread_counts_the_draws_and_table1_labels_them():
           for d in (0, 1) for s in (0, 1)]
     label = table1.reproduction_rows(rs)["Study"].iloc[0]
     assert label.endswith("(mean ± sd over 4 runs: 2 split draws × seeds)")
+
+
+def test_the_table1_plot_names_a_mean_over_draws():
+    from brainseg_lib.report.table1_plot import ours_label
+    study = ("Ours: cpu profile, grouped split, bce_dice, + healthy scans x1, seed sweep "
+             "(mean ± sd over 15 runs: 5 split draws × seeds)")
+    assert ours_label(study).endswith("mean of 15 runs, 5 split draws")
+    assert ours_label(study.replace("15 runs: 5 split draws × seeds", "3 seeds")).endswith("mean of 3 seeds")

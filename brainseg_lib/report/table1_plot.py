@@ -48,9 +48,11 @@ def ours_label(study: str) -> str:
         return study.removeprefix("Ours: ")
     seeds = m["seeds"]
     n = re.search(r"over (\d+) seeds", seeds)
+    d = re.search(r"over (\d+) runs: (\d+) split draws", seeds)
     parts = [m["profile"], m["split"].replace("_", " ")]
     parts += [m["loss"]] if m["loss"] != "bce_dice" else []
-    return " · ".join(parts + [m["data"], f"mean of {n[1]} seeds" if n else seeds])
+    what = f"mean of {n[1]} seeds" if n else f"mean of {d[1]} runs, {d[2]} split draws" if d else seeds
+    return " · ".join(parts + [m["data"], what])
 
 
 def released_run(models_dir=None) -> str | None:
