@@ -105,7 +105,7 @@ run, per_image, history = experiment.load_run(PARAMS)
 print(f"epochs run: {run['epochs_run']}, best epoch: {run['best_epoch']}, "
       f"best val Dice: {run['best_val_dice']:.3f}")
 print(f"trained on {run['device']}; its clock figures: {run['history_csv'].rsplit('/', 1)[0]}/timing.json "
-      "and the report's run-times page")
+      "and results/timings/timings.md")
 print(f"test F1 (pooled, native resolution): {run['global']['f1']:.3f}")
 
 # %%
@@ -128,7 +128,7 @@ plots.save_figure(fig, 'learning_curves');
 # test F1 reaches the paper's 0.826. The seconds of training at which each snapshot was reached are
 # measured on this machine and kept with the clock figures, apart from the results, so that a re-run
 # that trains the same weights changes only timing files: `timing.json` beside the run,
-# `results/figures/time_to_accuracy.png` (written here, not shown) and the report's run-times page.
+# `results/timings/time_to_accuracy.png` (written here, not shown) and `results/timings/timings.md`.
 
 # %%
 snaps = pd.DataFrame(run["snapshots"], columns=["epoch", "test_f1"])
@@ -136,5 +136,5 @@ display(snaps.round(3))
 print("epochs_to_target:", run["epochs_to_target"], "| cut by time:", run["cut_by_time"])
 seconds = [run.get("snapshot_seconds", {}).get(str(e)) for e in snaps.epoch]
 fig = plots.time_to_accuracy(history, dict(zip(seconds, snaps.test_f1)), run["target_f1"])
-plots.save_figure(fig, "time_to_accuracy")
+plots.save_figure(fig, "time_to_accuracy", paths.timings_dir())
 plt.close(fig)

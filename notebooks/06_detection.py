@@ -257,13 +257,13 @@ plots.save_figure(fig, 'detection_score_histogram');
 missed = detection_figures.gallery_rows(scores, summary, "missed", detection_gallery)
 fig = detection_figures.gallery(missed, net, size, f"missed tumours (lowest {summary['primary_score']} first)")
 plots.save_figure(fig, "detection_missed");
-display(Markdown(detection_figures.gallery_note(scores, summary, "missed")))
+display(Markdown(detection_figures.gallery_note(scores, summary, "missed", detection_gallery)))
 
 # %%
 alarms = detection_figures.gallery_rows(scores, summary, "false_alarms", detection_gallery)
 fig = detection_figures.gallery(alarms, net, size, f"false alarms (highest {summary['primary_score']} first)")
 plots.save_figure(fig, "detection_false_alarms");
-display(Markdown(detection_figures.gallery_note(scores, summary, "false_alarms")))
+display(Markdown(detection_figures.gallery_note(scores, summary, "false_alarms", detection_gallery)))
 
 # %% [markdown]
 # **Caveats.** The positives (`yes/`) and negatives (`no/`) were collected separately, so a detector

@@ -104,6 +104,8 @@ plots.save_figure(fig, "leakage_gallery");
 labels = duplicates.groups(fp, pairs)
 manifest = splits.grouped_split(fp.names, labels, split_seed)
 path = splits.write_manifest(manifest, split_seed)
+from brainseg_lib.study.split_draws import refresh_draws
+refresh_draws(fp.names, labels)        # the sweep's other draws of the grouped split, from these groups
 strict_manifest, strict = leakage.strict_split(fp, pairs, split_seed)
 strict_path = splits.write_manifest(strict_manifest, split_seed, "grouped_strict")
 summary = leakage.summarize_leakage(fp, pairs, labels, manifest, split_seed, strict)

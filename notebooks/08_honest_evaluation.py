@@ -72,7 +72,7 @@ print(len(runs), "runs found for profile", profile)
 print(sorted(runs.groupby(['split_scheme', 'loss']).groups))
 
 # %% [markdown]
-# ## Mean ± sd over seeds (pooled TEST metrics, native resolution)
+# ## Mean ± sd over seeds and split draws (pooled TEST metrics, native resolution)
 
 # %%
 summary = seed_spread.summarize_runs(runs)

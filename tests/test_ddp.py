@@ -188,7 +188,8 @@ def test_ddp_step_fit_and_resume_on_two_processes(tmp_path):
         torch.testing.assert_close(got["buffers"][n], t, rtol=1e-5, atol=1e-6)
 
     # every rank returned rank 0's history; only rank 0 wrote (one log line per epoch)
-    full = pd.read_csv(tmp_path / "full" / "history.csv")
+    from brainseg_lib.training.run_state import read_history
+    full = read_history(tmp_path / "full")                 # history.csv with its clock columns
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "returned_rank1.csv"), full)
     log = (tmp_path / "full" / "train_log.txt").read_text()
     assert [log.count(f"epoch {e:3d}  loss") for e in (1, 2, 3)] == [1, 1, 1]

@@ -493,8 +493,11 @@ def test_galleries_show_one_scan_per_group_and_say_what_the_largest_holds():
     rows = figures.gallery_rows(scores, summary, "false_alarms", 8)
     assert list(rows["name"]) == ["no1.jpg", "no4.jpg"]                    # one per group, highest first
     note = figures.gallery_note(scores, summary, "false_alarms")
-    assert note.startswith("5 false alarms on the report scans, in 2 near-duplicate groups")
-    assert "holds 4 of them (80%)" in note and "`no1.jpg` is shown" in note and "wrong label" in note
-    assert figures.gallery_note(scores, summary, "missed").startswith("1 missed tumours on the report scans, in 1")
+    assert note.startswith("5 false alarms on the report scans, in 2 near-duplicate groups; the gallery "
+                           "shows one scan of each of the first 2.")
+    assert "holds 4 of them (80%): 4 of its 4 report scans" in note and "`no1.jpg` is shown" in note
+    assert "wrong label" in note
+    assert "`no1.jpg` is not among those shown" in figures.gallery_note(scores, summary, "false_alarms", 0)
+    assert figures.gallery_note(scores, summary, "missed").startswith("1 missed tumour on the report scans, in 1")
     spread = scores.assign(dup_group=[f"no/{i}" for i in range(6)] + ["yes/0"])
     assert "largest" not in figures.gallery_note(spread, summary, "false_alarms")

@@ -74,18 +74,46 @@ def test_one_draw_per_side_gives_the_seed_and_group_verdict():
     assert one["draws"] == [1, 1] and one["seeds_per_draw"] == [[3], [3]]
 
 
+def _noisy_draw(tag, base_miss, rng, n=30):
+    """Three seeds on ``n`` images whose misses scatter around ``base_miss`` (per image and seed)."""
+    names = [f"{tag}{i}" for i in range(n)]
+    return [pd.DataFrame({"name": names, "tp": 100.0 - m, "fp": 5.0, "fn": m})
+            for m in (np.clip(rng.normal(base_miss, 8, n), 0, 100).round() for _ in range(3))]
+
+
 def test_draw_to_draw_spread_enters_the_ci():
     """Five draws whose TEST sets differ in difficulty: with the draws resampled the CI is wider
-    than any one draw's, and a gap that one draw makes look real can become no evidence."""
-    easy_to_hard = [_draw(f"d{k}", misses=(m, m, m)) for k, m in enumerate((2, 10, 20, 30, 45))]
-    official = [_draw("off", misses=(15, 15, 15))]
+    than one draw's seeds-and-groups CI, and a gap that one draw makes look real can become no
+    evidence."""
+    rng = np.random.default_rng(5)
+    easy_to_hard = [_noisy_draw(f"d{k}", m, rng) for k, m in enumerate((2, 10, 20, 30, 45))]
+    official = [_noisy_draw("off", 15, rng)]
     many = split_draws.compare_draws(official, easy_to_hard, None, n_boot=2000)
     single = split_draws.compare_draws(official, easy_to_hard[-1:], None, n_boot=2000)
     width = lambda r: r["ci95"][1] - r["ci95"][0]   # noqa: E731
+    assert width(single) > 0.01                                # seeds and images do scatter
     assert single["verdict"] == "higher"                       # against the hardest draw alone
     assert many["verdict"] == "no evidence" and width(many) > 3 * width(single)
     assert len(many["per_draw_f1"][1]) == 5
     assert many["diff"] == pytest.approx(many["per_draw_f1"][0][0] - np.mean(many["per_draw_f1"][1]))
+
+
+def test_a_multi_draw_side_resamples_its_draw_means_only():
+    """Within-draw noise is already in each draw's mean; resampling it again inside would count
+    it twice. Five draws with the same mean give a CI no wider than the official side's own."""
+    rng = np.random.default_rng(6)
+    same = _noisy_draw("s", 20, rng)
+    draws = [[t.assign(name=t["name"] + f"-{k}") for t in same] for k in range(5)]
+    official = [_noisy_draw("off", 20, rng)]
+    alone = split_draws.compare_draws(official, [same], None, n_boot=2000)
+    many = split_draws.compare_draws(official, draws, None, n_boot=2000)
+    width = lambda r: r["ci95"][1] - r["ci95"][0]   # noqa: E731
+    assert width(many) < width(alone)
+    counts = [verdicts.group_counts(d, None) for d in draws]
+    boot = split_draws.draws_of(counts, 500, np.random.default_rng(0))
+    assert np.allclose(boot, verdicts.point_f1(counts[0]))       # equal draw means: no spread left
+    inner = split_draws.draws_of(counts[:1], 500, np.random.default_rng(0))
+    assert inner.std() > 0.002                                   # one draw: seeds and images resampled
 
 
 def test_a_draw_without_runs_is_refused():
@@ -118,6 +146,9 @@ def test_seed_spread_counts_the_draws_and_table1_labels_them():
     rep = seed_spread.findings(runs)
     assert rep["grouped"]["n_draws"] == 3 and rep["grouped"]["n_seeds"] == 6
     assert rep["grouped"]["f1_mean"] == pytest.approx(0.8)
+    unequal = runs.drop(index=[8])                 # draw 2 with one seed weighs as much as the others
+    assert seed_spread.findings(unequal)["grouped"]["f1_mean"] == pytest.approx(0.8)
+    assert unequal.loc[unequal.split_scheme == "grouped", "f1"].mean() != pytest.approx(0.8)
     from brainseg_lib.evaluation.metrics import METRICS
     full = runs.assign(**{m: 0.5 for m in METRICS if m != "f1"})
     assert seed_spread.summarize_runs(full).set_index("split_scheme").loc["grouped", "n_draws"] == 3

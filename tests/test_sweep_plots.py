@@ -32,3 +32,10 @@ def test_lever_panels_mark_the_best_trial_of_each_figure():
     best = [r.index(to_rgba("tab:red")) for r in red]
     assert best == [0, 1, 1, 1]           # VAL F1 highest: a; marked, missed lowest: b; ext F1: b
     assert fig.axes[3].collections[-1].get_offsets()[:, 0].tolist() == [0.3, 0.1]
+
+
+def test_lever_panels_survive_a_table_without_external_figures():
+    t = pd.DataFrame({"tag": ["a", "b"], "val_f1": [0.9, 0.8], "healthy_val_marked": [0.5, 0.1],
+                      "ext_dev_pooled_f1": [float("nan")] * 2, "ext_dev_missed": [float("nan")] * 2})
+    fig = sweep_plots.lever_panels(t)
+    assert "not measured" in fig.axes[3].get_xlabel() and "not measured" in fig.axes[2].get_xlabel()

@@ -111,27 +111,34 @@ def gallery_rows(scores: pd.DataFrame, summary: dict, kind: str, n: int = 8) -> 
     return sel.head(n)
 
 
-def gallery_note(scores: pd.DataFrame, summary: dict, kind: str) -> str:
-    """A sentence under a gallery: how many scans are wrong, in how many near-duplicate groups
-    (the gallery shows one per group), and how much the largest group holds."""
+def gallery_note(scores: pd.DataFrame, summary: dict, kind: str, n: int = 8) -> str:
+    """A sentence under a gallery of ``n`` (``gallery_rows``): how many scans are wrong, in how
+    many near-duplicate groups, how many of those the gallery shows, and what the largest group
+    holds (its wrong scans of all its report scans)."""
     rows = wrong_rows(scores, summary, kind)
-    what = "missed tumours" if kind == "missed" else "false alarms"
+    what = ("missed tumour" if kind == "missed" else "false alarm") + ("s" if len(rows) != 1 else "")
     if not len(rows):
         return f"There are no {what} at this threshold."
     if "dup_group" not in rows:
         return f"{len(rows)} {what}."
     sizes = rows["dup_group"].value_counts()
+    shown = gallery_rows(scores, summary, kind, n)
     s = (f"{len(rows)} {what} on the report scans, in {len(sizes)} near-duplicate group"
-         + ("s" if len(sizes) != 1 else "") + "; the gallery shows one scan per group.")
+         + ("s" if len(sizes) != 1 else "") + f"; the gallery shows one scan of each of the first "
+         f"{len(shown)}.")
     top, share = int(sizes.iloc[0]), sizes.iloc[0] / len(rows)
     if top > 1:
-        first = rows.loc[rows["dup_group"] == sizes.index[0], "name"].iloc[0]
-        s += (f" The largest group holds {top} of them ({share:.0%}), copies of one slice (`{first}` "
-              "is shown)" + (", so the count rests largely on that slice." if share >= 1 / 3 else "."))
+        group = sizes.index[0]
+        copies = int(((scores["role"] == "report") & (scores["dup_group"] == group)).sum())
+        first = rows.loc[rows["dup_group"] == group, "name"].iloc[0]
+        where = "is shown" if first in set(shown["name"]) else "is not among those shown"
+        s += (f" The largest group holds {top} of them ({share:.0%}): {top} of its {copies} report scans, "
+              f"copies of one slice (`{first}` {where})" + (", so the count rests largely on that slice."
+                                                            if share >= 1 / 3 else "."))
         if share >= 1 / 3:
             verb = "marks" if kind == "false_alarms" else "misses"
-            s += (f" A slice the model {verb} in every copy is worth checking for a wrong label: Br35H's "
-                  "labels are its folder names, with no record of who assigned them.")
+            s += (f" A slice the model {verb} in nearly every copy is worth checking for a wrong label: "
+                  "Br35H's labels are its folder names, with no record of who assigned them.")
     return s
 
 

@@ -72,7 +72,8 @@ def profile_trials_markdown(folder=None) -> str:
 
     ``folder`` (default ``results/benchmarks/profile_trials``) holds ``trials.csv``
     (columns ``trial``, ``note``) and one sub-folder per trial with the run's metrics JSON
-    (``metrics.json``) and ``history.csv``, copied from ``python -m brainseg_lib train``
+    (``metrics.json``), ``history.csv`` and, for a run written since the clock columns moved out
+    of it, ``history_timing.csv``, copied from ``python -m brainseg_lib train``
     runs, plus ``detection.json`` (notebook 06) where the detection study was run on that
     trial's model and ``sweep/metrics/*.json`` where the seed sweep was run with its settings.
     Validation Dice at a mark is that of the last epoch finished by then.
@@ -94,6 +95,8 @@ def profile_trials_markdown(folder=None) -> str:
         cfg, snap = run["config"], run.get("test_f1_at_seconds", {})
 
         def val_at(s):
+            if "train_seconds" not in hist:            # a trial copied without history_timing.csv
+                return "-"
             done = hist[hist["train_seconds"] <= s]
             return f"{done['val_dice'].iloc[-1]:.3f}" if len(done) else "-"
 

@@ -87,8 +87,16 @@ def strict_verdict_holds(rep: dict) -> bool | None:
     the same with the stricter grouped split in the grouped split's place; None when either
     comparison has no CI (no stricter runs, no per-image results)."""
     c = rep.get("contrasts") or {}
-    before, after = _side(c.get("official_minus_grouped")), _side(c.get("official_minus_grouped_strict"))
+    grouped = c.get("official_minus_grouped_first_draw") or c.get("official_minus_grouped")
+    before, after = _side(grouped), _side(c.get("official_minus_grouped_strict"))
     return None if None in (before, after) else before == after
+
+
+def _first_draw(rep: dict) -> str:
+    """' (its first draw, split seed 0, drawn once like the stricter split)' when the grouped
+    split was drawn several times: the comparisons with the stricter split use that draw."""
+    n = int((rep.get("grouped") or {}).get("n_draws") or 1)
+    return " (its first draw, split seed 0: the stricter split is drawn once)" if n > 1 else ""
 
 
 def _strict_sentence(rep: dict, holds: bool | None) -> str:
@@ -103,12 +111,14 @@ def _strict_sentence(rep: dict, holds: bool | None) -> str:
          f"(mean ± sd over {seeds}). Against the other two splits, ")
     gx, ox = rep.get("grouped_minus_grouped_strict_f1"), rep.get("official_minus_grouped_strict_f1")
     s += ("there is no grouped figure" if gx is None else
-          _verdict(c.get("grouped_minus_grouped_strict"), "the grouped split", "the stricter one", gx))
+          _verdict(c.get("grouped_minus_grouped_strict"), "the grouped split" + _first_draw(rep),
+                   "the stricter one", gx))
     if ox is not None:
         s += ("; and for the official split against the stricter one, "
               + _verdict(c.get("official_minus_grouped_strict"), "the official split", "the stricter one", ox))
         if holds is not None:
-            s += (". The official-vs-grouped verdict holds at the stricter thresholds" if holds else
+            s += (". The official-vs-grouped verdict" + _first_draw(rep).replace(" (its", " (on the grouped split's")
+                  + " holds at the stricter thresholds" if holds else
                   ". So the official-vs-grouped verdict does not hold at the stricter thresholds: it depends on "
                   "where they sit, and the two grouped figures together, not the first alone, are the range to "
                   "quote for unseen patients' slices")
@@ -172,12 +182,15 @@ def findings_markdown(rep: dict) -> str:
             f"(mean ± sd over {_over([o, g])}): "
             + _verdict((rep.get("contrasts") or {}).get("official_minus_grouped"),
                        "the official (leaky) split", "the grouped split", d)
-            + ". The two TEST sets hold different images, so part of a gap can be difficulty "
-            "rather than leakage; "
+            + (". The TEST sets hold different images (one per draw of the grouped split), so part of a gap can "
+               "be difficulty rather than leakage; " if int(g.get("n_draws") or 1) > 1 else
+               ". The two TEST sets hold different images, so part of a gap can be difficulty "
+               "rather than leakage; ")
             + ("the next point, a stricter grouped split, says which figure to quote for unseen patients' slices"
                if holds is False else
                "the grouped figure is the one to quote for unseen patients' slices") + "."
-            + _near_miss_sentence(rep.get("grouped_near_misses")))
+            + _near_miss_sentence(rep.get("grouped_near_misses"),
+                                  "grouped" + (" (first draw)" if int(g.get("n_draws") or 1) > 1 else "")))
     if (rep.get("grouped_strict") or {}).get("f1_mean") is not None:
         lines.append(_strict_sentence(rep, holds))
     if (rep.get("within_test") or {}).get("diff") is not None:

@@ -56,13 +56,16 @@ def lever_panels(table: pd.DataFrame):
     a row per trial (forward selection from the paper's setting, top to bottom); the share of
     missed tumour slices comes from the table's ``missed/tumour`` column."""
     t = table.copy()
-    parts = t["ext_dev_missed"].astype(str).str.split("/", expand=True).astype(float)
-    t["ext_dev_missed_share"] = parts[0] / parts[1]
+    parts = t["ext_dev_missed"].astype(str).str.extract(r"^(\d+)/(\d+)$").astype(float)
+    t["ext_dev_missed_share"] = parts[0] / parts[1]          # NaN where a trial has no figure
     fig, axes = plt.subplots(1, len(LEVER_PANELS), figsize=(3.1 * len(LEVER_PANELS) + 1.6, 0.9 + 0.42 * len(t)),
                              sharey=True)
     y = np.arange(len(t))
     for ax, (col, label, higher) in zip(axes, LEVER_PANELS):
         v = t[col].to_numpy(dtype=float)
+        if np.isnan(v).all():
+            ax.set_xlabel(label + "\n(not measured)", fontsize=8)
+            continue
         best = np.nanargmax(v) if higher else np.nanargmin(v)
         ax.hlines(y, np.nanmin(v), v, color="0.85", lw=1)
         ax.scatter(v, y, color=["tab:red" if i == best else "tab:blue" for i in range(len(v))], s=30, zorder=3)

@@ -77,5 +77,7 @@ def write_timings_page(run_times: str, speed: str, timings_dir: str | Path | Non
             "within one run.\n\n## Wall times of `./run_all.sh`\n\nPer notebook, set-up excluded, "
             "written by the last run of each profile; below the table, the whole command's wall time, "
             "set-up included, in a fresh clone and on the run after it.\n\n" + run_times +
-            "\n## How fast\n\n" + speed)
+            "\n## How fast\n\n" + speed + "\nValidation Dice and the snapshots' test F1 against seconds of "
+            "training on the machine of the last run: [time_to_accuracy.png](time_to_accuracy.png) "
+            "(written by notebook 02).\n")
     return atomic_write_text(folder / TIMINGS_PAGE, text)

@@ -134,7 +134,8 @@ def score_and_write(params: dict, cfg: TrainConfig, result, arrays: dict, data_r
     extra = {
         "profile": profile, "split_scheme": split_scheme, "seed": cfg.seed, "loss": cfg.loss,
         "run_tag": params.get("run_tag") or None,
-        **({"split_seed": int(params["split_seed"])} if params.get("split_seed") else {}),
+        **({"split_seed": int(params["split_seed"])}                  # a draw of a grouped split
+           if params.get("split_seed") and split_scheme != "official" else {}),
         "n_parameters": result.n_parameters, "device": result.device,
         "malloc_tuned": memory.MALLOC_TUNED,
         "threads": torch.get_num_threads(),

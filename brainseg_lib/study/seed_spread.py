@@ -11,7 +11,7 @@ from brainseg_lib import paths
 from brainseg_lib.data.splits import audit_groups
 from brainseg_lib.evaluation.evaluate import load_run_metrics
 from brainseg_lib.evaluation.metrics import METRICS
-from brainseg_lib.study.split_draws import split_seed_of
+from brainseg_lib.study.split_draws import side_mean, split_seed_of
 
 
 def load_sweep(profile: str, sweep_dir=None) -> pd.DataFrame:
@@ -63,10 +63,19 @@ def ci_table(runs: pd.DataFrame) -> pd.DataFrame:
     return t.sort_values("run_name").reset_index(drop=True).round(4)
 
 
-def _mean(runs, scheme, loss, col="f1"):
+def _mean(runs, scheme, loss, col="f1", first_draw: bool = False):
+    """(mean, sd over runs, runs) of (scheme, loss); the mean over split draws of each draw's
+    mean over seeds (``split_draws.side_mean``); ``first_draw``: split seed 0 only."""
+    g = _runs_of(runs, scheme, loss, first_draw)
+    if not len(g):
+        return None, None, 0
+    draws = g["split_seed"] if "split_seed" in g else pd.Series(0, index=g.index)
+    return side_mean(g[col], draws), float(g[col].std(ddof=1)) if len(g) > 1 else None, len(g)
+
+
+def _runs_of(runs, scheme, loss, first_draw: bool = False) -> pd.DataFrame:
     g = runs[(runs.split_scheme == scheme) & (runs.loss == loss)]
-    return (float(g[col].mean()), float(g[col].std(ddof=1)) if len(g) > 1 else None, len(g)) \
-        if len(g) else (None, None, 0)
+    return g[g["split_seed"] == 0] if first_draw and "split_seed" in g else g
 
 
 def _draws(runs, scheme, loss) -> int:
@@ -104,7 +113,8 @@ def findings(runs: pd.DataFrame, main_loss: str = "bce_dice", split_seed: int = 
     strict, strict_sd, n_strict = _mean(runs, "grouped_strict", main_loss)
     if n_strict:
         rep["grouped_strict"] = {"f1_mean": strict, "f1_sd": strict_sd, "n_seeds": n_strict}
-        rep["grouped_minus_grouped_strict_f1"] = None if grp is None else grp - strict
+        first, _, _ = _mean(runs, "grouped", main_loss, first_draw=True)   # the strict split: one draw
+        rep["grouped_minus_grouped_strict_f1"] = None if first is None else first - strict
         rep["official_minus_grouped_strict_f1"] = None if off is None else off - strict
         rep["grouped_strict_near_misses"] = load_near_misses(split_seed, scheme="grouped_strict")
     rep["contrasts"] = contrasts(runs, main_loss, split_seed)
@@ -112,11 +122,16 @@ def findings(runs: pd.DataFrame, main_loss: str = "bce_dice", split_seed: int = 
     return rep
 
 
-# the comparisons the findings make: (key, side A, side B), a side being (split scheme, loss)
-CONTRASTS = (("official_minus_grouped", ("official", None), ("grouped", None)),
-             ("official_minus_grouped_strict", ("official", None), ("grouped_strict", None)),
-             ("grouped_minus_grouped_strict", ("grouped", None), ("grouped_strict", None)),
-             ("bce_dice_minus_bce", ("official", None), ("official", "bce")))
+# the comparisons the findings make: (key, side A, side B), a side being (split scheme, loss,
+# first draw only). Only the grouped split is drawn several times, so the comparisons with the
+# stricter grouped split (one draw) take the grouped split's first draw, and so does
+# official_minus_grouped_first_draw, the verdict strict_verdict_holds sets beside the stricter
+# one: verdicts of the same kind, whichever split is drawn again.
+CONTRASTS = (("official_minus_grouped", ("official", None, False), ("grouped", None, False)),
+             ("official_minus_grouped_first_draw", ("official", None, False), ("grouped", None, True)),
+             ("official_minus_grouped_strict", ("official", None, False), ("grouped_strict", None, False)),
+             ("grouped_minus_grouped_strict", ("grouped", None, True), ("grouped_strict", None, False)),
+             ("bce_dice_minus_bce", ("official", None, False), ("official", "bce", False)))
 
 
 def contrasts(runs: pd.DataFrame, main_loss: str = "bce_dice", split_seed: int = 0,
@@ -129,8 +144,11 @@ def contrasts(runs: pd.DataFrame, main_loss: str = "bce_dice", split_seed: int =
     from brainseg_lib.study.split_draws import compare_draws
     groups = audit_groups(split_seed)
     out = {}
-    for key, (sa, la), (sb, lb) in CONTRASTS:
-        sides = [_side(runs, scheme, loss) for scheme, loss in ((sa, la or main_loss), (sb, lb or main_loss))]
+    for key, (sa, la, fa), (sb, lb, fb) in CONTRASTS:
+        sides = [_side(runs, scheme, loss or main_loss, first) for scheme, loss, first in
+                 ((sa, la, fa), (sb, lb, fb))]
+        if key == "official_minus_grouped_first_draw" and _draws(runs, "grouped", main_loss) < 2:
+            continue                         # one draw only: the same as official_minus_grouped
         if all(sides):
             many = max(len(s) for s in sides) > 1
             out[key] = {**compare_draws(*sides, groups, n_boot=n_boot or verdicts.N_BOOT),
@@ -139,10 +157,10 @@ def contrasts(runs: pd.DataFrame, main_loss: str = "bce_dice", split_seed: int =
     return out
 
 
-def _side(runs: pd.DataFrame, scheme: str, loss: str) -> list[list[pd.DataFrame]] | None:
+def _side(runs: pd.DataFrame, scheme: str, loss: str, first_draw: bool = False) -> list[list[pd.DataFrame]] | None:
     """One side of a contrast: per split draw, the per-image tables of its seeds (None when a
-    run lacks its table)."""
-    g = runs[(runs.split_scheme == scheme) & (runs.loss == loss)]
+    run lacks its table); ``first_draw``: split seed 0 only."""
+    g = _runs_of(runs, scheme, loss, first_draw)
     if "per_image_csv" not in g or not len(g) or g["per_image_csv"].isna().any():
         return None
     draws = g["split_seed"] if "split_seed" in g else pd.Series(0, index=g.index)

@@ -5,11 +5,14 @@ whole near-duplicate groups (mirror images included) to TRAIN / VAL / TEST. Anot
 seed gives another assignment of the same groups; the split-draw sweep
 (``sweep_split_draws`` in a profile, ``study.sweep.plan``) trains every seed on each draw,
 so that the official-minus-grouped verdict can carry which TEST set was drawn as well as
-which seed trained (``compare_draws``).
+which seed trained (``compare_draws``). Only the grouped split is drawn again; the stricter
+grouped split stays one draw, so the comparisons that involve it use the grouped split's first
+draw (split seed 0), and their verdicts are of the same kind (``seed_spread.CONTRASTS``).
 
-``write_draw_manifests`` writes ``splits/grouped_seed<d>.csv`` for the draws the sweep needs,
-from the same groups notebook 07 forms; a manifest already there with the same content is
-left untouched (``splits.write_manifest``).
+``write_draw_manifests`` writes the missing ``splits/grouped_seed<d>.csv`` of the draws the sweep
+needs, from the same groups notebook 07 forms; notebook 07 rewrites every draw already there
+(``refresh_draws``; a manifest with the same content is left untouched), so a change of the
+groups reaches every draw.
 """
 from __future__ import annotations
 
@@ -19,6 +22,12 @@ import pandas as pd
 from brainseg_lib.evaluation.bootstrap import ci_quantiles
 from brainseg_lib.names import split_seed_of  # noqa: F401  (re-exported: the sweep's runs)
 from brainseg_lib.study.verdicts import N_BOOT, group_counts, point_f1, side_draws, verdict
+
+
+def side_mean(f1: pd.Series, draws: pd.Series) -> float:
+    """A side's figure: the mean over split draws of each draw's mean over seeds (the mean over
+    runs when every draw has the same seeds; a draw with fewer seeds weighs no less)."""
+    return float(f1.groupby(draws.to_numpy()).mean().mean())
 
 
 def draw_manifests(split_seeds) -> dict[int, pd.DataFrame]:
@@ -47,26 +56,43 @@ def write_draw_manifests(split_seeds) -> list:
     return written
 
 
+def refresh_draws(names: list[str], labels, split_seeds=None) -> list:
+    """Rewrite the grouped manifest of every split draw already in ``splits/`` (split seed > 0,
+    or ``split_seeds``) from ``labels``, the groups notebook 07 formed; unchanged ones are left
+    untouched (``splits.write_manifest``). Returns the paths."""
+    from brainseg_lib import paths
+    from brainseg_lib.data import splits
+    stems = [p.stem.removeprefix("grouped_seed") for p in paths.splits_dir().glob("grouped_seed*.csv")]
+    seeds = split_seeds if split_seeds is not None else sorted(int(d) for d in stems if d.isdigit())
+    return [splits.write_manifest(splits.grouped_split(names, labels, d), d) for d in seeds if d > 0]
+
+
 def split_seeds_of(runs: list[dict]) -> list[int]:
     """The grouped split seeds a sweep plan trains on (0 included when it trains on it)."""
     return sorted({int(r.get("split_seed") or 0) for r in runs if r.get("split_scheme") == "grouped"})
 
 
 def draws_of(a_draws: list[np.ndarray], n_boot: int, rng: np.random.Generator) -> np.ndarray:
-    """``n_boot`` draws of a side's mean pooled F1 over split draws: the draws resampled with
-    replacement, and within each drawn draw its seeds and its TEST groups
-    (``verdicts.side_draws``). ``a_draws``: one ``group_counts`` array per split draw."""
-    per_draw = np.stack([side_draws(c, n_boot, rng) for c in a_draws])       # (D, B)
-    pick = rng.integers(0, len(a_draws), size=(n_boot, len(a_draws)))
-    return np.take_along_axis(per_draw.T, pick, axis=1).mean(axis=1)
+    """``n_boot`` draws of a side's mean pooled F1 over split draws (``a_draws``: one
+    ``group_counts`` array per split draw). With several draws, only the draws are resampled,
+    each standing for its mean over seeds: a draw's mean already carries its seeds' and its
+    TEST images' noise, so resampling them again inside would count that noise twice (the
+    spread of the draw means is the whole variance of their mean). With one draw (the official
+    split), its seeds and near-duplicate groups are resampled (``verdicts.side_draws``)."""
+    if len(a_draws) == 1:
+        return side_draws(a_draws[0], n_boot, rng)
+    means = np.array([point_f1(c) for c in a_draws])
+    pick = rng.integers(0, len(means), size=(n_boot, len(means)))
+    return means[pick].mean(axis=1)
 
 
 def compare_draws(a: list[list[pd.DataFrame]], b: list[list[pd.DataFrame]], groups: dict | None,
                   n_boot: int = N_BOOT, seed: int = 0, level: float = 0.95) -> dict:
     """Mean pooled TEST F1 of side ``a`` minus side ``b``, each a list of split draws, each
-    draw a list of per-image tables (one per training seed). The CI comes from a three-level
-    bootstrap: split draws, then seeds and near-duplicate groups within each draw. A side with
-    one draw (the official split) has nothing to resample at the top level. Returns the
+    draw a list of per-image tables (one per training seed). The CI comes from a hierarchical
+    bootstrap (``draws_of``): a side with several split draws resamples its draws; a side with
+    one draw (the official split) resamples its seeds and near-duplicate groups. A side's figure
+    is the mean over its draws of each draw's mean over seeds (``side_mean``). Returns the
     difference, its CI, the verdict (``verdicts.verdict``) and the counts that went in."""
     if not a or not b or not all(a) or not all(b):
         raise ValueError("a comparison needs at least one run in every draw of each side")
@@ -75,7 +101,7 @@ def compare_draws(a: list[list[pd.DataFrame]], b: list[list[pd.DataFrame]], grou
     rng = np.random.default_rng(seed)
     diffs = draws_of(ca, n_boot, rng) - draws_of(cb, n_boot, rng)
     lo, hi = np.quantile(diffs, ci_quantiles(level))
-    point = float(np.mean([point_f1(c) for c in ca]) - np.mean([point_f1(c) for c in cb]))
+    point = float(np.mean([point_f1(c) for c in ca]) - np.mean([point_f1(c) for c in cb]))   # side_mean
     return {"diff": point, "ci95": [float(lo), float(hi)], "verdict": verdict(float(lo), float(hi)),
             "n_boot": n_boot, "draws": [len(a), len(b)],
             "seeds": [sum(len(d) for d in a), sum(len(d) for d in b)],     # runs per side

@@ -166,7 +166,9 @@ def boundary_rows(runs: list[dict]) -> pd.DataFrame:
     rows = []
     for label, rs in runs_by_label([r for r in runs if r.get("boundary")]).items():
         b = [r["boundary"] for r in rs]
-        rows.append({"Study": label + (f" (mean over {len(rs)} seeds)" if len(rs) > 1 else ""),
+        draws = len({split_seed_of(r) for r in rs})
+        rows.append({"Study": label + (f" (mean over {len(rs)} runs: {draws} split draws × seeds)" if draws > 1
+                                       else f" (mean over {len(rs)} seeds)" if len(rs) > 1 else ""),
                      "Images": int(b[0]["hd95"]["n_images"]),
                      "HD95 median (px)": float(np.mean([x["hd95"]["median"] for x in b])),
                      "HD95 mean (px)": float(np.mean([x["hd95"]["mean"] for x in b])),
