@@ -78,3 +78,16 @@ def summarize_boundary(per_image) -> dict:
     out["nsd_tolerance_px"] = NSD_TOLERANCE_PX
     out["nsd_tolerance_diag"] = NSD_TOLERANCE_DIAG
     return out
+
+
+def scale_free_from_per_image(per_image) -> dict:
+    """The common-scale figures of ``summarize_boundary`` that a run scored before they existed
+    can still give, from its per-image table (native size, predicted pixels, HD95 in pixels):
+    ``missed`` (tumour images with nothing predicted) and ``hd95_diag`` over the tumours found.
+    NSD at a share of the diagonal needs the masks again, so it is not given."""
+    t = per_image[per_image["tumour_pixels"] > 0]
+    found = t[t["pred_pixels"] > 0]
+    share = found["hd95"] / np.hypot(found["native_h"], found["native_w"])
+    return {"missed": int((t["pred_pixels"] == 0).sum()),
+            "hd95_diag": {"mean": float(share.mean()), "median": float(share.median()),
+                          "n_images": int(share.notna().sum())}}
