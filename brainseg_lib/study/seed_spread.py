@@ -150,11 +150,15 @@ def contrasts(runs: pd.DataFrame, main_loss: str = "bce_dice", split_seed: int =
         if key == "official_minus_grouped_first_draw" and _draws(runs, "grouped", main_loss) < 2:
             continue                         # one draw only: the same as official_minus_grouped
         if all(sides):
-            many = max(len(s) for s in sides) > 1
+            inner = "seeds x near-duplicate groups" if groups else "seeds x images"
+            words = [f"the {SCHEME_WORDS[sc]} split's " + ("split draws" if len(sd) > 1 else inner)
+                     for sc, sd in ((sa, sides[0]), (sb, sides[1]))]
             out[key] = {**compare_draws(*sides, groups, n_boot=n_boot or verdicts.N_BOOT),
-                        "units": ("split draws x " if many else "") +
-                                 ("seeds x near-duplicate groups" if groups else "seeds x images")}
+                        "units": inner if max(len(sd) for sd in sides) == 1 else " and ".join(words)}
     return out
+
+
+SCHEME_WORDS = {"official": "official", "grouped": "grouped", "grouped_strict": "stricter grouped"}
 
 
 def _side(runs: pd.DataFrame, scheme: str, loss: str, first_draw: bool = False) -> list[list[pd.DataFrame]] | None:
