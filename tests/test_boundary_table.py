@@ -44,3 +44,13 @@ def test_boundary_rows_lead_with_the_common_scale_and_say_what_is_missing(isolat
     assert math.isnan(t["NSD mean (tolerance 1% of diagonal)"]) and t["HD95 median (px)"] == 27.5
     md = table1.write_boundary_table([old])["md"].read_text()
     assert "| 2 | 1 | 10.0 | n/a | 27.5 | 27.5 | 0.200 |" in md and "counted apart" in md
+
+
+def test_a_summary_without_figures_reads_as_not_available():
+    from brainseg_lib.study import table1
+    run = {"profile": "cpu", "split_scheme": "official", "loss": "bce_dice", "seed": 0, "run_name": "r",
+           "boundary": {"hd95": {"median": None, "mean": None, "n_images": 3}, "nsd": {"mean": None},
+                        "hd95_diag": {"median": None}, "nsd_diag": {"mean": None}, "missed": 3}}
+    t = table1.boundary_rows([run]).iloc[0]
+    assert t["Missed (no prediction)"] == 3 and math.isnan(t["HD95 median (px)"])
+    assert math.isnan(t["HD95 median (% of diagonal, found tumours)"])

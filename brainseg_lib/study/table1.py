@@ -176,7 +176,8 @@ def _with_scale_free(run: dict) -> dict:
 
 
 def _mean_of(b: list[dict], metric: str, stat: str) -> float:
-    return float(np.mean([x[metric][stat] if metric in x else math.nan for x in b]))
+    vals = [(x.get(metric) or {}).get(stat) for x in b]         # null in a JSON: nothing to average
+    return float(np.mean([math.nan if v is None else v for v in vals]))
 
 
 def boundary_rows(runs: list[dict]) -> pd.DataFrame:
