@@ -167,3 +167,9 @@ def test_the_table1_plot_names_a_mean_over_draws():
              "(mean ± sd over 15 runs: 5 split draws × seeds)")
     assert ours_label(study).endswith("mean of 15 runs, 5 split draws")
     assert ours_label(study.replace("15 runs: 5 split draws × seeds", "3 seeds")).endswith("mean of 3 seeds")
+
+
+def test_every_contrast_has_a_label_in_the_forest_plot():
+    from brainseg_lib.report.plots import CONTRAST_LABELS
+    from brainseg_lib.study.seed_spread import CONTRASTS
+    assert {key for key, *_ in CONTRASTS} <= set(CONTRAST_LABELS)

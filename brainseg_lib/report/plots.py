@@ -215,8 +215,9 @@ def time_to_accuracy(history: pd.DataFrame, f1_at_seconds: dict, target: float):
 
 
 CONTRAST_LABELS = {"official_minus_grouped": "official − grouped",
+                   "official_minus_grouped_first_draw": "official − grouped (first draw)",
                    "official_minus_grouped_strict": "official − stricter grouped",
-                   "grouped_minus_grouped_strict": "grouped − stricter grouped",
+                   "grouped_minus_grouped_strict": "grouped (first draw) − stricter grouped",
                    "bce_dice_minus_bce": "BCE+Dice − BCE"}
 
 
