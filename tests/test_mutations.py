@@ -26,7 +26,7 @@ def test_seed_sd_is_the_sample_sd():
                          **{m: [0.8, 0.9] for m in ("f1", "iou", "precision", "recall", "specificity", "accuracy")}})
     s = seed_spread.summarize_runs(runs).iloc[0]
     assert s["f1_sd"] == pytest.approx(np.sqrt(0.005))        # ddof=1; ddof=0 would give 0.05
-    assert s["f1"] == pytest.approx(0.85) and s["n_seeds"] == 2
+    assert s["f1"] == pytest.approx(0.85) and s["n_runs"] == 2 and s["n_draws"] == 1
 
 
 def test_deletion_win_needs_the_whole_ci_below_zero():

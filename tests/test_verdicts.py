@@ -97,6 +97,6 @@ def test_forest_plot_draws_one_row_per_contrast_and_greys_a_ci_across_zero():
                  "grouped_minus_grouped_strict": {"diff": 0.02, "ci95": [-0.01, 0.06]}}
     fig = plots.contrast_forest(contrasts, {"diff": 0.3, "ci95": [0.05, 0.6]})
     ax = fig.axes[0]
-    assert [t.get_text() for t in ax.get_yticklabels()][:2] == ["official − grouped", "grouped − stricter grouped"]
+    assert [t.get_text() for t in ax.get_yticklabels()][:2] == ["official − grouped", "grouped (first draw) − stricter grouped"]
     points = [line for line in ax.lines if line.get_marker() == "o"]
     assert [p.get_color() for p in points] == ["tab:red", "0.55", "tab:red"]
