@@ -7,14 +7,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-SCHEME_WORDS = {"official": "official", "grouped": "grouped", "grouped_strict": "stricter grouped"}
+from brainseg_lib.study.seed_spread import SCHEME_WORDS, draw_column
 
 
 def run_columns(runs: pd.DataFrame, loss: str = "bce_dice") -> list[tuple[str, pd.DataFrame]]:
     """(label, runs) per split scheme and draw of ``loss``'s runs, in reading order: the
     official split, each draw of the grouped split, the stricter grouped split."""
     g = runs[runs["loss"] == loss]
-    draws = g["split_seed"] if "split_seed" in g else pd.Series(0, index=g.index)
+    draws = draw_column(g)
     out = []
     for scheme in SCHEME_WORDS:
         s = g[g["split_scheme"] == scheme]

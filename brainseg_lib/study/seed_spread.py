@@ -46,7 +46,7 @@ def summarize_runs(runs: pd.DataFrame) -> pd.DataFrame:
     out = []
     for (scheme, loss), g in runs.groupby(["split_scheme", "loss"]):
         row = {"split_scheme": scheme, "loss": loss, "n_runs": len(g),
-               "n_draws": int(g["split_seed"].nunique()) if "split_seed" in g else 1}
+               "n_draws": int(draw_column(g).nunique())}
         for m in METRICS:
             row[m] = g[m].mean()
             row[f"{m}_sd"] = g[m].std(ddof=1) if len(g) > 1 else np.nan
@@ -69,8 +69,12 @@ def _mean(runs, scheme, loss, col="f1", first_draw: bool = False):
     g = _runs_of(runs, scheme, loss, first_draw)
     if not len(g):
         return None, None, 0
-    draws = g["split_seed"] if "split_seed" in g else pd.Series(0, index=g.index)
-    return side_mean(g[col], draws), float(g[col].std(ddof=1)) if len(g) > 1 else None, len(g)
+    return side_mean(g[col], draw_column(g)), float(g[col].std(ddof=1)) if len(g) > 1 else None, len(g)
+
+
+def draw_column(g: pd.DataFrame) -> pd.Series:
+    """The split draw of each run (its ``split_seed``; 0 for a table without the column)."""
+    return g["split_seed"] if "split_seed" in g else pd.Series(0, index=g.index)
 
 
 def _runs_of(runs, scheme, loss, first_draw: bool = False) -> pd.DataFrame:
@@ -80,8 +84,8 @@ def _runs_of(runs, scheme, loss, first_draw: bool = False) -> pd.DataFrame:
 
 def _draws(runs, scheme, loss) -> int:
     """How many draws of the split the runs of (scheme, loss) were trained on (1 at least)."""
-    g = runs[(runs.split_scheme == scheme) & (runs.loss == loss)]
-    return max(1, int(g["split_seed"].nunique())) if "split_seed" in g and len(g) else 1
+    g = _runs_of(runs, scheme, loss)
+    return max(1, int(draw_column(g).nunique()))
 
 
 def findings(runs: pd.DataFrame, main_loss: str = "bce_dice", split_seed: int = 0) -> dict:
@@ -127,11 +131,13 @@ def findings(runs: pd.DataFrame, main_loss: str = "bce_dice", split_seed: int = 
 # stricter grouped split (one draw) take the grouped split's first draw, and so does
 # official_minus_grouped_first_draw, the verdict strict_verdict_holds sets beside the stricter
 # one: verdicts of the same kind, whichever split is drawn again.
-CONTRASTS = (("official_minus_grouped", ("official", None, False), ("grouped", None, False)),
-             ("official_minus_grouped_first_draw", ("official", None, False), ("grouped", None, True)),
-             ("official_minus_grouped_strict", ("official", None, False), ("grouped_strict", None, False)),
-             ("grouped_minus_grouped_strict", ("grouped", None, True), ("grouped_strict", None, False)),
-             ("bce_dice_minus_bce", ("official", None, False), ("official", "bce", False)))
+# The last element: the contrast is made only where the grouped split has several draws (with
+# one, the first draw is the whole grouped side and it would repeat official_minus_grouped).
+CONTRASTS = (("official_minus_grouped", ("official", None, False), ("grouped", None, False), False),
+             ("official_minus_grouped_first_draw", ("official", None, False), ("grouped", None, True), True),
+             ("official_minus_grouped_strict", ("official", None, False), ("grouped_strict", None, False), False),
+             ("grouped_minus_grouped_strict", ("grouped", None, True), ("grouped_strict", None, False), False),
+             ("bce_dice_minus_bce", ("official", None, False), ("official", "bce", False), False))
 
 
 def contrasts(runs: pd.DataFrame, main_loss: str = "bce_dice", split_seed: int = 0,
@@ -144,11 +150,12 @@ def contrasts(runs: pd.DataFrame, main_loss: str = "bce_dice", split_seed: int =
     from brainseg_lib.study.split_draws import compare_draws
     groups = audit_groups(split_seed)
     out = {}
-    for key, (sa, la, fa), (sb, lb, fb) in CONTRASTS:
+    several_draws = _draws(runs, "grouped", main_loss) > 1
+    for key, (sa, la, fa), (sb, lb, fb), needs_draws in CONTRASTS:
+        if needs_draws and not several_draws:
+            continue
         sides = [_side(runs, scheme, loss or main_loss, first) for scheme, loss, first in
                  ((sa, la, fa), (sb, lb, fb))]
-        if key == "official_minus_grouped_first_draw" and _draws(runs, "grouped", main_loss) < 2:
-            continue                         # one draw only: the same as official_minus_grouped
         if all(sides):
             inner = "seeds x near-duplicate groups" if groups else "seeds x images"
             words = [f"the {SCHEME_WORDS[sc]} split's " + ("split draws" if len(sd) > 1 else inner)
@@ -167,9 +174,8 @@ def _side(runs: pd.DataFrame, scheme: str, loss: str, first_draw: bool = False) 
     g = _runs_of(runs, scheme, loss, first_draw)
     if "per_image_csv" not in g or not len(g) or g["per_image_csv"].isna().any():
         return None
-    draws = g["split_seed"] if "split_seed" in g else pd.Series(0, index=g.index)
     return [[pd.read_csv(p) for p in d.sort_values("seed")["per_image_csv"]]
-            for _, d in g.groupby(draws, sort=True)]
+            for _, d in g.groupby(draw_column(g), sort=True)]
 
 
 def within_test_contrast(runs: pd.DataFrame, main_loss: str = "bce_dice", split_seed: int = 0,

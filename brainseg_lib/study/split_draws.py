@@ -30,13 +30,27 @@ def side_mean(f1: pd.Series, draws: pd.Series) -> float:
     return float(f1.groupby(draws.to_numpy()).mean().mean())
 
 
-def draw_manifests(split_seeds) -> dict[int, pd.DataFrame]:
-    """The grouped manifest of each split seed, from notebook 07's groups (flip-aware
-    near-duplicate links over every Br35H annotated image)."""
+def draw_manifests(split_seeds, names=None, labels=None) -> dict[int, pd.DataFrame]:
+    """The grouped manifest of each split seed, from ``labels`` (the groups of ``names``), by
+    default notebook 07's groups (flip-aware near-duplicate links over every Br35H annotated
+    image), formed here."""
     from brainseg_lib.data import duplicates, splits
-    fp = duplicates.fingerprints()
-    labels = duplicates.groups(fp, duplicates.pair_table(fp))
-    return {int(d): splits.grouped_split(fp.names, labels, int(d)) for d in split_seeds}
+    if labels is None:
+        fp = duplicates.fingerprints()
+        names, labels = fp.names, duplicates.groups(fp, duplicates.pair_table(fp))
+    return {int(d): splits.grouped_split(names, labels, int(d)) for d in split_seeds}
+
+
+def _write(manifests: dict[int, pd.DataFrame]) -> list:
+    """Write each draw's manifest, checked first to keep every group inside one split."""
+    from brainseg_lib.data import splits
+    written = []
+    for d, man in manifests.items():
+        if man.groupby("group")["split"].nunique().max() != 1:
+            raise RuntimeError(f"split draw {d} splits a near-duplicate group; this is a bug "
+                               "in splits.grouped_split")
+        written.append(splits.write_manifest(man, d))
+    return written
 
 
 def write_draw_manifests(split_seeds) -> list:
@@ -45,15 +59,7 @@ def write_draw_manifests(split_seeds) -> list:
     keep every group inside one split before it is written."""
     from brainseg_lib.data import splits
     missing = [d for d in split_seeds if not splits.manifest_path(d, "grouped").is_file()]
-    if not missing:
-        return []
-    written = []
-    for d, man in draw_manifests(missing).items():
-        if man.groupby("group")["split"].nunique().max() != 1:
-            raise RuntimeError(f"split draw {d} splits a near-duplicate group; this is a bug "
-                               "in splits.grouped_split")
-        written.append(splits.write_manifest(man, d))
-    return written
+    return _write(draw_manifests(missing)) if missing else []
 
 
 def refresh_draws(names: list[str], labels, split_seeds=None) -> list:
@@ -61,10 +67,9 @@ def refresh_draws(names: list[str], labels, split_seeds=None) -> list:
     or ``split_seeds``) from ``labels``, the groups notebook 07 formed; unchanged ones are left
     untouched (``splits.write_manifest``). Returns the paths."""
     from brainseg_lib import paths
-    from brainseg_lib.data import splits
     stems = [p.stem.removeprefix("grouped_seed") for p in paths.splits_dir().glob("grouped_seed*.csv")]
     seeds = split_seeds if split_seeds is not None else sorted(int(d) for d in stems if d.isdigit())
-    return [splits.write_manifest(splits.grouped_split(names, labels, d), d) for d in seeds if d > 0]
+    return _write(draw_manifests([d for d in seeds if d > 0], names, labels))
 
 
 def split_seeds_of(runs: list[dict]) -> list[int]:
@@ -72,7 +77,8 @@ def split_seeds_of(runs: list[dict]) -> list[int]:
     return sorted({int(r.get("split_seed") or 0) for r in runs if r.get("split_scheme") == "grouped"})
 
 
-def draws_of(a_draws: list[np.ndarray], n_boot: int, rng: np.random.Generator) -> np.ndarray:
+def draws_of(a_draws: list[np.ndarray], n_boot: int, rng: np.random.Generator,
+             means: list[float] | None = None) -> np.ndarray:
     """``n_boot`` draws of a side's mean pooled F1 over split draws (``a_draws``: one
     ``group_counts`` array per split draw). With several draws, only the draws are resampled,
     each standing for its mean over seeds: a draw's mean already carries its seeds' and its
@@ -81,7 +87,7 @@ def draws_of(a_draws: list[np.ndarray], n_boot: int, rng: np.random.Generator) -
     split), its seeds and near-duplicate groups are resampled (``verdicts.side_draws``)."""
     if len(a_draws) == 1:
         return side_draws(a_draws[0], n_boot, rng)
-    means = np.array([point_f1(c) for c in a_draws])
+    means = np.array(means if means is not None else [point_f1(c) for c in a_draws])
     pick = rng.integers(0, len(means), size=(n_boot, len(means)))
     return means[pick].mean(axis=1)
 
@@ -98,13 +104,14 @@ def compare_draws(a: list[list[pd.DataFrame]], b: list[list[pd.DataFrame]], grou
         raise ValueError("a comparison needs at least one run in every draw of each side")
     ca = [group_counts(d, groups) for d in a]
     cb = [group_counts(d, groups) for d in b]
+    fa, fb = [point_f1(c) for c in ca], [point_f1(c) for c in cb]          # each draw's mean over seeds
     rng = np.random.default_rng(seed)
-    diffs = draws_of(ca, n_boot, rng) - draws_of(cb, n_boot, rng)
+    diffs = draws_of(ca, n_boot, rng, fa) - draws_of(cb, n_boot, rng, fb)
     lo, hi = np.quantile(diffs, ci_quantiles(level))
-    point = float(np.mean([point_f1(c) for c in ca]) - np.mean([point_f1(c) for c in cb]))   # side_mean
+    point = float(np.mean(fa) - np.mean(fb))                               # side_mean
     return {"diff": point, "ci95": [float(lo), float(hi)], "verdict": verdict(float(lo), float(hi)),
             "n_boot": n_boot, "draws": [len(a), len(b)],
             "seeds": [sum(len(d) for d in a), sum(len(d) for d in b)],     # runs per side
             "groups": [max(c.shape[1] for c in ca), max(c.shape[1] for c in cb)],
             "seeds_per_draw": [[len(d) for d in a], [len(d) for d in b]],
-            "per_draw_f1": [[point_f1(c) for c in ca], [point_f1(c) for c in cb]]}
+            "per_draw_f1": [fa, fb]}

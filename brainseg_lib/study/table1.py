@@ -122,15 +122,21 @@ def run_ci(rs: list[dict]) -> dict[str, float]:
     return out
 
 
+def over_runs(rs: list[dict], what: str) -> str:
+    """'<what> over 3 seeds', or '<what> over 15 runs: 5 split draws × seeds' for runs of
+    several draws of the grouped split."""
+    draws = len({split_seed_of(r) for r in rs})
+    return (f"{what} over {len(rs)} runs: {draws} split draws × seeds" if draws > 1
+            else f"{what} over {len(rs)} seeds")
+
+
 def reproduction_rows(runs: list[dict]) -> pd.DataFrame:
     """One row per (profile, split scheme, loss): mean over seeds, with sd and seed count; a
     single run's row has its bootstrap CIs (``run_ci``). ``Runs`` names the run(s)."""
     rows = []
     for label, rs in runs_by_label(runs).items():
         seeds = sorted(r.get("seed", 0) for r in rs)
-        draws = {split_seed_of(r) for r in rs}
-        label += (f" (mean ± sd over {len(rs)} runs: {len(draws)} split draws × seeds)" if len(draws) > 1
-                  else f" (mean ± sd over {len(rs)} seeds)" if len(rs) > 1 else f" (seed {seeds[0]})")
+        label += f" ({over_runs(rs, 'mean ± sd')})" if len(rs) > 1 else f" (seed {seeds[0]})"
         row = {"Study": label, "n_seeds": len(rs), "Runs": ", ".join(sorted(r["run_name"] for r in rs)),
                "Reference": "this repository, " + metrics_folder_label(rs[0]) + ", ".join(
                    sorted(r["run_name"] + ".json" for r in rs)),
@@ -190,9 +196,7 @@ def boundary_rows(runs: list[dict]) -> pd.DataFrame:
     rows = []
     for label, rs in runs_by_label([r for r in runs if r.get("boundary")]).items():
         b = [_with_scale_free(r) for r in rs]
-        draws = len({split_seed_of(r) for r in rs})
-        rows.append({"Study": label + (f" (mean over {len(rs)} runs: {draws} split draws × seeds)" if draws > 1
-                                       else f" (mean over {len(rs)} seeds)" if len(rs) > 1 else ""),
+        rows.append({"Study": label + (f" ({over_runs(rs, 'mean')})" if len(rs) > 1 else ""),
                      "Tumour images": int(b[0]["hd95"]["n_images"]),
                      "Missed (no prediction)": float(np.mean([x.get("missed", math.nan) for x in b])),
                      "HD95 median (% of diagonal, found tumours)": 100 * _mean_of(b, "hd95_diag", "median"),
