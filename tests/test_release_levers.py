@@ -82,6 +82,25 @@ def test_mri_level_changes_images_not_masks_and_full_level_replays():
     assert torch.equal(full_a[0], full_b[0])
 
 
+def test_orient_level_turns_image_and_mask_together_by_quarter_turns():
+    from brainseg_lib.data.loaders import AugmentConfig
+    x = torch.zeros(64, 1, 8, 8)
+    x[:, :, 0, 0] = 1.0                                   # one bright corner pixel
+    y = x.clone()
+    cfg = AugmentConfig(hflip=0, rotate_deg=0, scale=0, translate=0, brightness=0, contrast=0,
+                        rot90_p=1.0)
+    xa, ya = augment_batch(x, y, cfg, torch.Generator().manual_seed(0))
+    assert torch.equal(ya, (xa >= 0.5).float())           # the mask moved with the image
+    corners = {tuple(int(v) for v in torch.nonzero(ya[i, 0])[0]) for i in range(len(ya))}
+    assert corners == {(0, 7), (7, 0), (7, 7)}            # every turn, never the identity
+    off = augment_batch(x, y, AugmentConfig(hflip=0, rotate_deg=0, scale=0, translate=0,
+                                            brightness=0, contrast=0), torch.Generator().manual_seed(0))
+    assert torch.equal(off[1], y)
+    full = augment_batch(x, y, augment_config("full"), torch.Generator().manual_seed(3))
+    orient = augment_batch(x, y, augment_config("full_orient"), torch.Generator().manual_seed(3))
+    assert not torch.equal(full[1], orient[1])
+
+
 # ------------------------------------------------------------------ inference levers
 class _LeftBias(torch.nn.Module):
     """A 'model' whose logit rises to the right: not flip-invariant."""
@@ -276,3 +295,35 @@ def test_the_committed_release_plan_validates_and_a_bad_one_is_refused(tmp_path)
     path.write_text(yaml.safe_dump(bad))
     with pytest.raises(ValueError, match="max_val_f1_los"):
         rl.load_plan(path)
+
+
+def test_rise_limits_judge_against_the_reference_not_an_absolute_share(tmp_path):
+    from brainseg_lib.study import release_rule as rr
+    rise = {**PLAN, "rule": {"screen_gain": 0.01, "max_val_f1_loss": 0.02,
+                             "max_healthy_marked_rise": 0.02, "max_lgg_clean_marked_rise": 0.02,
+                             "n_boot": 300}}
+    for s in (0, 1, 2):
+        _write_arm(tmp_path, "r0", s, 0.5, healthy_marked=3)   # the reference marks 30%
+        _write_arm(tmp_path, "r1", s, 0.8, healthy_marked=3)   # so does the lever: no rise
+    assert not rr.verdict(PLAN, "r1", "r0", tmp_path)["adopted"]       # absolute 5% refuses
+    assert rr.verdict(rise, "r1", "r0", tmp_path)["adopted"]
+    assert rr.beyond_reach(rise, "r1", tmp_path) == []
+    for s in (0, 1, 2):
+        _write_arm(tmp_path, "r1", s, 0.8, healthy_marked=4)   # 40%: a rise of 0.10
+    v = rr.verdict(rise, "r1", "r0", tmp_path)
+    assert not v["checks"]["healthy_marked"] and v["checks"]["lgg_clean_marked"] and not v["adopted"]
+
+
+def test_a_later_round_writes_its_own_files_and_combination(tmp_path):
+    from brainseg_lib.names import UnsafeName
+    from brainseg_lib.study import release_choice as rc
+    from brainseg_lib.study import release_levers as rl
+    assert rc.output_names({})["json"] == "decision.json"
+    plan = rl.load_plan(rl.PLAN_YAML.parent / "release_levers_2.yaml")
+    assert rc.output_names(plan) == {"json": "decision-round2.json", "csv": "lever_table-round2.csv",
+                                     "md": "lever_table-round2.md"}
+    assert rc.combined_tag(plan) == "r9-combined-round2" and rc.combined_tag({}) == "r9-combined"
+    assert plan["rule"].get("max_healthy_marked") is None and plan["rule"]["max_healthy_marked_rise"] == 0.02
+    assert rl.checkpoint(plan, "r0-cpu", 0) == rl.checkpoint(rl.load_plan(), "r0-cpu", 0)
+    with pytest.raises(UnsafeName):
+        rc.output_names({"name": "../x"})

@@ -217,9 +217,10 @@ def _cmd_release_levers(args) -> int:
     from brainseg_lib.study import release_levers as rl
     plan = rl.load_plan(args.plan)
     decision = release_choice.choose(plan)
-    print((rl.folder() / "lever_table.md").read_text())
+    names = release_choice.output_names(plan)
+    print((rl.folder() / names["md"]).read_text())
     print(f"release trial: {decision['release_trial']} (set {decision['release_set']}), inference "
-          f"{decision['release_inference']}; written {rl.folder() / 'decision.json'}")
+          f"{decision['release_inference']}; written {rl.folder() / names['json']}")
     return 0
 
 

@@ -38,6 +38,7 @@ class AugmentConfig:
     bias_p: float = 0.0         # probability of a smooth multiplicative bias field ...
     bias_coeff: float = 0.3     # ... exp(poly2) with coefficients uniform in [-c, c]
     invert_p: float = 0.0       # probability of inverting the intensities inside the head
+    rot90_p: float = 0.0        # probability of a further rotation by 90, 180 or 270 degrees
 
 
 # Named augmentation levels (the profile key ``augment_level``). ``basic`` is the original
@@ -59,6 +60,12 @@ AUGMENT_LEVELS = {
             "brightness": 0.15, "contrast": 0.25, "gamma": 0.4,
             "blur_p": 0.25, "blur_sigma": 1.2, "noise_p": 0.25, "noise_sd": 0.04,
             "hist_p": 0.4, "bias_p": 0.3, "invert_p": 0.2},
+    # ``full`` plus quarter turns: Br35H is nearly all axial with the face up, other sets hold
+    # coronal and sagittal slices in any orientation (issue 24's orientation lever)
+    "full_orient": {"vflip": 0.5, "rotate_deg": 20.0, "scale": 0.20, "translate": 0.08,
+                    "brightness": 0.15, "contrast": 0.25, "gamma": 0.4,
+                    "blur_p": 0.25, "blur_sigma": 1.2, "noise_p": 0.25, "noise_sd": 0.04,
+                    "rot90_p": 0.5},
 }
 
 
@@ -99,6 +106,10 @@ def augment_batch(x: torch.Tensor, y: torch.Tensor, cfg: AugmentConfig,
     flip_h = torch.rand(b, generator=gen) < cfg.hflip
     flip_v = torch.rand(b, generator=gen) < cfg.vflip
     ang = _uniform(b, -cfg.rotate_deg, cfg.rotate_deg, gen) * (math.pi / 180)
+    if cfg.rot90_p > 0:   # drawn only when enabled, so other levels replay their old batches
+        on = torch.rand(b, generator=gen) < cfg.rot90_p
+        turns = torch.randint(1, 4, (b,), generator=gen)
+        ang = ang + torch.where(on, turns, 0).to(ang.dtype) * (math.pi / 2)
     zoom = _uniform(b, 1 - cfg.scale, 1 + cfg.scale, gen)
     tx = _uniform(b, -cfg.translate, cfg.translate, gen) * 2
     ty = _uniform(b, -cfg.translate, cfg.translate, gen) * 2

@@ -90,8 +90,10 @@ class ReleaseRuleSchema(BaseModel):
     model_config = ConfigDict(strict=True, extra="forbid")
     screen_gain: Float
     max_val_f1_loss: Float
-    max_healthy_marked: Float
-    max_lgg_clean_marked: Float
+    max_healthy_marked: Float = None       # absolute limits on the seed means (None: none) ...
+    max_lgg_clean_marked: Float = None
+    max_healthy_marked_rise: Float = None  # ... and limits on the rise over ``against``'s
+    max_lgg_clean_marked_rise: Float = None
     n_boot: Count = 2000
     lgg_held_out_sites: list[str] = []
 
@@ -99,6 +101,7 @@ class ReleaseRuleSchema(BaseModel):
 class ReleasePlanSchema(PlanSchema):
     """``params/release_levers.yaml``: a lever plan with its seeds and inference levers."""
     rule: ReleaseRuleSchema
+    name: str = None        # a later round's name: its verdicts go to decision-<name>.json
     seeds: Annotated[list[Seed], TUPLE_AS_LIST]
     inference: list[InferenceLeverSchema] = None
 

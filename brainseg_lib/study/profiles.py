@@ -26,7 +26,7 @@ from brainseg_lib.study.params_schema import check_params
 from brainseg_lib.study.params_yaml import read_params_file
 
 BASE = "base"
-NOT_PROFILES = {BASE, "levers", "release_levers"}   # params/ files that are not runnable profiles
+NOT_PROFILES = {BASE, "levers", "release_levers", "release_levers_2"}   # params/ files that are not runnable profiles
 
 
 def params_from_namespace(namespace: dict) -> dict:

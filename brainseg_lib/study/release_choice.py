@@ -19,6 +19,11 @@ from brainseg_lib.study import release_rule as rr
 COMBINED_TAG = "r9-combined"
 
 
+def combined_tag(plan: dict) -> str:
+    """The combination trial's tag: ``COMBINED_TAG``, with the round's name in a later round."""
+    return f"{COMBINED_TAG}-{plan['name']}" if plan.get("name") else COMBINED_TAG
+
+
 def with_combination(plan: dict, adopted: list[str]) -> dict:
     """The plan with the trial that combines the adopted levers (when there are two or more)."""
     if len(adopted) < 2:
@@ -26,7 +31,7 @@ def with_combination(plan: dict, adopted: list[str]) -> dict:
     merged = {}
     for tag in adopted:
         merged.update(rl.trial(plan, tag).get("set") or {})
-    combo = {"tag": COMBINED_TAG, "against": plan["trials"][0]["tag"], "set": merged,
+    combo = {"tag": combined_tag(plan), "against": plan["trials"][0]["tag"], "set": merged,
              "lever": "the adopted levers together: " + ", ".join(adopted)}
     return {**plan, "trials": [*plan["trials"], combo]}
 
@@ -38,11 +43,12 @@ def release_trial(plan: dict, decision: dict, out_dir=None) -> tuple[str, dict]:
         return reference, plan
     if len(adopted) >= 2:
         full = with_combination(plan, adopted)
-        rl._train_and_score(full, COMBINED_TAG, full["seeds"][:1], out_dir)
-        v = rr.verdict(full, COMBINED_TAG, reference, out_dir, require_all_seeds=False)
+        tag = combined_tag(plan)
+        rl._train_and_score(full, tag, full["seeds"][:1], out_dir)
+        v = rr.verdict(full, tag, reference, out_dir, require_all_seeds=False)
         decision["combined"] = v
         if v["adopted"]:
-            return COMBINED_TAG, full
+            return tag, full
     gains = {t["tag"]: t["gain"] for t in decision["trials"] if t.get("adopted")}
     order = sorted(adopted, key=lambda t: (-round(gains[t], 3), len(rl.trial(plan, t).get("set") or {})))
     return order[0], plan
@@ -90,9 +96,19 @@ def write_outputs(plan: dict, decision: dict, out_dir=None) -> dict[str, Path]:
     from brainseg_lib.study.release_table import lever_table, table_markdown
     out = paths.ensure(rl.folder(out_dir))
     table = lever_table(plan, decision, out_dir)
-    return {"json": write_json(json.loads(json.dumps(decision, default=_plain)), out / "decision.json"),
-            "csv": write_csv(table, out / "lever_table.csv"),
-            "md": atomic_write_text(out / "lever_table.md", table_markdown(table))}
+    names = output_names(plan)
+    return {"json": write_json(json.loads(json.dumps(decision, default=_plain)), out / names["json"]),
+            "csv": write_csv(table, out / names["csv"]),
+            "md": atomic_write_text(out / names["md"], table_markdown(table))}
+
+
+def output_names(plan: dict) -> dict[str, str]:
+    """File names of a plan's verdicts: ``decision.json`` and ``lever_table.{csv,md}``, or with
+    ``-<name>`` for a later round that shares the trials' folder (``name`` in the plan)."""
+    from brainseg_lib.names import check_name
+    suffix = f"-{check_name(plan['name'], 'release plan name')}" if plan.get("name") else ""
+    return {"json": f"decision{suffix}.json", "csv": f"lever_table{suffix}.csv",
+            "md": f"lever_table{suffix}.md"}
 
 
 def _plain(v):

@@ -129,9 +129,23 @@ def beyond_reach(plan: dict, tag: str, out_dir=None) -> list[str]:
     n, rule = len(plan["seeds"]), plan["rule"]
     out = []
     for figure, limit in LIMITS:
+        if rule.get(limit) is None:
+            continue
         total = sum(arm_figures(tag, [s], out_dir)[figure] for s in seeds)
         if total > rule[limit] * n:
             out.append(figure)
+    return out
+
+
+def limit_checks(rule: dict, fa: dict, fb: dict) -> dict[str, bool]:
+    """The false-alarm limits of the rule on the seed means ``fa`` of a trial against ``fb``
+    of its ``against``: absolute (``max_<figure>``) and as a rise (``max_<figure>_rise``); a
+    limit the rule leaves out (None) passes."""
+    out = {}
+    for (figure, limit), name in zip(LIMITS, ("healthy_marked", "lgg_clean_marked")):
+        absolute, rise = rule.get(limit), rule.get(limit + "_rise")
+        out[name] = ((absolute is None or fa[figure] <= absolute)
+                     and (rise is None or fa[figure] <= fb[figure] + rise))
     return out
 
 
@@ -145,8 +159,7 @@ def verdict(plan: dict, tag: str, against: str, out_dir=None, require_all_seeds:
     checks = {"all_seeds": len(sa) == len(plan["seeds"]) or not require_all_seeds,
               "ci_above_0": g["ci95"][0] > 0,
               "val_f1": fa["val_f1"] >= fb["val_f1"] - rule["max_val_f1_loss"],
-              "healthy_marked": fa["healthy_marked"] <= rule["max_healthy_marked"],
-              "lgg_clean_marked": fa["lgg_clean_marked_share"] <= rule["max_lgg_clean_marked"]}
+              **limit_checks(rule, fa, fb)}
     out = {"tag": tag, "against": against, **g, "checks": checks, "adopted": all(checks.values())}
     if not checks["all_seeds"]:
         out["beyond_reach"] = beyond_reach(plan, tag, out_dir)
