@@ -7,6 +7,7 @@ check that the committed CIs under results/ still come out of their committed in
 from __future__ import annotations
 
 import json
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -143,6 +144,9 @@ def test_percentile_ci_by_hand():
     with_nan = np.r_[v, np.nan]
     assert np.isnan(bootstrap.percentile_ci(with_nan)).all()
     assert bootstrap.percentile_ci(with_nan, skip_nan=True) == (0.25, 9.75)
+    with warnings.catch_warnings():          # a figure no replicate can give: NaN, no warning
+        warnings.simplefilter("error")
+        assert np.isnan(bootstrap.percentile_ci([np.nan] * 4, skip_nan=True)).all()
 
 
 def test_ci_quantiles_of_a_level_are_not_the_literal_ci95():

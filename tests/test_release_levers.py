@@ -327,3 +327,22 @@ def test_a_later_round_writes_its_own_files_and_combination(tmp_path):
     assert rl.checkpoint(plan, "r0-cpu", 0) == rl.checkpoint(rl.load_plan(), "r0-cpu", 0)
     with pytest.raises(UnsafeName):
         rc.output_names({"name": "../x"})
+
+
+def test_lever_table_reads_the_plans_held_out_sites_whatever_was_read_before(tmp_path):
+    from brainseg_lib.study import release_rule as rr
+    from brainseg_lib.study.release_levers import per_slice_path
+    from brainseg_lib.study.release_table import lever_table
+    for s in (0, 1, 2):
+        _write_arm(tmp_path, "r0", s, 0.5)
+        p = per_slice_path("r0", s, "lgg", tmp_path)
+        df = pd.read_csv(p)
+        df.loc[df["unit"] == "p1", "unit"] = "TCGA_DU_1_2"
+        df.to_csv(p, index=False)
+    plan = {**PLAN, "rule": {**PLAN["rule"], "lgg_held_out_sites": ["DU"]}, "trials": [{"tag": "r0"}]}
+    rr.use_plan({"rule": {}})                  # another plan read earlier in the process
+    try:
+        row = lever_table(plan, {"trials": []}, tmp_path).iloc[0]
+        assert row["lgg_missed"].endswith("/3")      # 3 tumour slices: the DU patient's is left out
+    finally:
+        rr.use_plan({"rule": {}})

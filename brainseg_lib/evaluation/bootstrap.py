@@ -134,12 +134,15 @@ def ci_quantiles(level: float = 0.95) -> tuple[float, float]:
 def percentile_ci(values, quantiles: tuple[float, float] = CI95,
                   skip_nan: bool = False) -> tuple[float, float]:
     """Percentile interval of bootstrap replicates: ``np.quantile`` (linear) at
-    ``quantiles``, or ``np.nanquantile`` with ``skip_nan``; ``(nan, nan)`` for no replicates."""
+    ``quantiles``, NaN replicates dropped with ``skip_nan``; ``(nan, nan)`` for no replicates."""
     v = np.asarray(values, dtype=np.float64)
     if v.size == 0:
         return float("nan"), float("nan")
-    q = np.nanquantile if skip_nan else np.quantile
-    return float(q(v, quantiles[0])), float(q(v, quantiles[1]))
+    if skip_nan:
+        v = v[~np.isnan(v)]       # every replicate NaN (a figure the set cannot give): (nan, nan)
+        if v.size == 0:
+            return float("nan"), float("nan")
+    return float(np.quantile(v, quantiles[0])), float(np.quantile(v, quantiles[1]))
 
 
 # --------------------------------------------------------- per-image segmentation metrics

@@ -43,7 +43,7 @@ def score_half(model, half: ExternalHalf, threshold: float = 0.5, device=None,
 
 
 # per-patient sums from which every figure is a ratio (so a patient bootstrap only re-adds them)
-_SUMS = ("tp", "fp", "fn", "dice_t", "n_t", "marked_c", "n_c", "hd95_t", "nsd_t")
+_SUMS = ("tp", "fp", "fn", "dice_t", "n_t", "marked_c", "n_c", "hd95_t", "nsd_t", "missed_t")
 
 
 def _patient_sums(df: pd.DataFrame) -> pd.DataFrame:
@@ -52,17 +52,18 @@ def _patient_sums(df: pd.DataFrame) -> pd.DataFrame:
         "patient": df["patient"], "tp": df["tp"], "fp": df["fp"], "fn": df["fn"],
         "dice_t": df["dice"].where(t, 0.0), "n_t": t.astype(float),
         "marked_c": (df["marked"] & ~t).astype(float), "n_c": (~t).astype(float),
-        "hd95_t": df["hd95"].where(t, 0.0).fillna(0.0), "nsd_t": df["nsd"].where(t, 0.0).fillna(0.0)})
+        "hd95_t": df["hd95"].where(t, 0.0).fillna(0.0), "nsd_t": df["nsd"].where(t, 0.0).fillna(0.0),
+        "missed_t": (t & ~df["marked"]).astype(float)})
     return parts.groupby("patient", sort=True)[list(_SUMS)].sum()
 
 
 def _figures(s: np.ndarray) -> dict[str, np.ndarray]:
     """The figures from summed columns (last axis in _SUMS order)."""
-    tp, fp, fn, dice_t, n_t, marked_c, n_c, hd95_t, nsd_t = np.moveaxis(s, -1, 0)
+    tp, fp, fn, dice_t, n_t, marked_c, n_c, hd95_t, nsd_t, missed_t = np.moveaxis(s, -1, 0)
     with np.errstate(invalid="ignore", divide="ignore"):
         return {"pooled_f1": rate(2 * tp, 2 * tp + fp + fn, 1.0),   # no pixel at all: no error
                 "mean_dice_tumour": dice_t / n_t, "clean_marked_share": marked_c / n_c,
-                "hd95_mean": hd95_t / n_t, "nsd_mean": nsd_t / n_t}
+                "hd95_mean": hd95_t / n_t, "nsd_mean": nsd_t / n_t, "missed_share": missed_t / n_t}
 
 
 def summarize_half(df: pd.DataFrame, n_boot: int = N_BOOT, seed: int = 0) -> dict:

@@ -208,7 +208,8 @@ def speed_markdown(run_name: str | None = None) -> str:
 # README section -> the file its text is read from (written by the study's notebooks)
 README_SECTIONS = (("findings.md", "FINDINGS"), ("detection_table.md", "DETECTION"),
                    ("detection_seeds.md", "DETECTION_SEEDS"), ("table1_boundary.md", "BOUNDARY"),
-                   ("external_validation.md", "EXTERNAL"), ("release_eval.md", "RELEASE_EVAL"))
+                   ("external_validation.md", "EXTERNAL"), ("release_eval.md", "RELEASE_EVAL"),
+                   ("release_targets.md", "RELEASE_TARGETS"))
 
 
 def update_readme(readme: str | Path | None = None) -> bool:
@@ -232,7 +233,8 @@ def update_readme(readme: str | Path | None = None) -> bool:
     sources = [(paths.tables_dir() / name, marker) for name, marker in README_SECTIONS]
     sources += [(paths.levers_dir() / "lever_table.md", "LEVERS"),
                 (paths.levers_dir() / "lever_rule.md", "LEVER_RULE"),
-                (paths.release_levers_dir() / "lever_table.md", "RELEASE_LEVERS")]
+                (paths.release_levers_dir() / "lever_table.md", "RELEASE_LEVERS"),
+                (paths.release_levers_dir() / "lever_table-round2.md", "RELEASE_LEVERS_2")]
     sections += [(study_rows_only(path.read_text()) if marker == "BOUNDARY" else path.read_text(),
                   f"<!-- {marker}:START -->", f"<!-- {marker}:END -->")
                  for path, marker in sources if path.is_file()]

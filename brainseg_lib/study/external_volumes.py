@@ -52,6 +52,13 @@ BUDA_2019 = {
 }
 
 
+def available(folder=None) -> bool:
+    """Whether the external volumes folder (default ``paths.external_volumes_dir()``) holds any
+    ``<patient>_flair.nii.gz``."""
+    folder = Path(folder) if folder is not None else paths.external_volumes_dir()
+    return folder.is_dir() and any(folder.glob("*_flair.nii.gz"))
+
+
 def patients(folder: Path) -> list[tuple[str, Path, Path]]:
     """(patient, FLAIR volume, truth mask) of every patient in ``folder``, sorted."""
     if not folder.is_dir():

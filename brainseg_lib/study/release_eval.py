@@ -14,6 +14,8 @@ removal) are applied exactly as ``predict`` applies them. Per-slice rows go to
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pandas as pd
 
@@ -119,13 +121,17 @@ def external_views(model, size: int, thr: float, inf: dict, n_boot: int, held_ou
     return out
 
 
+def released_path() -> Path:
+    """The file scored: the results folder's release, else the committed one (a scratch run)."""
+    return paths.released_model() if paths.released_model().is_file() else paths.committed_released_model()
+
+
 def evaluate_release(path=None, n_boot: int = 2000, data_root=None) -> dict:
     """Score the released file on every set (see the module doc); write and return the figures."""
     from brainseg_lib.fileio import write_csv, write_json
     from brainseg_lib.model.released import checksum_path
     from brainseg_lib.study.release_levers import load_plan
-    path = path or (paths.released_model() if paths.released_model().is_file()
-                    else paths.committed_released_model())
+    path = path or released_path()
     model, tcfg, inf = released_settings(path)
     size, thr = int(tcfg["image_size"]), float(tcfg.get("threshold", 0.5))
     test = score_set(model, br35h_test_half(size, data_root), thr, inf)

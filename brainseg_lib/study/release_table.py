@@ -50,6 +50,7 @@ def _row(tag: str, lever: str, plan: dict, v: dict | None, out_dir=None) -> dict
 
 
 def lever_table(plan: dict, decision: dict, out_dir=None) -> pd.DataFrame:
+    rr.use_plan(plan)       # the plan's held-out sites, whatever plan was read before
     verdicts = {v["tag"]: v for v in decision.get("trials", [])}
     if "combined" in decision:
         verdicts[decision["combined"]["tag"]] = decision["combined"]
@@ -72,6 +73,7 @@ def table_markdown(table: pd.DataFrame) -> str:
     note = ("\nFigures are means over the seeds listed; `missed` counts tumour slices with no "
             "predicted pixel (seed mean / tumour slices). Combined score: the mean over the LGG and "
             "Figshare dev halves of (pooled F1 + mean Dice on tumour slices) / 2 minus the share of "
-            "clean slices marked (params/release_levers.yaml). The CI resamples seeds, LGG patients "
+            "clean slices marked (the round's plan: params/release_levers.yaml, or "
+            "params/release_levers_2.yaml for round 2). The CI resamples seeds, LGG patients "
             "and Figshare blocks. TEST and the external test halves were not read.\n")
     return head + body + "\n" + note

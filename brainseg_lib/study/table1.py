@@ -211,7 +211,7 @@ def write_boundary_table(runs: list[dict] | None = None, out_dir=None) -> dict[s
     """table1_boundary.csv and .md (rules in evaluation/boundary.py)."""
     t = boundary_rows(study_runs() if runs is None else runs)
     out = paths.ensure(Path(out_dir) if out_dir else paths.tables_dir())
-    fmt = {"Missed (no prediction)": "{:g}", "HD95 median (% of diagonal, found tumours)": "{:.1f}",
+    fmt = {"Missed (no prediction)": "{:.3g}", "HD95 median (% of diagonal, found tumours)": "{:.1f}",
            "NSD mean (tolerance 1% of diagonal)": "{:.3f}", "HD95 median (px)": "{:.1f}",
            "HD95 mean (px)": "{:.1f}", "NSD mean (2 px)": "{:.3f}"}
     lines = ["| " + " | ".join(BOUNDARY_COLUMNS) + " |", "|" + "---|" * len(BOUNDARY_COLUMNS)]

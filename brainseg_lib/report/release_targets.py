@@ -1,0 +1,131 @@
+"""Issue 24's targets for the released model, each against its measured figure and CI.
+
+The targets are the issue's (data, with their source): the TCGA-LGG and Figshare ``test``
+halves, Br35H TEST on the official split (the released file, and the mean of the study
+profile's three official seeds), and image-level detection at a fixed sensitivity. The measured
+figures are read from the files the study wrote: ``release_eval.json`` (notebook 10),
+``honest_evaluation.json`` and the sweep's per-run JSONs (notebook 08), ``detection.json``
+(notebook 06). A target is **met** when the point figure meets it; otherwise the table says by
+how much it is missed, and whether the CI reaches it.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+SOURCE = "issue 24, 'Targets'"
+
+
+@dataclass(frozen=True)
+class Target:
+    label: str          # what a reader is told
+    where: str          # the evaluation set
+    key: str            # how ``measured`` finds the figure
+    limit: float
+    higher_is_better: bool
+
+    def text(self) -> str:
+        return f"{'≥' if self.higher_is_better else '≤'} {self.limit:.2f}"
+
+
+TARGETS = (
+    Target("pooled F1", "TCGA-LGG test half", "lgg:pooled_f1", 0.80, True),
+    Target("mean Dice, tumour slices", "TCGA-LGG test half", "lgg:mean_dice_tumour", 0.65, True),
+    Target("tumour slices with no prediction", "TCGA-LGG test half", "lgg:missed_share", 0.15, False),
+    Target("clean slices marked", "TCGA-LGG test half", "lgg:clean_marked_share", 0.05, False),
+    Target("pooled F1", "Figshare test half", "figshare:pooled_f1", 0.70, True),
+    Target("pooled F1 of the worst tumour type", "Figshare test half", "figshare:worst_type", 0.55, True),
+    Target("tumour slices with no prediction", "Figshare test half", "figshare:missed_share", 0.15, False),
+    Target("pooled F1, released file", "Br35H TEST (official)", "br35h:pooled_f1", 0.88, True),
+    Target("mean Dice per image, released file", "Br35H TEST (official)", "br35h:mean_dice_tumour", 0.83, True),
+    Target("pooled F1, mean of 3 seeds", "Br35H TEST (official)", "seeds:f1", 0.88, True),
+    Target("mean Dice per image, mean of 3 seeds", "Br35H TEST (official)", "seeds:dice", 0.83, True),
+    Target("detection specificity (sensitivity target 0.90)", "Br35H report scans", "detection:specificity", 0.95, True),
+)
+
+
+def _nan() -> tuple[float, list[float] | None, str]:
+    return math.nan, None, ""
+
+
+def measured(key: str, ev: dict, seeds: dict | None, detection: dict | None) -> tuple[float, list | None, str]:
+    """(figure, its 95% CI or None, a note) of one target's ``key``."""
+    where, figure = key.split(":")
+    if where in ("lgg", "figshare"):
+        half = ((ev or {}).get(where) or {}).get("test")
+        if not half:
+            return _nan()
+        if figure == "worst_type":
+            label, s = min(half["by_label"].items(), key=lambda kv: kv[1]["pooled_f1"])
+            return s["pooled_f1"], s["ci95_by_patient"].get("pooled_f1"), label
+        return half[figure], half["ci95_by_patient"].get(figure), ""
+    if where == "br35h":
+        s = (ev or {}).get("br35h_test")
+        return (s[figure], s["ci95_by_patient"].get(figure), "") if s else _nan()
+    if where == "seeds":
+        if not seeds:
+            return _nan()
+        v = seeds[figure]
+        return v["mean"], None, f"sd {v['sd']:.3f} over {v['n']} seeds"
+    fixed = ((detection or {}).get("report_at_fixed_sensitivity") or {}).get("all", {}).get("area_frac")
+    if not fixed:
+        return _nan()
+    return (fixed["specificity"], fixed["ci95"]["specificity"],
+            f"at sensitivity {fixed['sensitivity']:.3f}")
+
+
+def verdict(t: Target, value: float, ci: list | None) -> str:
+    """'met', or 'missed by X' (and whether the CI reaches the target)."""
+    if value is None or math.isnan(value):
+        return "not measured"
+    gap = (t.limit - value) if t.higher_is_better else (value - t.limit)
+    if gap <= 0:
+        return "met"
+    reach = ""
+    if ci:
+        inside = ci[1] >= t.limit if t.higher_is_better else ci[0] <= t.limit
+        reach = " (the CI reaches it)" if inside else " (the CI does not reach it)"
+    return f"missed by {gap:.3f}{reach}"
+
+
+def seed_figures(sweep_metrics: Path, run_names: list[str]) -> dict | None:
+    """Mean and sd of pooled F1 and per-image mean Dice over the runs named (sweep JSONs)."""
+    import numpy as np
+    runs = [sweep_metrics / f"{n}.json" for n in run_names]
+    if not runs or not all(p.is_file() for p in runs):
+        return None
+    data = [json.loads(p.read_text()) for p in runs]
+    f1 = np.array([d["global"]["f1"] for d in data])
+    dice = np.array([d["per_image_mean"]["f1"] for d in data])
+    return {"f1": {"mean": float(f1.mean()), "sd": float(f1.std(ddof=1)), "n": len(f1)},
+            "dice": {"mean": float(dice.mean()), "sd": float(dice.std(ddof=1)), "n": len(dice)}}
+
+
+def targets_markdown(ev: dict | None, seeds: dict | None, detection: dict | None) -> str:
+    """The targets table in Markdown, one row per target."""
+    head = ("| set | figure | target | measured | 95% CI | verdict |\n|---|---|---|---|---|---|\n")
+    rows = []
+    for t in TARGETS:
+        value, ci, note = measured(t.key, ev, seeds, detection)
+        shown = "n/a" if math.isnan(value) else f"{value:.3f}" + (f" ({note})" if note else "")
+        rows.append(f"| {t.where} | {t.label} | {t.text()} | {shown} | "
+                    f"{f'{ci[0]:.3f} to {ci[1]:.3f}' if ci else ''} | {verdict(t, value, ci)} |")
+    return (head + "\n".join(rows) + f"\n\nTargets: {SOURCE}. CIs resample patients (LGG), index blocks "
+            "(Figshare) or near-duplicate groups (Br35H); the 3-seed rows give the sd over seeds instead. "
+            "The study run's wall time (target: `./run_all.sh cpu` within 15 min) is in "
+            "results/timings/timings.md.\n")
+
+
+def study_targets_markdown() -> str:
+    """``targets_markdown`` from the committed result files of the study."""
+    from brainseg_lib import paths
+    from brainseg_lib.study.experiment import run_name
+
+    def read(p: Path):
+        return json.loads(p.read_text()) if p.is_file() else None
+    names = [run_name(paths.STUDY_PROFILE, seed=s, loss="bce_dice", split_scheme="official") for s in (0, 1, 2)]
+    return targets_markdown(read(paths.metrics_dir() / "release_eval.json"),
+                            seed_figures(paths.sweep_dir() / "metrics", names),
+                            read(paths.metrics_dir() / "detection.json"))
