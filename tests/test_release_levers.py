@@ -327,6 +327,9 @@ def test_a_later_round_writes_its_own_files_and_combination(tmp_path):
     assert rl.checkpoint(plan, "r0-cpu", 0) == rl.checkpoint(rl.load_plan(), "r0-cpu", 0)
     with pytest.raises(UnsafeName):
         rc.output_names({"name": "../x"})
+    third = rl.load_plan(rl.PLAN_YAML.parent / "release_levers_3.yaml")
+    assert rc.output_names(third)["md"] == "lever_table-round3.md"
+    assert all(rl.trial_params(third, t["tag"], 0)["threads"] == 2 for t in third["trials"])
 
 
 def test_lever_table_reads_the_plans_held_out_sites_whatever_was_read_before(tmp_path):

@@ -66,6 +66,11 @@ AUGMENT_LEVELS = {
                     "brightness": 0.15, "contrast": 0.25, "gamma": 0.4,
                     "blur_p": 0.25, "blur_sigma": 1.2, "noise_p": 0.25, "noise_sd": 0.04,
                     "rot90_p": 0.5},
+    # ``mri`` plus the quarter turns of ``full_orient``
+    "mri_orient": {"vflip": 0.5, "rotate_deg": 20.0, "scale": 0.20, "translate": 0.08,
+                   "brightness": 0.15, "contrast": 0.25, "gamma": 0.4,
+                   "blur_p": 0.25, "blur_sigma": 1.2, "noise_p": 0.25, "noise_sd": 0.04,
+                   "hist_p": 0.4, "bias_p": 0.3, "invert_p": 0.2, "rot90_p": 0.5},
 }
 
 

@@ -26,7 +26,8 @@ from brainseg_lib.study.params_schema import check_params
 from brainseg_lib.study.params_yaml import read_params_file
 
 BASE = "base"
-NOT_PROFILES = {BASE, "levers", "release_levers", "release_levers_2"}   # params/ files that are not runnable profiles
+# params/ files that are not runnable profiles: the base, the lever plans and the release lever rounds
+NOT_PROFILES = {BASE, "levers", "release_levers", *(f"release_levers_{k}" for k in range(2, 10))}
 
 
 def params_from_namespace(namespace: dict) -> dict:
