@@ -16,11 +16,11 @@
 # %% [markdown]
 # # 10 · The released model on other scanners and sequences
 #
-# The model a user downloads is `results/models/` (its card: `MODEL_CARD.md`). Two rounds of release
-# lever trials (`params/release_levers.yaml` and `params/release_levers_2.yaml`, each rule committed
-# before its trials ran), judged on Br35H VAL, the healthy VAL scans and the `dev` halves of two external
-# sets, adopted no lever: the released model is the study profile's (`cpu`) seed-0 run. This page scores
-# the committed file, through the same settings `predict` uses, on every evaluation set:
+# The model a user downloads is `results/models/` (its card: `MODEL_CARD.md`). Rounds of release lever
+# trials (`params/release_levers*.yaml`, each rule committed before its trials ran), judged on Br35H VAL,
+# the healthy VAL scans and the `dev` halves of two external sets, decide what is released (the rounds
+# and their verdicts are at the end of this page). This page scores the committed file, through the same
+# settings `predict` uses, on every evaluation set:
 #
 # - **Br35H TEST** (official split; CIs resample near-duplicate groups);
 # - **TCGA-LGG FLAIR** (4 TCGA sites; CIs resample patients), both halves, by site;
@@ -103,7 +103,7 @@ if ok:
 
 # %% [markdown]
 # ## Per patient, in 3-D
-# The 44 TCGA-LGG test patients as whole volumes, segmented through `predict` as a user would (the
+# The TCGA-LGG test patients as whole volumes, segmented through `predict` as a user would (the
 # same as `python -m brainseg_lib score-volumes`; `results/metrics/external_volumes.json`): per-patient
 # Dice and volume error.
 
@@ -141,14 +141,17 @@ if table_csv.is_file():
     plots.save_figure(release_plots.lever_ci_plot(pd.read_csv(table_csv)), "release_levers_ci");
 
 # %% [markdown]
-# **Round 2** (`params/release_levers_2.yaml`): quarter turns in the training augmentation, and round 1's
-# MRI intensity augmentation together with the per-image Dice loss, against the same reference (its runs
-# are round 1's). Round 1's absolute false-alarm limits refused every trial, the reference included, so
-# this round's rule, committed before its trials, limits the rise over the reference instead.
+# **Later rounds** (`params/release_levers_2.yaml`, `params/release_levers_3.yaml`) share round 1's trial
+# store and reference. Round 1's absolute false-alarm limits refused every trial, the reference included,
+# so from round 2 on the rule, committed before each round's trials, limits the *rise* of each
+# false-alarm share over the reference. Every round, with what it adopted:
 
 # %%
-table2_md = paths.release_levers_dir() / "lever_table-round2.md"
-display(Markdown(table2_md.read_text()) if table2_md.is_file() else "round 2 not run yet")
+from brainseg_lib.report.release_card import rounds_markdown
+
+display(Markdown(rounds_markdown()))
+for later in sorted(paths.release_levers_dir().glob("lever_table-*.md")):
+    display(Markdown(f"**{later.stem.removeprefix('lever_table-')}**\n\n" + later.read_text()))
 
 # %% [markdown]
 # ## Issue 24's targets
@@ -156,7 +159,6 @@ display(Markdown(table2_md.read_text()) if table2_md.is_file() else "round 2 not
 # whether the CI reaches it (`report/release_targets.py`; written to `results/tables/release_targets.md`).
 
 # %%
-# NBVAL_CHECK_OUTPUT
 from brainseg_lib.report.release_targets import study_targets_markdown
 
 if ok:

@@ -349,3 +349,78 @@ def test_lever_table_reads_the_plans_held_out_sites_whatever_was_read_before(tmp
         assert row["lgg_missed"].endswith("/3")      # 3 tumour slices: the DU patient's is left out
     finally:
         rr.use_plan({"rule": {}})
+
+
+def test_older_levels_replay_their_recorded_batches():
+    """Adding a lever (quarter turns) must not change the draws of the levels runs were trained
+    with: the sums below were recorded before ``rot90_p`` existed."""
+    g = torch.Generator().manual_seed(11)
+    x = torch.rand(6, 1, 32, 32, generator=g)
+    y = (torch.rand(6, 1, 32, 32, generator=g) > 0.8).float()
+    for level, image_sum, mask_sum in (("basic", 2901.90673366189, 896), ("full", 2692.894600587785, 843),
+                                       ("mri", 2883.8537752344764, 843)):
+        xa, ya = augment_batch(x, y, augment_config(level), torch.Generator().manual_seed(5))
+        assert float(xa.double().sum()) == pytest.approx(image_sum, abs=1e-6) and int(ya.sum()) == mask_sum
+
+
+def test_rise_limit_on_lgg_clean_slices_and_both_kinds_together(tmp_path):
+    from brainseg_lib.study import release_rule as rr
+    from brainseg_lib.study.release_levers import per_slice_path
+    both = {**PLAN, "rule": {"screen_gain": 0.01, "max_val_f1_loss": 0.02, "max_healthy_marked": 0.5,
+                             "max_healthy_marked_rise": 0.02, "max_lgg_clean_marked_rise": 0.02,
+                             "n_boot": 300}}
+    for s in (0, 1, 2):
+        _write_arm(tmp_path, "r0", s, 0.5)
+        _write_arm(tmp_path, "r1", s, 0.8)
+        p = per_slice_path("r1", s, "lgg", tmp_path)
+        df = pd.read_csv(p)
+        df.loc[df["name"] == "p1_c", "marked"] = True          # 1 of 4 clean slices marked
+        df.to_csv(p, index=False)
+    v = rr.verdict(both, "r1", "r0", tmp_path)
+    assert not v["checks"]["lgg_clean_marked"] and v["checks"]["healthy_marked"] and not v["adopted"]
+    for s in (0, 1, 2):
+        _write_arm(tmp_path, "r1", s, 0.8, healthy_marked=6)    # 60%: within no rise, over 50%
+    assert not rr.verdict(both, "r1", "r0", tmp_path)["checks"]["healthy_marked"]
+
+
+def test_limits_compare_a_one_seed_trial_with_the_same_seed_of_the_reference(tmp_path):
+    from brainseg_lib.study import release_rule as rr
+    rise = {**PLAN, "rule": {"screen_gain": 0.01, "max_val_f1_loss": 0.02,
+                             "max_healthy_marked_rise": 0.02, "max_lgg_clean_marked_rise": 0.02,
+                             "n_boot": 300}}
+    _write_arm(tmp_path, "r0", 0, 0.5, healthy_marked=3)       # seed 0 of the reference: 30%
+    for s in (1, 2):
+        _write_arm(tmp_path, "r0", s, 0.5, healthy_marked=0)   # its mean over seeds: 10%
+    _write_arm(tmp_path, "r1", 0, 0.8, healthy_marked=3)       # the trial's seed 0: 30%, no rise
+    v = rr.verdict(rise, "r1", "r0", tmp_path, require_all_seeds=False)
+    assert v["checks"]["healthy_marked"]
+
+
+def test_nested_adopted_trials_release_the_widest_without_a_combination(tmp_path):
+    from brainseg_lib.study import release_choice as rc
+    plan = {**PLAN, "trials": [{"tag": "r0"}, {"tag": "a", "against": "r0", "set": {"loss": "x"}},
+                               {"tag": "b", "against": "r0", "set": {"loss": "x", "healthy_ratio": 1.2}},
+                               {"tag": "c", "against": "r0", "set": {"image_size": 128}}]}
+    assert rc.containing_all(plan, ["a", "b"]) == "b"
+    assert rc.containing_all(plan, ["a", "c"]) is None
+    decision = {"adopted": ["a", "b"], "trials": [{"tag": "a", "gain": 0.2, "adopted": True},
+                                                  {"tag": "b", "gain": 0.1, "adopted": True}]}
+    assert rc.release_trial(plan, decision, tmp_path) == ("b", plan)
+    assert "combined" not in decision
+
+
+def test_a_later_round_without_a_name_or_a_limit_is_refused(tmp_path):
+    import yaml
+
+    from brainseg_lib.study import release_levers as rl
+    plan = {k: v for k, v in rl.load_plan().items() if k != "source"}
+    path = tmp_path / "release_levers_4.yaml"
+    path.write_text(yaml.safe_dump(plan))
+    with pytest.raises(ValueError, match="needs a `name`"):
+        rl.load_plan(path)
+    rule = {k: v for k, v in plan["rule"].items() if k != "max_lgg_clean_marked"}
+    path.write_text(yaml.safe_dump({**plan, "name": "round4", "rule": rule}))
+    with pytest.raises(ValueError, match="max_lgg_clean_marked"):
+        rl.load_plan(path)
+    path.write_text(yaml.safe_dump({**plan, "name": "round4"}))
+    assert rl.load_plan(path)["source"].endswith("release_levers_4.yaml")

@@ -69,3 +69,58 @@ def test_external_volumes_available_needs_flair_volumes(tmp_path):
     assert not external_volumes.available(tmp_path)
     (tmp_path / "TCGA_X_flair.nii.gz").write_bytes(b"")
     assert external_volumes.available(tmp_path)
+
+
+def test_missing_figures_and_unknown_cis_are_not_measured_not_a_crash():
+    ev = {"lgg": {"test": {**_half(0.85, 0.6, 0.1, 0.04), "clean_marked_share": None}},
+          "br35h_test": {**_half(0.9, 0.84, 0.05, 0.0),
+                         "ci95_by_patient": {"pooled_f1": [None, None], "mean_dice_tumour": [math.nan, 0.9]}}}
+    md = rt.targets_markdown(ev, None, None)
+    assert _row(md, "TCGA-LGG test half", "clean slices marked")[-1] == "not measured"
+    row = _row(md, "Br35H TEST (official)", "pooled F1, released file")
+    assert row[4] == "" and row[-1] == "met"
+    assert _row(md, "Br35H TEST (official)", "mean Dice per image, released file")[4] == ""
+
+
+def test_detection_is_met_only_at_its_sensitivity():
+    def det(sens, spec):
+        return {"report_at_fixed_sensitivity": {"all": {"area_frac": {
+            "sensitivity": sens, "specificity": spec, "ci95": {"specificity": [spec - 0.05, spec + 0.03]}}}}}
+    label = ("Br35H report scans", "detection specificity (sensitivity target 0.90)")
+    assert _row(rt.targets_markdown(EV, None, det(0.91, 0.96)), *label)[-1] == "met"
+    low = _row(rt.targets_markdown(EV, None, det(0.85, 0.96)), *label)
+    assert low[-1] == "not met: its sensitivity condition fails" and "below its 0.90" in low[3]
+
+
+def test_verdict_compares_at_the_decimals_shown():
+    t = rt.Target("pooled F1", "x", "lgg:pooled_f1", 0.80, True)
+    assert rt.verdict(t, 0.7996, None) == "met"          # shown as 0.800
+    assert rt.verdict(t, 0.7994, None) == "missed by 0.001"
+
+
+def test_rows_are_kept_only_for_the_released_model():
+    release = {"sha256": "abc", "from_run": "cpu-official-bce_dice-seed0"}
+    ev_ok, ev_other = {"sha256": "abc"}, {"sha256": "old"}
+    det_ok, det_other = {"run_name": "cpu-official-bce_dice-seed0"}, {"run_name": "release-x-seed0"}
+    seeds = ["cpu-official-bce_dice-seed0", "cpu-official-bce_dice-seed1"]
+    assert rt.of_the_release(release, ev_ok, det_ok, seeds) == (ev_ok, True, det_ok)
+    assert rt.of_the_release(release, ev_other, det_other, seeds) == (None, True, None)
+    other = {**release, "from_run": "release-official-bce_dice_img-seed0"}
+    assert rt.of_the_release(other, ev_ok, det_ok, seeds)[1:] == (False, None)
+    assert rt.of_the_release(None, ev_ok, det_ok, seeds) == (None, False, None)
+
+
+def test_rounds_list_every_decision_file_in_round_order(tmp_path):
+    from brainseg_lib.report.release_card import later_rounds_markdown, rounds_markdown
+    assert "No release lever round" in rounds_markdown(tmp_path)
+    (tmp_path / "decision-round2.json").write_text(json.dumps(
+        {"plan": "params/release_levers_2.yaml", "trials": [{"tag": "r4"}], "adopted": ["r4"],
+         "inference": [{"tag": "r4+i1", "adopted": True}], "release_trial": "r4"}))
+    (tmp_path / "decision.json").write_text(json.dumps(
+        {"plan": "params/release_levers.yaml", "trials": [{"tag": "r1"}, {"tag": "r2"}], "adopted": [],
+         "inference": [], "release_trial": "r0"}))
+    (tmp_path / "lever_table-round2.md").write_text("| t |\n")
+    lines = rounds_markdown(tmp_path).splitlines()
+    assert lines[0] == "- round 1 (`params/release_levers.yaml`): 2 verdicts; adopted: nothing; release trial `r0`"
+    assert lines[1] == "- round 2 (`params/release_levers_2.yaml`): 2 verdicts; adopted: r4, r4+i1; release trial `r4`"
+    assert "**round2**\n\n| t |" in later_rounds_markdown(tmp_path)

@@ -233,8 +233,10 @@ def update_readme(readme: str | Path | None = None) -> bool:
     sources = [(paths.tables_dir() / name, marker) for name, marker in README_SECTIONS]
     sources += [(paths.levers_dir() / "lever_table.md", "LEVERS"),
                 (paths.levers_dir() / "lever_rule.md", "LEVER_RULE"),
-                (paths.release_levers_dir() / "lever_table.md", "RELEASE_LEVERS"),
-                (paths.release_levers_dir() / "lever_table-round2.md", "RELEASE_LEVERS_2")]
+                (paths.release_levers_dir() / "lever_table.md", "RELEASE_LEVERS")]
+    if any(paths.release_levers_dir().glob("decision*.json")):
+        from brainseg_lib.report.release_card import later_rounds_markdown
+        sections.append((later_rounds_markdown(), "<!-- RELEASE_ROUNDS:START -->", "<!-- RELEASE_ROUNDS:END -->"))
     sections += [(study_rows_only(path.read_text()) if marker == "BOUNDARY" else path.read_text(),
                   f"<!-- {marker}:START -->", f"<!-- {marker}:END -->")
                  for path, marker in sources if path.is_file()]

@@ -184,3 +184,33 @@ def help_text() -> str:
     return ("\n\nOn scans from elsewhere the released model often finds nothing (external test halves, "
             f"results/models/MODEL_CARD.md): {said}. It fails on: {kinds or 'no group'}. "
             "A mask without tumour is not evidence of no tumour.")
+
+
+def rounds_markdown(folder=None) -> str:
+    """One line per release lever round (``decision*.json`` under ``folder``, default
+    ``paths.release_levers_dir()``): its plan, the verdicts it gave and what it adopted."""
+    import json
+    from pathlib import Path
+
+    from brainseg_lib import paths
+    folder = Path(folder) if folder else paths.release_levers_dir()
+    files = sorted(folder.glob("decision*.json"), key=lambda p: (p.stem != "decision", p.stem))
+    lines = []
+    for i, f in enumerate(files, 1):
+        d = json.loads(f.read_text())
+        adopted = [*d.get("adopted", []), *(v["tag"] for v in d.get("inference", []) if v.get("adopted"))]
+        lines.append(f"- round {i} (`{d.get('plan') or f.name}`): {len(d.get('trials', [])) + len(d.get('inference', []))} "
+                     f"verdicts; adopted: {', '.join(adopted) or 'nothing'}; release trial `{d.get('release_trial')}`")
+    return "\n".join(lines) + "\n" if lines else "_No release lever round recorded yet._\n"
+
+
+def later_rounds_markdown(folder=None) -> str:
+    """``rounds_markdown`` followed by the table of every round after the first
+    (``lever_table-<name>.md``), for the README."""
+    from pathlib import Path
+
+    from brainseg_lib import paths
+    folder = Path(folder) if folder else paths.release_levers_dir()
+    tables = [f"**{p.stem.removeprefix('lever_table-')}**\n\n{p.read_text()}"
+              for p in sorted(folder.glob("lever_table-*.md"))]
+    return "\n".join([rounds_markdown(folder), *tables])

@@ -27,7 +27,12 @@ from brainseg_lib.study.params_yaml import read_params_file
 
 BASE = "base"
 # params/ files that are not runnable profiles: the base, the lever plans and the release lever rounds
-NOT_PROFILES = {BASE, "levers", "release_levers", *(f"release_levers_{k}" for k in range(2, 10))}
+NOT_PROFILES = {BASE, "levers", "release_levers"}
+ROUND_PREFIX = "release_levers_"     # release_levers_2.yaml, _3, ...: later release lever rounds
+
+
+def is_profile_name(stem: str) -> bool:
+    return stem not in NOT_PROFILES and not stem.startswith(ROUND_PREFIX)
 
 
 def params_from_namespace(namespace: dict) -> dict:
@@ -38,14 +43,14 @@ def params_from_namespace(namespace: dict) -> dict:
 
 def known_profiles() -> list[str]:
     """The runnable profiles in ``params/``."""
-    return sorted(p.stem for p in paths.PARAMS_DIR.glob("*.yaml") if p.stem not in NOT_PROFILES)
+    return sorted(p.stem for p in paths.PARAMS_DIR.glob("*.yaml") if is_profile_name(p.stem))
 
 
 def load_profile(name: str) -> dict:
     """``params/base.yaml`` with ``params/<name>.yaml`` merged over it (keys in base order),
     every value checked (see the module docstring)."""
     path = paths.PARAMS_DIR / f"{name}.yaml"
-    if name in NOT_PROFILES or not path.is_file():
+    if not is_profile_name(name) or not path.is_file():
         raise FileNotFoundError(f"no profile {name!r} ({path}); known profiles: {known_profiles()}")
     base_path = paths.PARAMS_DIR / f"{BASE}.yaml"
     base, override = read_params_file(base_path), read_params_file(path)

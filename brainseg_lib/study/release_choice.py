@@ -36,12 +36,23 @@ def with_combination(plan: dict, adopted: list[str]) -> dict:
     return {**plan, "trials": [*plan["trials"], combo]}
 
 
+def containing_all(plan: dict, adopted: list[str]) -> str | None:
+    """The adopted trial whose changes hold every other adopted trial's (same keys, same
+    values), if there is one: combining them would only train it again."""
+    sets = {t: (rl.trial(plan, t).get("set") or {}) for t in adopted}
+    for tag, mine in sets.items():
+        if all(other.items() <= mine.items() for other in sets.values()):
+            return tag
+    return None
+
+
 def release_trial(plan: dict, decision: dict, out_dir=None) -> tuple[str, dict]:
     """(the trial released, the plan it is in), training the combination when step 3 needs it."""
     adopted, reference = decision["adopted"], plan["trials"][0]["tag"]
     if not adopted:
         return reference, plan
-    if len(adopted) >= 2:
+    widest = containing_all(plan, adopted)
+    if len(adopted) >= 2 and widest is None:
         full = with_combination(plan, adopted)
         tag = combined_tag(plan)
         rl._train_and_score(full, tag, full["seeds"][:1], out_dir)
@@ -49,6 +60,8 @@ def release_trial(plan: dict, decision: dict, out_dir=None) -> tuple[str, dict]:
         decision["combined"] = v
         if v["adopted"]:
             return tag, full
+    if len(adopted) >= 2 and widest is not None:
+        return widest, plan         # one adopted trial already holds every other's changes
     gains = {t["tag"]: t["gain"] for t in decision["trials"] if t.get("adopted")}
     order = sorted(adopted, key=lambda t: (-round(gains[t], 3), len(rl.trial(plan, t).get("set") or {})))
     return order[0], plan
@@ -80,6 +93,7 @@ def choose(plan: dict | None = None, out_dir=None) -> dict:
     plan = plan or rl.load_plan()
     decision = rl.run_plan(plan, out_dir)
     release, full = release_trial(plan, decision, out_dir)
+    decision["plan"] = plan.get("source")
     decision["release_trial"] = release
     decision["release_set"] = rl.trial(full, release).get("set") or {}
     decision["inference"] = judge_inference(full, release, out_dir)
@@ -99,7 +113,7 @@ def write_outputs(plan: dict, decision: dict, out_dir=None) -> dict[str, Path]:
     names = output_names(plan)
     return {"json": write_json(json.loads(json.dumps(decision, default=_plain)), out / names["json"]),
             "csv": write_csv(table, out / names["csv"]),
-            "md": atomic_write_text(out / names["md"], table_markdown(table))}
+            "md": atomic_write_text(out / names["md"], table_markdown(table, plan.get("source", "the plan")))}
 
 
 def output_names(plan: dict) -> dict[str, str]:

@@ -22,10 +22,25 @@ SETS = ("val", "healthy", "lgg", "figshare")
 
 
 def load_plan(path: str | Path | None = None) -> dict:
+    """A release lever plan, checked: its schema; a ``name`` (a safe file-name part) for every
+    round but the first, whose verdicts keep the plain file names; at least one false-alarm
+    limit (absolute or rise) per figure. ``source`` records the file, for the table's note."""
+    from brainseg_lib.names import check_name
     from brainseg_lib.study.params_schema import check_release_plan
     from brainseg_lib.study.params_yaml import read_params_file
     path = Path(path or PLAN_YAML)
-    return check_release_plan(read_params_file(path), str(path))
+    plan = check_release_plan(read_params_file(path), str(path))
+    if plan.get("name") is not None:
+        check_name(plan["name"], f"{path}: name")
+    elif path.resolve() != PLAN_YAML.resolve():
+        raise ValueError(f"{path}: a later release lever round needs a `name` (its verdicts are "
+                         "written as decision-<name>.json), or it would overwrite round 1's")
+    rule = plan["rule"]
+    for figure in ("max_healthy_marked", "max_lgg_clean_marked"):
+        if rule.get(figure) is None and rule.get(figure + "_rise") is None:
+            raise ValueError(f"{path}: the rule sets neither {figure} nor {figure}_rise: "
+                             "every false-alarm figure needs a limit")
+    return {**plan, "source": paths.display_path(path)}
 
 
 def trial(plan: dict, tag: str) -> dict:

@@ -154,7 +154,10 @@ def verdict(plan: dict, tag: str, against: str, out_dir=None, require_all_seeds:
     use_plan(plan)
     rule = plan["rule"]
     sa, sb = seeds_of(tag, plan, out_dir), seeds_of(against, plan, out_dir)
-    fa, fb = arm_figures(tag, sa, out_dir), arm_figures(against, sb, out_dir)
+    # the limits compare seed means over the same seeds (a one-seed trial against the
+    # reference's same seed, not its mean over three); the CI below uses every seed of each
+    same = [s for s in sa if s in sb] or sb
+    fa, fb = arm_figures(tag, sa, out_dir), arm_figures(against, same, out_dir)
     g = paired_gain(tag, against, sa, sb, int(rule.get("n_boot", 2000)), out_dir=out_dir)
     checks = {"all_seeds": len(sa) == len(plan["seeds"]) or not require_all_seeds,
               "ci_above_0": g["ci95"][0] > 0,

@@ -61,7 +61,7 @@ def lever_table(plan: dict, decision: dict, out_dir=None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
-def table_markdown(table: pd.DataFrame) -> str:
+def table_markdown(table: pd.DataFrame, source: str = "params/release_levers.yaml") -> str:
     head = ("| " + " | ".join(COLUMNS[c] for c in table.columns) + " |\n|"
             + "---|" * len(table.columns) + "\n")
 
@@ -73,7 +73,6 @@ def table_markdown(table: pd.DataFrame) -> str:
     note = ("\nFigures are means over the seeds listed; `missed` counts tumour slices with no "
             "predicted pixel (seed mean / tumour slices). Combined score: the mean over the LGG and "
             "Figshare dev halves of (pooled F1 + mean Dice on tumour slices) / 2 minus the share of "
-            "clean slices marked (the round's plan: params/release_levers.yaml, or "
-            "params/release_levers_2.yaml for round 2). The CI resamples seeds, LGG patients "
+            f"clean slices marked ({source}). The CI resamples seeds, LGG patients "
             "and Figshare blocks. TEST and the external test halves were not read.\n")
     return head + body + "\n" + note
