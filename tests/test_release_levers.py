@@ -424,3 +424,34 @@ def test_a_later_round_without_a_name_or_a_limit_is_refused(tmp_path):
         rl.load_plan(path)
     path.write_text(yaml.safe_dump({**plan, "name": "round4"}))
     assert rl.load_plan(path)["source"].endswith("release_levers_4.yaml")
+
+
+def test_healthy_val_gate_takes_the_smallest_size_that_meets_the_reference():
+    from brainseg_lib.study.release_scoring import smallest_gate
+    probs = np.zeros((4, 10, 10), np.float32)
+    probs[0, :2, :2] = 0.9          # a 4-pixel blob (4% of the image)
+    probs[1, :3, :3] = 0.9          # 9 pixels (9%)
+    probs[2, 5, 5] = 0.9            # 1 pixel (1%)
+    grid = (0.0, 0.02, 0.05, 0.10)
+    g, shares = smallest_gate(probs, 0.5, 0.25, grid)
+    assert g == 0.05 and shares == {"0.0": 0.75, "0.02": 0.5, "0.05": 0.25}
+    assert smallest_gate(probs, 0.5, 0.0, grid)[0] == 0.10
+    assert smallest_gate(probs, 0.5, 0.0, (0.0, 0.02))[0] == 0.02       # none meets it: the last
+
+
+def test_a_trial_scoring_another_trials_checkpoints_shares_its_runs(tmp_path):
+    import yaml
+
+    from brainseg_lib.study import release_levers as rl
+    plan = {k: v for k, v in rl.load_plan().items() if k != "source"}
+    trials = [plan["trials"][0], {"tag": "r6", "against": "r0-cpu", "set": {"loss": "bce_dice_img"}},
+              {"tag": "g1", "against": "r0-cpu", "checkpoints_of": "r6", "tta": True, "gate": "healthy_val"}]
+    path = tmp_path / "release_levers_4.yaml"
+    path.write_text(yaml.safe_dump({**plan, "name": "round4", "trials": trials, "inference": []}))
+    p = rl.load_plan(path)
+    assert rl.trained_tag(p, "g1") == "r6" and rl.checkpoint(p, "g1", 1) == rl.checkpoint(p, "r6", 1)
+    assert rl.scoring_settings(p, "r6", 0) == {"tta": False, "min_component": 0.0}
+    bad = [*trials[:2], {**trials[2], "checkpoints_of": "r9"}]
+    path.write_text(yaml.safe_dump({**plan, "name": "round4", "trials": bad, "inference": []}))
+    with pytest.raises(ValueError, match="earlier trial"):
+        rl.load_plan(path)

@@ -85,6 +85,16 @@ class InferenceLeverSchema(BaseModel):
     min_component: Annotated[Float, Field(ge=0, lt=1)] = 0.0
 
 
+class ReleaseTrialSchema(TrialSchema):
+    """A release lever trial; with ``checkpoints_of`` it trains nothing of its own: it scores
+    that trial's checkpoints with test-time flips (``tta``) and a small-component removal, fixed
+    (``min_component``) or calibrated per seed on the healthy VAL scans (``gate: healthy_val``)."""
+    checkpoints_of: Optional[str] = None
+    tta: bool = False
+    min_component: Annotated[Float, Field(ge=0, lt=1)] = 0.0
+    gate: Optional[Literal["healthy_val"]] = None
+
+
 class ReleaseRuleSchema(BaseModel):
     """The rule of ``params/release_levers.yaml`` (its comments say what each key does)."""
     model_config = ConfigDict(strict=True, extra="forbid")
@@ -101,6 +111,7 @@ class ReleaseRuleSchema(BaseModel):
 class ReleasePlanSchema(PlanSchema):
     """``params/release_levers.yaml``: a lever plan with its seeds and inference levers."""
     rule: ReleaseRuleSchema
+    trials: list[ReleaseTrialSchema]
     name: str = None        # a later round's name: its verdicts go to decision-<name>.json
     seeds: Annotated[list[Seed], TUPLE_AS_LIST]
     inference: list[InferenceLeverSchema] = None

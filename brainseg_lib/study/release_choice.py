@@ -51,8 +51,9 @@ def release_trial(plan: dict, decision: dict, out_dir=None) -> tuple[str, dict]:
     adopted, reference = decision["adopted"], plan["trials"][0]["tag"]
     if not adopted:
         return reference, plan
-    widest = containing_all(plan, adopted)
-    if len(adopted) >= 2 and widest is None:
+    scored_only = any(rl.trial(plan, t).get("checkpoints_of") for t in adopted)
+    widest = None if scored_only else containing_all(plan, adopted)
+    if len(adopted) >= 2 and widest is None and not scored_only:
         full = with_combination(plan, adopted)
         tag = combined_tag(plan)
         rl._train_and_score(full, tag, full["seeds"][:1], out_dir)
@@ -100,6 +101,10 @@ def choose(plan: dict | None = None, out_dir=None) -> dict:
     decision["release_inference"] = {"tta": any(v["adopted"] and v["tta"] for v in decision["inference"]),
                                      "min_component": max([v["min_component"] for v in decision["inference"]
                                                            if v["adopted"]], default=0.0)}
+    if rl.trained_tag(full, release) != release:     # a trial that scores another's checkpoints
+        first = full["seeds"][0]
+        decision["release_checkpoints_of"] = rl.trained_tag(full, release)
+        decision["release_inference"] = rl.scoring_settings(full, release, first, out_dir)
     write_outputs(full, decision, out_dir)
     return decision
 

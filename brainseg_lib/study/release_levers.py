@@ -35,6 +35,14 @@ def load_plan(path: str | Path | None = None) -> dict:
     elif path.resolve() != PLAN_YAML.resolve():
         raise ValueError(f"{path}: a later release lever round needs a `name` (its verdicts are "
                          "written as decision-<name>.json), or it would overwrite round 1's")
+    tags = [t["tag"] for t in plan["trials"]]
+    for i, t in enumerate(plan["trials"]):
+        src = t.get("checkpoints_of")
+        if src is not None and (src not in tags[:i] or t.get("set") or trial(plan, src).get("checkpoints_of")):
+            raise ValueError(f"{path}: trial {t['tag']!r} scores the checkpoints of {src!r}, which must be "
+                             "an earlier trial that trains its own; such a trial changes nothing in `set`")
+        if t.get("gate") and not t.get("against"):
+            raise ValueError(f"{path}: trial {t['tag']!r} has a gate but no `against` to calibrate to")
     rule = plan["rule"]
     for figure in ("max_healthy_marked", "max_lgg_clean_marked"):
         if rule.get(figure) is None and rule.get(figure + "_rise") is None:
@@ -66,9 +74,39 @@ def folder(out_dir=None) -> Path:
     return Path(out_dir) if out_dir else paths.release_levers_dir()
 
 
+def trained_tag(plan: dict, tag: str) -> str:
+    """The trial whose checkpoints ``tag`` scores: its ``checkpoints_of``, else itself."""
+    t = trial(plan, tag)
+    return t.get("checkpoints_of") or tag
+
+
 def checkpoint(plan: dict, tag: str, seed: int, out_dir=None) -> Path:
     from brainseg_lib.study.experiment import name_for
-    return folder(out_dir) / "runs" / name_for(trial_params(plan, tag, seed)) / "best.pt"
+    src = trained_tag(plan, tag)
+    return folder(out_dir) / "runs" / name_for(trial_params(plan, src, seed)) / "best.pt"
+
+
+# the sizes (shares of the image) a healthy-VAL gate chooses from, smallest first
+GATE_GRID = (0.0, 0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05)
+
+
+def scoring_settings(plan: dict, tag: str, seed: int, out_dir=None) -> dict:
+    """How ``tag``'s checkpoints are scored: ``tta`` and ``min_component``; with ``gate:
+    healthy_val``, ``min_component`` is the smallest size in ``GATE_GRID`` at which the share of
+    healthy VAL scans marked is at most its ``against`` trial's on the same seed (written to
+    ``per_slice/<tag>-seed<k>-gate.json``)."""
+    t = trial(plan, tag)
+    out = {"tta": bool(t.get("tta", False)), "min_component": float(t.get("min_component", 0.0))}
+    if t.get("gate") == "healthy_val":
+        from brainseg_lib.fileio import write_json
+        from brainseg_lib.study.release_scoring import gate_fraction
+        target = float(pd.read_csv(per_slice_path(t["against"], seed, "healthy", out_dir))["marked"].mean())
+        chosen, shares = gate_fraction(checkpoint(plan, tag, seed, out_dir), out["tta"], target, GATE_GRID)
+        out["min_component"] = chosen
+        write_json({"against": t["against"], "target_share": target, "grid": list(GATE_GRID),
+                    "healthy_val_marked": shares, "min_component": chosen},
+                   paths.ensure(folder(out_dir) / "per_slice") / f"{tag}-seed{seed}-gate.json")
+    return out
 
 
 def train(plan: dict, tag: str, seeds, out_dir=None) -> None:
@@ -122,6 +160,6 @@ def run_plan(plan: dict | None = None, out_dir=None) -> dict:
 def _train_and_score(plan: dict, tag: str, seeds, out_dir=None) -> None:
     todo = [s for s in seeds if not scored(tag, s, out_dir)]
     if todo:
-        train(plan, tag, todo, out_dir)
+        train(plan, trained_tag(plan, tag), todo, out_dir)
     for s in todo:
-        score_trial(plan, tag, s, out_dir)
+        score_trial(plan, tag, s, out_dir, **scoring_settings(plan, tag, s, out_dir))

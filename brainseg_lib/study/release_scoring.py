@@ -12,10 +12,10 @@ import pandas as pd
 
 def probabilities(model, images_u8, device, threshold: float, tta: bool, min_component: float):
     """The model's probabilities (N,S,S) with the inference levers applied."""
-    from brainseg_lib.inference import drop_small_components, predict_probabilities, predict_probabilities_tta
+    from brainseg_lib.inference import predict_probabilities, predict_probabilities_tta
     probs = (predict_probabilities_tta(model, images_u8, device) if tta
              else predict_probabilities(model, images_u8, device))
-    return drop_small_components(probs, threshold, min_component) if min_component > 0 else probs
+    return probabilities_gated(probs, threshold, min_component)
 
 
 def native_rows(probs, half, threshold: float) -> pd.DataFrame:
@@ -57,6 +57,38 @@ def score_checkpoint(ckpt, tta: bool = False, min_component: float = 0.0, data_r
         probs = probabilities(model, half.arrays.images, dev, thr, tta, min_component)
         out[which] = native_rows(probs, half, thr)
     return out
+
+
+def gate_fraction(ckpt, tta: bool, target_share: float, grid, data_root=None,
+                  device: str = "cpu") -> tuple[float, dict[str, float]]:
+    """The smallest component size in ``grid`` (shares of the image) at which the share of healthy
+    VAL scans the checkpoint marks is at most ``target_share`` (the last one if none is), with
+    the share at every size tried."""
+    from brainseg_lib.data.healthy import load_healthy
+    from brainseg_lib.inference import load_model, resolve_device
+    from brainseg_lib.model.checkpoint import load_checkpoint
+    tcfg = load_checkpoint(ckpt)["train_config"]
+    size, thr = int(tcfg["image_size"]), float(tcfg.get("threshold", 0.5))
+    dev = resolve_device(device)
+    model = load_model(ckpt, dev)
+    h = load_healthy("val", size, int(tcfg.get("healthy_seed", 0)), root=data_root)
+    return smallest_gate(probabilities(model, h.images, dev, thr, tta, 0.0), thr, target_share, grid)
+
+
+def smallest_gate(probs, threshold: float, target_share: float, grid) -> tuple[float, dict[str, float]]:
+    """``gate_fraction``'s choice on probabilities ``probs`` (N,S,S) of healthy scans."""
+    shares = {}
+    for g in grid:
+        kept = probabilities_gated(probs, threshold, g)
+        shares[str(g)] = float((kept >= threshold).reshape(len(kept), -1).any(1).mean())
+        if shares[str(g)] <= target_share:
+            return float(g), shares
+    return float(grid[-1]), shares
+
+
+def probabilities_gated(probs, threshold: float, min_component: float):
+    from brainseg_lib.inference import drop_small_components
+    return drop_small_components(probs, threshold, min_component) if min_component > 0 else probs
 
 
 def unit_sums(df: pd.DataFrame) -> pd.DataFrame:
