@@ -141,8 +141,7 @@ if table_csv.is_file():
     plots.save_figure(release_plots.lever_ci_plot(pd.read_csv(table_csv)), "release_levers_ci");
 
 # %% [markdown]
-# **Later rounds** (`params/release_levers_2.yaml`, `params/release_levers_3.yaml`) share round 1's trial
-# store and reference. Round 1's absolute false-alarm limits refused every trial, the reference included,
+# **Later rounds** (`params/release_levers_<k>.yaml`) share round 1's trial store and reference. Round 1's absolute false-alarm limits refused every trial, the reference included,
 # so from round 2 on the rule, committed before each round's trials, limits the *rise* of each
 # false-alarm share over the reference. Every round, with what it adopted:
 
