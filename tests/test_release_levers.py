@@ -455,3 +455,46 @@ def test_a_trial_scoring_another_trials_checkpoints_shares_its_runs(tmp_path):
     path.write_text(yaml.safe_dump({**plan, "name": "round4", "trials": bad, "inference": []}))
     with pytest.raises(ValueError, match="earlier trial"):
         rl.load_plan(path)
+
+
+def test_the_committed_round4_plan_and_the_refusals_of_scored_only_trials(tmp_path):
+    import yaml
+
+    from brainseg_lib.study import release_levers as rl
+    p4 = rl.load_plan(rl.PLAN_YAML.parent / "release_levers_4.yaml")
+    assert rl.trained_tag(p4, "g1-r6-flips-gate") == "r6-orient-mri-img-dice" and p4["inference"] == []
+    base = {k: v for k, v in p4.items() if k != "source"}
+    path = tmp_path / "release_levers_5.yaml"
+    g1 = base["trials"][2]
+    bad_plans = {
+        "changes nothing in `set`": [*base["trials"][:2], {**g1, "set": {"loss": "bce"}}],
+        "without `checkpoints_of`": [*base["trials"][:2], {"tag": "x", "against": "r0-cpu", "tta": True}],
+        "calibrates to the reference": [*base["trials"], {**g1, "tag": "g2", "against": "g1-r6-flips-gate"}],
+        "must be an earlier trial": [*base["trials"], {**g1, "tag": "g2", "checkpoints_of": "g1-r6-flips-gate"}],
+    }
+    for message, trials in bad_plans.items():
+        path.write_text(yaml.safe_dump({**base, "name": "round5", "trials": trials}))
+        with pytest.raises(ValueError, match=message):
+            rl.load_plan(path)
+    path.write_text(yaml.safe_dump({**base, "name": "round5", "inference": [
+        {"tag": "i1", "tta": True, "min_component": 0.0}]}))
+    with pytest.raises(ValueError, match="no inference levers"):
+        rl.load_plan(path)
+
+
+def test_a_reused_tag_scored_with_other_settings_is_refused(tmp_path):
+    import json
+
+    from brainseg_lib.study import release_levers as rl
+    p4 = rl.load_plan(rl.PLAN_YAML.parent / "release_levers_4.yaml")
+    rl.check_settings(p4, "g1-r6-flips-gate", 0, tmp_path)                 # nothing recorded yet
+    declared = rl.declared_settings(p4, "g1-r6-flips-gate", 0, tmp_path)
+    assert declared["tta"] and declared["gate"] == "healthy_val" and declared["grid"] == list(rl.GATE_GRID)
+    assert declared["checkpoint_run"] == rl.checkpoint(p4, "r6-orient-mri-img-dice", 0).parent.name
+    p = rl.settings_path("g1-r6-flips-gate", 0, tmp_path)
+    p.parent.mkdir(parents=True)
+    p.write_text(json.dumps(declared))
+    rl.check_settings(p4, "g1-r6-flips-gate", 0, tmp_path)
+    p.write_text(json.dumps({**declared, "tta": False}))
+    with pytest.raises(ValueError, match="give the trial a new tag"):
+        rl.check_settings(p4, "g1-r6-flips-gate", 0, tmp_path)

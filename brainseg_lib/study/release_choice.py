@@ -6,6 +6,11 @@ with the highest gain is released alone (ties to the simpler one). Step 4: each 
 lever is scored on the release trial's checkpoints (``<release>+<lever>``) and judged against
 the release trial by the same verdict, paired on the same seeds.
 
+A trial that scores another trial's checkpoints (``checkpoints_of``: test-time flips and a
+component gate on its weights) is never combined with others in step 3: when it is adopted with
+other trials, the one with the highest gain is released; its plan holds no inference levers
+(``release_levers.load_plan`` refuses them), its own settings are the release's inference.
+
 ``write_outputs`` writes ``decision.json`` and ``lever_table.{csv,md}`` under the plan's folder.
 """
 from __future__ import annotations
@@ -96,7 +101,7 @@ def choose(plan: dict | None = None, out_dir=None) -> dict:
     release, full = release_trial(plan, decision, out_dir)
     decision["plan"] = plan.get("source")
     decision["release_trial"] = release
-    decision["release_set"] = rl.trial(full, release).get("set") or {}
+    decision["release_set"] = rl.trial(full, rl.trained_tag(full, release)).get("set") or {}
     decision["inference"] = judge_inference(full, release, out_dir)
     decision["release_inference"] = {"tta": any(v["adopted"] and v["tta"] for v in decision["inference"]),
                                      "min_component": max([v["min_component"] for v in decision["inference"]

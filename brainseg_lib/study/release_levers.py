@@ -41,8 +41,15 @@ def load_plan(path: str | Path | None = None) -> dict:
         if src is not None and (src not in tags[:i] or t.get("set") or trial(plan, src).get("checkpoints_of")):
             raise ValueError(f"{path}: trial {t['tag']!r} scores the checkpoints of {src!r}, which must be "
                              "an earlier trial that trains its own; such a trial changes nothing in `set`")
-        if t.get("gate") and not t.get("against"):
-            raise ValueError(f"{path}: trial {t['tag']!r} has a gate but no `against` to calibrate to")
+        if src is None and (t.get("tta") or t.get("gate") or t.get("min_component")):
+            raise ValueError(f"{path}: trial {t['tag']!r} sets tta, min_component or gate without "
+                             "`checkpoints_of`: those score another trial's checkpoints")
+        if t.get("gate") and (t.get("against") != tags[0] or t.get("min_component")):
+            raise ValueError(f"{path}: trial {t['tag']!r} has a gate: it calibrates to the reference "
+                             f"({tags[0]!r}) as its `against`, and its size is chosen, not set")
+    if any(t.get("checkpoints_of") for t in plan["trials"]) and plan.get("inference"):
+        raise ValueError(f"{path}: a plan with trials that score other trials' checkpoints holds no "
+                         "inference levers (their settings would replace the trial's own)")
     rule = plan["rule"]
     for figure in ("max_healthy_marked", "max_lgg_clean_marked"):
         if rule.get(figure) is None and rule.get(figure + "_rise") is None:
@@ -104,7 +111,8 @@ def scoring_settings(plan: dict, tag: str, seed: int, out_dir=None) -> dict:
         chosen, shares = gate_fraction(checkpoint(plan, tag, seed, out_dir), out["tta"], target, GATE_GRID)
         out["min_component"] = chosen
         write_json({"against": t["against"], "target_share": target, "grid": list(GATE_GRID),
-                    "healthy_val_marked": shares, "min_component": chosen},
+                    "healthy_val_marked": shares, "min_component": chosen,
+                    "met": shares[str(chosen)] <= target},     # False: no size in the grid met it
                    paths.ensure(folder(out_dir) / "per_slice") / f"{tag}-seed{seed}-gate.json")
     return out
 
@@ -157,9 +165,38 @@ def run_plan(plan: dict | None = None, out_dir=None) -> dict:
     return release_rule.decide(plan, out_dir)
 
 
+def declared_settings(plan: dict, tag: str, seed: int, out_dir=None) -> dict:
+    """How the plan says ``tag``'s seed is scored: the run whose checkpoint, flips, component size
+    or gate (with its grid)."""
+    from brainseg_lib.study.experiment import name_for
+    t = trial(plan, tag)
+    out = {"checkpoint_run": name_for(trial_params(plan, trained_tag(plan, tag), seed)),
+           "tta": bool(t.get("tta", False)), "min_component": float(t.get("min_component", 0.0)),
+           "gate": t.get("gate")}
+    return {**out, "grid": list(GATE_GRID)} if t.get("gate") else out
+
+
+def settings_path(tag: str, seed: int, out_dir=None) -> Path:
+    return folder(out_dir) / "per_slice" / f"{tag}-seed{seed}-settings.json"
+
+
+def check_settings(plan: dict, tag: str, seed: int, out_dir=None) -> None:
+    """Refuse per-slice files of ``tag`` scored with other settings than the plan declares (a
+    later round reusing a tag); files from before the settings were recorded are taken as they are."""
+    import json
+    p = settings_path(tag, seed, out_dir)
+    if p.is_file() and json.loads(p.read_text()) != declared_settings(plan, tag, seed, out_dir):
+        raise ValueError(f"{p} records other scoring settings than the plan declares for trial "
+                         f"{tag!r}: give the trial a new tag")
+
+
 def _train_and_score(plan: dict, tag: str, seeds, out_dir=None) -> None:
+    from brainseg_lib.fileio import write_json
+    for s in seeds:
+        check_settings(plan, tag, s, out_dir)
     todo = [s for s in seeds if not scored(tag, s, out_dir)]
     if todo:
         train(plan, trained_tag(plan, tag), todo, out_dir)
     for s in todo:
         score_trial(plan, tag, s, out_dir, **scoring_settings(plan, tag, s, out_dir))
+        write_json(declared_settings(plan, tag, s, out_dir), settings_path(tag, s, out_dir))
