@@ -90,3 +90,15 @@ def test_release_without_external_figures_is_refused(tmp_path, monkeypatch):
     assert "BRAINSEG_FIGSHARE" in str(e.value)
     assert not (models / "MODEL_CARD.md").exists()
     assert paths.metrics_dir() == metrics
+
+
+def test_card_sections_end_with_how_the_release_was_chosen(tmp_path, monkeypatch):
+    from brainseg_lib.report.model_card import _release_sections
+    monkeypatch.setenv("BRAINSEG_RELEASE_LEVERS", str(tmp_path))
+    (tmp_path / "decision.json").write_text(json.dumps(
+        {"plan": "params/release_levers.yaml", "trials": [{"tag": "r1"}], "adopted": [], "inference": [],
+         "release_trial": "r0-cpu"}))
+    text = _release_sections(_ev())
+    assert text.index("### Where the model should not be used") < text.index("### How it was chosen")
+    assert text.rstrip().endswith("- round 1 (`params/release_levers.yaml`): 1 verdict; adopted: nothing; "
+                                  "release trial `r0-cpu`")

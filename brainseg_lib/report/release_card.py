@@ -199,8 +199,8 @@ def rounds_markdown(folder=None) -> str:
     for i, f in enumerate(files, 1):
         d = json.loads(f.read_text())
         adopted = [*d.get("adopted", []), *(v["tag"] for v in d.get("inference", []) if v.get("adopted"))]
-        lines.append(f"- round {i} (`{d.get('plan') or f.name}`): {len(d.get('trials', [])) + len(d.get('inference', []))} "
-                     f"verdicts; adopted: {', '.join(adopted) or 'nothing'}; release trial `{d.get('release_trial')}`")
+        n = len(d.get("trials", [])) + len(d.get("inference", []))
+        lines.append(f"- round {i} (`{d.get('plan') or f.name}`): {n} verdict{'' if n == 1 else 's'}; adopted: {', '.join(adopted) or 'nothing'}; release trial `{d.get('release_trial')}`")
     return "\n".join(lines) + "\n" if lines else "_No release lever round recorded yet._\n"
 
 
