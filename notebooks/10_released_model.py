@@ -146,11 +146,9 @@ if table_csv.is_file():
 # false-alarm share over the reference. Every round, with what it adopted:
 
 # %%
-from brainseg_lib.report.release_card import rounds_markdown
+from brainseg_lib.report.release_card import later_rounds_markdown
 
-display(Markdown(rounds_markdown()))
-for later in sorted(paths.release_levers_dir().glob("lever_table-*.md")):
-    display(Markdown(f"**{later.stem.removeprefix('lever_table-')}**\n\n" + later.read_text()))
+display(Markdown(later_rounds_markdown()))
 
 # %% [markdown]
 # ## Issue 24's targets

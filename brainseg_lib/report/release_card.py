@@ -148,7 +148,7 @@ def volumes_markdown(vol: dict | None) -> str:
             f"read through `predict` as a user would): Dice median {d['median']:.3f} (95% CI "
             f"{d['median_ci95'][0]:.3f} to {d['median_ci95'][1]:.3f}), mean {d['mean']:.3f}, quartiles "
             f"{d['q1']:.3f} and {d['q3']:.3f}; absolute volume error median {e['median']:,.0f} voxels "
-            f"({vol['spacing']}). Buda et al. 2019 report {buda.get('figure', 'a mean Dice of about 0.82')} "
+            f"(voxel spacing {vol['spacing']}). Buda et al. 2019 report {buda.get('figure', 'a mean Dice of about 0.82')} "
             f"({buda.get('status', 'cited')}; {buda.get('caveat', '')}). The goal of a median of at least "
             f"{vol['target_median_dice']:.2f} is {'met' if vol['meets_target'] else 'not met'}.\n")
 
@@ -186,6 +186,13 @@ def help_text() -> str:
             "A mask without tumour is not evidence of no tumour.")
 
 
+def _round_order(path) -> tuple[int, str]:
+    """Round 1's plain file first, then by the number ending the round's name (round10 after round9)."""
+    import re
+    m = re.search(r"(\d+)$", path.stem)
+    return (int(m.group(1)) if m and "-" in path.stem else 1, path.stem)
+
+
 def rounds_markdown(folder=None) -> str:
     """One line per release lever round (``decision*.json`` under ``folder``, default
     ``paths.release_levers_dir()``): its plan, the verdicts it gave and what it adopted."""
@@ -194,7 +201,7 @@ def rounds_markdown(folder=None) -> str:
 
     from brainseg_lib import paths
     folder = Path(folder) if folder else paths.release_levers_dir()
-    files = sorted(folder.glob("decision*.json"), key=lambda p: (p.stem != "decision", p.stem))
+    files = sorted(folder.glob("decision*.json"), key=_round_order)
     lines = []
     for i, f in enumerate(files, 1):
         d = json.loads(f.read_text())
@@ -212,5 +219,5 @@ def later_rounds_markdown(folder=None) -> str:
     from brainseg_lib import paths
     folder = Path(folder) if folder else paths.release_levers_dir()
     tables = [f"**{p.stem.removeprefix('lever_table-')}**\n\n{p.read_text()}"
-              for p in sorted(folder.glob("lever_table-*.md"))]
+              for p in sorted(folder.glob("lever_table-*.md"), key=_round_order)]
     return "\n".join([rounds_markdown(folder), *tables])

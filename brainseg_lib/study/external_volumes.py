@@ -172,12 +172,12 @@ def score_volumes(volumes_dir=None, checkpoint=None, runtime: str = "torch", thr
               "volumes": _shown(folder), "n_patients": len(rows),
               "n_slices": int(per_patient["slices"].sum()), "n_boot": n_boot, "seed": seed,
               "ci": "percentile, patients resampled", **summarise(per_patient, n_boot, seed),
-              "spacing": "unknown (identity affine, no units): volumes and errors are in voxels",
+              "spacing": "not known (the volumes carry an identity affine, no units), so volumes and errors are in voxels",
               "target_median_dice": TARGET_MEDIAN_DICE,
               "meets_target": bool(per_patient["dice"].median() >= TARGET_MEDIAN_DICE),
               "cited": {"buda2019": BUDA_2019}}
     if per_patient["abs_volume_error_ml"].notna().all():
-        result["spacing"] = "from the NIfTI headers (mm)"
+        result["spacing"] = "read from the NIfTI headers (mm)"
     if write:
         from brainseg_lib.fileio import write_csv, write_json
         csv_path = write_csv(per_patient, paths.tables_dir() / CSV_NAME)
