@@ -153,7 +153,7 @@ display(Markdown(later_rounds_markdown()))
 # %% [markdown]
 # ## Issue 24's targets
 # Each target for the released model against its measured figure: met, or missed by how much and
-# whether the CI reaches it (`report/release_targets.py`; written to `results/tables/release_targets.md`).
+# whether the target lies within the CI (`report/release_targets.py`; written to `results/tables/release_targets.md`).
 
 # %%
 from brainseg_lib.report.release_targets import study_targets_markdown

@@ -34,22 +34,22 @@ def _row(md: str, where: str, label: str) -> list[str]:
 def test_each_target_is_met_or_missed_by_its_gap():
     md = rt.targets_markdown(EV, None, None)
     assert _row(md, "TCGA-LGG test half", "pooled F1")[-1] == "met"
-    assert _row(md, "TCGA-LGG test half", "mean Dice, tumour slices")[-1] == "missed by 0.050 (the CI reaches it)"
+    assert _row(md, "TCGA-LGG test half", "mean Dice, tumour slices")[-1] == "missed by 0.050 (within the CI)"
     # lower is better: 0.16 against <= 0.15, the CI's lower end 0.11 reaches it
-    assert _row(md, "TCGA-LGG test half", "tumour slices with no prediction")[-1] == "missed by 0.010 (the CI reaches it)"
+    assert _row(md, "TCGA-LGG test half", "tumour slices with no prediction")[-1] == "missed by 0.010 (within the CI)"
     assert _row(md, "TCGA-LGG test half", "clean slices marked")[-1] == "met"
     worst = _row(md, "Figshare test half", "pooled F1 of the worst tumour type")
-    assert worst[3] == "0.500 (glioma)" and worst[-1] == "missed by 0.050 (the CI reaches it)"
+    assert worst[3] == "0.500 (glioma)" and worst[-1] == "missed by 0.050 (within the CI)"
     assert _row(md, "Br35H TEST (official)", "pooled F1, mean of 3 seeds")[-1] == "not measured"
     assert _row(md, "Br35H report scans", "detection specificity (sensitivity target 0.90)")[3] == "n/a"
 
 
 def test_verdict_says_when_the_ci_does_not_reach_the_target():
     t = rt.Target("pooled F1", "x", "lgg:pooled_f1", 0.80, True)
-    assert rt.verdict(t, 0.60, [0.55, 0.70]) == "missed by 0.200 (the CI does not reach it)"
+    assert rt.verdict(t, 0.60, [0.55, 0.70]) == "missed by 0.200 (outside the CI)"
     assert rt.verdict(t, 0.80, None) == "met"
     low = rt.Target("missed", "x", "lgg:missed_share", 0.15, False)
-    assert rt.verdict(low, 0.30, [0.20, 0.40]) == "missed by 0.150 (the CI does not reach it)"
+    assert rt.verdict(low, 0.30, [0.20, 0.40]) == "missed by 0.150 (outside the CI)"
 
 
 def test_seed_figures_are_the_mean_and_sd_of_the_runs(tmp_path):

@@ -8,7 +8,7 @@ sweep's per-run JSONs and ``detection.json`` (notebook 06). A row is measured on
 model: the evaluation must carry the release's checksum, the detection run and the seed runs must
 be the released run and its profile's seeds; otherwise the row says so. A target is **met** when
 the point figure, at the three decimals shown, meets it; otherwise the table says by how much it
-is missed, and whether the CI reaches it.
+is missed, and whether the target lies within the CI.
 """
 from __future__ import annotations
 
@@ -96,7 +96,7 @@ DETECTION_SENSITIVITY = 0.90    # the detection target holds at this sensitivity
 
 
 def verdict(t: Target, value: float, ci: list | None, condition_met: bool = True) -> str:
-    """'met', or 'missed by X' (and whether the CI reaches the target), compared at the three
+    """'met', or 'missed by X' (and whether the target lies within the CI), compared at the three
     decimals shown; a target whose condition fails (detection below its sensitivity) is not met."""
     if value is None or math.isnan(value):
         return "not measured"
@@ -106,7 +106,7 @@ def verdict(t: Target, value: float, ci: list | None, condition_met: bool = True
     reach = ""
     if ci:
         inside = ci[1] >= t.limit if t.higher_is_better else ci[0] <= t.limit
-        reach = " (the CI reaches it)" if inside else " (the CI does not reach it)"
+        reach = " (within the CI)" if inside else " (outside the CI)"
     return f"missed by {gap:.3f}{reach}"
 
 
