@@ -38,10 +38,10 @@ def test_each_target_is_met_or_missed_by_its_gap():
     # lower is better: 0.16 against <= 0.15, the CI's lower end 0.11 reaches it
     assert _row(md, "TCGA-LGG test half", "tumour slices with no prediction")[-1] == "missed by 0.010 (within the CI)"
     assert _row(md, "TCGA-LGG test half", "clean slices marked")[-1] == "met"
-    worst = _row(md, "Figshare test half", "pooled F1 of the worst tumour type")
+    worst = _row(md, "Figshare test half", "pooled F1, worst tumour type")
     assert worst[3] == "0.500 (glioma)" and worst[-1] == "missed by 0.050 (within the CI)"
     assert _row(md, "Br35H TEST (official)", "pooled F1, mean of 3 seeds")[-1] == "not measured"
-    assert _row(md, "Br35H report scans", "detection specificity (sensitivity target 0.90)")[3] == "n/a"
+    assert _row(md, "Br35H report scans", "detection specificity at sensitivity 0.90")[3] == "n/a"
 
 
 def test_verdict_says_when_the_ci_does_not_reach_the_target():
@@ -60,7 +60,7 @@ def test_seed_figures_are_the_mean_and_sd_of_the_runs(tmp_path):
     assert math.isclose(s["dice"]["mean"], 0.80) and s["dice"]["n"] == 3
     assert rt.seed_figures(tmp_path, ["r0", "missing"]) is None
     md = rt.targets_markdown(EV, s, None)
-    assert _row(md, "Br35H TEST (official)", "pooled F1, mean of 3 seeds")[3] == "0.850 (sd 0.050 over 3 seeds)"
+    assert _row(md, "Br35H TEST (official)", "pooled F1, mean of 3 seeds")[3] == "0.850 (sd 0.050, 3 seeds)"
 
 
 def test_external_volumes_available_needs_flair_volumes(tmp_path):
@@ -79,17 +79,17 @@ def test_missing_figures_and_unknown_cis_are_not_measured_not_a_crash():
     assert _row(md, "TCGA-LGG test half", "clean slices marked")[-1] == "not measured"
     row = _row(md, "Br35H TEST (official)", "pooled F1, released file")
     assert row[4] == "" and row[-1] == "met"
-    assert _row(md, "Br35H TEST (official)", "mean Dice per image, released file")[4] == ""
+    assert _row(md, "Br35H TEST (official)", "mean Dice/image, released file")[4] == ""
 
 
 def test_detection_is_met_only_at_its_sensitivity():
     def det(sens, spec):
         return {"report_at_fixed_sensitivity": {"all": {"area_frac": {
             "sensitivity": sens, "specificity": spec, "ci95": {"specificity": [spec - 0.05, spec + 0.03]}}}}}
-    label = ("Br35H report scans", "detection specificity (sensitivity target 0.90)")
+    label = ("Br35H report scans", "detection specificity at sensitivity 0.90")
     assert _row(rt.targets_markdown(EV, None, det(0.91, 0.96)), *label)[-1] == "met"
     low = _row(rt.targets_markdown(EV, None, det(0.85, 0.96)), *label)
-    assert low[-1] == "not met: its sensitivity condition fails" and "below its 0.90" in low[3]
+    assert low[-1] == "not met: its sensitivity condition fails" and "sensitivity 0.850 < 0.90" in low[3]
 
 
 def test_verdict_compares_at_the_decimals_shown():

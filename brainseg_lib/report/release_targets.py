@@ -38,13 +38,13 @@ TARGETS = (
     Target("tumour slices with no prediction", "TCGA-LGG test half", "lgg:missed_share", 0.15, False),
     Target("clean slices marked", "TCGA-LGG test half", "lgg:clean_marked_share", 0.05, False),
     Target("pooled F1", "Figshare test half", "figshare:pooled_f1", 0.70, True),
-    Target("pooled F1 of the worst tumour type", "Figshare test half", "figshare:worst_type", 0.55, True),
+    Target("pooled F1, worst tumour type", "Figshare test half", "figshare:worst_type", 0.55, True),
     Target("tumour slices with no prediction", "Figshare test half", "figshare:missed_share", 0.15, False),
     Target("pooled F1, released file", "Br35H TEST (official)", "br35h:pooled_f1", 0.88, True),
-    Target("mean Dice per image, released file", "Br35H TEST (official)", "br35h:mean_dice_tumour", 0.83, True),
+    Target("mean Dice/image, released file", "Br35H TEST (official)", "br35h:mean_dice_tumour", 0.83, True),
     Target("pooled F1, mean of 3 seeds", "Br35H TEST (official)", "seeds:f1", 0.88, True),
-    Target("mean Dice per image, mean of 3 seeds", "Br35H TEST (official)", "seeds:dice", 0.83, True),
-    Target("detection specificity (sensitivity target 0.90)", "Br35H report scans", "detection:specificity", 0.95, True),
+    Target("mean Dice/image, mean of 3 seeds", "Br35H TEST (official)", "seeds:dice", 0.83, True),
+    Target("detection specificity at sensitivity 0.90", "Br35H report scans", "detection:specificity", 0.95, True),
 )
 
 
@@ -82,13 +82,13 @@ def measured(key: str, ev: dict, seeds: dict | None, detection: dict | None) -> 
         if not seeds:
             return _nan()
         v = seeds[figure]
-        return v["mean"], None, f"sd {v['sd']:.3f} over {v['n']} seeds"
+        return v["mean"], None, f"sd {v['sd']:.3f}, {v['n']} seeds"
     fixed = ((detection or {}).get("report_at_fixed_sensitivity") or {}).get("all", {}).get("area_frac")
     if not fixed:
         return _nan()
-    note = f"at sensitivity {fixed['sensitivity']:.3f}"
+    note = f"sensitivity {fixed['sensitivity']:.3f}"
     if fixed["sensitivity"] < DETECTION_SENSITIVITY:
-        note += f", below its {DETECTION_SENSITIVITY:.2f}"
+        note += f" < {DETECTION_SENSITIVITY:.2f}"
     return _number(fixed["specificity"]), _ci(fixed["ci95"]["specificity"]), note
 
 
@@ -131,7 +131,7 @@ def targets_markdown(ev: dict | None, seeds: dict | None, detection: dict | None
         value, ci, note = measured(t.key, ev, seeds, detection)
         shown = (f"n/a ({note})" if note else "n/a") if math.isnan(value) else \
             f"{value:.3f}" + (f" ({note})" if note else "")
-        condition = not t.key.startswith("detection") or "below its" not in note
+        condition = not t.key.startswith("detection") or " < " not in note
         rows.append(f"| {t.where} | {t.label} | {t.text()} | {shown} | "
                     f"{f'{ci[0]:.3f} to {ci[1]:.3f}' if ci else ''} | {verdict(t, value, ci, condition)} |")
     return (head + "\n".join(rows) + f"\n\nTargets: {SOURCE}. CIs resample patients (LGG), index blocks "
