@@ -498,3 +498,21 @@ def test_a_reused_tag_scored_with_other_settings_is_refused(tmp_path):
     p.write_text(json.dumps({**declared, "tta": False}))
     with pytest.raises(ValueError, match="give the trial a new tag"):
         rl.check_settings(p4, "g1-r6-flips-gate", 0, tmp_path)
+
+
+def test_a_reused_tag_trained_with_another_set_is_refused(tmp_path):
+    import json
+
+    from brainseg_lib.study import release_levers as rl
+    from brainseg_lib.study.experiment import name_for
+    p4 = rl.load_plan(rl.PLAN_YAML.parent / "release_levers_4.yaml")
+    rl.check_trained(p4, "g1-r6-flips-gate", 0, tmp_path)                    # nothing trained yet
+    params = rl.trial_params(p4, "r6-orient-mri-img-dice", 0)
+    run_json = tmp_path / "metrics" / f"{name_for(params)}.json"
+    run_json.parent.mkdir(parents=True)
+    run_json.write_text(json.dumps({"config": {k: params[k] for k in ("augment_level", "loss", "epochs")}}))
+    rl.check_trained(p4, "g1-r6-flips-gate", 0, tmp_path)                    # same config: kept
+    run_json.write_text(json.dumps({"config": {**{k: params[k] for k in ("loss", "epochs")},
+                                               "augment_level": "full"}}))
+    with pytest.raises(ValueError, match="other augment_level"):
+        rl.check_trained(p4, "g1-r6-flips-gate", 0, tmp_path)

@@ -190,9 +190,28 @@ def check_settings(plan: dict, tag: str, seed: int, out_dir=None) -> None:
                          f"{tag!r}: give the trial a new tag")
 
 
+def check_trained(plan: dict, tag: str, seed: int, out_dir=None) -> None:
+    """Refuse a finished run under the name of ``tag``'s trained trial whose recorded training
+    config differs from what the plan asks for in any key both hold (a later round reusing a tag
+    with another ``set`` gets the same run name, which holds profile, split, loss, seed and tag)."""
+    import json
+    from brainseg_lib.study.experiment import name_for
+    src = trained_tag(plan, tag)
+    params = trial_params(plan, src, seed)
+    run_json = folder(out_dir) / "metrics" / f"{name_for(params)}.json"
+    if not run_json.is_file():
+        return
+    recorded = json.loads(run_json.read_text()).get("config") or {}
+    differ = sorted(k for k in recorded.keys() & params.keys() if recorded[k] != params[k])
+    if differ:
+        raise ValueError(f"{run_json} was trained with other {', '.join(differ)} than the plan asks "
+                         f"for trial {src!r}: give the trial a new tag")
+
+
 def _train_and_score(plan: dict, tag: str, seeds, out_dir=None) -> None:
     from brainseg_lib.fileio import write_json
     for s in seeds:
+        check_trained(plan, tag, s, out_dir)
         check_settings(plan, tag, s, out_dir)
     todo = [s for s in seeds if not scored(tag, s, out_dir)]
     if todo:
