@@ -516,3 +516,15 @@ def test_a_reused_tag_trained_with_another_set_is_refused(tmp_path):
                                                "augment_level": "full"}}))
     with pytest.raises(ValueError, match="other augment_level"):
         rl.check_trained(p4, "g1-r6-flips-gate", 0, tmp_path)
+
+
+def test_settings_used_read_the_gate_a_scored_seed_chose(tmp_path):
+    import json
+
+    from brainseg_lib.study import release_levers as rl
+    p4 = rl.load_plan(rl.PLAN_YAML.parent / "release_levers_4.yaml")
+    gate = rl.gate_path("g1-r6-flips-gate", 1, tmp_path)
+    gate.parent.mkdir(parents=True)
+    gate.write_text(json.dumps({"min_component": 0.02}))
+    assert rl.settings_used(p4, "g1-r6-flips-gate", 1, tmp_path) == {"tta": True, "min_component": 0.02}
+    assert rl.settings_used(p4, "r6-orient-mri-img-dice", 1, tmp_path) == {"tta": False, "min_component": 0.0}

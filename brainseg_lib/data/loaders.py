@@ -60,18 +60,11 @@ AUGMENT_LEVELS = {
             "brightness": 0.15, "contrast": 0.25, "gamma": 0.4,
             "blur_p": 0.25, "blur_sigma": 1.2, "noise_p": 0.25, "noise_sd": 0.04,
             "hist_p": 0.4, "bias_p": 0.3, "invert_p": 0.2},
-    # ``full`` plus quarter turns: Br35H is nearly all axial with the face up, other sets hold
-    # coronal and sagittal slices in any orientation (issue 24's orientation lever)
-    "full_orient": {"vflip": 0.5, "rotate_deg": 20.0, "scale": 0.20, "translate": 0.08,
-                    "brightness": 0.15, "contrast": 0.25, "gamma": 0.4,
-                    "blur_p": 0.25, "blur_sigma": 1.2, "noise_p": 0.25, "noise_sd": 0.04,
-                    "rot90_p": 0.5},
-    # ``mri`` plus the quarter turns of ``full_orient``
-    "mri_orient": {"vflip": 0.5, "rotate_deg": 20.0, "scale": 0.20, "translate": 0.08,
-                   "brightness": 0.15, "contrast": 0.25, "gamma": 0.4,
-                   "blur_p": 0.25, "blur_sigma": 1.2, "noise_p": 0.25, "noise_sd": 0.04,
-                   "hist_p": 0.4, "bias_p": 0.3, "invert_p": 0.2, "rot90_p": 0.5},
 }
+# ``full`` plus quarter turns: Br35H is nearly all axial with the face up, other sets hold coronal
+# and sagittal slices in any orientation (issue 24's orientation lever); ``mri`` plus the same turns
+AUGMENT_LEVELS["full_orient"] = {**AUGMENT_LEVELS["full"], "rot90_p": 0.5}
+AUGMENT_LEVELS["mri_orient"] = {**AUGMENT_LEVELS["mri"], "rot90_p": 0.5}
 
 
 def augment_config(level: str) -> AugmentConfig:

@@ -5,6 +5,8 @@ README headline and ``predict --help`` all read these, so no figure is typed by 
 from __future__ import annotations
 
 import json
+import re
+from pathlib import Path
 
 from brainseg_lib import paths
 
@@ -188,7 +190,6 @@ def help_text() -> str:
 
 def _round_order(path) -> tuple[int, str]:
     """Round 1's plain file first, then by the number ending the round's name (round10 after round9)."""
-    import re
     m = re.search(r"(\d+)$", path.stem)
     return (int(m.group(1)) if m and "-" in path.stem else 1, path.stem)
 
@@ -196,10 +197,6 @@ def _round_order(path) -> tuple[int, str]:
 def rounds_markdown(folder=None) -> str:
     """One line per release lever round (``decision*.json`` under ``folder``, default
     ``paths.release_levers_dir()``): its plan, the verdicts it gave and what it adopted."""
-    import json
-    from pathlib import Path
-
-    from brainseg_lib import paths
     folder = Path(folder) if folder else paths.release_levers_dir()
     files = sorted(folder.glob("decision*.json"), key=_round_order)
     lines = []
@@ -214,9 +211,6 @@ def rounds_markdown(folder=None) -> str:
 def later_rounds_markdown(folder=None) -> str:
     """``rounds_markdown`` followed by the table of every round after the first
     (``lever_table-<name>.md``), for the README."""
-    from pathlib import Path
-
-    from brainseg_lib import paths
     folder = Path(folder) if folder else paths.release_levers_dir()
     tables = [f"**{p.stem.removeprefix('lever_table-')}**\n\n{p.read_text()}"
               for p in sorted(folder.glob("lever_table-*.md"), key=_round_order)]

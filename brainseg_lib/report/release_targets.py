@@ -48,8 +48,7 @@ TARGETS = (
 )
 
 
-def _nan(note: str = "") -> tuple[float, list[float] | None, str]:
-    return math.nan, None, note
+NOT_MEASURED = (math.nan, None, "", True)
 
 
 def _number(v) -> float:
@@ -64,32 +63,32 @@ def _ci(ci) -> list[float] | None:
     return [float(ci[0]), float(ci[1])]
 
 
-def measured(key: str, ev: dict, seeds: dict | None, detection: dict | None) -> tuple[float, list | None, str]:
-    """(figure, its 95% CI or None, a note) of one target's ``key``."""
+def measured(key: str, ev: dict, seeds: dict | None, detection: dict | None) -> tuple[float, list | None, str, bool]:
+    """(figure, its 95% CI or None, a note, whether the target's condition holds) of one
+    target's ``key``; only detection has a condition (its sensitivity)."""
     where, figure = key.split(":")
     if where in ("lgg", "figshare"):
         half = ((ev or {}).get(where) or {}).get("test")
         if not half:
-            return _nan()
+            return NOT_MEASURED
         if figure == "worst_type":
             label, s = min(half["by_label"].items(), key=lambda kv: _number(kv[1]["pooled_f1"]))
-            return _number(s["pooled_f1"]), _ci(s["ci95_by_patient"].get("pooled_f1")), label
-        return _number(half.get(figure)), _ci(half["ci95_by_patient"].get(figure)), ""
+            return _number(s["pooled_f1"]), _ci(s["ci95_by_patient"].get("pooled_f1")), label, True
+        return _number(half.get(figure)), _ci(half["ci95_by_patient"].get(figure)), "", True
     if where == "br35h":
         s = (ev or {}).get("br35h_test")
-        return (_number(s.get(figure)), _ci(s["ci95_by_patient"].get(figure)), "") if s else _nan()
+        return (_number(s.get(figure)), _ci(s["ci95_by_patient"].get(figure)), "", True) if s else NOT_MEASURED
     if where == "seeds":
         if not seeds:
-            return _nan()
+            return NOT_MEASURED
         v = seeds[figure]
-        return v["mean"], None, f"sd {v['sd']:.3f}, {v['n']} seeds"
+        return v["mean"], None, f"sd {v['sd']:.3f}, {v['n']} seeds", True
     fixed = ((detection or {}).get("report_at_fixed_sensitivity") or {}).get("all", {}).get("area_frac")
     if not fixed:
-        return _nan()
-    note = f"sensitivity {fixed['sensitivity']:.3f}"
-    if fixed["sensitivity"] < DETECTION_SENSITIVITY:
-        note += f" < {DETECTION_SENSITIVITY:.2f}"
-    return _number(fixed["specificity"]), _ci(fixed["ci95"]["specificity"]), note
+        return NOT_MEASURED
+    holds = fixed["sensitivity"] >= DETECTION_SENSITIVITY
+    note = f"sensitivity {fixed['sensitivity']:.3f}" + ("" if holds else f" < {DETECTION_SENSITIVITY:.2f}")
+    return _number(fixed["specificity"]), _ci(fixed["ci95"]["specificity"]), note, holds
 
 
 DETECTION_SENSITIVITY = 0.90    # the detection target holds at this sensitivity (issue 24)
@@ -117,10 +116,11 @@ def seed_figures(sweep_metrics: Path, run_names: list[str]) -> dict | None:
     if not runs or not all(p.is_file() for p in runs):
         return None
     data = [json.loads(p.read_text()) for p in runs]
-    f1 = np.array([d["global"]["f1"] for d in data])
-    dice = np.array([d["per_image_mean"]["f1"] for d in data])
-    return {"f1": {"mean": float(f1.mean()), "sd": float(f1.std(ddof=1)), "n": len(f1)},
-            "dice": {"mean": float(dice.mean()), "sd": float(dice.std(ddof=1)), "n": len(dice)}}
+    out = {}
+    for key, part in (("f1", "global"), ("dice", "per_image_mean")):
+        v = np.array([d[part]["f1"] for d in data])
+        out[key] = {"mean": float(v.mean()), "sd": float(v.std(ddof=1)), "n": len(v)}
+    return out
 
 
 def targets_markdown(ev: dict | None, seeds: dict | None, detection: dict | None) -> str:
@@ -128,10 +128,8 @@ def targets_markdown(ev: dict | None, seeds: dict | None, detection: dict | None
     head = ("| set | figure | target | measured | 95% CI | verdict |\n|---|---|---|---|---|---|\n")
     rows = []
     for t in TARGETS:
-        value, ci, note = measured(t.key, ev, seeds, detection)
-        shown = (f"n/a ({note})" if note else "n/a") if math.isnan(value) else \
-            f"{value:.3f}" + (f" ({note})" if note else "")
-        condition = not t.key.startswith("detection") or " < " not in note
+        value, ci, note, condition = measured(t.key, ev, seeds, detection)
+        shown = ("n/a" if math.isnan(value) else f"{value:.3f}") + (f" ({note})" if note else "")
         rows.append(f"| {t.where} | {t.label} | {t.text()} | {shown} | "
                     f"{f'{ci[0]:.3f} to {ci[1]:.3f}' if ci else ''} | {verdict(t, value, ci, condition)} |")
     return (head + "\n".join(rows) + f"\n\nTargets: {SOURCE}. CIs resample patients (LGG), index blocks "
@@ -156,12 +154,10 @@ def of_the_release(release: dict | None, ev: dict | None, detection: dict | None
 def study_targets_markdown() -> str:
     """``targets_markdown`` from the result files of the study, about the released model only."""
     from brainseg_lib import paths
+    from brainseg_lib.report.release_card import load as read
     from brainseg_lib.study.experiment import run_name
-
-    def read(p: Path):
-        return json.loads(p.read_text()) if p.is_file() else None
-    names = [run_name(paths.STUDY_PROFILE, seed=s, loss="bce_dice", split_scheme="official") for s in (0, 1, 2)]
     from brainseg_lib.study.release_eval import released_path
+    names = [run_name(paths.STUDY_PROFILE, seed=s, loss="bce_dice", split_scheme="official") for s in (0, 1, 2)]
     ev, seeds_ok, detection = of_the_release(read(released_path().parent / "release.json"),
                                              read(paths.metrics_dir() / "release_eval.json"),
                                              read(paths.metrics_dir() / "detection.json"), names)

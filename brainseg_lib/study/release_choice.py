@@ -56,9 +56,10 @@ def release_trial(plan: dict, decision: dict, out_dir=None) -> tuple[str, dict]:
     adopted, reference = decision["adopted"], plan["trials"][0]["tag"]
     if not adopted:
         return reference, plan
-    scored_only = any(rl.trial(plan, t).get("checkpoints_of") for t in adopted)
-    widest = None if scored_only else containing_all(plan, adopted)
-    if len(adopted) >= 2 and widest is None and not scored_only:
+    if len(adopted) >= 2 and not any(rl.trial(plan, t).get("checkpoints_of") for t in adopted):
+        widest = containing_all(plan, adopted)
+        if widest is not None:
+            return widest, plan         # one adopted trial already holds every other's changes
         full = with_combination(plan, adopted)
         tag = combined_tag(plan)
         rl._train_and_score(full, tag, full["seeds"][:1], out_dir)
@@ -66,8 +67,6 @@ def release_trial(plan: dict, decision: dict, out_dir=None) -> tuple[str, dict]:
         decision["combined"] = v
         if v["adopted"]:
             return tag, full
-    if len(adopted) >= 2 and widest is not None:
-        return widest, plan         # one adopted trial already holds every other's changes
     gains = {t["tag"]: t["gain"] for t in decision["trials"] if t.get("adopted")}
     order = sorted(adopted, key=lambda t: (-round(gains[t], 3), len(rl.trial(plan, t).get("set") or {})))
     return order[0], plan
@@ -101,15 +100,15 @@ def choose(plan: dict | None = None, out_dir=None) -> dict:
     release, full = release_trial(plan, decision, out_dir)
     decision["plan"] = plan.get("source")
     decision["release_trial"] = release
-    decision["release_set"] = rl.trial(full, rl.trained_tag(full, release)).get("set") or {}
+    trained = rl.trained_tag(full, release)
+    decision["release_set"] = rl.trial(full, trained).get("set") or {}
     decision["inference"] = judge_inference(full, release, out_dir)
     decision["release_inference"] = {"tta": any(v["adopted"] and v["tta"] for v in decision["inference"]),
                                      "min_component": max([v["min_component"] for v in decision["inference"]
                                                            if v["adopted"]], default=0.0)}
-    if rl.trained_tag(full, release) != release:     # a trial that scores another's checkpoints
-        first = full["seeds"][0]
-        decision["release_checkpoints_of"] = rl.trained_tag(full, release)
-        decision["release_inference"] = rl.scoring_settings(full, release, first, out_dir)
+    if trained != release:             # a trial that scores another's checkpoints: its seed 0's settings
+        decision["release_checkpoints_of"] = trained
+        decision["release_inference"] = rl.settings_used(full, release, full["seeds"][0], out_dir)
     write_outputs(full, decision, out_dir)
     return decision
 

@@ -25,11 +25,17 @@ def load_plan(path: str | Path | None = None) -> dict:
     """A release lever plan, checked: its schema; a ``name`` (a safe file-name part) for every
     round but the first, whose verdicts keep the plain file names; at least one false-alarm
     limit (absolute or rise) per figure. ``source`` records the file, for the table's note."""
-    from brainseg_lib.names import check_name
     from brainseg_lib.study.params_schema import check_release_plan
     from brainseg_lib.study.params_yaml import read_params_file
     path = Path(path or PLAN_YAML)
     plan = check_release_plan(read_params_file(path), str(path))
+    check_round(plan, path)
+    return {**plan, "source": paths.display_path(path)}
+
+
+def check_round(plan: dict, path: Path) -> None:
+    """The checks of a round the schema cannot make (``load_plan``'s docstring)."""
+    from brainseg_lib.names import check_name
     if plan.get("name") is not None:
         check_name(plan["name"], f"{path}: name")
     elif path.resolve() != PLAN_YAML.resolve():
@@ -55,7 +61,6 @@ def load_plan(path: str | Path | None = None) -> dict:
         if rule.get(figure) is None and rule.get(figure + "_rise") is None:
             raise ValueError(f"{path}: the rule sets neither {figure} nor {figure}_rise: "
                              "every false-alarm figure needs a limit")
-    return {**plan, "source": paths.display_path(path)}
 
 
 def trial(plan: dict, tag: str) -> dict:
@@ -103,7 +108,8 @@ def scoring_settings(plan: dict, tag: str, seed: int, out_dir=None) -> dict:
     healthy VAL scans marked is at most its ``against`` trial's on the same seed (written to
     ``per_slice/<tag>-seed<k>-gate.json``)."""
     t = trial(plan, tag)
-    out = {"tta": bool(t.get("tta", False)), "min_component": float(t.get("min_component", 0.0))}
+    declared = declared_settings(plan, tag, seed, out_dir)
+    out = {"tta": declared["tta"], "min_component": declared["min_component"]}
     if t.get("gate") == "healthy_val":
         from brainseg_lib.fileio import write_json
         from brainseg_lib.study.release_scoring import gate_fraction
@@ -113,8 +119,22 @@ def scoring_settings(plan: dict, tag: str, seed: int, out_dir=None) -> dict:
         write_json({"against": t["against"], "target_share": target, "grid": list(GATE_GRID),
                     "healthy_val_marked": shares, "min_component": chosen,
                     "met": shares[str(chosen)] <= target},     # False: no size in the grid met it
-                   paths.ensure(folder(out_dir) / "per_slice") / f"{tag}-seed{seed}-gate.json")
+                   gate_path(tag, seed, out_dir))
     return out
+
+
+def gate_path(tag: str, seed: int, out_dir=None) -> Path:
+    return folder(out_dir) / "per_slice" / f"{tag}-seed{seed}-gate.json"
+
+
+def settings_used(plan: dict, tag: str, seed: int, out_dir=None) -> dict:
+    """The ``tta`` and ``min_component`` a scored seed of ``tag`` was scored with: as declared,
+    a gate's size read from the file ``scoring_settings`` wrote (nothing is computed again)."""
+    import json
+    declared = declared_settings(plan, tag, seed, out_dir)
+    size = (json.loads(gate_path(tag, seed, out_dir).read_text())["min_component"] if declared["gate"]
+            else declared["min_component"])
+    return {"tta": declared["tta"], "min_component": float(size)}
 
 
 def train(plan: dict, tag: str, seeds, out_dir=None) -> None:

@@ -12,10 +12,10 @@ import pandas as pd
 
 def probabilities(model, images_u8, device, threshold: float, tta: bool, min_component: float):
     """The model's probabilities (N,S,S) with the inference levers applied."""
-    from brainseg_lib.inference import predict_probabilities, predict_probabilities_tta
+    from brainseg_lib.inference import drop_small_components, predict_probabilities, predict_probabilities_tta
     probs = (predict_probabilities_tta(model, images_u8, device) if tta
              else predict_probabilities(model, images_u8, device))
-    return probabilities_gated(probs, threshold, min_component)
+    return drop_small_components(probs, threshold, min_component) if min_component > 0 else probs
 
 
 def native_rows(probs, half, threshold: float) -> pd.DataFrame:
@@ -77,18 +77,14 @@ def gate_fraction(ckpt, tta: bool, target_share: float, grid, data_root=None,
 
 def smallest_gate(probs, threshold: float, target_share: float, grid) -> tuple[float, dict[str, float]]:
     """``gate_fraction``'s choice on probabilities ``probs`` (N,S,S) of healthy scans."""
+    from brainseg_lib.inference import drop_small_components
     shares = {}
     for g in grid:
-        kept = probabilities_gated(probs, threshold, g)
+        kept = drop_small_components(probs, threshold, g)      # a copy, the same at size 0
         shares[str(g)] = float((kept >= threshold).reshape(len(kept), -1).any(1).mean())
         if shares[str(g)] <= target_share:
             return float(g), shares
     return float(grid[-1]), shares
-
-
-def probabilities_gated(probs, threshold: float, min_component: float):
-    from brainseg_lib.inference import drop_small_components
-    return drop_small_components(probs, threshold, min_component) if min_component > 0 else probs
 
 
 def unit_sums(df: pd.DataFrame) -> pd.DataFrame:
