@@ -16,7 +16,8 @@ def test_names():
     assert losses.get_loss("dice") is losses.soft_dice_loss
     assert losses.get_loss("bce_dice") is losses.bce_dice_loss
     assert losses.get_loss("bce_dice_img") is losses.bce_dice_img_loss
-    assert set(losses.LOSSES) == {"bce", "dice", "bce_dice", "bce_dice_img"}
+    assert losses.get_loss("bce_dice_img_all") is losses.bce_dice_img_all_loss
+    assert set(losses.LOSSES) == {"bce", "dice", "bce_dice", "bce_dice_img", "bce_dice_img_all"}
     with pytest.raises(ValueError, match="unknown loss 'focal'"):
         losses.get_loss("focal")
 
@@ -109,13 +110,39 @@ def test_low_precision_logits_computed_in_fp32(dtype, name):
     assert low.grad.dtype == dtype and torch.isfinite(low.grad.float()).all()
 
 
-def test_per_image_loss_is_reported_with_the_batch_dice():
-    """bce_dice_img's validation loss is reported as BCE + batch-wide Dice (its docstring)."""
+@pytest.mark.parametrize("name", losses.PER_IMAGE)
+def test_per_image_loss_is_reported_with_the_batch_dice(name):
+    """The per-image losses' validation loss is reported as BCE + batch-wide Dice (docstring)."""
     args = (3.0, 10, 2.0, 4.0, 5.0)
-    assert losses.loss_from_sums("bce_dice_img", *args) == losses.loss_from_sums("bce_dice", *args)
+    assert losses.loss_from_sums(name, *args) == losses.loss_from_sums("bce_dice", *args)
+    assert losses.loss_from_sums(name, *args) != losses.loss_from_sums("dice", *args)
 
 
-@pytest.mark.parametrize("name", [n for n in losses.LOSSES if n != "bce_dice_img"])
+def test_per_image_dice_of_all_images_matches_monai():
+    from monai.losses import DiceLoss
+    g = torch.Generator().manual_seed(4)
+    logits = torch.randn(4, 1, 8, 8, generator=g) * 2
+    target = (torch.rand(4, 1, 8, 8, generator=g) > 0.8).float()
+    target[1] = 0.0                                   # a tumour-free image counts too
+    ref = DiceLoss(sigmoid=True, batch=False, smooth_nr=1.0, smooth_dr=1.0)(logits, target)
+    got = losses.per_image_dice_loss(logits, target, tumour_free=True)
+    assert float(got) == pytest.approx(float(ref), rel=1e-5)
+    assert float(losses.per_image_dice_loss(logits, target)) != pytest.approx(float(ref), rel=1e-3)
+    total = losses.bce_dice_img_all_loss(logits, target)
+    assert float(total) == pytest.approx(float(losses.bce_loss(logits, target)) + float(ref), rel=1e-5)
+
+
+def test_predictions_on_a_tumour_free_image_cost_only_with_all_images():
+    # 16 pixels at p ~ 1 on an empty mask: 1 - 1 / (16 + 1) under bce_dice_img_all, 0 under bce_dice_img
+    empty = torch.zeros(1, 1, 4, 4)
+    logits = torch.full((1, 1, 4, 4), 30.0)
+    assert float(losses.per_image_dice_loss(logits, empty, tumour_free=True)) == pytest.approx(16 / 17, abs=1e-6)
+    assert float(losses.per_image_dice_loss(logits, empty)) == 0.0
+    quiet = torch.full((1, 1, 4, 4), -30.0)
+    assert float(losses.per_image_dice_loss(quiet, empty, tumour_free=True)) == pytest.approx(0.0, abs=1e-6)
+
+
+@pytest.mark.parametrize("name", [n for n in losses.LOSSES if n not in losses.PER_IMAGE])
 def test_loss_from_batch_sums_is_the_loss_of_the_whole_set(name):
     # three uneven batches; a mean of per-batch losses would differ (Dice is a ratio of sums)
     gen = torch.Generator().manual_seed(0)

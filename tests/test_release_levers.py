@@ -41,9 +41,10 @@ def test_per_image_dice_ignores_tumour_free_images_and_empty_batches():
     assert loss.item() == pytest.approx(get_loss("bce")(logits, empty).item())
 
 
-def test_per_image_dice_refuses_data_parallel():
-    with pytest.raises(ValueError, match="data-parallel"):
-        get_loss("bce_dice_img", reduce_sums=lambda t: t)
+@pytest.mark.parametrize("name", ["bce_dice_img", "bce_dice_img_all"])
+def test_per_image_dice_refuses_data_parallel(name):
+    with pytest.raises(ValueError, match=f"loss {name} .*data-parallel"):
+        get_loss(name, reduce_sums=lambda t: t)
 
 
 # ------------------------------------------------------------------ augmentation

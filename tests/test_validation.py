@@ -48,15 +48,16 @@ def test_hand_computed_figures_of_a_constant_model():
         assert v["val_iou"] == pytest.approx(tumour / pixels)
         dice_loss = 1 - (2 * 0.5 * tumour + 1) / (0.5 * pixels + tumour + 1)
         expected = {"bce": math.log(2), "dice": dice_loss, "bce_dice": math.log(2) + dice_loss,
-                    "bce_dice_img": math.log(2) + dice_loss}   # reported with the batch Dice
+                    "bce_dice_img": math.log(2) + dice_loss,   # reported with the batch Dice
+                    "bce_dice_img_all": math.log(2) + dice_loss}
         assert v["val_loss"] == pytest.approx(expected[name], rel=1e-6)   # float32 logits
     # threshold above p: nothing called tumour, so no true positive
     v = validation.validate(ConstantLogit(0.0), images, masks, small_config(threshold=0.6))
     assert v["val_dice"] == 0.0 and v["val_iou"] == 0.0
 
 
-@pytest.mark.parametrize("loss", [n for n in losses.LOSSES if n != "bce_dice_img"])   # its validation
-def test_same_figures_as_scoring_predict_logits_of_the_whole_set(loss):          # loss is bce_dice's
+@pytest.mark.parametrize("loss", [n for n in losses.LOSSES if n not in losses.PER_IMAGE])   # their validation
+def test_same_figures_as_scoring_predict_logits_of_the_whole_set(loss):          # losses are bce_dice's
     # what validation did before: logits of all of VAL to the CPU, one loss call, one count
     arrays = synthetic_arrays(70, 32, seed=3)         # 32 + 32 + 6 images
     torch.manual_seed(0)
