@@ -529,3 +529,104 @@ def test_settings_used_read_the_gate_a_scored_seed_chose(tmp_path):
     gate.write_text(json.dumps({"min_component": 0.02}))
     assert rl.settings_used(p4, "g1-r6-flips-gate", 1, tmp_path) == {"tta": True, "min_component": 0.02}
     assert rl.settings_used(p4, "r6-orient-mri-img-dice", 1, tmp_path) == {"tta": False, "min_component": 0.0}
+
+
+def test_seed_spread_lists_each_seed_of_every_trial_that_ran_them_all(tmp_path):
+    import json
+    import shutil
+
+    from brainseg_lib import paths
+    from brainseg_lib.report.release_card import later_rounds_markdown
+    from brainseg_lib.study import release_rule as rr
+    from brainseg_lib.study.release_choice import write_outputs
+    from brainseg_lib.study.release_levers import load_plan
+    from brainseg_lib.study.release_seeds import seed_spread
+    plan_file = tmp_path / "plan.yaml"
+    shutil.copy(paths.PARAMS_DIR / "release_levers_2.yaml", plan_file)
+    plan = load_plan(plan_file)
+    for s, scale in ((0, 0.5), (1, 0.7), (2, 0.6)):
+        _write_arm(tmp_path, "r0-cpu", s, scale)
+    _write_arm(tmp_path, "r4-orient", 0, 0.9)         # one seed only: not in the table
+    decision = {"plan": str(plan_file), "trials": [], "adopted": [], "inference": []}
+    written = write_outputs(plan, decision, tmp_path)
+    table = seed_spread(tmp_path)
+    assert list(table["trial"]) == ["r0-cpu"] * 3 and list(table["seed"]) == [0, 1, 2]
+    rr.use_plan(plan)
+    try:
+        for s in (0, 1, 2):
+            assert table["combined"][s] == pytest.approx(rr.arm_figures("r0-cpu", [s], tmp_path)["combined"])
+    finally:
+        rr.use_plan({"rule": {}})
+    assert table["combined"][1] > table["combined"][2] > table["combined"][0]   # follows the overlap
+    md = written["seeds_md"].read_text()
+    c = [f"{v:.3f}" for v in table["combined"]]
+    assert f"| round2 | r0-cpu | {c[0]} / {c[1]} / {c[2]} | " in md and "r4-orient" not in md
+    assert f"{table['combined'].max() - table['combined'].min():.3f}" in md
+    assert "seed by seed" in later_rounds_markdown(tmp_path) and json.loads(written["json"].read_text())["plan"]
+
+
+def test_seed_ensemble_is_the_mean_of_its_members_logits():
+    from brainseg_lib.model.ensemble import SeedEnsemble
+
+    class Const(torch.nn.Module):
+        def __init__(self, v):
+            super().__init__()
+            self.v = torch.nn.Parameter(torch.tensor(float(v)))
+
+        def forward(self, x):
+            return x * 0 + self.v
+    x = torch.zeros(2, 1, 4, 4)
+    assert torch.allclose(SeedEnsemble([Const(1), Const(2), Const(6)])(x), torch.full_like(x, 3.0))
+    with pytest.raises(ValueError, match="at least 2"):
+        SeedEnsemble([Const(1)])
+
+
+def test_the_round6_ensemble_trains_and_scores_disjoint_seed_blocks(tmp_path, monkeypatch):
+    from brainseg_lib.study import release_levers as rl
+    p6 = rl.load_plan(rl.PLAN_YAML.parent / "release_levers_6.yaml")
+    tag = "e1-r0-ensemble3"
+    assert [rl.member_seeds(p6, tag, s) for s in (0, 1, 2)] == [[0, 1, 2], [3, 4, 5], [6, 7, 8]]
+    assert rl.member_seeds(p6, "r0-cpu", 4) == [4]
+    assert rl.checkpoints(p6, tag, 0) == [rl.checkpoint(p6, "r0-cpu", s) for s in (0, 1, 2)]
+    with pytest.raises(ValueError, match="ensemble of 3"):
+        rl.checkpoint(p6, tag, 0)
+    runs = rl.declared_settings(p6, tag, 1)["checkpoint_run"]
+    assert runs == [rl.checkpoint(p6, "r0-cpu", s).parent.name for s in (3, 4, 5)]
+    trained, scored = [], []
+    monkeypatch.setattr(rl, "train", lambda plan, t, seeds, out_dir=None: trained.append((t, list(seeds))))
+
+    def fake_score(plan, t, seed, out_dir=None, **kw):
+        scored.append((t, seed, kw))
+        for w in rl.SETS:
+            p = rl.per_slice_path(t, seed, w, out_dir)
+            p.parent.mkdir(parents=True, exist_ok=True)
+            p.write_text("name\n")
+    monkeypatch.setattr(rl, "score_trial", fake_score)
+    rl._train_and_score(p6, tag, [1, 2], tmp_path)
+    assert trained == [("r0-cpu", [3, 4, 5, 6, 7, 8])]
+    assert [s[:2] for s in scored] == [(tag, 1), (tag, 2)]
+    assert scored[0][2] == {"tta": False, "min_component": 0.0}
+
+
+def test_ensemble_trials_are_refused_with_anything_else(tmp_path):
+    import yaml
+
+    from brainseg_lib.study import release_levers as rl
+    base = {k: v for k, v in rl.load_plan(rl.PLAN_YAML.parent / "release_levers_6.yaml").items() if k != "source"}
+    r0, e1 = base["trials"]
+    path = tmp_path / "release_levers_7.yaml"
+    bad = {"go together": [r0, {k: v for k, v in e1.items() if k != "members"}],
+           "earlier trial that trains its own": [r0, {**e1, "set": {"loss": "bce"}}],
+           "sets tta, min_component or gate": [r0, {**e1, "tta": True}],
+           "trains its own": [r0, e1, {**e1, "tag": "e2", "ensemble_of": "e1-r0-ensemble3"}]}
+    for message, trials in bad.items():
+        path.write_text(yaml.safe_dump({**base, "name": "round7", "trials": trials}))
+        with pytest.raises(ValueError, match=message):
+            rl.load_plan(path)
+    path.write_text(yaml.safe_dump({**base, "name": "round7", "trials": [r0, {**e1, "members": 1}]}))
+    with pytest.raises(ValueError, match="members"):
+        rl.load_plan(path)
+    path.write_text(yaml.safe_dump({**base, "name": "round7", "inference": [
+        {"tag": "i1", "tta": True, "min_component": 0.0}]}))
+    with pytest.raises(ValueError, match="no inference levers"):
+        rl.load_plan(path)

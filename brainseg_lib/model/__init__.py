@@ -1,3 +1,4 @@
 """The model stage: the paper's U-Net (``unet``), safe checkpoints (``checkpoint``), the
-released model with its checksum (``released``) and its ONNX export (``onnx``).
+released model with its checksum (``released``), its ONNX export (``onnx``) and a seed
+ensemble of U-Nets as one model (``ensemble``).
 """

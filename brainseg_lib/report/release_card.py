@@ -210,8 +210,12 @@ def rounds_markdown(folder=None) -> str:
 
 def later_rounds_markdown(folder=None) -> str:
     """``rounds_markdown`` followed by the table of every round after the first
-    (``lever_table-<name>.md``), for the README."""
+    (``lever_table-<name>.md``) and the seed-by-seed table (``seed_spread.md``), for the README."""
     folder = Path(folder) if folder else paths.release_levers_dir()
     tables = [f"**{p.stem.removeprefix('lever_table-')}**\n\n{p.read_text()}"
               for p in sorted(folder.glob("lever_table-*.md"), key=_round_order)]
+    spread = folder / "seed_spread.md"
+    if spread.is_file():
+        tables.append("**The same recipes, seed by seed** (`seed_spread.md`: how far the seed alone "
+                      f"moves each figure)\n\n{spread.read_text()}")
     return "\n".join([rounds_markdown(folder), *tables])

@@ -88,11 +88,15 @@ class InferenceLeverSchema(BaseModel):
 class ReleaseTrialSchema(TrialSchema):
     """A release lever trial; with ``checkpoints_of`` it trains nothing of its own: it scores
     that trial's checkpoints with test-time flips (``tta``) and a small-component removal, fixed
-    (``min_component``) or calibrated per seed on the healthy VAL scans (``gate: healthy_val``)."""
+    (``min_component``) or calibrated per seed on the healthy VAL scans (``gate: healthy_val``). With
+    ``ensemble_of`` it trains more seeds of that trial and scores, as its seed k, the mean logits of
+    that trial's seeds k*members ... k*members + members - 1 (``release_levers.member_seeds``)."""
     checkpoints_of: Optional[str] = None
     tta: bool = False
     min_component: Annotated[Float, Field(ge=0, lt=1)] = 0.0
     gate: Optional[Literal["healthy_val"]] = None
+    ensemble_of: Optional[str] = None     # scores the mean logits of `members` of that trial's seeds
+    members: Annotated[int, Field(ge=2, le=10)] = None
 
 
 class ReleaseRuleSchema(BaseModel):

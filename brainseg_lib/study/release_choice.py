@@ -7,11 +7,13 @@ lever is scored on the release trial's checkpoints (``<release>+<lever>``) and j
 the release trial by the same verdict, paired on the same seeds.
 
 A trial that scores another trial's checkpoints (``checkpoints_of``: test-time flips and a
-component gate on its weights) is never combined with others in step 3: when it is adopted with
+component gate on its weights; ``ensemble_of``: a seed ensemble of them) is never combined with
+others in step 3: when it is adopted with
 other trials, the one with the highest gain is released; its plan holds no inference levers
 (``release_levers.load_plan`` refuses them), its own settings are the release's inference.
 
-``write_outputs`` writes ``decision.json`` and ``lever_table.{csv,md}`` under the plan's folder.
+``write_outputs`` writes ``decision.json`` and ``lever_table.{csv,md}`` under the plan's folder,
+and refreshes ``seed_spread.{csv,md}`` (``release_seeds``: every round's trials seed by seed).
 """
 from __future__ import annotations
 
@@ -56,7 +58,7 @@ def release_trial(plan: dict, decision: dict, out_dir=None) -> tuple[str, dict]:
     adopted, reference = decision["adopted"], plan["trials"][0]["tag"]
     if not adopted:
         return reference, plan
-    if len(adopted) >= 2 and not any(rl.trial(plan, t).get("checkpoints_of") for t in adopted):
+    if len(adopted) >= 2 and not any(rl.trained_tag(plan, t) != t for t in adopted):
         widest = containing_all(plan, adopted)
         if widest is not None:
             return widest, plan         # one adopted trial already holds every other's changes
@@ -109,6 +111,8 @@ def choose(plan: dict | None = None, out_dir=None) -> dict:
     if trained != release:             # a trial that scores another's checkpoints: its seed 0's settings
         decision["release_checkpoints_of"] = trained
         decision["release_inference"] = rl.settings_used(full, release, full["seeds"][0], out_dir)
+        if rl.trial(full, release).get("members"):   # an ensemble: its seed 0's member seeds
+            decision["release_member_seeds"] = rl.member_seeds(full, release, full["seeds"][0])
     write_outputs(full, decision, out_dir)
     return decision
 
@@ -120,9 +124,13 @@ def write_outputs(plan: dict, decision: dict, out_dir=None) -> dict[str, Path]:
     out = paths.ensure(rl.folder(out_dir))
     table = lever_table(plan, decision, out_dir)
     names = output_names(plan)
-    return {"json": write_json(json.loads(json.dumps(decision, default=_plain)), out / names["json"]),
-            "csv": write_csv(table, out / names["csv"]),
-            "md": atomic_write_text(out / names["md"], table_markdown(table, plan.get("source", "the plan")))}
+    written = {"json": write_json(json.loads(json.dumps(decision, default=_plain)), out / names["json"]),
+               "csv": write_csv(table, out / names["csv"]),
+               "md": atomic_write_text(out / names["md"], table_markdown(table, plan.get("source", "the plan")))}
+    if decision.get("plan"):           # a decision that names its plan file: the seed table of every round
+        from brainseg_lib.study.release_seeds import write_seed_spread
+        written.update({f"seeds_{k}": v for k, v in write_seed_spread(out_dir).items()})
+    return written
 
 
 def output_names(plan: dict) -> dict[str, str]:

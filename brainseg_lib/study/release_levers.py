@@ -6,7 +6,8 @@ of the reference trial and of each trial that passes the plan's screen
 trained checkpoint is then scored slice by slice on the data a choice may rest on
 (``score_trial``): Br35H VAL, the healthy VAL scans, the TCGA-LGG ``dev`` half and the Figshare
 ``dev`` half, written to ``per_slice/<trial>-seed<k>-<set>.csv``; the inference levers are
-scored the same way on the checkpoints they name. ``release_rule`` turns those files into the
+scored the same way on the checkpoints they name. A trial with ``ensemble_of`` trains more seeds
+of that trial and scores their seed ensembles (``member_seeds``, ``model.ensemble``). ``release_rule`` turns those files into the
 verdicts. TEST and the external ``test`` halves are not read by any of this.
 """
 from __future__ import annotations
@@ -53,7 +54,14 @@ def check_round(plan: dict, path: Path) -> None:
         if t.get("gate") and (t.get("against") != tags[0] or t.get("min_component")):
             raise ValueError(f"{path}: trial {t['tag']!r} has a gate: it calibrates to the reference "
                              f"({tags[0]!r}) as its `against`, and its size is chosen, not set")
-    if any(t.get("checkpoints_of") for t in plan["trials"]) and plan.get("inference"):
+        ens = t.get("ensemble_of")
+        if (ens is None) != (t.get("members") is None) or (ens is not None and (
+                src is not None or ens not in tags[:i] or t.get("set") or t.get("gate") or t.get("tta")
+                or t.get("min_component") or trial(plan, ens).get("checkpoints_of")
+                or trial(plan, ens).get("ensemble_of"))):
+            raise ValueError(f"{path}: trial {t['tag']!r}: `ensemble_of` and `members` go together and "
+                             "name an earlier trial that trains its own; such a trial sets nothing else")
+    if any(t.get("checkpoints_of") or t.get("ensemble_of") for t in plan["trials"]) and plan.get("inference"):
         raise ValueError(f"{path}: a plan with trials that score other trials' checkpoints holds no "
                          "inference levers (their settings would replace the trial's own)")
     rule = plan["rule"]
@@ -87,15 +95,34 @@ def folder(out_dir=None) -> Path:
 
 
 def trained_tag(plan: dict, tag: str) -> str:
-    """The trial whose checkpoints ``tag`` scores: its ``checkpoints_of``, else itself."""
+    """The trial whose checkpoints ``tag`` scores: its ``checkpoints_of`` or ``ensemble_of``,
+    else itself."""
     t = trial(plan, tag)
-    return t.get("checkpoints_of") or tag
+    return t.get("checkpoints_of") or t.get("ensemble_of") or tag
+
+
+def member_seeds(plan: dict, tag: str, seed: int) -> list[int]:
+    """The seeds of ``trained_tag`` whose checkpoints ``tag``'s seed ``seed`` scores: ``seed``
+    itself, or for an ensemble of ``members`` the block seed*members ... seed*members + members - 1
+    (seed 0: 0, 1, 2; seed 1: 3, 4, 5 ...), so the ensembles of a trial share no member."""
+    n = trial(plan, tag).get("members")
+    return [int(seed)] if not n else [int(seed) * n + j for j in range(n)]
+
+
+def checkpoints(plan: dict, tag: str, seed: int, out_dir=None) -> list[Path]:
+    """Every checkpoint ``tag``'s seed scores (one, or an ensemble's members)."""
+    from brainseg_lib.study.experiment import name_for
+    src = trained_tag(plan, tag)
+    return [folder(out_dir) / "runs" / name_for(trial_params(plan, src, m)) / "best.pt"
+            for m in member_seeds(plan, tag, seed)]
 
 
 def checkpoint(plan: dict, tag: str, seed: int, out_dir=None) -> Path:
-    from brainseg_lib.study.experiment import name_for
-    src = trained_tag(plan, tag)
-    return folder(out_dir) / "runs" / name_for(trial_params(plan, src, seed)) / "best.pt"
+    """The one checkpoint ``tag``'s seed scores (not for an ensemble)."""
+    found = checkpoints(plan, tag, seed, out_dir)
+    if len(found) != 1:
+        raise ValueError(f"trial {tag!r} scores an ensemble of {len(found)} checkpoints")
+    return found[0]
 
 
 # the sizes (shares of the image) a healthy-VAL gate chooses from, smallest first
@@ -157,11 +184,12 @@ def score_trial(plan: dict, tag: str, seed: int, out_dir=None, ckpt_tag: str | N
     VAL scans and both external dev halves, written under ``per_slice/`` with ``tag``'s name."""
     from brainseg_lib.fileio import write_csv
     from brainseg_lib.study.release_scoring import score_checkpoint
-    ckpt = checkpoint(plan, ckpt_tag or tag, seed, out_dir)
-    if not ckpt.is_file():
-        raise FileNotFoundError(f"no checkpoint {ckpt}; train it first with "
-                                "`python -m brainseg_lib release-levers`")
-    frames = score_checkpoint(ckpt, tta=tta, min_component=min_component)
+    ckpts = checkpoints(plan, ckpt_tag or tag, seed, out_dir)
+    for ckpt in ckpts:
+        if not ckpt.is_file():
+            raise FileNotFoundError(f"no checkpoint {ckpt}; train it first with "
+                                    "`python -m brainseg_lib release-levers`")
+    frames = score_checkpoint(ckpts if len(ckpts) > 1 else ckpts[0], tta=tta, min_component=min_component)
     for which, df in frames.items():
         write_csv(df, paths.ensure(per_slice_path(tag, seed, which, out_dir).parent)
                   / per_slice_path(tag, seed, which, out_dir).name)
@@ -190,7 +218,8 @@ def declared_settings(plan: dict, tag: str, seed: int, out_dir=None) -> dict:
     or gate (with its grid)."""
     from brainseg_lib.study.experiment import name_for
     t = trial(plan, tag)
-    out = {"checkpoint_run": name_for(trial_params(plan, trained_tag(plan, tag), seed)),
+    runs = [name_for(trial_params(plan, trained_tag(plan, tag), m)) for m in member_seeds(plan, tag, seed)]
+    out = {"checkpoint_run": runs[0] if len(runs) == 1 else runs,
            "tta": bool(t.get("tta", False)), "min_component": float(t.get("min_component", 0.0)),
            "gate": t.get("gate")}
     return {**out, "grid": list(GATE_GRID)} if t.get("gate") else out
@@ -217,15 +246,16 @@ def check_trained(plan: dict, tag: str, seed: int, out_dir=None) -> None:
     import json
     from brainseg_lib.study.experiment import name_for
     src = trained_tag(plan, tag)
-    params = trial_params(plan, src, seed)
-    run_json = folder(out_dir) / "metrics" / f"{name_for(params)}.json"
-    if not run_json.is_file():
-        return
-    recorded = json.loads(run_json.read_text()).get("config") or {}
-    differ = sorted(k for k in recorded.keys() & params.keys() if recorded[k] != params[k])
-    if differ:
-        raise ValueError(f"{run_json} was trained with other {', '.join(differ)} than the plan asks "
-                         f"for trial {src!r}: give the trial a new tag")
+    for m in member_seeds(plan, tag, seed):
+        params = trial_params(plan, src, m)
+        run_json = folder(out_dir) / "metrics" / f"{name_for(params)}.json"
+        if not run_json.is_file():
+            continue
+        recorded = json.loads(run_json.read_text()).get("config") or {}
+        differ = sorted(k for k in recorded.keys() & params.keys() if recorded[k] != params[k])
+        if differ:
+            raise ValueError(f"{run_json} was trained with other {', '.join(differ)} than the plan "
+                             f"asks for trial {src!r}: give the trial a new tag")
 
 
 def _train_and_score(plan: dict, tag: str, seeds, out_dir=None) -> None:
@@ -235,7 +265,7 @@ def _train_and_score(plan: dict, tag: str, seeds, out_dir=None) -> None:
         check_settings(plan, tag, s, out_dir)
     todo = [s for s in seeds if not scored(tag, s, out_dir)]
     if todo:
-        train(plan, trained_tag(plan, tag), todo, out_dir)
+        train(plan, trained_tag(plan, tag), [m for s in todo for m in member_seeds(plan, tag, s)], out_dir)
     for s in todo:
         score_trial(plan, tag, s, out_dir, **scoring_settings(plan, tag, s, out_dir))
         write_json(declared_settings(plan, tag, s, out_dir), settings_path(tag, s, out_dir))

@@ -29,7 +29,8 @@ def native_rows(probs, half, threshold: float) -> pd.DataFrame:
 
 def score_checkpoint(ckpt, tta: bool = False, min_component: float = 0.0, data_root=None,
                      device: str = "cpu") -> dict[str, pd.DataFrame]:
-    """{val, healthy, lgg, figshare}: per-slice rows of the checkpoint (see the module doc).
+    """{val, healthy, lgg, figshare}: per-slice rows of the checkpoint, or of the seed ensemble
+    (``model.ensemble``) of a list of checkpoints (see the module doc).
     An external set that is not there is refused (the rule needs both)."""
     from brainseg_lib.data import external as ext
     from brainseg_lib.data.cache import native_masks_for
@@ -37,11 +38,18 @@ def score_checkpoint(ckpt, tta: bool = False, min_component: float = 0.0, data_r
     from brainseg_lib.data.splits import split_arrays
     from brainseg_lib.inference import load_model, resolve_device
     from brainseg_lib.model.checkpoint import load_checkpoint
-    ck = load_checkpoint(ckpt)
-    tcfg = ck["train_config"]
+    from brainseg_lib.model.ensemble import SeedEnsemble
+    ckpts = list(ckpt) if isinstance(ckpt, (list, tuple)) else [ckpt]
+    configs = [load_checkpoint(c)["train_config"] for c in ckpts]
+    tcfg = configs[0]
     size, thr = int(tcfg["image_size"]), float(tcfg.get("threshold", 0.5))
+    same = [(int(c["image_size"]), float(c.get("threshold", 0.5)), int(c.get("healthy_seed", 0))) for c in configs]
+    if len(set(same)) > 1:
+        raise ValueError("the members of an ensemble differ in image size, threshold or healthy split: "
+                         + ", ".join(map(str, ckpts)))
     dev = resolve_device(device)
-    model = load_model(ckpt, dev)
+    models = [load_model(c, dev) for c in ckpts]
+    model = models[0] if len(models) == 1 else SeedEnsemble(models).eval()
     out = {}
     val = split_arrays("official", size, data_root, only=("val",))["val"]
     gts = native_masks_for(val.names, root=data_root)
