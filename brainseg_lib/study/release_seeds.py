@@ -41,19 +41,22 @@ def seed_spread(out_dir=None) -> pd.DataFrame:
     appeared in; the held-out LGG sites are each round's own."""
     files = sorted({f for n in NAMES for f in rl.folder(out_dir).glob(n)},
                    key=lambda f: (f.name != "decision.json", len(f.stem), f.stem))
-    rows, seen = [], set()
-    for f in files:
-        decision = json.loads(f.read_text())
-        plan = plan_of(decision)
-        rr.use_plan(plan)
-        for tag in tags_with_all_seeds(plan, decision, out_dir):
-            if tag in seen:
-                continue
-            seen.add(tag)
-            for s in plan["seeds"]:
-                fig = rr.arm_figures(tag, [s], out_dir)
-                rows.append({"round": plan.get("name") or "round1", "trial": tag, "seed": s,
-                             **{k: fig[k] for k in FIGURES}})
+    rows, seen, before = [], set(), rr.HELD_OUT_SITES
+    try:
+        for f in files:
+            decision = json.loads(f.read_text())
+            plan = plan_of(decision)
+            rr.use_plan(plan)
+            for tag in tags_with_all_seeds(plan, decision, out_dir):
+                if tag in seen:
+                    continue
+                seen.add(tag)
+                for s in plan["seeds"]:
+                    fig = rr.arm_figures(tag, [s], out_dir)
+                    rows.append({"round": plan.get("name") or "round1", "trial": tag, "seed": s,
+                                 **{k: fig[k] for k in FIGURES}})
+    finally:
+        rr.HELD_OUT_SITES = before          # the caller's held-out sites, as they were
     return pd.DataFrame(rows, columns=["round", "trial", "seed", *FIGURES])
 
 
@@ -71,7 +74,7 @@ def spread_markdown(table: pd.DataFrame) -> str:
         lines.append(f"| {rnd} | {tag} | " + " | ".join(cells) + " |")
     seeds = ", ".join(map(str, sorted(table["seed"].unique()))) if len(table) else ""
     note = (f"\nEach figure for seeds {seeds} in that order (same recipe, same data, only the seed "
-            "differs), and its range over them. `missed` counts tumour slices with no predicted pixel. "
+            "differs; for a seed ensemble, its k-th ensemble), and its range over them. `missed` counts tumour slices with no predicted pixel. "
             "Read from `results/release_levers/per_slice/`.\n")
     return head + "\n".join(lines) + "\n" + note
 
