@@ -531,7 +531,7 @@ def test_settings_used_read_the_gate_a_scored_seed_chose(tmp_path):
     assert rl.settings_used(p4, "r6-orient-mri-img-dice", 1, tmp_path) == {"tta": False, "min_component": 0.0}
 
 
-def test_seed_spread_lists_each_seed_of_every_trial_that_ran_them_all(tmp_path):
+def test_seed_table_lists_each_seed_of_every_trial_that_ran_them_all(tmp_path):
     import json
     import shutil
 
@@ -539,18 +539,27 @@ def test_seed_spread_lists_each_seed_of_every_trial_that_ran_them_all(tmp_path):
     from brainseg_lib.report.release_card import later_rounds_markdown
     from brainseg_lib.study import release_rule as rr
     from brainseg_lib.study.release_choice import write_outputs
-    from brainseg_lib.study.release_levers import load_plan
-    from brainseg_lib.study.release_seeds import seed_spread
+    from brainseg_lib.study.release_levers import load_plan, per_slice_path
+    from brainseg_lib.study.release_seeds import seed_table
     plan_file = tmp_path / "plan.yaml"
-    shutil.copy(paths.PARAMS_DIR / "release_levers_2.yaml", plan_file)
+    shutil.copy(paths.PARAMS_DIR / "release_levers_2.yaml", plan_file)     # holds out the DU site
     plan = load_plan(plan_file)
     for s, scale in ((0, 0.5), (1, 0.7), (2, 0.6)):
         _write_arm(tmp_path, "r0-cpu", s, scale)
+        p = per_slice_path("r0-cpu", s, "lgg", tmp_path)
+        df = pd.read_csv(p)
+        df.loc[df["unit"] == "p1", ["unit", "marked"]] = ["TCGA_DU_1_2", True]   # its clean slice marked
+        df.to_csv(p, index=False)
     _write_arm(tmp_path, "r4-orient", 0, 0.9)         # one seed only: not in the table
+    (tmp_path / "decision-broken.json").write_text(json.dumps({"plan": str(tmp_path / "gone.yaml")}))
     decision = {"plan": str(plan_file), "trials": [], "adopted": [], "inference": []}
     written = write_outputs(plan, decision, tmp_path)
-    table = seed_spread(tmp_path)
+    rr.use_plan({"rule": {}})                         # the caller's state, kept through the table
+    table = seed_table(tmp_path)
+    assert rr.HELD_OUT_SITES == ()
     assert list(table["trial"]) == ["r0-cpu"] * 3 and list(table["seed"]) == [0, 1, 2]
+    assert (table["lgg_clean_marked_share"] == 0).all()   # the DU patient's marked slice is left out
+    assert (table["lgg_missed"] == 0).all()
     rr.use_plan(plan)
     try:
         for s in (0, 1, 2):
@@ -563,6 +572,15 @@ def test_seed_spread_lists_each_seed_of_every_trial_that_ran_them_all(tmp_path):
     assert f"| round2 | r0-cpu | {c[0]} / {c[1]} / {c[2]} | " in md and "r4-orient" not in md
     assert f"{table['combined'].max() - table['combined'].min():.3f}" in md
     assert "seed by seed" in later_rounds_markdown(tmp_path) and json.loads(written["json"].read_text())["plan"]
+
+
+def test_rounds_are_ordered_by_their_number():
+    from pathlib import Path
+
+    from brainseg_lib.study.release_seeds import round_order
+    names = ["decision-round10.json", "decision.json", "decision-round9.json", "decision-round2.json"]
+    assert [n for n in sorted(names, key=lambda n: round_order(Path(n)))] == [
+        "decision.json", "decision-round2.json", "decision-round9.json", "decision-round10.json"]
 
 
 def test_seed_ensemble_is_the_mean_of_its_members_logits():
@@ -630,3 +648,44 @@ def test_ensemble_trials_are_refused_with_anything_else(tmp_path):
         {"tag": "i1", "tta": True, "min_component": 0.0}]}))
     with pytest.raises(ValueError, match="no inference levers"):
         rl.load_plan(path)
+
+
+def test_no_trial_scores_the_checkpoints_of_an_ensemble(tmp_path):
+    import yaml
+
+    from brainseg_lib.study import release_levers as rl
+    base = {k: v for k, v in rl.load_plan(rl.PLAN_YAML.parent / "release_levers_6.yaml").items() if k != "source"}
+    g2 = {"tag": "g2", "against": "r0-cpu", "checkpoints_of": "e1-r0-ensemble3", "tta": True}
+    path = tmp_path / "release_levers_7.yaml"
+    path.write_text(yaml.safe_dump({**base, "name": "round7", "trials": [*base["trials"], g2]}))
+    with pytest.raises(ValueError, match="an earlier trial that trains its own"):
+        rl.load_plan(path)
+
+
+def test_an_ensemble_checks_every_member_run_it_reuses(tmp_path):
+    import json
+
+    from brainseg_lib.study import release_levers as rl
+    from brainseg_lib.study.experiment import name_for
+    p6 = rl.load_plan(rl.PLAN_YAML.parent / "release_levers_6.yaml")
+    params = rl.trial_params(p6, "r0-cpu", 4)          # the middle member of ensemble 1
+    run_json = tmp_path / "metrics" / f"{name_for(params)}.json"
+    run_json.parent.mkdir(parents=True)
+    run_json.write_text(json.dumps({"config": {"loss": "bce", "epochs": params["epochs"]}}))
+    rl.check_trained(p6, "e1-r0-ensemble3", 0, tmp_path)       # ensemble 0 does not hold seed 4
+    with pytest.raises(ValueError, match="other loss"):
+        rl.check_trained(p6, "e1-r0-ensemble3", 1, tmp_path)
+
+
+def test_ensemble_members_must_agree_on_size_and_threshold(tmp_path):
+    from brainseg_lib.model.checkpoint import save_checkpoint
+    from brainseg_lib.model.unet import UNet
+    from brainseg_lib.study.release_scoring import score_checkpoint
+    paths_ = []
+    for i, size in enumerate((64, 128)):
+        m = UNet(in_channels=1, base=4)
+        paths_.append(save_checkpoint({"state_dict": m.state_dict(), "model_config": {"in_channels": 1, "base": 4},
+                                       "train_config": {"image_size": size, "threshold": 0.5}},
+                                      tmp_path / f"m{i}.pt"))
+    with pytest.raises(ValueError, match="differ in image size"):
+        score_checkpoint(paths_)

@@ -5,7 +5,6 @@ README headline and ``predict --help`` all read these, so no figure is typed by 
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 from brainseg_lib import paths
@@ -188,17 +187,12 @@ def help_text() -> str:
             "A mask without tumour is not evidence of no tumour.")
 
 
-def _round_order(path) -> tuple[int, str]:
-    """Round 1's plain file first, then by the number ending the round's name (round10 after round9)."""
-    m = re.search(r"(\d+)$", path.stem)
-    return (int(m.group(1)) if m and "-" in path.stem else 1, path.stem)
-
-
 def rounds_markdown(folder=None) -> str:
     """One line per release lever round (``decision*.json`` under ``folder``, default
     ``paths.release_levers_dir()``): its plan, the verdicts it gave and what it adopted."""
+    from brainseg_lib.study.release_seeds import round_order
     folder = Path(folder) if folder else paths.release_levers_dir()
-    files = sorted(folder.glob("decision*.json"), key=_round_order)
+    files = sorted(folder.glob("decision*.json"), key=round_order)
     lines = []
     for i, f in enumerate(files, 1):
         d = json.loads(f.read_text())
@@ -210,12 +204,13 @@ def rounds_markdown(folder=None) -> str:
 
 def later_rounds_markdown(folder=None) -> str:
     """``rounds_markdown`` followed by the table of every round after the first
-    (``lever_table-<name>.md``) and the seed-by-seed table (``seed_spread.md``), for the README."""
+    (``lever_table-<name>.md``) and the seed-by-seed table (``seed_by_seed.md``), for the README."""
+    from brainseg_lib.study.release_seeds import round_order
     folder = Path(folder) if folder else paths.release_levers_dir()
     tables = [f"**{p.stem.removeprefix('lever_table-')}**\n\n{p.read_text()}"
-              for p in sorted(folder.glob("lever_table-*.md"), key=_round_order)]
-    spread = folder / "seed_spread.md"
+              for p in sorted(folder.glob("lever_table-*.md"), key=round_order)]
+    spread = folder / "seed_by_seed.md"
     if spread.is_file():
-        tables.append("**The same recipes, seed by seed** (`seed_spread.md`: how far the seed alone "
+        tables.append("**The same recipes, seed by seed** (`seed_by_seed.md`: how far the seed alone "
                       f"moves each figure)\n\n{spread.read_text()}")
     return "\n".join([rounds_markdown(folder), *tables])

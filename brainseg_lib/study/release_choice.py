@@ -13,7 +13,7 @@ other trials, the one with the highest gain is released; its plan holds no infer
 (``release_levers.load_plan`` refuses them), its own settings are the release's inference.
 
 ``write_outputs`` writes ``decision.json`` and ``lever_table.{csv,md}`` under the plan's folder,
-and refreshes ``seed_spread.{csv,md}`` (``release_seeds``: every round's trials seed by seed).
+and refreshes ``seed_by_seed.{csv,md}`` (``release_seeds``: every round's trials seed by seed).
 """
 from __future__ import annotations
 
@@ -128,8 +128,8 @@ def write_outputs(plan: dict, decision: dict, out_dir=None) -> dict[str, Path]:
                "csv": write_csv(table, out / names["csv"]),
                "md": atomic_write_text(out / names["md"], table_markdown(table, plan.get("source", "the plan")))}
     if decision.get("plan"):           # a decision that names its plan file: the seed table of every round
-        from brainseg_lib.study.release_seeds import write_seed_spread
-        written.update({f"seeds_{k}": v for k, v in write_seed_spread(out_dir).items()})
+        from brainseg_lib.study.release_seeds import write_seed_table
+        written.update({f"seeds_{k}": v for k, v in write_seed_table(out_dir).items()})
     return written
 
 

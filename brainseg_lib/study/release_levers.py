@@ -45,7 +45,7 @@ def check_round(plan: dict, path: Path) -> None:
     tags = [t["tag"] for t in plan["trials"]]
     for i, t in enumerate(plan["trials"]):
         src = t.get("checkpoints_of")
-        if src is not None and (src not in tags[:i] or t.get("set") or trial(plan, src).get("checkpoints_of")):
+        if src is not None and (src not in tags[:i] or t.get("set") or trained_tag(plan, src) != src):
             raise ValueError(f"{path}: trial {t['tag']!r} scores the checkpoints of {src!r}, which must be "
                              "an earlier trial that trains its own; such a trial changes nothing in `set`")
         if src is None and (t.get("tta") or t.get("gate") or t.get("min_component")):
@@ -56,9 +56,7 @@ def check_round(plan: dict, path: Path) -> None:
                              f"({tags[0]!r}) as its `against`, and its size is chosen, not set")
         ens = t.get("ensemble_of")
         if (ens is None) != (t.get("members") is None) or (ens is not None and (
-                src is not None or ens not in tags[:i] or t.get("set") or t.get("gate") or t.get("tta")
-                or t.get("min_component") or trial(plan, ens).get("checkpoints_of")
-                or trial(plan, ens).get("ensemble_of"))):
+                src is not None or ens not in tags[:i] or t.get("set") or trained_tag(plan, ens) != ens)):
             raise ValueError(f"{path}: trial {t['tag']!r}: `ensemble_of` and `members` go together and "
                              "name an earlier trial that trains its own; such a trial sets nothing else")
     if any(t.get("checkpoints_of") or t.get("ensemble_of") for t in plan["trials"]) and plan.get("inference"):
@@ -104,7 +102,8 @@ def trained_tag(plan: dict, tag: str) -> str:
 def member_seeds(plan: dict, tag: str, seed: int) -> list[int]:
     """The seeds of ``trained_tag`` whose checkpoints ``tag``'s seed ``seed`` scores: ``seed``
     itself, or for an ensemble of ``members`` the block seed*members ... seed*members + members - 1
-    (seed 0: 0, 1, 2; seed 1: 3, 4, 5 ...), so the ensembles of a trial share no member."""
+    (seed 0: 0, 1, 2; seed 1: 3, 4, 5 ...), so the ensembles of one trial share no member (another
+    ensemble trial of the same source, or that source's own seeds, may hold the same runs)."""
     n = trial(plan, tag).get("members")
     return [int(seed)] if not n else [int(seed) * n + j for j in range(n)]
 

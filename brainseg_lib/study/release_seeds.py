@@ -5,12 +5,14 @@ patients and Figshare blocks. This table shows why most of them are wide: for ev
 inference lever) that ran all of a round's seeds, its figures seed by seed, over all rounds
 (the ``decision*.json`` files of the trial store). A trial scored in several rounds (the
 reference ``r0-cpu``) appears once. Written with each round's verdicts to
-``seed_spread.{csv,md}``; read from the per-slice files only, so TEST and the external ``test``
+``seed_by_seed.{csv,md}``; read from the per-slice files only, so TEST and the external ``test``
 halves are not read.
 """
 from __future__ import annotations
 
 import json
+import logging
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -22,7 +24,14 @@ from brainseg_lib.study import release_rule as rr
 FIGURES = {"combined": "combined score", "lgg_clean_marked_share": "LGG dev clean marked",
            "healthy_marked": "healthy VAL marked", "lgg_missed": "LGG dev missed",
            "figshare_missed": "Figshare dev missed"}
-NAMES = ("decision.json", "decision-*.json")
+log = logging.getLogger(__name__)
+
+
+def round_order(path) -> tuple[int, str]:
+    """A round's files in round order: round 1's plain file (``decision.json``) first, then by
+    the number ending the round's name (``decision-round10`` after ``decision-round9``)."""
+    m = re.search(r"(\d+)$", Path(path).stem)
+    return (int(m.group(1)) if m and "-" in Path(path).stem else 1, Path(path).stem)
 
 
 def plan_of(decision: dict) -> dict:
@@ -36,16 +45,19 @@ def tags_with_all_seeds(plan: dict, decision: dict, out_dir=None) -> list[str]:
     return [t for t in tags if rr.seeds_of(t, plan, out_dir) == list(plan["seeds"])]
 
 
-def seed_spread(out_dir=None) -> pd.DataFrame:
+def seed_table(out_dir=None) -> pd.DataFrame:
     """One row per trial and seed: the seed's figures (``FIGURES``), plus the round it first
     appeared in; the held-out LGG sites are each round's own."""
-    files = sorted({f for n in NAMES for f in rl.folder(out_dir).glob(n)},
-                   key=lambda f: (f.name != "decision.json", len(f.stem), f.stem))
+    files = sorted(rl.folder(out_dir).glob("decision*.json"), key=round_order)
     rows, seen, before = [], set(), rr.HELD_OUT_SITES
     try:
         for f in files:
             decision = json.loads(f.read_text())
-            plan = plan_of(decision)
+            try:
+                plan = plan_of(decision)
+            except (OSError, ValueError, KeyError) as e:     # a moved or refused plan: its round is left out
+                log.warning("seed table: %s left out (%s)", f.name, e)
+                continue
             rr.use_plan(plan)
             for tag in tags_with_all_seeds(plan, decision, out_dir):
                 if tag in seen:
@@ -60,7 +72,7 @@ def seed_spread(out_dir=None) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["round", "trial", "seed", *FIGURES])
 
 
-def spread_markdown(table: pd.DataFrame) -> str:
+def seed_table_markdown(table: pd.DataFrame) -> str:
     """Per trial: each figure seed by seed (``a / b / c``) and its range (max - min)."""
     head = ("| round | trial | " + " | ".join(f"{v} (by seed) | range" for v in FIGURES.values())
             + " |\n|" + "---|" * (2 + 2 * len(FIGURES)) + "\n")
@@ -79,9 +91,9 @@ def spread_markdown(table: pd.DataFrame) -> str:
     return head + "\n".join(lines) + "\n" + note
 
 
-def write_seed_spread(out_dir=None) -> dict[str, Path]:
+def write_seed_table(out_dir=None) -> dict[str, Path]:
     from brainseg_lib.fileio import atomic_write_text, write_csv
     out = paths.ensure(rl.folder(out_dir))
-    table = seed_spread(out_dir)
-    return {"csv": write_csv(table, out / "seed_spread.csv"),
-            "md": atomic_write_text(out / "seed_spread.md", spread_markdown(table))}
+    table = seed_table(out_dir)
+    return {"csv": write_csv(table, out / "seed_by_seed.csv"),
+            "md": atomic_write_text(out / "seed_by_seed.md", seed_table_markdown(table))}
