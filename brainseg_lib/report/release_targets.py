@@ -49,6 +49,7 @@ TARGETS = (
 
 
 NOT_MEASURED = (math.nan, None, "", True)
+DETECTION_SENSITIVITY = 0.90    # the detection target holds at this sensitivity (issue 24)
 
 
 def _number(v) -> float:
@@ -90,8 +91,6 @@ def measured(key: str, ev: dict, seeds: dict | None, detection: dict | None) -> 
     note = f"sensitivity {fixed['sensitivity']:.3f}" + ("" if holds else f" < {DETECTION_SENSITIVITY:.2f}")
     return _number(fixed["specificity"]), _ci(fixed["ci95"]["specificity"]), note, holds
 
-
-DETECTION_SENSITIVITY = 0.90    # the detection target holds at this sensitivity (issue 24)
 
 
 def verdict(t: Target, value: float, ci: list | None, condition_met: bool = True) -> str:

@@ -8,9 +8,9 @@ the release trial by the same verdict, paired on the same seeds.
 
 A trial that scores another trial's checkpoints (``checkpoints_of``: test-time flips and a
 component gate on its weights; ``ensemble_of``: a seed ensemble of them) is never combined with
-others in step 3: when it is adopted with
-other trials, the one with the highest gain is released; its plan holds no inference levers
-(``release_levers.load_plan`` refuses them), its own settings are the release's inference.
+others in step 3: when it is adopted with other trials, the one with the highest gain is
+released; its plan holds no inference levers (``release_levers.load_plan`` refuses them), its
+own settings are the release's inference.
 
 ``write_outputs`` writes ``decision.json`` and ``lever_table.{csv,md}`` under the plan's folder,
 and refreshes ``seed_by_seed.{csv,md}`` (``release_seeds``: every round's trials seed by seed).

@@ -7,8 +7,8 @@ trained checkpoint is then scored slice by slice on the data a choice may rest o
 (``score_trial``): Br35H VAL, the healthy VAL scans, the TCGA-LGG ``dev`` half and the Figshare
 ``dev`` half, written to ``per_slice/<trial>-seed<k>-<set>.csv``; the inference levers are
 scored the same way on the checkpoints they name. A trial with ``ensemble_of`` trains more seeds
-of that trial and scores their seed ensembles (``member_seeds``, ``model.ensemble``). ``release_rule`` turns those files into the
-verdicts. TEST and the external ``test`` halves are not read by any of this.
+of that trial and scores their seed ensembles (``member_seeds``, ``model.ensemble``).
+``release_rule`` turns those files into the verdicts. TEST and the external ``test`` halves are not read by any of this.
 """
 from __future__ import annotations
 
@@ -108,12 +108,16 @@ def member_seeds(plan: dict, tag: str, seed: int) -> list[int]:
     return [int(seed)] if not n else [int(seed) * n + j for j in range(n)]
 
 
-def checkpoints(plan: dict, tag: str, seed: int, out_dir=None) -> list[Path]:
-    """Every checkpoint ``tag``'s seed scores (one, or an ensemble's members)."""
+def member_runs(plan: dict, tag: str, seed: int) -> list[str]:
+    """The names of the runs whose checkpoints ``tag``'s seed scores (one, or an ensemble's members)."""
     from brainseg_lib.study.experiment import name_for
     src = trained_tag(plan, tag)
-    return [folder(out_dir) / "runs" / name_for(trial_params(plan, src, m)) / "best.pt"
-            for m in member_seeds(plan, tag, seed)]
+    return [name_for(trial_params(plan, src, m)) for m in member_seeds(plan, tag, seed)]
+
+
+def checkpoints(plan: dict, tag: str, seed: int, out_dir=None) -> list[Path]:
+    """Every checkpoint ``tag``'s seed scores (one, or an ensemble's members)."""
+    return [folder(out_dir) / "runs" / run / "best.pt" for run in member_runs(plan, tag, seed)]
 
 
 def checkpoint(plan: dict, tag: str, seed: int, out_dir=None) -> Path:
@@ -188,10 +192,10 @@ def score_trial(plan: dict, tag: str, seed: int, out_dir=None, ckpt_tag: str | N
         if not ckpt.is_file():
             raise FileNotFoundError(f"no checkpoint {ckpt}; train it first with "
                                     "`python -m brainseg_lib release-levers`")
-    frames = score_checkpoint(ckpts if len(ckpts) > 1 else ckpts[0], tta=tta, min_component=min_component)
+    frames = score_checkpoint(ckpts, tta=tta, min_component=min_component)
     for which, df in frames.items():
-        write_csv(df, paths.ensure(per_slice_path(tag, seed, which, out_dir).parent)
-                  / per_slice_path(tag, seed, which, out_dir).name)
+        dest = per_slice_path(tag, seed, which, out_dir)
+        write_csv(df, paths.ensure(dest.parent) / dest.name)
     return frames
 
 
@@ -215,9 +219,8 @@ def run_plan(plan: dict | None = None, out_dir=None) -> dict:
 def declared_settings(plan: dict, tag: str, seed: int, out_dir=None) -> dict:
     """How the plan says ``tag``'s seed is scored: the run whose checkpoint, flips, component size
     or gate (with its grid)."""
-    from brainseg_lib.study.experiment import name_for
     t = trial(plan, tag)
-    runs = [name_for(trial_params(plan, trained_tag(plan, tag), m)) for m in member_seeds(plan, tag, seed)]
+    runs = member_runs(plan, tag, seed)
     out = {"checkpoint_run": runs[0] if len(runs) == 1 else runs,
            "tta": bool(t.get("tta", False)), "min_component": float(t.get("min_component", 0.0)),
            "gate": t.get("gate")}

@@ -27,6 +27,24 @@ def native_rows(probs, half, threshold: float) -> pd.DataFrame:
             .drop(columns=list(EMPTY)).rename(columns={"patient": "unit"}))
 
 
+def scoring_model(ckpt, device: str = "cpu"):
+    """(model, device, image size, threshold, healthy split seed) of a checkpoint, or of the seed
+    ensemble (``model.ensemble``) of a list of checkpoints, whose members must agree on all three."""
+    from brainseg_lib.inference import load_model, resolve_device
+    from brainseg_lib.model.checkpoint import load_checkpoint
+    from brainseg_lib.model.ensemble import SeedEnsemble
+    ckpts = list(ckpt) if isinstance(ckpt, (list, tuple)) else [ckpt]
+    configs = [load_checkpoint(c)["train_config"] for c in ckpts]
+    same = {(int(c["image_size"]), float(c.get("threshold", 0.5)), int(c.get("healthy_seed", 0))) for c in configs}
+    if len(same) > 1:
+        raise ValueError("the members of an ensemble differ in image size, threshold or healthy split: "
+                         + ", ".join(map(str, ckpts)))
+    dev = resolve_device(device)
+    models = [load_model(c, dev) for c in ckpts]
+    model = models[0] if len(models) == 1 else SeedEnsemble(models).eval()
+    return (model, dev, *same.pop())
+
+
 def score_checkpoint(ckpt, tta: bool = False, min_component: float = 0.0, data_root=None,
                      device: str = "cpu") -> dict[str, pd.DataFrame]:
     """{val, healthy, lgg, figshare}: per-slice rows of the checkpoint, or of the seed ensemble
@@ -36,27 +54,14 @@ def score_checkpoint(ckpt, tta: bool = False, min_component: float = 0.0, data_r
     from brainseg_lib.data.cache import native_masks_for
     from brainseg_lib.data.healthy import load_healthy
     from brainseg_lib.data.splits import split_arrays
-    from brainseg_lib.inference import load_model, resolve_device
-    from brainseg_lib.model.checkpoint import load_checkpoint
-    from brainseg_lib.model.ensemble import SeedEnsemble
-    ckpts = list(ckpt) if isinstance(ckpt, (list, tuple)) else [ckpt]
-    configs = [load_checkpoint(c)["train_config"] for c in ckpts]
-    tcfg = configs[0]
-    size, thr = int(tcfg["image_size"]), float(tcfg.get("threshold", 0.5))
-    same = [(int(c["image_size"]), float(c.get("threshold", 0.5)), int(c.get("healthy_seed", 0))) for c in configs]
-    if len(set(same)) > 1:
-        raise ValueError("the members of an ensemble differ in image size, threshold or healthy split: "
-                         + ", ".join(map(str, ckpts)))
-    dev = resolve_device(device)
-    models = [load_model(c, dev) for c in ckpts]
-    model = models[0] if len(models) == 1 else SeedEnsemble(models).eval()
+    model, dev, size, thr, healthy_seed = scoring_model(ckpt, device)
     out = {}
     val = split_arrays("official", size, data_root, only=("val",))["val"]
     gts = native_masks_for(val.names, root=data_root)
     val_half = ext.ExternalHalf(val, [gts[n] for n in val.names], list(val.names))
     out["val"] = native_rows(probabilities(model, val.images, dev, thr, tta, min_component),
                              val_half, thr).drop(columns="unit")
-    h = load_healthy("val", size, int(tcfg.get("healthy_seed", 0)), root=data_root)
+    h = load_healthy("val", size, healthy_seed, root=data_root)
     hp = probabilities(model, h.images, dev, thr, tta, min_component)
     out["healthy"] = pd.DataFrame({"name": h.names,
                                    "marked": (hp >= thr).reshape(len(h), -1).any(1)})
@@ -73,13 +78,8 @@ def gate_fraction(ckpt, tta: bool, target_share: float, grid, data_root=None,
     VAL scans the checkpoint marks is at most ``target_share`` (the last one if none is), with
     the share at every size tried."""
     from brainseg_lib.data.healthy import load_healthy
-    from brainseg_lib.inference import load_model, resolve_device
-    from brainseg_lib.model.checkpoint import load_checkpoint
-    tcfg = load_checkpoint(ckpt)["train_config"]
-    size, thr = int(tcfg["image_size"]), float(tcfg.get("threshold", 0.5))
-    dev = resolve_device(device)
-    model = load_model(ckpt, dev)
-    h = load_healthy("val", size, int(tcfg.get("healthy_seed", 0)), root=data_root)
+    model, dev, size, thr, healthy_seed = scoring_model(ckpt, device)
+    h = load_healthy("val", size, healthy_seed, root=data_root)
     return smallest_gate(probabilities(model, h.images, dev, thr, tta, 0.0), thr, target_share, grid)
 
 

@@ -86,8 +86,8 @@ def seed_table_markdown(table: pd.DataFrame) -> str:
         lines.append(f"| {rnd} | {tag} | " + " | ".join(cells) + " |")
     seeds = ", ".join(map(str, sorted(table["seed"].unique()))) if len(table) else ""
     note = (f"\nEach figure for seeds {seeds} in that order (same recipe, same data, only the seed "
-            "differs; for a seed ensemble, its k-th ensemble), and its range over them. `missed` counts tumour slices with no predicted pixel. "
-            "Read from `results/release_levers/per_slice/`.\n")
+            "differs; for a seed ensemble, its k-th ensemble), and its range over them. `missed` "
+            "counts tumour slices with no predicted pixel. Read from `results/release_levers/per_slice/`.\n")
     return head + "\n".join(lines) + "\n" + note
 
 
