@@ -120,6 +120,19 @@ def to_native(prob: np.ndarray, height: int, width: int) -> np.ndarray:
                          align_corners=False)[0, 0].numpy()
 
 
+def to_native_frame(prob: np.ndarray, height: int, width: int, box=None) -> np.ndarray:
+    """``to_native`` of a probability map that shows ``box`` (top, bottom, left, right) of a
+    (height, width) scan (``data.head_crop``): resized to the box and pasted into an empty
+    frame; the whole scan when ``box`` is None."""
+    from brainseg_lib.data.head_crop import paste
+    if box is None:
+        return to_native(prob, height, width)
+    top, bottom, left, right = (int(v) for v in box)
+    if (top, bottom, left, right) == (0, int(height), 0, int(width)):
+        return to_native(prob, height, width)
+    return paste(to_native(prob, bottom - top, right - left), (top, bottom, left, right), (height, width))
+
+
 def predict_probabilities_tta(model: torch.nn.Module, images_u8, device: torch.device | None = None,
                               batch_size: int = BATCH) -> np.ndarray:
     """Test-time augmentation: the mean of the probabilities (N,S,S) of the images, of their

@@ -117,26 +117,31 @@ def read_mask(mask_path: Path, image_shape: tuple[int, ...], img_path: Path) -> 
     return raw > 0
 
 
-def load_half(half: str, size: int, root=None, which: str = "lgg") -> ExternalHalf:
-    """One half of an external set (``which``: lgg or figshare), resized to ``size``, with
-    native masks, the resampling unit of each slice and, for Figshare, its tumour type."""
+def load_half(half: str, size: int, root=None, which: str = "lgg", head_crop: bool = False) -> ExternalHalf:
+    """One half of an external set (``which``: lgg or figshare), resized to ``size`` (each
+    slice cropped to the head first with ``head_crop``, ``data.head_crop``), with native masks,
+    the resampling unit of each slice and, for Figshare, its tumour type."""
+    from brainseg_lib.data.head_crop import framed
     if half not in HALVES:
         raise ValueError(f"unknown external half {half!r}; choose one of {HALVES}")
     base, spec = check_external(root, which), external_set(which)
     man = pd.read_csv(base / "manifest.csv")
     man = man[man["half"] == half].reset_index(drop=True)
-    images, masks, truths, hw = [], [], [], []
+    images, masks, truths, hw, boxes = [], [], [], [], []
     for name in man["name"]:
         img_path, mask_path = base / half / "images" / f"{name}.png", base / half / "masks" / f"{name}.png"
         img = read_grayscale(img_path)
         truth = read_mask(mask_path, img.shape, img_path)
-        images.append(resize_image(img, size))
-        masks.append(resize_mask(truth, size))
+        shown, shown_mask, box = framed(img, truth, head_crop)
+        images.append(resize_image(shown, size))
+        masks.append(resize_mask(shown_mask, size))
+        boxes.append(box)
         truths.append(truth)
         hw.append(img.shape)
     prefix = "external" if which == "lgg" else f"external-{which}"
     arrays = SplitArrays(f"{prefix}-{half}", size, np.stack(images), np.stack(masks).astype(np.uint8),
                          list(man["name"]), np.array(hw, np.int64),
-                         np.array([t.mean() for t in truths]))
+                         np.array([t.mean() for t in truths]),
+                         np.array(boxes, np.int64).reshape(-1, 4) if head_crop else None)
     labels = list(man["label"].astype(str)) if "label" in man else None
     return ExternalHalf(arrays, truths, list(man[spec.unit].astype(str)), labels)

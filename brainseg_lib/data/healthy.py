@@ -102,27 +102,34 @@ def role_names(role: str, seed: int = 0) -> list[str]:
     return list(man.loc[man["role"] == role, "name"])
 
 
-def _cache_path(role: str, size: int, seed: int):
-    return paths.cache_dir() / f"br35h-healthy{seed}-{role}-{size}.npz"
+def _cache_path(role: str, size: int, seed: int, head_crop: bool = False):
+    from brainseg_lib.data.cache import HEAD_SUFFIX
+    return paths.cache_dir() / f"br35h-healthy{seed}-{role}-{size}{HEAD_SUFFIX if head_crop else ''}.npz"
 
 
-def load_healthy(role: str, size: int, seed: int = 0, n: int | None = None, root=None) -> SplitArrays:
+def load_healthy(role: str, size: int, seed: int = 0, n: int | None = None, root=None,
+                 head_crop: bool = False) -> SplitArrays:
     """The first ``n`` scans of a role (all when None) at ``size``, with empty masks, from the
-    checksummed cache of ``data.load_split`` (rebuilt when a file changes)."""
+    checksummed cache of ``data.load_split`` (rebuilt when a file changes); with ``head_crop``,
+    each cropped to the head first (``data.head_crop``)."""
     from brainseg_lib.data.cache import _read_cache, write_cache
+    from brainseg_lib.data.head_crop import framed
     names = role_names(role, seed)
     folder = data_root(root) / NO
     manifest = {"split": f"healthy-{role}", "size": size, "seed": seed,
+                **({"head_crop": True} if head_crop else {}),
                 "files": {m: sha256_file(folder / m) for m in names}}
-    cpath = _cache_path(role, size, seed)
+    cpath = _cache_path(role, size, seed, head_crop)
     arrays = _read_cache(cpath, manifest) if cpath.is_file() else None
     if arrays is None:
         imgs = [read_grayscale(folder / m) for m in names]
-        images = np.stack([resize_image(im, size) for im in imgs]) if imgs \
+        parts = [framed(im, None, head_crop) for im in imgs]
+        images = np.stack([resize_image(p[0], size) for p in parts]) if imgs \
             else np.zeros((0, size, size), np.uint8)
         arrays = SplitArrays(manifest["split"], size, images, np.zeros_like(images), list(names),
                              np.array([im.shape for im in imgs], np.int64).reshape(-1, 2),
-                             np.zeros(len(names)))
+                             np.zeros(len(names)),
+                             np.array([p[2] for p in parts], np.int64).reshape(-1, 4) if head_crop else None)
         write_cache(cpath, arrays, manifest)
     return arrays.head(n)
 
@@ -132,12 +139,14 @@ def healthy_count(ratio: float, n_annotated: int) -> int:
     return int(round((ratio or 0) * n_annotated))
 
 
-def with_healthy(arrays: SplitArrays, role: str, ratio: float, seed: int = 0, root=None) -> SplitArrays:
-    """``arrays`` followed by ``healthy_count(ratio, len(arrays))`` healthy scans of ``role``."""
+def with_healthy(arrays: SplitArrays, role: str, ratio: float, seed: int = 0, root=None,
+                 head_crop: bool = False) -> SplitArrays:
+    """``arrays`` followed by ``healthy_count(ratio, len(arrays))`` healthy scans of ``role``
+    (cropped to the head with ``head_crop``)."""
     k = healthy_count(ratio, len(arrays))
     if k <= 0:
         return arrays
-    extra = load_healthy(role, arrays.size, seed, k, root)
+    extra = load_healthy(role, arrays.size, seed, k, root, head_crop)
     if len(extra) < k:
         raise ValueError(f"healthy_ratio {ratio} asks for {k} '{role}' scans; "
                          f"{manifest_path(seed).name} holds {len(extra)}")

@@ -87,18 +87,20 @@ def near_duplicate_labels(names: list[str], split_seed: int = 0) -> list[str] | 
     return [f"g{groups[n]}" if n in groups else f"image:{n}" for n in names]
 
 
-def split_arrays(scheme: str, size: int, data_root=None, split_seed: int = 0, only=None) -> dict:
+def split_arrays(scheme: str, size: int, data_root=None, split_seed: int = 0, only=None,
+                 head_crop: bool = False) -> dict:
     """TRAIN / VAL / TEST arrays of a split scheme: ``official`` (the dataset's folders),
     ``grouped`` (the near-duplicate-free manifest splits/grouped_seed<k>.csv) or
     ``grouped_strict`` (the same at lower thresholds, splits/grouped_strict_seed<k>.csv);
-    ``only``: the splits to load (all three by default)."""
+    ``only``: the splits to load (all three by default); ``head_crop``: each scan cropped to
+    the head first (``data.head_crop``)."""
     from brainseg_lib.data.br35h import SPLITS
     from brainseg_lib.data.cache import load_named, load_split
     wanted = tuple(only or SPLITS)
     if scheme == "official":
-        return {s: load_split(s, size, root=data_root) for s in wanted}
+        return {s: load_split(s, size, root=data_root, head_crop=head_crop) for s in wanted}
     if scheme in GROUPED_SCHEMES:
         man = load_manifest(split_seed, scheme)
-        return {s: load_named(list(man.loc[man["split"] == s, "name"]), size, s, data_root)
+        return {s: load_named(list(man.loc[man["split"] == s, "name"]), size, s, data_root, head_crop)
                 for s in wanted}
     raise ValueError(f"unknown split_scheme {scheme!r}; choose one of {SPLIT_SCHEMES}")

@@ -42,6 +42,7 @@ from brainseg_lib.inference import (
     predict_probs,
     resolve_device,
     to_native,
+    to_native_frame,
 )
 from brainseg_lib.model.checkpoint import load_checkpoint, model_from_checkpoint
 
@@ -66,9 +67,10 @@ def evaluate_model(model, split: str, image_size: int, threshold: float = 0.5, d
     if gts is None:
         gts = native_masks_for(arrays.names, root=data_root)
     rows = []
+    boxes = arrays.boxes
     for i, name in enumerate(arrays.names):
         gt = gts[name]
-        pn = to_native(probs[i], *gt.shape) >= threshold
+        pn = to_native_frame(probs[i], *gt.shape, None if boxes is None else boxes[i]) >= threshold
         native = confusion_counts(pn, gt)
         model_res = confusion_counts(probs[i] >= threshold, arrays.masks[i])
         rows.append({"name": name, "native_h": gt.shape[0], "native_w": gt.shape[1],

@@ -14,7 +14,7 @@ from brainseg_lib.evaluation.metrics import (
 from brainseg_lib.inference import (
     load_model,
     predict_probs,
-    to_native,
+    to_native_frame,
 )
 from brainseg_lib.paper import paper_figure
 
@@ -36,7 +36,7 @@ def threshold_sweep(probs: np.ndarray, arrays: SplitArrays, thresholds=None,
     neg = np.zeros(len(edges) - 1)
     for i, name in enumerate(arrays.names):
         gt = gts[name]
-        p = to_native(probs[i], *gt.shape)
+        p = to_native_frame(probs[i], *gt.shape, None if arrays.boxes is None else arrays.boxes[i])
         pos += np.histogram(p[gt], bins=edges)[0]
         neg += np.histogram(p[~gt], bins=edges)[0]
     # pixels with prob >= thresholds[j] are those in bins j+1 .. end

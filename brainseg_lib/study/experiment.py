@@ -76,7 +76,7 @@ def run_profile(params: dict, data_root=None, resume: bool = False, progress: bo
             if ddp.is_main and not resume:
                 start_fresh(name, run_dir)
             arrays = split_arrays(params.get("split_scheme", "official"), cfg.image_size, data_root,
-                                  params.get("split_seed", 0))
+                                  params.get("split_seed", 0), head_crop=cfg.head_crop)
         result = fit(cfg, run_dir, resume=resume, data_root=data_root, progress=progress,
                      train_arrays=arrays["train"], val_arrays=arrays["val"],
                      tune_allocator=params.get("tune_allocator", True),

@@ -90,8 +90,10 @@ class ReleaseTrialSchema(TrialSchema):
     that trial's checkpoints with test-time flips (``tta``) and a small-component removal, fixed
     (``min_component``) or calibrated per seed on the healthy VAL scans (``gate: healthy_val``). With
     ``ensemble_of`` it trains more seeds of that trial and scores, as its seed k, the mean logits of
-    that trial's seeds k*members ... k*members + members - 1 (``release_levers.member_seeds``)."""
+    that trial's seeds k*members ... k*members + members - 1 (``release_levers.member_seeds``).
+    ``head_crop`` (with ``checkpoints_of``) crops each scan to the head before the resize."""
     checkpoints_of: Optional[str] = None
+    head_crop: bool = False
     tta: bool = False
     min_component: Annotated[Float, Field(ge=0, lt=1)] = 0.0
     gate: Optional[Literal["healthy_val"]] = None

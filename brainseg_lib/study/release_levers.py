@@ -48,9 +48,10 @@ def check_round(plan: dict, path: Path) -> None:
         if src is not None and (src not in tags[:i] or t.get("set") or trained_tag(plan, src) != src):
             raise ValueError(f"{path}: trial {t['tag']!r} scores the checkpoints of {src!r}, which must be "
                              "an earlier trial that trains its own; such a trial changes nothing in `set`")
-        if src is None and (t.get("tta") or t.get("gate") or t.get("min_component")):
-            raise ValueError(f"{path}: trial {t['tag']!r} sets tta, min_component or gate without "
-                             "`checkpoints_of`: those score another trial's checkpoints")
+        if src is None and (t.get("tta") or t.get("gate") or t.get("min_component") or t.get("head_crop")):
+            raise ValueError(f"{path}: trial {t['tag']!r} sets tta, min_component, gate or head_crop "
+                             "without `checkpoints_of`: those score another trial's checkpoints (a trial "
+                             "that trains on cropped scans sets head_crop in `set`)")
         if t.get("gate") and (t.get("against") != tags[0] or t.get("min_component")):
             raise ValueError(f"{path}: trial {t['tag']!r} has a gate: it calibrates to the reference "
                              f"({tags[0]!r}) as its `against`, and its size is chosen, not set")
@@ -139,7 +140,8 @@ def scoring_settings(plan: dict, tag: str, seed: int, out_dir=None) -> dict:
     ``per_slice/<tag>-seed<k>-gate.json``)."""
     t = trial(plan, tag)
     declared = declared_settings(plan, tag, seed, out_dir)
-    out = {"tta": declared["tta"], "min_component": declared["min_component"]}
+    out = {"tta": declared["tta"], "min_component": declared["min_component"],
+           **({"head_crop": True} if declared.get("head_crop") else {})}
     if t.get("gate") == "healthy_val":
         from brainseg_lib.fileio import write_json
         from brainseg_lib.study.release_scoring import gate_fraction
@@ -164,7 +166,8 @@ def settings_used(plan: dict, tag: str, seed: int, out_dir=None) -> dict:
     declared = declared_settings(plan, tag, seed, out_dir)
     size = (json.loads(gate_path(tag, seed, out_dir).read_text())["min_component"] if declared["gate"]
             else declared["min_component"])
-    return {"tta": declared["tta"], "min_component": float(size)}
+    return {"tta": declared["tta"], "min_component": float(size),
+            **({"head_crop": True} if declared.get("head_crop") else {})}
 
 
 def train(plan: dict, tag: str, seeds, out_dir=None) -> None:
@@ -182,7 +185,7 @@ def scored(tag: str, seed: int, out_dir=None) -> bool:
 
 
 def score_trial(plan: dict, tag: str, seed: int, out_dir=None, ckpt_tag: str | None = None,
-                tta: bool = False, min_component: float = 0.0) -> dict[str, pd.DataFrame]:
+                tta: bool = False, min_component: float = 0.0, head_crop: bool = False) -> dict[str, pd.DataFrame]:
     """Per-slice rows of one checkpoint (``ckpt_tag``'s, default ``tag``'s) on VAL, the healthy
     VAL scans and both external dev halves, written under ``per_slice/`` with ``tag``'s name."""
     from brainseg_lib.fileio import write_csv
@@ -192,7 +195,7 @@ def score_trial(plan: dict, tag: str, seed: int, out_dir=None, ckpt_tag: str | N
         if not ckpt.is_file():
             raise FileNotFoundError(f"no checkpoint {ckpt}; train it first with "
                                     "`python -m brainseg_lib release-levers`")
-    frames = score_checkpoint(ckpts, tta=tta, min_component=min_component)
+    frames = score_checkpoint(ckpts, tta=tta, min_component=min_component, head_crop=head_crop)
     for which, df in frames.items():
         dest = per_slice_path(tag, seed, which, out_dir)
         write_csv(df, paths.ensure(dest.parent) / dest.name)
@@ -223,7 +226,7 @@ def declared_settings(plan: dict, tag: str, seed: int, out_dir=None) -> dict:
     runs = member_runs(plan, tag, seed)
     out = {"checkpoint_run": runs[0] if len(runs) == 1 else runs,
            "tta": bool(t.get("tta", False)), "min_component": float(t.get("min_component", 0.0)),
-           "gate": t.get("gate")}
+           "gate": t.get("gate"), **({"head_crop": True} if t.get("head_crop") else {})}
     return {**out, "grid": list(GATE_GRID)} if t.get("gate") else out
 
 

@@ -28,16 +28,18 @@ def native_rows(probs, half, threshold: float) -> pd.DataFrame:
 
 
 def scoring_model(ckpt, device: str = "cpu"):
-    """(model, device, image size, threshold, healthy split seed) of a checkpoint, or of the seed
-    ensemble (``model.ensemble``) of a list of checkpoints, whose members must agree on all three."""
+    """(model, device, image size, threshold, healthy split seed, head crop) of a checkpoint, or of
+    the seed ensemble (``model.ensemble``) of a list of checkpoints, whose members must agree on
+    the last four."""
     from brainseg_lib.inference import load_model, resolve_device
     from brainseg_lib.model.checkpoint import load_checkpoint
     from brainseg_lib.model.ensemble import SeedEnsemble
     ckpts = list(ckpt) if isinstance(ckpt, (list, tuple)) else [ckpt]
     configs = [load_checkpoint(c)["train_config"] for c in ckpts]
-    same = {(int(c["image_size"]), float(c.get("threshold", 0.5)), int(c.get("healthy_seed", 0))) for c in configs}
+    same = {(int(c["image_size"]), float(c.get("threshold", 0.5)), int(c.get("healthy_seed", 0)),
+             bool(c.get("head_crop", False))) for c in configs}
     if len(same) > 1:
-        raise ValueError("the members of an ensemble differ in image size, threshold or healthy split: "
+        raise ValueError("the members of an ensemble differ in image size, threshold, healthy split or head crop: "
                          + ", ".join(map(str, ckpts)))
     dev = resolve_device(device)
     models = [load_model(c, dev) for c in ckpts]
@@ -46,27 +48,29 @@ def scoring_model(ckpt, device: str = "cpu"):
 
 
 def score_checkpoint(ckpt, tta: bool = False, min_component: float = 0.0, data_root=None,
-                     device: str = "cpu") -> dict[str, pd.DataFrame]:
+                     device: str = "cpu", head_crop: bool = False) -> dict[str, pd.DataFrame]:
     """{val, healthy, lgg, figshare}: per-slice rows of the checkpoint, or of the seed ensemble
-    (``model.ensemble``) of a list of checkpoints (see the module doc).
+    (``model.ensemble``) of a list of checkpoints (see the module doc); every scan cropped to the
+    head first (``data.head_crop``) with ``head_crop`` or when the checkpoint trained so.
     An external set that is not there is refused (the rule needs both)."""
     from brainseg_lib.data import external as ext
     from brainseg_lib.data.cache import native_masks_for
     from brainseg_lib.data.healthy import load_healthy
     from brainseg_lib.data.splits import split_arrays
-    model, dev, size, thr, healthy_seed = scoring_model(ckpt, device)
+    model, dev, size, thr, healthy_seed, trained_crop = scoring_model(ckpt, device)
+    crop = bool(head_crop or trained_crop)
     out = {}
-    val = split_arrays("official", size, data_root, only=("val",))["val"]
+    val = split_arrays("official", size, data_root, only=("val",), head_crop=crop)["val"]
     gts = native_masks_for(val.names, root=data_root)
     val_half = ext.ExternalHalf(val, [gts[n] for n in val.names], list(val.names))
     out["val"] = native_rows(probabilities(model, val.images, dev, thr, tta, min_component),
                              val_half, thr).drop(columns="unit")
-    h = load_healthy("val", size, healthy_seed, root=data_root)
+    h = load_healthy("val", size, healthy_seed, root=data_root, head_crop=crop)
     hp = probabilities(model, h.images, dev, thr, tta, min_component)
     out["healthy"] = pd.DataFrame({"name": h.names,
                                    "marked": (hp >= thr).reshape(len(h), -1).any(1)})
     for which in ("lgg", "figshare"):
-        half = ext.load_half("dev", size, which=which)
+        half = ext.load_half("dev", size, which=which, head_crop=crop)
         probs = probabilities(model, half.arrays.images, dev, thr, tta, min_component)
         out[which] = native_rows(probs, half, thr)
     return out
@@ -78,8 +82,8 @@ def gate_fraction(ckpt, tta: bool, target_share: float, grid, data_root=None,
     VAL scans the checkpoint marks is at most ``target_share`` (the last one if none is), with
     the share at every size tried."""
     from brainseg_lib.data.healthy import load_healthy
-    model, dev, size, thr, healthy_seed = scoring_model(ckpt, device)
-    h = load_healthy("val", size, healthy_seed, root=data_root)
+    model, dev, size, thr, healthy_seed, crop = scoring_model(ckpt, device)
+    h = load_healthy("val", size, healthy_seed, root=data_root, head_crop=crop)
     return smallest_gate(probabilities(model, h.images, dev, thr, tta, 0.0), thr, target_share, grid)
 
 

@@ -44,6 +44,7 @@ class TrainConfig:
     limit_val: int | None = None
     threshold: float = 0.5
     ema_decay: float | None = None   # exponential moving average of weights (None = off)
+    head_crop: bool = False          # each scan cropped to the head first (data.head_crop)
 
     def __post_init__(self):
         """A number given as text becomes a number: YAML 1.1 (PyYAML, papermill) reads
@@ -73,11 +74,18 @@ class TrainConfig:
         return cls(**d)
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        """Every setting, but a setting added after runs were recorded (``LATER_FIELDS``) only
+        when it differs from its default, so those runs' records still describe their config."""
+        d = asdict(self)
+        return {k: v for k, v in d.items() if k not in LATER_FIELDS or v != LATER_FIELDS[k]}
 
     def stored(self) -> dict:
         """``to_dict`` as a run's JSON holds it (tuples as lists), for comparing with one."""
         return stored_config(self.to_dict())
+
+
+# settings added after runs were recorded, with the default those runs had
+LATER_FIELDS = {"head_crop": False}
 
 
 def stored_config(config: dict) -> dict:

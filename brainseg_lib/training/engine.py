@@ -183,14 +183,16 @@ def prepare_data(cfg: TrainConfig, train_arrays, val_arrays, data_root):
     """TRAIN and VAL as the config says: loaded unless given, cut to ``limit_*``, with the
     healthy scans joined when ``healthy_ratio`` > 0."""
     if train_arrays is None:
-        train_arrays = load_split("train", cfg.image_size, root=data_root)
+        train_arrays = load_split("train", cfg.image_size, root=data_root, head_crop=cfg.head_crop)
     if val_arrays is None:
-        val_arrays = load_split("val", cfg.image_size, root=data_root)
+        val_arrays = load_split("val", cfg.image_size, root=data_root, head_crop=cfg.head_crop)
     train_arrays, val_arrays = train_arrays.head(cfg.limit_train), val_arrays.head(cfg.limit_val)
     if cfg.healthy_ratio:
         from brainseg_lib.data.healthy import with_healthy
-        train_arrays = with_healthy(train_arrays, "train", cfg.healthy_ratio, cfg.healthy_seed, data_root)
-        val_arrays = with_healthy(val_arrays, "val", cfg.healthy_ratio, cfg.healthy_seed, data_root)
+        train_arrays = with_healthy(train_arrays, "train", cfg.healthy_ratio, cfg.healthy_seed, data_root,
+                                    cfg.head_crop)
+        val_arrays = with_healthy(val_arrays, "val", cfg.healthy_ratio, cfg.healthy_seed, data_root,
+                                  cfg.head_crop)
     if not len(val_arrays):   # refused before training, not after the first epoch
         raise ValueError(EMPTY_VAL)
     return train_arrays, val_arrays

@@ -109,6 +109,7 @@ class TrainSchema(BaseModel):
     limit_val: Optional[Count] = None
     threshold: Fraction = None
     ema_decay: Optional[Fraction] = None
+    head_crop: bool = None
 
     @model_validator(mode="after")
     def _time_schedule_has_a_budget(self):
