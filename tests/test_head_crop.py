@@ -169,3 +169,14 @@ def test_round7_plan_scores_h1_with_the_crop_and_h2_trains_on_it(tmp_path):
         r0, {k: v for k, v in h1.items() if k != "checkpoints_of"}]}))
     with pytest.raises(ValueError, match="head_crop in `set`"):
         rl.load_plan(path)
+
+
+def test_round8_scores_ensembles_of_head_crops_with_flips_and_component_removal():
+    from brainseg_lib.study import release_levers as rl
+    plan = rl.load_plan(rl.PLAN_YAML.parent / "release_levers_8.yaml")
+    h5 = rl.declared_settings(plan, "h5-h3-tta-min-component", 1)
+    assert (h5["tta"], h5["min_component"]) == (True, 0.002)
+    assert h5["checkpoint_run"] == [f"cpu-official-bce_dice-seed{k}-h2-head-crop" for k in (3, 4, 5)]
+    assert rl.declared_settings(plan, "h3-h2-ensemble3", 1)["checkpoint_run"] == h5["checkpoint_run"]
+    h4 = rl.declared_settings(plan, "h4-h2-tta-min-component", 2)
+    assert h4["checkpoint_run"] == "cpu-official-bce_dice-seed2-h2-head-crop" and h4["tta"] is True

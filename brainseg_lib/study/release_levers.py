@@ -44,22 +44,26 @@ def check_round(plan: dict, path: Path) -> None:
                          "written as decision-<name>.json), or it would overwrite round 1's")
     tags = [t["tag"] for t in plan["trials"]]
     for i, t in enumerate(plan["trials"]):
-        src = t.get("checkpoints_of")
+        src, ens = t.get("checkpoints_of"), t.get("ensemble_of")
         if src is not None and (src not in tags[:i] or t.get("set") or trained_tag(plan, src) != src):
             raise ValueError(f"{path}: trial {t['tag']!r} scores the checkpoints of {src!r}, which must be "
                              "an earlier trial that trains its own; such a trial changes nothing in `set`")
-        if src is None and (t.get("tta") or t.get("gate") or t.get("min_component") or t.get("head_crop")):
+        if src is None and ens is None and (t.get("tta") or t.get("gate") or t.get("min_component")
+                                            or t.get("head_crop")):
             raise ValueError(f"{path}: trial {t['tag']!r} sets tta, min_component, gate or head_crop "
-                             "without `checkpoints_of`: those score another trial's checkpoints (a trial "
-                             "that trains on cropped scans sets head_crop in `set`)")
+                             "without `checkpoints_of` or `ensemble_of`: those score another trial's "
+                             "checkpoints (a trial that trains on cropped scans sets head_crop in `set`)")
+        if ens is not None and t.get("gate"):
+            raise ValueError(f"{path}: trial {t['tag']!r}: a gate calibrates one checkpoint, not an "
+                             "ensemble (give an ensemble a fixed min_component)")
         if t.get("gate") and (t.get("against") != tags[0] or t.get("min_component")):
             raise ValueError(f"{path}: trial {t['tag']!r} has a gate: it calibrates to the reference "
                              f"({tags[0]!r}) as its `against`, and its size is chosen, not set")
-        ens = t.get("ensemble_of")
         if (ens is None) != (t.get("members") is None) or (ens is not None and (
                 src is not None or ens not in tags[:i] or t.get("set") or trained_tag(plan, ens) != ens)):
             raise ValueError(f"{path}: trial {t['tag']!r}: `ensemble_of` and `members` go together and "
-                             "name an earlier trial that trains its own; such a trial sets nothing else")
+                             "name an earlier trial that trains its own; such a trial sets nothing else "
+                             "but how it is scored (tta, min_component, head_crop)")
     if any(t.get("checkpoints_of") or t.get("ensemble_of") for t in plan["trials"]) and plan.get("inference"):
         raise ValueError(f"{path}: a plan with trials that score other trials' checkpoints holds no "
                          "inference levers (their settings would replace the trial's own)")
