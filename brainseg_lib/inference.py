@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -137,13 +138,7 @@ def predict_probabilities_tta(model: torch.nn.Module, images_u8, device: torch.d
                               batch_size: int = BATCH) -> np.ndarray:
     """Test-time augmentation: the mean of the probabilities (N,S,S) of the images, of their
     left-right flips and of their up-down flips, each flipped back (training flips both ways)."""
-    images = np.asarray(images_u8)
-    out = predict_probabilities(model, images, device, batch_size)
-    for axis in (-1, -2):
-        flipped = predict_probabilities(model, np.ascontiguousarray(np.flip(images, axis)), device,
-                                        batch_size)
-        out = out + np.flip(flipped, axis)
-    return (out / 3.0).astype(np.float32)
+    return flip_mean(lambda x: predict_probabilities(model, x, device, batch_size), np.asarray(images_u8))
 
 
 def drop_small_components(probs: np.ndarray, threshold: float, min_fraction: float) -> np.ndarray:
@@ -162,3 +157,50 @@ def drop_small_components(probs: np.ndarray, threshold: float, min_fraction: flo
             small = small[small > 0]
             out[i][np.isin(labels, small)] = 0.0
     return out
+
+
+# ------------------------------------------------------------------- one scan, as the study scores it
+@dataclass(frozen=True)
+class ScanSettings:
+    """How a model's maps become a scan's mask, beyond the threshold: the head crop
+    (``data.head_crop``, when the model trained on crops), test-time flips and the removal of
+    predicted components under ``min_component`` of the model's input."""
+    head_crop: bool = False
+    tta: bool = False
+    min_component: float = 0.0
+
+    @classmethod
+    def of_checkpoint(cls, ck: dict) -> "ScanSettings":
+        """A checkpoint's settings: ``train_config.head_crop`` and its ``inference`` (a released
+        file's test-time flips and component removal; none in a training checkpoint)."""
+        inf = ck.get("inference") or {}
+        return cls(bool((ck.get("train_config") or {}).get("head_crop", False)),
+                   bool(inf.get("tta", False)), float(inf.get("min_component", 0.0)))
+
+
+def flip_mean(batch_probs, images_u8: np.ndarray) -> np.ndarray:
+    """``predict_probabilities_tta``'s mean over the images and their two flips, for any
+    ``batch_probs`` (uint8 (N,S,S) -> probabilities (N,S,S))."""
+    out = batch_probs(images_u8)
+    for axis in (-1, -2):
+        out = out + np.flip(batch_probs(np.ascontiguousarray(np.flip(images_u8, axis))), axis)
+    return (out / 3.0).astype(np.float32)
+
+
+def scan_probability(batch_probs, image: np.ndarray, size: int, settings: ScanSettings,
+                     threshold: float = 0.5, native_hw=None) -> np.ndarray:
+    """The probability map of one uint8 scan at ``native_hw`` (default: its own size), made as
+    the study's scoring makes it: cropped to the head (with ``head_crop``), resized to ``size``,
+    ``batch_probs`` (with flips), small components removed, and put back in its native frame.
+    ``image`` may be a reduced decoding of a scan of size ``native_hw`` (the box is scaled)."""
+    from brainseg_lib.data.head_crop import crop, head_box, whole_box
+    from brainseg_lib.data.images import resize_image
+    box = head_box(image) if settings.head_crop else whole_box(image.shape)
+    x = resize_image(np.ascontiguousarray(crop(image, box)), size)[None]
+    prob = flip_mean(batch_probs, x) if settings.tta else batch_probs(x)
+    if settings.min_component > 0:
+        prob = drop_small_components(prob, threshold, settings.min_component)
+    h, w = (int(v) for v in (native_hw or image.shape))
+    sy, sx = h / image.shape[0], w / image.shape[1]
+    native_box = (round(box[0] * sy), round(box[1] * sy), round(box[2] * sx), round(box[3] * sx))
+    return to_native_frame(prob[0], h, w, native_box)

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import contextlib
 import warnings
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -21,9 +21,8 @@ import torch
 
 from brainseg_lib import paths
 from brainseg_lib.apply.scans import PredictError
-from brainseg_lib.data import images
 from brainseg_lib.data.cache import sha256_file
-from brainseg_lib.inference import predict_logits, resolve_device, to_native
+from brainseg_lib.inference import ScanSettings, predict_logits, resolve_device, scan_probability
 from brainseg_lib.model.checkpoint import (
     load_checkpoint,
     model_from_checkpoint,
@@ -88,25 +87,34 @@ def probe(predictor) -> None:
 # ----------------------------------------------------------------------------- the predictor
 @dataclass
 class Predictor:
-    """A U-Net ready for inference, with the input size it was trained at."""
+    """A U-Net (or a seed ensemble) ready for inference, with the input size it was trained at
+    and how its maps become a scan's (``inference.ScanSettings``: head crop, flips, component
+    removal at ``threshold``), as the checkpoint records them."""
     model: torch.nn.Module
     image_size: int
     device: torch.device
     source: Path
     sha256: str = ""
+    settings: ScanSettings = field(default_factory=ScanSettings)
+    threshold: float = 0.5
 
-    def probabilities(self, image: np.ndarray, native_hw=None) -> np.ndarray:
-        """Tumour probability (float32, ``native_hw`` or the image's own height x width) of one
-        uint8 image, checked (``check_output``) at the model's size."""
-        x = torch.tensor(images.resize_image(image, self.image_size))[None]
+    def batch_probabilities(self, images_u8: np.ndarray) -> np.ndarray:
+        """Tumour probabilities (N, S, S) float32 of uint8 images (N, S, S) at the model's size,
+        checked (``check_output``)."""
+        x = torch.tensor(np.asarray(images_u8, dtype=np.uint8))
         with memory_guard():
             # channels_last only on CUDA: on the CPU it saves nothing for one image and its
             # first call costs ~0.5 s of oneDNN set-up (the logits are the same)
-            logits = predict_logits(self.model, x, self.device, batch_size=1,
+            logits = predict_logits(self.model, x, self.device, batch_size=max(1, len(x)),
                                     channels_last=self.device.type == "cuda")
-        prob = torch.sigmoid(logits[0, 0]).numpy()
-        size = self.image_size
-        return to_native(check_output(prob, (size, size), self.source), *(native_hw or image.shape))
+        prob = torch.sigmoid(logits[:, 0]).numpy()
+        return check_output(prob, tuple(x.shape), self.source)
+
+    def probabilities(self, image: np.ndarray, native_hw=None) -> np.ndarray:
+        """Tumour probability (float32, ``native_hw`` or the image's own height x width) of one
+        uint8 image (``inference.scan_probability`` with the model's settings)."""
+        return scan_probability(self.batch_probabilities, image, self.image_size, self.settings,
+                                self.threshold, native_hw)
 
 
 def _device(name: str) -> torch.device:
@@ -146,7 +154,8 @@ def load_predictor(checkpoint: str | Path | None = None, device: str = "auto") -
     validate_model_config(ck.get("model_config"), path)      # before anything is allocated
     size = validate_image_size(ck.get("train_config"), path)
     model = model_from_checkpoint(ck, path).to(dev)
-    predictor = Predictor(model, size, dev, path, sha256_file(path))
+    predictor = Predictor(model, size, dev, path, sha256_file(path), ScanSettings.of_checkpoint(ck),
+                          float((ck.get("train_config") or {}).get("threshold", 0.5)))
     probe(predictor)
     return predictor
 

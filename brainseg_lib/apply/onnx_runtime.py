@@ -3,8 +3,9 @@
 The graph written by ``brainseg_lib.model.onnx.export_onnx`` takes the float32
 image ``(N, 1, S, S)`` in [0, 1] and returns ``probability`` (and ``logits``).
 :class:`OnnxPredictor` feeds it exactly what the PyTorch path feeds the U-Net:
-the scan resized by ``images.resize_image`` and scaled by ``loaders.to_float``;
-the probability map is resized back with ``inference.to_native``. So masks from
+the scan (cropped to the head, flipped, cleaned of small components as the export's
+``scan_settings`` say) through ``inference.scan_probability``, scaled by ``loaders.to_float``.
+So masks from
 both runtimes differ only by floating-point rounding inside the network (the
 export is checked to agree within 1e-4 in probability).
 
@@ -24,9 +25,7 @@ import torch
 
 from brainseg_lib.apply.models import ModelOutputError, check_output, memory_guard, probe
 from brainseg_lib.apply.scans import PredictError
-from brainseg_lib.data import images
 from brainseg_lib.data.loaders import to_float
-from brainseg_lib.inference import to_native
 from brainseg_lib.model.checkpoint import IMAGE_SIZE_RANGE
 from brainseg_lib.model.onnx import (
     INPUT_NAME,
@@ -145,9 +144,14 @@ class OnnxPredictor:
 
     def probabilities(self, image: np.ndarray, native_hw=None) -> np.ndarray:
         """Tumour probability (float32, ``native_hw`` or the image's own height x width) of one
-        uint8 image: the same steps as ``Predictor.probabilities``."""
-        prob = self.batch_probabilities(images.resize_image(image, self.image_size)[None])[0]
-        return to_native(prob, *(native_hw or image.shape))
+        uint8 image: the same steps as ``Predictor.probabilities``, with the settings the export
+        recorded (``scan_settings``; none recorded: the plain resize)."""
+        import json
+
+        from brainseg_lib.inference import ScanSettings, scan_probability
+        settings = ScanSettings(**json.loads(self.metadata.get("scan_settings") or "{}"))
+        return scan_probability(self.batch_probabilities, image, self.image_size, settings,
+                                float(self.metadata.get("threshold", 0.5)), native_hw)
 
 
 def load_onnx_model(path: str | Path, threads: int | None = None) -> OnnxPredictor:

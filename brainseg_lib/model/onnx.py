@@ -194,7 +194,18 @@ def model_metadata(ck: dict, source: Path, source_sha256: str, exporter: str) ->
         "exporter": exporter,
         "torch_version": torch.__version__.split("+")[0],
         "opset": str(OPSET),
+        **scan_settings_metadata(ck),
     }
+
+
+def scan_settings_metadata(ck: dict) -> dict[str, str]:
+    """``scan_settings``: the head crop, flips and component removal the checkpoint records
+    (``inference.ScanSettings``), only when any differs from the plain resize."""
+    from dataclasses import asdict
+
+    from brainseg_lib.inference import ScanSettings
+    settings = ScanSettings.of_checkpoint(ck)
+    return {} if settings == ScanSettings() else {"scan_settings": json.dumps(asdict(settings), sort_keys=True)}
 
 
 def self_check(data: bytes, model: nn.Module, image_size: int, tol: float = SELF_CHECK_TOL) -> float | None:

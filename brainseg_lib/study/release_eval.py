@@ -8,8 +8,9 @@ acquisition site (LGG), tumour type (Figshare) and tumour-size quartile (quartil
 the half's own tumour slices). The LGG sites the release plan held out (``lgg_held_out_sites``)
 get their own view, both halves together: a site no choice looked at.
 
-The released file's inference settings (``inference``: test-time flips, small-component
-removal) are applied exactly as ``predict`` applies them. Per-slice rows go to
+The released file's settings (``inference.ScanSettings``: the head crop its training used, and
+its ``inference``: test-time flips, small-component removal) are applied as ``predict`` applies
+them (``inference.scan_probability``), here to whole sets at once. Per-slice rows go to
 ``results/metrics/release_<set>_per_slice.csv``; every figure to ``release_eval.json``.
 """
 from __future__ import annotations
@@ -33,7 +34,8 @@ def released_settings(path=None) -> tuple[object, dict, dict]:
     path = path or paths.released_model()
     ck = load_released(path)
     model = model_from_checkpoint(ck, path).float().eval()
-    inf = {"tta": False, "min_component": 0.0, **(ck.get("inference") or {})}
+    inf = {"tta": False, "min_component": 0.0, **(ck.get("inference") or {}),
+           **({"head_crop": True} if ck["train_config"].get("head_crop") else {})}
     return model, ck["train_config"], inf
 
 
@@ -69,12 +71,12 @@ def score_set(model, half, thr: float, inf: dict) -> pd.DataFrame:
     return score_half(model, half, thr, probs=probs)
 
 
-def br35h_test_half(size: int, data_root=None):
+def br35h_test_half(size: int, data_root=None, head_crop: bool = False):
     """Br35H TEST (official) as an ``ExternalHalf`` whose unit is the near-duplicate group."""
     from brainseg_lib.data.cache import native_masks_for
     from brainseg_lib.data.external import ExternalHalf
     from brainseg_lib.data.splits import near_duplicate_labels, split_arrays
-    arr = split_arrays("official", size, data_root, only=("test",))["test"]
+    arr = split_arrays("official", size, data_root, only=("test",), head_crop=head_crop)["test"]
     gts = native_masks_for(arr.names, root=data_root)
     groups = near_duplicate_labels(arr.names) or list(arr.names)
     return ExternalHalf(arr, [gts[n] for n in arr.names], [str(g) for g in groups])
@@ -84,7 +86,7 @@ def healthy_report(model, size: int, thr: float, inf: dict, seed: int = 0, data_
     from brainseg_lib.data.healthy import load_healthy
     from brainseg_lib.evaluation.bootstrap import wilson_ci
     from brainseg_lib.study.release_scoring import probabilities
-    h = load_healthy("report", size, seed, root=data_root)
+    h = load_healthy("report", size, seed, root=data_root, head_crop=inf.get("head_crop", False))
     marked = (probabilities(model, h.images, None, thr, inf["tta"], inf["min_component"]) >= thr
               ).reshape(len(h), -1).any(1)
     return {"n_scans": int(len(h)), "marked": int(marked.sum()), "marked_share": float(marked.mean()),
@@ -104,7 +106,8 @@ def external_views(model, size: int, thr: float, inf: dict, n_boot: int, held_ou
             continue
         out[which] = {"title": ext.external_set(which).title, "unit": ext.external_set(which).unit}
         for half_name in ext.HALVES:
-            df = score_set(model, ext.load_half(half_name, size, which=which), thr, inf)
+            df = score_set(model, ext.load_half(half_name, size, which=which,
+                                                head_crop=inf.get("head_crop", False)), thr, inf)
             df["size_quartile"] = size_quartiles(df)
             if which == "lgg":
                 df["site"] = df["patient"].map(site_of)
@@ -134,7 +137,7 @@ def evaluate_release(path=None, n_boot: int = 2000, data_root=None) -> dict:
     path = path or released_path()
     model, tcfg, inf = released_settings(path)
     size, thr = int(tcfg["image_size"]), float(tcfg.get("threshold", 0.5))
-    test = score_set(model, br35h_test_half(size, data_root), thr, inf)
+    test = score_set(model, br35h_test_half(size, data_root, inf.get("head_crop", False)), thr, inf)
     write_csv(test, paths.metrics_dir() / "release_br35h_test_per_slice.csv")
     held_out = load_plan()["rule"].get("lgg_held_out_sites") or []
     result = {
