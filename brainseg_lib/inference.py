@@ -171,11 +171,12 @@ class ScanSettings:
 
     @classmethod
     def of_checkpoint(cls, ck: dict) -> "ScanSettings":
-        """A checkpoint's settings: ``train_config.head_crop`` and its ``inference`` (a released
-        file's test-time flips and component removal; none in a training checkpoint)."""
+        """A checkpoint's settings: the head crop of its training (``train_config.head_crop``) or
+        of its ``inference``, and that ``inference``'s test-time flips and component removal (a
+        released file's; none in a training checkpoint)."""
         inf = ck.get("inference") or {}
-        return cls(bool((ck.get("train_config") or {}).get("head_crop", False)),
-                   bool(inf.get("tta", False)), float(inf.get("min_component", 0.0)))
+        crop = (ck.get("train_config") or {}).get("head_crop", False) or inf.get("head_crop", False)
+        return cls(bool(crop), bool(inf.get("tta", False)), float(inf.get("min_component", 0.0)))
 
 
 def flip_mean(batch_probs, images_u8: np.ndarray) -> np.ndarray:

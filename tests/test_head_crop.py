@@ -180,3 +180,56 @@ def test_round8_scores_ensembles_of_head_crops_with_flips_and_component_removal(
     assert rl.declared_settings(plan, "h3-h2-ensemble3", 1)["checkpoint_run"] == h5["checkpoint_run"]
     h4 = rl.declared_settings(plan, "h4-h2-tta-min-component", 2)
     assert h4["checkpoint_run"] == "cpu-official-bce_dice-seed2-h2-head-crop" and h4["tta"] is True
+
+
+def test_a_changed_crop_rule_rebuilds_the_cache(fake_root, monkeypatch):
+    first = cache.load_split("train", 16, root=fake_root, head_crop=True)
+    monkeypatch.setattr(head_crop, "MARGIN", 0.25)
+    wider = cache.load_split("train", 16, root=fake_root, head_crop=True)
+    widths = lambda b: (b[:, 1] - b[:, 0]) + (b[:, 3] - b[:, 2])      # noqa: E731
+    assert (widths(wider.boxes) >= widths(first.boxes)).all() and not np.array_equal(wider.boxes, first.boxes)
+
+
+def test_a_head_crop_checkpoint_is_evaluated_on_cropped_scans(fake_root, tmp_path):
+    from conftest import tiny_checkpoint_state
+
+    from brainseg_lib.evaluation.evaluate import evaluate_checkpoint, evaluate_model
+    from brainseg_lib.model.checkpoint import model_from_checkpoint, save_checkpoint
+    state = tiny_checkpoint_state(16)
+    state["train_config"] = {**state["train_config"], "head_crop": True}
+    path = save_checkpoint(state, tmp_path / "crop.pt")
+    got = evaluate_checkpoint(path, "train", device="cpu", data_root=fake_root)
+    cropped = cache.load_split("train", 16, root=fake_root, head_crop=True)
+    want = evaluate_model(model_from_checkpoint(state), "train", 16, data_root=fake_root, arrays=cropped,
+                          boundary=True)
+    assert got.per_image["pred_pixels"].tolist() == want.per_image["pred_pixels"].tolist()
+    whole = evaluate_model(model_from_checkpoint(state), "train", 16, data_root=fake_root)
+    assert got.per_image["pred_pixels"].tolist() != whole.per_image["pred_pixels"].tolist()
+
+
+def test_run_figures_of_a_head_crop_model_read_cropped_scans(monkeypatch):
+    from brainseg_lib.data import healthy
+    from brainseg_lib.study import experiment, levers
+    seen = {}
+
+    def fake_healthy(*a, head_crop=False, **kw):
+        seen["healthy"] = head_crop
+        raise FileNotFoundError("stop here")
+    monkeypatch.setattr(healthy, "load_healthy", fake_healthy)
+
+    class Ev:
+        summary = {"global": {"f1": 1.0}, "n_images": 1,
+                   "boundary": {"hd95": {"median": 0.0}, "nsd": {"mean": 1.0}}}
+    monkeypatch.setattr("brainseg_lib.inference.load_model", lambda *a, **k: None)
+    levers.selection_figures("x.pt", None, TrainConfig(head_crop=True, device="cpu"), external_dev=False,
+                             val_eval=Ev())
+    assert seen["healthy"] is True
+    skipped = experiment.detection_points("x.pt", TrainConfig(head_crop=True, device="cpu"))
+    assert "head crops" in skipped["skipped"]
+
+
+def test_scan_settings_take_a_crop_from_training_or_from_inference():
+    from brainseg_lib.inference import ScanSettings
+    assert ScanSettings.of_checkpoint({"train_config": {"head_crop": True}}).head_crop
+    assert ScanSettings.of_checkpoint({"train_config": {}, "inference": {"head_crop": True}}).head_crop
+    assert ScanSettings.of_checkpoint({"train_config": {}}) == ScanSettings()

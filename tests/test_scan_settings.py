@@ -94,7 +94,8 @@ def test_onnx_exports_record_settings_only_when_they_change_the_resize():
     assert scan_settings_metadata({"train_config": {"image_size": 32}}) == {}
     meta = scan_settings_metadata({"train_config": {"image_size": 32, "head_crop": True},
                                    "inference": {"tta": True, "min_component": 0.002}})
-    assert meta == {"scan_settings": '{"head_crop": true, "min_component": 0.002, "tta": true}'}
+    assert meta["scan_settings"] == '{"head_crop": true, "min_component": 0.002, "tta": true}'
+    assert "head's box" in meta["postprocess"]
 
 
 def test_the_onnx_predictor_applies_the_recorded_settings():
@@ -112,3 +113,12 @@ def test_the_onnx_predictor_applies_the_recorded_settings():
     want = scan_probability(onnx.batch_probabilities, img, SIZE, ScanSettings(head_crop=True))
     assert np.array_equal(got, want)
     assert not np.allclose(got, scan_probability(onnx.batch_probabilities, img, SIZE, ScanSettings()))
+
+
+def test_an_export_with_unreadable_settings_is_refused_by_name():
+    from brainseg_lib.apply.onnx_runtime import scan_settings
+    from brainseg_lib.apply.scans import PredictError
+    for bad in ('{"head_crop": true, "zoom": 2}', "[1]", "not json"):
+        with pytest.raises(PredictError, match="x.onnx: unreadable scan_settings"):
+            scan_settings({"scan_settings": bad}, apply_models.Path("x.onnx"))
+    assert scan_settings({}, apply_models.Path("x.onnx")) == ScanSettings()

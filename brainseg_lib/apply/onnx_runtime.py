@@ -146,12 +146,29 @@ class OnnxPredictor:
         """Tumour probability (float32, ``native_hw`` or the image's own height x width) of one
         uint8 image: the same steps as ``Predictor.probabilities``, with the settings the export
         recorded (``scan_settings``; none recorded: the plain resize)."""
-        import json
-
-        from brainseg_lib.inference import ScanSettings, scan_probability
-        settings = ScanSettings(**json.loads(self.metadata.get("scan_settings") or "{}"))
-        return scan_probability(self.batch_probabilities, image, self.image_size, settings,
+        from brainseg_lib.inference import scan_probability
+        return scan_probability(self.batch_probabilities, image, self.image_size,
+                                scan_settings(self.metadata, self.source),
                                 float(self.metadata.get("threshold", 0.5)), native_hw)
+
+
+def scan_settings(meta: dict, path: Path):
+    """The ``inference.ScanSettings`` an export records (``scan_settings``; none: the plain
+    resize), or PredictError naming the file when they cannot be read."""
+    import json
+    from dataclasses import fields
+
+    from brainseg_lib.inference import ScanSettings
+    try:
+        given = json.loads(meta.get("scan_settings") or "{}")
+        known = {f.name for f in fields(ScanSettings)}
+        if not isinstance(given, dict) or set(given) - known:
+            raise ValueError(f"keys {sorted(given) if isinstance(given, dict) else given!r}, "
+                             f"known: {sorted(known)}")
+        return ScanSettings(**given)
+    except ValueError as e:
+        raise PredictError(f"{path}: unreadable scan_settings in its metadata ({e}); export the "
+                           f"model again with `{EXPORT_HINT}`") from None
 
 
 def load_onnx_model(path: str | Path, threads: int | None = None) -> OnnxPredictor:
@@ -164,6 +181,7 @@ def load_onnx_model(path: str | Path, threads: int | None = None) -> OnnxPredict
     meta = dict(session.get_modelmeta().custom_metadata_map)
     size = _image_size(session, meta, path)
     check_not_stale(path, meta)
+    scan_settings(meta, path)                       # refused here, not on the first scan
     predictor = OnnxPredictor(session, size, path, meta)
     probe(predictor)
     return predictor

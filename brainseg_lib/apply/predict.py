@@ -2,9 +2,10 @@
 
 Every input image is read as one uint8 grayscale channel (``images.read_grayscale``:
 JPEG, PNG, TIFF, BMP; modes RGB, L, LA, P, RGBA, CMYK, 16-bit, ...), resized to
-the checkpoint's ``train_config.image_size`` exactly as in training, passed
-through the U-Net, and the tumour probability map is resized back to the
-image's own width and height (bilinear, ``evaluate.to_native``) and thresholded.
+the checkpoint's ``train_config.image_size`` exactly as in training (cropped to the head
+first, flipped and cleaned of small components where the checkpoint says so:
+``inference.scan_probability``), passed through the U-Net, and the tumour probability map is
+resized back to the image's own width and height (bilinear) and thresholded.
 
 Outputs, in the output folder, per input ``<stem>.<ext>``:
 

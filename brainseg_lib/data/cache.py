@@ -22,6 +22,7 @@ from brainseg_lib.data.br35h import (
     list_split,
     load_sample,
 )
+from brainseg_lib.data.head_crop import rule as head_crop_rule
 from brainseg_lib.data.images import resize_image, resize_mask
 from brainseg_lib.fileio import atomic_write, atomic_write_text
 
@@ -89,7 +90,7 @@ def _manifest(split: str, size: int, anns: list[Annotation], folder: Path, jpath
         "version": CACHE_VERSION,
         "split": split,
         "size": size,
-        **({"head_crop": True} if head_crop else {}),
+        **({"head_crop": head_crop_rule()} if head_crop else {}),
         "annotations": {jpath.name: sha256_file(jpath)},
         "files": {a.filename: sha256_file(folder / a.filename) for a in anns},
     }

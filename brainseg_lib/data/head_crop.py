@@ -20,6 +20,13 @@ MARGIN = 0.04
 MIN_BOX_SHARE = 0.05
 
 
+def rule() -> dict:
+    """The crop rule's constants, recorded in every cache of cropped scans so that a changed
+    rule rebuilds them."""
+    return {"foreground_share": FOREGROUND_SHARE, "min_component_share": MIN_COMPONENT_SHARE,
+            "margin": MARGIN, "min_box_share": MIN_BOX_SHARE}
+
+
 def whole_box(shape) -> tuple[int, int, int, int]:
     return 0, int(shape[0]), 0, int(shape[1])
 

@@ -114,10 +114,11 @@ def load_healthy(role: str, size: int, seed: int = 0, n: int | None = None, root
     each cropped to the head first (``data.head_crop``)."""
     from brainseg_lib.data.cache import _read_cache, write_cache
     from brainseg_lib.data.head_crop import framed
+    from brainseg_lib.data.head_crop import rule as head_crop_rule
     names = role_names(role, seed)
     folder = data_root(root) / NO
     manifest = {"split": f"healthy-{role}", "size": size, "seed": seed,
-                **({"head_crop": True} if head_crop else {}),
+                **({"head_crop": head_crop_rule()} if head_crop else {}),
                 "files": {m: sha256_file(folder / m) for m in names}}
     cpath = _cache_path(role, size, seed, head_crop)
     arrays = _read_cache(cpath, manifest) if cpath.is_file() else None

@@ -41,7 +41,6 @@ from brainseg_lib.fileio import display_path, write_csv, write_json
 from brainseg_lib.inference import (
     predict_probs,
     resolve_device,
-    to_native,
     to_native_frame,
 )
 from brainseg_lib.model.checkpoint import load_checkpoint, model_from_checkpoint
@@ -58,11 +57,14 @@ class Evaluation:
 
 def evaluate_model(model, split: str, image_size: int, threshold: float = 0.5, device=None,
                    data_root=None, arrays: SplitArrays | None = None,
-                   limit: int | None = None, gts: dict | None = None, boundary: bool = True) -> Evaluation:
+                   limit: int | None = None, gts: dict | None = None, boundary: bool = True,
+                   head_crop: bool = False) -> Evaluation:
     """Predict ``split`` and score it at native and model resolution. ``gts`` (native masks
     by name) can be passed in when the same images are scored several times. With
-    ``boundary``, HD95 and NSD (``boundary.py``) are added per image at native resolution."""
-    arrays = (arrays or load_split(split, image_size, root=data_root)).head(limit)
+    ``boundary``, HD95 and NSD (``boundary.py``) are added per image at native resolution.
+    ``head_crop``: the split is loaded cropped to the head (a model trained so) when ``arrays``
+    is not given; given arrays carry their own boxes."""
+    arrays = (arrays or load_split(split, image_size, root=data_root, head_crop=head_crop)).head(limit)
     probs = predict_probs(model, arrays, device)
     if gts is None:
         gts = native_masks_for(arrays.names, root=data_root)
@@ -121,7 +123,7 @@ def evaluate_checkpoint(checkpoint: str | Path, split: str = "test", threshold: 
     size = ck["train_config"]["image_size"]
     dev = resolve_device(device)
     ev = evaluate_model(model, split, size, threshold, dev, data_root, arrays=arrays, limit=limit,
-                        gts=gts)
+                        gts=gts, head_crop=bool(ck["train_config"].get("head_crop", False)))
     ev.summary.update({"checkpoint": display_path(checkpoint), "device": str(dev),
                        "config": ck["train_config"], "epoch": ck.get("epoch")})
     return ev
@@ -161,12 +163,15 @@ def case_predictions(checkpoint: str | Path, split: str, names: list[str], thres
     anns, folder = list_split(split, data_root)
     by_name = {a.filename: a for a in anns}
     samples = [load_sample(by_name[n], folder) for n in names]
+    from brainseg_lib.data.head_crop import framed
     from brainseg_lib.data.images import resize_image
-    arrays = SplitArrays(split, size, np.stack([resize_image(s.image, size) for s in samples]),
+    shown = [framed(s.image, None, bool(ck["train_config"].get("head_crop", False))) for s in samples]
+    arrays = SplitArrays(split, size, np.stack([resize_image(im, size) for im, _, _ in shown]),
                          np.zeros((len(samples), size, size), np.uint8), list(names),
                          np.array([s.image.shape for s in samples]), np.zeros(len(samples)))
     probs = predict_probs(model, arrays, resolve_device(device))
-    return [(s.image, s.mask, to_native(p, *s.image.shape) >= threshold) for s, p in zip(samples, probs)]
+    return [(s.image, s.mask, to_native_frame(p, *s.image.shape, box) >= threshold)
+            for s, p, (_, _, box) in zip(samples, probs, shown)]
 
 
 def run_invariants(run: dict, per_image: pd.DataFrame) -> dict[str, bool]:

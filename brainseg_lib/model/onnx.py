@@ -205,7 +205,14 @@ def scan_settings_metadata(ck: dict) -> dict[str, str]:
 
     from brainseg_lib.inference import ScanSettings
     settings = ScanSettings.of_checkpoint(ck)
-    return {} if settings == ScanSettings() else {"scan_settings": json.dumps(asdict(settings), sort_keys=True)}
+    if settings == ScanSettings():
+        return {}
+    return {"scan_settings": json.dumps(asdict(settings), sort_keys=True),
+            "postprocess": "as brainseg_lib.inference.scan_probability with scan_settings: crop the scan "
+                           "to its head's box first (head_crop), average the maps of the scan and its two "
+                           "flips (tta), drop predicted components under min_component of the input, then "
+                           "resize the probability back to the box (bilinear, align_corners=False) and "
+                           "paste it into an empty frame; tumour where probability >= threshold"}
 
 
 def self_check(data: bytes, model: nn.Module, image_size: int, tol: float = SELF_CHECK_TOL) -> float | None:

@@ -198,6 +198,9 @@ def detection_points(checkpoint, cfg: TrainConfig, data_root=None, limit: int | 
     thresholds chosen on the run's own VAL (``val_arrays``), or the reason they were skipped
     (no ``yes/``/``no/`` folders, no healthy split)."""
     from brainseg_lib.detection.summary import run_operating_points
+    if cfg.head_crop:
+        return {"skipped": "not computed for a model trained on head crops: the detection scans "
+                           "(yes/, no/) are read whole"}
     try:
         model = load_model(checkpoint, cfg.device)
         return run_operating_points(model, cfg.image_size, data_root, limit, cfg.healthy_seed, cfg.threshold,

@@ -56,7 +56,7 @@ def selection_figures(checkpoint, val_arrays, cfg, data_root=None, external_dev:
                    "nsd_mean": ev.summary["boundary"]["nsd"]["mean"]}}
     try:
         from brainseg_lib.data.healthy import load_healthy
-        h = load_healthy("val", cfg.image_size, cfg.healthy_seed, root=data_root)
+        h = load_healthy("val", cfg.image_size, cfg.healthy_seed, root=data_root, head_crop=cfg.head_crop)
         probs = predict_probs(model, h, dev)
         marked = (probs >= cfg.threshold).reshape(len(h), -1).any(1)
         out["healthy_val"] = {"n_images": len(h), "marked": int(marked.sum()),
@@ -66,7 +66,7 @@ def selection_figures(checkpoint, val_arrays, cfg, data_root=None, external_dev:
     from brainseg_lib.data import external as external_data
     from brainseg_lib.evaluation import external as external_eval
     if external_dev and external_data.available():
-        half = external_data.load_half("dev", cfg.image_size)
+        half = external_data.load_half("dev", cfg.image_size, head_crop=cfg.head_crop)
         s = external_eval.summarize_half(external_eval.score_half(model, half, cfg.threshold, dev), n_boot=200)
         out["external_dev"] = {k: s[k] for k in ("pooled_f1", "mean_dice_tumour", "clean_marked_share",
                                                  "hd95_median", "nsd_mean", "n_slices", "clean_marked",
@@ -145,7 +145,8 @@ def rescore_selection(plan: dict | None = None, out_dir: str | Path | None = Non
             continue
         cfg = TrainConfig.from_dict(r["config"])
         val = split_arrays(r.get("split_scheme", "official"), cfg.image_size, data_root,
-                           params.get("split_seed", 0), only=("val",))["val"].head(cfg.limit_val)
+                           params.get("split_seed", 0), only=("val",),
+                           head_crop=cfg.head_crop)["val"].head(cfg.limit_val)
         original = r.get("selection_original", r.get("selection"))
         r["selection"] = selection_figures(ckpt, val, cfg, data_root,
                                            external_dev=params.get("external_dev", True))

@@ -150,7 +150,8 @@ def scoring_settings(plan: dict, tag: str, seed: int, out_dir=None) -> dict:
         from brainseg_lib.fileio import write_json
         from brainseg_lib.study.release_scoring import gate_fraction
         target = float(pd.read_csv(per_slice_path(t["against"], seed, "healthy", out_dir))["marked"].mean())
-        chosen, shares = gate_fraction(checkpoint(plan, tag, seed, out_dir), out["tta"], target, GATE_GRID)
+        chosen, shares = gate_fraction(checkpoint(plan, tag, seed, out_dir), out["tta"], target, GATE_GRID,
+                                       head_crop=bool(out.get("head_crop")))
         out["min_component"] = chosen
         write_json({"against": t["against"], "target_share": target, "grid": list(GATE_GRID),
                     "healthy_val_marked": shares, "min_component": chosen,

@@ -77,13 +77,13 @@ def score_checkpoint(ckpt, tta: bool = False, min_component: float = 0.0, data_r
 
 
 def gate_fraction(ckpt, tta: bool, target_share: float, grid, data_root=None,
-                  device: str = "cpu") -> tuple[float, dict[str, float]]:
+                  device: str = "cpu", head_crop: bool = False) -> tuple[float, dict[str, float]]:
     """The smallest component size in ``grid`` (shares of the image) at which the share of healthy
     VAL scans the checkpoint marks is at most ``target_share`` (the last one if none is), with
-    the share at every size tried."""
+    the share at every size tried; the scans cropped to the head as ``score_checkpoint`` crops them."""
     from brainseg_lib.data.healthy import load_healthy
     model, dev, size, thr, healthy_seed, crop = scoring_model(ckpt, device)
-    h = load_healthy("val", size, healthy_seed, root=data_root, head_crop=crop)
+    h = load_healthy("val", size, healthy_seed, root=data_root, head_crop=bool(head_crop or crop))
     return smallest_gate(probabilities(model, h.images, dev, thr, tta, 0.0), thr, target_share, grid)
 
 
