@@ -379,7 +379,7 @@ def test_rescore_recomputes_selection_from_the_kept_checkpoint(tmp_path, monkeyp
         def head(self, n):
             return ("val", n)
     monkeypatch.setattr("brainseg_lib.data.splits.split_arrays",
-                        lambda scheme, size, root, seed, only=None: {"val": Val()})
+                        lambda scheme, size, root, seed, only=None, head_crop=False: {"val": Val()})
 
     def figures(ckpt, val, cfg, data_root=None, external_dev=True):
         seen.append((ckpt, val, cfg.image_size, external_dev))
