@@ -38,7 +38,7 @@ def load_checkpoint(path: str | Path, map_location="cpu") -> dict:
             f"brainseg_lib. Detail: {str(e).splitlines()[0]}") from e
     except (RuntimeError, EOFError, OSError, ValueError) as e:
         raise CheckpointError(f"cannot read checkpoint {path}: {e}") from e
-    if not isinstance(ck, dict) or "state_dict" not in ck or "model_config" not in ck:
+    if not isinstance(ck, dict) or not ("state_dict" in ck or "members" in ck) or "model_config" not in ck:
         raise CheckpointError(f"{path} is not a brainseg checkpoint (no state_dict/model_config)")
     return ck
 
@@ -83,8 +83,10 @@ def validate_image_size(train_cfg, path="<checkpoint>") -> int:
     return train_cfg["image_size"]
 
 
-def model_from_checkpoint(ck: dict, path: str | Path = "<checkpoint>", expect: dict | None = None) -> UNet:
-    """Build the U-Net a checkpoint describes and load its weights.
+def model_from_checkpoint(ck: dict, path: str | Path = "<checkpoint>", expect: dict | None = None):
+    """Build the U-Net a checkpoint describes and load its weights; a released seed ensemble
+    (``members``: one state dict per model, ``model.released.release_model``) becomes a
+    ``model.ensemble.SeedEnsemble`` of such U-Nets.
 
     ``expect`` (optional) is an architecture config the caller requires; a
     mismatch, or weights that do not fit the stated architecture, raise
@@ -95,9 +97,20 @@ def model_from_checkpoint(ck: dict, path: str | Path = "<checkpoint>", expect: d
         diff = {k: (cfg.get(k), v) for k, v in expect.items() if cfg.get(k) != v}
         if diff:
             raise CheckpointError(f"{path}: architecture mismatch (checkpoint vs expected): {diff}")
+    if ck.get("members") is not None:
+        from brainseg_lib.model.ensemble import SeedEnsemble
+        members = ck["members"]
+        if not isinstance(members, list) or len(members) < 2 or not all(isinstance(m, dict) for m in members):
+            raise CheckpointError(f"{path}: `members` must list the state dicts of 2 or more models")
+        return SeedEnsemble([unet_with_weights(cfg, state, path) for state in ck["members"]]).eval()
+    return unet_with_weights(cfg, ck["state_dict"], path)
+
+
+def unet_with_weights(cfg: dict, state_dict: dict, path) -> UNet:
+    """The U-Net of a (validated) model config with ``state_dict`` loaded (fp16 weights as fp32)."""
     model = UNet(in_channels=cfg["in_channels"], base=cfg["base"], out_channels=cfg["out_channels"],
                  input_norm=cfg.get("input_norm", "none"))   # older checkpoints: no normalisation
-    state = {k: v.float() if v.is_floating_point() else v for k, v in ck["state_dict"].items()}
+    state = {k: v.float() if v.is_floating_point() else v for k, v in state_dict.items()}
     try:
         model.load_state_dict(state)
     except RuntimeError as e:

@@ -17,5 +17,9 @@ class SeedEnsemble(torch.nn.Module):
             raise ValueError(f"a seed ensemble needs at least 2 members, got {len(members)}")
         self.members = torch.nn.ModuleList(members)
 
+    @property
+    def in_channels(self) -> int:
+        return self.members[0].in_channels
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return torch.stack([m(x) for m in self.members]).mean(0)
