@@ -129,8 +129,6 @@ def to_native_frame(prob: np.ndarray, height: int, width: int, box=None) -> np.n
     if box is None:
         return to_native(prob, height, width)
     top, bottom, left, right = (int(v) for v in box)
-    if (top, bottom, left, right) == (0, int(height), 0, int(width)):
-        return to_native(prob, height, width)
     return paste(to_native(prob, bottom - top, right - left), (top, bottom, left, right), (height, width))
 
 

@@ -129,6 +129,11 @@ class OnnxPredictor:
     device: torch.device = field(default_factory=lambda: torch.device("cpu"))
     sha256: str = ""
 
+    def __post_init__(self):
+        # read (and checked: PredictError naming the file) once, when the predictor is made
+        self.settings = scan_settings(self.metadata, self.source)
+        self.threshold = float(self.metadata.get("threshold", 0.5))
+
     def batch_probabilities(self, images_u8: np.ndarray) -> np.ndarray:
         """Tumour probabilities (N, S, S) float32 of uint8 images (N, S, S) at the model's size,
         checked (``check_output``)."""
@@ -147,9 +152,8 @@ class OnnxPredictor:
         uint8 image: the same steps as ``Predictor.probabilities``, with the settings the export
         recorded (``scan_settings``; none recorded: the plain resize)."""
         from brainseg_lib.inference import scan_probability
-        return scan_probability(self.batch_probabilities, image, self.image_size,
-                                scan_settings(self.metadata, self.source),
-                                float(self.metadata.get("threshold", 0.5)), native_hw)
+        return scan_probability(self.batch_probabilities, image, self.image_size, self.settings,
+                                self.threshold, native_hw)
 
 
 def scan_settings(meta: dict, path: Path):
@@ -181,7 +185,6 @@ def load_onnx_model(path: str | Path, threads: int | None = None) -> OnnxPredict
     meta = dict(session.get_modelmeta().custom_metadata_map)
     size = _image_size(session, meta, path)
     check_not_stale(path, meta)
-    scan_settings(meta, path)                       # refused here, not on the first scan
-    predictor = OnnxPredictor(session, size, path, meta)
+    predictor = OnnxPredictor(session, size, path, meta)      # unreadable scan_settings: refused here
     probe(predictor)
     return predictor

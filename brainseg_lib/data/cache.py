@@ -22,7 +22,7 @@ from brainseg_lib.data.br35h import (
     list_split,
     load_sample,
 )
-from brainseg_lib.data.head_crop import rule as head_crop_rule
+from brainseg_lib.data.head_crop import cache_suffix, manifest_entry
 from brainseg_lib.data.images import resize_image, resize_mask
 from brainseg_lib.fileio import atomic_write, atomic_write_text
 
@@ -45,6 +45,10 @@ class SplitArrays:
 
     def __len__(self) -> int:
         return len(self.names)
+
+    def box(self, i: int):
+        """The native box image ``i`` shows (``data.head_crop``), or None for the whole scan."""
+        return None if self.boxes is None else self.boxes[i]
 
     def frame_boxes(self) -> np.ndarray:
         """(N, 4) boxes (top, bottom, left, right) of the native frame each image shows: its
@@ -90,17 +94,14 @@ def _manifest(split: str, size: int, anns: list[Annotation], folder: Path, jpath
         "version": CACHE_VERSION,
         "split": split,
         "size": size,
-        **({"head_crop": head_crop_rule()} if head_crop else {}),
+        **manifest_entry(head_crop),
         "annotations": {jpath.name: sha256_file(jpath)},
         "files": {a.filename: sha256_file(folder / a.filename) for a in anns},
     }
 
 
 def cache_path(split: str, size: int, head_crop: bool = False) -> Path:
-    return paths.cache_dir() / f"br35h-{split}-{size}{HEAD_SUFFIX if head_crop else ''}.npz"
-
-
-HEAD_SUFFIX = "-head"   # the cache of scans cropped to the head (``data.head_crop``)
+    return paths.cache_dir() / f"br35h-{split}-{size}{cache_suffix(head_crop)}.npz"
 
 
 def _atomic_savez(path: Path, **arrays) -> None:

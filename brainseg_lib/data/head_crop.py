@@ -27,6 +27,16 @@ def rule() -> dict:
             "margin": MARGIN, "min_box_share": MIN_BOX_SHARE}
 
 
+def cache_suffix(head_crop: bool) -> str:
+    """The end of a cache file's stem: ``-head`` for cropped scans, nothing for whole ones."""
+    return "-head" if head_crop else ""
+
+
+def manifest_entry(head_crop: bool) -> dict:
+    """What a cache manifest records of the crop: the rule (cropped scans) or nothing."""
+    return {"head_crop": rule()} if head_crop else {}
+
+
 def whole_box(shape) -> tuple[int, int, int, int]:
     return 0, int(shape[0]), 0, int(shape[1])
 

@@ -103,8 +103,8 @@ def role_names(role: str, seed: int = 0) -> list[str]:
 
 
 def _cache_path(role: str, size: int, seed: int, head_crop: bool = False):
-    from brainseg_lib.data.cache import HEAD_SUFFIX
-    return paths.cache_dir() / f"br35h-healthy{seed}-{role}-{size}{HEAD_SUFFIX if head_crop else ''}.npz"
+    from brainseg_lib.data.head_crop import cache_suffix
+    return paths.cache_dir() / f"br35h-healthy{seed}-{role}-{size}{cache_suffix(head_crop)}.npz"
 
 
 def load_healthy(role: str, size: int, seed: int = 0, n: int | None = None, root=None,
@@ -113,12 +113,11 @@ def load_healthy(role: str, size: int, seed: int = 0, n: int | None = None, root
     checksummed cache of ``data.load_split`` (rebuilt when a file changes); with ``head_crop``,
     each cropped to the head first (``data.head_crop``)."""
     from brainseg_lib.data.cache import _read_cache, write_cache
-    from brainseg_lib.data.head_crop import framed
-    from brainseg_lib.data.head_crop import rule as head_crop_rule
+    from brainseg_lib.data.head_crop import framed, manifest_entry
     names = role_names(role, seed)
     folder = data_root(root) / NO
     manifest = {"split": f"healthy-{role}", "size": size, "seed": seed,
-                **({"head_crop": head_crop_rule()} if head_crop else {}),
+                **manifest_entry(head_crop),
                 "files": {m: sha256_file(folder / m) for m in names}}
     cpath = _cache_path(role, size, seed, head_crop)
     arrays = _read_cache(cpath, manifest) if cpath.is_file() else None

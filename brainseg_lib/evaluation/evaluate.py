@@ -69,10 +69,9 @@ def evaluate_model(model, split: str, image_size: int, threshold: float = 0.5, d
     if gts is None:
         gts = native_masks_for(arrays.names, root=data_root)
     rows = []
-    boxes = arrays.boxes
     for i, name in enumerate(arrays.names):
         gt = gts[name]
-        pn = to_native_frame(probs[i], *gt.shape, None if boxes is None else boxes[i]) >= threshold
+        pn = to_native_frame(probs[i], *gt.shape, arrays.box(i)) >= threshold
         native = confusion_counts(pn, gt)
         model_res = confusion_counts(probs[i] >= threshold, arrays.masks[i])
         rows.append({"name": name, "native_h": gt.shape[0], "native_w": gt.shape[1],

@@ -29,10 +29,9 @@ def score_half(model, half: ExternalHalf, threshold: float = 0.5, device=None,
     (``probs``: the model's probabilities of the half, where already computed)."""
     from brainseg_lib.inference import predict_probs, to_native_frame
     probs = predict_probs(model, half.arrays, device) if probs is None else probs
-    boxes = half.arrays.boxes
     rows = []
     for i, (name, truth, patient) in enumerate(zip(half.arrays.names, half.truths, half.patients)):
-        pred = to_native_frame(probs[i], *truth.shape, None if boxes is None else boxes[i]) >= threshold
+        pred = to_native_frame(probs[i], *truth.shape, half.arrays.box(i)) >= threshold
         c = confusion_counts(pred, truth)
         b = boundary_metrics(pred, truth) if boundary else dict(EMPTY)
         rows.append({"name": name, "patient": patient, **({"label": half.labels[i]} if half.labels else {}),

@@ -36,7 +36,7 @@ def threshold_sweep(probs: np.ndarray, arrays: SplitArrays, thresholds=None,
     neg = np.zeros(len(edges) - 1)
     for i, name in enumerate(arrays.names):
         gt = gts[name]
-        p = to_native_frame(probs[i], *gt.shape, None if arrays.boxes is None else arrays.boxes[i])
+        p = to_native_frame(probs[i], *gt.shape, arrays.box(i))
         pos += np.histogram(p[gt], bins=edges)[0]
         neg += np.histogram(p[~gt], bins=edges)[0]
     # pixels with prob >= thresholds[j] are those in bins j+1 .. end

@@ -33,9 +33,10 @@ def released_settings(path=None) -> tuple[object, dict, dict]:
     from brainseg_lib.model.released import load_released
     path = path or paths.released_model()
     ck = load_released(path)
+    from brainseg_lib.inference import ScanSettings
     model = model_from_checkpoint(ck, path).float().eval()
-    inf = {"tta": False, "min_component": 0.0, **(ck.get("inference") or {}),
-           **({"head_crop": True} if ck["train_config"].get("head_crop") else {})}
+    s = ScanSettings.of_checkpoint(ck)
+    inf = {"tta": s.tta, "min_component": s.min_component, **({"head_crop": True} if s.head_crop else {})}
     return model, ck["train_config"], inf
 
 

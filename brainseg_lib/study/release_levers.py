@@ -143,9 +143,7 @@ def scoring_settings(plan: dict, tag: str, seed: int, out_dir=None) -> dict:
     healthy VAL scans marked is at most its ``against`` trial's on the same seed (written to
     ``per_slice/<tag>-seed<k>-gate.json``)."""
     t = trial(plan, tag)
-    declared = declared_settings(plan, tag, seed, out_dir)
-    out = {"tta": declared["tta"], "min_component": declared["min_component"],
-           **({"head_crop": True} if declared.get("head_crop") else {})}
+    out = how_scored(declared_settings(plan, tag, seed, out_dir))
     if t.get("gate") == "healthy_val":
         from brainseg_lib.fileio import write_json
         from brainseg_lib.study.release_scoring import gate_fraction
@@ -171,8 +169,7 @@ def settings_used(plan: dict, tag: str, seed: int, out_dir=None) -> dict:
     declared = declared_settings(plan, tag, seed, out_dir)
     size = (json.loads(gate_path(tag, seed, out_dir).read_text())["min_component"] if declared["gate"]
             else declared["min_component"])
-    return {"tta": declared["tta"], "min_component": float(size),
-            **({"head_crop": True} if declared.get("head_crop") else {})}
+    return {**how_scored(declared), "min_component": float(size)}
 
 
 def train(plan: dict, tag: str, seeds, out_dir=None) -> None:
@@ -233,6 +230,12 @@ def declared_settings(plan: dict, tag: str, seed: int, out_dir=None) -> dict:
            "tta": bool(t.get("tta", False)), "min_component": float(t.get("min_component", 0.0)),
            "gate": t.get("gate"), **({"head_crop": True} if t.get("head_crop") else {})}
     return {**out, "grid": list(GATE_GRID)} if t.get("gate") else out
+
+
+def how_scored(declared: dict) -> dict:
+    """The ``score_trial`` keywords of declared settings: ``tta``, ``min_component`` and, when
+    set, ``head_crop``."""
+    return {k: declared[k] for k in ("tta", "min_component", "head_crop") if k in declared}
 
 
 def settings_path(tag: str, seed: int, out_dir=None) -> Path:

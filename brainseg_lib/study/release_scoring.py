@@ -31,18 +31,18 @@ def scoring_model(ckpt, device: str = "cpu"):
     """(model, device, image size, threshold, healthy split seed, head crop) of a checkpoint, or of
     the seed ensemble (``model.ensemble``) of a list of checkpoints, whose members must agree on
     the last four."""
-    from brainseg_lib.inference import load_model, resolve_device
-    from brainseg_lib.model.checkpoint import load_checkpoint
+    from brainseg_lib.inference import resolve_device
+    from brainseg_lib.model.checkpoint import load_checkpoint, model_from_checkpoint
     from brainseg_lib.model.ensemble import SeedEnsemble
     ckpts = list(ckpt) if isinstance(ckpt, (list, tuple)) else [ckpt]
-    configs = [load_checkpoint(c)["train_config"] for c in ckpts]
+    loaded = [load_checkpoint(c) for c in ckpts]
     same = {(int(c["image_size"]), float(c.get("threshold", 0.5)), int(c.get("healthy_seed", 0)),
-             bool(c.get("head_crop", False))) for c in configs}
+             bool(c.get("head_crop", False))) for c in (ck["train_config"] for ck in loaded)}
     if len(same) > 1:
         raise ValueError("the members of an ensemble differ in image size, threshold, healthy split or head crop: "
                          + ", ".join(map(str, ckpts)))
     dev = resolve_device(device)
-    models = [load_model(c, dev) for c in ckpts]
+    models = [model_from_checkpoint(ck, c).to(dev) for ck, c in zip(loaded, ckpts)]
     model = models[0] if len(models) == 1 else SeedEnsemble(models).eval()
     return (model, dev, *same.pop())
 
