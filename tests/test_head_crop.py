@@ -233,3 +233,18 @@ def test_scan_settings_take_a_crop_from_training_or_from_inference():
     assert ScanSettings.of_checkpoint({"train_config": {"head_crop": True}}).head_crop
     assert ScanSettings.of_checkpoint({"train_config": {}, "inference": {"head_crop": True}}).head_crop
     assert ScanSettings.of_checkpoint({"train_config": {}}) == ScanSettings()
+
+
+def test_head_frame_table_measures_each_set_from_its_images(tmp_path, monkeypatch):
+    from brainseg_lib.study import head_frames
+    small, whole = tmp_path / "small.png", tmp_path / "blank.png"
+    Image.fromarray(head_image()).save(small)                    # box 44x44 of 100x80
+    Image.fromarray(np.zeros((50, 50), np.uint8)).save(whole)    # no head: the whole frame
+    assert head_frames.box_share(head_image()) == pytest.approx(44 * 44 / 8000)
+    monkeypatch.setattr(head_frames, "set_images", lambda data_root=None: {"a": [small, small], "b": [small, whole]})
+    table = head_frames.head_frame_table()
+    assert table["n_images"].tolist() == [2, 2]
+    assert table.loc[0, "q50"] == pytest.approx(44 * 44 / 8000) and table.loc[1, "q90"] > 0.9
+    assert table["whole_frame_share"].tolist() == [0.0, 0.5]
+    md = head_frames.table_markdown(table)
+    assert "| a | 2 | 0.24 | 0.24 | 0.24 | 0.24 | 0.24 | 0.00 |" in md

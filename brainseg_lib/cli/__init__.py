@@ -6,6 +6,7 @@ Run the study
   sweep [--plan] [--jobs N] seeds x splits x losses -> results/sweep/ (or a job-array plan)
   levers                    the lever trials that chose the cpu profile -> results/levers/
   release-levers            the lever trials that choose the released model (VAL, external dev)
+  head-frames               how much of each frame the head fills, by set (round 7's reason)
   healthy-split             split Br35H's no/ scans by near-duplicate group (splits/)
 Results
   evaluate --checkpoint C   score a checkpoint on a split, write CSV + JSON

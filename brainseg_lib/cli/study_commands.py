@@ -224,6 +224,13 @@ def _cmd_release_levers(args) -> int:
     return 0
 
 
+def _cmd_head_frames(args) -> int:
+    from brainseg_lib.study.head_frames import write_head_frame_table
+    written = write_head_frame_table(data_root=args.data)
+    print(written["md"].read_text())
+    return 0
+
+
 def _cmd_evaluate_release(args) -> int:
     from brainseg_lib.report.release_card import release_summary_table, where_it_fails
     from brainseg_lib.study.release import write_card
@@ -257,6 +264,10 @@ def _add_study(sub) -> None:
                         "external dev halves only; finished trials are kept)")
     rv.add_argument("--plan", default=None, help="a release lever YAML (default params/release_levers.yaml)")
     rv.set_defaults(fn=_cmd_release_levers)
+    hf = sub.add_parser("head-frames", help="how much of each frame the head fills, by set (Br35H TRAIN, "
+                        "healthy TRAIN, both external dev halves; images only): "
+                        "results/release_levers/head_frames.md")
+    hf.set_defaults(fn=_cmd_head_frames)
     ev = sub.add_parser("evaluate-release", help="score the released model on Br35H TEST, the healthy "
                         "report scans and both halves of both external sets (results/metrics/release_eval.json) "
                         "and rewrite its model card")
