@@ -481,6 +481,41 @@ def test_shortcut_control_scores_shape_alone_and_padded_scans(detection_root):
     assert control["model"]["auc"] == pytest.approx(roc.auc_score(rep["area_frac"], rep["label"]))
     assert len(frame) == len(scores) and frame["area_frac_padded"].between(0, 1).all()
     assert "Shortcut control: the aspect ratio alone" in findings.shortcut_sentence(control)
+    assert frame["head_box_share"].between(0, 1).all()
+    w = control["model_within_framing_strata"]
+    assert sum(s["tumour"] + s["healthy"] for s in w["strata"]) == len(rep)
+    assert "Framing control: the head's box covers" in findings.shortcut_sentence(control)
+
+
+def test_framing_strata_are_quartiles_of_the_share():
+    from brainseg_lib.detection.shortcut import framing_strata
+    assert list(framing_strata([0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8])) == [0, 0, 1, 1, 2, 2, 3, 3]
+    assert list(framing_strata([0.5, 0.5, 0.5, 0.9])) == [0, 0, 0, 3]     # ties stay together
+
+
+def test_matched_auc_counts_only_pairs_framed_alike():
+    """Tumour scans framed tight and scoring high, healthy ones loose and scoring low: the plain AUC
+    is 1, but inside each stratum the scores are hand-set to reverse or tie."""
+    from brainseg_lib.detection.shortcut import matched_auc
+    pos = np.array([[0.9, 1], [0.8, 1], [0.3, 0]])          # (score, stratum)
+    neg = np.array([[0.95, 1], [0.1, 0], [0.3, 0], [0.05, 2]])
+    auc, pairs = matched_auc(pos, neg)
+    # stratum 1: 2 x 1 pairs, both lost (0.9, 0.8 < 0.95); stratum 0: 1 x 2 pairs, one won, one tied
+    assert pairs == 4 and auc == pytest.approx((0 + 0 + 1 + 0.5) / 4)
+    assert np.isnan(matched_auc(pos[:2], neg[1:3])[0])     # no stratum holds both classes
+
+
+def test_within_framing_resamples_groups_and_reports_strata():
+    from brainseg_lib.detection.shortcut import within_framing
+    share = np.r_[np.linspace(0.8, 1.0, 8), np.linspace(0.5, 0.85, 8)]
+    label = np.r_[np.ones(8), np.zeros(8)]
+    score = np.r_[np.linspace(0.6, 0.9, 8), np.linspace(0.1, 0.4, 8)]   # the model separates all
+    out = within_framing(score, label, share, [f"g{i}" for i in range(16)], n_boot=50)
+    assert out["auc"] == 1.0 and out["ci95"]["auc"] == [1.0, 1.0]
+    assert out["all_pairs"] == 64 and 0 < out["pairs"] < 64
+    assert [s["tumour"] + s["healthy"] for s in out["strata"]] == [4, 4, 4, 4]
+    flipped = within_framing(-score, label, share, [f"g{i}" for i in range(16)], n_boot=50)
+    assert flipped["auc"] == 0.0
 
 
 def test_galleries_show_one_scan_per_group_and_say_what_the_largest_holds():

@@ -201,11 +201,11 @@ def segment_planes(predictor, data: np.ndarray, axis: int, threshold: float):
     mask = np.zeros(data.shape, dtype=bool)
     counts, tiles, top, mid = [], [], 0.0, data.shape[axis] // 2
     for k in range(data.shape[axis]):
-        gray = to_uint8(np.take(data, k, axis=axis).T)
-        prob = predictor.probabilities(gray)
-        m = prob >= threshold
         index = [slice(None)] * 3
         index[axis] = k
+        gray = to_uint8(data[tuple(index)].T)   # a view: np.take copied the slice with a slow gather
+        prob = predictor.probabilities(gray)
+        m = prob >= threshold
         mask[tuple(index)] = m.T
         counts.append(int(np.count_nonzero(m)))
         top = max(top, float(prob.max()))

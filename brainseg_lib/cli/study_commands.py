@@ -134,8 +134,14 @@ def _cmd_sweep(args) -> int:
 
 
 def _cmd_release(args) -> int:
-    from brainseg_lib.study.release import release
-    info = release(args.run, data_root=args.data)
+    if args.plan and args.run:
+        raise SystemExit("error: give --run (a profile run) or --plan (a round's adopted trial), not both")
+    if args.plan:
+        from brainseg_lib.study.release_plan import release_from_plan
+        info = release_from_plan(args.plan, data_root=args.data)
+    else:
+        from brainseg_lib.study.release import release
+        info = release(args.run, data_root=args.data)
     print(json.dumps(info, indent=1))
     return 0
 
@@ -292,9 +298,13 @@ def _add_outputs(sub) -> None:
     sub.add_parser("table", help="rebuild Table I").set_defaults(fn=_cmd_table)
     sub.add_parser("update-readme", help="rewrite README.md's generated sections (Table I, "
                    "timings, findings, ...) from the result files").set_defaults(fn=_cmd_update_readme)
-    r = sub.add_parser("release", help="publish the cpu run's best checkpoint + MODEL_CARD.md")
+    r = sub.add_parser("release", help="publish the cpu run's best checkpoint, or the trial a round of "
+                       "release lever trials adopted, + MODEL_CARD.md")
     r.add_argument("--run", default=None,
                    help="run to release (default: the cpu profile's official-split BCE+Dice seed-0 run)")
+    r.add_argument("--plan", default=None,
+                   help="a release lever YAML whose round adopted a trial: release that trial's seed 0 "
+                   "as the rule judged it (its checkpoints, ensemble and inference settings)")
     r.set_defaults(fn=_cmd_release)
     h = sub.add_parser("headline", help="print the headline test metrics of finished runs")
     h.add_argument("--profile", default=None)

@@ -14,6 +14,17 @@ detection figures (``roc.evaluate_scores``):
 
 If the model's AUC holds on padded scans, its detection does not rest on the stretch; the
 aspect-ratio AUC says how much there was to exploit.
+
+A second cue is the framing: Br35H's healthy scans show more background around the head than its
+tumour scans (``results/release_levers/head_frames.md``), and padding keeps that cue. Two more
+figures, on the same scans and with the same CIs:
+
+* **framing alone**: the AUC of the share of the frame the head's box covers
+  (``data.head_crop.head_box``, images only), its direction chosen on the validation scans;
+* **the model within framing strata**: the model's AUC over only those tumour-healthy pairs whose
+  scans fall in the same quartile of that share (quartile edges from the report scans), so a
+  detector that ranked by framing alone would score 0.5 plus what is left of the cue inside a
+  quartile. The pair counts of each quartile are given beside it.
 """
 from __future__ import annotations
 
@@ -26,6 +37,9 @@ from brainseg_lib.data.br35h import data_root, list_split
 from brainseg_lib.data.images import read_grayscale, resize_image
 from brainseg_lib.detection.roc import auc_score, choose_threshold, evaluate_scores
 from brainseg_lib.detection.scores import N_BOOT, PRIMARY, image_scores
+from brainseg_lib.evaluation.bootstrap import bootstrap_clusters_stratified, percentile_ci
+
+FRAMING_STRATA = 4
 
 
 def scan_paths(frame: pd.DataFrame, root=None) -> list[Path]:
@@ -45,15 +59,54 @@ def pad_to_square(image: np.ndarray) -> np.ndarray:
     return out
 
 
-def read_padded(paths: list[Path], size: int) -> tuple[np.ndarray, np.ndarray]:
-    """(width / height of each scan, the scans padded to a square and resized to the model's
-    input, uint8 (N, S, S)), each file read once."""
-    aspect, images = np.zeros(len(paths)), np.zeros((len(paths), size, size), np.uint8)
+def read_padded(paths: list[Path], size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(width / height of each scan, the share of its frame the head's box covers, the scans
+    padded to a square and resized to the model's input, uint8 (N, S, S)), each file read once."""
+    from brainseg_lib.study.head_frames import box_share
+    aspect, share = np.zeros(len(paths)), np.zeros(len(paths))
+    images = np.zeros((len(paths), size, size), np.uint8)
     for i, p in enumerate(paths):
         img = read_grayscale(p)
-        aspect[i] = img.shape[1] / img.shape[0]
+        aspect[i], share[i] = img.shape[1] / img.shape[0], box_share(img)
         images[i] = resize_image(pad_to_square(img), size)
-    return aspect, images
+    return aspect, share, images
+
+
+def framing_strata(share, n: int = FRAMING_STRATA) -> np.ndarray:
+    """The quartile (for n = 4) of each scan's framing share, 0 = most background; edges are the
+    quantiles of ``share`` itself, ties at an edge go to the lower stratum."""
+    s = np.asarray(share, dtype=np.float64)
+    edges = np.quantile(s, np.linspace(0, 1, n + 1)[1:-1])
+    return np.searchsorted(edges, s, side="left")
+
+
+def matched_auc(pos, neg) -> tuple[float, int]:
+    """(AUC over the tumour-healthy pairs in the same stratum, how many such pairs): ``pos`` and
+    ``neg`` are (score, stratum) rows of each class; ties count one half; NaN with no pair."""
+    num, pairs = 0.0, 0
+    for k in np.intersect1d(pos[:, 1], neg[:, 1]):
+        p, q = pos[pos[:, 1] == k, 0], neg[neg[:, 1] == k, 0]
+        num += auc_score(np.r_[p, q], np.r_[np.ones(len(p)), np.zeros(len(q))]) * len(p) * len(q)
+        pairs += len(p) * len(q)
+    return (num / pairs if pairs else float("nan")), pairs
+
+
+def within_framing(score, label, share, groups, n_boot: int = N_BOOT, seed: int = 0) -> dict:
+    """The model's AUC within framing strata (module doc), its 95% CI resampling near-duplicate
+    groups within each class, and each stratum's scan counts and share range."""
+    s, y, g = np.asarray(score, np.float64), np.asarray(label).astype(bool), np.asarray(groups)
+    k = framing_strata(share)
+    rows = np.c_[s, k]
+    auc, pairs = matched_auc(rows[y], rows[~y])
+    reps = bootstrap_clusters_stratified([rows[y], rows[~y]], [g[y], g[~y]],
+                                         lambda res: [matched_auc(p, q)[0] for p, q in zip(*res)],
+                                         n_boot, seed)
+    sh = np.asarray(share, np.float64)
+    return {"auc": auc, "ci95": {"auc": list(percentile_ci(reps, skip_nan=True))}, "pairs": pairs,
+            "all_pairs": int(y.sum() * (~y).sum()),
+            "strata": [{"share_range": [float(sh[k == j].min()), float(sh[k == j].max())],
+                        "tumour": int((y & (k == j)).sum()), "healthy": int((~y & (k == j)).sum())}
+                       for j in range(int(k.max()) + 1) if (k == j).any()]}
 
 
 def _on_report(score: pd.Series, frame: pd.DataFrame, n_boot: int, seed: int) -> dict:
@@ -73,17 +126,27 @@ def shortcut_control(model, image_size: int, scores: pd.DataFrame, root=None, pr
     model's own figures on the report scans where already computed (``summarize_detection``'s
     ``report["all"][primary]``, the same rule), else they are computed here."""
     frame = scores[["name", "folder", "role", "label", "dup_group", primary]].reset_index(drop=True)
-    frame["aspect"], padded = read_padded(scan_paths(frame, root), image_size)
-    val = frame["role"] == "val"
+    frame["aspect"], frame["head_box_share"], padded = read_padded(scan_paths(frame, root), image_size)
+    val, rep = frame["role"] == "val", frame["role"] == "report"
     wider_is_tumour = auc_score(frame.loc[val, "aspect"], frame.loc[val, "label"]) >= 0.5
     aspect_score = frame["aspect"] if wider_is_tumour else 1 / frame["aspect"]
+    tighter_is_tumour = auc_score(frame.loc[val, "head_box_share"], frame.loc[val, "label"]) >= 0.5
+    framing_score = frame["head_box_share"] * (1 if tighter_is_tumour else -1)
     frame[f"{primary}_padded"] = image_scores(model, padded, threshold)[primary].to_numpy()
     out = {"aspect_ratio_only": {**_on_report(aspect_score, frame, n_boot, seed),
                                  "score": "width / height" if wider_is_tumour else "height / width",
                                  "direction_chosen_on": "validation scans"},
+           "framing_only": {**_on_report(framing_score, frame, n_boot, seed),
+                            "score": "head-box share" if tighter_is_tumour else "minus head-box share",
+                            "direction_chosen_on": "validation scans"},
            "model": model_figures or _on_report(frame[primary], frame, n_boot, seed),
            "model_padded_to_square": _on_report(frame[f"{primary}_padded"], frame, n_boot, seed),
+           "model_within_framing_strata": within_framing(
+               frame.loc[rep, primary], frame.loc[rep, "label"], frame.loc[rep, "head_box_share"],
+               frame.loc[rep, "dup_group"], n_boot, seed),
            "score": primary,
-           "aspect_median": {c: float(frame.loc[frame["label"] == lab, "aspect"].median())
-                             for c, lab in (("tumour", 1), ("healthy", 0))}}
-    return out, frame[["name", "folder", "role", "label", "aspect", primary, f"{primary}_padded"]]
+           **{f"{c}_median": {k: float(frame.loc[frame["label"] == lab, c].median())
+                              for k, lab in (("tumour", 1), ("healthy", 0))}
+              for c in ("aspect", "head_box_share")}}
+    cols = ["name", "folder", "role", "label", "aspect", "head_box_share", primary, f"{primary}_padded"]
+    return out, frame[cols]

@@ -147,7 +147,25 @@ def shortcut_sentence(control: dict | None) -> str:
             + ("; with the stretch removed, its AUC's 95% CI still lies above what the aspect ratio alone "
                "reaches." if p["ci95"]["auc"][0] > a["auc"] else
                "; with the stretch removed, its AUC's 95% CI reaches down to what the aspect ratio alone "
-               "reaches, so part of its detection may rest on the stretch."))
+               "reaches, so part of its detection may rest on the stretch.")
+            + framing_sentence(control))
+
+
+def framing_sentence(control: dict) -> str:
+    """The framing control (``detection.shortcut``'s second cue) in a sentence; empty without it
+    (a summary written before it existed)."""
+    f, w = control.get("framing_only"), control.get("model_within_framing_strata")
+    if not f or not w:
+        return ""
+    med = control["head_box_share_median"]
+    return (f" Framing control: the head's box covers a median {med['tumour']:.2f} of a tumour scan's frame "
+            f"and {med['healthy']:.2f} of a healthy one's, and that share alone ({f['score']}) separates the "
+            f"classes with AUC {_fmt_ci(f['auc'], f['ci95']['auc'])}; padding keeps this cue. Compared only "
+            f"with scans framed alike (the same quartile of that share: {w['pairs']} of {w['all_pairs']} "
+            f"tumour-healthy pairs), the model scores AUC {_fmt_ci(w['auc'], w['ci95']['auc'])}"
+            + ("; its CI lies above what the framing alone reaches." if w["ci95"]["auc"][0] > f["auc"] else
+               "; its CI reaches down to what the framing alone reaches, so part of its detection may "
+               "rest on the framing."))
 
 
 # ----------------------------------------------------------------------- verdict

@@ -293,7 +293,9 @@ def headline_markdown() -> str:
         return "_No finished run yet: run `./run_all.sh`._\n"
     run = json.loads(run_json.read_text())
     g, dice = run["global"], run.get("per_image_mean", {}).get("f1")
-    lines = [f"- **Br35H TEST (official split), released model:** F1 {g['f1']:.3f} pooled over pixels"
+    from brainseg_lib.report.release_card import from_study_run
+    who = "released model" if from_study_run() else "the study's cpu run (Table I)"
+    lines = [f"- **Br35H TEST (official split), {who}:** F1 {g['f1']:.3f} pooled over pixels"
              + (f" (mean Dice per image {dice:.3f})" if dice is not None else "") + f", IoU {g['iou']:.3f}, "
              f"precision {g['precision']:.3f}, recall {g['recall']:.3f}; the paper reports F1 "
              f"{paper_figure('F1'):.3f}, IoU {paper_figure('IoU'):.2f}, precision "

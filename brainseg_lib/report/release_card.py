@@ -23,6 +23,13 @@ def load(path=None) -> dict | None:
     return json.loads(path.read_text()) if path.is_file() else None
 
 
+def from_study_run(models_dir=None) -> bool:
+    """Whether the released model is the study's cpu run (``release.json``'s ``from_run``), not a
+    trial a round of lever trials adopted (``from_plan``); True without a release.json."""
+    path = Path(models_dir or paths.models_dir()) / "release.json"
+    return not path.is_file() or "from_plan" not in json.loads(path.read_text())
+
+
 def _ci(s: dict, key: str) -> str:
     ci = (s.get("ci95_by_patient") or {}).get(key)
     v = s.get(key)

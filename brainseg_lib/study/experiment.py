@@ -50,7 +50,9 @@ def run_name(profile: str, seed: int, loss: str, split_scheme: str = "official",
 
 
 def released_run_name() -> str:
-    """The run the released model comes from: the cpu profile, official split, BCE+Dice, seed 0."""
+    """The study's run: the cpu profile, official split, BCE+Dice, seed 0 (Table I's row). The
+    released model comes from it unless a round of lever trials adopted a trial
+    (``study.release_plan``; ``release.json`` then holds ``from_plan``)."""
     return run_name(paths.STUDY_PROFILE, seed=0, loss="bce_dice", split_scheme="official")
 
 

@@ -127,5 +127,9 @@ def write_card(models_dir: Path | None = None) -> Path:
             "the released model has no evaluation figures for " + (", ".join(missing) or "any set")
             + " (results/metrics/release_eval.json); point BRAINSEG_EXTERNAL and BRAINSEG_FIGSHARE at "
             "both external sets and run `python -m brainseg_lib evaluate-release` first")
+    if "from_plan" in info:                  # released from a round of lever trials
+        from brainseg_lib.report.model_card import lever_model_card
+        from brainseg_lib.study.release_plan import member_records
+        return atomic_write_text(models_dir / "MODEL_CARD.md", lever_model_card(info, ev, member_records(info)))
     run = json.loads((paths.metrics_dir() / Path(info["metrics_json"]).name).read_text())
     return atomic_write_text(models_dir / "MODEL_CARD.md", model_card(run, info, ev))
