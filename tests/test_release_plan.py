@@ -29,6 +29,7 @@ PLAN = {"name": "roundx", "base": "cpu", "fixed": {"epochs": 30, "threads": 2, "
 @pytest.fixture
 def plan(tmp_path, monkeypatch):
     monkeypatch.setenv("BRAINSEG_RELEASE_LEVERS", str(tmp_path / "levers"))
+    monkeypatch.setenv("BRAINSEG_RESULTS", str(tmp_path / "results"))
     path = tmp_path / "plan.yaml"
     path.write_text(yaml.safe_dump(json.loads(json.dumps(PLAN)), sort_keys=False))
     return rl.load_plan(path)
@@ -93,6 +94,8 @@ def _stub_scoring(monkeypatch, predict_f1, reported_f1=0.80):
                         lambda model, data_root=None: {"br35h_test": {"pooled_f1": reported_f1}})
     monkeypatch.setattr(rp, "predict_check", lambda model, data_root=None: {"f1": predict_f1})
     monkeypatch.setattr(rp, "write_card", lambda folder: cards.append(folder))
+    monkeypatch.setattr(rp, "recipe_seeds", lambda plan, what, sha, data_root=None, out_dir=None:
+                        {"trial": what["trial"], "release_sha256": sha})
     monkeypatch.setattr(br35h, "list_split", lambda split, root=None: ([None] * (5 if split == "train" else 2), None))
     return cards
 
@@ -110,6 +113,9 @@ def test_release_from_plan_writes_the_ensemble_and_its_record(plan, tmp_path, mo
     assert saved == info and saved["from_trial"] == "t2-ens" and saved["within_tolerance"]
     assert saved["member_runs"][2] == "cpu-official-bce_dice-seed2-t1-aug"
     assert saved["abs_difference"] == pytest.approx(0.005) and cards == [dest.parent]
+    from brainseg_lib import paths
+    seeds = json.loads((paths.metrics_dir() / rp.SEEDS_JSON).read_text())
+    assert seeds == {"trial": "t2-ens", "release_sha256": saved["sha256"]}
 
 
 def test_a_release_that_predict_disagrees_with_is_refused(plan, tmp_path, monkeypatch):
@@ -147,3 +153,12 @@ def test_the_card_of_a_plan_release_says_what_the_file_holds(tmp_path, monkeypat
     assert release_card.from_study_run(tmp_path / "models")
     (tmp_path / "models" / "release.json").write_text(json.dumps(info))
     assert not release_card.from_study_run(tmp_path / "models")
+
+
+def test_recipe_seed_figures_are_kept_only_for_the_released_file():
+    from brainseg_lib.report.release_targets import recipe_seed_figures
+    recipe = {"release_sha256": "ab", "f1": {"mean": 0.86, "sd": 0.01, "n": 3},
+              "dice": {"mean": 0.8, "sd": 0.02, "n": 3}, "seeds": []}
+    assert recipe_seed_figures(recipe, {"sha256": "ab"}) == {"f1": recipe["f1"], "dice": recipe["dice"]}
+    assert recipe_seed_figures(recipe, {"sha256": "cd"}) is None
+    assert recipe_seed_figures(None, {"sha256": "ab"}) is None

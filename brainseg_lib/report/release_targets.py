@@ -6,7 +6,9 @@ profile's three official seeds), and image-level detection at a fixed sensitivit
 figures are read from the files the study wrote: ``release_eval.json`` (notebook 10), the
 sweep's per-run JSONs and ``detection.json`` (notebook 06). A row is measured only on the released
 model: the evaluation must carry the release's checksum, the detection run and the seed runs must
-be the released run and its profile's seeds; otherwise the row says so. A target is **met** when
+be the released run and its profile's seeds (for a release from a round of lever trials: the
+released trial's seeds, ``release_recipe_seeds.json``, written by ``release --plan`` with the
+release's checksum); otherwise the row says so. A target is **met** when
 the point figure, at the three decimals shown, meets it; otherwise the table says by how much it
 is missed, and whether the target lies within the CI.
 """
@@ -157,8 +159,18 @@ def study_targets_markdown() -> str:
     from brainseg_lib.study.experiment import run_name
     from brainseg_lib.study.release_eval import released_path
     names = [run_name(paths.STUDY_PROFILE, seed=s, loss="bce_dice", split_scheme="official") for s in (0, 1, 2)]
-    ev, seeds_ok, detection = of_the_release(read(released_path().parent / "release.json"),
-                                             read(paths.metrics_dir() / "release_eval.json"),
+    release = read(released_path().parent / "release.json")
+    ev, seeds_ok, detection = of_the_release(release, read(paths.metrics_dir() / "release_eval.json"),
                                              read(paths.metrics_dir() / "detection.json"), names)
     seeds = seed_figures(paths.sweep_dir() / "metrics", names) if seeds_ok else None
+    if release and "from_plan" in release:   # released from a round: its trial's seeds (release_plan)
+        seeds = recipe_seed_figures(read(paths.metrics_dir() / "release_recipe_seeds.json"), release)
     return targets_markdown(ev, seeds, detection)
+
+
+def recipe_seed_figures(recipe: dict | None, release: dict) -> dict | None:
+    """The f1 and dice seed figures of ``release_plan.recipe_seeds``, kept only when they are about
+    the released file (the same checksum)."""
+    if not recipe or recipe.get("release_sha256") != release.get("sha256"):
+        return None
+    return {k: recipe[k] for k in ("f1", "dice")}

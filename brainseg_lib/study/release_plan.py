@@ -23,6 +23,8 @@ from pathlib import Path
 from brainseg_lib import paths
 from brainseg_lib.study.release import TOLERANCE, ReleaseRefused, predict_check, write_card
 
+SEEDS_JSON = "release_recipe_seeds.json"
+
 
 def read_decision(plan: dict, out_dir=None) -> dict:
     """The round's decision file, refused when missing or written from another plan file."""
@@ -96,6 +98,7 @@ def release_from_plan(plan_path, dest: Path | None = None, data_root=None, out_d
     if diff > TOLERANCE:
         raise RuntimeError(f"released model disagrees with its evaluation: F1 {check['f1']:.4f} via predict "
                            f"vs {reported:.4f} in release_eval.json")
+    write_json(recipe_seeds(plan, what, info["sha256"], data_root, out_dir), paths.metrics_dir() / SEEDS_JSON)
     write_json(info, dest.parent / "release.json")
     write_card(dest.parent)
     return info
@@ -105,3 +108,38 @@ def member_records(info: dict, out_dir=None) -> list[dict]:
     """The lever run JSON (``release_levers/metrics/<run>.json``) of each member of a plan release."""
     from brainseg_lib.study import release_levers as rl
     return [json.loads((rl.folder(out_dir) / "metrics" / f"{r}.json").read_text()) for r in info["member_runs"]]
+
+
+def recipe_seeds(plan: dict, what: dict, release_sha256: str, data_root=None, out_dir=None) -> dict:
+    """Br35H TEST (official) of each seed of the released trial (for an ensemble trial, its k-th
+    ensemble), each packed and scored as the released file is (``release_eval``), after the choice:
+    how much the recipe, not only the released seed, varies. Seed 0 is the released file."""
+    import tempfile
+
+    import numpy as np
+
+    from brainseg_lib.model.released import release_model
+    from brainseg_lib.study import release_levers as rl
+    from brainseg_lib.study.release_eval import br35h_test_half, released_settings, score_set
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for seed in plan["seeds"]:
+            ckpts = rl.checkpoints(plan, what["trial"], seed, out_dir)
+            if not all(p.is_file() for p in ckpts):
+                raise ReleaseRefused(f"{', '.join(map(str, ckpts))}: a seed of the released trial is not trained; "
+                                     f"train it with `python -m brainseg_lib release-levers --plan {plan['source']}`")
+            f = release_model(ckpts if len(ckpts) > 1 else ckpts[0], Path(tmp) / f"seed{seed}.pt",
+                              inference=what["inference"] or None)
+            model, tcfg, inf = released_settings(f)
+            half = br35h_test_half(int(tcfg["image_size"]), data_root, inf.get("head_crop", False))
+            df = score_set(model, half, float(tcfg.get("threshold", 0.5)), inf)
+            rows.append({"seed": int(seed), "member_runs": rl.member_runs(plan, what["trial"], seed),
+                         "pooled_f1": float(2 * df["tp"].sum() / (2 * df["tp"].sum() + df["fp"].sum() + df["fn"].sum())),
+                         "per_image_mean_dice": float(df["dice"].mean())})
+    out = {"from_plan": plan["source"], "trial": what["trial"], "release_sha256": release_sha256,
+           "set": "Br35H TEST (official split)", "seeds": rows}
+    for key, col in (("f1", "pooled_f1"), ("dice", "per_image_mean_dice")):
+        v = np.array([r[col] for r in rows])
+        out[key] = {"mean": float(v.mean()), "sd": float(v.std(ddof=1)) if len(v) > 1 else float("nan"),
+                    "n": int(len(v))}
+    return out
