@@ -113,8 +113,7 @@ def test_release_from_plan_writes_the_ensemble_and_its_record(plan, tmp_path, mo
     assert saved == info and saved["from_trial"] == "t2-ens" and saved["within_tolerance"]
     assert saved["member_runs"][2] == "cpu-official-bce_dice-seed2-t1-aug"
     assert saved["abs_difference"] == pytest.approx(0.005) and cards == [dest.parent]
-    from brainseg_lib import paths
-    seeds = json.loads((paths.metrics_dir() / rp.SEEDS_JSON).read_text())
+    seeds = json.loads((dest.parent / rp.SEEDS_JSON).read_text())
     assert seeds == {"trial": "t2-ens", "release_sha256": saved["sha256"]}
 
 

@@ -7,7 +7,7 @@ figures are read from the files the study wrote: ``release_eval.json`` (notebook
 sweep's per-run JSONs and ``detection.json`` (notebook 06). A row is measured only on the released
 model: the evaluation must carry the release's checksum, the detection run and the seed runs must
 be the released run and its profile's seeds (for a release from a round of lever trials: the
-released trial's seeds, ``release_recipe_seeds.json``, written by ``release --plan`` with the
+released trial's seeds, ``release_recipe_seeds.json`` beside ``release.json``, written by ``release --plan`` with the
 release's checksum); otherwise the row says so. A target is **met** when
 the point figure, at the three decimals shown, meets it; otherwise the table says by how much it
 is missed, and whether the target lies within the CI.
@@ -164,7 +164,7 @@ def study_targets_markdown() -> str:
                                              read(paths.metrics_dir() / "detection.json"), names)
     seeds = seed_figures(paths.sweep_dir() / "metrics", names) if seeds_ok else None
     if release and "from_plan" in release:   # released from a round: its trial's seeds (release_plan)
-        seeds = recipe_seed_figures(read(paths.metrics_dir() / "release_recipe_seeds.json"), release)
+        seeds = recipe_seed_figures(read(released_path().parent / "release_recipe_seeds.json"), release)
     return targets_markdown(ev, seeds, detection)
 
 

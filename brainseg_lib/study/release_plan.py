@@ -23,7 +23,7 @@ from pathlib import Path
 from brainseg_lib import paths
 from brainseg_lib.study.release import TOLERANCE, ReleaseRefused, predict_check, write_card
 
-SEEDS_JSON = "release_recipe_seeds.json"
+SEEDS_JSON = "release_recipe_seeds.json"   # beside release.json: ./run_all.sh carries the release's folder
 
 
 def read_decision(plan: dict, out_dir=None) -> dict:
@@ -98,7 +98,7 @@ def release_from_plan(plan_path, dest: Path | None = None, data_root=None, out_d
     if diff > TOLERANCE:
         raise RuntimeError(f"released model disagrees with its evaluation: F1 {check['f1']:.4f} via predict "
                            f"vs {reported:.4f} in release_eval.json")
-    write_json(recipe_seeds(plan, what, info["sha256"], data_root, out_dir), paths.metrics_dir() / SEEDS_JSON)
+    write_json(recipe_seeds(plan, what, info["sha256"], data_root, out_dir), dest.parent / SEEDS_JSON)
     write_json(info, dest.parent / "release.json")
     write_card(dest.parent)
     return info
