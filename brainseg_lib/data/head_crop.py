@@ -70,6 +70,12 @@ def head_box(image: np.ndarray) -> tuple[int, int, int, int]:
     return box
 
 
+def box_share(image: np.ndarray) -> float:
+    """The share of the frame the head's box covers (1.0 when no head is found)."""
+    top, bottom, left, right = head_box(image)
+    return (bottom - top) * (right - left) / image.size
+
+
 def crop(array: np.ndarray, box) -> np.ndarray:
     """The part of a 2-D array inside ``box``."""
     top, bottom, left, right = box

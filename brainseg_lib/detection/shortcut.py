@@ -62,7 +62,7 @@ def pad_to_square(image: np.ndarray) -> np.ndarray:
 def read_padded(paths: list[Path], size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(width / height of each scan, the share of its frame the head's box covers, the scans
     padded to a square and resized to the model's input, uint8 (N, S, S)), each file read once."""
-    from brainseg_lib.study.head_frames import box_share
+    from brainseg_lib.data.head_crop import box_share
     aspect, share = np.zeros(len(paths)), np.zeros(len(paths))
     images = np.zeros((len(paths), size, size), np.uint8)
     for i, p in enumerate(paths):

@@ -54,12 +54,7 @@ paper does not say how it aggregates, and Table I compares its F1 with the poole
 - **Check of the released file:** `predict` on the TEST images gives pooled F1
   {info['test_f1_via_predict']:.4f} against {info['test_f1_native_reported']:.4f} reported
   (difference {info['abs_difference']:.4f}, tolerance {info['tolerance']}).
-- **Intended use:** research and education. **Not a medical device**; not for diagnosis.
-- **Known limits:**
-  - {leak_txt}
-  - Trained on one public dataset of JPEG slices of unknown provenance and acquisition; the
-    external figures above are two other sources (TCGA-LGG FLAIR from 4 TCGA sites, Figshare T1
-    contrast-enhanced from 2 hospitals), not every scanner.
+{_use_and_limits(leak_txt)}
   - 2-D slices only. Training {f"included {healthy_train} tumour-free scans" if ratio else "held no tumour-free scan"}.
   - Inputs are resized to {cfg['image_size']}x{cfg['image_size']}; small lesions lose detail.
 """
@@ -114,14 +109,19 @@ from `{info['decision']}` and `results/metrics/release_eval.json`; nothing here 
 - **Check of the released file:** `predict` on the TEST images gives pooled F1
   {info['test_f1_via_predict']:.4f} against {info['test_f1_native_reported']:.4f} in
   `{info['reported_in']}` (difference {info['abs_difference']:.4f}, tolerance {info['tolerance']}).
-- **Intended use:** research and education. **Not a medical device**; not for diagnosis.
-- **Known limits:**
-  - {_leak_text()}
-  - Trained on one public dataset of JPEG slices of unknown provenance and acquisition; the
-    external figures above are two other sources (TCGA-LGG FLAIR from 4 TCGA sites, Figshare T1
-    contrast-enhanced from 2 hospitals), not every scanner.
+{_use_and_limits(_leak_text())}
   - 2-D slices only. Inputs are resized to {cfg['image_size']}x{cfg['image_size']}; small lesions lose detail.
 """
+
+
+def _use_and_limits(leak_txt: str) -> str:
+    """The intended use and the known limits both cards share (each card adds its own last lines)."""
+    return f"""- **Intended use:** research and education. **Not a medical device**; not for diagnosis.
+- **Known limits:**
+  - {leak_txt}
+  - Trained on one public dataset of JPEG slices of unknown provenance and acquisition; the
+    external figures above are two other sources (TCGA-LGG FLAIR from 4 TCGA sites, Figshare T1
+    contrast-enhanced from 2 hospitals), not every scanner."""
 
 
 def _leak_text() -> str:

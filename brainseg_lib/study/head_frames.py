@@ -14,15 +14,9 @@ import numpy as np
 import pandas as pd
 
 from brainseg_lib import paths
+from brainseg_lib.data.head_crop import box_share
 
 QUANTILES = (0.1, 0.25, 0.5, 0.75, 0.9)
-
-
-def box_share(image: np.ndarray) -> float:
-    """The share of the frame the head's box covers (1.0 when no head is found)."""
-    from brainseg_lib.data.head_crop import head_box
-    top, bottom, left, right = head_box(image)
-    return (bottom - top) * (right - left) / image.size
 
 
 def set_images(data_root=None) -> dict[str, list[Path]]:

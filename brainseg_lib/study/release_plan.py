@@ -78,7 +78,7 @@ def release_from_plan(plan_path, dest: Path | None = None, data_root=None, out_d
     what = chosen(plan, decision, out_dir)
     dest = Path(dest) if dest is not None else paths.released_model()
     ckpts = what["checkpoints"]
-    model = release_model(ckpts if len(ckpts) > 1 else ckpts[0], dest, inference=what["inference"] or None)
+    model = release_model(ckpts, dest, inference=what["inference"] or None)
     export_onnx(model)
     ev = evaluate_release(model, data_root=data_root)
     check = predict_check(model, data_root)
@@ -118,6 +118,7 @@ def recipe_seeds(plan: dict, what: dict, release_sha256: str, data_root=None, ou
 
     import numpy as np
 
+    from brainseg_lib.evaluation.metrics import COUNTS, metrics_from_counts
     from brainseg_lib.model.released import release_model
     from brainseg_lib.study import release_levers as rl
     from brainseg_lib.study.release_eval import br35h_test_half, released_settings, score_set
@@ -128,13 +129,12 @@ def recipe_seeds(plan: dict, what: dict, release_sha256: str, data_root=None, ou
             if not all(p.is_file() for p in ckpts):
                 raise ReleaseRefused(f"{', '.join(map(str, ckpts))}: a seed of the released trial is not trained; "
                                      f"train it with `python -m brainseg_lib release-levers --plan {plan['source']}`")
-            f = release_model(ckpts if len(ckpts) > 1 else ckpts[0], Path(tmp) / f"seed{seed}.pt",
-                              inference=what["inference"] or None)
+            f = release_model(ckpts, Path(tmp) / f"seed{seed}.pt", inference=what["inference"] or None)
             model, tcfg, inf = released_settings(f)
             half = br35h_test_half(int(tcfg["image_size"]), data_root, inf.get("head_crop", False))
             df = score_set(model, half, float(tcfg.get("threshold", 0.5)), inf)
             rows.append({"seed": int(seed), "member_runs": rl.member_runs(plan, what["trial"], seed),
-                         "pooled_f1": float(2 * df["tp"].sum() / (2 * df["tp"].sum() + df["fp"].sum() + df["fn"].sum())),
+                         "pooled_f1": metrics_from_counts(*(int(df[c].sum()) for c in COUNTS))["f1"],
                          "per_image_mean_dice": float(df["dice"].mean())})
     out = {"from_plan": plan["source"], "trial": what["trial"], "release_sha256": release_sha256,
            "set": "Br35H TEST (official split)", "seeds": rows}
