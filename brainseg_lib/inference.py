@@ -158,6 +158,16 @@ def drop_small_components(probs: np.ndarray, threshold: float, min_fraction: flo
 
 
 # ------------------------------------------------------------------- one scan, as the study scores it
+def checkpoint_threshold(ck: dict) -> float:
+    """The probability from which a checkpoint's pixel is tumour: a released file's
+    ``inference.threshold`` (chosen by a lever round, ``study.release_plan``), else
+    ``train_config.threshold``, else 0.5."""
+    inf = ck.get("inference") or {}
+    if inf.get("threshold") is not None:
+        return float(inf["threshold"])
+    return float((ck.get("train_config") or {}).get("threshold", 0.5))
+
+
 @dataclass(frozen=True)
 class ScanSettings:
     """How a model's maps become a scan's mask, beyond the threshold: the head crop

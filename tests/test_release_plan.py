@@ -75,6 +75,22 @@ def test_missing_checkpoints_are_named_with_the_command_that_trains_them(plan):
     assert "seed0-t1-aug" in str(e.value) and "seed2-t1-aug" in str(e.value)
 
 
+def test_a_chosen_threshold_is_released_with_the_other_settings(plan, tmp_path, monkeypatch):
+    from brainseg_lib.inference import checkpoint_threshold
+    from brainseg_lib.model.released import load_released
+    train_members(plan)
+    decision = write_decision(plan, ["t2-ens"])
+    path = rl.folder() / "decision-roundx.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "release_inference":
+                                {"tta": True, "min_component": 0.002, "threshold": 0.3}}))
+    assert rp.chosen(plan, rp.read_decision(plan))["inference"]["threshold"] == 0.3
+    assert "threshold" not in rp.chosen(plan, decision)["inference"]
+    _stub_scoring(monkeypatch, predict_f1=0.80)
+    dest = tmp_path / "models" / "brainseg-cpu.pt"
+    info = rp.release_from_plan(plan["source"], dest=dest)
+    assert checkpoint_threshold(load_released(dest)) == 0.3 and info["inference"]["threshold"] == 0.3
+
+
 def test_an_adopted_ensemble_releases_its_first_seeds_members_and_settings(plan):
     train_members(plan)
     got = rp.chosen(plan, write_decision(plan, ["t2-ens"]))
@@ -148,6 +164,9 @@ def test_the_card_of_a_plan_release_says_what_the_file_holds(tmp_path, monkeypat
     assert "pooled F1 0.830 [0.800, 0.860]" in card and "4 of 100 tumours with no prediction" in card
     assert "best epochs by validation Dice:\n  20, 21, 22" in card and "SECTIONS" in card
     assert "Table I's \"ours\" row is the study's cpu run, not this file" in card
+    assert "from probability" not in card
+    with_threshold = lever_model_card({**info, "inference": {**info["inference"], "threshold": 0.3}}, ev, members)
+    assert "a pixel is tumour from probability 0.3 on (not 0.5" in with_threshold
     (tmp_path / "models").mkdir()
     assert release_card.from_study_run(tmp_path / "models")
     (tmp_path / "models" / "release.json").write_text(json.dumps(info))

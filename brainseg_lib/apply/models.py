@@ -22,7 +22,7 @@ import torch
 from brainseg_lib import paths
 from brainseg_lib.apply.scans import PredictError
 from brainseg_lib.data.cache import sha256_file
-from brainseg_lib.inference import ScanSettings, predict_logits, resolve_device, scan_probability
+from brainseg_lib.inference import ScanSettings, checkpoint_threshold, predict_logits, resolve_device, scan_probability
 from brainseg_lib.model.checkpoint import (
     load_checkpoint,
     model_from_checkpoint,
@@ -155,7 +155,7 @@ def load_predictor(checkpoint: str | Path | None = None, device: str = "auto") -
     size = validate_image_size(ck.get("train_config"), path)
     model = model_from_checkpoint(ck, path).to(dev)
     predictor = Predictor(model, size, dev, path, sha256_file(path), ScanSettings.of_checkpoint(ck),
-                          float((ck.get("train_config") or {}).get("threshold", 0.5)))
+                          checkpoint_threshold(ck))
     probe(predictor)
     return predictor
 

@@ -114,6 +114,7 @@ class PredictionRun:
     out_dir: Path
     model: Path
     kept: int = 0                   # rows of scans finished by an earlier run (--resume)
+    threshold: float = 0.5          # the one used: given, or the model's own
 
     @property
     def n_failed(self) -> int:
@@ -275,7 +276,7 @@ def _truth_dir(truth, overlay: bool) -> Path | None:
 
 
 def run_predict(input_path: str | Path, output_dir: str | Path, checkpoint: str | Path | None = None,
-                threshold: float = 0.5, overlay: bool = False, device: str = "auto",
+                threshold: float | None = None, overlay: bool = False, device: str = "auto",
                 force: bool = False, progress: bool | None = None, stderr=None,
                 max_pixels: int = MAX_PIXELS, runtime: str = "torch", resume: bool = False,
                 slice_axis: str = "auto", max_slices: int = MAX_SLICES,
@@ -291,9 +292,11 @@ def run_predict(input_path: str | Path, output_dir: str | Path, checkpoint: str 
     onnxruntime (see the module docstring); PredictError when it is missing. NIfTI files
     and DICOM series are cut along ``slice_axis`` and refused past ``max_slices`` slices
     (``apply.volumes``). ``truth``: a folder of truth masks drawn in red on the overlays.
+    ``threshold`` None: the model's own (``inference.checkpoint_threshold``: 0.5 unless a released
+    file records the one its lever round chose).
     """
     stderr = stderr if stderr is not None else sys.stderr
-    if not 0.0 <= float(threshold) <= 1.0:
+    if threshold is not None and not 0.0 <= float(threshold) <= 1.0:
         raise PredictError(f"--threshold must be between 0 and 1, got {threshold}")
     if runtime not in RUNTIMES:
         raise PredictError(f"unknown runtime {runtime!r}; choose torch or onnx")
@@ -305,6 +308,7 @@ def run_predict(input_path: str | Path, output_dir: str | Path, checkpoint: str 
     plan.truth_dir = _truth_dir(truth, overlay)
     check_outputs(plan, input_path, out_dir, force, resume)
     predictor = (load_onnx_predictor if runtime == "onnx" else load_predictor)(checkpoint, device)
+    threshold = float(predictor.threshold if threshold is None else threshold)
     kept, todo = _resume_rows(plan, resume, overlay, threshold, getattr(predictor, "sha256", ""), stderr)
     n_foreign, total = len(kept) - (len(plan.files) - len(todo)), len(kept) + len(todo)
     with _open_table(plan, kept) as table:
@@ -317,4 +321,4 @@ def run_predict(input_path: str | Path, output_dir: str | Path, checkpoint: str 
             raise PredictError(_stopped(table, total, f"cannot write {where}: {e.strerror or e}")) from e
     rows = _in_input_order(table, plan, n_foreign, stderr)
     return PredictionRun(rows, plan.csv_path, out_dir, predictor.source,
-                         kept=len(plan.files) - len(todo))
+                         kept=len(plan.files) - len(todo), threshold=threshold)

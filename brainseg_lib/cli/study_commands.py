@@ -328,7 +328,8 @@ def _add_volumes(sub) -> None:
     s.add_argument("--checkpoint", default=None, metavar="PATH",
                    help="model (default: the released model)")
     s.add_argument("--runtime", default="torch", choices=["torch", "onnx"])
-    s.add_argument("--threshold", type=float, default=0.5)
+    s.add_argument("--threshold", type=float, default=None,
+                   help="tumour where the probability is >= T (default: the model's own)")
     s.add_argument("--device", default="cpu", choices=["auto", "cpu", "cuda"])
     s.add_argument("--n-boot", type=int, default=2000, help="bootstrap replicates (default 2000)")
     s.set_defaults(fn=_cmd_score_volumes)

@@ -105,8 +105,9 @@ def _add_predict(sub) -> None:
     pr.add_argument("--output", required=True, metavar="DIR",
                     help="folder for the masks, overlays and predictions.csv (created if needed; "
                          "must not be the input folder)")
-    pr.add_argument("--threshold", type=float, default=0.5, metavar="T",
-                    help="tumour where the probability is >= T, 0..1 (default 0.5)")
+    pr.add_argument("--threshold", type=float, default=None, metavar="T",
+                    help="tumour where the probability is >= T, 0..1 (default: the model's own, "
+                         "0.5 unless the released file records another; predictions.csv names it)")
     pr.add_argument("--overlay", action="store_true",
                     help="also write <stem>_overlay.png: the scan with the predicted tumour outlined "
                          "in cyan (the report's colours), or \"no tumour found\" written on it")

@@ -174,7 +174,8 @@ def model_metadata(ck: dict, source: Path, source_sha256: str, exporter: str) ->
     """The ``metadata_props`` written into the ONNX file (all values are strings)."""
     size = validate_image_size(ck.get("train_config"), source)
     cfg = dict(ck["model_config"])
-    threshold = (ck.get("train_config") or {}).get("threshold", 0.5)
+    from brainseg_lib.inference import checkpoint_threshold
+    threshold = checkpoint_threshold(ck)
     return {
         "brainseg.format_version": FORMAT_VERSION,
         "image_size": str(size),

@@ -78,6 +78,8 @@ def lever_model_card(info: dict, ev: dict, members: list[dict]) -> str:
     how += ["test-time flips (the mean probability of the scan and its left-right and up-down flips)"
             ] if inf.get("tta") else []
     how += [f"predicted components under {inf['min_component']:.1%} of the input removed"] if inf.get("min_component") else []
+    how += [f"a pixel is tumour from probability {inf['threshold']:g} on (not 0.5; `predict --threshold` "
+            "overrides it)"] if inf.get("threshold") is not None else []
     return f"""# Model card: brainseg-cpu
 
 A U-Net (Khadra et al. 2026 architecture, base width {cfg['base_width']}) that segments brain

@@ -77,7 +77,7 @@ def patients(folder: Path) -> list[tuple[str, Path, Path]]:
 
 
 def predict_volumes(cases, work: Path, checkpoint=None, runtime: str = "torch",
-                    threshold: float = 0.5, device: str = "cpu"):
+                    threshold: float | None = None, device: str = "cpu"):
     """``run_predict`` on a folder of links ``<patient>.nii.gz`` to the FLAIR volumes, as a
     user would call ``predict --input FOLDER``; the run (masks in ``work / "masks"``)."""
     from brainseg_lib.apply.predict import run_predict
@@ -154,7 +154,7 @@ def _shown(folder: Path) -> str:
     return paths.display_path(folder)
 
 
-def score_volumes(volumes_dir=None, checkpoint=None, runtime: str = "torch", threshold: float = 0.5,
+def score_volumes(volumes_dir=None, checkpoint=None, runtime: str = "torch", threshold: float | None = None,
                   device: str = "cpu", n_boot: int = N_BOOT, seed: int = 0, write: bool = True) -> dict:
     """Segment every external volume through ``predict`` and score it per patient; the summary
     (and, with ``write``, the JSON and per-patient CSV written; their paths in the summary)."""
@@ -168,7 +168,7 @@ def score_volumes(volumes_dir=None, checkpoint=None, runtime: str = "torch", thr
     per_patient = pd.DataFrame(rows)
     result = {"kind": "external_volumes", "read_through": "apply.predict.run_predict (the predict "
               "command's path for NIfTI input)", "model": paths.display_path(run.model),
-              "model_sha256": sha256_file(run.model), "runtime": runtime, "threshold": float(threshold),
+              "model_sha256": sha256_file(run.model), "runtime": runtime, "threshold": run.threshold,
               "volumes": _shown(folder), "n_patients": len(rows),
               "n_slices": int(per_patient["slices"].sum()), "n_boot": n_boot, "seed": seed,
               "ci": "percentile, patients resampled", **summarise(per_patient, n_boot, seed),

@@ -91,7 +91,9 @@ class ReleaseTrialSchema(TrialSchema):
     (``min_component``) or calibrated per seed on the healthy VAL scans (``gate: healthy_val``). With
     ``ensemble_of`` it trains more seeds of that trial and scores, as its seed k, the mean logits of
     that trial's seeds k*members ... k*members + members - 1 (``release_levers.member_seeds``).
-    ``head_crop`` (with ``checkpoints_of``) crops each scan to the head before the resize."""
+    ``head_crop`` (with ``checkpoints_of``) crops each scan to the head before the resize.
+    ``threshold`` (with either) replaces the checkpoints' own (0.5) as the probability at which a
+    pixel is tumour, for the component removal as for the mask."""
     checkpoints_of: Optional[str] = None
     head_crop: bool = False
     tta: bool = False
@@ -99,6 +101,7 @@ class ReleaseTrialSchema(TrialSchema):
     gate: Optional[Literal["healthy_val"]] = None
     ensemble_of: Optional[str] = None     # scores the mean logits of `members` of that trial's seeds
     members: Annotated[int, Field(ge=2, le=10)] = None
+    threshold: Annotated[Float, Field(gt=0, lt=1)] = None
 
 
 class ReleaseRuleSchema(BaseModel):

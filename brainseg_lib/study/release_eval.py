@@ -28,16 +28,20 @@ KEEP = ("pooled_f1", "mean_dice_tumour", "clean_marked_share", "ci95_by_patient"
 
 
 def released_settings(path=None) -> tuple[object, dict, dict]:
-    """(model, train_config, inference settings) of the released file, checksum verified."""
+    """(model, train_config, inference settings) of the released file, checksum verified; the
+    train_config's ``threshold`` is the file's own (``inference.checkpoint_threshold``), and the
+    settings name it when the file's ``inference`` sets one."""
     from brainseg_lib.model.checkpoint import model_from_checkpoint
     from brainseg_lib.model.released import load_released
     path = path or paths.released_model()
     ck = load_released(path)
-    from brainseg_lib.inference import ScanSettings
+    from brainseg_lib.inference import ScanSettings, checkpoint_threshold
     model = model_from_checkpoint(ck, path).float().eval()
     s = ScanSettings.of_checkpoint(ck)
-    inf = {"tta": s.tta, "min_component": s.min_component, **({"head_crop": True} if s.head_crop else {})}
-    return model, ck["train_config"], inf
+    own = (ck.get("inference") or {}).get("threshold")
+    inf = {"tta": s.tta, "min_component": s.min_component, **({"head_crop": True} if s.head_crop else {}),
+           **({"threshold": float(own)} if own is not None else {})}
+    return model, {**ck["train_config"], "threshold": checkpoint_threshold(ck)}, inf
 
 
 def summary(df: pd.DataFrame, n_boot: int) -> dict:

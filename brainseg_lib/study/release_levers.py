@@ -49,21 +49,23 @@ def check_round(plan: dict, path: Path) -> None:
             raise ValueError(f"{path}: trial {t['tag']!r} scores the checkpoints of {src!r}, which must be "
                              "an earlier trial that trains its own; such a trial changes nothing in `set`")
         if src is None and ens is None and (t.get("tta") or t.get("gate") or t.get("min_component")
-                                            or t.get("head_crop")):
-            raise ValueError(f"{path}: trial {t['tag']!r} sets tta, min_component, gate or head_crop "
+                                            or t.get("head_crop") or t.get("threshold") is not None):
+            raise ValueError(f"{path}: trial {t['tag']!r} sets tta, min_component, gate, head_crop or threshold "
                              "without `checkpoints_of` or `ensemble_of`: those score another trial's "
                              "checkpoints (a trial that trains on cropped scans sets head_crop in `set`)")
         if ens is not None and t.get("gate"):
             raise ValueError(f"{path}: trial {t['tag']!r}: a gate calibrates one checkpoint, not an "
                              "ensemble (give an ensemble a fixed min_component)")
-        if t.get("gate") and (t.get("against") != tags[0] or t.get("min_component")):
+        if t.get("gate") and (t.get("against") != tags[0] or t.get("min_component")
+                              or t.get("threshold") is not None):
             raise ValueError(f"{path}: trial {t['tag']!r} has a gate: it calibrates to the reference "
-                             f"({tags[0]!r}) as its `against`, and its size is chosen, not set")
+                             f"({tags[0]!r}) as its `against`, at the checkpoint's threshold, and its "
+                             "size is chosen, not set")
         if (ens is None) != (t.get("members") is None) or (ens is not None and (
                 src is not None or ens not in tags[:i] or t.get("set") or trained_tag(plan, ens) != ens)):
             raise ValueError(f"{path}: trial {t['tag']!r}: `ensemble_of` and `members` go together and "
                              "name an earlier trial that trains its own; such a trial sets nothing else "
-                             "but how it is scored (tta, min_component, head_crop)")
+                             "but how it is scored (tta, min_component, head_crop, threshold)")
     if any(t.get("checkpoints_of") or t.get("ensemble_of") for t in plan["trials"]) and plan.get("inference"):
         raise ValueError(f"{path}: a plan with trials that score other trials' checkpoints holds no "
                          "inference levers (their settings would replace the trial's own)")
@@ -163,7 +165,7 @@ def gate_path(tag: str, seed: int, out_dir=None) -> Path:
 
 
 def settings_used(plan: dict, tag: str, seed: int, out_dir=None) -> dict:
-    """The ``tta`` and ``min_component`` a scored seed of ``tag`` was scored with: as declared,
+    """The ``tta``, ``min_component`` (and ``head_crop``, ``threshold`` where set) a scored seed of ``tag`` was scored with: as declared,
     a gate's size read from the file ``scoring_settings`` wrote (nothing is computed again)."""
     import json
     declared = declared_settings(plan, tag, seed, out_dir)
@@ -187,9 +189,11 @@ def scored(tag: str, seed: int, out_dir=None) -> bool:
 
 
 def score_trial(plan: dict, tag: str, seed: int, out_dir=None, ckpt_tag: str | None = None,
-                tta: bool = False, min_component: float = 0.0, head_crop: bool = False) -> dict[str, pd.DataFrame]:
+                tta: bool = False, min_component: float = 0.0, head_crop: bool = False,
+                threshold: float | None = None) -> dict[str, pd.DataFrame]:
     """Per-slice rows of one checkpoint (``ckpt_tag``'s, default ``tag``'s) on VAL, the healthy
-    VAL scans and both external dev halves, written under ``per_slice/`` with ``tag``'s name."""
+    VAL scans and both external dev halves, written under ``per_slice/`` with ``tag``'s name;
+    ``threshold`` (None: the checkpoints' own) is where a probability becomes tumour."""
     from brainseg_lib.fileio import write_csv
     from brainseg_lib.study.release_scoring import score_checkpoint
     ckpts = checkpoints(plan, ckpt_tag or tag, seed, out_dir)
@@ -197,7 +201,8 @@ def score_trial(plan: dict, tag: str, seed: int, out_dir=None, ckpt_tag: str | N
         if not ckpt.is_file():
             raise FileNotFoundError(f"no checkpoint {ckpt}; train it first with "
                                     "`python -m brainseg_lib release-levers`")
-    frames = score_checkpoint(ckpts, tta=tta, min_component=min_component, head_crop=head_crop)
+    frames = score_checkpoint(ckpts, tta=tta, min_component=min_component, head_crop=head_crop,
+                              threshold=threshold)
     for which, df in frames.items():
         dest = per_slice_path(tag, seed, which, out_dir)
         write_csv(df, paths.ensure(dest.parent) / dest.name)
@@ -223,19 +228,21 @@ def run_plan(plan: dict | None = None, out_dir=None) -> dict:
 
 def declared_settings(plan: dict, tag: str, seed: int, out_dir=None) -> dict:
     """How the plan says ``tag``'s seed is scored: the run whose checkpoint, flips, component size
-    or gate (with its grid)."""
+    or gate (with its grid), and the head crop and threshold where the trial sets them (left out
+    otherwise, so the settings recorded before these keys existed still match)."""
     t = trial(plan, tag)
     runs = member_runs(plan, tag, seed)
     out = {"checkpoint_run": runs[0] if len(runs) == 1 else runs,
            "tta": bool(t.get("tta", False)), "min_component": float(t.get("min_component", 0.0)),
-           "gate": t.get("gate"), **({"head_crop": True} if t.get("head_crop") else {})}
+           "gate": t.get("gate"), **({"head_crop": True} if t.get("head_crop") else {}),
+           **({"threshold": float(t["threshold"])} if t.get("threshold") is not None else {})}
     return {**out, "grid": list(GATE_GRID)} if t.get("gate") else out
 
 
 def how_scored(declared: dict) -> dict:
     """The ``score_trial`` keywords of declared settings: ``tta``, ``min_component`` and, when
-    set, ``head_crop``."""
-    return {k: declared[k] for k in ("tta", "min_component", "head_crop") if k in declared}
+    set, ``head_crop`` and ``threshold``."""
+    return {k: declared[k] for k in ("tta", "min_component", "head_crop", "threshold") if k in declared}
 
 
 def settings_path(tag: str, seed: int, out_dir=None) -> Path:

@@ -48,16 +48,18 @@ def scoring_model(ckpt, device: str = "cpu"):
 
 
 def score_checkpoint(ckpt, tta: bool = False, min_component: float = 0.0, data_root=None,
-                     device: str = "cpu", head_crop: bool = False) -> dict[str, pd.DataFrame]:
+                     device: str = "cpu", head_crop: bool = False,
+                     threshold: float | None = None) -> dict[str, pd.DataFrame]:
     """{val, healthy, lgg, figshare}: per-slice rows of the checkpoint, or of the seed ensemble
     (``model.ensemble``) of a list of checkpoints (see the module doc); every scan cropped to the
-    head first (``data.head_crop``) with ``head_crop`` or when the checkpoint trained so.
-    An external set that is not there is refused (the rule needs both)."""
+    head first (``data.head_crop``) with ``head_crop`` or when the checkpoint trained so; a pixel is
+    tumour from ``threshold`` on (None: the checkpoint's own). An external set that is not there is refused (the rule needs both)."""
     from brainseg_lib.data import external as ext
     from brainseg_lib.data.cache import native_masks_for
     from brainseg_lib.data.healthy import load_healthy
     from brainseg_lib.data.splits import split_arrays
     model, dev, size, thr, healthy_seed, trained_crop = scoring_model(ckpt, device)
+    thr = thr if threshold is None else float(threshold)
     crop = bool(head_crop or trained_crop)
     out = {}
     val = split_arrays("official", size, data_root, only=("val",), head_crop=crop)["val"]
