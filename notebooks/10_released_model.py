@@ -37,6 +37,7 @@
 # params/smoke.yaml). ./run_all.sh injects the chosen profile's values for these names only.
 profile = 'smoke'
 external_boot = 200
+detection_limit = 40
 
 # %%
 # NBVAL_CHECK_OUTPUT
@@ -59,7 +60,7 @@ from brainseg_lib.study import release_eval
 ok = all(ext_data.available(which=w) for w in ext_data.SETS)
 print("external sets:", {w: ext_data.available(which=w) for w in ext_data.SETS})
 if ok:
-    ev = release_eval.evaluate_release(n_boot=external_boot)   # writes results/metrics/release_eval.json
+    ev = release_eval.evaluate_release(n_boot=external_boot, detection_limit=detection_limit)   # writes results/metrics/release_eval.json
     print("released model:", ev["model"], "| input", ev["image_size"], "px | inference", ev["inference"])
 
 # %% [markdown]

@@ -238,6 +238,25 @@ def test_collect_summarize_and_write(detection_root, tmp_path):
     assert sum(len(ax.images) for ax in fig.axes) == len(rows)      # one scan per missed tumour
 
 
+def test_a_released_files_settings_change_the_scores_as_predict_applies_them(detection_root):
+    from brainseg_lib.data.head_crop import framed
+    from brainseg_lib.inference import drop_small_components, predict_probabilities_tta
+    torch.manual_seed(0)
+    net = UNet(base=4).eval()
+    plain, _ = detection_scores.collect_scores(net, SIZE, root=detection_root)
+    frame, images, info = detection_scores.detection_inputs(SIZE, root=detection_root, head_crop=True)
+    crops = np.stack([data_images.resize_image(framed(data_images.read_grayscale(detection_root / "no" / n), None, True)[0], SIZE)
+                      for n in frame.loc[(frame.folder == "no"), "name"]])
+    assert np.array_equal(images[(frame.folder == "no").to_numpy()], crops)     # cropped to the head
+    assert info["head_crop"] and frame["near_dup_train"].equals(plain["near_dup_train"])
+    got, info = detection_scores.collect_scores(net, SIZE, threshold=0.4, inputs=(frame, images, info),
+                                                tta=True, min_component=0.01)
+    probs = drop_small_components(predict_probabilities_tta(net, images), 0.4, 0.01)
+    assert np.allclose(got["area_frac"], (probs >= 0.4).mean(axis=(1, 2)))
+    assert np.allclose(got["max_prob"], probs.max(axis=(1, 2)), atol=1e-6)
+    assert info["tta"] and info["min_component"] == 0.01 and info["pixel_threshold"] == 0.4
+
+
 def test_a_copy_of_a_negative_stays_on_its_side(detection_root):
     no = detection_root / "no"
     src = data_images.read_grayscale(no / "no1.jpg")

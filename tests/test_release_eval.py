@@ -102,3 +102,19 @@ def test_card_sections_end_with_how_the_release_was_chosen(tmp_path, monkeypatch
     assert text.index("### Where the model should not be used") < text.index("### How it was chosen")
     assert text.rstrip().endswith("- round 1 (`params/release_levers.yaml`): 1 verdict; adopted: nothing; "
                                   "release trial `r0-cpu`")
+
+
+def test_detection_paragraph_gives_both_validation_points_with_their_cis():
+    def point(sens, spec):
+        return {"sensitivity": sens, "specificity": spec, "auc": 0.96, "positives": 699, "negatives": 600,
+                "ci95": {"sensitivity": [sens - 0.02, sens + 0.02], "specificity": [spec - 0.03, spec + 0.01],
+                         "auc": [0.95, 0.97]}}
+    det = {"primary_score": "area_frac", "scores": {"area_frac": "predicted tumour area"}, "fixed_sensitivity": 0.9,
+           "report": {"all": {"area_frac": point(0.934, 0.962)}},
+           "report_at_fixed_sensitivity": {"all": {"area_frac": point(0.868, 0.98)}}}
+    text = rc.detection_markdown({**_ev(), "detection": det})
+    assert "699 unseen tumour scans and 600 unseen tumour-free scans" in text and "AUC 0.960 [0.950, 0.970]" in text
+    assert text.index("sensitivity 0.934 [0.914, 0.954], specificity 0.962") < text.index(
+        "sensitivity 0.868 [0.848, 0.888], specificity 0.980 [0.950, 0.990]")
+    assert "not measured (no yes/ folder)" in rc.detection_markdown({"detection": {"skipped": "no yes/ folder"}})
+    assert "not measured" in rc.detection_markdown(_ev()) and "**Detection**" in rc.release_markdown(_ev())

@@ -108,6 +108,11 @@ def test_rows_are_kept_only_for_the_released_model():
     other = {**release, "from_run": "release-official-bce_dice_img-seed0"}
     assert rt.of_the_release(other, ev_ok, det_ok, seeds)[1:] == (False, None)
     assert rt.of_the_release(None, ev_ok, det_ok, seeds) == (None, False, None)
+    # an evaluation that scored the released file's own detection is preferred, whatever the run
+    own = {"report_at_fixed_sensitivity": {"all": {}}}
+    assert rt.of_the_release(other, {**ev_ok, "detection": own}, det_ok, seeds)[2] is own
+    assert rt.of_the_release(release, {**ev_ok, "detection": {"skipped": "no yes/"}}, det_ok, seeds)[2] is det_ok
+    assert rt.of_the_release(other, {**ev_other, "detection": own}, det_ok, seeds)[2] is None
 
 
 def test_rounds_list_every_decision_file_in_round_order(tmp_path):

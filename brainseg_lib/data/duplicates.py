@@ -227,15 +227,17 @@ def near_duplicate_groups(fp: Fingerprints, corr: float = CORR_THRESHOLD,
 
 
 def read_scans(folder: Path, names: list[str], size: int, fingerprint: bool = False,
-               progress: bool | None = None):
-    """Scans resized to the model's input (uint8 (N, size, size)) and, optionally, their
-    leakage fingerprints computed at native size."""
+               progress: bool | None = None, head_crop: bool = False):
+    """Scans resized to the model's input (uint8 (N, size, size)), each cropped to its head's box
+    first with ``head_crop`` (``data.head_crop``), and, optionally, their leakage fingerprints
+    computed on the whole scan at native size."""
+    from brainseg_lib.data.head_crop import framed
     images = np.zeros((len(names), size, size), np.uint8)
     thumbs, hashes = [], []
     for i, n in enumerate(progress_bar(names, desc=f"reading {Path(folder).name}/",
                                        disable=None if progress is None else not progress)):
         img = read_grayscale(Path(folder) / n)
-        images[i] = resize_image(img, size)
+        images[i] = resize_image(framed(img, None, head_crop)[0], size)
         if fingerprint:
             t, h = fingerprint_image(img)
             thumbs.append(t)

@@ -51,7 +51,7 @@ from brainseg_lib.data.br35h import NO, SPLITS, YES, data_root, list_split
 from brainseg_lib.data.cache import sha256_file
 from brainseg_lib.data.duplicates import read_scans
 from brainseg_lib.data.files import list_images, natural_key
-from brainseg_lib.inference import predict_probabilities
+from brainseg_lib.inference import drop_small_components, predict_probabilities, predict_probabilities_tta
 
 PRIMARY = "area_frac"
 SCORES = {"area_frac": "predicted tumour area (fraction of pixels with p >= 0.5)",
@@ -114,10 +114,16 @@ def inventory(root=None) -> Inventory:
 # --------------------------------------------------------------------- scores
 
 
-def image_scores(model, images_u8: np.ndarray, threshold: float = 0.5, batch_size: int = 64) -> pd.DataFrame:
-    """``max_prob`` and ``area_frac`` of each image (uint8 (N, S, S)) at the model's size."""
-    p = torch.from_numpy(predict_probabilities(model, images_u8, batch_size=batch_size,
-                                               channels_last=False))
+def image_scores(model, images_u8: np.ndarray, threshold: float = 0.5, batch_size: int = 64,
+                 tta: bool = False, min_component: float = 0.0) -> pd.DataFrame:
+    """``max_prob`` and ``area_frac`` of each image (uint8 (N, S, S)) at the model's size; with a
+    released file's settings, after test-time flips (``tta``) and the removal of predicted
+    components under ``min_component`` of the image, as ``predict`` applies them."""
+    probs = (predict_probabilities_tta(model, images_u8, batch_size=batch_size) if tta else
+             predict_probabilities(model, images_u8, batch_size=batch_size, channels_last=False))
+    if min_component > 0:
+        probs = drop_small_components(probs, threshold, min_component)
+    p = torch.from_numpy(probs)
     return pd.DataFrame({"max_prob": p.amax(dim=(1, 2)).double().numpy(),
                          "area_frac": (p >= threshold).float().mean(dim=(1, 2)).double().numpy()})
 
@@ -129,7 +135,7 @@ def _image_frame(parts) -> pd.DataFrame:
 
 
 def detection_inputs(image_size: int, root=None, limit: int | None = None, healthy_seed: int = 0,
-                     progress: bool | None = None) -> tuple[pd.DataFrame, np.ndarray, dict]:
+                     progress: bool | None = None, head_crop: bool = False) -> tuple[pd.DataFrame, np.ndarray, dict]:
     """The images every detection score is computed on, read once: (one row per image: name,
     folder, label, role, for report images nearest_train, corr, phash_dist,
     near_dup_train, near_dup_val, near_dup_holdout, and dup_group for all; the images at
@@ -139,6 +145,8 @@ def detection_inputs(image_size: int, root=None, limit: int | None = None, healt
     (``splits/healthy_seed<k>.csv``, drawn by near-duplicate group). Report: the unseen
     positives and the healthy split's ``report`` scans (the first ``limit`` of each class
     when set). The healthy ``train`` scans, which a model may have trained on, are in neither.
+    With ``head_crop`` each image is cropped to its head's box before the resize (a model trained
+    on crops); the near-duplicate flags still compare whole scans.
     """
     from brainseg_lib.data.cache import load_split
     from brainseg_lib.data.healthy import load_manifest
@@ -155,10 +163,10 @@ def detection_inputs(image_size: int, root=None, limit: int | None = None, healt
     report_pos = list(inv.positives)
     if limit is not None:
         report_pos, report_neg = report_pos[:limit], report_neg[:limit]
-    val = load_split("val", image_size, root=root)
-    held_imgs, held_fp = read_scans(base / NO, held, image_size, True, progress)
-    neg_imgs, neg_fp = read_scans(base / NO, report_neg, image_size, True, progress)
-    pos_imgs, pos_fp = read_scans(base / YES, report_pos, image_size, True, progress)
+    val = load_split("val", image_size, root=root, head_crop=head_crop)
+    held_imgs, held_fp = read_scans(base / NO, held, image_size, True, progress, head_crop)
+    neg_imgs, neg_fp = read_scans(base / NO, report_neg, image_size, True, progress, head_crop)
+    pos_imgs, pos_fp = read_scans(base / YES, report_pos, image_size, True, progress, head_crop)
     parts = [("VAL", val.names, 1, "val"), (NO, held, 0, "val"), (YES, report_pos, 1, "report"),
              (NO, report_neg, 0, "report")]
     frame = _image_frame(parts)
@@ -183,7 +191,7 @@ def detection_inputs(image_size: int, root=None, limit: int | None = None, healt
             "healthy_training_scans_excluded": int((man["role"] == "train").sum()),
             "no_groups": _group_sizes(sizes),
             **_report_group_info(frame, pos_fp, neg_fp),
-            "limit_per_class": limit, "image_size": image_size}
+            "limit_per_class": limit, "image_size": image_size, **({"head_crop": True} if head_crop else {})}
     return frame, images, info
 
 
@@ -233,12 +241,15 @@ def _near_flag(pos_fp, neg_fp, ref, col: str, keep: dict[str, str] | None = None
 
 def collect_scores(model, image_size: int, root=None, limit: int | None = None, healthy_seed: int = 0,
                    threshold: float = 0.5, progress: bool | None = None,
-                   inputs=None) -> tuple[pd.DataFrame, dict]:
+                   inputs=None, tta: bool = False, min_component: float = 0.0,
+                   head_crop: bool = False) -> tuple[pd.DataFrame, dict]:
     """``detection_inputs`` (or the ``inputs`` it returned) scored by ``model``: the frame
-    gains max_prob and area_frac; info gains the pixel threshold."""
-    frame, images, info = inputs or detection_inputs(image_size, root, limit, healthy_seed, progress)
-    s = image_scores(model, images, threshold)
+    gains max_prob and area_frac; info gains the pixel threshold (and the flips and component
+    size when set: ``image_scores``)."""
+    frame, images, info = inputs or detection_inputs(image_size, root, limit, healthy_seed, progress, head_crop)
+    s = image_scores(model, images, threshold, tta=tta, min_component=min_component)
     cols = list(frame.columns)
     out = pd.concat([frame.reset_index(drop=True), s], axis=1)
     out = out[cols[:4] + list(s.columns) + cols[4:]]
-    return out, {**info, "pixel_threshold": threshold}
+    extra = {**({"tta": True} if tta else {}), **({"min_component": min_component} if min_component else {})}
+    return out, {**info, "pixel_threshold": threshold, **extra}

@@ -141,13 +141,14 @@ def _leak_text() -> str:
 
 
 def _release_sections(ev: dict) -> str:
-    from brainseg_lib.report.release_card import (breakdown_table, release_summary_table, rounds_markdown,
-                                                  where_it_fails)
+    from brainseg_lib.report.release_card import (breakdown_table, detection_markdown, release_summary_table,
+                                                  rounds_markdown, where_it_fails)
     lgg, fig = ev["lgg"]["test"], ev["figshare"]["test"]
     return ("## Every evaluation set (notebook 10, `results/metrics/release_eval.json`)\n\n"
             + release_summary_table(ev) + "\n"
             + "### Figshare test half, by tumour type\n\n" + breakdown_table(fig["by_label"], "type") + "\n"
             + "### TCGA-LGG test half, by acquisition site\n\n" + breakdown_table(lgg["by_site"], "site") + "\n"
+            + "### Tumour or not, per scan\n\n" + detection_markdown(ev) + "\n"
             + "### Where the model should not be used\n\n" + where_it_fails(ev) + "\n"
             + "### How it was chosen\n\nRounds of lever trials, each rule committed before its "
             "trials ran, judged on Br35H VAL, the healthy VAL scans and the external `dev` halves only "

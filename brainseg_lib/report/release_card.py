@@ -161,6 +161,29 @@ def volumes_markdown(vol: dict | None) -> str:
             f"{vol['target_median_dice']:.2f} is {'met' if vol['meets_target'] else 'not met'}.\n")
 
 
+def detection_markdown(ev: dict) -> str:
+    """A paragraph on image-level detection by the released file with its own settings
+    (``release_eval.detection``): both operating points chosen on validation, on the report scans."""
+    d = ev.get("detection") or {}
+    if "report_at_fixed_sensitivity" not in d:
+        return f"**Detection** (tumour yes/no per scan): not measured ({d.get('skipped', 'no figures')}).\n"
+    k = d["primary_score"]
+    y, f = d["report"]["all"][k], d["report_at_fixed_sensitivity"]["all"][k]
+
+    def point(m):
+        ci = m["ci95"]
+        return (f"sensitivity {m['sensitivity']:.3f} [{ci['sensitivity'][0]:.3f}, {ci['sensitivity'][1]:.3f}], "
+                f"specificity {m['specificity']:.3f} [{ci['specificity'][0]:.3f}, {ci['specificity'][1]:.3f}]")
+    limit = f", the first {d['limit_per_class']} per class" if d.get("limit_per_class") else ""
+    return (f"**Detection** (tumour yes/no per scan, by the released file with its settings; score: "
+            f"{d['scores'][k]}; {y['positives']} unseen tumour scans and {y['negatives']} unseen "
+            f"tumour-free scans of Br35H{limit}; thresholds chosen on VAL and the healthy VAL scans; "
+            f"95% CIs resample near-duplicate groups): AUC {y['auc']:.3f} [{y['ci95']['auc'][0]:.3f}, "
+            f"{y['ci95']['auc'][1]:.3f}]; at the point that maximises Youden's J on validation, "
+            f"{point(y)}; at the threshold chosen for validation sensitivity >= {d['fixed_sensitivity']}, "
+            f"{point(f)}.\n")
+
+
 def release_markdown(ev: dict, vol: dict | None = None) -> str:
     """Everything a reader needs about the released model on other data, in one Markdown text."""
     parts = [release_summary_table(ev)]
@@ -170,6 +193,7 @@ def release_markdown(ev: dict, vol: dict | None = None) -> str:
         if groups:
             parts.append(f"**{title}**\n\n" + breakdown_table(groups, by.removeprefix("by_")))
     parts.append(volumes_markdown(vol))
+    parts.append(detection_markdown(ev))
     parts.append(where_it_fails(ev) + "\n")
     return "\n".join(parts)
 

@@ -3,8 +3,10 @@
 The targets are the issue's (data, with their source): the TCGA-LGG and Figshare ``test``
 halves, Br35H TEST on the official split (the released file, and the mean of the study
 profile's three official seeds), and image-level detection at a fixed sensitivity. The measured
-figures are read from the files the study wrote: ``release_eval.json`` (notebook 10), the
-sweep's per-run JSONs and ``detection.json`` (notebook 06). A row is measured only on the released
+figures are read from the files the study wrote: ``release_eval.json`` (notebook 10; its
+``detection`` part scores the released file with its own settings), the sweep's per-run JSONs and
+``detection.json`` (notebook 06, the study run's detection: used only for an evaluation without
+its own). A row is measured only on the released
 model: the evaluation must carry the release's checksum, the detection run and the seed runs must
 be the released run and its profile's seeds (for a release from a round of lever trials: the
 released trial's seeds, ``release_recipe_seeds.json`` beside ``release.json``, written by ``release --plan`` with the
@@ -143,11 +145,15 @@ def of_the_release(release: dict | None, ev: dict | None, detection: dict | None
                    seed_runs: list[str]) -> tuple[dict | None, bool, dict | None]:
     """The evaluation, whether the seed runs are the release's, and the detection figures, each
     kept only when it is about the released file (``release.json``): same checksum, the released
-    run among the seed runs, the detection run the released run."""
+    run among the seed runs; detection from the evaluation itself (the released file with its
+    settings), else from the study's ``detection.json`` when its run is the released run."""
     if not release:
         return None, False, None
     ev = ev if ev and ev.get("sha256") == release.get("sha256") else None
     run = release.get("from_run")
+    own = (ev or {}).get("detection")
+    if own and "report_at_fixed_sensitivity" in own:
+        return ev, run in seed_runs, own
     detection = detection if detection and detection.get("run_name") == run else None
     return ev, run in seed_runs, detection
 

@@ -12,6 +12,11 @@ The released file's settings (``inference.ScanSettings``: the head crop its trai
 its ``inference``: test-time flips, small-component removal) are applied as ``predict`` applies
 them (``inference.scan_probability``), here to whole sets at once. Per-slice rows go to
 ``results/metrics/release_<set>_per_slice.csv``; every figure to ``release_eval.json``.
+
+Image-level detection (``detection``: notebook 06's rule, thresholds on the VAL tumour images and
+the healthy ``val`` scans, rates on the unseen ``yes/`` scans and the healthy ``report`` scans)
+is scored the same way, with the released file's settings, per image in
+``release_detection_scores.csv``: issue 24's detection target is about the released file.
 """
 from __future__ import annotations
 
@@ -22,6 +27,9 @@ import pandas as pd
 
 from brainseg_lib import paths
 
+DETECTION_KEEP = ("primary_score", "scores", "threshold_rule", "validation", "report", "bootstrap_unit",
+                  "fixed_sensitivity", "report_at_fixed_sensitivity", "healthy_any_pixel_share",
+                  "pixel_threshold", "image_size", "head_crop", "tta", "min_component", "limit_per_class")
 KEEP = ("pooled_f1", "mean_dice_tumour", "clean_marked_share", "ci95_by_patient",
         "tumour_slices_missed", "n_tumour_slices", "n_slices", "n_clean_slices", "clean_marked",
         "n_patients", "hd95_diag_median_detected", "nsd_diag_mean")
@@ -134,8 +142,9 @@ def released_path() -> Path:
     return paths.released_model() if paths.released_model().is_file() else paths.committed_released_model()
 
 
-def evaluate_release(path=None, n_boot: int = 2000, data_root=None) -> dict:
-    """Score the released file on every set (see the module doc); write and return the figures."""
+def evaluate_release(path=None, n_boot: int = 2000, data_root=None, detection_limit: int | None = None) -> dict:
+    """Score the released file on every set (see the module doc); write and return the figures.
+    ``detection_limit``: score only that many report scans per class for detection (a smoke run)."""
     from brainseg_lib.fileio import write_csv, write_json
     from brainseg_lib.model.released import checksum_path
     from brainseg_lib.study.release_levers import load_plan
@@ -151,10 +160,31 @@ def evaluate_release(path=None, n_boot: int = 2000, data_root=None) -> dict:
         "inference": inf, "br35h_test": {**summary(test, n_boot), "unit": "near-duplicate group",
                                          "per_image_mean_dice": float(test["dice"].mean())},
         "healthy_report": healthy_report(model, size, thr, inf, int(tcfg.get("healthy_seed", 0)), data_root),
-        **external_views(model, size, thr, inf, n_boot, held_out), "n_boot": n_boot}
+        **external_views(model, size, thr, inf, n_boot, held_out),
+        "detection": detection(model, size, thr, inf, int(tcfg.get("healthy_seed", 0)), data_root, n_boot,
+                               detection_limit),
+        "n_boot": n_boot}
     result = finite(result)
     write_json(result, paths.metrics_dir() / "release_eval.json")
     return result
+
+
+def detection(model, size: int, thr: float, inf: dict, healthy_seed: int = 0, data_root=None,
+              n_boot: int = 2000, limit: int | None = None) -> dict:
+    """Image-level detection by the released file with its settings (``detection.summary``'s
+    figures, ``DETECTION_KEEP``); ``{"skipped": why}`` where Br35H's ``yes/`` or ``no/`` folder is missing."""
+    from brainseg_lib.detection.scores import collect_scores
+    from brainseg_lib.detection.summary import summarize_detection
+    from brainseg_lib.fileio import write_csv
+    try:
+        scores, info = collect_scores(model, size, data_root, limit, healthy_seed, thr, progress=False,
+                                      tta=inf["tta"], min_component=inf["min_component"],
+                                      head_crop=inf.get("head_crop", False))
+    except FileNotFoundError as e:
+        return {"skipped": str(e)}
+    write_csv(scores, paths.metrics_dir() / "release_detection_scores.csv")
+    s = summarize_detection(scores, info, n_boot=n_boot)
+    return {k: s[k] for k in DETECTION_KEEP if k in s}
 
 
 def finite(value):
