@@ -308,7 +308,7 @@ def run_predict(input_path: str | Path, output_dir: str | Path, checkpoint: str 
     plan.truth_dir = _truth_dir(truth, overlay)
     check_outputs(plan, input_path, out_dir, force, resume)
     predictor = (load_onnx_predictor if runtime == "onnx" else load_predictor)(checkpoint, device)
-    threshold = float(predictor.threshold if threshold is None else threshold)
+    threshold = float(getattr(predictor, "threshold", 0.5) if threshold is None else threshold)
     kept, todo = _resume_rows(plan, resume, overlay, threshold, getattr(predictor, "sha256", ""), stderr)
     n_foreign, total = len(kept) - (len(plan.files) - len(todo)), len(kept) + len(todo)
     with _open_table(plan, kept) as table:
