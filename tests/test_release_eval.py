@@ -101,7 +101,7 @@ def test_card_sections_end_with_how_the_release_was_chosen(tmp_path, monkeypatch
     text = _release_sections(_ev())
     assert text.index("### Where the model should not be used") < text.index("### How it was chosen")
     assert text.rstrip().endswith("- round 1 (`params/release_levers.yaml`): 1 verdict; adopted: nothing; "
-                                  "release trial `r0-cpu`")
+                                  "the released model stays as it was")
 
 
 def test_detection_paragraph_gives_both_validation_points_with_their_cis():

@@ -126,7 +126,7 @@ def test_rounds_list_every_decision_file_in_round_order(tmp_path):
          "inference": [], "release_trial": "r0"}))
     (tmp_path / "lever_table-round2.md").write_text("| t |\n")
     lines = rounds_markdown(tmp_path).splitlines()
-    assert lines[0] == "- round 1 (`params/release_levers.yaml`): 2 verdicts; adopted: nothing; release trial `r0`"
+    assert lines[0] == "- round 1 (`params/release_levers.yaml`): 2 verdicts; adopted: nothing; the released model stays as it was"
     assert lines[1] == "- round 2 (`params/release_levers_2.yaml`): 2 verdicts; adopted: r4, r4+i1; release trial `r4`"
     assert "**round2**\n\n| t |" in later_rounds_markdown(tmp_path)
 
@@ -134,7 +134,7 @@ def test_rounds_list_every_decision_file_in_round_order(tmp_path):
 def test_rounds_sort_by_their_number_not_as_text(tmp_path):
     from brainseg_lib.report.release_card import rounds_markdown
     for stem, tag in (("decision", "a"), ("decision-round10", "j"), ("decision-round2", "b")):
-        (tmp_path / f"{stem}.json").write_text(json.dumps({"plan": stem, "trials": [], "adopted": [],
+        (tmp_path / f"{stem}.json").write_text(json.dumps({"plan": stem, "trials": [], "adopted": [tag],
                                                            "inference": [], "release_trial": tag}))
     trials = [line.rsplit("`", 2)[-2] for line in rounds_markdown(tmp_path).splitlines()]
     assert trials == ["a", "b", "j"]

@@ -225,8 +225,11 @@ def _cmd_release_levers(args) -> int:
     decision = release_choice.choose(plan)
     names = release_choice.output_names(plan)
     print((rl.folder() / names["md"]).read_text())
-    print(f"release trial: {decision['release_trial']} (set {decision['release_set']}), inference "
-          f"{decision['release_inference']}; written {rl.folder() / names['json']}")
+    if decision["adopted"]:
+        print(f"release trial: {decision['release_trial']} (set {decision['release_set']}), inference "
+              f"{decision['release_inference']}; written {rl.folder() / names['json']}")
+    else:
+        print(f"this round adopted nothing: the released model stays as it is; written {rl.folder() / names['json']}")
     return 0
 
 

@@ -229,7 +229,9 @@ def rounds_markdown(folder=None) -> str:
         d = json.loads(f.read_text())
         adopted = [*d.get("adopted", []), *(v["tag"] for v in d.get("inference", []) if v.get("adopted"))]
         n = len(d.get("trials", [])) + len(d.get("inference", []))
-        lines.append(f"- round {i} (`{d.get('plan') or f.name}`): {n} verdict{'' if n == 1 else 's'}; adopted: {', '.join(adopted) or 'nothing'}; release trial `{d.get('release_trial')}`")
+        outcome = (f"release trial `{d.get('release_trial')}`" if adopted else
+                   "the released model stays as it was")
+        lines.append(f"- round {i} (`{d.get('plan') or f.name}`): {n} verdict{'' if n == 1 else 's'}; adopted: {', '.join(adopted) or 'nothing'}; {outcome}")
     return "\n".join(lines) + "\n" if lines else "_No release lever round recorded yet._\n"
 
 
