@@ -209,13 +209,31 @@ def resident_tensors(arrays: SplitArrays, device) -> tuple[torch.Tensor, torch.T
             torch.from_numpy(arrays.masks).unsqueeze(1).to(device))
 
 
+def oversample_pool(masks, factor: int) -> torch.Tensor | None:
+    """The indices an epoch draws from when small tumours are oversampled: every image once,
+    and each tumour image whose tumour area (pixels of its mask at the model's size) is at or
+    under the first quartile of the tumour images' areas ``factor - 1`` more times; None when
+    ``factor`` is 1 (plain shuffling). Tumour-free images are never repeated."""
+    if factor <= 1:
+        return None
+    area = torch.as_tensor(masks).reshape(len(masks), -1).gt(0).sum(1)
+    tumour = area > 0
+    if not bool(tumour.any()):
+        return None
+    cut = torch.quantile(area[tumour].double(), 0.25)
+    small = torch.nonzero(tumour & (area.double() <= cut)).flatten()
+    return torch.cat([torch.arange(len(masks)), small.repeat(factor - 1)])
+
+
 def resident_batches(images: torch.Tensor, masks: torch.Tensor, batch_size: int, seed: int,
-                     epoch: int, augment: AugmentConfig | None = None):
+                     epoch: int, augment: AugmentConfig | None = None, pool: torch.Tensor | None = None):
     """Training batches drawn from uint8 tensors that already live on the training device
     (N,1,S,S), with no DataLoader and no host-to-device copy per step.
 
     The order and augmentation are exactly those of ``make_loader(train=True)`` for the
     same (seed, epoch): the same ``randperm`` from stream 0, the same draws from stream 1.
+    With a ``pool`` (``oversample_pool``) an epoch is the first N of a shuffle of the pool:
+    as many images as without it, small tumours more often (repeats get their own augmentation).
     """
     n = images.shape[0]
     g0 = epoch_generator(seed, epoch, 0)
@@ -223,7 +241,10 @@ def resident_batches(images: torch.Tensor, masks: torch.Tensor, batch_size: int,
     # calls randperm with it; replaying both keeps batches identical to make_loader's
     # (a unit test compares the two, so a change in torch's DataLoader shows up there)
     torch.empty((), dtype=torch.int64).random_(generator=g0)
-    perm = torch.randperm(n, generator=g0).to(images.device)
+    if pool is None:
+        perm = torch.randperm(n, generator=g0).to(images.device)
+    else:
+        perm = pool[torch.randperm(len(pool), generator=g0)][:n].to(images.device)
     gen = epoch_generator(seed, epoch, 1)
     for i in range(batches_per_epoch(n, batch_size)):
         idx = perm[i * batch_size:(i + 1) * batch_size]

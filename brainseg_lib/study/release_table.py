@@ -20,9 +20,11 @@ COLUMNS = {
 }
 
 
-def _verdict_text(v: dict | None) -> str:
+def _verdict_text(v: dict | None, reference: bool = True) -> str:
+    """A verdict in words; a trial without one is a ``reference`` (the round's first trial, or
+    what another trial is judged against) or was not judged in this round (figures only)."""
     if v is None:
-        return "reference"
+        return "reference" if reference else "not judged in this round (figures only)"
     if v.get("screened_out"):
         return "screened out (seed 0 gain < screen gain)"
     if v["adopted"]:
@@ -32,6 +34,10 @@ def _verdict_text(v: dict | None) -> str:
     return "not adopted: " + ", ".join(failed) + (
         f" (seed 0 alone puts the seed mean of {', '.join(reach)} over its limit: other seeds not trained)"
         if reach else "")
+
+
+def _is_reference(plan: dict, tag: str) -> bool:
+    return tag == plan["trials"][0]["tag"] or any(t.get("against") == tag for t in plan["trials"])
 
 
 def _row(tag: str, lever: str, plan: dict, v: dict | None, out_dir=None) -> dict:
@@ -46,7 +52,7 @@ def _row(tag: str, lever: str, plan: dict, v: dict | None, out_dir=None) -> dict
     return {**row, "tag": tag, "lever": lever, "seeds": ",".join(map(str, seeds)),
             "gain": v["gain"] if has_ci else np.nan,
             "ci95": f"[{v['ci95'][0]:+.3f}, {v['ci95'][1]:+.3f}]" if has_ci else "",
-            "verdict": _verdict_text(v)}
+            "verdict": _verdict_text(v, _is_reference(plan, tag))}
 
 
 def lever_table(plan: dict, decision: dict, out_dir=None) -> pd.DataFrame:

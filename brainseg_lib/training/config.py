@@ -45,6 +45,7 @@ class TrainConfig:
     threshold: float = 0.5
     ema_decay: float | None = None   # exponential moving average of weights (None = off)
     head_crop: bool = False          # each scan cropped to the head first (data.head_crop)
+    small_tumour_oversample: int = 1  # TRAIN's smallest-quartile tumours drawn k times as often (loaders.oversample_pool)
 
     def __post_init__(self):
         """A number given as text becomes a number: YAML 1.1 (PyYAML, papermill) reads
@@ -85,7 +86,7 @@ class TrainConfig:
 
 
 # settings added after runs were recorded, with the default those runs had
-LATER_FIELDS = {"head_crop": False}
+LATER_FIELDS = {"head_crop": False, "small_tumour_oversample": 1}
 
 
 def stored_config(config: dict) -> dict:

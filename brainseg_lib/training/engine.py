@@ -58,6 +58,7 @@ from brainseg_lib.data.loaders import (
     AugmentConfig,
     augment_config,
     batches_per_epoch,
+    oversample_pool,
     resident_batches,
     resident_tensors,
 )
@@ -259,7 +260,8 @@ def train_one_epoch(tr: Trainer, cfg: TrainConfig, st: RunState, epoch: int, tra
     tr.net.train()
     t_epoch = time.perf_counter()
     loss_sum, n_seen, stop = 0.0, 0, False
-    loader = ddp.shard(resident_batches(train_x, train_y, cfg.batch_size, cfg.seed, epoch, tr.aug))
+    loader = ddp.shard(resident_batches(train_x, train_y, cfg.batch_size, cfg.seed, epoch, tr.aug,
+                                        oversample_pool(train_y.cpu(), cfg.small_tumour_oversample)))
     t_last = time.perf_counter()
     for x, y in loader:
         if cfg.channels_last:

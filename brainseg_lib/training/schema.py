@@ -110,6 +110,7 @@ class TrainSchema(BaseModel):
     threshold: Fraction = None
     ema_decay: Optional[Fraction] = None
     head_crop: bool = None
+    small_tumour_oversample: Optional[Annotated[int, Field(ge=1, le=10)]] = None
 
     @model_validator(mode="after")
     def _time_schedule_has_a_budget(self):
