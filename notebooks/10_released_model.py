@@ -54,7 +54,8 @@ import pandas as pd
 from brainseg_lib import paths
 from brainseg_lib.data import external as ext_data
 from brainseg_lib.report import plots, release_plots
-from brainseg_lib.report.release_card import release_markdown, release_summary_table, volumes_markdown, where_it_fails
+from brainseg_lib.report.release_card import (detection_markdown, release_markdown, release_summary_table,
+                                              volumes_markdown, where_it_fails)
 from brainseg_lib.study import release_eval
 
 ok = all(ext_data.available(which=w) for w in ext_data.SETS)
@@ -114,6 +115,17 @@ from brainseg_lib.study import external_volumes
 vol = (external_volumes.score_volumes(checkpoint=release_eval.released_path(), n_boot=external_boot)
        if external_volumes.available() else None)
 display(Markdown(volumes_markdown(vol)))
+
+# %% [markdown]
+# ## Tumour or not, per scan
+# Image-level detection by the released file with its own settings, by notebook 06's rule: both
+# thresholds chosen on the VAL tumour images and the healthy `val` scans, rates on Br35H scans no
+# model or threshold has seen (`release_eval.detection`; per-image scores in
+# `results/metrics/release_detection_scores.csv`). Issue 24's detection target is read from here.
+
+# %%
+if ok:
+    display(Markdown(detection_markdown(ev)))
 
 # %% [markdown]
 # ## Where the model should not be used
