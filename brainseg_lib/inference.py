@@ -139,6 +139,17 @@ def predict_probabilities_tta(model: torch.nn.Module, images_u8, device: torch.d
     return flip_mean(lambda x: predict_probabilities(model, x, device, batch_size), np.asarray(images_u8))
 
 
+def scored_probabilities(model: torch.nn.Module, images_u8, device: torch.device | None = None,
+                         threshold: float = 0.5, tta: bool = False, min_component: float = 0.0,
+                         batch_size: int = BATCH, channels_last: bool = True) -> np.ndarray:
+    """Probabilities (N,S,S) of whole sets with a released file's settings applied as ``predict``
+    applies them to one scan: test-time flips (``tta``), then predicted components under
+    ``min_component`` of the image removed at ``threshold``."""
+    probs = (predict_probabilities_tta(model, images_u8, device, batch_size) if tta
+             else predict_probabilities(model, images_u8, device, batch_size, channels_last))
+    return drop_small_components(probs, threshold, min_component) if min_component > 0 else probs
+
+
 def drop_small_components(probs: np.ndarray, threshold: float, min_fraction: float) -> np.ndarray:
     """``probs`` (N,S,S) with every predicted component (8-connected, at ``threshold``) smaller
     than ``min_fraction`` of the image's pixels set to 0; a copy, the input is kept."""

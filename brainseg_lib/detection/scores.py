@@ -51,7 +51,7 @@ from brainseg_lib.data.br35h import NO, SPLITS, YES, data_root, list_split
 from brainseg_lib.data.cache import sha256_file
 from brainseg_lib.data.duplicates import read_scans
 from brainseg_lib.data.files import list_images, natural_key
-from brainseg_lib.inference import drop_small_components, predict_probabilities, predict_probabilities_tta
+from brainseg_lib.inference import scored_probabilities
 
 PRIMARY = "area_frac"
 SCORES = {"area_frac": "predicted tumour area (fraction of pixels with p >= 0.5)",
@@ -119,11 +119,8 @@ def image_scores(model, images_u8: np.ndarray, threshold: float = 0.5, batch_siz
     """``max_prob`` and ``area_frac`` of each image (uint8 (N, S, S)) at the model's size; with a
     released file's settings, after test-time flips (``tta``) and the removal of predicted
     components under ``min_component`` of the image, as ``predict`` applies them."""
-    probs = (predict_probabilities_tta(model, images_u8, batch_size=batch_size) if tta else
-             predict_probabilities(model, images_u8, batch_size=batch_size, channels_last=False))
-    if min_component > 0:
-        probs = drop_small_components(probs, threshold, min_component)
-    p = torch.from_numpy(probs)
+    p = torch.from_numpy(scored_probabilities(model, images_u8, None, threshold, tta, min_component,
+                                              batch_size, channels_last=False))
     return pd.DataFrame({"max_prob": p.amax(dim=(1, 2)).double().numpy(),
                          "area_frac": (p >= threshold).float().mean(dim=(1, 2)).double().numpy()})
 

@@ -11,11 +11,10 @@ import pandas as pd
 
 
 def probabilities(model, images_u8, device, threshold: float, tta: bool, min_component: float):
-    """The model's probabilities (N,S,S) with the inference levers applied."""
-    from brainseg_lib.inference import drop_small_components, predict_probabilities, predict_probabilities_tta
-    probs = (predict_probabilities_tta(model, images_u8, device) if tta
-             else predict_probabilities(model, images_u8, device))
-    return drop_small_components(probs, threshold, min_component) if min_component > 0 else probs
+    """The model's probabilities (N,S,S) with the inference levers applied
+    (``inference.scored_probabilities``)."""
+    from brainseg_lib.inference import scored_probabilities
+    return scored_probabilities(model, images_u8, device, threshold, tta, min_component)
 
 
 def native_rows(probs, half, threshold: float) -> pd.DataFrame:

@@ -146,6 +146,7 @@ def fit(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
     # the training set lives on the training device as uint8 for the whole run, and so does
     # VAL on rank 0, which alone validates
     train_x, train_y = resident_tensors(train_arrays, ddp.device)
+    tr.pool = oversample_pool(train_arrays.masks, cfg.small_tumour_oversample)   # once per run
     val = resident_tensors(val_arrays, ddp.device) if ddp.is_main else None
     n_params = count_parameters(tr.model)
     _log_setup(logger, cfg, tr, n_params, train_arrays, val_arrays, malloc, ddp)
@@ -212,6 +213,7 @@ class Trainer:
     amp_dtype: torch.dtype | None
     net: torch.nn.Module | None = None   # what a step calls: ``model`` or its DDP wrapper
     checkpoint_every: int = 1            # last.pt after every k-th epoch (and each new best)
+    pool: torch.Tensor | None = None     # what an epoch draws from (data.loaders.oversample_pool)
 
     @property
     def eval_model(self) -> torch.nn.Module:
@@ -260,8 +262,7 @@ def train_one_epoch(tr: Trainer, cfg: TrainConfig, st: RunState, epoch: int, tra
     tr.net.train()
     t_epoch = time.perf_counter()
     loss_sum, n_seen, stop = 0.0, 0, False
-    loader = ddp.shard(resident_batches(train_x, train_y, cfg.batch_size, cfg.seed, epoch, tr.aug,
-                                        oversample_pool(train_y.cpu(), cfg.small_tumour_oversample)))
+    loader = ddp.shard(resident_batches(train_x, train_y, cfg.batch_size, cfg.seed, epoch, tr.aug, tr.pool))
     t_last = time.perf_counter()
     for x, y in loader:
         if cfg.channels_last:
