@@ -118,3 +118,15 @@ def test_detection_paragraph_gives_both_validation_points_with_their_cis():
         "sensitivity 0.868 [0.848, 0.888], specificity 0.980 [0.950, 0.990]")
     assert "not measured (no yes/ folder)" in rc.detection_markdown({"detection": {"skipped": "no yes/ folder"}})
     assert "not measured" in rc.detection_markdown(_ev()) and "**Detection**" in rc.release_markdown(_ev())
+
+
+def test_healthy_report_read_off_the_detection_scores_counts_healthy_report_rows_only():
+    scores = pd.DataFrame({
+        "role": ["report"] * 5 + ["val", "val", "report"],
+        "label": [0, 0, 0, 0, 0, 0, 1, 1],
+        "area_frac": [0.0, 0.01, 0.0, 0.0, 0.2, 0.5, 0.3, 0.4]})   # 2 of the 5 healthy report scans marked
+    out = re_.healthy_report_from_detection(scores)
+    assert out["n_scans"] == 5 and out["marked"] == 2 and out["marked_share"] == pytest.approx(0.4)
+    assert out["ci95_wilson"] == pytest.approx(list(wilson_ci(2, 5)))
+    with pytest.raises(ValueError, match="no healthy report scans"):
+        re_.healthy_report_from_detection(scores[scores["role"] == "val"])

@@ -16,7 +16,9 @@ them (``inference.scan_probability``), here to whole sets at once. Per-slice row
 Image-level detection (``detection``: notebook 06's rule, thresholds on the VAL tumour images and
 the healthy ``val`` scans, rates on the unseen ``yes/`` scans and the healthy ``report`` scans)
 is scored the same way, with the released file's settings, per image in
-``release_detection_scores.csv``: issue 24's detection target is about the released file.
+``release_detection_scores.csv``: issue 24's detection target is about the released file. The
+healthy ``report`` scans' marked share is read off those scores when every scan was scored (the
+same 600 scans; a smoke run with ``detection_limit`` scores them on their own).
 """
 from __future__ import annotations
 
@@ -96,14 +98,31 @@ def br35h_test_half(size: int, data_root=None, head_crop: bool = False):
 
 
 def healthy_report(model, size: int, thr: float, inf: dict, seed: int = 0, data_root=None) -> dict:
+    """The healthy ``report`` scans with any pixel marked, scored here (``marked_summary``)."""
     from brainseg_lib.data.healthy import load_healthy
-    from brainseg_lib.evaluation.bootstrap import wilson_ci
     from brainseg_lib.study.release_scoring import probabilities
     h = load_healthy("report", size, seed, root=data_root, head_crop=inf.get("head_crop", False))
     marked = (probabilities(model, h.images, None, thr, inf["tta"], inf["min_component"]) >= thr
               ).reshape(len(h), -1).any(1)
-    return {"n_scans": int(len(h)), "marked": int(marked.sum()), "marked_share": float(marked.mean()),
-            "ci95_wilson": list(wilson_ci(int(marked.sum()), int(len(h))))}
+    return marked_summary(marked)
+
+
+def healthy_report_from_detection(scores: pd.DataFrame) -> dict:
+    """``healthy_report`` read off the detection scores of the same scans (the healthy ``report``
+    rows: label 0, role ``report``; marked = any pixel predicted, ``area_frac`` > 0), so a full
+    evaluation scores those 600 scans once, not twice."""
+    rows = scores[(scores["role"] == "report") & (scores["label"] == 0)]
+    if rows.empty:
+        raise ValueError("the detection scores hold no healthy report scans (label 0, role 'report')")
+    return marked_summary(rows["area_frac"].to_numpy() > 0)
+
+
+def marked_summary(marked: np.ndarray) -> dict:
+    """Count, share and Wilson 95% interval of the scans marked (one bool per scan)."""
+    from brainseg_lib.evaluation.bootstrap import wilson_ci
+    n, k = int(len(marked)), int(np.sum(marked))
+    return {"n_scans": n, "marked": k, "marked_share": float(k / n) if n else float("nan"),
+            "ci95_wilson": list(wilson_ci(k, n))}
 
 
 def external_views(model, size: int, thr: float, inf: dict, n_boot: int, held_out) -> dict:
@@ -154,15 +173,18 @@ def evaluate_release(path=None, n_boot: int = 2000, data_root=None, detection_li
     test = score_set(model, br35h_test_half(size, data_root, inf.get("head_crop", False)), thr, inf)
     write_csv(test, paths.metrics_dir() / "release_br35h_test_per_slice.csv")
     held_out = load_plan()["rule"].get("lgg_held_out_sites") or []
+    healthy_seed = int(tcfg.get("healthy_seed", 0))
+    det, scores = detection(model, size, thr, inf, healthy_seed, data_root, n_boot, detection_limit)
+    healthy = (healthy_report_from_detection(scores) if scores is not None and detection_limit is None
+               else healthy_report(model, size, thr, inf, healthy_seed, data_root))
     result = {
         "model": paths.display_path(path),
         "sha256": checksum_path(path).read_text().split()[0], "image_size": size, "threshold": thr,
         "inference": inf, "br35h_test": {**summary(test, n_boot), "unit": "near-duplicate group",
                                          "per_image_mean_dice": float(test["dice"].mean())},
-        "healthy_report": healthy_report(model, size, thr, inf, int(tcfg.get("healthy_seed", 0)), data_root),
+        "healthy_report": healthy,
         **external_views(model, size, thr, inf, n_boot, held_out),
-        "detection": detection(model, size, thr, inf, int(tcfg.get("healthy_seed", 0)), data_root, n_boot,
-                               detection_limit),
+        "detection": det,
         "n_boot": n_boot}
     result = finite(result)
     write_json(result, paths.metrics_dir() / "release_eval.json")
@@ -170,9 +192,10 @@ def evaluate_release(path=None, n_boot: int = 2000, data_root=None, detection_li
 
 
 def detection(model, size: int, thr: float, inf: dict, healthy_seed: int = 0, data_root=None,
-              n_boot: int = 2000, limit: int | None = None) -> dict:
-    """Image-level detection by the released file with its settings (``detection.summary``'s
-    figures, ``DETECTION_KEEP``); ``{"skipped": why}`` where Br35H's ``yes/`` or ``no/`` folder is missing."""
+              n_boot: int = 2000, limit: int | None = None) -> tuple[dict, pd.DataFrame | None]:
+    """Image-level detection by the released file with its settings: (``detection.summary``'s
+    figures, ``DETECTION_KEEP``; the per-image scores), or (``{"skipped": why}``, None) where
+    Br35H's ``yes/`` or ``no/`` folder is missing."""
     from brainseg_lib.detection.scores import collect_scores
     from brainseg_lib.detection.summary import summarize_detection
     from brainseg_lib.fileio import write_csv
@@ -181,10 +204,10 @@ def detection(model, size: int, thr: float, inf: dict, healthy_seed: int = 0, da
                                       tta=inf["tta"], min_component=inf["min_component"],
                                       head_crop=inf.get("head_crop", False))
     except FileNotFoundError as e:
-        return {"skipped": str(e)}
+        return {"skipped": str(e)}, None
     write_csv(scores, paths.metrics_dir() / "release_detection_scores.csv")
     s = summarize_detection(scores, info, n_boot=n_boot)
-    return {k: s[k] for k in DETECTION_KEEP if k in s}
+    return {k: s[k] for k in DETECTION_KEEP if k in s}, scores
 
 
 def finite(value):
