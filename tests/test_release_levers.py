@@ -234,10 +234,15 @@ def test_verdict_needs_every_seed_and_the_limits(tmp_path):
     _write_arm(tmp_path, "r1", 0, 0.8)
     v = rr.verdict(PLAN, "r1", "r0", tmp_path)
     assert v["checks"]["ci_above_0"] and not v["checks"]["all_seeds"] and not v["adopted"]
+    from brainseg_lib.study.release_table import _verdict_text
+    assert rr.is_pending(v) and _verdict_text(v).startswith("pending: passed the screen on seed 0")
+    assert not rr.is_pending({**v, "beyond_reach": ["healthy_marked"]})       # out of reach: a verdict
+    assert _verdict_text({**v, "beyond_reach": ["healthy_marked"]}).startswith("not adopted: all_seeds")
     for s in (1, 2):
         _write_arm(tmp_path, "r1", s, 0.8, val_fp=40, healthy_marked=1)
     v = rr.verdict(PLAN, "r1", "r0", tmp_path)
     assert not v["checks"]["val_f1"] and not v["checks"]["healthy_marked"] and not v["adopted"]
+    assert not rr.is_pending(v) and _verdict_text(v).startswith("not adopted: val_f1")
 
 
 def test_screen_stops_a_trial_whose_seed0_gain_is_small(tmp_path):

@@ -138,3 +138,14 @@ def test_rounds_sort_by_their_number_not_as_text(tmp_path):
                                                            "inference": [], "release_trial": tag}))
     trials = [line.rsplit("`", 2)[-2] for line in rounds_markdown(tmp_path).splitlines()]
     assert trials == ["a", "b", "j"]
+
+
+def test_a_round_with_a_trial_waiting_for_seeds_says_it_is_pending(tmp_path):
+    from brainseg_lib.report.release_card import rounds_markdown
+    waiting = {"tag": "h13", "adopted": False, "checks": {"all_seeds": False, "ci_above_0": True}}
+    out_of_reach = {"tag": "h14", "adopted": False, "checks": {"all_seeds": False}, "beyond_reach": ["val_f1"]}
+    (tmp_path / "decision-round12.json").write_text(json.dumps(
+        {"plan": "p12", "trials": [waiting, out_of_reach], "adopted": [], "inference": []}))
+    assert rounds_markdown(tmp_path).strip() == (
+        "- round 1 (`p12`): 1 verdict; adopted: nothing; the released model stays as it was; "
+        "pending (passed the screen, seeds still to train): h13")

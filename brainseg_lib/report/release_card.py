@@ -221,6 +221,7 @@ def help_text() -> str:
 def rounds_markdown(folder=None) -> str:
     """One line per release lever round (``decision*.json`` under ``folder``, default
     ``paths.release_levers_dir()``): its plan, the verdicts it gave and what it adopted."""
+    from brainseg_lib.study.release_rule import is_pending
     from brainseg_lib.study.release_seeds import round_order
     folder = Path(folder) if folder else paths.release_levers_dir()
     files = sorted(folder.glob("decision*.json"), key=round_order)
@@ -228,9 +229,11 @@ def rounds_markdown(folder=None) -> str:
     for i, f in enumerate(files, 1):
         d = json.loads(f.read_text())
         adopted = [*d.get("adopted", []), *(v["tag"] for v in d.get("inference", []) if v.get("adopted"))]
-        n = len(d.get("trials", [])) + len(d.get("inference", []))
+        waiting = [v["tag"] for v in d.get("trials", []) if is_pending(v)]
+        n = len(d.get("trials", [])) + len(d.get("inference", [])) - len(waiting)
         outcome = (f"release trial `{d.get('release_trial')}`" if adopted else
-                   "the released model stays as it was")
+                   "the released model stays as it was") + (
+            f"; pending (passed the screen, seeds still to train): {', '.join(waiting)}" if waiting else "")
         lines.append(f"- round {i} (`{d.get('plan') or f.name}`): {n} verdict{'' if n == 1 else 's'}; adopted: {', '.join(adopted) or 'nothing'}; {outcome}")
     return "\n".join(lines) + "\n" if lines else "_No release lever round recorded yet._\n"
 

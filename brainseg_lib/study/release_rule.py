@@ -169,6 +169,13 @@ def verdict(plan: dict, tag: str, against: str, out_dir=None, require_all_seeds:
     return out
 
 
+def is_pending(v: dict) -> bool:
+    """A verdict that passed the screen but lacks seeds, none of its limits already out of reach:
+    no verdict yet (``release_table`` and the round list say so, not "not adopted")."""
+    checks = v.get("checks") or {}
+    return not v.get("adopted") and checks.get("all_seeds") is False and not v.get("beyond_reach")
+
+
 def decide(plan: dict, out_dir=None) -> dict:
     """Every trial's verdict (those whose screen failed are reported as screened out) and the
     training levers adopted."""

@@ -31,6 +31,9 @@ def _verdict_text(v: dict | None, reference: bool = True) -> str:
         return "adopted"
     failed = [k for k, ok in v["checks"].items() if not ok]
     reach = v.get("beyond_reach")
+    if rr.is_pending(v):
+        return ("pending: passed the screen on seed 0; its other seeds are not trained yet "
+                "(the round's command trains them), so no verdict")
     return "not adopted: " + ", ".join(failed) + (
         f" (seed 0 alone puts the seed mean of {', '.join(reach)} over its limit: other seeds not trained)"
         if reach else "")
