@@ -695,3 +695,23 @@ def test_ensemble_members_must_agree_on_size_and_threshold(tmp_path):
                                       tmp_path / f"m{i}.pt"))
     with pytest.raises(ValueError, match="differ in image size"):
         score_checkpoint(paths_)
+
+
+def test_screen_only_gives_a_judged_trial_no_seed_beyond_0(monkeypatch):
+    """Round 12's plan: h13 (judged against h7) passes its screen here; without --screen-only its
+    seeds 1-2 are trained, with it only seed 0, while the trials not judged get every seed."""
+    from brainseg_lib.study import release_levers as rl
+    from brainseg_lib.study import release_rule as rr
+    p12 = rl.load_plan(rl.PLAN_YAML.parent / "release_levers_12.yaml")
+    calls = []
+    monkeypatch.setattr(rl, "_train_and_score", lambda plan, tag, seeds, out_dir=None: calls.append((tag, list(seeds))))
+    monkeypatch.setattr(rr, "screen", lambda plan, tag, out_dir=None: True)
+    monkeypatch.setattr(rr, "beyond_reach", lambda plan, tag, out_dir=None: [])
+    monkeypatch.setattr(rr, "decide", lambda plan, out_dir=None: {})
+    judged = "h13-h12-ensemble3-tta-min-component"
+    rl.run_plan(p12)
+    assert (judged, [1, 2]) in calls and ("h12-h6-size128", [1, 2]) in calls
+    calls.clear()
+    rl.run_plan(p12, screen_only=True)
+    assert [c for c in calls if c[0] == judged] == [(judged, [0])]
+    assert ("h12-h6-size128", [1, 2]) in calls and ("h7-h6-ensemble3-tta-min-component", [1, 2]) in calls

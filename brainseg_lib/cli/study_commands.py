@@ -222,7 +222,7 @@ def _cmd_release_levers(args) -> int:
     from brainseg_lib.study import release_choice
     from brainseg_lib.study import release_levers as rl
     plan = rl.load_plan(args.plan)
-    decision = release_choice.choose(plan)
+    decision = release_choice.choose(plan, screen_only=args.screen_only)
     names = release_choice.output_names(plan)
     print((rl.folder() / names["md"]).read_text())
     if decision["adopted"]:
@@ -272,6 +272,9 @@ def _add_study(sub) -> None:
                         "params/release_levers.yaml that choose the released model (VAL and the "
                         "external dev halves only; finished trials are kept)")
     rv.add_argument("--plan", default=None, help="a release lever YAML (default params/release_levers.yaml)")
+    rv.add_argument("--screen-only", action="store_true",
+                    help="train no seed beyond 0 of a judged trial: one that passed its screen is "
+                         "written as pending, and a later run without this flag trains its other seeds")
     rv.set_defaults(fn=_cmd_release_levers)
     hf = sub.add_parser("head-frames", help="how much of each frame the head fills, by set (Br35H TRAIN, "
                         "healthy TRAIN, both external dev halves; images only): "

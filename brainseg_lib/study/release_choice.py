@@ -95,10 +95,11 @@ def judge_inference(plan: dict, release: str, out_dir=None) -> list[dict]:
     return out
 
 
-def choose(plan: dict | None = None, out_dir=None) -> dict:
-    """The whole rule: verdicts, the release trial, the inference levers; written to files."""
+def choose(plan: dict | None = None, out_dir=None, screen_only: bool = False) -> dict:
+    """The whole rule: verdicts, the release trial, the inference levers; written to files.
+    ``screen_only``: no judged trial gets seeds beyond 0 (``release_levers.run_plan``)."""
     plan = plan or rl.load_plan()
-    decision = rl.run_plan(plan, out_dir)
+    decision = rl.run_plan(plan, out_dir, screen_only=screen_only)
     release, full = release_trial(plan, decision, out_dir)
     decision["plan"] = plan.get("source")
     decision["release_trial"] = release

@@ -209,10 +209,12 @@ def score_trial(plan: dict, tag: str, seed: int, out_dir=None, ckpt_tag: str | N
     return frames
 
 
-def run_plan(plan: dict | None = None, out_dir=None) -> dict:
+def run_plan(plan: dict | None = None, out_dir=None, screen_only: bool = False) -> dict:
     """Train and score what the plan asks for, in its order: every trial's seed 0, then the
     seeds the screen earns (not for a trial whose seed 0 already breaks an absolute limit of the
-    seed means whatever the other seeds give: ``release_rule.beyond_reach``).
+    seed means whatever the other seeds give: ``release_rule.beyond_reach``). With
+    ``screen_only`` a judged trial gets no seed beyond 0 (one that passed its screen is then
+    pending: ``release_rule.is_pending``); the trials not judged still get every seed.
     Returns the rule's verdicts (``release_rule.decide``)."""
     from brainseg_lib.study import release_rule
     plan = plan or load_plan()
@@ -220,7 +222,7 @@ def run_plan(plan: dict | None = None, out_dir=None) -> dict:
     for t in plan["trials"]:
         _train_and_score(plan, t["tag"], seeds[:1], out_dir)
     for t in plan["trials"]:
-        if t.get("against") is None or (release_rule.screen(plan, t["tag"], out_dir)
+        if t.get("against") is None or (not screen_only and release_rule.screen(plan, t["tag"], out_dir)
                                         and not release_rule.beyond_reach(plan, t["tag"], out_dir)):
             _train_and_score(plan, t["tag"], seeds[1:], out_dir)
     return release_rule.decide(plan, out_dir)
