@@ -555,3 +555,25 @@ def test_galleries_show_one_scan_per_group_and_say_what_the_largest_holds():
     assert figures.gallery_note(scores, summary, "missed").startswith("1 missed tumour on the report scans, in 1")
     spread = scores.assign(dup_group=[f"no/{i}" for i in range(6)] + ["yes/0"])
     assert "largest" not in figures.gallery_note(spread, summary, "false_alarms")
+
+
+def test_the_release_evaluations_healthy_report_is_the_same_read_off_the_detection_scores(detection_root):
+    """evaluate-release scores the healthy report scans once (detection) and reads their marked
+    share off those scores: both paths name the same scans marked, with the release's flips,
+    component removal and head crop, at a threshold that marks some of them and not others."""
+    from brainseg_lib.study import release_eval
+    torch.manual_seed(0)
+    net = UNet(base=4).eval()
+    inf = {"tta": True, "min_component": 0.01, "head_crop": True}
+    frame, images, info = detection_scores.detection_inputs(SIZE, root=detection_root, head_crop=True)
+    mixed = []
+    from brainseg_lib.inference import predict_probabilities_tta
+    for thr in np.quantile(predict_probabilities_tta(net, images), np.linspace(0.5, 0.999, 100)):
+        scores, _ = detection_scores.collect_scores(net, SIZE, threshold=thr, inputs=(frame, images, info),
+                                                    tta=True, min_component=0.01)
+        read_off = release_eval.healthy_report_from_detection(scores)
+        if 0 < read_off["marked"] < read_off["n_scans"]:
+            mixed.append(float(thr))
+            assert release_eval.healthy_report(net, SIZE, float(thr), inf, 0, detection_root) == read_off
+            break
+    assert mixed, "no threshold marks some report scans and not others: the test compares nothing"

@@ -243,6 +243,8 @@ def test_verdict_needs_every_seed_and_the_limits(tmp_path):
     v = rr.verdict(PLAN, "r1", "r0", tmp_path)
     assert not v["checks"]["val_f1"] and not v["checks"]["healthy_marked"] and not v["adopted"]
     assert not rr.is_pending(v) and _verdict_text(v).startswith("not adopted: val_f1")
+    inference_lever = {"adopted": False, "checks": {"ci_above_0": True}, "all_seeds_of_release": False}
+    assert _verdict_text(inference_lever) == "not adopted: all_seeds_of_release"
 
 
 def test_screen_stops_a_trial_whose_seed0_gain_is_small(tmp_path):

@@ -143,7 +143,7 @@ def test_rounds_sort_by_their_number_not_as_text(tmp_path):
 def test_a_round_with_a_trial_waiting_for_seeds_says_it_is_pending(tmp_path):
     from brainseg_lib.report.release_card import rounds_markdown
     waiting = {"tag": "h13", "adopted": False, "checks": {"all_seeds": False, "ci_above_0": True}}
-    out_of_reach = {"tag": "h14", "adopted": False, "checks": {"all_seeds": False}, "beyond_reach": ["val_f1"]}
+    out_of_reach = {"tag": "h14", "adopted": False, "checks": {"all_seeds": False}, "beyond_reach": ["lgg_clean_marked_share"]}
     (tmp_path / "decision-round12.json").write_text(json.dumps(
         {"plan": "p12", "trials": [waiting, out_of_reach], "adopted": [], "inference": []}))
     assert rounds_markdown(tmp_path).strip() == (

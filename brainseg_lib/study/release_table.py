@@ -29,11 +29,12 @@ def _verdict_text(v: dict | None, reference: bool = True) -> str:
         return "screened out (seed 0 gain < screen gain)"
     if v["adopted"]:
         return "adopted"
-    failed = [k for k, ok in v["checks"].items() if not ok]
+    failed = [k for k, ok in v["checks"].items() if not ok] + (
+        ["all_seeds_of_release"] if v.get("all_seeds_of_release") is False else [])
     reach = v.get("beyond_reach")
     if rr.is_pending(v):
         return ("pending: passed the screen on seed 0; its other seeds are not trained yet "
-                "(the round's command trains them), so no verdict")
+                "(a run of the round's plan without --screen-only trains them), so no verdict")
     return "not adopted: " + ", ".join(failed) + (
         f" (seed 0 alone puts the seed mean of {', '.join(reach)} over its limit: other seeds not trained)"
         if reach else "")
