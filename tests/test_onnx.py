@@ -305,7 +305,8 @@ def test_released_onnx_agrees_with_pytorch_on_real_test_images(real_root, tmp_pa
         pytest.skip(f"no released model at {pt}")
     committed = model_onnx.onnx_path_for(pt)
     onnx_file = committed if committed.is_file() else model_onnx.export_onnx(pt, tmp_path / committed.name)
-    verify_checksum(onnx_file)
+    # the export is not committed, its checksum is: the export made here is the study's, byte for byte
+    assert verify_checksum(onnx_file) == checksum_path(committed).read_text().split()[0]
     ck = load_released(pt)
     size = ck["train_config"]["image_size"]
     arrays = load_split("test", size, root=real_root, progress=False)
@@ -320,3 +321,18 @@ def test_released_onnx_agrees_with_pytorch_on_real_test_images(real_root, tmp_pa
     print(f"\n{onnx_file.name}: max |p_onnx - p_torch| = {diff:.3g} over {ref.size} pixels; "
           f"{flips} mask pixels differ at 0.5")
     assert diff <= TOL
+
+
+def test_run_all_writes_the_released_onnx_only_where_it_is_missing(tmp_path):
+    """The ONNX export is not committed (derived from the .pt): run_all exports it beside the
+    released model when absent, and leaves an existing export and a folder without a model alone."""
+    from brainseg_lib.model.released import release_model
+    from brainseg_lib.study.run_all import export_missing_onnx
+    released = release_model(save_checkpoint(tiny_state(), tmp_path / "run" / "best.pt"))
+    onnx_file = model_onnx.onnx_path_for(released)
+    assert not onnx_file.exists()
+    assert export_missing_onnx(released.parent) == onnx_file and onnx_file.is_file()
+    verify_checksum(onnx_file)
+    before = onnx_file.stat().st_mtime_ns
+    assert export_missing_onnx(released.parent) is None and onnx_file.stat().st_mtime_ns == before
+    assert export_missing_onnx(tmp_path / "empty") is None

@@ -40,6 +40,23 @@ def destination(profile: str) -> Path:
     return paths.profile_results_dir(names.check_name(profile, "profile"))
 
 
+def export_missing_onnx(models: Path) -> Path | None:
+    """The released model's ONNX export beside it, written when absent (it is not committed: it is
+    derived from the .pt, and the committed ``.sha256`` checks the export); None without a
+    released model, or with the reason logged where the export cannot run here."""
+    from brainseg_lib.model.onnx import OnnxExportError, export_onnx, onnx_path_for
+    pt = models / paths.released_model().name
+    if not pt.is_file() or onnx_path_for(pt).is_file():
+        return None
+    try:
+        out = export_onnx(pt)
+    except (OnnxExportError, ImportError) as e:
+        log.warning("[run_all] ONNX export of %s skipped: %s", pt.name, e)
+        return None
+    log.info("[run_all] ONNX export written: %s", out)
+    return out
+
+
 def build_stage(profile: dict, stage: Path) -> dict:
     """Steps 2-4 with the results folder pointed at the stage (and ``BRAINSEG_MODEL``
     unset, so notebook 10 scores the stage's copy of the release); returns the timings."""
@@ -47,6 +64,7 @@ def build_stage(profile: dict, stage: Path) -> dict:
     with paths.env_override(BRAINSEG_RESULTS=stage, BRAINSEG_MODEL=None):
         if study and committed.is_dir():   # notebook 10 scores the committed release in the stage
             shutil.copytree(committed, stage / "models")
+            export_missing_onnx(stage / "models")
         timings = run_notebooks(profile, stage, before=sweep_first(profile))
         if study and (stage / "models" / "release.json").is_file():
             from brainseg_lib.study.release import ReleaseRefused, write_card
