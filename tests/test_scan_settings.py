@@ -1,6 +1,6 @@
 """One scan through ``inference.scan_probability``: ``predict`` (PyTorch and ONNX) applies a
 checkpoint's head crop, test-time flips and small-component removal exactly as the study's
-scoring applies them to whole sets (``release_scoring.probabilities`` + ``to_native_frame``)."""
+scoring applies them to whole sets (``inference.scored_probabilities`` + ``to_native_frame``)."""
 from __future__ import annotations
 
 import warnings
@@ -21,7 +21,7 @@ from brainseg_lib.inference import (
     to_native_frame,
 )
 from brainseg_lib.model.checkpoint import model_from_checkpoint, save_checkpoint
-from brainseg_lib.study.release_scoring import probabilities
+from brainseg_lib.inference import scored_probabilities as probabilities
 
 SIZE = 32
 

@@ -81,8 +81,8 @@ def size_quartiles(df: pd.DataFrame) -> pd.Series:
 def score_set(model, half, thr: float, inf: dict) -> pd.DataFrame:
     """Per-slice rows (``evaluation.external.score_half``) with the inference settings applied."""
     from brainseg_lib.evaluation.external import score_half
-    from brainseg_lib.study.release_scoring import probabilities
-    probs = probabilities(model, half.arrays.images, None, thr, inf["tta"], inf["min_component"])
+    from brainseg_lib.inference import scored_probabilities
+    probs = scored_probabilities(model, half.arrays.images, None, thr, inf["tta"], inf["min_component"])
     return score_half(model, half, thr, probs=probs)
 
 
@@ -100,9 +100,9 @@ def br35h_test_half(size: int, data_root=None, head_crop: bool = False):
 def healthy_report(model, size: int, thr: float, inf: dict, seed: int = 0, data_root=None) -> dict:
     """The healthy ``report`` scans with any pixel marked, scored here (``marked_summary``)."""
     from brainseg_lib.data.healthy import load_healthy
-    from brainseg_lib.study.release_scoring import probabilities
+    from brainseg_lib.inference import scored_probabilities
     h = load_healthy("report", size, seed, root=data_root, head_crop=inf.get("head_crop", False))
-    marked = (probabilities(model, h.images, None, thr, inf["tta"], inf["min_component"]) >= thr
+    marked = (scored_probabilities(model, h.images, None, thr, inf["tta"], inf["min_component"]) >= thr
               ).reshape(len(h), -1).any(1)
     return marked_summary(marked)
 

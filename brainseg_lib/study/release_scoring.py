@@ -10,13 +10,6 @@ import pandas as pd
 
 
 
-def probabilities(model, images_u8, device, threshold: float, tta: bool, min_component: float):
-    """The model's probabilities (N,S,S) with the inference levers applied
-    (``inference.scored_probabilities``)."""
-    from brainseg_lib.inference import scored_probabilities
-    return scored_probabilities(model, images_u8, device, threshold, tta, min_component)
-
-
 def native_rows(probs, half, threshold: float) -> pd.DataFrame:
     """One row per slice of ``half`` (an ``ExternalHalf``): ``evaluation.external.score_half``'s
     counts and Dice at native size, without boundary metrics, its ``patient`` column as ``unit``."""
@@ -57,6 +50,7 @@ def score_checkpoint(ckpt, tta: bool = False, min_component: float = 0.0, data_r
     from brainseg_lib.data.cache import native_masks_for
     from brainseg_lib.data.healthy import load_healthy
     from brainseg_lib.data.splits import split_arrays
+    from brainseg_lib.inference import scored_probabilities
     model, dev, size, thr, healthy_seed, trained_crop = scoring_model(ckpt, device)
     thr = thr if threshold is None else float(threshold)
     crop = bool(head_crop or trained_crop)
@@ -64,15 +58,15 @@ def score_checkpoint(ckpt, tta: bool = False, min_component: float = 0.0, data_r
     val = split_arrays("official", size, data_root, only=("val",), head_crop=crop)["val"]
     gts = native_masks_for(val.names, root=data_root)
     val_half = ext.ExternalHalf(val, [gts[n] for n in val.names], list(val.names))
-    out["val"] = native_rows(probabilities(model, val.images, dev, thr, tta, min_component),
+    out["val"] = native_rows(scored_probabilities(model, val.images, dev, thr, tta, min_component),
                              val_half, thr).drop(columns="unit")
     h = load_healthy("val", size, healthy_seed, root=data_root, head_crop=crop)
-    hp = probabilities(model, h.images, dev, thr, tta, min_component)
+    hp = scored_probabilities(model, h.images, dev, thr, tta, min_component)
     out["healthy"] = pd.DataFrame({"name": h.names,
                                    "marked": (hp >= thr).reshape(len(h), -1).any(1)})
     for which in ("lgg", "figshare"):
         half = ext.load_half("dev", size, which=which, head_crop=crop)
-        probs = probabilities(model, half.arrays.images, dev, thr, tta, min_component)
+        probs = scored_probabilities(model, half.arrays.images, dev, thr, tta, min_component)
         out[which] = native_rows(probs, half, thr)
     return out
 
@@ -83,9 +77,10 @@ def gate_fraction(ckpt, tta: bool, target_share: float, grid, data_root=None,
     VAL scans the checkpoint marks is at most ``target_share`` (the last one if none is), with
     the share at every size tried; the scans cropped to the head as ``score_checkpoint`` crops them."""
     from brainseg_lib.data.healthy import load_healthy
+    from brainseg_lib.inference import scored_probabilities
     model, dev, size, thr, healthy_seed, crop = scoring_model(ckpt, device)
     h = load_healthy("val", size, healthy_seed, root=data_root, head_crop=bool(head_crop or crop))
-    return smallest_gate(probabilities(model, h.images, dev, thr, tta, 0.0), thr, target_share, grid)
+    return smallest_gate(scored_probabilities(model, h.images, dev, thr, tta, 0.0), thr, target_share, grid)
 
 
 def smallest_gate(probs, threshold: float, target_share: float, grid) -> tuple[float, dict[str, float]]:
