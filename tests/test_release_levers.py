@@ -642,7 +642,7 @@ def test_ensemble_trials_are_refused_with_anything_else(tmp_path):
     path = tmp_path / "release_levers_7.yaml"
     bad = {"go together": [r0, {k: v for k, v in e1.items() if k != "members"}],
            "earlier trial that trains its own": [r0, {**e1, "set": {"loss": "bce"}}],
-           "sets tta, min_component, gate, head_crop or threshold": [r0, {"tag": "x", "lever": "l", "tta": True}],
+           "sets tta, min_component, gate, head_crop, standardize or threshold": [r0, {"tag": "x", "lever": "l", "tta": True}],
            "a gate calibrates one checkpoint": [r0, {**e1, "gate": "healthy_val"}],
            "trains its own": [r0, e1, {**e1, "tag": "e2", "ensemble_of": "e1-r0-ensemble3"}]}
     for message, trials in bad.items():

@@ -91,6 +91,16 @@ def test_a_chosen_threshold_is_released_with_the_other_settings(plan, tmp_path, 
     assert checkpoint_threshold(load_released(dest)) == 0.3 and info["inference"]["threshold"] == 0.3
 
 
+def test_a_histogram_standardisation_is_refused_until_predict_applies_it(plan):
+    train_members(plan)
+    write_decision(plan, ["t2-ens"])
+    path = rl.folder() / "decision-roundx.json"
+    path.write_text(json.dumps({**json.loads(path.read_text()), "release_inference":
+                                {"tta": True, "min_component": 0.002, "standardize": "br35h_train"}}))
+    with pytest.raises(ReleaseRefused, match="ScanSettings"):
+        rp.chosen(plan, rp.read_decision(plan))
+
+
 def test_an_adopted_ensemble_releases_its_first_seeds_members_and_settings(plan):
     train_members(plan)
     got = rp.chosen(plan, write_decision(plan, ["t2-ens"]))

@@ -52,7 +52,7 @@ def _plan_with(tmp_path, extra: dict, drop=()):
 
 def test_a_threshold_is_refused_where_it_cannot_apply(tmp_path):
     ensemble = ("ensemble_of", "members", "tta", "min_component")
-    with pytest.raises(ValueError, match="head_crop or threshold"):
+    with pytest.raises(ValueError, match="head_crop, standardize or threshold"):
         rl.load_plan(_plan_with(tmp_path, {"set": {"loss": "bce"}}, drop=ensemble))
     for bad in (0.0, 1.0, 1.5):
         with pytest.raises(ValueError, match="threshold"):
@@ -71,7 +71,8 @@ def test_scoring_a_trial_passes_its_threshold_on(tmp_path, monkeypatch):
         ck.parent.mkdir(parents=True)
         ck.write_bytes(b"")
     rl.score_trial(p, "h9-h7-threshold-0.3", 0, tmp_path, **rl.scoring_settings(p, "h9-h7-threshold-0.3", 0, tmp_path))
-    assert seen == [{"tta": True, "min_component": 0.002, "head_crop": False, "threshold": 0.3}]
+    assert seen == [{"tta": True, "min_component": 0.002, "head_crop": False, "threshold": 0.3,
+                     "reference": None}]
 
 
 def _released(tmp_path, threshold):

@@ -93,7 +93,8 @@ class ReleaseTrialSchema(TrialSchema):
     that trial's seeds k*members ... k*members + members - 1 (``release_levers.member_seeds``).
     ``head_crop`` (with ``checkpoints_of``) crops each scan to the head before the resize.
     ``threshold`` (with either) replaces the checkpoints' own (0.5) as the probability at which a
-    pixel is tumour, for the component removal as for the mask."""
+    pixel is tumour, for the component removal as for the mask. ``standardize: br35h_train`` (with
+    either) maps every scan's head histogram to Br35H TRAIN's landmarks first (``data.standardize``)."""
     checkpoints_of: Optional[str] = None
     head_crop: bool = False
     tta: bool = False
@@ -102,6 +103,7 @@ class ReleaseTrialSchema(TrialSchema):
     ensemble_of: Optional[str] = None     # scores the mean logits of `members` of that trial's seeds
     members: Annotated[int, Field(ge=2, le=10)] = None
     threshold: Annotated[Float, Field(gt=0, lt=1)] = None
+    standardize: Optional[Literal["br35h_train"]] = None
 
 
 class ReleaseRuleSchema(BaseModel):

@@ -49,8 +49,10 @@ def check_round(plan: dict, path: Path) -> None:
             raise ValueError(f"{path}: trial {t['tag']!r} scores the checkpoints of {src!r}, which must be "
                              "an earlier trial that trains its own; such a trial changes nothing in `set`")
         if src is None and ens is None and (t.get("tta") or t.get("gate") or t.get("min_component")
-                                            or t.get("head_crop") or t.get("threshold") is not None):
-            raise ValueError(f"{path}: trial {t['tag']!r} sets tta, min_component, gate, head_crop or threshold "
+                                            or t.get("head_crop") or t.get("standardize")
+                                            or t.get("threshold") is not None):
+            raise ValueError(f"{path}: trial {t['tag']!r} sets tta, min_component, gate, head_crop, "
+                             "standardize or threshold "
                              "without `checkpoints_of` or `ensemble_of`: those score another trial's "
                              "checkpoints (a trial that trains on cropped scans sets head_crop in `set`)")
         if ens is not None and t.get("gate"):
@@ -65,7 +67,7 @@ def check_round(plan: dict, path: Path) -> None:
                 src is not None or ens not in tags[:i] or t.get("set") or trained_tag(plan, ens) != ens)):
             raise ValueError(f"{path}: trial {t['tag']!r}: `ensemble_of` and `members` go together and "
                              "name an earlier trial that trains its own; such a trial sets nothing else "
-                             "but how it is scored (tta, min_component, head_crop, threshold)")
+                             "but how it is scored (tta, min_component, head_crop, standardize, threshold)")
     if any(t.get("checkpoints_of") or t.get("ensemble_of") for t in plan["trials"]) and plan.get("inference"):
         raise ValueError(f"{path}: a plan with trials that score other trials' checkpoints holds no "
                          "inference levers (their settings would replace the trial's own)")
@@ -165,7 +167,7 @@ def gate_path(tag: str, seed: int, out_dir=None) -> Path:
 
 
 def settings_used(plan: dict, tag: str, seed: int, out_dir=None) -> dict:
-    """The ``tta``, ``min_component`` (and ``head_crop``, ``threshold`` where set) a scored seed of ``tag`` was scored with: as declared,
+    """The ``tta``, ``min_component`` (and ``head_crop``, ``threshold``, ``standardize`` where set) a scored seed of ``tag`` was scored with: as declared,
     a gate's size read from the file ``scoring_settings`` wrote (nothing is computed again)."""
     import json
     declared = declared_settings(plan, tag, seed, out_dir)
@@ -190,10 +192,11 @@ def scored(tag: str, seed: int, out_dir=None) -> bool:
 
 def score_trial(plan: dict, tag: str, seed: int, out_dir=None, ckpt_tag: str | None = None,
                 tta: bool = False, min_component: float = 0.0, head_crop: bool = False,
-                threshold: float | None = None) -> dict[str, pd.DataFrame]:
+                threshold: float | None = None, standardize: str | None = None) -> dict[str, pd.DataFrame]:
     """Per-slice rows of one checkpoint (``ckpt_tag``'s, default ``tag``'s) on VAL, the healthy
     VAL scans and both external dev halves, written under ``per_slice/`` with ``tag``'s name;
-    ``threshold`` (None: the checkpoints' own) is where a probability becomes tumour."""
+    ``threshold`` (None: the checkpoints' own) is where a probability becomes tumour; with
+    ``standardize`` (``br35h_train``) the reference landmarks are written beside them too."""
     from brainseg_lib.fileio import write_csv
     from brainseg_lib.study.release_scoring import score_checkpoint
     ckpts = checkpoints(plan, ckpt_tag or tag, seed, out_dir)
@@ -201,12 +204,29 @@ def score_trial(plan: dict, tag: str, seed: int, out_dir=None, ckpt_tag: str | N
         if not ckpt.is_file():
             raise FileNotFoundError(f"no checkpoint {ckpt}; train it first with "
                                     "`python -m brainseg_lib release-levers`")
+    reference = standardize_reference(ckpts[0], head_crop, tag, seed, out_dir) if standardize else None
     frames = score_checkpoint(ckpts, tta=tta, min_component=min_component, head_crop=head_crop,
-                              threshold=threshold)
+                              threshold=threshold, reference=reference)
     for which, df in frames.items():
         dest = per_slice_path(tag, seed, which, out_dir)
         write_csv(df, paths.ensure(dest.parent) / dest.name)
     return frames
+
+
+def standardize_reference(ckpt: Path, head_crop: bool, tag: str, seed: int, out_dir=None):
+    """Br35H TRAIN's landmarks at the checkpoint's size and crop (``release_scoring.train_reference``),
+    written to ``per_slice/<tag>-seed<k>-standardize.json``."""
+    from brainseg_lib.data.standardize import LEVELS
+    from brainseg_lib.fileio import write_json
+    from brainseg_lib.model.checkpoint import load_checkpoint
+    from brainseg_lib.study.release_scoring import train_reference
+    cfg = load_checkpoint(ckpt)["train_config"]
+    crop = bool(head_crop or cfg.get("head_crop", False))
+    ref = train_reference(int(cfg["image_size"]), crop)
+    write_json({"standardize": "br35h_train", "image_size": int(cfg["image_size"]), "head_crop": crop,
+                "percentiles": list(LEVELS), "landmarks": [round(float(v), 4) for v in ref]},
+               paths.ensure(folder(out_dir) / "per_slice") / f"{tag}-seed{seed}-standardize.json")
+    return ref
 
 
 def run_plan(plan: dict | None = None, out_dir=None, screen_only: bool = False) -> dict:
@@ -237,14 +257,16 @@ def declared_settings(plan: dict, tag: str, seed: int, out_dir=None) -> dict:
     out = {"checkpoint_run": runs[0] if len(runs) == 1 else runs,
            "tta": bool(t.get("tta", False)), "min_component": float(t.get("min_component", 0.0)),
            "gate": t.get("gate"), **({"head_crop": True} if t.get("head_crop") else {}),
-           **({"threshold": float(t["threshold"])} if t.get("threshold") is not None else {})}
+           **({"threshold": float(t["threshold"])} if t.get("threshold") is not None else {}),
+           **({"standardize": t["standardize"]} if t.get("standardize") else {})}
     return {**out, "grid": list(GATE_GRID)} if t.get("gate") else out
 
 
 def how_scored(declared: dict) -> dict:
     """The ``score_trial`` keywords of declared settings: ``tta``, ``min_component`` and, when
-    set, ``head_crop`` and ``threshold``."""
-    return {k: declared[k] for k in ("tta", "min_component", "head_crop", "threshold") if k in declared}
+    set, ``head_crop``, ``threshold`` and ``standardize``."""
+    return {k: declared[k] for k in ("tta", "min_component", "head_crop", "threshold", "standardize")
+            if k in declared}
 
 
 def settings_path(tag: str, seed: int, out_dir=None) -> Path:

@@ -59,6 +59,10 @@ def chosen(plan: dict, decision: dict, out_dir=None) -> dict:
                              f"committed): train them with `python -m brainseg_lib release-levers --plan "
                              f"{plan['source']}`, which gives the same weights")
     inference = {k: v for k, v in decision.get("release_inference", {}).items() if v}
+    if inference.get("standardize"):
+        raise ReleaseRefused(f"{decision['file']}: trial {tag!r} standardises each scan's histogram "
+                             "(data.standardize), which predict, the ONNX export and evaluate-release do "
+                             "not apply yet: teach them (inference.ScanSettings) before releasing it")
     return {"trial": tag, "lever": rl.trial(plan, tag).get("lever"), "seed": seed,
             "member_runs": rl.member_runs(plan, tag, seed), "checkpoints": ckpts, "inference": inference}
 

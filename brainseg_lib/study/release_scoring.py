@@ -9,7 +9,6 @@ import numpy as np
 import pandas as pd
 
 
-
 def native_rows(probs, half, threshold: float) -> pd.DataFrame:
     """One row per slice of ``half`` (an ``ExternalHalf``): ``evaluation.external.score_half``'s
     counts and Dice at native size, without boundary metrics, its ``patient`` column as ``unit``."""
@@ -39,34 +38,49 @@ def scoring_model(ckpt, device: str = "cpu"):
     return (model, dev, *same.pop())
 
 
+def train_reference(size: int, head_crop: bool, data_root=None):
+    """Br35H TRAIN's reference landmarks (``data.standardize``) at ``size``, cropped to the head
+    with ``head_crop``: the annotated TRAIN scans as a model of that size sees them."""
+    from brainseg_lib.data.splits import split_arrays
+    from brainseg_lib.data.standardize import reference_landmarks
+    train = split_arrays("official", size, data_root, only=("train",), head_crop=head_crop)["train"]
+    return reference_landmarks(train.images)
+
+
 def score_checkpoint(ckpt, tta: bool = False, min_component: float = 0.0, data_root=None,
-                     device: str = "cpu", head_crop: bool = False,
-                     threshold: float | None = None) -> dict[str, pd.DataFrame]:
+                     device: str = "cpu", head_crop: bool = False, threshold: float | None = None,
+                     reference=None) -> dict[str, pd.DataFrame]:
     """{val, healthy, lgg, figshare}: per-slice rows of the checkpoint, or of the seed ensemble
     (``model.ensemble``) of a list of checkpoints (see the module doc); every scan cropped to the
-    head first (``data.head_crop``) with ``head_crop`` or when the checkpoint trained so; a pixel is
-    tumour from ``threshold`` on (None: the checkpoint's own). An external set that is not there is refused (the rule needs both)."""
+    head first (``data.head_crop``) with ``head_crop`` or when the checkpoint trained so; with
+    ``reference`` landmarks, every scan's head histogram standardised to them after the resize
+    (``data.standardize``); a pixel is tumour from ``threshold`` on (None: the checkpoint's own).
+    An external set that is not there is refused (the rule needs both)."""
     from brainseg_lib.data import external as ext
     from brainseg_lib.data.cache import native_masks_for
     from brainseg_lib.data.healthy import load_healthy
     from brainseg_lib.data.splits import split_arrays
+    from brainseg_lib.data.standardize import standardise
     from brainseg_lib.inference import scored_probabilities
     model, dev, size, thr, healthy_seed, trained_crop = scoring_model(ckpt, device)
     thr = thr if threshold is None else float(threshold)
     crop = bool(head_crop or trained_crop)
+
+    def prep(images):
+        return images if reference is None else standardise(images, reference)
     out = {}
     val = split_arrays("official", size, data_root, only=("val",), head_crop=crop)["val"]
     gts = native_masks_for(val.names, root=data_root)
     val_half = ext.ExternalHalf(val, [gts[n] for n in val.names], list(val.names))
-    out["val"] = native_rows(scored_probabilities(model, val.images, dev, thr, tta, min_component),
+    out["val"] = native_rows(scored_probabilities(model, prep(val.images), dev, thr, tta, min_component),
                              val_half, thr).drop(columns="unit")
     h = load_healthy("val", size, healthy_seed, root=data_root, head_crop=crop)
-    hp = scored_probabilities(model, h.images, dev, thr, tta, min_component)
+    hp = scored_probabilities(model, prep(h.images), dev, thr, tta, min_component)
     out["healthy"] = pd.DataFrame({"name": h.names,
                                    "marked": (hp >= thr).reshape(len(h), -1).any(1)})
     for which in ("lgg", "figshare"):
         half = ext.load_half("dev", size, which=which, head_crop=crop)
-        probs = scored_probabilities(model, half.arrays.images, dev, thr, tta, min_component)
+        probs = scored_probabilities(model, prep(half.arrays.images), dev, thr, tta, min_component)
         out[which] = native_rows(probs, half, thr)
     return out
 
