@@ -150,6 +150,12 @@ def scored_probabilities(model: torch.nn.Module, images_u8, device: torch.device
     return drop_small_components(probs, threshold, min_component) if min_component > 0 else probs
 
 
+def any_marked(probs: np.ndarray, threshold: float) -> np.ndarray:
+    """(N,) bool: whether each map of ``probs`` (N, ...) has a pixel at or above ``threshold``."""
+    probs = np.asarray(probs)
+    return (probs >= threshold).reshape(len(probs), -1).any(1)
+
+
 def drop_small_components(probs: np.ndarray, threshold: float, min_fraction: float) -> np.ndarray:
     """``probs`` (N,S,S) with every predicted component (8-connected, at ``threshold``) smaller
     than ``min_fraction`` of the image's pixels set to 0; a copy, the input is kept."""

@@ -13,7 +13,7 @@ from brainseg_lib.data import external as ext
 from brainseg_lib.data import intensity
 from brainseg_lib.data.errors import ImageReadError
 from brainseg_lib.data.loaders import augment_batch, augment_config
-from brainseg_lib.inference import drop_small_components, predict_probabilities, predict_probabilities_tta
+from brainseg_lib.inference import any_marked, drop_small_components, predict_probabilities, predict_probabilities_tta
 from brainseg_lib.training.losses import get_loss, per_image_dice_loss
 
 
@@ -717,3 +717,11 @@ def test_screen_only_gives_a_judged_trial_no_seed_beyond_0(monkeypatch):
     rl.run_plan(p12, screen_only=True)
     assert [c for c in calls if c[0] == judged] == [(judged, [0])]
     assert ("h12-h6-size128", [1, 2]) in calls and ("h7-h6-ensemble3-tta-min-component", [1, 2]) in calls
+
+
+def test_a_scan_is_marked_when_any_pixel_reaches_the_threshold():
+    probs = np.zeros((3, 4, 4), np.float32)
+    probs[1, 2, 3] = 0.5          # exactly the threshold: marked
+    probs[2, 0, 0] = 0.49
+    assert any_marked(probs, 0.5).tolist() == [False, True, False]
+    assert any_marked(probs, 0.4).tolist() == [False, True, True]

@@ -46,7 +46,7 @@ def selection_figures(checkpoint, val_arrays, cfg, data_root=None, external_dev:
     (``val_eval``: the checkpoint's VAL evaluation when it is already computed; ``val_gts``:
     VAL's native masks by name, when already rasterised)."""
     from brainseg_lib.evaluation.evaluate import evaluate_model
-    from brainseg_lib.inference import load_model, predict_probs, resolve_device
+    from brainseg_lib.inference import any_marked, load_model, predict_probs, resolve_device
     dev = resolve_device(cfg.device)
     model = load_model(checkpoint, dev)
     ev = val_eval or evaluate_model(model, "val", cfg.image_size, cfg.threshold, dev, data_root,
@@ -58,7 +58,7 @@ def selection_figures(checkpoint, val_arrays, cfg, data_root=None, external_dev:
         from brainseg_lib.data.healthy import load_healthy
         h = load_healthy("val", cfg.image_size, cfg.healthy_seed, root=data_root, head_crop=cfg.head_crop)
         probs = predict_probs(model, h, dev)
-        marked = (probs >= cfg.threshold).reshape(len(h), -1).any(1)
+        marked = any_marked(probs, cfg.threshold)
         out["healthy_val"] = {"n_images": len(h), "marked": int(marked.sum()),
                               "marked_share": float(marked.mean()) if len(h) else None}
     except (FileNotFoundError, OSError) as e:

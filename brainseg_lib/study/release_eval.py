@@ -100,10 +100,9 @@ def br35h_test_half(size: int, data_root=None, head_crop: bool = False):
 def healthy_report(model, size: int, thr: float, inf: dict, seed: int = 0, data_root=None) -> dict:
     """The healthy ``report`` scans with any pixel marked, scored here (``marked_summary``)."""
     from brainseg_lib.data.healthy import load_healthy
-    from brainseg_lib.inference import scored_probabilities
+    from brainseg_lib.inference import any_marked, scored_probabilities
     h = load_healthy("report", size, seed, root=data_root, head_crop=inf.get("head_crop", False))
-    marked = (scored_probabilities(model, h.images, None, thr, inf["tta"], inf["min_component"]) >= thr
-              ).reshape(len(h), -1).any(1)
+    marked = any_marked(scored_probabilities(model, h.images, None, thr, inf["tta"], inf["min_component"]), thr)
     return marked_summary(marked)
 
 

@@ -61,7 +61,7 @@ def score_checkpoint(ckpt, tta: bool = False, min_component: float = 0.0, data_r
     from brainseg_lib.data.healthy import load_healthy
     from brainseg_lib.data.splits import split_arrays
     from brainseg_lib.data.standardize import standardise
-    from brainseg_lib.inference import scored_probabilities
+    from brainseg_lib.inference import any_marked, scored_probabilities
     model, dev, size, thr, healthy_seed, trained_crop = scoring_model(ckpt, device)
     thr = thr if threshold is None else float(threshold)
     crop = bool(head_crop or trained_crop)
@@ -77,7 +77,7 @@ def score_checkpoint(ckpt, tta: bool = False, min_component: float = 0.0, data_r
     h = load_healthy("val", size, healthy_seed, root=data_root, head_crop=crop)
     hp = scored_probabilities(model, prep(h.images), dev, thr, tta, min_component)
     out["healthy"] = pd.DataFrame({"name": h.names,
-                                   "marked": (hp >= thr).reshape(len(h), -1).any(1)})
+                                   "marked": any_marked(hp, thr)})
     for which in ("lgg", "figshare"):
         half = ext.load_half("dev", size, which=which, head_crop=crop)
         probs = scored_probabilities(model, prep(half.arrays.images), dev, thr, tta, min_component)
@@ -99,11 +99,11 @@ def gate_fraction(ckpt, tta: bool, target_share: float, grid, data_root=None,
 
 def smallest_gate(probs, threshold: float, target_share: float, grid) -> tuple[float, dict[str, float]]:
     """``gate_fraction``'s choice on probabilities ``probs`` (N,S,S) of healthy scans."""
-    from brainseg_lib.inference import drop_small_components
+    from brainseg_lib.inference import any_marked, drop_small_components
     shares = {}
     for g in grid:
         kept = drop_small_components(probs, threshold, g)      # a copy, the same at size 0
-        shares[str(g)] = float((kept >= threshold).reshape(len(kept), -1).any(1).mean())
+        shares[str(g)] = float(any_marked(kept, threshold).mean())
         if shares[str(g)] <= target_share:
             return float(g), shares
     return float(grid[-1]), shares
