@@ -172,9 +172,10 @@ def tiny_checkpoint_state(size: int, seed: int = 0, input_norm: str = "none") ->
     the logits have unit spread and median 0: at threshold 0.5 about half of each image is
     'tumour', so masks are neither empty nor full.
     """
-    from brainseg_lib.model.unet import UNet
+    from brainseg_lib.model.unet import NEEDS_REFERENCE, UNet
     torch.manual_seed(seed)
-    m = UNet(in_channels=1, base=4, input_norm=input_norm)
+    reference = np.linspace(0.1, 0.9, 11) if input_norm in NEEDS_REFERENCE else None
+    m = UNet(in_channels=1, base=4, input_norm=input_norm, reference=reference)
     with torch.no_grad():
         for mod in m.modules():
             if isinstance(mod, torch.nn.BatchNorm2d):

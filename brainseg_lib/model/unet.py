@@ -14,6 +14,9 @@ stride 2, skip connections concatenate encoder features into the decoder, and a
   all its pixels, ``(x - mean) / (sd + 1e-6)``. A scan's overall brightness and
   contrast, which differ between scanners and JPEG exports, then no longer reach the
   network. It has no parameters and is computed in float32.
+* ``nyul_zscore``: each image's head histogram is first mapped onto the model's
+  ``reference`` percentiles (``model.histogram_norm``, a buffer set from its TRAIN scans
+  when it is built for training and saved with its weights), then z-scored as above.
 
 With ``base=64`` this is the classic U-Net of Ronneberger et al. (widths
 64-128-256-512, bottleneck 1024, 31,042,369 parameters for one input channel:
@@ -27,13 +30,17 @@ import torch
 from torch import nn
 
 DEPTH = 4  # encoder levels == decoder levels, as in the paper
-INPUT_NORMS = ("none", "zscore")
+INPUT_NORMS = ("none", "zscore", "nyul_zscore")
+NEEDS_REFERENCE = ("nyul_zscore",)     # the input norms that hold reference percentiles
 
 
-def normalize_input(x: torch.Tensor, mode: str) -> torch.Tensor:
+def normalize_input(x: torch.Tensor, mode: str, reference: torch.Tensor | None = None) -> torch.Tensor:
     """Per-image intensity normalisation of a batch (B, C, H, W); see the module docstring."""
     if mode == "none":
         return x
+    if mode == "nyul_zscore":
+        from brainseg_lib.model.histogram_norm import standardise_head
+        return normalize_input(standardise_head(x, reference), "zscore")
     if mode == "zscore":
         mean = x.mean(dim=(1, 2, 3), keepdim=True)
         sd = x.std(dim=(1, 2, 3), keepdim=True, unbiased=False)
@@ -59,7 +66,7 @@ class UNet(nn.Module):
     """U-Net with ``DEPTH`` encoder and decoder levels and one output logit."""
 
     def __init__(self, in_channels: int = 1, base: int = 64, out_channels: int = 1,
-                 input_norm: str = "none"):
+                 input_norm: str = "none", reference=None):
         super().__init__()
         if base < 1:
             raise ValueError(f"base width must be >= 1, got {base}")
@@ -67,6 +74,13 @@ class UNet(nn.Module):
             raise ValueError(f"unknown input_norm {input_norm!r}; choose one of {INPUT_NORMS}")
         self.in_channels, self.base, self.out_channels = in_channels, base, out_channels
         self.input_norm = input_norm
+        if input_norm in NEEDS_REFERENCE:   # zeros until given, or filled by load_state_dict
+            from brainseg_lib.data.standardize import LEVELS
+            ref = torch.zeros(len(LEVELS)) if reference is None else torch.as_tensor(reference, dtype=torch.float32)
+            if ref.shape != (len(LEVELS),):
+                raise ValueError(f"input_norm {input_norm!r} takes {len(LEVELS)} reference percentiles, "
+                                 f"got shape {tuple(ref.shape)}")
+            self.register_buffer("reference", ref.clone())
         widths = [base * 2**i for i in range(DEPTH + 1)]  # e.g. 64..1024
         self.encoders = nn.ModuleList()
         c = in_channels
@@ -89,7 +103,7 @@ class UNet(nn.Module):
                 f"U-Net input sides must be multiples of {2**DEPTH}; got {h}x{w}. "
                 "Resize the image (brainseg_lib.data resizes to the profile's image_size)."
             )
-        x = normalize_input(x, self.input_norm)
+        x = normalize_input(x, self.input_norm, getattr(self, "reference", None))
         skips = []
         for enc in self.encoders:
             x = enc(x)

@@ -36,7 +36,7 @@ class TrainConfig:
     deterministic: bool = True
     max_train_seconds: float | None = None   # experiments only: a cut run is never released
     snapshot_epochs: list[int] = field(default_factory=list)
-    input_norm: str = "none"         # none | zscore (per image, inside the model)
+    input_norm: str = "none"         # none | zscore | nyul_zscore (per image, inside the model)
     augment_level: str = "basic"     # see loaders.AUGMENT_LEVELS
     healthy_ratio: float = 0.0       # tumour-free scans per annotated TRAIN image
     healthy_seed: int = 0            # which splits/healthy_seed<k>.csv

@@ -54,6 +54,7 @@ import torch.distributed as dist
 
 from brainseg_lib import paths
 from brainseg_lib.data.cache import SplitArrays, load_split
+from brainseg_lib.data.standardize import reference_landmarks
 from brainseg_lib.data.loaders import (
     AugmentConfig,
     augment_config,
@@ -63,7 +64,7 @@ from brainseg_lib.data.loaders import (
     resident_tensors,
 )
 from brainseg_lib.inference import resolve_device
-from brainseg_lib.model.unet import UNet, count_parameters
+from brainseg_lib.model.unet import NEEDS_REFERENCE, UNet, count_parameters
 from brainseg_lib.progress import progress_bar
 from brainseg_lib.training import distributed, memory, run_state
 from brainseg_lib.training.config import TrainConfig
@@ -93,8 +94,11 @@ def set_determinism(cfg: TrainConfig) -> None:
     torch.backends.cudnn.benchmark = not cfg.deterministic
 
 
-def build_model(cfg: TrainConfig) -> UNet:
-    return UNet(in_channels=1, base=cfg.base_width, input_norm=cfg.input_norm)
+def build_model(cfg: TrainConfig, reference=None) -> UNet:
+    """The U-Net of ``cfg``; ``reference``: the TRAIN percentiles an input norm that needs them takes."""
+    if cfg.input_norm in NEEDS_REFERENCE and reference is None:
+        raise ValueError(f"input_norm {cfg.input_norm!r} needs the reference percentiles of the TRAIN scans")
+    return UNet(in_channels=1, base=cfg.base_width, input_norm=cfg.input_norm, reference=reference)
 
 
 @dataclass
@@ -139,7 +143,9 @@ def fit(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
     with ddp.main_first():
         train_arrays, val_arrays = prepare_data(cfg, train_arrays, val_arrays, data_root)
     ddp.check_batch(len(train_arrays), cfg.batch_size)
-    tr = build_trainer(cfg, ddp, len(train_arrays))
+    # an input norm with reference percentiles takes the mean of the scans it trains on
+    reference = reference_landmarks(train_arrays.images) / 255.0 if cfg.input_norm in NEEDS_REFERENCE else None
+    tr = build_trainer(cfg, ddp, len(train_arrays), reference)
     tr.checkpoint_every = checkpoint_every
     st = resume_state(tr, cfg, run_dir / "last.pt", ddp, logger) if resume else RunState()
     tr.net = ddp.wrap(tr.model)
@@ -221,11 +227,11 @@ class Trainer:
         return self.ema.module if self.ema is not None else self.model
 
 
-def build_trainer(cfg: TrainConfig, ddp: DistContext, n_train: int) -> Trainer:
-    """Model (initialised from the seed set by ``set_determinism``), Adam, optional EMA,
-    losses and augmentation."""
+def build_trainer(cfg: TrainConfig, ddp: DistContext, n_train: int, reference=None) -> Trainer:
+    """Model (initialised from the seed set by ``set_determinism``; ``reference`` as
+    ``build_model`` takes it), Adam, optional EMA, losses and augmentation."""
     device = ddp.device
-    model = build_model(cfg).to(device)
+    model = build_model(cfg, reference).to(device)
     if cfg.channels_last:
         model = model.to(memory_format=torch.channels_last)
     model = ddp.prepare_model(model, cfg.seed)
