@@ -92,3 +92,47 @@ def test_it_exports_to_onnx_and_runs_the_same(tmp_path):
     with torch.no_grad():
         want = torch.sigmoid(model_from_checkpoint(load_checkpoint(ckpt)).eval()(x)).numpy()
     assert np.abs(prob - want).max() < 1e-4
+
+
+def test_half_precision_input_is_standardised_in_float32():
+    x = as_float(scans())
+    ref = torch.tensor(REF / 255, dtype=torch.float32)
+    for dtype in (torch.float16, torch.bfloat16):
+        got = standardise_head(x.to(dtype), ref)
+        assert got.dtype == dtype and torch.isfinite(got.float()).all()
+        assert (got.float() - standardise_head(x.to(dtype).float(), ref)).abs().max() < 1e-2
+
+
+def test_training_mode_leaves_the_standardisation_to_the_training_loop(tmp_path):
+    """In training the model z-scores only (the engine standardised the scans before augmenting
+    them); in eval mode it standardises its input itself."""
+    from brainseg_lib.model.unet import normalize_input
+    m = UNet(base=4, input_norm="nyul_zscore", reference=REF / 255)
+    x = as_float(scans())
+    ref = torch.tensor(REF / 255, dtype=torch.float32)
+    assert torch.equal(normalize_input(x, m.input_norm, m.reference, training=True), normalize_input(x, "zscore"))
+    assert torch.allclose(normalize_input(x, m.input_norm, m.reference),
+                          normalize_input(standardise_head(x, ref), "zscore"))
+    seen = []
+    m.encoders[0].register_forward_hook(lambda mod, inp, out: seen.append(inp[0].detach().clone()))
+    m.train()(x)
+    m.eval()(x)
+    assert not torch.allclose(seen[0], seen[1])
+
+
+def test_the_training_loop_trains_on_scans_standardised_before_augmentation(tmp_path, monkeypatch):
+    from brainseg_lib.data.standardize import standardised_to_own_mean
+    train = synthetic_arrays(16, seed=0)
+    ref, done = standardised_to_own_mean(train)
+    np.testing.assert_allclose(ref, reference_landmarks(train.images) / 255)
+    assert np.array_equal(done.images, standardise(train.images, ref * 255))
+    assert np.array_equal(done.masks, train.masks) and done.names == train.names
+    seen = []
+    real = engine.resident_tensors
+    monkeypatch.setattr(engine, "resident_tensors", lambda arrays, dev: seen.append(arrays) or real(arrays, dev))
+    cfg = small_config(augment=False, epochs=1)
+    cfg = type(cfg)(**{**cfg.to_dict(), "input_norm": "nyul_zscore"})
+    engine.fit(cfg, tmp_path / "run", train_arrays=train, val_arrays=synthetic_arrays(8, seed=1, split="val"),
+               progress=False)
+    assert np.array_equal(seen[0].images, done.images)          # TRAIN standardised ...
+    assert np.array_equal(seen[1].images, synthetic_arrays(8, seed=1, split="val").images)   # VAL as it is

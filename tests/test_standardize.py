@@ -109,3 +109,7 @@ def test_standardisation_is_refused_on_a_trial_that_trains(tmp_path):
         _plan_with(tmp_path, {"standardize": "br35h_train", "set": {"loss": "bce"}}, drop=ensemble)
     with pytest.raises(ValueError, match="standardize"):
         _plan_with(tmp_path, {"standardize": "histogram-of-my-choice"})
+    gated = {"checkpoints_of": "h6-head-crop-mri-aug", "gate": "healthy_val", "against": "r0-cpu",
+             "standardize": "br35h_train"}
+    with pytest.raises(ValueError, match="gate is calibrated"):
+        _plan_with(tmp_path, gated, drop=ensemble)

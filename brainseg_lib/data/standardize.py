@@ -65,3 +65,12 @@ def standardise(images_u8: np.ndarray, reference) -> np.ndarray:
         mapped = np.interp(images[i][head].astype(np.float64), _knots(marks), target)
         out[i][head] = np.clip(np.rint(mapped), 0, 255).astype(np.uint8)
     return out
+
+
+def standardised_to_own_mean(arrays):
+    """(the mean landmarks of ``arrays``' images in [0, 1], ``arrays`` with every image
+    standardised to them): what a model with ``input_norm: nyul_zscore`` trains on
+    (``model.histogram_norm``). ``arrays``: a ``SplitArrays``, left as it is."""
+    import dataclasses
+    ref = reference_landmarks(arrays.images)
+    return ref / 255.0, dataclasses.replace(arrays, images=standardise(arrays.images, ref))

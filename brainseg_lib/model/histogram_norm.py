@@ -12,6 +12,12 @@ Written with sort, gather, maxima and clamps only (no searchsorted, quantile or 
 exports. Since the mapping is monotone and lands on the same percentiles whatever the scan's grey
 levels were, a model with it is blind to any monotone remapping of a scan's head intensities
 (up to the piecewise-linear fit), which the ``mri`` augmentation's histogram shift only teaches.
+
+**In training** the U-Net leaves this step out (``model.training``): the training augmentation's
+brightness and contrast shifts lift a black background above the head level, which would make
+the whole background count as head. ``training.engine`` standardises the uint8 TRAIN scans once,
+before augmentation, with the same reference (``data.standardize``); in eval mode (validation,
+scoring, ``predict``, the ONNX export) the model standardises its input itself.
 """
 from __future__ import annotations
 
@@ -28,7 +34,7 @@ def head_percentiles(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     flat = x.reshape(x.shape[0], -1)
     head = flat > HEAD_LEVEL
     n = head.sum(dim=1, keepdim=True)                                       # (B, 1)
-    ordered = torch.sort(torch.where(head, flat, torch.full_like(flat, 2.0)), dim=1).values
+    ordered = torch.sort(torch.where(head, flat, torch.full_like(flat, float("inf"))), dim=1).values
     q = torch.tensor(LEVELS, dtype=flat.dtype, device=flat.device) / 100.0
     last = (n - 1).clamp(min=0).to(flat.dtype)
     pos = q.unsqueeze(0) * last                                             # (B, K)
@@ -53,14 +59,16 @@ def knots(marks: torch.Tensor) -> torch.Tensor:
 
 
 def standardise_head(x: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """``x`` (B, 1, S, S) in [0, 1] with its head pixels mapped onto ``reference`` (module doc)."""
+    """``x`` (B, 1, S, S) in [0, 1] with its head pixels mapped onto ``reference`` (module doc),
+    computed in float32 (half precision cannot hold the knots' spacing), returned in x's dtype."""
+    dtype, x = x.dtype, x.float()
     marks, has_head = head_percentiles(x)
     src = knots(marks)                                                      # (B, K+2)
-    dst = knots(reference.to(x.dtype).unsqueeze(0).expand_as(marks))
+    dst = knots(reference.float().unsqueeze(0).expand_as(marks))
     width = src[:, 1:] - src[:, :-1]                                        # (B, K+1), > 0
     slope = (dst[:, 1:] - dst[:, :-1]) / width
     flat = x.reshape(x.shape[0], -1, 1)                                     # (B, N, 1)
     part = torch.minimum(torch.relu(flat - src[:, None, :-1]), width[:, None, :])
     mapped = dst[:, :1] + (part * slope[:, None, :]).sum(-1)                  # (B, N)
     keep = (flat.squeeze(-1) <= HEAD_LEVEL) | ~has_head[:, None]
-    return torch.where(keep, flat.squeeze(-1), mapped).reshape_as(x)
+    return torch.where(keep, flat.squeeze(-1), mapped).reshape_as(x).to(dtype)

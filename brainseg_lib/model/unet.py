@@ -15,8 +15,10 @@ stride 2, skip connections concatenate encoder features into the decoder, and a
   contrast, which differ between scanners and JPEG exports, then no longer reach the
   network. It has no parameters and is computed in float32.
 * ``nyul_zscore``: each image's head histogram is first mapped onto the model's
-  ``reference`` percentiles (``model.histogram_norm``, a buffer set from its TRAIN scans
-  when it is built for training and saved with its weights), then z-scored as above.
+  ``reference`` percentiles (``model.histogram_norm``, a buffer set from the scans it
+  trains on when it is built for training and saved with its weights), then z-scored as
+  above. In training mode only the z-score is applied: the training loop standardises
+  the scans before augmenting them (see ``model.histogram_norm``).
 
 With ``base=64`` this is the classic U-Net of Ronneberger et al. (widths
 64-128-256-512, bottleneck 1024, 31,042,369 parameters for one input channel:
@@ -34,10 +36,13 @@ INPUT_NORMS = ("none", "zscore", "nyul_zscore")
 NEEDS_REFERENCE = ("nyul_zscore",)     # the input norms that hold reference percentiles
 
 
-def normalize_input(x: torch.Tensor, mode: str, reference: torch.Tensor | None = None) -> torch.Tensor:
+def normalize_input(x: torch.Tensor, mode: str, reference: torch.Tensor | None = None,
+                    training: bool = False) -> torch.Tensor:
     """Per-image intensity normalisation of a batch (B, C, H, W); see the module docstring."""
     if mode == "none":
         return x
+    if mode == "nyul_zscore" and training:     # the scans were standardised before augmentation
+        return normalize_input(x, "zscore")
     if mode == "nyul_zscore":
         from brainseg_lib.model.histogram_norm import standardise_head
         return normalize_input(standardise_head(x, reference), "zscore")
@@ -103,7 +108,7 @@ class UNet(nn.Module):
                 f"U-Net input sides must be multiples of {2**DEPTH}; got {h}x{w}. "
                 "Resize the image (brainseg_lib.data resizes to the profile's image_size)."
             )
-        x = normalize_input(x, self.input_norm, getattr(self, "reference", None))
+        x = normalize_input(x, self.input_norm, getattr(self, "reference", None), self.training)
         skips = []
         for enc in self.encoders:
             x = enc(x)

@@ -58,6 +58,9 @@ def check_round(plan: dict, path: Path) -> None:
         if ens is not None and t.get("gate"):
             raise ValueError(f"{path}: trial {t['tag']!r}: a gate calibrates one checkpoint, not an "
                              "ensemble (give an ensemble a fixed min_component)")
+        if t.get("gate") and t.get("standardize"):
+            raise ValueError(f"{path}: trial {t['tag']!r}: a gate is calibrated on scans that are not "
+                             "standardised (release_scoring.gate_fraction); set one or the other")
         if t.get("gate") and (t.get("against") != tags[0] or t.get("min_component")
                               or t.get("threshold") is not None):
             raise ValueError(f"{path}: trial {t['tag']!r} has a gate: it calibrates to the reference "

@@ -54,7 +54,7 @@ import torch.distributed as dist
 
 from brainseg_lib import paths
 from brainseg_lib.data.cache import SplitArrays, load_split
-from brainseg_lib.data.standardize import reference_landmarks
+from brainseg_lib.data.standardize import standardised_to_own_mean
 from brainseg_lib.data.loaders import (
     AugmentConfig,
     augment_config,
@@ -139,12 +139,12 @@ def fit(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
     if ddp.device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(ddp.device)
     logger = run_state.run_logger(run_dir, main=ddp.is_main, epochs=cfg.epochs)
-    malloc = _tune_allocator(tune_allocator, ddp.device)
+    malloc = memory.tune_allocator(tune_allocator, ddp.device)
     with ddp.main_first():
         train_arrays, val_arrays = prepare_data(cfg, train_arrays, val_arrays, data_root)
     ddp.check_batch(len(train_arrays), cfg.batch_size)
-    # an input norm with reference percentiles takes the mean of the scans it trains on
-    reference = reference_landmarks(train_arrays.images) / 255.0 if cfg.input_norm in NEEDS_REFERENCE else None
+    reference, train_arrays = (standardised_to_own_mean(train_arrays) if cfg.input_norm in NEEDS_REFERENCE
+                               else (None, train_arrays))     # before augmentation: model.histogram_norm
     tr = build_trainer(cfg, ddp, len(train_arrays), reference)
     tr.checkpoint_every = checkpoint_every
     st = resume_state(tr, cfg, run_dir / "last.pt", ddp, logger) if resume else RunState()
@@ -176,15 +176,6 @@ def fit(cfg: TrainConfig, run_dir: str | Path, resume: bool = False,
                        st.train_seconds, wall, st.snapshots, n_params,
                        ddp.device.type if ddp.enabled else str(ddp.device), st.cut, ddp.world_size,
                        peak)
-
-
-def _tune_allocator(requested: bool, device: torch.device) -> str:
-    """Apply ``keep_freed_memory`` when asked for on CPU; what happened, for the log."""
-    if not requested:
-        return "off"
-    if device.type != "cpu":
-        return f"off ({device.type})"
-    return "applied" if memory.keep_freed_memory() else "unavailable (not glibc's malloc)"
 
 
 def prepare_data(cfg: TrainConfig, train_arrays, val_arrays, data_root):

@@ -42,3 +42,12 @@ def keep_freed_memory() -> bool:
                         & mallopt(m_trim_threshold, 1 << 30)
                         & mallopt(m_top_pad, 64 << 20))
     return MALLOC_TUNED
+
+
+def tune_allocator(requested: bool, device) -> str:
+    """Apply ``keep_freed_memory`` when asked for on CPU (a ``torch.device``); what happened, for the log."""
+    if not requested:
+        return "off"
+    if device.type != "cpu":
+        return f"off ({device.type})"
+    return "applied" if keep_freed_memory() else "unavailable (not glibc's malloc)"
