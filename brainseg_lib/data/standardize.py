@@ -10,6 +10,8 @@ tumour stays brighter than its tissue) and the background is left as it is.
 """
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 
 from brainseg_lib.data.intensity import HEAD_LEVEL
@@ -58,12 +60,13 @@ def standardise(images_u8: np.ndarray, reference) -> np.ndarray:
         raise ValueError(f"reference landmarks must be {len(LEVELS)} finite values (LEVELS), got {ref.shape}")
     target = _knots(ref)
     out = images.copy()
-    for i, marks in enumerate(head_landmarks(images)):
-        if np.isnan(marks).any():
+    for img, dest in zip(images, out):
+        head = img > HEAD_U8
+        if not head.any():
             continue
-        head = images[i] > HEAD_U8
-        mapped = np.interp(images[i][head].astype(np.float64), _knots(marks), target)
-        out[i][head] = np.clip(np.rint(mapped), 0, 255).astype(np.uint8)
+        values = img[head].astype(np.float64)
+        mapped = np.interp(values, _knots(np.percentile(values, LEVELS)), target)
+        dest[head] = np.clip(np.rint(mapped), 0, 255).astype(np.uint8)
     return out
 
 
@@ -71,6 +74,5 @@ def standardised_to_own_mean(arrays):
     """(the mean landmarks of ``arrays``' images in [0, 1], ``arrays`` with every image
     standardised to them): what a model with ``input_norm: nyul_zscore`` trains on
     (``model.histogram_norm``). ``arrays``: a ``SplitArrays``, left as it is."""
-    import dataclasses
     ref = reference_landmarks(arrays.images)
     return ref / 255.0, dataclasses.replace(arrays, images=standardise(arrays.images, ref))
